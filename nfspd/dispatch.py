@@ -9,6 +9,7 @@ import logging
 import zlib
 
 from common import rpc
+from nfspd.drc import DONE, IN_PROGRESS
 from common.rpc import accept_stat
 from common.xdr import Packer, Unpacker, XdrError
 
@@ -151,10 +152,10 @@ class Dispatcher:
             drc_key = (ctx.transport, ctx.client, xid, call.prog, call.vers, call.proc,
                        call.cred_flavor, bytes(call.cred_body), args_checksum(call.args))
             state, cached = self.drc.lookup(drc_key)
-            if state == "done":
+            if state == DONE:
                 c.drc_hits += 1
                 return cached
-            if state == "in_progress":
+            if state == IN_PROGRESS:
                 # The original is still running; its reply will answer this
                 # retransmission too (the kernel server drops these likewise).
                 c.drc_in_progress += 1

@@ -1,0 +1,58 @@
+"""The `nfspd` command."""
+
+import logging
+import sys
+
+import click
+import trio
+
+from common import logs
+from common.exports import ExportsError
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--exports", "exports", default="/etc/nfsp/exports", show_default=True,
+              type=click.Path(dir_okay=False),
+              help="exports(5)-style file: which directories are exported to which clients. "
+                   "SIGHUP reloads it.")
+@click.option("--state-dir", default="/var/lib/nfsp", show_default=True,
+              type=click.Path(file_okay=False),
+              help="Where nfspd keeps what must survive restarts: the file-handle key and the "
+                   "mount list.")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+              help="Local data store for file contents when no iods are configured "
+                   "[default: STATE_DIR/data].")
+@click.option("--bind", default="0.0.0.0", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface; UDP replies leave from the "
+                   "address each request was sent to).")
+@click.option("--port", default=2049, show_default=True, type=click.IntRange(0, 65535),
+              help="NFS port, UDP and TCP.")
+@click.option("--mount-port", default=20048, show_default=True, type=click.IntRange(0, 65535),
+              help="MOUNT protocol port, UDP and TCP.")
+@click.option("--portmap", type=click.Choice(["auto", "system", "embedded", "off"]),
+              default="auto", show_default=True,
+              help="auto: register with the system rpcbind if one runs, else serve an embedded "
+                   "portmapper on port 111; system/embedded: only that; off: neither "
+                   "(clients then need port= and mountport=).")
+@click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
+@click.option("--syslog", is_flag=True, help="Log to syslog/journald instead of stderr.")
+def main(exports, state_dir, data_dir, bind, port, mount_port, portmap, log_level, syslog):
+    """NFSP metaserver: an NFSv2/NFSv3 server (with MOUNT and a portmapper)
+    whose regular files are metafiles and whose data lives in a data store."""
+    logs.setup("nfspd", log_level, syslog)
+    from nfspd.server import Config, Metaserver
+    config = Config(exports, state_dir, data_dir, bind, port, mount_port, portmap)
+    try:
+        server = Metaserver(config)
+    except (ExportsError, OSError, ValueError) as e:
+        logging.getLogger("nfspd").error("%s", e)
+        sys.exit(1)
+    try:
+        trio.run(server.run)
+    except OSError as e:
+        logging.getLogger("nfspd").error("cannot serve: %s", e)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

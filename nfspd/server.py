@@ -1,0 +1,182 @@
+"""nfspd: the metaserver process — NFS v2/v3, MOUNT and the portmapper.
+
+Wiring only: configuration in, sockets bound, services composed, signals
+handled. What each piece does lives in its own module.
+"""
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+
+import trio
+
+from common import mount as mount_proto
+from nfspd import mountd, nfs2, nfs3, portmapper
+from nfspd.datapath import LocalDataPath
+from nfspd.dispatch import Dispatcher, Program
+from nfspd.drc import DuplicateRequestCache
+from nfspd.exports import ExportRegistry
+from nfspd.handles import export_id_for_path
+from nfspd.metafs import MetaFS
+from nfspd.transport import Limits, bind_tcp, bind_udp, serve_tcp, serve_udp
+
+log = logging.getLogger("nfspd")
+
+NFS_PROGRAM = 100003
+NFS_VERSIONS = (2, 3)
+MOUNT_VERSIONS = (1, 2, 3)
+
+
+class Config:
+    def __init__(self, exports, state_dir, data_dir=None, bind="0.0.0.0", port=2049,
+                 mount_port=20048, portmap="auto", portmap_port=111, limits=None):
+        self.exports = exports
+        self.state_dir = state_dir
+        self.data_dir = data_dir or os.path.join(state_dir, "data")
+        self.bind = bind
+        self.port = port
+        self.mount_port = mount_port
+        self.portmap = portmap
+        self.portmap_port = portmap_port
+        self.limits = limits or Limits()
+
+
+def load_or_create_key(path, nbytes=32):
+    """The secret that authenticates file handles. It must outlive restarts (or
+    every client's handles go stale), so it is created once, mode 0600."""
+    try:
+        with open(path, "rb") as f:
+            key = f.read()
+        if len(key) >= 16:
+            return key
+        raise ValueError(f"{path}: key too short ({len(key)} bytes)")
+    except FileNotFoundError:
+        pass
+    key = secrets.token_bytes(nbytes)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+        f.flush()
+        os.fsync(f.fileno())
+    return key
+
+
+def registrations(config):
+    """What the portmapper should say about us: (prog, vers, proto, port)."""
+    regs = []
+    for proto in (socket.IPPROTO_UDP, socket.IPPROTO_TCP):
+        regs += [(NFS_PROGRAM, v, proto, config.port) for v in NFS_VERSIONS]
+        regs += [(mount_proto.MOUNT_PROGRAM, v, proto, config.mount_port) for v in MOUNT_VERSIONS]
+    return regs
+
+
+class Metaserver:
+    """The assembled services; run() serves until cancelled."""
+
+    def __init__(self, config):
+        self.config = config
+        os.makedirs(config.state_dir, exist_ok=True)
+        os.makedirs(config.data_dir, exist_ok=True)
+        self.handle_key = load_or_create_key(os.path.join(config.state_dir, "handle.key"))
+        self.datapath = LocalDataPath(config.data_dir)
+        self.registry = ExportRegistry(config.exports, self._make_fs,
+                                       rmtab_path=os.path.join(config.state_dir, "rmtab"))
+        self.registry.load()
+        self.drc = DuplicateRequestCache()
+        nfs = Program(NFS_PROGRAM, "nfs", {2: nfs2.procedures(self.registry),
+                                           3: nfs3.procedures(self.registry)})
+        self.nfs = Dispatcher([nfs], self.drc)
+        self.mount = Dispatcher([mountd.program(self.registry)], self.drc)
+        self.started = time.time()
+
+    def _make_fs(self, path):
+        return MetaFS(path, export_id_for_path(path), self.handle_key, self.datapath)
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED):
+        c = self.config
+        lim = c.limits
+        # Port 0 (tests) means any free port: TCP takes the port UDP got, and
+        # the portmapper is told the real numbers.
+        nfs_udp = await bind_udp(c.bind, c.port)
+        c.port = nfs_udp.getsockname()[1]
+        nfs_tcp = await bind_tcp(c.bind, c.port)
+        mnt_udp = await bind_udp(c.bind, c.mount_port)
+        c.mount_port = mnt_udp.getsockname()[1]
+        mnt_tcp = await bind_tcp(c.bind, c.mount_port)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_udp, nfs_udp, self.nfs, lim)
+            await nursery.start(serve_tcp, nfs_tcp, self.nfs, lim)
+            await nursery.start(serve_udp, mnt_udp, self.mount, lim)
+            await nursery.start(serve_tcp, mnt_tcp, self.mount, lim)
+            unregister = await self._portmapper(nursery)
+            nursery.start_soon(self._signals, nursery.cancel_scope)
+            nursery.start_soon(self._report_counters)
+            log.info("serving NFS v2/v3 on %s:%d (udp, tcp), MOUNT v1-3 on port %d; exports: %s",
+                     c.bind, c.port, c.mount_port,
+                     ", ".join(self.registry.export_paths()) or "none")
+            task_status.started(self)
+            try:
+                await trio.sleep_forever()
+            finally:
+                if unregister is not None:
+                    with trio.CancelScope(shield=True), trio.move_on_after(3):
+                        await unregister()
+
+    async def _portmapper(self, nursery):
+        """Register with the system's rpcbind where one runs, else serve our own
+        portmapper on port 111. Returns the coroutine function that undoes the
+        registration, or None."""
+        c = self.config
+        if c.portmap == "off":
+            return None
+        regs = registrations(c)
+        if c.portmap in ("auto", "system") and await portmapper.rpcbind_running(timeout=1.0):
+            ok = await portmapper.register_with_rpcbind(regs)
+            if ok:
+                log.info("registered NFS and MOUNT with the system rpcbind")
+                return lambda: portmapper.unregister_with_rpcbind(regs)
+            log.warning("system rpcbind refused our registrations")
+            return None
+        if c.portmap == "system":
+            raise SystemExit("--portmap system: no rpcbind answers on 127.0.0.1:111")
+        table = portmapper.PortTable()
+        for prog, vers, proto, port in regs:
+            table.add(prog, vers, proto, port, owner="nfspd")
+        dispatcher = Dispatcher([portmapper.program(table)])
+        udp = await bind_udp(c.bind, c.portmap_port)
+        tcp = await bind_tcp(c.bind, c.portmap_port)
+        await nursery.start(serve_udp, udp, dispatcher, c.limits)
+        await nursery.start(serve_tcp, tcp, dispatcher, c.limits)
+        log.info("no system rpcbind: serving an embedded portmapper on port %d", c.portmap_port)
+        return None
+
+    async def _signals(self, cancel_scope):
+        with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    if self.registry.reload():
+                        log.info("exports reloaded: %s", ", ".join(self.registry.export_paths()))
+                else:
+                    log.info("%s: shutting down", signal.Signals(signum).name)
+                    cancel_scope.cancel()
+                    return
+
+    async def _report_counters(self, period=60.0):
+        """Malformed and refused messages are counted; say so in the log once a
+        period rather than once a message (a flood must not flood the log)."""
+        last = {}
+        keys = ("dropped", "garbage_args", "auth_errors", "rpc_mismatch", "system_err")
+        while True:
+            await trio.sleep(period)
+            now = {}
+            for name, d in (("nfs", self.nfs), ("mount", self.mount)):
+                for k in keys:
+                    now[f"{name}.{k}"] = getattr(d.counters, k)
+            changed = {k: v - last.get(k, 0) for k, v in now.items() if v != last.get(k, 0)}
+            if changed:
+                log.info("bad or refused messages in the last %ds: %s", period,
+                         ", ".join(f"{k}={v}" for k, v in sorted(changed.items())))
+            last = now
