@@ -21,20 +21,21 @@ from nfspd.dispatch import CallContext
 log = logging.getLogger(__name__)
 
 UDP_MAX_DATAGRAM = 65535
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux's value; Python < 3.12 lacks the name
 _in_pktinfo = struct.Struct("=i4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
 
 
 def _pktinfo_dst(ancdata):
     """The address a datagram was sent to, from its IP_PKTINFO message."""
     for level, kind, data in ancdata:
-        if level == socket.IPPROTO_IP and kind == socket.IP_PKTINFO and len(data) >= _in_pktinfo.size:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _in_pktinfo.size:
             _, _, addr = _in_pktinfo.unpack_from(data)
             return socket.inet_ntoa(addr)
     return None
 
 
 def _pktinfo_src(ip):
-    return [(socket.IPPROTO_IP, socket.IP_PKTINFO, _in_pktinfo.pack(0, socket.inet_aton(ip), b"\0" * 4))]
+    return [(socket.IPPROTO_IP, IP_PKTINFO, _in_pktinfo.pack(0, socket.inet_aton(ip), b"\0" * 4))]
 
 
 class Limits:
@@ -54,7 +55,7 @@ class Limits:
 def udp_socket(host, port):
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_PKTINFO, 1)
+    sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         try:
             sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
@@ -80,7 +81,7 @@ async def bind_tcp(host, port, backlog=128):
 async def serve_udp(sock, dispatcher, limits, task_status=trio.TASK_STATUS_IGNORED):
     """Receive datagrams and answer each from the address it was sent to."""
     bound_host = sock.getsockname()[0]
-    limiter = trio.CapacityLimiter(limits.udp_inflight)
+    limiter = trio.Semaphore(limits.udp_inflight)
     cmsg_space = socket.CMSG_SPACE(_in_pktinfo.size)
     port = sock.getsockname()[1]
     task_status.started()
@@ -117,7 +118,7 @@ async def _answer_udp(sock, dispatcher, data, ctx, limiter):
 
 
 async def serve_tcp(listener, dispatcher, limits, task_status=trio.TASK_STATUS_IGNORED):
-    connections = trio.CapacityLimiter(limits.max_connections)
+    connections = trio.Semaphore(limits.max_connections)
     task_status.started()
     async with trio.open_nursery() as nursery:
         while True:
@@ -143,12 +144,16 @@ async def _serve_connection(stream, dispatcher, limits, connections):
         return
     reader = rpc.RecordReader(limits.max_record)
     send_lock = trio.Lock()
-    inflight = trio.CapacityLimiter(limits.tcp_inflight_per_conn)
+    inflight = trio.Semaphore(limits.tcp_inflight_per_conn)
     try:
         async with stream, trio.open_nursery() as nursery:
             while True:
                 with trio.move_on_after(limits.idle_timeout) as idle:
-                    data = await stream.receive_some(65536)
+                    try:
+                        data = await stream.receive_some(65536)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                        log.debug("connection from %s ended: %s", client, e)
+                        data = b""
                 if idle.cancelled_caught:
                     log.debug("closing idle connection from %s", client)
                     break
@@ -166,8 +171,6 @@ async def _serve_connection(stream, dispatcher, limits, connections):
                     nursery.start_soon(_answer_tcp, stream, send_lock, dispatcher, record, ctx,
                                        inflight, limits)
             nursery.cancel_scope.cancel()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-        log.debug("connection from %s ended: %s", client, e)
     finally:
         connections.release()
 

@@ -45,12 +45,14 @@ class Nfspd:
         env = dict(os.environ, PYTHONPATH=REPO)
         self.proc = self.ns.popen(self.argv(), stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
-        def answers():
+        def died():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"nfspd exited with {self.proc.returncode}:\n{self.log_text()}")
+                return f"nfspd exited with {self.proc.returncode}:\n{self.log_text()}"
+
+        def answers():
             with self.ns.inside(RpcClient, "127.0.0.1", 2049, "tcp", timeout=1) as c:
                 return c.call(NFS_PROGRAM, 3, 0).accepted
-        wait_until(answers, timeout, what="nfspd answering NULL")
+        wait_until(answers, timeout, what="nfspd answering NULL", abort=died)
         return self
 
     def stop(self):

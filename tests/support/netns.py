@@ -95,12 +95,17 @@ def stop(p, timeout=10):
         return p.wait(timeout=timeout)
 
 
-def wait_until(predicate, timeout=15.0, interval=0.05, what="condition"):
+def wait_until(predicate, timeout=15.0, interval=0.05, what="condition", abort=None):
     """Poll a condition with a bound (used for a daemon to come up, never to
-    paper over a failing check)."""
+    paper over a failing check). ``abort`` returns an error message when
+    waiting longer is pointless (the daemon died)."""
     deadline = time.monotonic() + timeout
     last_exc = None
     while time.monotonic() < deadline:
+        if abort is not None:
+            message = abort()
+            if message:
+                raise RuntimeError(message)
         try:
             if predicate():
                 return
