@@ -142,7 +142,7 @@ class Metaserver:
             return None
         if c.portmap == "system":
             raise SystemExit("--portmap system: no rpcbind answers on 127.0.0.1:111")
-        table = portmapper.PortTable()
+        table = portmapper.PortTable(portmapper_port=c.portmap_port)
         for prog, vers, proto, port in regs:
             table.add(prog, vers, proto, port, owner="nfspd")
         dispatcher = Dispatcher([portmapper.program(table)])
