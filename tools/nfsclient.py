@@ -28,12 +28,12 @@ def mount_export(host, path, *, vers=3, transport="udp", port=None, cred=None,
     with RpcClient(host, port, transport, timeout=timeout, reserved_port=reserved_port,
                    cred=cred if cred is not None else RpcClient.default_cred()) as c:
         if vers == 3:
-            res = _call(c, mount.MOUNT_PROGRAM, 3, mount.MOUNTPROC3.MNT, mount.dirpath,
+            res = _call(c, mount.MOUNT_PROGRAM, 3, mount.MOUNTPROC3.MOUNTPROC3_MNT, mount.dirpath,
                         path.encode() if isinstance(path, str) else path, mount.mountres3)
             if res.disc != mount.mountstat3.MNT3_OK:
                 raise NfsError("MNT", res.disc)
             return res.body.fhandle
-        res = _call(c, mount.MOUNT_PROGRAM, vers, mount.MOUNTPROC.MNT, mount.dirpath,
+        res = _call(c, mount.MOUNT_PROGRAM, vers, mount.MOUNTPROC.MOUNTPROC_MNT, mount.dirpath,
                     path.encode() if isinstance(path, str) else path, mount.fhstatus)
         if res.disc != 0:
             raise NfsError("MNT", mount.mountstat3(res.disc))

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from tests.support.netns import stop, wait_until
-from tools.rpcclient import RpcClient
+from tools.rpcclient import RpcClient, getport
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NFS_PROGRAM = 100003
@@ -51,7 +51,10 @@ class Nfspd:
 
         def answers():
             with self.ns.inside(RpcClient, "127.0.0.1", 2049, "tcp", timeout=1) as c:
-                return c.call(NFS_PROGRAM, 3, 0).accepted
+                if not c.call(NFS_PROGRAM, 3, 0).accepted:
+                    return False
+            # Clients find MOUNT through the portmapper, which comes up last.
+            return self.portmap == "off" or self.ns.inside(getport, "127.0.0.1", MOUNT_PROGRAM, 3) != 0
         wait_until(answers, timeout, what="nfspd answering NULL", abort=died)
         return self
 
