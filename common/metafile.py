@@ -1,0 +1,111 @@
+"""The metafile: what the metaserver stores in place of a regular file's data (paper 5.5.1).
+
+A metafile is a fixed 56-byte record, big-endian::
+
+    magic "NFSPmeta" | version u8 | flags u8 | reserved u16 | layout_gen u32 |
+    seed u64 | size u64 | trunc_to u64 | stripe_unit u32 | create_verf 8 bytes | crc32 u32
+
+The seed tells apart successive files that lived in the same inode: the iods
+know data only by (inode, seed), so data an iod has not purged yet can never be
+read through a new file that reuses the inode.
+
+trunc_to (flag TRUNC_PENDING) records that the file was shrunk but the data
+beyond trunc_to may still exist on the data servers; until that truncation is
+carried out, growing the file again must not expose the old bytes. Keeping it in
+the metafile makes this survive a crash of the metaserver.
+
+The crc catches torn or foreign files; decode() raises MetafileError on
+anything that is not exactly a valid record. Pure: no I/O.
+"""
+
+import dataclasses
+import secrets
+import struct
+import zlib
+
+MAGIC = b"NFSPmeta"
+VERSION = 1
+DEFAULT_STRIPE_UNIT = 65536
+MAX_SIZE = (1 << 63) - 1
+
+FLAG_CREATE_VERF = 0x01
+FLAG_TRUNC_PENDING = 0x02
+_KNOWN_FLAGS = FLAG_CREATE_VERF | FLAG_TRUNC_PENDING
+
+_BODY = struct.Struct(">8sBBHIQQQI8s")
+_CRC = struct.Struct(">I")
+SIZE = _BODY.size + _CRC.size  # 56
+
+
+class MetafileError(ValueError):
+    """Bytes that are not a valid metafile."""
+
+
+def new_seed():
+    """A random nonzero 64-bit seed (0 is kept free as 'no seed')."""
+    while True:
+        seed = secrets.randbits(64)
+        if seed:
+            return seed
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Metafile:
+    seed: int
+    size: int
+    stripe_unit: int = DEFAULT_STRIPE_UNIT
+    layout_gen: int = 0
+    create_verf: "bytes | None" = None
+    trunc_to: "int | None" = None
+
+    def __post_init__(self):
+        if not 0 < self.seed < 1 << 64:
+            raise MetafileError(f"seed out of range: {self.seed}")
+        if not 0 <= self.size <= MAX_SIZE:
+            raise MetafileError(f"size out of range: {self.size}")
+        if not 0 < self.stripe_unit < 1 << 32:
+            raise MetafileError(f"stripe unit out of range: {self.stripe_unit}")
+        if not 0 <= self.layout_gen < 1 << 32:
+            raise MetafileError(f"layout generation out of range: {self.layout_gen}")
+        if self.create_verf is not None and (
+                not isinstance(self.create_verf, bytes) or len(self.create_verf) != 8):
+            raise MetafileError("create verifier must be 8 bytes")
+        if self.trunc_to is not None and not 0 <= self.trunc_to <= MAX_SIZE:
+            raise MetafileError(f"trunc_to out of range: {self.trunc_to}")
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def encode(self):
+        flags = 0
+        if self.create_verf is not None:
+            flags |= FLAG_CREATE_VERF
+        if self.trunc_to is not None:
+            flags |= FLAG_TRUNC_PENDING
+        body = _BODY.pack(MAGIC, VERSION, flags, 0, self.layout_gen, self.seed, self.size,
+                          self.trunc_to or 0, self.stripe_unit, self.create_verf or bytes(8))
+        return body + _CRC.pack(zlib.crc32(body))
+
+    @classmethod
+    def decode(cls, data):
+        data = bytes(data)
+        if len(data) != SIZE:
+            raise MetafileError(f"metafile is {len(data)} bytes, expected {SIZE}")
+        body, (crc,) = data[:_BODY.size], _CRC.unpack_from(data, _BODY.size)
+        magic, version, flags, reserved, layout_gen, seed, size, trunc_to, stripe_unit, verf = \
+            _BODY.unpack(body)
+        if magic != MAGIC:
+            raise MetafileError("bad magic")
+        if version != VERSION:
+            raise MetafileError(f"unknown metafile version {version}")
+        if zlib.crc32(body) != crc:
+            raise MetafileError("checksum mismatch")
+        if flags & ~_KNOWN_FLAGS or reserved:
+            raise MetafileError(f"unknown flags {flags:#x}/{reserved:#x}")
+        if not flags & FLAG_CREATE_VERF and verf != bytes(8):
+            raise MetafileError("verifier bytes without verifier flag")
+        if not flags & FLAG_TRUNC_PENDING and trunc_to:
+            raise MetafileError("trunc_to without pending flag")
+        return cls(seed=seed, size=size, stripe_unit=stripe_unit, layout_gen=layout_gen,
+                   create_verf=verf if flags & FLAG_CREATE_VERF else None,
+                   trunc_to=trunc_to if flags & FLAG_TRUNC_PENDING else None)

@@ -1,0 +1,84 @@
+"""Permission decisions for READ, WRITE and ACCESS, made the way the kernel makes them.
+
+These calls cannot be left to the kernel: the data of a regular file does not
+live in its metafile. Pure functions of (mode, owner, group) and the caller.
+
+Classes as in generic_permission(): the owner class if the caller owns the
+object, else the group class if the object's group is the caller's gid or one of
+its supplementary gids, else other. Root (uid 0) may read and write anything and
+search any directory, but executes a non-directory only if some x bit is set.
+
+Linux nfsd's NFSD_MAY_OWNER_OVERRIDE: READ and WRITE of a regular file are
+allowed to its owner whatever the mode (a client creating a 0444 file and then
+writing to it through an fd opened before the chmod, e.g. `cp -p`, `tar`), and
+READ is also allowed when execute is (the client loads executables with READ).
+"""
+
+import stat
+
+R, W, X = 4, 2, 1
+
+ACCESS3_READ = 0x0001
+ACCESS3_LOOKUP = 0x0002
+ACCESS3_MODIFY = 0x0004
+ACCESS3_EXTEND = 0x0008
+ACCESS3_DELETE = 0x0010
+ACCESS3_EXECUTE = 0x0020
+ACCESS3_ALL = 0x003F
+_CHANGES = ACCESS3_MODIFY | ACCESS3_EXTEND | ACCESS3_DELETE
+
+
+def permitted(mode, uid, gid, caller, want):
+    """May caller do `want` (a combination of R, W, X) on an object with this
+    mode/owner/group, by the mode bits alone?"""
+    if caller.uid == 0:
+        if want & X and not stat.S_ISDIR(mode) and not mode & 0o111:
+            return False
+        return True
+    if caller.uid == uid:
+        bits = (mode >> 6) & 7
+    elif caller.gid == gid or gid in caller.gids:
+        bits = (mode >> 3) & 7
+    else:
+        bits = mode & 7
+    return bits & want == want
+
+
+def may_read(mode, uid, gid, caller):
+    """READ of a regular file (owner override, read-if-exec)."""
+    if caller.uid == uid:
+        return True
+    return permitted(mode, uid, gid, caller, R) or permitted(mode, uid, gid, caller, X)
+
+
+def may_write(mode, uid, gid, caller):
+    """WRITE (and size changes) of a regular file (owner override); never for a
+    read-only client."""
+    if caller.readonly:
+        return False
+    if caller.uid == uid:
+        return True
+    return permitted(mode, uid, gid, caller, W)
+
+
+def access3(mode, uid, gid, caller, mask):
+    """The ACCESS3 bits of `mask` that caller is granted (RFC 1813 3.3.4),
+    following Linux nfsd's tables: for a directory READ=r, LOOKUP=x, MODIFY and
+    EXTEND = w+x, DELETE = w+x (removing entries); for anything else READ=r,
+    EXECUTE=x, MODIFY/EXTEND=w, and DELETE is never granted (it means nothing
+    there). No owner override here (nfsd has none for ACCESS either): the client
+    uses the answer to judge open(2) locally. A read-only client gets no
+    MODIFY/EXTEND/DELETE."""
+    granted = 0
+    if stat.S_ISDIR(mode):
+        table = ((ACCESS3_READ, R), (ACCESS3_LOOKUP, X), (ACCESS3_MODIFY, W | X),
+                 (ACCESS3_EXTEND, W | X), (ACCESS3_DELETE, W | X))
+    else:
+        table = ((ACCESS3_READ, R), (ACCESS3_EXECUTE, X), (ACCESS3_MODIFY, W),
+                 (ACCESS3_EXTEND, W))
+    for bit, want in table:
+        if mask & bit and permitted(mode, uid, gid, caller, want):
+            granted |= bit
+    if caller.readonly:
+        granted &= ~_CHANGES
+    return granted & mask

@@ -1,0 +1,133 @@
+"""Run file system calls with a caller's credentials, on this thread only.
+
+Linux keeps fsuid/fsgid and the supplementary groups per thread; glibc's
+setgroups() would broadcast to every thread of the process (POSIX semantics),
+so the raw system call is used. While fsuid != 0 the kernel also drops the file
+system capabilities (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_CHOWN,
+CAP_MKNOD...), which is what makes it apply the caller's permissions. Anything
+needing those (open_by_handle_at) has to happen before switching.
+
+The thread always returns to root (0/0/no groups), even on exceptions; if that
+ever fails the daemon must not go on with a half-switched thread, so it aborts.
+"""
+
+import ctypes
+import os
+import platform
+import sys
+
+NGROUPS_MAX = 65536
+
+_SYS_SETGROUPS = {"x86_64": 116, "aarch64": 159, "riscv64": 159, "ppc64le": 81, "s390x": 206}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.setfsuid.argtypes = [ctypes.c_uint]
+_libc.setfsgid.argtypes = [ctypes.c_uint]
+_libc.syscall.restype = ctypes.c_long
+_setfsuid = _libc.setfsuid
+_setfsgid = _libc.setfsgid
+_syscall = _libc.syscall
+_NR_setgroups = _SYS_SETGROUPS.get(platform.machine())
+_QUERY = 0xFFFFFFFF  # an invalid id: setfs*id only reports the current value
+
+
+_group_arrays = {}
+
+
+def _setgroups(gids):
+    if _NR_setgroups is None:
+        raise OSError(38, f"setgroups syscall number unknown on {platform.machine()}")
+    arr = _group_arrays.get(gids)
+    if arr is None:
+        arr = (ctypes.c_uint * max(1, len(gids)))(*gids)
+        if len(_group_arrays) > 1024:
+            _group_arrays.clear()
+        _group_arrays[gids] = arr
+    if _syscall(ctypes.c_long(_NR_setgroups), ctypes.c_long(len(gids)), arr) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def current():
+    """(fsuid, fsgid) of this thread."""
+    return _setfsuid(_QUERY), _setfsgid(_QUERY)
+
+
+def _fatal(what):
+    sys.stderr.write(f"nfsp: {what}, aborting\n")
+    sys.stderr.flush()
+    os.abort()
+
+
+class as_caller:
+    """Within the block, file system calls of this thread are made as uid/gid/gids.
+    No-op for root with group 0 (the daemon already is that). Never start a
+    thread inside the block: it would inherit the caller's credentials.
+
+    setfs[ug]id report the previous value instead of failing, which is used to
+    check both switches without extra system calls: each switch must find root
+    there, so a failed return to root is caught at the next switch at the latest
+    (and the return itself is checked too)."""
+
+    __slots__ = ("uid", "gid", "gids", "active")
+
+    def __init__(self, uid, gid, gids=()):
+        self.uid, self.gid = uid, gid
+        self.gids = gids if type(gids) is tuple else tuple(gids)
+        self.active = False
+
+    def __enter__(self):
+        uid, gid = self.uid, self.gid
+        if uid == 0 and gid == 0:
+            return self
+        gids = self.gids
+        if len(gids) > NGROUPS_MAX:
+            gids = gids[:NGROUPS_MAX]
+        self.active = True
+        try:
+            if gids:
+                _setgroups(gids)
+            if _setfsgid(gid) != 0:
+                _fatal("thread was not at fsgid 0 before switching")
+            if _setfsuid(uid) != 0:
+                _fatal("thread was not at fsuid 0 before switching")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        if not self.active:
+            return False
+        self.active = False
+        if _setfsuid(0) != self.uid or _setfsgid(0) != self.gid:
+            # setfs*id returns the previous value; anything but what we set
+            # means this thread's credentials are not what we think.
+            if current() != (0, 0):
+                _fatal("cannot return to root credentials")
+        if self.gids:
+            try:
+                _setgroups(())
+            except OSError:
+                _fatal("cannot drop supplementary groups")
+        return False
+
+
+def _probe():
+    """Switching must work (root with CAP_SETUID/CAP_SETGID), or callers would
+    silently act as root."""
+    if os.geteuid() != 0:
+        return
+    with as_caller(65534, 65534, (65534,)):
+        ok = current() == (65534, 65534)
+    if not ok:
+        raise RuntimeError("setfsuid/setfsgid do not work: refusing to run without them")
+
+
+_probe()
+
+
+def run_as(caller, fn, *args, **kwargs):
+    """fn(*args, **kwargs) under caller's (uid, gid, gids) credentials."""
+    with as_caller(caller.uid, caller.gid, caller.gids):
+        return fn(*args, **kwargs)

@@ -1,0 +1,807 @@
+"""MetaFS on a real directory, as root, with callers of several uids."""
+
+import logging
+import os
+import random
+import stat
+
+import pytest
+import trio
+
+from common.metafile import SIZE as META_SIZE, Metafile
+from common.nfs3 import nfsstat3
+from nfspd.access import ACCESS3_ALL, ACCESS3_LOOKUP, ACCESS3_READ
+from nfspd.datapath import LocalDataPath
+from nfspd.metafs import (SET_TO_SERVER_TIME, Caller, CreateHow, FileType, FsError, MetaFS,
+                          SetAttr)
+
+KEY = b"export secret key 0123456789abcd"
+ROOT = Caller(0, 0)
+ALICE = Caller(1001, 1001, (1001,))
+BOB = Caller(1002, 1002, (1002, 500))
+UNCHECKED, GUARDED, EXCLUSIVE = CreateHow.UNCHECKED, CreateHow.GUARDED, CreateHow.EXCLUSIVE
+
+
+class Env:
+    def __init__(self, tmp_path, sync=True):
+        self.root = tmp_path / "export"
+        self.data = tmp_path / "data"
+        self.root.mkdir(exist_ok=True)
+        self.data.mkdir(exist_ok=True)
+        self.purged = []
+        self.dp = LocalDataPath(str(self.data))
+        self.sync = sync
+        self.fs = self.make()
+
+    def make(self):
+        return MetaFS(str(self.root), 42, KEY, self.dp,
+                      purge=lambda ino, seed: self.purged.append((ino, seed)),
+                      sync_metadata=self.sync)
+
+    def create(self, name, caller=ROOT, mode=0o644, d=None, **kw):
+        fh, attr, _ = self.fs.create(d or self.fs.root_fh, name, caller, UNCHECKED,
+                                     SetAttr(mode=mode, **kw))
+        return fh
+
+    def lookup(self, name, caller=ROOT, d=None):
+        return self.fs.lookup(d or self.fs.root_fh, name, caller)[0]
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = Env(tmp_path)
+    yield e
+    e.fs.close()
+
+
+def status_of(fn, *args, **kw):
+    with pytest.raises(FsError) as e:
+        fn(*args, **kw)
+    return e.value.status
+
+
+def run(fn, *args):
+    return trio.run(fn, *args)
+
+
+def snapshot(path):
+    """Everything about a tree that an operation could change."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        for n in dirnames + filenames:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            out[p] = (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_nlink)
+    return out
+
+
+# --- attributes and the metafile ---------------------------------------------------
+
+
+def test_root_attributes(env):
+    a = env.fs.getattr(env.fs.root_fh)
+    assert a.type == FileType.DIR
+    assert a.fileid == os.stat(env.root).st_ino
+    assert a.fsid == env.fs.fsid
+    assert len(env.fs.root_fh) <= 32
+
+
+def test_a_regular_file_is_a_small_metafile_with_the_real_size(env):
+    fh = env.create(b"f")
+
+    async def main():
+        n, committed, verf, wcc = await env.fs.write(fh, ROOT, 295000, b"x" * 456, 2)
+        assert (n, committed, len(verf)) == (456, 2, 8)
+        assert wcc.pre.size == 0 and wcc.post.size == 295456
+        data, eof, attr = await env.fs.read(fh, ROOT, 294990, 1000)
+        assert data == bytes(10) + b"x" * 456 and eof and attr.size == 295456
+    run(main)
+    assert os.stat(env.root / "f").st_size == META_SIZE
+    meta = Metafile.decode((env.root / "f").read_bytes())
+    assert meta.size == 295456
+    a = env.fs.getattr(fh)
+    assert a.size == 295456 and a.used == 73 * 4096  # rounded up to 4 KiB
+    assert env.fs.lookup(env.fs.root_fh, b"f", ROOT)[1].size == 295456
+
+
+def test_write_updates_mtime_and_reads_past_the_end_are_empty(env):
+    fh = env.create(b"f")
+    before = env.fs.getattr(fh)
+
+    async def main():
+        await env.fs.write(fh, ROOT, 0, b"abc", 0)
+        assert await env.fs.read(fh, ROOT, 3, 10) == (b"", True, env.fs.getattr(fh))
+        data, eof, _ = await env.fs.read(fh, ROOT, 1, 1)
+        assert (data, eof) == (b"b", False)
+    run(main)
+    after = env.fs.getattr(fh)
+    assert after.mtime_ns >= before.mtime_ns and after.ctime_ns >= before.ctime_ns
+    assert after.size == 3
+
+
+def test_unstable_write_then_commit(env):
+    fh = env.create(b"f")
+
+    async def main():
+        n, committed, verf, _ = await env.fs.write(fh, ROOT, 0, b"hello", 0)
+        assert committed == 0
+        cverf, wcc = await env.fs.commit(fh, ROOT, 0, 0)
+        assert cverf == verf == env.dp.verifier
+        assert wcc.post.size == 5
+    run(main)
+
+
+def test_shrink_then_grow_reads_zeros(env):
+    fh = env.create(b"f")
+
+    async def main():
+        await env.fs.write(fh, ROOT, 0, b"y" * 100, 2)
+        env.fs.setattr(fh, ROOT, SetAttr(size=10))
+        assert env.fs.getattr(fh).size == 10
+        env.fs.setattr(fh, ROOT, SetAttr(size=100))
+        data, eof, _ = await env.fs.read(fh, ROOT, 0, 200)
+        assert data == b"y" * 10 + bytes(90) and eof
+        # Growing by writing beyond a shrink is as good.
+        env.fs.setattr(fh, ROOT, SetAttr(size=5))
+        await env.fs.write(fh, ROOT, 50, b"z", 2)
+        data, _, _ = await env.fs.read(fh, ROOT, 0, 100)
+        assert data == b"y" * 5 + bytes(45) + b"z"
+    run(main)
+    # The truncation was carried out on the data, not just recorded.
+    ino = os.stat(env.root / "f").st_ino
+    seed = Metafile.decode((env.root / "f").read_bytes()).seed
+    assert Metafile.decode((env.root / "f").read_bytes()).trunc_to is None
+    assert env.dp.store.size(ino, seed)[0] == 51
+
+
+def test_a_pending_truncation_survives_a_restart(env):
+    fh = env.create(b"f")
+
+    async def fill():
+        await env.fs.write(fh, ROOT, 0, b"q" * 64, 2)
+    run(fill)
+    env.fs.setattr(fh, ROOT, SetAttr(size=8))
+    env.fs.setattr(fh, ROOT, SetAttr(size=64))
+    env.fs.close()
+    env.fs = env.make()
+
+    async def check():
+        data, _, _ = await env.fs.read(fh, ROOT, 0, 64)
+        assert data == b"q" * 8 + bytes(56)
+    run(check)
+
+
+def test_a_regular_file_that_is_not_a_metafile_is_an_io_error_not_a_crash(env, caplog):
+    (env.root / "junk").write_bytes(b"not a metafile at all")
+    caplog.set_level(logging.ERROR)
+    fh = env.fs.codec.encode_at(env.fs._root_fd, b"junk")
+    for _ in range(3):
+        assert status_of(env.fs.getattr, fh) == nfsstat3.NFS3ERR_IO
+    assert status_of(env.fs.lookup, env.fs.root_fh, b"junk", ROOT) == nfsstat3.NFS3ERR_IO
+    assert status_of(run, env.fs.read, fh, ROOT, 0, 10) == nfsstat3.NFS3ERR_IO
+    assert len([r for r in caplog.records if "not a valid metafile" in r.getMessage()]) == 1
+    names = [e.name for e in env.fs.readdir(env.fs.root_fh, 0, None, ROOT, 100)[0]]
+    assert b"junk" in names
+    env.fs.remove(env.fs.root_fh, b"junk", ROOT)
+    assert not (env.root / "junk").exists()
+    assert env.purged == []
+
+
+def test_metafile_cache_notices_a_metafile_rewritten_behind_our_back(env):
+    fh = env.create(b"f")
+    assert env.fs.getattr(fh).size == 0
+    m = Metafile.decode((env.root / "f").read_bytes())
+    (env.root / "f").write_bytes(m.replace(size=777).encode())
+    assert env.fs.getattr(fh).size == 777
+
+
+# --- handles ---------------------------------------------------------------------------
+
+
+def test_handles_survive_a_restart_and_renames(env):
+    fh_file = env.create(b"f")
+    d = env.fs.root_fh
+    for part in (b"a", b"b", b"c", b"d"):
+        d = env.fs.mkdir(d, part, ROOT, SetAttr(mode=0o755))[0]
+    deep = d
+    env.fs.close()
+    os.rename(env.root / "a", env.root / "renamed")
+    os.rename(env.root / "renamed" / "b" / "c", env.root / "renamed" / "c2")
+    env.fs = env.make()
+    assert env.fs.getattr(fh_file).fileid == os.stat(env.root / "f").st_ino
+    assert env.fs.getattr(deep).fileid == os.stat(env.root / "renamed" / "c2" / "d").st_ino
+    # v2 padding as well
+    assert env.fs.getattr(deep + bytes(32 - len(deep))).type == FileType.DIR
+
+
+def test_forged_truncated_and_foreign_handles(env, tmp_path):
+    fh = env.create(b"f")
+    for bad in (b"", fh[:-1], fh[:10], bytes(32), b"\xff" * 32, fh[:-1] + bytes([fh[-1] ^ 1])):
+        assert status_of(env.fs.getattr, bad) == nfsstat3.NFS3ERR_BADHANDLE
+    other_root = tmp_path / "other"
+    other_root.mkdir()
+    other = MetaFS(str(other_root), 43, KEY, env.dp)
+    try:
+        assert status_of(other.getattr, fh) == nfsstat3.NFS3ERR_BADHANDLE
+        assert status_of(env.fs.getattr, other.root_fh) == nfsstat3.NFS3ERR_BADHANDLE
+    finally:
+        other.close()
+
+
+def test_removed_objects_are_stale(env):
+    fh = env.create(b"f")
+    d = env.fs.mkdir(env.fs.root_fh, b"d", ROOT, SetAttr())[0]
+    env.fs.remove(env.fs.root_fh, b"f", ROOT)
+    env.fs.rmdir(env.fs.root_fh, b"d", ROOT)
+    assert status_of(env.fs.getattr, fh) == nfsstat3.NFS3ERR_STALE
+    assert status_of(env.fs.getattr, d) == nfsstat3.NFS3ERR_STALE
+    # ...also when removed behind our back and after a restart.
+    fh2 = env.create(b"g")
+    env.fs.getattr(fh2)
+    os.unlink(env.root / "g")
+    assert status_of(env.fs.getattr, fh2) == nfsstat3.NFS3ERR_STALE
+    env.fs.close()
+    env.fs = env.make()
+    assert status_of(env.fs.getattr, fh2) == nfsstat3.NFS3ERR_STALE
+
+
+# --- lookups and symlinks ------------------------------------------------------------
+
+
+def test_dot_and_dotdot(env):
+    fs = env.fs
+    sub = fs.mkdir(fs.root_fh, b"sub", ROOT, SetAttr())[0]
+    assert fs.lookup(fs.root_fh, b"..", ROOT)[0] == fs.root_fh
+    assert fs.lookup(fs.root_fh, b".", ROOT)[0] == fs.root_fh
+    assert fs.lookup(sub, b"..", ROOT)[0] == fs.root_fh
+    assert fs.lookup(sub, b".", ROOT)[0] == sub
+    fh, attr, dattr = fs.lookup(sub, b"..", ROOT)
+    assert attr.fileid == os.stat(env.root).st_ino
+    assert dattr.fileid == os.stat(env.root / "sub").st_ino
+
+
+def test_symlinks_are_never_followed(env, tmp_path):
+    fs = env.fs
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"outside")
+    os.mkdir(tmp_path / "outdir")
+    fh = fs.symlink(fs.root_fh, b"ln", ROOT, str(secret).encode(), SetAttr())[0]
+    os.symlink(tmp_path / "outdir", env.root / "dirlink")
+    os.symlink("..", env.root / "up")
+    fh2, attr, _ = fs.lookup(fs.root_fh, b"ln", ROOT)
+    assert fh2 == fh and attr.type == FileType.LNK
+    assert fs.readlink(fh, ROOT)[0] == str(secret).encode()
+    assert status_of(run, fs.read, fh, ROOT, 0, 10) == nfsstat3.NFS3ERR_INVAL
+    assert status_of(run, fs.write, fh, ROOT, 0, b"x", 2) == nfsstat3.NFS3ERR_INVAL
+    assert status_of(fs.setattr, fh, ROOT, SetAttr(size=0)) == nfsstat3.NFS3ERR_INVAL
+    dl = fs.lookup(fs.root_fh, b"dirlink", ROOT)[0]
+    assert status_of(fs.create, dl, b"x", ROOT, UNCHECKED, SetAttr()) == nfsstat3.NFS3ERR_NOTDIR
+    assert status_of(fs.lookup, dl, b"x", ROOT) == nfsstat3.NFS3ERR_NOTDIR
+    assert status_of(fs.readdir, dl, 0, None, ROOT, 10) == nfsstat3.NFS3ERR_NOTDIR
+    up = fs.lookup(fs.root_fh, b"up", ROOT)[0]
+    assert status_of(fs.mkdir, up, b"escape", ROOT, SetAttr()) == nfsstat3.NFS3ERR_NOTDIR
+    for how in (GUARDED, UNCHECKED):
+        assert status_of(fs.create, fs.root_fh, b"ln", ROOT, how, SetAttr()) == \
+            nfsstat3.NFS3ERR_EXIST
+    fs.setattr(fh, ROOT, SetAttr(mode=0o600, mtime=5 * 10**9))  # mode ignored, times on the link
+    assert os.lstat(env.root / "ln").st_mtime_ns == 5 * 10**9
+    assert secret.stat().st_mtime_ns != 5 * 10**9
+    fs.remove(fs.root_fh, b"ln", ROOT)
+    assert secret.read_bytes() == b"outside"
+    assert not os.path.lexists(env.root / "escape") and not os.path.lexists(tmp_path / "escape")
+    assert os.listdir(tmp_path / "outdir") == []
+
+
+def test_hard_link_to_a_symlink_links_the_symlink(env):
+    fs = env.fs
+    fh = fs.symlink(fs.root_fh, b"ln", ROOT, b"target", SetAttr())[0]
+    attr, _ = fs.link(fh, fs.root_fh, b"ln2", ROOT)
+    assert attr.nlink == 2 and os.readlink(env.root / "ln2") == "target"
+
+
+def test_names(env):
+    fs = env.fs
+    r = fs.root_fh
+    assert status_of(fs.create, r, b"a/b", ROOT, UNCHECKED, SetAttr()) == nfsstat3.NFS3ERR_INVAL
+    assert status_of(fs.create, r, b"a\0b", ROOT, UNCHECKED, SetAttr()) == nfsstat3.NFS3ERR_INVAL
+    assert status_of(fs.create, r, b"", ROOT, UNCHECKED, SetAttr()) == nfsstat3.NFS3ERR_INVAL
+    assert status_of(fs.create, r, b".", ROOT, UNCHECKED, SetAttr()) == nfsstat3.NFS3ERR_EXIST
+    assert status_of(fs.mkdir, r, b"..", ROOT, SetAttr()) == nfsstat3.NFS3ERR_EXIST
+    assert status_of(fs.create, r, b"n" * 256, ROOT, UNCHECKED, SetAttr()) == \
+        nfsstat3.NFS3ERR_NAMETOOLONG
+    assert status_of(fs.lookup, r, b"n" * 256, ROOT) == nfsstat3.NFS3ERR_NAMETOOLONG
+    assert status_of(fs.lookup, r, b"missing", ROOT) == nfsstat3.NFS3ERR_NOENT
+    env.create(b"n" * 255)
+    assert os.listdir(env.root) == ["n" * 255]
+
+
+# --- creation -----------------------------------------------------------------------
+
+
+def test_exclusive_create_retransmission(env):
+    fs = env.fs
+    fh, attr, _ = fs.create(fs.root_fh, b"x", ROOT, EXCLUSIVE, SetAttr(), verf=b"12345678")
+    fh2, attr2, _ = fs.create(fs.root_fh, b"x", ROOT, EXCLUSIVE, SetAttr(), verf=b"12345678")
+    assert fh2 == fh and attr2.fileid == attr.fileid
+    assert status_of(fs.create, fs.root_fh, b"x", ROOT, EXCLUSIVE, SetAttr(),
+                     verf=b"87654321") == nfsstat3.NFS3ERR_EXIST
+    fs.setattr(fh, ROOT, SetAttr(mode=0o640))
+    assert Metafile.decode((env.root / "x").read_bytes()).create_verf is None
+    assert status_of(fs.create, fs.root_fh, b"x", ROOT, EXCLUSIVE, SetAttr(),
+                     verf=b"12345678") == nfsstat3.NFS3ERR_EXIST
+
+
+def test_guarded_and_unchecked_create_of_an_existing_file(env):
+    fs = env.fs
+    fh = env.create(b"f")
+
+    async def fill():
+        await fs.write(fh, ROOT, 0, b"data", 2)
+    run(fill)
+    assert status_of(fs.create, fs.root_fh, b"f", ROOT, GUARDED, SetAttr()) == \
+        nfsstat3.NFS3ERR_EXIST
+    fh2, attr, _ = fs.create(fs.root_fh, b"f", ROOT, UNCHECKED, SetAttr(mode=0o600))
+    assert fh2 == fh and attr.size == 4 and attr.mode == 0o644  # untouched
+    fh3, attr, _ = fs.create(fs.root_fh, b"f", ROOT, UNCHECKED, SetAttr(size=0))
+    assert fh3 == fh and attr.size == 0
+
+
+def test_create_sets_the_exact_mode_and_other_attributes(env):
+    fs = env.fs
+    fh, attr, wcc = fs.create(fs.root_fh, b"f", ROOT, UNCHECKED,
+                              SetAttr(mode=0o4777, uid=7, gid=8, mtime=10**9))
+    st = os.stat(env.root / "f")
+    assert stat.S_IMODE(st.st_mode) == 0o4777 and (st.st_uid, st.st_gid) == (7, 8)
+    assert st.st_mtime_ns == 10**9 and attr.mtime_ns == 10**9
+    assert wcc.pre is not None and wcc.post.mtime_ns >= wcc.pre.mtime_ns
+    d, dattr, _ = fs.mkdir(fs.root_fh, b"d", ROOT, SetAttr(mode=0o777))
+    assert dattr.mode == 0o777
+    p, pattr, _ = fs.mknod(fs.root_fh, b"p", ROOT, FileType.FIFO, SetAttr(mode=0o620))
+    assert pattr.type == FileType.FIFO and pattr.mode == 0o620
+    c, cattr, _ = fs.mknod(fs.root_fh, b"c", ROOT, FileType.CHR, SetAttr(mode=0o600), rdev=(1, 3))
+    assert (cattr.rdev_major, cattr.rdev_minor) == (1, 3)
+    assert status_of(fs.mknod, fs.root_fh, b"r", ROOT, FileType.REG, SetAttr()) == \
+        nfsstat3.NFS3ERR_BADTYPE
+
+
+def test_a_created_metafile_is_never_seen_half_made(env):
+    # O_TMPFILE + link: the name appears with its content.
+    fh = env.create(b"f")
+    assert Metafile.decode((env.root / "f").read_bytes()).size == 0
+    assert env.fs.getattr(fh).size == 0
+
+
+# --- removal and purge -----------------------------------------------------------------
+
+
+def seed_of(path):
+    return Metafile.decode(open(path, "rb").read()).seed
+
+
+def test_removing_the_last_link_purges(env):
+    fs = env.fs
+    fh = env.create(b"f")
+    ino, seed = os.stat(env.root / "f").st_ino, seed_of(env.root / "f")
+    fs.link(fh, fs.root_fh, b"g", ROOT)
+    fs.remove(fs.root_fh, b"f", ROOT)
+    assert env.purged == []
+    assert fs.getattr(fh).nlink == 1
+    fs.remove(fs.root_fh, b"g", ROOT)
+    assert env.purged == [(ino, seed)]
+
+
+def test_rename_over_a_file_purges_it(env):
+    fs = env.fs
+    env.create(b"a")
+    env.create(b"b")
+    ino, seed = os.stat(env.root / "b").st_ino, seed_of(env.root / "b")
+    fs.rename(fs.root_fh, b"a", fs.root_fh, b"b", ROOT)
+    assert env.purged == [(ino, seed)]
+    assert os.listdir(env.root) == ["b"]
+    # Rename onto another link of the same file changes nothing, purges nothing.
+    fs.link(fs.lookup(fs.root_fh, b"b", ROOT)[0], fs.root_fh, b"c", ROOT)
+    fs.rename(fs.root_fh, b"b", fs.root_fh, b"c", ROOT)
+    assert len(env.purged) == 1
+
+
+def test_purged_data_is_gone_from_the_local_store(env):
+    fs = env.fs
+    fh = env.create(b"f")
+
+    async def fill():
+        await fs.write(fh, ROOT, 0, b"data", 2)
+    run(fill)
+    env.fs.close()
+    env.fs = MetaFS(str(env.root), 42, KEY, env.dp)  # default purge: the data path
+    env.fs.remove(env.fs.root_fh, b"f", ROOT)
+    env.dp.wait_purged()
+    assert list(env.dp.store.list()) == []
+
+
+def test_rename_and_rmdir_errors(env):
+    fs = env.fs
+    d = fs.mkdir(fs.root_fh, b"d", ROOT, SetAttr())[0]
+    env.create(b"f", d=d)
+    assert status_of(fs.rmdir, fs.root_fh, b"d", ROOT) == nfsstat3.NFS3ERR_NOTEMPTY
+    assert status_of(fs.rename, fs.root_fh, b"d", d, b"x", ROOT) == nfsstat3.NFS3ERR_INVAL
+    assert status_of(fs.remove, fs.root_fh, b"d", ROOT) == nfsstat3.NFS3ERR_ISDIR
+    assert status_of(fs.rmdir, d, b"f", ROOT) == nfsstat3.NFS3ERR_NOTDIR
+    wf, wt = fs.rename(d, b"f", fs.root_fh, b"g", ROOT)
+    assert wf.post.fileid != wt.post.fileid
+    assert os.listdir(env.root / "d") == [] and (env.root / "g").exists()
+
+
+# --- permissions ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shared(env):
+    """A root-owned 0755 export with a sticky 1777 directory and a setgid directory."""
+    os.chmod(env.root, 0o755)
+    tmp = env.root / "tmp"
+    tmp.mkdir()
+    os.chmod(tmp, 0o1777)
+    proj = env.root / "proj"
+    proj.mkdir()
+    os.chown(proj, 0, 500)
+    os.chmod(proj, 0o2775)
+    return env, env.fs.lookup(env.fs.root_fh, b"tmp", ROOT)[0], \
+        env.fs.lookup(env.fs.root_fh, b"proj", ROOT)[0]
+
+
+def test_new_objects_belong_to_the_caller(shared):
+    env, tmp, proj = shared
+    fs = env.fs
+    _, attr, _ = fs.create(tmp, b"a", ALICE, UNCHECKED, SetAttr(mode=0o600))
+    assert (attr.uid, attr.gid) == (1001, 1001)
+    st = os.stat(env.root / "tmp" / "a")
+    assert (st.st_uid, st.st_gid) == (1001, 1001)
+    # A setgid directory hands down its group (BOB is in group 500).
+    _, attr, _ = fs.create(proj, b"b", BOB, UNCHECKED, SetAttr(mode=0o664))
+    assert attr.gid == 500
+    _, dattr, _ = fs.mkdir(proj, b"sub", BOB, SetAttr(mode=0o775))
+    assert dattr.gid == 500 and dattr.mode & stat.S_ISGID
+
+
+def test_creating_without_write_permission_is_refused_and_changes_nothing(shared):
+    env, tmp, proj = shared
+    fs = env.fs
+    before = snapshot(env.root)
+    r = fs.root_fh
+    assert status_of(fs.create, r, b"x", ALICE, UNCHECKED, SetAttr()) == nfsstat3.NFS3ERR_ACCES
+    assert status_of(fs.mkdir, r, b"x", ALICE, SetAttr()) == nfsstat3.NFS3ERR_ACCES
+    assert status_of(fs.symlink, r, b"x", ALICE, b"t", SetAttr()) == nfsstat3.NFS3ERR_ACCES
+    assert status_of(fs.mknod, r, b"x", ALICE, FileType.FIFO, SetAttr()) == nfsstat3.NFS3ERR_ACCES
+    assert status_of(fs.create, proj, b"x", ALICE, UNCHECKED, SetAttr()) == nfsstat3.NFS3ERR_ACCES
+    assert status_of(fs.rename, r, b"tmp", r, b"x", ALICE) == nfsstat3.NFS3ERR_ACCES
+    assert status_of(fs.rmdir, r, b"tmp", ALICE) == nfsstat3.NFS3ERR_ACCES
+    assert status_of(fs.mknod, tmp, b"dev", ALICE, FileType.CHR, SetAttr(), rdev=(1, 3)) == \
+        nfsstat3.NFS3ERR_PERM
+    assert snapshot(env.root) == before
+
+
+def test_sticky_directory_and_ownership_rules(shared):
+    env, tmp, proj = shared
+    fs = env.fs
+    fh, _, _ = fs.create(tmp, b"alices", ALICE, UNCHECKED, SetAttr(mode=0o666))
+    before = snapshot(env.root)
+    assert status_of(fs.remove, tmp, b"alices", BOB) == nfsstat3.NFS3ERR_PERM
+    assert status_of(fs.rename, tmp, b"alices", tmp, b"bobs", BOB) == nfsstat3.NFS3ERR_PERM
+    assert status_of(fs.setattr, fh, BOB, SetAttr(mode=0o777)) == nfsstat3.NFS3ERR_PERM
+    assert status_of(fs.setattr, fh, ALICE, SetAttr(uid=1002)) == nfsstat3.NFS3ERR_PERM
+    assert status_of(fs.setattr, fh, BOB, SetAttr(mtime=10**9)) == nfsstat3.NFS3ERR_PERM
+    assert snapshot(env.root) == before
+    assert env.purged == []
+    # What the rules allow: BOB may set the times to now (he may write),
+    # ALICE may chmod and give the file to a group she is in.
+    fs.setattr(fh, BOB, SetAttr(atime=SET_TO_SERVER_TIME, mtime=SET_TO_SERVER_TIME))
+    fs.setattr(fh, ALICE, SetAttr(mode=0o640, gid=1001))
+    fs.remove(tmp, b"alices", ALICE)
+    assert env.purged and not (env.root / "tmp" / "alices").exists()
+
+
+def test_read_write_permissions(shared):
+    env, tmp, proj = shared
+    fs = env.fs
+    fh, _, _ = fs.create(tmp, b"private", ALICE, UNCHECKED, SetAttr(mode=0o600))
+    ro, _, _ = fs.create(tmp, b"readonly", ALICE, UNCHECKED, SetAttr(mode=0o444))
+
+    async def main():
+        await fs.write(fh, ALICE, 0, b"mine", 2)
+        with pytest.raises(FsError) as e:
+            await fs.read(fh, BOB, 0, 4)
+        assert e.value.status == nfsstat3.NFS3ERR_ACCES
+        with pytest.raises(FsError) as e:
+            await fs.write(fh, BOB, 0, b"evil", 2)
+        assert e.value.status == nfsstat3.NFS3ERR_ACCES
+        # The owner writes to her 0444 file (cp -p, tar), others do not.
+        await fs.write(ro, ALICE, 0, b"ok", 2)
+        with pytest.raises(FsError) as e:
+            await fs.write(ro, BOB, 0, b"no", 2)
+        assert e.value.status == nfsstat3.NFS3ERR_ACCES
+        assert (await fs.read(ro, BOB, 0, 10))[0] == b"ok"
+        assert (await fs.read(fh, ALICE, 0, 10))[0] == b"mine"
+        with pytest.raises(FsError) as e:
+            await fs.write(fh, Caller(1001, 1001, readonly=True), 0, b"x", 2)
+        assert e.value.status == nfsstat3.NFS3ERR_ROFS
+    run(main)
+    assert status_of(fs.setattr, fh, BOB, SetAttr(size=0)) == nfsstat3.NFS3ERR_ACCES
+    assert fs.getattr(fh).size == 4
+    assert fs.access(fh, BOB, ACCESS3_ALL)[0] == 0
+    assert fs.access(tmp, BOB, ACCESS3_READ | ACCESS3_LOOKUP)[0] == ACCESS3_READ | ACCESS3_LOOKUP
+
+
+def test_writes_by_others_clear_setuid(shared):
+    env, tmp, proj = shared
+    fs = env.fs
+    fh, _, _ = fs.create(tmp, b"s", ALICE, UNCHECKED, SetAttr(mode=0o4777))
+
+    async def main():
+        await fs.write(fh, BOB, 0, b"x", 2)
+    run(main)
+    assert fs.getattr(fh).mode == 0o777
+
+
+def test_search_permission_is_needed_to_look_up(shared):
+    env, tmp, proj = shared
+    fs = env.fs
+    d = fs.mkdir(tmp, b"closed", ALICE, SetAttr(mode=0o700))[0]
+    env.create(b"inner", caller=ALICE, d=d)
+    assert status_of(fs.lookup, d, b"inner", BOB) == nfsstat3.NFS3ERR_ACCES
+    assert status_of(fs.lookup, d, b"..", BOB) == nfsstat3.NFS3ERR_ACCES
+    assert status_of(fs.readdir, d, 0, None, BOB, 10) == nfsstat3.NFS3ERR_ACCES
+    assert fs.lookup(d, b"inner", ALICE)[1].uid == 1001
+
+
+def test_readonly_caller_modifies_nothing(shared):
+    env, tmp, proj = shared
+    fs = env.fs
+    ro = Caller(0, 0, readonly=True)
+    fh = env.create(b"f", d=tmp)
+    before = snapshot(env.root)
+    for call in (lambda: fs.create(tmp, b"n", ro, UNCHECKED, SetAttr()),
+                 lambda: fs.mkdir(tmp, b"n", ro, SetAttr()),
+                 lambda: fs.symlink(tmp, b"n", ro, b"t", SetAttr()),
+                 lambda: fs.mknod(tmp, b"n", ro, FileType.FIFO, SetAttr()),
+                 lambda: fs.remove(tmp, b"f", ro),
+                 lambda: fs.rmdir(fs.root_fh, b"proj", ro),
+                 lambda: fs.rename(tmp, b"f", tmp, b"g", ro),
+                 lambda: fs.link(fh, tmp, b"g", ro),
+                 lambda: fs.setattr(fh, ro, SetAttr(mode=0)),
+                 lambda: run(fs.write, fh, ro, 0, b"x", 2)):
+        assert status_of(call) == nfsstat3.NFS3ERR_ROFS
+    assert snapshot(env.root) == before
+    assert fs.lookup(tmp, b"f", ro)[0] == fh
+
+
+def test_guarded_setattr(env):
+    fh = env.create(b"f")
+    ctime = env.fs.getattr(fh).ctime_ns
+    assert status_of(env.fs.setattr, fh, ROOT, SetAttr(mode=0o600), guard_ctime_ns=ctime + 1) == \
+        nfsstat3.NFS3ERR_NOT_SYNC
+    wcc = env.fs.setattr(fh, ROOT, SetAttr(mode=0o600), guard_ctime_ns=ctime)
+    assert wcc.post.mode == 0o600 and wcc.pre.ctime_ns == ctime
+
+
+# --- readdir ----------------------------------------------------------------------------
+
+
+def list_all(fs, d, page, caller=ROOT, between=None, bits=64):
+    seen, cookie, verf = [], 0, None
+    while True:
+        entries, eof, verf, _ = fs.readdir(d, cookie, verf, caller, page, cookie_bits=bits)
+        seen.extend(entries)
+        if eof:
+            return seen
+        assert entries, "no progress without eof"
+        cookie = entries[-1].cookie
+        if between:
+            between()
+
+
+def test_readdir_small(env):
+    fs = env.fs
+    env.create(b"a")
+    fs.mkdir(fs.root_fh, b"b", ROOT, SetAttr())
+    entries = list_all(fs, fs.root_fh, 1)
+    assert [e.name for e in entries[:2]] == [b".", b".."]
+    assert [e.cookie for e in entries[:2]] == [1, 2]
+    assert sorted(e.name for e in entries[2:]) == [b"a", b"b"]
+    assert all(e.cookie > 2 for e in entries[2:])
+    by_name = {e.name: e.fileid for e in entries}
+    assert by_name[b"a"] == os.stat(env.root / "a").st_ino
+
+
+def test_readdir_cookie_verifier(env):
+    fs = env.fs
+    d = fs.mkdir(fs.root_fh, b"d", ROOT, SetAttr())[0]
+    for i in range(5):
+        env.create(b"f%d" % i, d=d)
+    entries, eof, verf, _ = fs.readdir(d, 0, None, ROOT, 3)
+    assert not eof
+    env.create(b"new", d=d)
+    # A changed directory keeps its verifier: the client carries on.
+    more, _, verf2, _ = fs.readdir(d, entries[-1].cookie, verf, ROOT, 100)
+    assert verf2 == verf and more
+    assert status_of(fs.readdir, d, entries[-1].cookie, b"forged!!", ROOT, 100) == \
+        nfsstat3.NFS3ERR_BAD_COOKIE
+    assert fs.readdir(d, 0, b"forged!!", ROOT, 100)[0]  # cookie 0 starts afresh
+    # A restarted server accepts what it issued before.
+    env.fs.close()
+    env.fs = env.make()
+    d2 = env.fs.lookup(env.fs.root_fh, b"d", ROOT)[0]
+    assert env.fs.readdir(d2, entries[-1].cookie, verf, ROOT, 100)[2] == verf
+
+
+def test_readdir_32_bit_cookies_with_colliding_hashes(env, monkeypatch):
+    fs = env.fs
+    names = [b"n%03d" % i for i in range(300)]
+    for n in names:
+        (env.root / n.decode()).write_bytes(b"")
+    # Squeeze the hash into 5 bits: ~10 names per cookie value.
+    real = fs._cookie
+    monkeypatch.setattr(fs, "_cookie", lambda name, bits: 3 + real(name, bits) % 32)
+    for page in (1, 2, 7, 50):
+        seen = list_all(fs, fs.root_fh, page, bits=32)
+        got = [e.name for e in seen[2:]]
+        assert sorted(got) == names and len(got) == len(set(got))
+        assert all(e.cookie < 2**32 for e in seen)
+
+
+def test_readdir_real_32_bit_cookies(env):
+    for i in range(1000):
+        (env.root / f"f{i}").write_bytes(b"")
+    seen = list_all(env.fs, env.fs.root_fh, 100, bits=32)
+    assert all(0 < e.cookie < 2**32 for e in seen)
+    assert len({e.name for e in seen}) == len(seen) == 1002
+
+
+def test_readdir_byte_budget_cuts_between_entries(env):
+    for i in range(20):
+        env.create(b"file%02d" % i)
+    entries, eof, _, _ = env.fs.readdir(env.fs.root_fh, 0, None, ROOT, 1000,
+                                        budget=100, entry_size=lambda n: 24 + len(n))
+    assert not eof and sum(24 + len(e.name) for e in entries) <= 100
+    assert status_of(env.fs.readdir, env.fs.root_fh, 0, None, ROOT, 1000, budget=10,
+                     entry_size=lambda n: 24 + len(n)) == nfsstat3.NFS3ERR_TOOSMALL
+
+
+def test_readdir_of_100000_entries_with_changes_between_pages(tmp_path):
+    env = Env(tmp_path, sync=False)
+    fs = env.fs
+    big = env.root / "big"
+    big.mkdir()
+    n = 100_000
+    names = [f"e{i:06d}" for i in range(n)]
+    fd = os.open(big, os.O_RDONLY | os.O_DIRECTORY)
+    for name in names:
+        os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+    os.close(fd)
+    d = fs.lookup(fs.root_fh, b"big", ROOT)[0]
+    rng = random.Random(7)
+    alive = set(names)
+    removed, added = set(), set()
+    counter = [0]
+
+    def change():
+        # Through MetaFS and behind its back, both adding and removing.
+        counter[0] += 1
+        for _ in range(5):
+            victim = rng.choice(names)
+            if victim in alive:
+                if counter[0] % 5:
+                    fs.remove(d, victim.encode(), ROOT)
+                else:
+                    os.unlink(big / victim)
+                alive.discard(victim)
+                removed.add(victim)
+        for _ in range(3):
+            new = f"new{counter[0]}_{_}"
+            if counter[0] % 7:
+                env.create(new.encode(), d=d)
+            else:
+                (big / new).write_bytes(b"")
+            added.add(new)
+
+    seen = list_all(fs, d, 997, between=change)
+    got = [e.name.decode() for e in seen if e.name not in (b".", b"..")]
+    assert len(got) == len(set(got)), "an entry was listed twice"
+    gotset = set(got)
+    survivors = alive - added
+    missing = survivors - gotset
+    assert not missing, f"{len(missing)} surviving entries were skipped"
+    assert gotset <= set(names) | added
+    assert counter[0] >= 100
+
+
+# --- misc -------------------------------------------------------------------------------
+
+
+def test_fsstat(env):
+    s = env.fs.fsstat(env.fs.root_fh)
+    assert s.tbytes >= s.fbytes >= 0 and s.tfiles >= s.ffiles >= 0
+
+
+def test_access_reports_attributes(env):
+    fh = env.create(b"f", mode=0o600)
+    granted, attr = env.fs.access(fh, ALICE, ACCESS3_ALL)
+    assert granted == 0 and attr.mode == 0o600
+
+
+# --- credentials and the local data path ----------------------------------------------
+
+
+def test_caller_credentials_apply_to_this_thread_only_and_are_always_restored(tmp_path):
+    import threading
+    from nfspd import creds
+    os.chmod(tmp_path, 0o777)
+    dfd = os.open(tmp_path, os.O_RDONLY)  # the parents of tmp_path are root's 0700
+    other_thread = []
+    go, done = threading.Event(), threading.Event()
+
+    def other():
+        go.wait()
+        other_thread.append(creds.current())
+        done.set()
+
+    # Started before the switch: a thread started inside would inherit it.
+    t = threading.Thread(target=other)
+    t.start()
+    with pytest.raises(RuntimeError):
+        with creds.as_caller(1234, 4321, (77,)):
+            assert creds.current() == (1234, 4321)
+            os.close(os.open("made", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=dfd))
+            go.set()
+            done.wait()
+            raise RuntimeError("boom")
+    t.join()
+    assert creds.current() == (0, 0)
+    assert other_thread == [(0, 0)]
+    st = os.stat(tmp_path / "made")
+    assert (st.st_uid, st.st_gid) == (1234, 4321)
+    assert 77 not in os.getgroups()
+    os.close(dfd)
+
+
+def test_supplementary_groups_are_the_callers(tmp_path):
+    from nfspd import creds
+    secret = tmp_path / "g"
+    secret.write_bytes(b"x")
+    os.chown(secret, 0, 77)
+    os.chmod(secret, 0o040)
+    os.chmod(tmp_path, 0o755)
+    dfd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        with creds.as_caller(1234, 1234, (77,)):
+            os.close(os.open("g", os.O_RDONLY, dir_fd=dfd))
+        with creds.as_caller(1234, 1234, ()):
+            with pytest.raises(PermissionError):
+                os.open("g", os.O_RDONLY, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+
+
+def test_local_data_path_verifier_changes_per_start(tmp_path):
+    a = LocalDataPath(str(tmp_path / "d"))
+    b = LocalDataPath(str(tmp_path / "d"))
+    assert len(a.verifier) == 8 and a.verifier != b.verifier
+    assert a.verifier == a.verifier
+
+
+def test_no_space_is_nospc(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.system(f"mount -t tmpfs -o size=256k tmpfs {mnt} 2>/dev/null") != 0:
+        pytest.skip("cannot mount tmpfs")
+    try:
+        env = Env(tmp_path)
+        env.dp = LocalDataPath(str(mnt))
+        env.fs.close()
+        env.fs = env.make()
+        fh = env.create(b"f")
+        assert status_of(run, env.fs.write, fh, ROOT, 0, b"x" * (1 << 20), 2) == \
+            nfsstat3.NFS3ERR_NOSPC
+        env.fs.close()
+        env.dp.store.close()
+    finally:
+        os.system(f"umount {mnt}")
