@@ -73,5 +73,20 @@ def up(directory, bind, port, log_level):
     sys.exit(proc.wait())
 
 
+@main.command()
+@click.argument("path", default="/etc/nfsp/cluster.key", type=click.Path(dir_okay=False))
+def keygen(path):
+    """Create the cluster key that authenticates the iod protocol (mode 0600).
+
+    Copy it to every iod host and to the metaserver; it is never overwritten."""
+    from common import keyfile
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        keyfile.generate(path)
+    except FileExistsError:
+        raise click.ClickException(f"{path} exists; remove it first to make a new key") from None
+    click.echo(f"wrote {path} (mode 0600)")
+
+
 if __name__ == "__main__":
     main()
