@@ -226,6 +226,12 @@ _ROOT = Caller(0, 0, (), readonly=True)
 _MATCH_CACHE_MAX = 4096
 
 
+def _close(fs):
+    close = getattr(fs, "close", None)
+    if close is not None:
+        close()
+
+
 class ExportRegistry:
     def __init__(self, exports_file, make_fs, rmtab_path=None, hostnames=None,
                  dns_wait=0.2, mount_dns_wait=3.0, max_mounts=1024):
@@ -247,31 +253,42 @@ class ExportRegistry:
         exports = parse_exports(text, self.exports_file)
         old = self._table
         entries = []
-        for export in exports:
-            for w in export.warnings:
-                log.warning("%s", w)
-            prev = old.by_path.get(export.path)
-            if prev is not None:
-                fs, eid = prev.fs, prev.export_id
-            else:
-                where = f"{export.filename}:{export.lineno}"
-                try:
-                    fs = self._make_fs(export.path)
-                except ExportsError:
-                    raise
-                except (OSError, FsError, ValueError) as e:
-                    raise ExportsError(f"{where}: cannot export {export.path}: {e}") from e
-                eid = _export_id_of(fs.root_fh)
-                if eid is None:
-                    raise ExportsError(f"{where}: {export.path}: its root handle names no export")
-            for other in entries:
-                if other.export_id == eid:
-                    raise ExportsError(f"{export.filename}:{export.lineno}: {export.path} and "
-                                       f"{other.export.path} have the same export id {eid:#x}")
-            entries.append(_Entry(export, fs, eid))
+        created = []
+        try:
+            for export in exports:
+                for w in export.warnings:
+                    log.warning("%s", w)
+                prev = old.by_path.get(export.path)
+                if prev is not None:
+                    fs, eid = prev.fs, prev.export_id
+                else:
+                    where = f"{export.filename}:{export.lineno}"
+                    try:
+                        fs = self._make_fs(export.path)
+                    except ExportsError:
+                        raise
+                    except (OSError, FsError, ValueError) as e:
+                        raise ExportsError(f"{where}: cannot export {export.path}: {e}") from e
+                    created.append(fs)
+                    eid = _export_id_of(fs.root_fh)
+                    if eid is None:
+                        raise ExportsError(f"{where}: {export.path}: its root handle names no export")
+                for other in entries:
+                    if other.export_id == eid:
+                        raise ExportsError(f"{export.filename}:{export.lineno}: {export.path} and "
+                                           f"{other.export.path} have the same export id {eid:#x}")
+                entries.append(_Entry(export, fs, eid))
+        except BaseException:
+            for fs in created:  # a refused file must not leak what it opened
+                _close(fs)
+            raise
         if not entries:
             log.warning("%s: no exports", self.exports_file)
         self._table = _Table(entries)
+        kept = {id(e.fs) for e in entries}
+        for e in old.entries:
+            if id(e.fs) not in kept:
+                _close(e.fs)  # a dropped export's cached descriptors go with it
 
     def reload(self):
         """load(), but a bad file keeps the table in force: log, return False."""

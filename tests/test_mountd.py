@@ -475,3 +475,27 @@ def test_real_showmount_lists_exports_and_mounts(ns, tmp_path):
         exports.stdout
     assert mounts.returncode == 0, mounts.stderr
     assert mounts.stdout.splitlines()[1:] == ["127.0.0.1:/pub"], mounts.stdout
+
+
+class ClosableFS(TinyFS):
+    closed = []
+
+    def close(self):
+        self.closed.append(self.path)
+
+
+def test_reload_closes_dropped_exports_and_a_refused_file_leaks_nothing(tmp_path):
+    ids = iter(range(10, 99))
+    ClosableFS.closed = []
+    f = tmp_path / "exports"
+    f.write_text("/a h\n/b h\n")
+    reg = ExportRegistry(str(f), lambda p: ClosableFS(p, next(ids)))
+    reg.load()
+    f.write_text("/a h\n")
+    assert reg.reload()
+    assert ClosableFS.closed == ["/b"]
+    # /c is made, then the duplicate id of /d refuses the file: /c is closed, /a kept.
+    reg2 = ExportRegistry(str(f), lambda p: ClosableFS(p, 7))
+    f.write_text("/c h\n/d h\n")
+    assert not reg2.reload()
+    assert ClosableFS.closed == ["/b", "/c", "/d"]
