@@ -88,5 +88,16 @@ def keygen(path):
     click.echo(f"wrote {path} (mode 0600)")
 
 
+def _register_subcommands():
+    # Each lives in its own module; importing them here keeps `nfsp --help`
+    # the one index of what an admin can do.
+    from tools.scrub import cli as scrub
+    from tools.testbed import cli as testbed
+    main.add_command(scrub)
+    main.add_command(testbed)
+
+
+_register_subcommands()
+
 if __name__ == "__main__":
     main()
