@@ -1,4 +1,80 @@
-"""The `iod` command (the I/O daemon: issue 3)."""
-from common.placeholder import not_built
+"""The `iod` command: the I/O daemon (iod/daemon.py)."""
 
-main = not_built("iod", 3)
+import logging
+import sys
+
+import click
+
+from common import iodproto, keyfile, logs
+
+
+def _slot(ctx, param, value):
+    from iod.ipv4 import IpIdSlot
+    try:
+        return IpIdSlot.parse(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False),
+              help="Where this iod keeps its datafiles (created if missing). At the first start "
+                   "it is given to --user; the directories above it may stay private to root.")
+@click.option("--key", "key_path", default="/etc/nfsp/cluster.key", show_default=True,
+              type=click.Path(dir_okay=False),
+              help="Cluster key file (mode 0600, read before dropping root): frames that do "
+                   "not verify under one of its keys are dropped and counted.")
+@click.option("--listen", default="0.0.0.0", show_default=True,
+              help="Address to listen on, UDP and TCP (0.0.0.0: every interface; UDP answers "
+                   "leave from the address each request was sent to).")
+@click.option("--port", default=iodproto.DEFAULT_PORT, show_default=True,
+              type=click.IntRange(1, 65535),
+              help="Port, UDP and TCP (bound before dropping root, so below 1024 works).")
+@click.option("--user", default="nobody", show_default=True,
+              help="Unprivileged user (name or uid) the iod runs as once its raw socket, "
+                   "listening sockets and data directory are open.")
+@click.option("--ip-id-slot", "ip_id_slot", default="0/1", show_default=True, callback=_slot,
+              metavar="I/N",
+              help="This iod's slice of the IPv4 identification space: slice I of N. Give each "
+                   "iod of a cluster a different I (same N), so fragments of replies spoofed "
+                   "from the same metaserver to the same client never get mixed up.")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="I/O threads: each does the disk I/O and the sending for one request at a "
+                   "time (more threads: more requests waiting on the disk at once).")
+@click.option("--queue-depth", default=1024, show_default=True, type=click.IntRange(1, 1 << 20),
+              help="Requests that may wait for an I/O thread; when full, UDP requests are "
+                   "dropped (the client retransmits) and TCP connections are not read.")
+@click.option("--queue-mib", default=64, show_default=True, type=click.IntRange(1, 1 << 16),
+              help="Bound on the bytes of the waiting requests (a TCP WRITE carries up to "
+                   "1 MiB), same effect as --queue-depth.")
+@click.option("--stats-interval", default=60.0, show_default=True,
+              type=click.FloatRange(0.05, 86400),
+              help="Seconds between counter summaries in the log (only when they changed; "
+                   "SIGUSR1 logs one at once).")
+@click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
+@click.option("--syslog", is_flag=True, help="Log to syslog/journald instead of stderr.")
+def main(data_dir, key_path, listen, port, user, ip_id_slot, threads, queue_depth, queue_mib,
+         stats_interval, log_level, syslog):
+    """NFSP I/O daemon: stores stripes of file data by (inode, seed) and
+    answers the metaserver's READ/WRITE/COMMIT/TRUNCATE/PURGE/LIST/PING over
+    UDP and TCP. UDP READ and WRITE replies go straight to the NFS client from
+    a raw socket, with the metaserver's address as source. Runs in the
+    foreground; SIGTERM stops it."""
+    logs.setup("iod", log_level, syslog)
+    # pyroute2 logs every netlink message at debug level: not our events.
+    logging.getLogger("pyroute2").setLevel(max(logging.WARNING, logging.getLogger().level))
+    from iod import daemon
+    log = logging.getLogger("iod")
+    try:
+        keys = keyfile.load(key_path)
+        config = daemon.Config(data_dir, keys, listen=listen, port=port, user=user,
+                               ip_id_slot=ip_id_slot, threads=threads, queue_depth=queue_depth,
+                               queue_bytes=queue_mib << 20, stats_interval=stats_interval)
+        daemon.run(config)
+    except (keyfile.KeyFileError, daemon.StartupError, OSError) as e:
+        log.error("%s", e)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,11 @@ offsets (with striping an iod simply never writes the other stripes' ranges).
 All methods block on disk I/O and are thread-safe. Open descriptors are kept in
 a bounded LRU; an fd is only closed once no thread is using it. ENOSPC and the
 like surface as OSError for the caller to map.
+
+Everything is reached through a descriptor of the store's directory opened at
+construction (openat and friends), so an iod that opened its store as root
+and then dropped to an unprivileged user needs no access to the directories
+above it (e.g. a 0700 /var/lib/nfsp) -- only to the store itself.
 """
 
 import collections
@@ -17,6 +22,11 @@ import re
 import threading
 
 _NAME = re.compile(r"^([0-9a-f]{16})\.([0-9a-f]{16})$")
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_hex(name):
+    return _HEX.issuperset(name)
 
 
 class _Open:
@@ -26,21 +36,60 @@ class _Open:
         self.fd, self.users, self.evicted, self.dir_synced = fd, 0, False, dir_synced
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _order(ino, seed):
+    """The order list() enumerates in (directory by directory)."""
+    return ino & 0xFF, (ino >> 8) & 0xFF, ino, seed
+
+
 class DataStore:
     def __init__(self, directory, max_open=256):
         self.directory = os.path.abspath(directory)
         os.makedirs(self.directory, exist_ok=True)
+        self._dfd = os.open(self.directory, _DIR_FLAGS)
         self._max_open = max_open
         self._open = collections.OrderedDict()  # (ino, seed) -> _Open
         self._lock = threading.Lock()
 
     # -- naming ----------------------------------------------------------------
 
-    def _subdir(self, ino):
-        return os.path.join(self.directory, f"{ino & 0xFF:02x}", f"{(ino >> 8) & 0xFF:02x}")
+    @staticmethod
+    def _top(ino):
+        return f"{ino & 0xFF:02x}"
+
+    @staticmethod
+    def _subdir_rel(ino):
+        return f"{ino & 0xFF:02x}/{(ino >> 8) & 0xFF:02x}"
+
+    @staticmethod
+    def _rel(ino, seed):
+        """The datafile's name relative to the store's directory."""
+        return f"{DataStore._subdir_rel(ino)}/{ino:016x}.{seed:016x}"
 
     def path(self, ino, seed):
-        return os.path.join(self._subdir(ino), f"{ino:016x}.{seed:016x}")
+        return os.path.join(self.directory, self._rel(ino, seed))
+
+    def _makedirs(self, ino):
+        """Create the datafile's two directory levels; each new entry is made
+        durable in its parent (a datafile synced later is then reachable)."""
+        for rel, parent in ((self._top(ino), None), (self._subdir_rel(ino), self._top(ino))):
+            try:
+                os.mkdir(rel, 0o700, dir_fd=self._dfd)
+            except FileExistsError:
+                continue
+            self._fsync_dir(parent)
+
+    def _fsync_dir(self, rel):
+        if rel is None:
+            os.fsync(self._dfd)
+            return
+        dfd = os.open(rel, _DIR_FLAGS, dir_fd=self._dfd)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
     # -- descriptor cache --------------------------------------------------------
 
@@ -54,18 +103,19 @@ class DataStore:
                 self._open.move_to_end(key)
                 entry.users += 1
                 return entry
-        path = self.path(ino, seed)
+        rel = self._rel(ino, seed)
         created = False
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            fd = os.open(rel, os.O_RDWR | os.O_CLOEXEC, dir_fd=self._dfd)
         except FileNotFoundError:
             if not create:
                 return None
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fd = os.open(rel, flags, 0o600, dir_fd=self._dfd)
             except FileNotFoundError:
-                os.makedirs(self._subdir(ino), exist_ok=True)
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                self._makedirs(ino)
+                fd = os.open(rel, flags, 0o600, dir_fd=self._dfd)
             created = True
         entry = _Open(fd, dir_synced=not created)
         with self._lock:
@@ -143,11 +193,7 @@ class DataStore:
         """A new datafile is durable only once its directory entry is."""
         if entry.dir_synced:
             return
-        dfd = os.open(self._subdir(ino), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        self._fsync_dir(self._subdir_rel(ino))
         entry.dir_synced = True
 
     def truncate(self, ino, seed, size):
@@ -174,30 +220,79 @@ class DataStore:
         """Forget the file's data. Returns whether a datafile existed."""
         self._drop(ino, seed)
         try:
-            os.unlink(self.path(ino, seed))
+            os.unlink(self._rel(ino, seed), dir_fd=self._dfd)
             return True
         except FileNotFoundError:
             return False
 
-    def list(self):
-        """Every (ino, seed) this store holds data for."""
-        for top in sorted(os.listdir(self.directory)):
-            tpath = os.path.join(self.directory, top)
-            if len(top) != 2 or not os.path.isdir(tpath):
+    def list(self, after=None):
+        """Every (ino, seed) this store holds data for, in a fixed order; with
+        ``after`` (an (ino, seed) pair, present or not), only those that come
+        after it, so a long listing can be resumed from where it stopped
+        without rereading the directories before that point."""
+        start = _order(*after) if after is not None else None
+        for top in self._listdir(None, 2):
+            t = int(top, 16)
+            if start is not None and t < start[0]:
                 continue
-            for sub in sorted(os.listdir(tpath)):
-                spath = os.path.join(tpath, sub)
-                if len(sub) != 2 or not os.path.isdir(spath):
+            for sub in self._listdir(top, 2):
+                s = int(sub, 16)
+                if start is not None and (t, s) < start[:2]:
                     continue
-                for name in sorted(os.listdir(spath)):
+                for name in self._listdir(f"{top}/{sub}", None):
                     m = _NAME.match(name)
-                    if m:
-                        yield int(m.group(1), 16), int(m.group(2), 16)
+                    if not m:
+                        continue
+                    pair = int(m.group(1), 16), int(m.group(2), 16)
+                    if start is None or _order(*pair) > start:
+                        yield pair
+
+    def _listdir(self, rel, name_len):
+        """Sorted names in a directory of the store (missing or not a
+        directory: none); with name_len, only the hex subdirectory names."""
+        # A descriptor of its own even for the top: a directory's read
+        # position is shared by every dup of a descriptor, and listings may
+        # run in several threads at once.
+        try:
+            fd = os.open(rel or ".", _DIR_FLAGS, dir_fd=self._dfd)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        try:
+            with os.scandir(fd) as it:
+                names = [e.name for e in it
+                         if name_len is None or (len(e.name) == name_len and _is_hex(e.name)
+                                                 and e.is_dir(follow_symlinks=False))]
+        finally:
+            os.close(fd)
+        return sorted(names)
+
+    def chown(self, uid, gid):
+        """Give the store's directory and what it holds of the store's own
+        layout (hex subdirectories, datafiles) to uid:gid, never following
+        symlinks and leaving anything else alone (e.g. lost+found). Used when
+        an iod first runs as an unprivileged user. Returns entries changed."""
+        changed = 0
+
+        def give(rel):
+            nonlocal changed
+            st = os.stat(rel, dir_fd=self._dfd, follow_symlinks=False)
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                os.chown(rel, uid, gid, dir_fd=self._dfd, follow_symlinks=False)
+                changed += 1
+        give(".")
+        for top in self._listdir(None, 2):
+            give(top)
+            for sub in self._listdir(top, 2):
+                give(f"{top}/{sub}")
+                for name in self._listdir(f"{top}/{sub}", None):
+                    if _NAME.match(name):
+                        give(f"{top}/{sub}/{name}")
+        return changed
 
     def statvfs(self):
         """(total bytes, free bytes, bytes available to unprivileged users,
         total inodes, free inodes, available inodes)."""
-        st = os.statvfs(self.directory)
+        st = os.fstatvfs(self._dfd)
         return (st.f_blocks * st.f_frsize, st.f_bfree * st.f_frsize, st.f_bavail * st.f_frsize,
                 st.f_files, st.f_ffree, st.f_favail)
 
@@ -208,4 +303,7 @@ class DataStore:
                 if entry.users == 0:
                     os.close(entry.fd)
             self._open.clear()
+            if self._dfd is not None:
+                os.close(self._dfd)
+                self._dfd = None
 

@@ -1,0 +1,672 @@
+"""The I/O daemon: stores stripes of file data and answers for the metaserver
+(paper 5.6).
+
+Shape, as in the paper: a UDP receiver (READ, WRITE, PING from the
+metaserver and iod_ping), a TCP receiver (persistent connections from the
+metaserver and unlinkd, frames back to back, replies on the same connection in
+any order, matched by id), a bounded buffer of requests (iod/workqueue.py) and
+a pool of I/O threads. The receivers are trio tasks that only move bytes: a
+datagram or a whole TCP frame goes into the buffer undecoded. An I/O thread
+verifies and decodes it (HMAC and msgpack run in parallel threads, off the
+event loop), does the disk I/O on the DataStore and sends the answer itself:
+spoofed replies through the raw socket (iod/spoof.py), UDP answers on the
+receiving socket, both from plain blocking calls in the thread. Only TCP
+answers go back through trio (run_sync_soon: no waiting in the thread), since
+the connection's stream belongs to the event loop.
+
+Back-pressure: when the buffer is full a UDP request is dropped and counted
+(the NFS client retransmits, the metaserver times out); a TCP connection
+stops being read until there is room, and each connection has a bound on its
+requests in flight, so replies the peer does not take stop its reading too.
+A frame that does not verify or decode is dropped and counted, never answered.
+
+Privileges: everything that needs root happens before serving -- the raw
+socket, binding (so a port below 1024 is possible), the key file, and the data
+directory, which is given to the --user (chown at first start, of the store's
+own layout only) and opened by descriptor (iod/store.py) so the directories
+above it may stay private to root. Keeping the store root-owned is no option:
+creating datafiles in it is checked against the user doing it, whatever
+descriptor the directory was opened with. Then the process becomes --user
+(groups, gid, uid), keeping the open descriptors.
+
+Logging: one line per event (start, stop, an error kind first seen or again
+after a quiet minute); counters are summarised every --stats-interval seconds
+when they changed, and on SIGUSR1.
+"""
+
+import errno
+import itertools
+import logging
+import os
+import pwd
+import select
+import signal
+import socket
+import struct
+import threading
+import time
+
+import trio
+
+from common import iodproto
+from common.iodproto import IodProtoError, Message, Op
+from iod import ipv4
+from iod.spoof import RouteMtu, Spoofer, open_raw_socket
+from iod.store import DataStore
+from iod.workqueue import WorkQueue
+
+log = logging.getLogger("iod")
+
+UDP_OPS = frozenset((Op.READ, Op.WRITE, Op.PING))
+UDP_MAX_DATAGRAM = 65535
+UDP_BURST = 64          # datagrams taken in a row before letting other tasks run
+LIST_PAGE = 10000
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)   # Linux's value; Python < 3.12 lacks the name
+_in_pktinfo = struct.Struct("=i4s4s")            # ipi_ifindex, ipi_spec_dst, ipi_addr
+ERROR_LOG_INTERVAL = 60.0
+
+
+def _version():
+    try:
+        from importlib.metadata import version
+        return version("nfsp")
+    except Exception:   # not installed as a package: running from the tree
+        return "0.1.0"
+
+
+VERSION = _version()
+
+
+class Config:
+    def __init__(self, data_dir, keys, listen="0.0.0.0", port=iodproto.DEFAULT_PORT,
+                 user="nobody", ip_id_slot="0/1", threads=8, queue_depth=1024,
+                 queue_bytes=64 << 20, tcp_inflight=64, max_connections=256,
+                 stats_interval=60.0, send_timeout=30.0):
+        self.data_dir = data_dir
+        self.keys = keys
+        self.listen = listen
+        self.port = port
+        self.user = user
+        self.ip_id_slot = (ipv4.IpIdSlot.parse(ip_id_slot) if isinstance(ip_id_slot, str)
+                           else ip_id_slot)
+        self.threads = threads
+        self.queue_depth = queue_depth
+        self.queue_bytes = queue_bytes
+        self.tcp_inflight = tcp_inflight
+        self.max_connections = max_connections
+        self.stats_interval = stats_interval
+        self.send_timeout = send_timeout
+
+
+class Counters:
+    """Event counts, bumped from every thread: each thread counts in a dict
+    of its own (no lock on the hot path), summed when read."""
+
+    def __init__(self):
+        self._local = threading.local()
+        self._dicts = []
+        self._lock = threading.Lock()
+
+    def add(self, name, n=1):
+        try:
+            mine = self._local.counts
+        except AttributeError:
+            mine = self._local.counts = {}
+            with self._lock:
+                self._dicts.append(mine)
+        mine[name] = mine.get(name, 0) + n
+
+    def snapshot(self):
+        with self._lock:
+            dicts = list(self._dicts)
+        total = {}
+        for d in dicts:
+            for k, v in d.copy().items():    # dict.copy is atomic under the GIL
+                total[k] = total.get(k, 0) + v
+        return total
+
+    def summary(self):
+        return " ".join(f"{k}={v}" for k, v in sorted(self.snapshot().items()))
+
+
+class _RateLimitedLog:
+    """Logs an error kind once, then again only after a quiet interval
+    (a storm of one error is one line per interval, its count is in the
+    counters)."""
+
+    def __init__(self, interval=ERROR_LOG_INTERVAL, clock=time.monotonic):
+        self._interval = interval
+        self._clock = clock
+        self._last = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, level, kind, fmt, *args, **kwargs):
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last < self._interval:
+                return
+            if len(self._last) > 1024:
+                self._last.clear()
+            self._last[kind] = now
+        log.log(level, fmt, *args, **kwargs)
+
+
+class _Job:
+    """One received frame: ``conn`` is its TCP connection, or None for UDP
+    (then ``peer`` and ``local`` are the datagram's addresses)."""
+    __slots__ = ("frame", "conn", "peer", "local")
+
+    def __init__(self, frame, conn, peer, local=None):
+        self.frame, self.conn, self.peer, self.local = frame, conn, peer, local
+
+
+class _Connection:
+    """A TCP connection's reply side, driven from the trio thread."""
+
+    def __init__(self, peer, inflight):
+        self.peer = peer
+        self.inflight = trio.Semaphore(inflight)
+        self.send_channel, self.receive_channel = trio.open_memory_channel(inflight)
+
+    def finish(self, data):
+        """A job of this connection is done (in trio, via run_sync_soon)."""
+        if data is None:
+            self.inflight.release()
+            return
+        try:
+            # Never blocks: a slot of ``inflight`` is held per queued reply.
+            self.send_channel.send_nowait(data)
+        except (trio.ClosedResourceError, trio.BrokenResourceError, trio.WouldBlock):
+            self.inflight.release()
+
+
+class Iod:
+    """The daemon once its privileged set-up is done: serve() runs it."""
+
+    def __init__(self, config, store, spoofer, udp_sock, tcp_sock):
+        self.config = config
+        self.keys = config.keys
+        self.store = store
+        self.spoofer = spoofer
+        self.udp_sock = udp_sock     # stdlib sockets (non-blocking once serving)
+        self.tcp_sock = tcp_sock
+        self.verifier = os.urandom(8)
+        self.started = time.monotonic()
+        self.counters = Counters()
+        self.errors = _RateLimitedLog()
+        self.queue = WorkQueue(config.queue_depth, config.queue_bytes)
+        self.threads = []
+        self._token = None
+        self._handlers = {Op.READ: self._read, Op.WRITE: self._write, Op.COMMIT: self._commit,
+                          Op.TRUNCATE: self._truncate, Op.PURGE: self._purge,
+                          Op.LIST: self._list, Op.PING: self._ping}
+
+    # -- I/O threads -------------------------------------------------------
+
+    def _io_thread(self):
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            out = None
+            try:
+                out = self._process(job)
+            except Exception as e:  # a bug must not take the thread down with it
+                self.counters.add("internal_errors")
+                self.errors(logging.ERROR, ("internal", type(e).__name__),
+                            "internal error handling a request: %r", e, exc_info=True)
+            try:
+                self._answer(job, out)
+            except Exception as e:
+                self.counters.add("internal_errors")
+                self.errors(logging.ERROR, ("internal answer", type(e).__name__),
+                            "internal error answering a request: %r", e, exc_info=True)
+
+    def _process(self, job):
+        """Decode and execute one frame; returns the encoded answer or None."""
+        try:
+            msg = iodproto.decode(job.frame, self.keys)
+        except IodProtoError as e:
+            self.counters.add("dropped_bad_frame")
+            self.errors(logging.WARNING, "bad_frame", "dropping a frame from %s:%s: %s "
+                        "(more are counted, not logged)", job.peer[0], job.peer[1], e)
+            return None
+        if job.conn is None and msg.op not in UDP_OPS:
+            self.counters.add("dropped_not_over_udp")
+            return None
+        handler = self._handlers.get(msg.op)
+        if handler is None:
+            self.counters.add("dropped_unexpected_op")
+            return None
+        self.counters.add(msg.op.name.lower())
+        try:
+            answer = handler(msg, job)
+        except OSError as e:
+            code = e.errno or errno.EIO
+            self.counters.add(f"error_{errno.errorcode.get(code, code)}".lower())
+            self.errors(logging.WARNING, (msg.op, code), "%s failed: %s", msg.op.name, e)
+            answer = iodproto.reply(msg, code, message=str(e)[:1000])
+        except (ValueError, OverflowError) as e:
+            self.counters.add("error_einval")
+            answer = iodproto.reply(msg, errno.EINVAL, message=str(e)[:1000])
+        if answer is None:
+            return None
+        data = iodproto.encode(answer, self.keys)
+        if job.conn is None and len(data) > ipv4.MAX_UDP_PAYLOAD:
+            self.counters.add("error_emsgsize")
+            data = iodproto.encode(iodproto.reply(
+                msg, errno.EMSGSIZE, message="answer too large for UDP; ask over TCP"), self.keys)
+        return data
+
+    def _answer(self, job, data):
+        if job.conn is not None:
+            try:
+                self._token.run_sync_soon(job.conn.finish, data)
+            except trio.RunFinishedError:
+                pass
+        elif data is not None:
+            self._send_udp(data, job.peer, job.local)
+
+    def _send_udp(self, data, peer, local):
+        anc = [] if local is None else [
+            (socket.IPPROTO_IP, IP_PKTINFO, _in_pktinfo.pack(0, socket.inet_aton(local), bytes(4)))]
+        error = None
+        for attempt in (1, 2):
+            try:
+                self.udp_sock.sendmsg([data], anc, 0, peer)
+                return
+            except BlockingIOError as e:
+                # The socket is non-blocking (the receiver waits on it with
+                # trio): wait a bounded while for room in its send buffer, once.
+                error = e
+                if attempt == 1:
+                    poller = select.poll()
+                    poller.register(self.udp_sock.fileno(), select.POLLOUT)
+                    poller.poll(1000)
+            except OSError as e:
+                error = e
+                break
+        self.counters.add("udp_send_errors")
+        self.errors(logging.WARNING, ("udp_send", error.errno), "answer to %s:%s not sent: %s",
+                    peer[0], peer[1], error)
+
+    def _spoof(self, source, client, parts):
+        packets = self.spoofer.send(source[0], source[1], client[0], client[1], parts)
+        self.counters.add("spoofed_datagrams")
+        self.counters.add("spoofed_packets", packets)
+
+    # -- operations (in I/O threads) -----------------------------------------
+
+    @staticmethod
+    def _spoof_target(msg):
+        if msg.source is None:
+            raise ValueError(f"{msg.op.name} with a client needs a source address")
+        return msg.source, msg.client
+
+    def _read(self, msg, job):
+        if msg.count > iodproto.MAX_DATA:
+            raise ValueError(f"count {msg.count} exceeds {iodproto.MAX_DATA}")
+        if msg.client is None and job.conn is None and msg.count > ipv4.MAX_UDP_PAYLOAD:
+            raise OSError(errno.EMSGSIZE, "answer too large for UDP; ask over TCP")
+        if msg.client is not None:
+            source, client = self._spoof_target(msg)
+            pad = -msg.count % 4
+            if len(msg.head) + msg.count + pad > ipv4.MAX_UDP_PAYLOAD:
+                raise OSError(errno.EMSGSIZE, f"a READ reply of {msg.count} bytes does not fit "
+                                              f"a UDP datagram")
+        data = self.store.read(msg.ino, msg.seed, msg.offset, msg.count)
+        # Holes and bytes past the datafile's end read as zeros: the
+        # metaserver already clamped count to the file's size.
+        short = msg.count - len(data)
+        if msg.client is None:
+            return iodproto.reply(msg, data=data + bytes(short) if short else data)
+        self._spoof(source, client, (msg.head, data, bytes(short + pad)))
+        self.counters.add("read_bytes", msg.count)
+        return None
+
+    def _write(self, msg, job):
+        if msg.client is not None:
+            source, client = self._spoof_target(msg)
+            if msg.reply is None:
+                raise ValueError("WRITE with a client needs the reply to send it")
+        self.store.write(msg.ino, msg.seed, msg.offset, msg.data, sync=msg.stable)
+        self.counters.add("write_bytes", len(msg.data))
+        if msg.client is None:
+            return iodproto.reply(msg, verifier=self.verifier)
+        self._spoof(source, client, (msg.reply,))
+        return None
+
+    def _commit(self, msg, job):
+        self.store.commit(msg.ino, msg.seed)
+        return iodproto.reply(msg, verifier=self.verifier)
+
+    def _truncate(self, msg, job):
+        self.store.truncate(msg.ino, msg.seed, msg.size)
+        # Durable before the answer: a shrink forgotten in a crash would let
+        # old bytes reappear when the file grows again.
+        self.store.commit(msg.ino, msg.seed)
+        return iodproto.reply(msg)
+
+    def _purge(self, msg, job):
+        gone = sum(self.store.purge(ino, seed) for ino, seed in msg.files)
+        self.counters.add("purged_files", gone)
+        return iodproto.reply(msg)
+
+    _cursor = struct.Struct(">QQ")
+
+    def _list(self, msg, job):
+        after = None
+        if msg.cursor is not None:
+            if len(msg.cursor) != self._cursor.size:
+                raise ValueError("not a cursor this iod handed out")
+            after = self._cursor.unpack(msg.cursor)
+        files = list(itertools.islice(self.store.list(after), LIST_PAGE + 1))
+        cursor = None
+        if len(files) > LIST_PAGE:
+            files = files[:LIST_PAGE]
+            cursor = self._cursor.pack(*files[-1])
+        return iodproto.reply(msg, files=files, cursor=cursor)
+
+    def pong(self, msg):
+        total, _, avail, *_ = self.store.statvfs()
+        # free = what this (unprivileged) iod may still use
+        return Message(Op.PONG, msg.id, version=VERSION, uptime=time.monotonic() - self.started,
+                       free=avail, total=total, verifier=self.verifier)
+
+    def _ping(self, msg, job):
+        pong = self.pong(msg)
+        if msg.spoof_from is None:
+            return pong
+        if job.conn is not None:
+            raise ValueError("a spoofed PONG goes to a UDP port: send the PING over UDP")
+        self._spoof(msg.spoof_from, job.peer, (iodproto.encode(pong, self.keys),))
+        return None
+
+    # -- trio side -----------------------------------------------------------
+
+    async def serve(self, task_status=trio.TASK_STATUS_IGNORED):
+        self._token = trio.lowlevel.current_trio_token()
+        for i in range(self.config.threads):
+            t = threading.Thread(target=self._io_thread, name=f"iod-io-{i}", daemon=True)
+            t.start()
+            self.threads.append(t)
+        self.udp_sock.setblocking(False)
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.tcp_sock))
+        try:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as sigs:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._serve_udp, self.udp_sock)
+                    nursery.start_soon(self._serve_tcp, listener)
+                    nursery.start_soon(self._stats_loop)
+                    host, port = self.udp_sock.getsockname()[:2]
+                    slot = self.config.ip_id_slot
+                    log.info("iod %s serving %s on %s:%d (UDP and TCP) as uid %d; %d I/O threads; "
+                             "IP IDs %d..%d (slot %d/%d); verifier %s", VERSION,
+                             self.store.directory, host, port, os.geteuid(), self.config.threads,
+                             slot.low, slot.high - 1, slot.index, slot.count,
+                             self.verifier.hex())
+                    task_status.started()
+                    async for signum in sigs:
+                        if signum == signal.SIGUSR1:
+                            self.log_counters()
+                            continue
+                        log.info("%s: stopping", signal.Signals(signum).name)
+                        nursery.cancel_scope.cancel()
+                        break
+        finally:
+            self.queue.close()
+            await trio.to_thread.run_sync(self._join_threads, 10.0)
+            self.log_counters()
+            log.info("iod stopped")
+
+    def _join_threads(self, timeout):
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self.threads if t.is_alive()]
+        if stuck:
+            log.warning("I/O threads still busy at exit: %s", ", ".join(stuck))
+
+    def log_counters(self):
+        log.info("counters: %s queue_high_water=%d", self.counters.summary() or "none",
+                 self.queue.high_water)
+
+    async def _stats_loop(self):
+        last = None
+        while True:
+            await trio.sleep(self.config.stats_interval)
+            now = self.counters.snapshot()
+            if now != last:
+                self.log_counters()
+                last = now
+
+    async def _serve_udp(self, sock):
+        # The plain socket, waited on with trio: trio's own recvmsg passes
+        # through the scheduler for every datagram (tens of microseconds
+        # here); this drains what is queued and yields every UDP_BURST.
+        bound = sock.getsockname()[0]
+        fixed_local = None if bound in ("0.0.0.0", "") else bound
+        cmsg_space = socket.CMSG_SPACE(_in_pktinfo.size)
+        recvmsg, burst = sock.recvmsg, 0
+        while True:
+            try:
+                data, ancdata, _, peer = recvmsg(UDP_MAX_DATAGRAM, cmsg_space)
+            except BlockingIOError:
+                burst = 0
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            except OSError as e:
+                # ICMP errors from earlier sends surface here; nothing a
+                # receive can fail with is a reason to stop serving.
+                if e.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                    self.counters.add("udp_receive_errors")
+                    self.errors(logging.WARNING, ("udp_receive", e.errno),
+                                "UDP receive failed: %s", e)
+                    await trio.sleep(0.01)
+                continue
+            burst += 1
+            if burst >= UDP_BURST:
+                burst = 0
+                await trio.sleep(0)
+            self.counters.add("udp_frames")
+            local = fixed_local or _pktinfo_dst(ancdata)
+            if not _plausible(data):
+                self.counters.add("dropped_bad_frame")
+                continue
+            if not self.queue.put_nowait(_Job(data, None, peer[:2], local), len(data)):
+                self.counters.add("dropped_queue_full")
+
+    async def _serve_tcp(self, listener):
+        slots = trio.Semaphore(self.config.max_connections)
+        async with trio.open_nursery() as nursery:
+            while True:
+                await slots.acquire()
+                try:
+                    stream = await listener.accept()
+                except OSError as e:
+                    slots.release()
+                    if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        self.errors(logging.WARNING, ("accept", e.errno), "accept failed: %s", e)
+                        await trio.sleep(0.1)
+                        continue
+                    raise
+                nursery.start_soon(self._connection, stream, slots)
+
+    async def _connection(self, stream, slots):
+        try:
+            peer = stream.socket.getpeername()[:2]
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        except OSError:
+            slots.release()
+            return
+        conn = _Connection(peer, self.config.tcp_inflight)
+        log.info("connection from %s:%d", *peer)
+        reason = "closed by peer"
+        try:
+            async with stream, trio.open_nursery() as nursery:
+                nursery.start_soon(self._connection_writer, stream, conn, nursery.cancel_scope)
+                reader = iodproto.FrameReader()
+                while True:
+                    try:
+                        data = await stream.receive_some(1 << 18)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                        reason = str(e) or type(e).__name__
+                        break
+                    if not data:
+                        break
+                    try:
+                        frames = reader.feed(data)
+                    except IodProtoError as e:
+                        # Past a bad header the stream cannot be resynchronised.
+                        self.counters.add("dropped_bad_stream")
+                        reason = f"not an iod protocol stream: {e}"
+                        break
+                    for frame in frames:
+                        self.counters.add("tcp_frames")
+                        await conn.inflight.acquire()
+                        job = _Job(frame, conn, peer)
+                        if not self.queue.put_nowait(job, len(frame)):
+                            self.counters.add("tcp_waits_queue_full")
+                            while not await trio.to_thread.run_sync(
+                                    self.queue.put, job, len(frame), 0.5):
+                                pass
+                nursery.cancel_scope.cancel()
+        finally:
+            conn.send_channel.close()
+            slots.release()
+            log.info("connection from %s:%d ended: %s", peer[0], peer[1], reason)
+
+    async def _connection_writer(self, stream, conn, scope):
+        async with conn.receive_channel:
+            async for data in conn.receive_channel:
+                with trio.move_on_after(self.config.send_timeout) as timeout:
+                    try:
+                        await stream.send_all(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        scope.cancel()
+                        return
+                conn.inflight.release()
+                if timeout.cancelled_caught:
+                    # Half a frame may be on the wire: the stream is unusable.
+                    log.warning("closing connection from %s:%d: answer not taken within %ss",
+                                conn.peer[0], conn.peer[1], self.config.send_timeout)
+                    scope.cancel()
+                    return
+
+
+def _plausible(data):
+    """Cheap screening in the receiver (the MAC is checked by the threads):
+    a datagram must be exactly one frame."""
+    try:
+        return len(data) >= iodproto.HEADER.size and iodproto.frame_length(
+            data[:iodproto.HEADER.size]) == len(data)
+    except IodProtoError:
+        return False
+
+
+def _pktinfo_dst(ancdata):
+    for level, kind, data in ancdata:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _in_pktinfo.size:
+            return socket.inet_ntoa(_in_pktinfo.unpack_from(data)[2])
+    return None
+
+
+# -- privileged start-up ----------------------------------------------------------
+
+class StartupError(Exception):
+    pass
+
+
+def resolve_user(user):
+    """--user: a name or a numeric uid -> (name, uid, gid)."""
+    try:
+        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except (KeyError, ValueError):
+        raise StartupError(f"no such user: {user}") from None
+    return pw.pw_name, pw.pw_uid, pw.pw_gid
+
+
+def bind_sockets(listen, port, buffer_bytes=4 << 20):
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        for s in (udp, tcp):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        udp.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # *BUFFORCE
+            try:
+                udp.setsockopt(socket.SOL_SOCKET, force, buffer_bytes)
+            except OSError:
+                udp.setsockopt(socket.SOL_SOCKET, opt, buffer_bytes)
+        udp.bind((listen, port))
+        tcp.bind((listen, port))
+        tcp.listen(128)
+    except OSError as e:
+        udp.close()
+        tcp.close()
+        raise StartupError(f"cannot listen on {listen}:{port}: {e}") from None
+    return udp, tcp
+
+
+def drop_privileges(uid, gid):
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    try:
+        os.setuid(0)
+    except PermissionError:
+        return
+    raise StartupError("still able to regain root after dropping privileges")
+
+
+def start(config):
+    """The privileged part of starting an iod: returns an Iod ready to serve,
+    running as config.user. Raises StartupError with a message for the admin."""
+    os.umask(0o077)
+    name, uid, gid = resolve_user(config.user)
+    if os.geteuid() != 0 and os.geteuid() != uid:
+        raise StartupError(f"must be started as root to run as {name} (it opens a raw socket, "
+                           f"then drops root)")
+    try:
+        raw = open_raw_socket()
+    except PermissionError:
+        raise StartupError("cannot open a raw socket: the iod needs root (or CAP_NET_RAW) at "
+                           "start to spoof replies") from None
+    udp, tcp = bind_sockets(config.listen, config.port)
+    try:
+        try:
+            mtus = RouteMtu()
+        except OSError as e:
+            raise StartupError(f"cannot look up routes over netlink: {e}") from None
+        try:
+            store = DataStore(config.data_dir)
+            # Only at the first start as this user (the walk costs one stat
+            # per datafile): afterwards everything in it is created by us.
+            if uid != 0 and os.stat(store.directory).st_uid != uid:
+                changed = store.chown(uid, gid)
+                if changed:
+                    log.info("gave %d entries of %s to %s", changed, config.data_dir, name)
+        except OSError as e:
+            raise StartupError(f"data directory {config.data_dir}: {e}") from None
+        if os.geteuid() == 0 and uid != 0:
+            drop_privileges(uid, gid)
+        elif uid == 0:
+            log.warning("running as root (--user %s): consider an unprivileged user", name)
+    except BaseException:
+        for s in (raw, udp, tcp):
+            s.close()
+        raise
+    spoofer = Spoofer(config.ip_id_slot, sock=raw, mtus=mtus)
+    return Iod(config, store, spoofer, udp, tcp)
+
+
+def run(config):
+    iod = start(config)
+    try:
+        trio.run(iod.serve)
+    finally:
+        iod.spoofer.close()
+        iod.store.close()
+        iod.udp_sock.close()
+        iod.tcp_sock.close()
