@@ -1,0 +1,206 @@
+"""The metaserver's purge sink (nfspd/purgequeue.py) under the real MetaFS:
+what REMOVE and RENAME journal, and the wake-ups unlinkd gets."""
+
+import os
+import socket
+
+import pytest
+
+from common.metafile import Metafile
+from nfspd.datapath import LocalDataPath
+from nfspd.metafs import Caller, CreateHow, MetaFS, SetAttr
+from nfspd.purgequeue import PURGE_DIR, open_purge_queue
+from unlinkd import journal, local
+
+KEY = b"export secret key 0123456789abcd"
+ROOT = Caller(0, 0)
+
+
+class Env:
+    def __init__(self, tmp_path):
+        self.root = tmp_path / "export"
+        self.root.mkdir()
+        self.state = tmp_path / "state"
+        self.queue = open_purge_queue(str(self.state))
+        self.dp = LocalDataPath(str(tmp_path / "data"))
+        self.fs = MetaFS(str(self.root), 7, KEY, self.dp, purge=self.queue)
+
+    def create(self, name, d=None):
+        fh, _, _ = self.fs.create(d or self.fs.root_fh, name, ROOT, CreateHow.UNCHECKED,
+                                  SetAttr(mode=0o644))
+        return fh
+
+    def identity(self, name):
+        path = self.root / os.fsdecode(name)
+        return os.stat(path).st_ino, Metafile.decode(path.read_bytes()).seed
+
+    def journaled(self):
+        return journal.JournalReader(self.queue.directory).pending()
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = Env(tmp_path)
+    yield e
+    e.fs.close()
+    e.queue.close()
+
+
+def test_the_journal_lives_in_the_state_directory(env):
+    assert env.queue.directory == str(env.state / PURGE_DIR)
+    assert journal.list_segments(env.queue.directory)
+
+
+def test_removing_the_last_link_journals_inode_and_seed(env):
+    env.create(b"f")
+    ident = env.identity(b"f")
+    env.fs.remove(env.fs.root_fh, b"f", ROOT)
+    assert env.journaled() == [ident]
+
+
+def test_removing_one_of_several_hard_links_journals_nothing(env):
+    fh = env.create(b"f")
+    ident = env.identity(b"f")
+    env.fs.link(fh, env.fs.root_fh, b"g", ROOT)
+    env.fs.remove(env.fs.root_fh, b"f", ROOT)
+    assert env.journaled() == []
+    env.fs.remove(env.fs.root_fh, b"g", ROOT)
+    assert env.journaled() == [ident]
+
+
+def test_rename_over_a_file_journals_exactly_the_replaced_one(env):
+    env.create(b"a")
+    env.create(b"b")
+    replaced = env.identity(b"b")
+    env.fs.rename(env.fs.root_fh, b"a", env.fs.root_fh, b"b", ROOT)
+    assert env.journaled() == [replaced]
+
+
+def test_rename_over_a_hard_linked_file_or_onto_itself_journals_nothing(env):
+    env.create(b"a")
+    fh_b = env.create(b"b")
+    env.fs.link(fh_b, env.fs.root_fh, b"b2", ROOT)
+    env.fs.rename(env.fs.root_fh, b"a", env.fs.root_fh, b"b", ROOT)  # b2 keeps it alive
+    env.fs.link(env.fs.lookup(env.fs.root_fh, b"b", ROOT)[0], env.fs.root_fh, b"c", ROOT)
+    env.fs.rename(env.fs.root_fh, b"b", env.fs.root_fh, b"c", ROOT)  # same file: no-op
+    assert env.journaled() == []
+
+
+def test_directories_and_symlinks_journal_nothing(env):
+    env.fs.mkdir(env.fs.root_fh, b"d", ROOT, SetAttr(mode=0o755))
+    env.fs.symlink(env.fs.root_fh, b"s", ROOT, b"target", SetAttr())
+    env.fs.remove(env.fs.root_fh, b"s", ROOT)
+    env.fs.rmdir(env.fs.root_fh, b"d", ROOT)
+    assert env.journaled() == []
+
+
+def test_journal_survives_a_metaserver_restart(env, tmp_path):
+    env.create(b"f")
+    ident = env.identity(b"f")
+    env.fs.remove(env.fs.root_fh, b"f", ROOT)
+    env.queue.close()
+    env.queue = open_purge_queue(str(env.state))  # the restarted metaserver
+    env.fs.close()
+    env.fs = MetaFS(str(env.root), 7, KEY, env.dp, purge=env.queue)
+    env.create(b"g")
+    ident2 = env.identity(b"g")
+    env.fs.remove(env.fs.root_fh, b"g", ROOT)
+    assert env.journaled() == [ident, ident2]
+
+
+def test_each_append_wakes_unlinkd_and_a_missing_unlinkd_costs_nothing(env):
+    env.queue(1, 2)  # nobody listening yet: dropped, not an error
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(local.socket_path(env.queue.directory))
+    sock.settimeout(5)
+    try:
+        env.queue(3, 4)
+        assert sock.recv(16) == local.WAKE
+    finally:
+        sock.close()
+    assert env.queue.appended == 2
+
+
+def test_long_journal_paths_still_reach_the_socket(tmp_path):
+    deep = tmp_path / ("x" * 60) / ("y" * 60)
+    q = open_purge_queue(str(deep))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with local.ShortPath(local.socket_path(q.directory)) as addr:
+        sock.bind(addr)
+    sock.settimeout(5)
+    try:
+        q(5, 6)
+        assert sock.recv(16) == local.WAKE
+    finally:
+        sock.close()
+        q.close()
+
+
+# --- the supervised unlinkd child ------------------------------------------------------
+
+
+def _cluster_files(tmp_path):
+    from common import keyfile
+    key = str(tmp_path / "key")
+    keyfile.generate(key)
+    iods = tmp_path / "iods.conf"
+    iods.write_text("127.0.0.1:9\n")  # nothing listens: unlinkd keeps the purges and retries
+    return key, str(iods)
+
+
+def test_spawned_unlinkd_is_restarted_after_a_crash_and_stopped_with_the_server(tmp_path):
+    import signal
+
+    import trio
+
+    from nfspd.purgequeue import spawn_unlinkd
+    key, iods = _cluster_files(tmp_path)
+    queue = open_purge_queue(str(tmp_path / "state"))
+    child = spawn_unlinkd(queue.directory, iods, key, log_level="warning")
+    pids = []
+
+    async def scenario():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(child.run)
+            first = child.process
+            pids.append(first.pid)
+            first.send_signal(signal.SIGKILL)
+            with trio.fail_after(30):
+                while child.starts < 2:
+                    await trio.sleep(0.05)
+            pids.append(child.process.pid)
+            nursery.cancel_scope.cancel()
+        return child.process
+
+    last = trio.run(scenario)
+    queue.close()
+    assert pids[0] != pids[1]
+    assert last.returncode is not None  # stopped with its nursery, not left behind
+    assert "--parent-pid" in child.argv()
+
+
+def test_unlinkd_refuses_a_readable_key_and_a_second_instance(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.support.daemons import REPO
+    key, iods = _cluster_files(tmp_path)
+    journal_dir = str(tmp_path / "state" / PURGE_DIR)
+    argv = [sys.executable, "-m", "unlinkd.cli", "--journal", journal_dir, "--iods", iods,
+            "--key", key]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    os.chmod(key, 0o644)
+    bad = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and "chmod 600" in bad.stderr
+    os.chmod(key, 0o600)
+    first = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        from tests.support.netns import wait_until
+        wait_until(lambda: os.path.exists(local.socket_path(journal_dir)), 20,
+                   what="unlinkd bound its socket", abort=lambda: first.poll() is not None
+                   and f"unlinkd exited: {first.stderr.read()}")
+        second = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, timeout=30)
+        assert second.returncode == 1 and "another unlinkd" in second.stderr
+    finally:
+        first.terminate()
+        assert first.wait(timeout=20) == 0
