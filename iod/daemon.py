@@ -350,6 +350,10 @@ class Iod:
 
     def _purge(self, msg, job):
         gone = sum(self.store.purge(ino, seed) for ino, seed in msg.files)
+        if gone:
+            # unlinkd trims its journal on this reply: a crash right after it
+            # must not bring the datafiles back (they would be leaks).
+            self.store.sync_removals()
         self.counters.add("purged_files", gone)
         return iodproto.reply(msg)
 

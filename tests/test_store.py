@@ -110,3 +110,11 @@ def test_no_space_surfaces_as_oserror(tmp_path):
         s.close()
     finally:
         os.system(f"umount {mnt}")
+
+
+def test_removals_can_be_made_durable_in_one_call(tmp_path):
+    store = DataStore(str(tmp_path))
+    store.write(7, 9, 0, b"x", sync=True)
+    assert store.purge(7, 9)
+    store.sync_removals()  # syncfs on the store's directory: must not raise
+    assert list(store.list()) == []
