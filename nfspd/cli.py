@@ -8,6 +8,9 @@ import trio
 
 from common import logs
 from common.exports import ExportsError
+from common.iodsconf import IodsConfError
+from common.keyfile import KeyFileError
+from nfspd.layouts import LayoutError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,17 +37,28 @@ from common.exports import ExportsError
               help="auto: register with the system rpcbind if one runs, else serve an embedded "
                    "portmapper on port 111; system/embedded: only that; off: neither "
                    "(clients then need port= and mountport=).")
+@click.option("--iods", "iods", default=None, type=click.Path(dir_okay=False),
+              help="iods.conf: the I/O daemons file data is striped over, one host[:port] per "
+                   "line. Without it the data lives in the local store (--data-dir). iods may "
+                   "be appended later, never removed or reordered.")
+@click.option("--key", "key", default=None, type=click.Path(dir_okay=False),
+              help="Cluster key file shared with the iods (required with --iods; mode 0600).")
+@click.option("--stripe-unit", default=65536, show_default=True, type=int,
+              help="Bytes per stripe for files created from now on (a multiple of 4096); "
+                   "each file keeps the stripe unit it was created with.")
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--syslog", is_flag=True, help="Log to syslog/journald instead of stderr.")
-def main(exports, state_dir, data_dir, bind, port, mount_port, portmap, log_level, syslog):
+def main(exports, state_dir, data_dir, bind, port, mount_port, portmap, iods, key, stripe_unit,
+         log_level, syslog):
     """NFSP metaserver: an NFSv2/NFSv3 server (with MOUNT and a portmapper)
     whose regular files are metafiles and whose data lives in a data store."""
     logs.setup("nfspd", log_level, syslog)
     from nfspd.server import Config, Metaserver
-    config = Config(exports, state_dir, data_dir, bind, port, mount_port, portmap)
+    config = Config(exports, state_dir, data_dir, bind, port, mount_port, portmap,
+                    iods=iods, key=key, stripe_unit=stripe_unit)
     try:
         server = Metaserver(config)
-    except (ExportsError, OSError, ValueError) as e:
+    except (ExportsError, IodsConfError, KeyFileError, LayoutError, OSError, ValueError) as e:
         logging.getLogger("nfspd").error("%s", e)
         sys.exit(1)
     try:

@@ -2,10 +2,15 @@
 
 MetaFS hands every data operation to a DataPath with the file's Metafile (seed,
 real size, stripe parameters) and inode; a DataPath never sees names or handles.
-Issue 2 ships LocalDataPath (a DataStore in a local directory, i.e. the
-metaserver keeps the data itself); the iod-backed one plugs in later.
+LocalDataPath keeps the data in a DataStore in a local directory (nfspd
+without --iods); nfspd/iodpath.py's IodDataPath stripes it over iods.
+
+Besides the calls below, a DataPath may forward (``forwards`` True): then the
+NFS services hand READ/WRITE over UDP to ``forward_read``/``forward_write``
+and the iod answers the client itself (see nfspd/iodpath.py).
 """
 
+import errno
 import logging
 import os
 import queue
@@ -20,6 +25,22 @@ log = logging.getLogger(__name__)
 
 class DataPath:
     """Interface. Offsets and sizes are those of the real file."""
+
+    forwards = False  # whether forward_read/forward_write exist (iods answer UDP clients)
+
+    def iod_count(self, meta) -> int:
+        """Over how many data servers the file is striped (1: no striping)."""
+        return 1
+
+    def ready(self, meta, offset, length) -> None:
+        """Raise OSError (EAGAIN: the client should try again later) if the
+        data servers holding [offset, offset+length) cannot take a request
+        now; called before a WRITE changes any metadata."""
+
+    def max_io(self, transport):
+        """The largest READ/WRITE this data path wants over ``transport``
+        ("udp"/"tcp"), or None for the NFS service's default."""
+        return None
 
     @property
     def verifier(self) -> bytes:
@@ -76,7 +97,15 @@ class LocalDataPath(DataPath):
             self._limiter = trio.CapacityLimiter(self._max_threads)
         return trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
+    def _own(self, meta):
+        # A file created while nfspd ran with --iods has its data there: reading
+        # the local store would give zeros, i.e. wrong data, so refuse.
+        if meta.layout_gen != 0:
+            raise OSError(errno.EIO, f"data lives on iods (layout generation "
+                                     f"{meta.layout_gen}); nfspd must run with --iods")
+
     async def read(self, meta, ino, offset, count):
+        self._own(meta)
         count = max(0, min(count, meta.size - offset))
         if count == 0:
             return b""
@@ -86,12 +115,15 @@ class LocalDataPath(DataPath):
         return data
 
     async def write(self, meta, ino, offset, data, stable):
+        self._own(meta)
         await self._run(self.store.write, ino, meta.seed, offset, data, bool(stable))
 
     async def commit(self, meta, ino):
+        self._own(meta)
         await self._run(self.store.commit, ino, meta.seed)
 
     async def truncate(self, meta, ino, size):
+        self._own(meta)
         await self._run(self.store.truncate, ino, meta.seed, size)
 
     def purge(self, ino, seed):

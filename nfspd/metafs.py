@@ -18,7 +18,10 @@ chmod/chown/utimes, setgid clearing); READ, WRITE and ACCESS use
 nfspd/access.py, since the data does not live here.
 
 Data goes through a DataPath (nfspd/datapath.py): READ/WRITE/COMMIT/TRUNCATE of
-(inode, seed) stripes. Issue 2 ships a local store; the iods plug in later.
+(inode, seed) stripes, in a local store or striped over iods (nfspd/iodpath.py).
+READ and WRITE come in two halves: a plan (checks, metadata, attributes: here)
+and the data (the data path), so that over UDP an iod can send the reply built
+from the plan (forward_read/forward_write).
 """
 
 import bisect
@@ -38,6 +41,7 @@ import trio
 
 from common.metafile import DEFAULT_STRIPE_UNIT, MAX_SIZE, Metafile, MetafileError, new_seed
 from common.metafile import SIZE as META_SIZE
+from common.striping import clamp_read
 from common.nfs3 import nfsstat3
 
 
@@ -125,6 +129,28 @@ class CreateHow(enum.IntEnum):
     UNCHECKED = 0
     GUARDED = 1
     EXCLUSIVE = 2
+
+
+class ReadPlan:
+    """A READ cut to what will be returned: ``count`` bytes at ``offset`` of
+    the file (inode ``ino``, metafile ``meta``), ``eof``, attributes ``attr``."""
+
+    __slots__ = ("meta", "ino", "offset", "count", "eof", "attr")
+
+    def __init__(self, meta, ino, offset, count, eof, attr):
+        self.meta, self.ino, self.offset, self.count = meta, ino, offset, count
+        self.eof, self.attr = eof, attr
+
+
+class WritePlan:
+    """A WRITE whose metadata is done: ``wcc`` holds the post-write attributes,
+    ``committed`` the stable_how to report."""
+
+    __slots__ = ("meta", "ino", "offset", "count", "stable", "committed", "wcc")
+
+    def __init__(self, meta, ino, offset, count, stable, committed, wcc):
+        self.meta, self.ino, self.offset, self.count = meta, ino, offset, count
+        self.stable, self.committed, self.wcc = stable, committed, wcc
 
 
 class DirEntry:
@@ -1047,51 +1073,61 @@ class MetaFS:
                 self._settling.pop(key, None)
 
     @_maps_oserror
-    async def read(self, fh, caller, offset, count):
+    async def read_plan(self, fh, caller, offset, count, at_stripe=False):
+        """Everything a READ needs but the data: permission checked, a pending
+        truncation carried out, (offset, count) cut at EOF and, with at_stripe,
+        where the bytes stop being on one data server (a short read)."""
         fd, cfh, st, meta = self._regular(fh)
         if not may_read(st.st_mode, st.st_uid, st.st_gid, caller):
             raise FsError(nfsstat3.NFS3ERR_ACCES)
         if meta.trunc_to is not None:
             await self._settle(cfh)
             fd, cfh, st, meta = self._regular(cfh)
-        attr = self._attr(fd, st, meta)
-        if offset >= meta.size:
-            return b"", True, attr
-        n = min(count, meta.size - offset)
-        data = await self.datapath.read(meta, st.st_ino, offset, n) if n > 0 else b""
-        if len(data) != n:
-            data = data[:n] + bytes(max(0, n - len(data)))
-        return data, offset + n >= meta.size, attr
+        count, eof = clamp_read(offset, count, meta.size, meta.stripe_unit,
+                                self.datapath.iod_count(meta), at_stripe)
+        return ReadPlan(meta, st.st_ino, offset, count, eof, self._attr(fd, st, meta))
 
     @_maps_oserror
-    async def write(self, fh, caller, offset, data, stable):
+    async def read_data(self, plan):
+        """The bytes of a ReadPlan, from the data path (zeros for holes)."""
+        n = plan.count
+        if n <= 0:
+            return b""
+        data = await self.datapath.read(plan.meta, plan.ino, plan.offset, n)
+        if len(data) != n:
+            data = data[:n] + bytes(max(0, n - len(data)))
+        return data
+
+    async def read(self, fh, caller, offset, count):
+        plan = await self.read_plan(fh, caller, offset, count)
+        return await self.read_data(plan), plan.eof, plan.attr
+
+    @_maps_oserror
+    async def write_plan(self, fh, caller, offset, length, stable):
+        """Everything a WRITE of ``length`` bytes at ``offset`` does but moving the
+        data: checks, the metafile size first (a crash may then show zeros where
+        data was being written, never a file shorter than what a client was
+        told), mtime, setuid/setgid cleared; and the post-write attributes, so
+        the reply can be built before the data reaches its data server."""
         self._check_writable(caller)
         fd, cfh, st, meta = self._regular(fh)
         if not may_write(st.st_mode, st.st_uid, st.st_gid, caller):
             raise FsError(nfsstat3.NFS3ERR_ACCES)
-        end = offset + len(data)
+        end = offset + length
         if offset < 0 or end > MAX_SIZE:
             raise FsError(nfsstat3.NFS3ERR_FBIG)
         if meta.trunc_to is not None:
             await self._settle(cfh)
             fd, cfh, st, meta = self._regular(cfh)
+        # Nothing changes for a write its data server cannot take now.
+        self.datapath.ready(meta, offset, length)
         pre = WccAttr(meta.size, st.st_mtime_ns, st.st_ctime_ns)
         key = (st.st_dev, st.st_ino)
         if end > meta.size:
-            # The size first: a crash may then show zeros where data was being
-            # written, never a file shorter than what a client was told.
             meta = meta.replace(size=end)
             self._store(fd, meta, bool(stable))
             if not stable:
                 self._meta_unsynced.add(key)
-        if data:
-            await self.datapath.write(meta, st.st_ino, offset, data, bool(stable))
-        committed = FILE_SYNC if stable else UNSTABLE
-        try:
-            fd, cfh, st = self._open(cfh)
-        except FsError:
-            # Removed while the data was on its way: the write itself happened.
-            return len(data), committed, self.datapath.verifier, Wcc(pre, None)
         _set_times(fd, None, SET_TO_SERVER_TIME)
         self._drop_privs(fd, caller)
         st = os.fstat(fd)
@@ -1103,7 +1139,51 @@ class MetaFS:
             self._remember(key, st, meta)
         else:
             meta = self._metafile(fd, st)
-        return len(data), committed, self.datapath.verifier, Wcc(pre, self._attr(fd, st, meta))
+        committed = FILE_SYNC if stable else UNSTABLE
+        return WritePlan(meta, st.st_ino, offset, length, bool(stable), committed,
+                         Wcc(pre, self._attr(fd, st, meta)))
+
+    @_maps_oserror
+    async def write_data(self, plan, data):
+        """Move a WritePlan's data to the data path; returns the write verifier
+        to report (taken after the data landed: an answer may reveal that a
+        data server restarted)."""
+        if data:
+            await self.datapath.write(plan.meta, plan.ino, plan.offset, data, plan.stable)
+        return self.datapath.verifier
+
+    async def write(self, fh, caller, offset, data, stable):
+        plan = await self.write_plan(fh, caller, offset, len(data), stable)
+        verf = await self.write_data(plan, data)
+        return len(data), plan.committed, verf, plan.wcc
+
+    # -- forwarding (the data server answers the client; UDP only) -------------------
+
+    @property
+    def forwards(self):
+        return self.datapath.forwards
+
+    @property
+    def verifier(self):
+        return self.datapath.verifier
+
+    def max_io(self, transport):
+        return self.datapath.max_io(transport)
+
+    @_maps_oserror
+    def forward_read(self, plan, head, ctx, on_error):
+        """Have the data server send the READ reply (``head`` + data) to the
+        client. False when it cannot be forwarded (the caller relays);
+        ``on_error(errno, message)`` gives the reply bytes to send (or None
+        for none) if the data server answers an error instead."""
+        return self.datapath.forward_read(plan.meta, plan.ino, plan.offset, plan.count, head,
+                                          ctx.client, ctx.local, on_error)
+
+    @_maps_oserror
+    def forward_write(self, plan, data, reply, ctx, on_error):
+        """Have the data server write and then send ``reply`` to the client."""
+        return self.datapath.forward_write(plan.meta, plan.ino, plan.offset, data, plan.stable,
+                                           reply, ctx.client, ctx.local, on_error)
 
     @_maps_oserror
     async def commit(self, fh, caller, offset, count):

@@ -31,8 +31,10 @@ import time
 from common import nfs2
 from common.nfs2 import NFSPROC, nfsstat
 from common.nfs3 import nfsstat3
+from nfspd import replies
 from nfspd.dispatch import NO_REPLY, Procedure
-from nfspd.metafs import FILE_SYNC, SET_TO_SERVER_TIME, CreateHow, FileType, FsError, SetAttr
+from nfspd.metafs import (FILE_SYNC, SET_TO_SERVER_TIME, CreateHow, FileType, FsError, SetAttr,
+                          fs_error_of)
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,17 @@ def _looks_like_touch(sa, now):
             and abs(sa.atime // _NSEC - now) < MAX_TOUCH_TIME_ERROR)
 
 
+def _failed(xid, res_type):
+    """The reply to send when the iod a READ or WRITE was forwarded to answers
+    an error (None: JUKEBOX, no reply, the client retries)."""
+    def reply(code, message):
+        status = status2(fs_error_of(OSError(code, message)).status)
+        if status is NO_REPLY:
+            return None
+        return replies.encode(xid, res_type, res_type(status))
+    return reply
+
+
 # --- the service -------------------------------------------------------------
 
 
@@ -237,6 +250,18 @@ def procedures(resolver, clock=time.time):
     async def read(ctx, args):
         fs, caller = resolve(ctx, args.file)
         count = min(args.count, nfs2.NFS_MAXDATA)
+        if ctx.transport == "udp" and fs.forwards:
+            # Not cut at the stripe boundary: RFC 1094 has no eof flag and old
+            # clients take a short read for EOF, so a READ that spans two iods
+            # (only an unaligned one can) is relayed instead.
+            plan = await fs.read_plan(args.file, caller, args.offset, count)
+            attrs = fattr(plan.attr)
+            if plan.count:
+                head = replies.read2_head(ctx.xid, attrs, plan.count)
+                if fs.forward_read(plan, head, ctx, _failed(ctx.xid, nfs2.readres)):
+                    return NO_REPLY
+            data = await fs.read_data(plan)
+            return nfs2.readres(nfsstat.NFS_OK, nfs2.readokres(attrs, bytes(data)))
         data, _, attr = await fs.read(args.file, caller, args.offset, count)
         return nfs2.readres(nfsstat.NFS_OK, nfs2.readokres(fattr(attr), bytes(data[:count])))
 
@@ -245,19 +270,17 @@ def procedures(resolver, clock=time.time):
         fs, caller = resolve(ctx, fh)
         if args.offset + len(data) > U32_MAX:
             raise _Fail(nfsstat.NFSERR_FBIG)
-        done, wcc = 0, None
         # v2 writes are synchronous (FILE_SYNC), and the reply has no count:
-        # a short write must be finished here, not reported.
-        while True:
-            count, _, _, wcc = await fs.write(fh, caller, args.offset + done, data[done:],
-                                              FILE_SYNC)
-            done += count
-            if done >= len(data):
-                break
-            if count == 0:
-                raise _Fail(nfsstat.NFSERR_IO)
-        attr = wcc.post if wcc.post is not None else fs.getattr(fh)
-        return nfs2.attrstat(nfsstat.NFS_OK, fattr(attr))
+        # the whole write is done (or failed) before the reply.
+        plan = await fs.write_plan(fh, caller, args.offset, len(data), FILE_SYNC)
+        attr = plan.wcc.post if plan.wcc.post is not None else fs.getattr(fh)
+        ok = nfs2.attrstat(nfsstat.NFS_OK, fattr(attr))
+        if ctx.transport == "udp" and fs.forwards and data:
+            reply = replies.encode(ctx.xid, nfs2.attrstat, ok)
+            if fs.forward_write(plan, data, reply, ctx, _failed(ctx.xid, nfs2.attrstat)):
+                return NO_REPLY
+        await fs.write_data(plan, data)
+        return ok
 
     async def create(ctx, args):
         where, s = args.where, args.attributes

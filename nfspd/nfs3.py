@@ -13,8 +13,8 @@ from common.nfs3 import (
     FSF3_CANSETTIME, FSF3_HOMOGENEOUS, FSF3_LINK, FSF3_SYMLINK, NFSPROC3, createmode3, fattr3,
     ftype3, nfsstat3, nfstime3, specdata3, time_how, wcc_attr, wcc_data,
 )
-from nfspd import metafs
-from nfspd.dispatch import Procedure
+from nfspd import metafs, replies
+from nfspd.dispatch import NO_REPLY, Procedure
 from nfspd.metafs import CreateHow, FileType, FsError, SetAttr
 
 OK = nfsstat3.NFS3_OK
@@ -42,6 +42,29 @@ _FTYPE3 = {int(t): ftype3(int(t)) for t in FileType}
 
 def max_io(ctx):
     return MAX_IO_TCP if ctx.transport == "tcp" else MAX_IO_UDP
+
+
+def data_io(ctx, fs):
+    """rtmax/wtmax: the data path may want less (over UDP with iods: what keeps
+    an aligned READ or WRITE within one stripe)."""
+    io = fs.max_io(ctx.transport)
+    return max_io(ctx) if io is None else min(io, max_io(ctx))
+
+
+def _read_failed(xid, attrs):
+    """The reply to send when the iod a READ was forwarded to answers an error."""
+    def reply(code, message):
+        status = status_of(metafs.fs_error_of(OSError(code, message)))
+        return replies.encode(xid, nfs3.READ3res, nfs3.READ3res(status, nfs3.READ3resfail(attrs)))
+    return reply
+
+
+def _write_failed(xid, w):
+    def reply(code, message):
+        status = status_of(metafs.fs_error_of(OSError(code, message)))
+        fail = nfs3.WRITE3resfail(wcc_data(None, post_op(w.post)))
+        return replies.encode(xid, nfs3.WRITE3res, nfs3.WRITE3res(status, fail))
+    return reply
 
 
 # --- Conversions between MetaFS values and RFC 1813 types ---------------------
@@ -231,7 +254,19 @@ def procedures(resolver):
         try:
             fs, caller = resolve(ctx, fh)
             # A server may return less than asked; rtmax is the most it offers.
-            data, eof, attr = await fs.read(fh, caller, args.offset, min(args.count, max_io(ctx)))
+            count = min(args.count, data_io(ctx, fs))
+            if ctx.transport == "udp" and fs.forwards:
+                # Cut at the stripe boundary, so one iod holds it all (a short
+                # read, which the client continues), and let that iod answer.
+                plan = await fs.read_plan(fh, caller, args.offset, count, at_stripe=True)
+                if plan.count:
+                    attrs = fattr(plan.attr)
+                    head = replies.read3_head(ctx.xid, attrs, plan.count, plan.eof)
+                    if fs.forward_read(plan, head, ctx, _read_failed(ctx.xid, attrs)):
+                        return NO_REPLY
+                data, eof, attr = await fs.read_data(plan), plan.eof, plan.attr
+            else:
+                data, eof, attr = await fs.read(fh, caller, args.offset, count)
         except FsError as e:
             return nfs3.READ3res(status_of(e), nfs3.READ3resfail(_post(fs, fh)))
         return nfs3.READ3res(OK, nfs3.READ3resok(fattr(attr), len(data), bool(eof), data))
@@ -242,11 +277,19 @@ def procedures(resolver):
             fs, caller = resolve(ctx, fh)
             if args.count != len(args.data):
                 raise FsError(nfsstat3.NFS3ERR_INVAL, "count does not match the data length")
-            count, committed, verf, w = await fs.write(
-                fh, caller, args.offset, args.data, args.stable)
+            data = args.data
+            plan = await fs.write_plan(fh, caller, args.offset, len(data), args.stable)
+            if ctx.transport == "udp" and fs.forwards and data:
+                ok = nfs3.WRITE3res(OK, nfs3.WRITE3resok(
+                    wcc(plan.wcc), len(data), nfs3.stable_how(plan.committed), fs.verifier))
+                reply = replies.encode(ctx.xid, nfs3.WRITE3res, ok)
+                if fs.forward_write(plan, data, reply, ctx, _write_failed(ctx.xid, plan.wcc)):
+                    return NO_REPLY
+            verf = await fs.write_data(plan, data)
         except FsError as e:
             return nfs3.WRITE3res(status_of(e), nfs3.WRITE3resfail(_failed_wcc(fs, fh)))
-        return nfs3.WRITE3res(OK, nfs3.WRITE3resok(wcc(w), count, nfs3.stable_how(committed), verf))
+        return nfs3.WRITE3res(OK, nfs3.WRITE3resok(
+            wcc(plan.wcc), len(data), nfs3.stable_how(plan.committed), verf))
 
     def _created(res, resok, resfail, make):
         """CREATE, MKDIR, SYMLINK and MKNOD differ only in how they make the object."""
@@ -415,10 +458,10 @@ def procedures(resolver):
             attr = fs.getattr(fh)
         except FsError as e:
             return nfs3.FSINFO3res(status_of(e), nfs3.FSINFO3resfail(_post(fs, fh)))
-        io = max_io(ctx)
+        io = data_io(ctx, fs)
         return nfs3.FSINFO3res(OK, nfs3.FSINFO3resok(
             obj_attributes=fattr(attr), rtmax=io, rtpref=io, rtmult=4096,
-            wtmax=io, wtpref=io, wtmult=4096, dtpref=min(DTPREF, io),
+            wtmax=io, wtpref=io, wtmult=4096, dtpref=min(DTPREF, max_io(ctx)),
             maxfilesize=MAXFILESIZE, time_delta=TIME_DELTA, properties=PROPERTIES))
 
     async def PATHCONF(ctx, args):

@@ -13,9 +13,13 @@ import time
 
 import trio
 
+from common import keyfile, striping
 from common import mount as mount_proto
-from nfspd import mountd, nfs2, nfs3, portmapper
+from common.iodsconf import load_iods
+from common.metafile import DEFAULT_STRIPE_UNIT
+from nfspd import layouts, mountd, nfs2, nfs3, portmapper
 from nfspd.datapath import LocalDataPath
+from nfspd.iodpath import IodDataPath
 from nfspd.dispatch import Dispatcher, Program
 from nfspd.drc import DuplicateRequestCache
 from nfspd.exports import ExportRegistry
@@ -32,7 +36,8 @@ MOUNT_VERSIONS = (1, 2, 3)
 
 class Config:
     def __init__(self, exports, state_dir, data_dir=None, bind="0.0.0.0", port=2049,
-                 mount_port=20048, portmap="auto", portmap_port=111, limits=None):
+                 mount_port=20048, portmap="auto", portmap_port=111, limits=None,
+                 iods=None, key=None, stripe_unit=DEFAULT_STRIPE_UNIT, iod_options=None):
         self.exports = exports
         self.state_dir = state_dir
         self.data_dir = data_dir or os.path.join(state_dir, "data")
@@ -42,6 +47,10 @@ class Config:
         self.portmap = portmap
         self.portmap_port = portmap_port
         self.limits = limits or Limits()
+        self.iods = iods          # iods.conf path; None: the local data store
+        self.key = key            # cluster key file, required with iods
+        self.stripe_unit = stripe_unit
+        self.iod_options = iod_options or {}
 
 
 def load_or_create_key(path, nbytes=32):
@@ -81,7 +90,7 @@ class Metaserver:
         os.makedirs(config.state_dir, exist_ok=True)
         os.makedirs(config.data_dir, exist_ok=True)
         self.handle_key = load_or_create_key(os.path.join(config.state_dir, "handle.key"))
-        self.datapath = LocalDataPath(config.data_dir)
+        self.datapath = self._datapath()
         self.registry = ExportRegistry(config.exports, self._make_fs,
                                        rmtab_path=os.path.join(config.state_dir, "rmtab"))
         self.registry.load()
@@ -91,6 +100,26 @@ class Metaserver:
         self.nfs = Dispatcher([nfs], self.drc)
         self.mount = Dispatcher([mountd.program(self.registry)], self.drc)
         self.started = time.time()
+
+    def _datapath(self):
+        c = self.config
+        local = LocalDataPath(c.data_dir)
+        if c.iods is None:
+            return local
+        if c.key is None:
+            raise ValueError("--iods needs --key (the cluster key file shared with the iods)")
+        if not striping.valid_stripe_unit(c.stripe_unit):
+            raise ValueError(f"--stripe-unit {c.stripe_unit}: must be a multiple of 4096 "
+                             f"between 4096 and {1 << 26}")
+        iods = load_iods(c.iods)
+        keys = keyfile.load(c.key)
+        found, change = layouts.open_layouts(c.state_dir, iods, c.iods)
+        if change:
+            log.info("%s", change)
+        # Files created before iods were configured (layout generation 0) keep
+        # their data in the local store.
+        return IodDataPath(found, keys, c.stripe_unit, local=local, bind=c.bind,
+                           **c.iod_options)
 
     def _make_fs(self, path):
         return MetaFS(path, export_id_for_path(path), self.handle_key, self.datapath)
@@ -107,6 +136,11 @@ class Metaserver:
         c.mount_port = mnt_udp.getsockname()[1]
         mnt_tcp = await bind_tcp(c.bind, c.mount_port)
         async with trio.open_nursery() as nursery:
+            if isinstance(self.datapath, IodDataPath):
+                self.datapath.set_reply_socket(nfs_udp)
+                await nursery.start(self.datapath.run)
+                log.info("data on %d iods (layout generation %d, stripe unit %d)",
+                         len(self.datapath.links), self.datapath.layout_gen, c.stripe_unit)
             await nursery.start(serve_udp, nfs_udp, self.nfs, lim)
             await nursery.start(serve_tcp, nfs_tcp, self.nfs, lim)
             await nursery.start(serve_udp, mnt_udp, self.mount, lim)
@@ -175,8 +209,13 @@ class Metaserver:
             for name, d in (("nfs", self.nfs), ("mount", self.mount)):
                 for k in keys:
                     now[f"{name}.{k}"] = getattr(d.counters, k)
+            data = {f"data.{k}": v for k, v in getattr(self.datapath, "counters", {}).items()}
             changed = {k: v - last.get(k, 0) for k, v in now.items() if v != last.get(k, 0)}
             if changed:
                 log.info("bad or refused messages in the last %ds: %s", period,
                          ", ".join(f"{k}={v}" for k, v in sorted(changed.items())))
-            last = now
+            moved = {k: v - last.get(k, 0) for k, v in data.items() if v != last.get(k, 0)}
+            if moved:
+                log.info("data path in the last %ds: %s", period,
+                         ", ".join(f"{k[5:]}={v}" for k, v in sorted(moved.items())))
+            last = {**now, **data}

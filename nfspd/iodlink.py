@@ -1,0 +1,333 @@
+"""One iod as the metaserver sees it: a persistent TCP connection carrying
+iodproto frames, requests multiplexed by id, and the iod's health.
+
+The link connects, PINGs (the PONG brings the iod's boot verifier, version and
+free space) and then PINGs every ``ping_interval`` seconds. A connection that
+closes, a frame that does not verify, or a PONG missing for ``ping_timeout``
+takes the link down: waiting requests fail at once with IodUnavailable (the
+NFS layer answers JUKEBOX), and the link reconnects with a bounded exponential
+backoff. Each transition is logged once, not once per request.
+"""
+
+import errno
+import logging
+import math
+import socket
+
+import trio
+
+from common import iodproto
+from common.iodproto import IodProtoError, Op
+from nfspd.iodframes import Signer
+
+log = logging.getLogger(__name__)
+
+RECV_SIZE = 1 << 20
+
+
+class IodUnavailable(OSError):
+    """The iod holding the data cannot be reached now (EAGAIN: try again later)."""
+
+    def __init__(self, link, why="down"):
+        super().__init__(errno.EAGAIN, f"iod {link.name} is unavailable ({why})")
+
+
+class _Slot:
+    __slots__ = ("id", "counted", "event", "reply", "error")
+
+    def __init__(self, msg_id, counted):
+        self.id = msg_id
+        self.counted = counted   # holds one of the link's in-flight tokens
+        self.event = trio.Event()
+        self.reply = None
+        self.error = None
+
+
+class IodLink:
+    """``ids`` is an iterator of request ids shared by every link (ids unique
+    per metaserver); ``on_change(link)`` is called when the link goes up or
+    down or the iod's boot verifier changes."""
+
+    def __init__(self, index, host, port, keys, ids, on_change=None, *, signer=None,
+                 connect_timeout=3.0,
+                 ping_interval=2.0, ping_timeout=5.0, send_timeout=10.0, backoff_min=0.05,
+                 backoff_max=2.0, max_inflight=64):
+        self.index = index
+        self.host, self.port = host, port
+        self.name = f"{host}:{port}"
+        self.keys = keys
+        self.signer = signer or Signer(keys)
+        self._ids = ids
+        self._on_change = on_change or (lambda link: None)
+        self.connect_timeout = connect_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.send_timeout = send_timeout
+        self.backoff_min, self.backoff_max = backoff_min, backoff_max
+        self._inflight = trio.Semaphore(max_inflight)
+        self.up = False
+        self.state = "starting"  # starting -> up <-> down
+        self.ip = None           # resolved address, for UDP forwarding
+        self.udp_addr = None
+        self.loopback = False
+        self.verifier = None
+        self.version = None
+        self.free = self.total = None
+        self.restarts = 0        # verifier changes seen
+        self.timeouts = 0
+        self._stream = None
+        self._outbox = []
+        self._outbox_ready = trio.Event()
+        self._waiting = {}
+        self._session_scope = None
+        self._lost = None
+        self._ever_up = False
+        self.connected = trio.Event()  # set the first time the link comes up
+
+    def __repr__(self):
+        return f"IodLink(#{self.index} {self.name} {self.state})"
+
+    # -- requests ------------------------------------------------------------
+
+    def next_id(self):
+        return next(self._ids)
+
+    async def submit(self, msg_id, frame):
+        """Queue ``frame`` (carrying request id ``msg_id``) for sending and
+        return the slot its answer will fill; several submitted at once travel
+        together and are answered in parallel. Every slot must be given back
+        with release(). Raises IodUnavailable when the link is down."""
+        if not self.up:
+            raise IodUnavailable(self)
+        try:
+            self._inflight.acquire_nowait()
+        except trio.WouldBlock:
+            await self._inflight.acquire()
+        if not self.up or self._stream is None:
+            self._inflight.release()
+            raise IodUnavailable(self)
+        return self._enqueue(msg_id, frame, counted=True)
+
+    def _enqueue(self, msg_id, frame, counted):
+        slot = _Slot(msg_id, counted)
+        self._waiting[msg_id] = slot
+        # The writer task sends whole frames back to back (several per system
+        # call when requests come together): a caller that gives up only stops
+        # waiting, it never cuts a frame short.
+        self._outbox.append(frame)
+        self._outbox_ready.set()
+        return slot
+
+    def release(self, slot):
+        if self._waiting.get(slot.id) is slot:
+            del self._waiting[slot.id]
+        if slot.counted:
+            slot.counted = False
+            self._inflight.release()
+
+    def answer(self, slot):
+        """The answer in a filled slot, or the error that ended the wait."""
+        if slot.error is not None:
+            raise slot.error
+        return slot.reply
+
+    async def call(self, msg_id, frame, timeout, what="request"):
+        """submit, wait at most ``timeout`` seconds (OSError ETIMEDOUT), release."""
+        slot = None
+        try:
+            with trio.move_on_after(timeout):
+                slot = await self.submit(msg_id, frame)
+                await slot.event.wait()
+                return self.answer(slot)
+            self.timed_out(what, timeout)
+        finally:
+            if slot is not None:
+                self.release(slot)
+
+    def timed_out(self, what, timeout):
+        self.timeouts += 1
+        raise OSError(errno.ETIMEDOUT, f"iod {self.name}: no answer to a {what} "
+                                       f"within {timeout:g}s")
+
+    async def _writer(self, stream):
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready = trio.Event()
+            frames, self._outbox = self._outbox, []
+            if not frames:
+                continue
+            data = frames[0] if len(frames) == 1 else b"".join(frames)
+            with trio.move_on_after(self.send_timeout) as timer:
+                try:
+                    await stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                    self._lose(f"send failed: {e}")
+                    return
+            if timer.cancelled_caught:
+                self._lose(f"the iod took no data for {self.send_timeout:g}s")
+                return
+
+    # -- the connection ----------------------------------------------------------
+
+    async def run(self):
+        """Keep the link up, forever (cancel to stop)."""
+        backoff = self.backoff_min
+        while True:
+            started = trio.current_time()
+            try:
+                reason = await self._session()
+            except OSError as e:
+                reason = e.strerror or str(e)
+            except IodProtoError as e:
+                reason = f"bad frame: {e}"
+            self._set_down(reason)
+            if trio.current_time() - started > 2 * self.backoff_max:
+                backoff = self.backoff_min
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, self.backoff_max)
+
+    async def _connect(self):
+        with trio.fail_after(self.connect_timeout):
+            infos = await trio.socket.getaddrinfo(self.host, self.port, socket.AF_INET,
+                                                  socket.SOCK_STREAM)
+            if not infos:
+                raise OSError(errno.EHOSTUNREACH, f"cannot resolve {self.host}")
+            ip = infos[0][4][0]
+            stream = await trio.open_tcp_stream(ip, self.port)
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return ip, stream
+
+    async def _session(self):
+        try:
+            ip, stream = await self._connect()
+        except trio.TooSlowError:
+            return f"connect timed out after {self.connect_timeout:g}s"
+        self.ip, self.udp_addr = ip, (ip, self.port)
+        self.loopback = ip.startswith("127.")
+        self._lost = None
+        async with stream:
+            self._stream = stream
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._session_scope = nursery.cancel_scope
+                    nursery.start_soon(self._receive, stream)
+                    nursery.start_soon(self._writer, stream)
+                    nursery.start_soon(self._heartbeat)
+            finally:
+                self._session_scope = None
+                self._stream = None
+                self._outbox = []
+                self._fail_waiting()
+        return self._lost or "connection closed"
+
+    def _lose(self, why):
+        if self._lost is None:
+            self._lost = why
+        if self._session_scope is not None:
+            self._session_scope.cancel()
+
+    def _fail_waiting(self):
+        for slot in self._waiting.values():
+            if not slot.event.is_set():
+                slot.error = IodUnavailable(self, "connection lost")
+                slot.event.set()
+        self._waiting.clear()
+
+    async def _receive(self, stream):
+        reader = iodproto.FrameReader()
+        try:
+            while True:
+                data = await stream.receive_some(RECV_SIZE)
+                if not data:
+                    self._lose("connection closed by the iod")
+                    return
+                for frame in reader.feed(data):
+                    msg = iodproto.decode(frame, self.keys)
+                    slot = self._waiting.get(msg.id)
+                    if slot is not None and msg.op in (Op.REPLY, Op.PONG):
+                        slot.reply = msg
+                        slot.event.set()
+        except IodProtoError as e:
+            self._lose(f"bad frame from the iod: {e} (same --key on both sides?)")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            self._lose(f"connection lost: {e}")
+
+    async def _heartbeat(self):
+        while True:
+            msg_id = self.next_id()
+            pong = None
+            slot = self._enqueue(msg_id, self.signer.ping(msg_id), counted=False)
+            try:
+                with trio.move_on_after(self.ping_timeout):
+                    await slot.event.wait()
+                    if slot.error is not None:
+                        return
+                    pong = slot.reply
+            finally:
+                self.release(slot)
+            if pong is None or pong.op != Op.PONG:
+                self._lose(f"no PONG within {self.ping_timeout:g}s")
+                return
+            self._set_up(pong)
+            await trio.sleep(self.ping_interval)
+
+    # -- state -------------------------------------------------------------------
+
+    def _set_up(self, pong):
+        self.version, self.free, self.total = pong.version, pong.free, pong.total
+        changed = pong.verifier != self.verifier
+        restarted = changed and self.verifier is not None
+        if restarted:
+            self.restarts += 1
+        self.verifier = pong.verifier
+        if not self.up:
+            self.up = True
+            if not self._ever_up:
+                self._ever_up = True
+                log.info("iod %s (#%d) up: version %s, %s free", self.name, self.index,
+                         pong.version, _human(pong.free))
+            else:
+                log.warning("iod %s (#%d) is back%s", self.name, self.index,
+                            " (restarted: new boot verifier, clients will resend unstable "
+                            "writes)" if restarted else "")
+            self.state = "up"
+            self.connected.set()
+            self._on_change(self)
+        elif changed:
+            log.warning("iod %s (#%d) restarted between two PINGs (new boot verifier)",
+                        self.name, self.index)
+            self._on_change(self)
+
+    def note_verifier(self, verifier):
+        """A REPLY's verifier: an iod that restarted under a live link shows here first."""
+        if verifier is not None and self.verifier is not None and verifier != self.verifier:
+            self.verifier = verifier
+            self.restarts += 1
+            log.warning("iod %s (#%d) answered with a new boot verifier (restarted)",
+                        self.name, self.index)
+            self._on_change(self)
+
+    def _set_down(self, reason):
+        was = self.state
+        self.up = False
+        if was == "down":
+            return
+        self.state = "down"
+        if was == "starting":
+            log.warning("iod %s (#%d) not reachable: %s (retrying in the background)",
+                        self.name, self.index, reason)
+        else:
+            log.warning("iod %s (#%d) is unavailable: %s; requests for its stripes get "
+                        "JUKEBOX (v3) or no reply (v2) until it is back", self.name, self.index,
+                        reason)
+            self._on_change(self)
+
+
+def _human(n):
+    if n is None:
+        return "?"
+    if n <= 0:
+        return "0 B"
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+    i = min(int(math.log(n, 1024)), len(units) - 1)
+    return f"{n / 1024 ** i:.1f} {units[i]}"

@@ -1,0 +1,515 @@
+"""The data path over iods (paper 5.5.3-5.6): striping, forwarding, relaying.
+
+A file of layout generation g is striped over the n iods of g
+(common/striping.py). Three ways for data to move:
+
+- forward (UDP clients): the metaserver sends one READ or WRITE frame, with the
+  client's address, the address the client wrote to, and the pre-encoded NFS
+  reply (head), over UDP to the iod holding the bytes; the iod answers the
+  client itself from that address. Nothing comes back on success; an error
+  comes back as a REPLY to the forwarding socket, and the metaserver answers
+  the client with the NFS error (``on_error``). The forward is remembered for
+  ``forward_ttl`` seconds for that purpose, in a bounded table.
+- relay (TCP clients, a WRITE crossing a stripe boundary, anything that cannot
+  be forwarded): the metaserver asks the iods over their persistent TCP links
+  (nfspd/iodlink.py), all pieces of one request in parallel, and replies.
+- commit/truncate: to every iod of the file's generation, in parallel.
+
+Failures surface as OSError, which MetaFS maps to NFS statuses: an iod that is
+down or restarting is EAGAIN (NFS3ERR_JUKEBOX; no reply for NFSv2, so the
+client retries), a request unanswered within its timeout ETIMEDOUT (JUKEBOX
+too), an iod's own errno (ENOSPC, EIO) as is.
+
+The write verifier is one value for the cluster: a hash of this process's boot
+nonce and every iod's boot verifier, so it changes whenever any iod (or the
+metaserver, whose unsynced metafile sizes die with it) restarts.
+
+Generation 0 means "created without iods": such files stay in the local store
+(``local``, a LocalDataPath) if there is one.
+"""
+
+import collections
+import errno
+import hashlib
+import itertools
+import logging
+import os
+import secrets
+import socket
+import struct
+
+import trio
+
+from common import iodproto, striping
+from common.iodproto import IodProtoError, Op
+from nfspd.datapath import DataPath
+from nfspd.iodframes import Signer
+from nfspd.iodlink import IodLink, IodUnavailable
+
+log = logging.getLogger(__name__)
+
+UDP_LIMIT = 32 << 10          # largest READ/WRITE forwarded in one datagram
+TCP_LIMIT = 1 << 20           # NFSv3 over TCP rtmax/wtmax (iodproto.MAX_DATA)
+MAX_FORWARD_FRAME = 65000     # a frame must fit one UDP datagram (65507) with room to spare
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+_in_pktinfo = struct.Struct("=i4s4s")
+
+
+class IodDataPath(DataPath):
+    forwards = True
+
+    def __init__(self, layouts, keys, stripe_unit, *, local=None, bind="0.0.0.0",
+                 request_timeout=10.0, sync_timeout=30.0, forward_ttl=10.0,
+                 max_forwards=65536, startup_wait=3.0, purge_batch=4096, purge_delay=0.5,
+                 purge_backlog=1 << 20, link_options=None):
+        self.layouts = layouts
+        self.layout_gen = layouts.current
+        self.stripe_unit = stripe_unit
+        # Over UDP, what divides the stripe unit: aligned I/O then stays on one iod.
+        self._udp_io = striping.io_size(stripe_unit, UDP_LIMIT)
+        self.keys = keys
+        self.local = local
+        self.bind = bind
+        self.request_timeout = request_timeout
+        self.sync_timeout = sync_timeout
+        self.forward_ttl = forward_ttl
+        self.max_forwards = max_forwards
+        self.startup_wait = startup_wait
+        self.purge_batch, self.purge_delay, self.purge_backlog = purge_batch, purge_delay, \
+            purge_backlog
+        ids = itertools.count(secrets.randbits(40))
+        self.signer = Signer(keys)
+        self.links = [IodLink(i, host, port, keys, ids, self._link_changed, signer=self.signer,
+                              **(link_options or {}))
+                      for i, (host, port) in enumerate(layouts.all_iods())]
+        self._ids = ids
+        self._gen_links = {g: self.links[:len(iods)] for g, iods in layouts.generations.items()}
+        self._boot = os.urandom(8)
+        self._verifier = self._fold()
+        self._fwd_sock = None
+        self._reply_sock = None
+        self._forwarded = {}  # request id -> (expires, client, local, on_error); oldest first
+        self._purges = [collections.deque() for _ in self.links]
+        self._purge_wake = [None] * len(self.links)
+        self._purge_dropped = [0] * len(self.links)
+        self._warned = {}
+        self.counters = collections.Counter()
+
+    # -- layout ----------------------------------------------------------------
+
+    def _links(self, meta):
+        links = self._gen_links.get(meta.layout_gen)
+        if links is None:
+            self._warn(("gen", meta.layout_gen),
+                       "a file has layout generation %d, which layouts.json does not know "
+                       "(state directory from another cluster?); its data is not served",
+                       meta.layout_gen)
+            raise OSError(errno.EIO, f"unknown layout generation {meta.layout_gen}")
+        return links
+
+    def _local_for(self, meta):
+        if meta.layout_gen == 0:
+            if self.local is None:
+                raise OSError(errno.EIO, "file created without iods and no local store")
+            return self.local
+        return None
+
+    def iod_count(self, meta):
+        if meta.layout_gen == 0:
+            return 1
+        links = self._gen_links.get(meta.layout_gen)
+        return len(links) if links else 1
+
+    def max_io(self, transport):
+        return TCP_LIMIT if transport == "tcp" else self._udp_io
+
+    def ready(self, meta, offset, length):
+        if meta.layout_gen == 0:
+            return
+        links = self._links(meta)
+        n = len(links)
+        if length <= 0:
+            return
+        unit = meta.stripe_unit
+        first = offset // unit
+        last = (offset + length - 1) // unit
+        for stripe in range(first, min(last, first + n - 1) + 1):
+            link = links[(meta.seed + stripe) % n]
+            if not link.up:
+                raise IodUnavailable(link)
+
+    # -- the write verifier -------------------------------------------------------
+
+    @property
+    def verifier(self):
+        return self._verifier
+
+    def _fold(self):
+        h = hashlib.sha256(self._boot)
+        for link in self.links:
+            h.update(link.verifier or bytes(8))
+        return h.digest()[:8]
+
+    def _link_changed(self, link):
+        self._verifier = self._fold()
+
+    # -- relay ---------------------------------------------------------------------
+
+    def _checked(self, link, reply):
+        if reply.op != Op.REPLY:
+            raise OSError(errno.EIO, f"iod {link.name}: unexpected {reply.op.name}")
+        link.note_verifier(reply.verifier)
+        if reply.status:
+            raise _iod_error(link, reply)
+        return reply
+
+    async def _call(self, link, msg_id, frame, timeout, what):
+        return self._checked(link, await link.call(msg_id, frame, timeout, what))
+
+    async def _gather(self, requests, timeout, what):
+        """Send every (link, msg_id, frame) at once, then collect the answers in
+        order: the iods work on all of them in parallel, without a task per
+        request. The first failure (an error answer, a lost link, ``timeout``
+        for the whole lot) is raised; answers still due are then ignored."""
+        slots = []
+        try:
+            with trio.move_on_after(timeout):
+                for link, msg_id, frame in requests:
+                    slots.append((link, await link.submit(msg_id, frame)))
+                replies = []
+                for link, slot in slots:
+                    await slot.event.wait()
+                    replies.append(self._checked(link, link.answer(slot)))
+                return replies
+            late = [link for link, slot in slots if not slot.event.is_set()]
+            late += [link for link, _, _ in requests[len(slots):]]
+            late[0].timed_out(what, timeout)
+        finally:
+            for link, slot in slots:
+                link.release(slot)
+
+    async def read(self, meta, ino, offset, count):
+        local = self._local_for(meta)
+        if local is not None:
+            return await local.read(meta, ino, offset, count)
+        links = self._links(meta)
+        count = max(0, min(count, meta.size - offset))
+        if count == 0:
+            return b""
+        pieces = striping.split(offset, count, meta.stripe_unit, meta.seed, len(links))
+        self.counters["relayed_reads"] += 1
+        requests = []
+        for piece in pieces:
+            link = links[piece.iod]
+            msg_id = link.next_id()
+            frame = self.signer.read(msg_id, ino, meta.seed, piece.offset, piece.length)
+            requests.append((link, msg_id, frame))
+        replies = await self._gather(requests, self.request_timeout, "READ")
+        if len(pieces) == 1:
+            data = _data(links[pieces[0].iod], replies[0], count)
+            return data if len(data) == count else data + bytes(count - len(data))
+        buf = bytearray(count)  # what an iod does not send stays zeros (holes, datafile end)
+        for piece, reply in zip(pieces, replies):
+            data = _data(links[piece.iod], reply, piece.length)
+            start = piece.offset - offset
+            buf[start:start + len(data)] = data
+        return buf
+
+    async def write(self, meta, ino, offset, data, stable):
+        local = self._local_for(meta)
+        if local is not None:
+            return await local.write(meta, ino, offset, data, stable)
+        links = self._links(meta)
+        if not data:
+            return
+        view = memoryview(data)
+        self.counters["relayed_writes"] += 1
+        requests = []
+        for piece in striping.split(offset, len(data), meta.stripe_unit, meta.seed, len(links)):
+            start = piece.offset - offset
+            link = links[piece.iod]
+            msg_id = link.next_id()
+            requests.append((link, msg_id, self.signer.write(
+                msg_id, ino, meta.seed, piece.offset, view[start:start + piece.length],
+                bool(stable))))
+        await self._gather(requests, self.sync_timeout if stable else self.request_timeout,
+                           "WRITE")
+
+    async def commit(self, meta, ino):
+        local = self._local_for(meta)
+        if local is not None:
+            return await local.commit(meta, ino)
+        requests = []
+        for link in self._links(meta):
+            msg_id = link.next_id()
+            requests.append((link, msg_id, self.signer.commit(msg_id, ino, meta.seed)))
+        await self._gather(requests, self.sync_timeout, "COMMIT")
+
+    async def truncate(self, meta, ino, size):
+        local = self._local_for(meta)
+        if local is not None:
+            return await local.truncate(meta, ino, size)
+        requests = []
+        for link in self._links(meta):
+            msg_id = link.next_id()
+            requests.append((link, msg_id, self.signer.truncate(msg_id, ino, meta.seed, size)))
+        await self._gather(requests, self.sync_timeout, "TRUNCATE")
+
+    def space(self):
+        known = [link for link in self.links if link.total is not None]
+        if not known:
+            return None
+        total = sum(link.total for link in known)
+        free = sum(link.free for link in known)
+        return total, free, free
+
+    # -- forward ---------------------------------------------------------------------
+
+    def _forward_link(self, meta, offset, count):
+        """The link that holds all of [offset, offset+count), None if the range
+        spans iods or cannot be forwarded at all."""
+        if self._fwd_sock is None or meta.layout_gen == 0:
+            return None
+        links = self._links(meta)
+        n = len(links)
+        end = striping.run_end(offset, meta.stripe_unit, n)
+        if end is not None and offset + count > end:
+            return None
+        link = links[0] if n == 1 else links[(meta.seed + offset // meta.stripe_unit) % n]
+        if not link.up:
+            raise IodUnavailable(link)
+        return link
+
+    def forward_read(self, meta, ino, offset, count, head, client, local, on_error):
+        link = self._forward_link(meta, offset, count)
+        if link is None or not _spoofable(link, client, local):
+            return False
+        msg_id = next(self._ids)
+        frame = self.signer.read(msg_id, ino, meta.seed, offset, count, client, local, head)
+        return self._send_forward(link, msg_id, frame, client, local, on_error, "reads")
+
+    def forward_write(self, meta, ino, offset, data, stable, reply, client, local, on_error):
+        link = self._forward_link(meta, offset, len(data))
+        if link is None or not _spoofable(link, client, local):
+            return False
+        if len(data) + len(reply) + 512 > MAX_FORWARD_FRAME:
+            return False
+        msg_id = next(self._ids)
+        frame = self.signer.write(msg_id, ino, meta.seed, offset, data, bool(stable), client,
+                                  local, reply)
+        if len(frame) > MAX_FORWARD_FRAME:
+            return False
+        return self._send_forward(link, msg_id, frame, client, local, on_error, "writes")
+
+    def _send_forward(self, link, msg_id, frame, client, local, on_error, kind):
+        try:
+            self._fwd_sock.sendto(frame, link.udp_addr)
+        except OSError as e:
+            # A full socket buffer (EAGAIN) or a route problem: relay this one.
+            self.counters["forward_send_failed"] += 1
+            log.debug("forward to iod %s failed (%s); relaying", link.name, e)
+            return False
+        self.counters["forwarded_" + kind] += 1
+        table = self._forwarded
+        now = trio.current_time()
+        table[msg_id] = (now + self.forward_ttl, client, local, on_error)
+        # Oldest first: drop what expired, and the oldest beyond the bound.
+        while table:
+            first = next(iter(table))
+            if table[first][0] > now and len(table) <= self.max_forwards:
+                break
+            del table[first]
+        return True
+
+    async def _receive_forward_answers(self):
+        """REPLYs to forwarded requests: only errors are sent, and the client
+        must get an answer from us instead of the iod's."""
+        sock = self._fwd_sock
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            while True:
+                try:
+                    data, addr = sock.recvfrom(65536)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    continue  # an ICMP error for an earlier datagram
+                try:
+                    msg = iodproto.decode(data, self.keys)
+                except IodProtoError as e:
+                    self.counters["bad_frames"] += 1
+                    self._warn(("bad frame", addr[0]), "dropping bad frames on the forwarding "
+                               "socket from %s (%s)", addr[0], e)
+                    continue
+                if msg.op != Op.REPLY:
+                    continue
+                entry = self._forwarded.pop(msg.id, None)
+                if entry is None or msg.status == 0:
+                    continue
+                try:
+                    await self._answer_error(entry, msg, addr)
+                except Exception:
+                    # One bad answer must not stop the data path.
+                    log.exception("answering a failed forwarded request")
+
+    async def _answer_error(self, entry, msg, addr):
+        _, client, local, on_error = entry
+        self.counters["forward_errors"] += 1
+        code = msg.status if msg.status > 0 else errno.EIO
+        self._warn(("iod errno", addr[0], code), "iod %s:%d answered %s: %s", addr[0], addr[1],
+                   errno.errorcode.get(code, code), msg.message or os.strerror(code))
+        try:
+            reply = on_error(code, msg.message)
+        except Exception:
+            log.exception("building the error reply for a forwarded request failed")
+            return
+        if reply is None or self._reply_sock is None:
+            return
+        anc = [(socket.IPPROTO_IP, IP_PKTINFO,
+                _in_pktinfo.pack(0, socket.inet_aton(local[0]), bytes(4)))]
+        sock = self._reply_sock
+        with trio.move_on_after(self.request_timeout):
+            while True:
+                try:
+                    sock.sendmsg([reply], anc, 0, client)
+                    return
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(sock)
+                except OSError as e:
+                    log.debug("error reply to %s failed: %s", client, e)
+                    return
+
+    # -- purge -----------------------------------------------------------------------
+
+    def purge(self, ino, seed):
+        if self.local is not None:
+            self.local.purge(ino, seed)
+        for i, queue in enumerate(self._purges):
+            if len(queue) >= self.purge_backlog:
+                queue.popleft()
+                self._purge_dropped[i] += 1
+                self._warn(("purge backlog", i), "iod %s: purge backlog full (%d); dropping "
+                           "the oldest (space leaks until a scrub)", self.links[i].name,
+                           self.purge_backlog)
+            queue.append((ino, seed))
+            wake = self._purge_wake[i]
+            if wake is not None:
+                wake.set()
+
+    async def _purger(self, i):
+        """Batches of PURGE to iod i: sent once the batch is full or has waited
+        purge_delay; kept (and retried) while the iod is unreachable."""
+        link, queue = self.links[i], self._purges[i]
+        backoff = 0.1
+        while True:
+            if not queue:
+                self._purge_wake[i] = trio.Event()
+                await self._purge_wake[i].wait()
+                self._purge_wake[i] = None
+            if len(queue) < self.purge_batch:
+                await trio.sleep(self.purge_delay)
+            while not link.up:
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            batch = [queue[k] for k in range(min(len(queue), self.purge_batch))]
+            msg_id = link.next_id()
+            try:
+                await self._call(link, msg_id, self.signer.purge(msg_id, batch),
+                                 self.sync_timeout, "PURGE")
+            except OSError as e:
+                self._warn(("purge", i), "PURGE to iod %s failed: %s (will retry)", link.name, e)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            for _ in batch:
+                queue.popleft()
+            self.counters["purged"] += len(batch)
+
+    def purge_pending(self):
+        return sum(len(q) for q in self._purges)
+
+    # -- life --------------------------------------------------------------------------
+
+    def set_reply_socket(self, sock):
+        """The NFS UDP socket (a non-blocking stdlib socket, nfspd/transport.py):
+        answers to forwarded requests that failed leave from it."""
+        self._reply_sock = sock
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+            except OSError:
+                pass
+        sock.bind((self.bind, 0))
+        self._fwd_sock = sock
+        try:
+            async with trio.open_nursery() as nursery:
+                for i, link in enumerate(self.links):
+                    nursery.start_soon(link.run)
+                    nursery.start_soon(self._purger, i)
+                nursery.start_soon(self._receive_forward_answers)
+                with trio.move_on_after(self.startup_wait):
+                    for link in self.links:
+                        await link.connected.wait()
+                missing = [link.name for link in self.links if not link.up]
+                if missing:
+                    log.warning("serving with iods unreachable: %s (their stripes get JUKEBOX "
+                                "until they answer)", ", ".join(missing))
+                task_status.started(self)
+        finally:
+            self._fwd_sock = None
+            sock.close()
+
+    def status(self):
+        """For logs and `nfsp status`."""
+        return {"layout_gen": self.layout_gen, "stripe_unit": self.stripe_unit,
+                "verifier": self._verifier.hex(),
+                "iods": [{"name": link.name, "state": link.state, "restarts": link.restarts,
+                          "timeouts": link.timeouts, "free": link.free, "total": link.total,
+                          "purge_pending": len(self._purges[link.index])}
+                         for link in self.links],
+                "counters": dict(self.counters)}
+
+    def _warn(self, key, fmt, *args, period=60.0):
+        """Log a recurring condition at most once per period."""
+        now = trio.current_time() if _in_trio() else 0.0
+        last = self._warned.get(key)
+        if last is not None and now - last < period:
+            return
+        if len(self._warned) > 1000:
+            self._warned.clear()
+        self._warned[key] = now
+        log.warning(fmt, *args)
+
+
+def _data(link, reply, length):
+    data = reply.data or b""
+    if len(data) > length:
+        raise OSError(errno.EIO, f"iod {link.name} sent {len(data)} bytes for {length}")
+    return data
+
+
+def _iod_error(link, reply):
+    code = reply.status if reply.status > 0 else errno.EIO
+    return OSError(code, f"iod {link.name}: {reply.message or os.strerror(code)}")
+
+
+def _spoofable(link, client, local):
+    """Whether the iod can answer this client as ``local``: we must know the
+    address the client wrote to, and a client on the metaserver's own loopback
+    is reachable only from an iod on the same host."""
+    if local is None or local[0] in ("0.0.0.0", ""):
+        return False
+    return link.loopback or not client[0].startswith("127.")
+
+
+def _in_trio():
+    try:
+        trio.lowlevel.current_task()
+        return True
+    except RuntimeError:
+        return False
