@@ -253,7 +253,10 @@ class HandleCodec:
             if (st.st_mode & 0o170000) == 0o100000:
                 # Regular files are metafiles that we read and rewrite: keep a
                 # read-write descriptor instead of the O_PATH one.
-                for mode in (os.O_RDWR, os.O_RDONLY):
+                # O_NOATIME: reading a metafile must not set its atime, which is
+                # the file's atime as clients see it (relatime would bump it).
+                for mode in (os.O_RDWR | os.O_NOATIME, os.O_RDWR, os.O_RDONLY | os.O_NOATIME,
+                             os.O_RDONLY):
                     try:
                         rfd = os.open(f"/proc/self/fd/{fd}", mode | os.O_CLOEXEC)
                     except OSError:

@@ -505,7 +505,10 @@ class MetaFS:
             hit = self._meta.get((st.st_dev, st.st_ino))
             if hit is not None and hit[:3] == (st.st_mtime_ns, st.st_ctime_ns, st.st_size):
                 return hit[3]
-            rfd = os.open(_proc(fd), os.O_RDONLY | os.O_CLOEXEC)
+            try:  # O_NOATIME: see HandleCodec.adopt
+                rfd = os.open(_proc(fd), os.O_RDONLY | os.O_NOATIME | os.O_CLOEXEC)
+            except PermissionError:
+                rfd = os.open(_proc(fd), os.O_RDONLY | os.O_CLOEXEC)
             try:
                 return self._metafile(rfd, st)
             finally:
@@ -872,9 +875,12 @@ class MetaFS:
         finally:
             os.close(pin)
         self._listing_changed(dst, dfd, removed=(name,))
+        # The removal must be durable before the data is handed to the purge
+        # sink: after a crash, a metafile whose stripes were purged would come
+        # back (data loss); the other order can only leak, which scrub finds.
+        self._sync_dir(dfd)
         if after.st_nlink == 0:
             self._gone(after, meta)
-        self._sync_dir(dfd)
         return Wcc(pre, self._post(dfd))
 
     @_maps_oserror
@@ -938,11 +944,11 @@ class MetaFS:
             else:
                 self._listing_changed(fst, ffd, removed=(from_name,))
                 self._listing_changed(tst, tfd, added=((to_name, sst.st_ino),))
-        if after is not None and after.st_nlink == 0:
-            self._gone(after, tmeta)
-        self._sync_dir(ffd)
+        self._sync_dir(ffd)  # durable before purging: see remove()
         if not same_dir:
             self._sync_dir(tfd)
+        if after is not None and after.st_nlink == 0:
+            self._gone(after, tmeta)
         return Wcc(fpre, self._post(ffd)), Wcc(tpre, self._post(tfd))
 
     @_maps_oserror

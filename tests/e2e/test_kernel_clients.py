@@ -122,10 +122,6 @@ def test_chmod_chown_touch(mounted):
     assert not expect.diff(got, expect.attrs()), expect.diff(got, expect.attrs())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "nfspd bug: a regular file's atime is its metafile's atime, and nfspd's own reads of "
-    "the metafile (GETATTR needs the size) bump it under relatime once atime < mtime; "
-    "SETATTR atime=1999 then GETATTR returns the current time"))
 def test_atime_set_alone(mounted):
     mounted.run(f"wl_atime {_dir(mounted, 'atime')}", expect.atime())
 
