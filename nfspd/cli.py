@@ -43,19 +43,26 @@ from nfspd.layouts import LayoutError
                    "be appended later, never removed or reordered.")
 @click.option("--key", "key", default=None, type=click.Path(dir_okay=False),
               help="Cluster key file shared with the iods (required with --iods; mode 0600).")
+@click.option("--unlinkd", "unlinkd", type=click.Choice(["spawn", "external", "off"]),
+              default="spawn", show_default=True,
+              help="With --iods, how deleted files' stripes are purged: spawn (nfspd runs and "
+                   "supervises unlinkd, which drains a journal made durable before each REMOVE "
+                   "is answered), external (the journal, drained by an unlinkd you run: "
+                   "unlinkd --journal STATE_DIR/purge ...), off (nfspd tells the iods itself, "
+                   "best effort; a crash leaks what was pending until `nfsp scrub --purge`).")
 @click.option("--stripe-unit", default=65536, show_default=True, type=int,
               help="Bytes per stripe for files created from now on (a multiple of 4096); "
                    "each file keeps the stripe unit it was created with.")
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--syslog", is_flag=True, help="Log to syslog/journald instead of stderr.")
-def main(exports, state_dir, data_dir, bind, port, mount_port, portmap, iods, key, stripe_unit,
-         log_level, syslog):
+def main(exports, state_dir, data_dir, bind, port, mount_port, portmap, iods, key, unlinkd,
+         stripe_unit, log_level, syslog):
     """NFSP metaserver: an NFSv2/NFSv3 server (with MOUNT and a portmapper)
     whose regular files are metafiles and whose data lives in a data store."""
     logs.setup("nfspd", log_level, syslog)
     from nfspd.server import Config, Metaserver
     config = Config(exports, state_dir, data_dir, bind, port, mount_port, portmap,
-                    iods=iods, key=key, stripe_unit=stripe_unit)
+                    iods=iods, key=key, stripe_unit=stripe_unit, unlinkd=unlinkd)
     try:
         server = Metaserver(config)
     except (ExportsError, IodsConfError, KeyFileError, LayoutError, OSError, ValueError) as e:

@@ -25,6 +25,7 @@ from nfspd.drc import DuplicateRequestCache
 from nfspd.exports import ExportRegistry
 from nfspd.handles import export_id_for_path
 from nfspd.metafs import MetaFS
+from nfspd.purgequeue import open_purge_queue, spawn_unlinkd
 from nfspd.transport import Limits, bind_tcp, bind_udp, serve_tcp, serve_udp
 
 log = logging.getLogger("nfspd")
@@ -37,7 +38,8 @@ MOUNT_VERSIONS = (1, 2, 3)
 class Config:
     def __init__(self, exports, state_dir, data_dir=None, bind="0.0.0.0", port=2049,
                  mount_port=20048, portmap="auto", portmap_port=111, limits=None,
-                 iods=None, key=None, stripe_unit=DEFAULT_STRIPE_UNIT, iod_options=None):
+                 iods=None, key=None, stripe_unit=DEFAULT_STRIPE_UNIT, iod_options=None,
+                 unlinkd="spawn"):
         self.exports = exports
         self.state_dir = state_dir
         self.data_dir = data_dir or os.path.join(state_dir, "data")
@@ -51,6 +53,7 @@ class Config:
         self.key = key            # cluster key file, required with iods
         self.stripe_unit = stripe_unit
         self.iod_options = iod_options or {}
+        self.unlinkd = unlinkd    # spawn | external | off (only with iods)
 
 
 def load_or_create_key(path, nbytes=32):
@@ -91,6 +94,8 @@ class Metaserver:
         os.makedirs(config.data_dir, exist_ok=True)
         self.handle_key = load_or_create_key(os.path.join(config.state_dir, "handle.key"))
         self.datapath = self._datapath()
+        self.purges = None
+        self.purge = self._purge_sink()
         self.registry = ExportRegistry(config.exports, self._make_fs,
                                        rmtab_path=os.path.join(config.state_dir, "rmtab"))
         self.registry.load()
@@ -121,8 +126,29 @@ class Metaserver:
         return IodDataPath(found, keys, c.stripe_unit, local=local, bind=c.bind,
                            **c.iod_options)
 
+    def _purge_sink(self):
+        """What MetaFS calls when a file's last link goes: None (the data path's
+        own purge) without iods or with --unlinkd off (the iods are then told
+        directly, best effort: a crash loses what was pending, scrub finds it);
+        otherwise the durable journal unlinkd drains (paper 5.5.2)."""
+        c = self.config
+        if c.iods is None or c.unlinkd == "off":
+            return None
+        self.purges = open_purge_queue(c.state_dir)
+        local = self.datapath.local
+
+        def purge(ino, seed):
+            self.purges(ino, seed)
+            if local is not None:
+                # Files created before iods were configured live in the local
+                # store; (ino, seed) names at most one of the two, and purging
+                # an absent datafile is a no-op.
+                local.purge(ino, seed)
+        return purge
+
     def _make_fs(self, path):
-        return MetaFS(path, export_id_for_path(path), self.handle_key, self.datapath)
+        return MetaFS(path, export_id_for_path(path), self.handle_key, self.datapath,
+                      purge=self.purge)
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED):
         c = self.config
@@ -141,6 +167,9 @@ class Metaserver:
                 await nursery.start(self.datapath.run)
                 log.info("data on %d iods (layout generation %d, stripe unit %d)",
                          len(self.datapath.links), self.datapath.layout_gen, c.stripe_unit)
+                if self.purges is not None and c.unlinkd == "spawn":
+                    await nursery.start(
+                        spawn_unlinkd(self.purges.directory, c.iods, c.key).run)
             await nursery.start(serve_udp, nfs_udp, self.nfs, lim)
             await nursery.start(serve_tcp, nfs_tcp, self.nfs, lim)
             await nursery.start(serve_udp, mnt_udp, self.mount, lim)
@@ -158,6 +187,8 @@ class Metaserver:
                 if unregister is not None:
                     with trio.CancelScope(shield=True), trio.move_on_after(3):
                         await unregister()
+                if self.purges is not None:
+                    self.purges.close()
 
     async def _portmapper(self, nursery):
         """Register with the system's rpcbind where one runs, else serve our own
