@@ -161,3 +161,21 @@ def test_rm_rf(mounted):
     d = _dir(mounted, "rmrf")
     mounted.run(f"wl_tree {d} 6 >/dev/null; wl_bigdir {d} 50 >/dev/null; "
                 f"wl_links {d}/l >/dev/null; wl_rmrf {d}", {"rmrf.gone": "gone"})
+
+
+def test_a_mount_without_version_or_transport_options_gets_nfsv3(guests, testbed):
+    """The stock kernel, told nothing but where the server is (nolock and addr=
+    are what busybox, which has no mount.nfs helper, must pass itself): it
+    negotiates by itself, and ends up mounted with NFSv3 over TCP. (nfs-utils'
+    mount.nfs tries NFSv4 first; the PROG_MISMATCH 2..3 it then gets is checked
+    with rpcinfo in tests/test_real_clients.py.)"""
+    vm = guests.get("debian")
+    ip, export = testbed.ms.ip, testbed.export
+    vm.check(f"mkdir -p /mnt/plain && mount -t nfs -o nolock,addr={ip} {ip}:{export} /mnt/plain",
+             timeout=60)
+    try:
+        opts = vm.check("grep ' /mnt/plain ' /proc/mounts")
+        assert "vers=3" in opts and "proto=tcp" in opts, opts
+        vm.check("ls /mnt/plain >/dev/null")
+    finally:
+        vm.check("umount /mnt/plain", timeout=60)
