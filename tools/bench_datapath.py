@@ -1,7 +1,7 @@
 """Throughput of the data path and the metaserver's CPU cost per request
-(figures, not pass/fail: run with NFSP_BENCH=1, prints JSON lines).
+(figures, not pass/fail; prints JSON lines).
 
-    NFSP_BENCH=1 python3 -m pytest -q -s tests/test_iodpath_bench.py
+    sudo python3 -m tools.bench_datapath [--iods 1,4] [--mib 128]
 
 One client, sequential I/O on one file, requests pipelined the way a kernel
 client keeps several RPCs in flight (``WINDOW``), transfer sizes as nfspd's
@@ -14,24 +14,23 @@ cores and its loopback), so these are the metaserver's costs more than what a
 cluster would reach.
 """
 
+import argparse
 import json
 import os
 import socket
+import tempfile
 import time
-
-import pytest
 
 from common import nfs3, rpc
 from common.nfs3 import NFSPROC3, stable_how
 from common.xdr import Packer, Unpacker
-from tests.support.cluster import cluster  # noqa: F401 (fixture)
+from tests.support.cluster import Cluster
+from tests.support.daemons import Nfspd
+from tests.support.netns import Namespace
+from tools import nfsclient
 
-pytestmark = [pytest.mark.netns,
-              pytest.mark.skipif(not os.environ.get("NFSP_BENCH"),
-                                 reason="benchmark: set NFSP_BENCH=1 to run")]
-
-FILE_MIB = int(os.environ.get("NFSP_BENCH_MIB", "128"))
-WINDOW = int(os.environ.get("NFSP_BENCH_WINDOW", "16"))
+FILE_MIB = 128
+WINDOW = 16
 
 
 def cpu_seconds(pid):
@@ -152,52 +151,82 @@ def measure(c, transport, io, data, fh, cred):
             "ms_cpu_per_MiB_read": round((cpu3 - cpu2) / mib * 1e3, 2)}
 
 
-@pytest.mark.parametrize("n_iods", [1, 4])
-def test_sequential_throughput(cluster, n_iods):
-    c = cluster(n_iods=n_iods, stripe_unit=65536, iod_args=["--log-level", "info"])
-    data = os.urandom(FILE_MIB << 20)
-    for transport, io in (("udp", 32768), ("tcp", 1 << 20)):
-        client, root = c.connect(3, transport)
-        fh = client.create(root, f"bench-{transport}".encode())
-        fsinfo = client.ok(NFSPROC3.FSINFO, nfs3.FSINFO3args(root))
-        assert fsinfo.rtmax == io and fsinfo.wtmax == io
-        figures = measure(c, transport, io, data, fh, client.rpc.cred)
-        print(json.dumps({"iods": n_iods, "transport": transport, "io": io,
-                          "file_MiB": FILE_MIB, "window": WINDOW, **figures}))
+def sequential_throughput(ns, workdir, n_iods):
+    c = Cluster(ns, workdir, n_iods=n_iods, stripe_unit=65536,
+                iod_args=["--log-level", "info"]).start()
+    try:
+        data = os.urandom(FILE_MIB << 20)
+        for transport, io in (("udp", 32768), ("tcp", 1 << 20)):
+            client, root = c.connect(3, transport)
+            fh = client.create(root, f"bench-{transport}".encode())
+            fsinfo = client.ok(NFSPROC3.FSINFO, nfs3.FSINFO3args(root))
+            if not (fsinfo.rtmax == io and fsinfo.wtmax == io):
+                raise RuntimeError(f"FSINFO advertises {fsinfo.rtmax}/{fsinfo.wtmax}, not {io}")
+            figures = measure(c, transport, io, data, fh, client.rpc.cred)
+            print(json.dumps({"iods": n_iods, "transport": transport, "io": io,
+                              "file_MiB": FILE_MIB, "window": WINDOW, **figures}), flush=True)
+    finally:
+        c.stop()
 
 
-def test_reference_costs(cluster, nfspd, ns):
+def reference_costs(ns, workdir):
     """The same metaserver's CPU per GETATTR (the floor of any call), per
     forwarded 32 KiB READ, and per 32 KiB READ served from the local store
     (nfspd without --iods: the data moves through the metaserver)."""
     n = 8192
-    c = cluster(n_iods=1, stripe_unit=65536, iod_args=["--log-level", "info"],
-                nfspd_args=["--log-level", "info"])
     data = os.urandom(32 << 20)
     out = {}
-    for name, pid, connect in (
-            ("iods", child_pid(c.nfspd.proc), lambda: c.connect(3, "udp")),
-            ("local", None, None)):
-        if name == "local":
-            c.stop()
-            d = nfspd(extra_args=["--log-level", "info"])
-            pid = child_pid(d.proc)
-            from tools import nfsclient
-            connect = lambda: ns.inside(nfsclient.connect, "127.0.0.1", d.export)  # noqa: E731
-        client, root = connect()
-        fh = client.create(root, b"ref")
-        pipe = ns.inside(Pipeline, "udp", client.rpc.cred)
-        pipe.run(((NFSPROC3.WRITE, nfs3.WRITE3args,
-                   nfs3.WRITE3args(fh, off, 32768, stable_how.UNSTABLE, data[off:off + 32768]))
-                  for off in range(0, len(data), 32768)), nfs3.WRITE3res, lambda a, r: None)
-        cpu0 = cpu_seconds(pid)
-        pipe.run(((NFSPROC3.GETATTR, nfs3.GETATTR3args, nfs3.GETATTR3args(fh))
-                  for _ in range(n)), nfs3.GETATTR3res, lambda a, r: None)
-        cpu1 = cpu_seconds(pid)
-        reads = ((NFSPROC3.READ, nfs3.READ3args,
-                  nfs3.READ3args(fh, (i * 32768) % len(data), 32768)) for i in range(n))
-        pipe.run(reads, nfs3.READ3res, lambda a, r: None)
-        cpu2 = cpu_seconds(pid)
-        out[f"{name}_us_cpu_per_getattr"] = round((cpu1 - cpu0) / n * 1e6)
-        out[f"{name}_us_cpu_per_read32k"] = round((cpu2 - cpu1) / n * 1e6)
-    print(json.dumps(out))
+    c = Cluster(ns, os.path.join(workdir, "iods"), n_iods=1, stripe_unit=65536,
+                iod_args=["--log-level", "info"], nfspd_args=["--log-level", "info"]).start()
+    local = None
+    try:
+        for name in ("iods", "local"):
+            if name == "iods":
+                pid = child_pid(c.nfspd.proc)
+                client, root = c.connect(3, "udp")
+            else:
+                c.stop()
+                local = Nfspd(ns, os.path.join(workdir, "local"),
+                              extra_args=["--log-level", "info"]).start()
+                pid = child_pid(local.proc)
+                client, root = ns.inside(nfsclient.connect, "127.0.0.1", local.export)
+            fh = client.create(root, b"ref")
+            pipe = ns.inside(Pipeline, "udp", client.rpc.cred)
+            pipe.run(((NFSPROC3.WRITE, nfs3.WRITE3args,
+                       nfs3.WRITE3args(fh, off, 32768, stable_how.UNSTABLE, data[off:off + 32768]))
+                      for off in range(0, len(data), 32768)), nfs3.WRITE3res, lambda a, r: None)
+            cpu0 = cpu_seconds(pid)
+            pipe.run(((NFSPROC3.GETATTR, nfs3.GETATTR3args, nfs3.GETATTR3args(fh))
+                      for _ in range(n)), nfs3.GETATTR3res, lambda a, r: None)
+            cpu1 = cpu_seconds(pid)
+            reads = ((NFSPROC3.READ, nfs3.READ3args,
+                      nfs3.READ3args(fh, (i * 32768) % len(data), 32768)) for i in range(n))
+            pipe.run(reads, nfs3.READ3res, lambda a, r: None)
+            cpu2 = cpu_seconds(pid)
+            out[f"{name}_us_cpu_per_getattr"] = round((cpu1 - cpu0) / n * 1e6)
+            out[f"{name}_us_cpu_per_read32k"] = round((cpu2 - cpu1) / n * 1e6)
+    finally:
+        c.stop()
+        if local is not None:
+            local.stop()
+    print(json.dumps(out), flush=True)
+
+
+def main():
+    global FILE_MIB, WINDOW
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--iods", default="1,4", help="iod counts to measure, comma-separated")
+    ap.add_argument("--mib", type=int, default=FILE_MIB, help="file size in MiB")
+    ap.add_argument("--window", type=int, default=WINDOW, help="requests in flight")
+    ap.add_argument("--no-reference", action="store_true", help="skip the per-call CPU costs")
+    a = ap.parse_args()
+    FILE_MIB, WINDOW = a.mib, a.window
+    with tempfile.TemporaryDirectory() as tmp, Namespace() as ns:
+        for n in (int(x) for x in a.iods.split(",")):
+            sequential_throughput(ns, os.path.join(tmp, f"seq{n}"), n)
+        if not a.no_reference:
+            reference_costs(ns, os.path.join(tmp, "ref"))
+
+
+if __name__ == "__main__":
+    main()
