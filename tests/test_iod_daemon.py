@@ -13,7 +13,8 @@ from scapy.layers.inet import IP, UDP
 from common import iodproto
 from common.iodproto import Keys, Message, Op
 from iod.store import DataStore
-from tests.support.iod import Capture, REPO, iods  # noqa: F401 (fixture)
+from tests.support.iod import Capture, iods  # noqa: F401 (fixture)
+from tests.support.process import REPO
 
 pytestmark = pytest.mark.netns
 

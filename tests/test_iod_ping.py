@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from tests.support.iod import REPO, iods, make_key  # noqa: F401 (fixture)
+from tests.support.iod import iods, make_key  # noqa: F401 (fixture)
+from tests.support.process import REPO
 
 pytestmark = pytest.mark.netns
 

@@ -183,7 +183,7 @@ def test_unlinkd_refuses_a_readable_key_and_a_second_instance(tmp_path):
     import subprocess
     import sys
 
-    from tests.support.daemons import REPO
+    from tests.support.process import REPO
     key, iods = _cluster_files(tmp_path)
     journal_dir = str(tmp_path / "state" / PURGE_DIR)
     argv = [sys.executable, "-m", "unlinkd.cli", "--journal", journal_dir, "--iods", iods,

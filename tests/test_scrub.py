@@ -8,7 +8,7 @@ import pytest
 
 from common.metafile import Metafile
 from nfspd.metafs import CreateHow, SetAttr
-from tests.support.daemons import REPO
+from tests.support.process import REPO
 from tests.support.unlinkd_cluster import ROOT, STRIPE, Cluster
 from tools import scrub
 

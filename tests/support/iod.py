@@ -4,7 +4,6 @@ synchronous iod protocol client for the tests (mirrors daemons.py)."""
 import itertools
 import os
 import socket
-import subprocess
 import sys
 import time
 
@@ -12,9 +11,9 @@ import pytest
 
 from common import iodproto, keyfile
 from common.iodproto import Message, Op
-from tests.support.netns import stop, wait_until
+from tests.support.netns import wait_until
+from tests.support.process import DaemonProcess
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class IodClient:
@@ -116,8 +115,10 @@ def make_key(path):
     return keyfile.load(path)
 
 
-class Iod:
+class Iod(DaemonProcess):
     """An iod process inside namespace ``ns``, listening on 127.0.0.1:port."""
+
+    name = "iod"
 
     def __init__(self, ns, workdir, key_path, port=iodproto.DEFAULT_PORT, slot="0/1",
                  user="nobody", data_dir=None, extra_args=()):
@@ -140,37 +141,9 @@ class Iod:
                 "--user", self.user, "--ip-id-slot", self.slot, "--threads", "4",
                 "--log-level", "debug"] + self.extra_args
 
-    def start(self, timeout=20):
-        self.log = open(self.log_path, "ab")
-        env = dict(os.environ, PYTHONPATH=REPO)
-        self.proc = self.ns.popen(self.argv(), stdout=self.log, stderr=subprocess.STDOUT, env=env)
-
-        def died():
-            if self.proc.poll() is not None:
-                return f"iod exited with {self.proc.returncode}:\n{self.log_text()}"
-
-        def answers():
-            with self.client("tcp", timeout=1) as c:
-                return c.call(Op.PING).op == Op.PONG
-        wait_until(answers, timeout, what="iod answering PING", abort=died)
-        return self
-
-    @property
-    def pid(self):
-        """The iod's own pid (the popen'd process is nsenter, its parent)."""
-        children = open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read().split()
-        return int(children[0]) if children else self.proc.pid
-
-    def stop(self):
-        if self.proc is not None:
-            rc = stop(self.proc)
-            self.proc = None
-            self.log.close()
-            return rc
-
-    def log_text(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
+    def answers(self):
+        with self.client("tcp", timeout=1) as c:
+            return c.call(Op.PING).op == Op.PONG
 
     def client(self, transport="tcp", timeout=10.0):
         return self.ns.inside(IodClient, "127.0.0.1", self.port, self.keys, transport, timeout)

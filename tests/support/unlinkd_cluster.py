@@ -21,7 +21,7 @@ from iod.store import DataStore
 from nfspd.datapath import LocalDataPath
 from nfspd.metafs import Caller, CreateHow, MetaFS, SetAttr
 from nfspd.purgequeue import open_purge_queue
-from tests.support.daemons import REPO
+from tests.support.process import REPO
 from tests.support.netns import stop, wait_until
 from unlinkd import journal
 from unlinkd.iodclient import IodConnection
