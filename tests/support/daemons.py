@@ -3,7 +3,7 @@
 import os
 import sys
 
-from tests.support.process import DaemonProcess
+from tests.support.process import REPO, DaemonProcess  # noqa: F401 (REPO: for older imports)
 from tools.rpcclient import RpcClient, getport
 NFS_PROGRAM = 100003
 MOUNT_PROGRAM = 100005
