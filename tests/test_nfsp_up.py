@@ -1,4 +1,4 @@
-"""`nfsp up`: the embedded quick start the README promises."""
+"""`nfsp up`: the embedded quick start the README promises, with real iods."""
 
 import os
 import shutil
@@ -8,39 +8,143 @@ import sys
 
 import pytest
 
-from tests.support.daemons import MOUNT_PROGRAM, REPO
 from tests.support.netns import wait_until
 from tools.rpcclient import getport
 
 pytestmark = pytest.mark.skipif(not shutil.which("nfs-cp"), reason="needs libnfs-utils")
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, PYTHONPATH=REPO)
+MOUNT_PROGRAM = 100005
 
-def start_up(ns, directory, log):
-    env = dict(os.environ, PYTHONPATH=REPO)
-    p = ns.popen([sys.executable, "-m", "tools.nfsp", "up", directory], stdout=log,
-                 stderr=subprocess.STDOUT, env=env)
-    wait_until(lambda: ns.inside(getport, "127.0.0.1", MOUNT_PROGRAM, 3) != 0, 20,
+
+def start_up(ns, directory, log, *args):
+    p = ns.popen([sys.executable, "-m", "tools.nfsp", "up", directory, *args], stdout=log,
+                 stderr=subprocess.STDOUT, env=ENV)
+    wait_until(lambda: ns.inside(getport, "127.0.0.1", MOUNT_PROGRAM, 3) != 0, 30,
                what="nfsp up serving", abort=lambda: p.poll() is not None and "nfsp up exited")
     return p
 
 
-def test_nfsp_up_serves_a_fresh_directory_and_keeps_data_across_restarts(ns, tmp_path):
-    directory = str(tmp_path / "cluster")
+def processes_naming(directory, also=b""):
+    """pids of processes whose command line mentions ``directory`` (each
+    child of `nfsp up` is given a path inside it) and ``also``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if directory.encode() in cmdline and also in cmdline and int(pid) != os.getpid():
+            found.append(int(pid))
+    return found
+
+
+def stop_up(p, directory):
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == 0
+    assert processes_naming(directory) == []
+
+
+def datafiles(directory):
+    """{data dir name: number of datafiles} under ``directory``: names are
+    INODE.SEED, 16 hex digits each (iod/store.py)."""
+    out = {}
+    for top, _, files in os.walk(directory):
+        n = sum(1 for name in files
+                if len(name) == 33 and name[16] == "." and all(
+                    c in "0123456789abcdef" for c in name[:16] + name[17:]))
+        if n:
+            rel = os.path.relpath(top, directory).split(os.sep)[0]
+            out[rel] = out.get(rel, 0) + n
+    return out
+
+
+@pytest.fixture
+def cluster_dir(tmp_path):
+    return str(tmp_path / "cluster")
+
+
+def test_nfsp_up_stripes_over_its_iods_and_keeps_data_across_restarts(ns, tmp_path, cluster_dir):
     src = tmp_path / "data.bin"
-    src.write_bytes(os.urandom(200_000))
-    url = f"nfs://127.0.0.1{directory}/export/data.bin"
+    src.write_bytes(os.urandom(300_000))
+    url = f"nfs://127.0.0.1{cluster_dir}/export/data.bin"
     with open(tmp_path / "up.log", "wb") as log:
-        p = start_up(ns, directory, log)
+        p = start_up(ns, cluster_dir, log, "--iods", "2")
         ns.run(["nfs-cp", str(src), url], check=True)
-        p.send_signal(signal.SIGTERM)
-        assert p.wait(timeout=15) == 0
-        p = start_up(ns, directory, log)
+        stop_up(p, cluster_dir)
+        stored = datafiles(cluster_dir)
+        # 300 000 bytes are 5 stripes of 64 KiB: both iods hold some, the
+        # metaserver's local store (under state/) none.
+        assert set(stored) == {"iod0", "iod1"}, stored
+        p = start_up(ns, cluster_dir, log)
         out = ns.run(["nfs-cat", url], check=True, text=False).stdout
-        p.send_signal(signal.SIGTERM)
-        assert p.wait(timeout=15) == 0
+        stop_up(p, cluster_dir)
     assert out == src.read_bytes()
     printed = (tmp_path / "up.log").read_text()
-    assert f"mount -t nfs -o vers=3,proto=tcp 127.0.0.1:{directory}/export /mnt" in printed
+    assert f"mount -t nfs -o vers=3,proto=tcp 127.0.0.1:{cluster_dir}/export /mnt" in printed
+    assert "proto=udp" in printed
+    with open(os.path.join(cluster_dir, "iods.conf")) as f:
+        conf = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    assert conf == ["127.0.0.1:2050", "127.0.0.1:2051"]
+    assert os.stat(os.path.join(cluster_dir, "cluster.key")).st_mode & 0o777 == 0o600
+
+
+def test_more_iods_are_appended_and_fewer_refused(ns, tmp_path, cluster_dir):
+    old, new = os.urandom(200_000), os.urandom(400_000)
+    (tmp_path / "old").write_bytes(old)
+    (tmp_path / "new").write_bytes(new)
+    base = f"nfs://127.0.0.1{cluster_dir}/export"
+    with open(tmp_path / "up.log", "wb") as log:
+        p = start_up(ns, cluster_dir, log, "--iods", "2")
+        ns.run(["nfs-cp", str(tmp_path / "old"), f"{base}/old"], check=True)
+        stop_up(p, cluster_dir)
+        before = datafiles(cluster_dir)
+        p = start_up(ns, cluster_dir, log, "--iods", "3")
+        assert ns.run(["nfs-cat", f"{base}/old"], check=True, text=False).stdout == old
+        ns.run(["nfs-cp", str(tmp_path / "new"), f"{base}/new"], check=True)
+        assert ns.run(["nfs-cat", f"{base}/new"], check=True, text=False).stdout == new
+        stop_up(p, cluster_dir)
+    assert "iod2" not in before
+    assert datafiles(cluster_dir).get("iod2", 0) >= 1   # the new file uses the third iod
+    for fewer in ("1", "0"):
+        r = ns.run([sys.executable, "-m", "tools.nfsp", "up", cluster_dir, "--iods", fewer],
+                   env=ENV, timeout=30)
+        assert r.returncode == 1
+        assert r.stderr.count("\n") == 1 and "has 3 iods" in r.stderr, r.stderr
+        assert processes_naming(cluster_dir) == []
+
+
+def test_an_iod_dying_stops_the_rest_with_one_line(ns, tmp_path, cluster_dir):
+    with open(tmp_path / "up.log", "wb") as log:
+        p = start_up(ns, cluster_dir, log, "--iods", "2")
+        iod1 = processes_naming(cluster_dir, b"/iod1\0")
+        assert len(iod1) == 1
+        os.kill(iod1[0], signal.SIGKILL)
+        assert p.wait(timeout=60) == 1
+    assert processes_naming(cluster_dir) == []
+    errors = [line for line in (tmp_path / "up.log").read_text().splitlines()
+              if line.startswith("Error:")]
+    assert errors == [("Error: iod 1 (127.0.0.1:2051) was killed by SIGKILL unexpectedly; "
+                       "stopped the rest")]
+
+
+def test_nfsp_up_without_iods_keeps_data_in_the_local_store(ns, tmp_path, cluster_dir):
+    src = tmp_path / "data.bin"
+    src.write_bytes(os.urandom(200_000))
+    url = f"nfs://127.0.0.1{cluster_dir}/export/data.bin"
+    with open(tmp_path / "up.log", "wb") as log:
+        p = start_up(ns, cluster_dir, log, "--iods", "0")
+        ns.run(["nfs-cp", str(src), url], check=True)
+        stop_up(p, cluster_dir)
+        assert set(datafiles(cluster_dir)) == {"state"}
+        assert not os.path.exists(os.path.join(cluster_dir, "iods.conf"))
+        p = start_up(ns, cluster_dir, log)   # no --iods: as the directory has, none
+        out = ns.run(["nfs-cat", url], check=True, text=False).stdout
+        stop_up(p, cluster_dir)
+    assert out == src.read_bytes()
+    assert "proto=udp" not in (tmp_path / "up.log").read_text()
 
 
 def test_keygen_writes_a_private_key_once(tmp_path):

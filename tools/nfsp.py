@@ -1,16 +1,29 @@
 """The `nfsp` admin command."""
 
+import ctypes
 import ipaddress
 import os
+import selectors
 import signal
 import subprocess
 import sys
+import time
 
 import click
 
 from common import logs
 
 DEFAULT_DIR = "nfsp-data"
+DEFAULT_IODS = 2           # for a new directory; an existing one keeps what it has
+FIRST_IOD_PORT = 2050      # iod i listens on FIRST_IOD_PORT + i
+MAX_IODS = 64
+IOD_READY_SECONDS = 20.0   # bounds on each start-up wait...
+NFSPD_READY_SECONDS = 30.0
+NFSPD_STOP_SECONDS = 20.0  # ...and on each stop (nfspd also stops its unlinkd)
+IOD_STOP_SECONDS = 10.0
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NFS_PROGRAM = 100003
+PR_SET_PDEATHSIG = 1
 
 
 def _generated_exports(export_dir, bind):
@@ -25,18 +38,227 @@ def _generated_exports(export_dir, bind):
             f"{export_dir}  {clients}\n")
 
 
-def prepare(directory, bind):
-    """Create the embedded cluster's directory on first run; reuse it after."""
+def _iod_host(bind):
+    # Only nfspd talks to the iods, so with a wildcard bind they stay on loopback.
+    return "127.0.0.1" if ipaddress.ip_address(bind).is_unspecified else bind
+
+
+def _write_atomically(path, text, mode=0o644):
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+def _grown_iods(existing, n_iods, host):
+    """iods.conf's entries with iods appended up to n_iods (never reordered:
+    files find their stripes by position)."""
+    iods = list(existing)
+    port = FIRST_IOD_PORT + len(iods)
+    while len(iods) < n_iods:
+        if (host, port) not in iods:
+            iods.append((host, port))
+        port += 1
+    return iods
+
+
+def prepare(directory, bind, n_iods=None, port=2049):
+    """Create the embedded cluster's directory on first run; reuse it after.
+
+    n_iods None: what the directory has (DEFAULT_IODS for a new one). More
+    than it has appends iods; fewer is refused (ClickException), before
+    anything is written."""
+    from common import keyfile
+    from common.iodsconf import IodsConfError, format_iod, load_iods
     directory = os.path.abspath(directory)
     export_dir = os.path.join(directory, "export")
     state_dir = os.path.join(directory, "state")
+    exports = os.path.join(directory, "exports")
+    iods_conf = os.path.join(directory, "iods.conf")
+    key = os.path.join(directory, "cluster.key")
+    existing = []
+    if os.path.exists(iods_conf):
+        try:
+            existing = load_iods(iods_conf)
+        except IodsConfError as e:
+            raise click.ClickException(str(e)) from None
+    fresh = not os.path.exists(exports)
+    if n_iods is None:
+        n_iods = DEFAULT_IODS if fresh else len(existing)
+    if n_iods < len(existing):
+        raise click.ClickException(
+            f"{directory} has {len(existing)} iods ({iods_conf}); files keep stripes on every "
+            f"iod they were written to, so iods can be added but never removed: run with "
+            f"--iods {len(existing)} or more")
+    iods = _grown_iods(existing, n_iods, _iod_host(bind))
+    if port in {p for _, p in iods}:
+        raise click.ClickException(f"--port {port} is also an iod's port in {iods_conf}")
     for d in (directory, export_dir, state_dir):
         os.makedirs(d, exist_ok=True)
-    exports = os.path.join(directory, "exports")
-    if not os.path.exists(exports):
-        with open(exports, "w") as f:
-            f.write(_generated_exports(export_dir, bind))
-    return {"directory": directory, "export": export_dir, "state": state_dir, "exports": exports}
+    if fresh:
+        _write_atomically(exports, _generated_exports(export_dir, bind))
+    if iods != existing:
+        _write_atomically(iods_conf, (
+            "# The iods of `nfsp up`, in stripe order: append only (files find their stripes\n"
+            "# by position). `nfsp up --iods N` with a larger N appends more.\n"
+            + "".join(format_iod(*a) + "\n" for a in iods)))
+    if iods and not os.path.exists(key):
+        keyfile.generate(key)
+    return {"directory": directory, "export": export_dir, "state": state_dir,
+            "exports": exports, "iods_conf": iods_conf, "key": key, "iods": iods,
+            "data_dirs": [os.path.join(directory, f"iod{i}") for i in range(len(iods))]}
+
+
+def _child_setup():
+    # Own process group: a terminal's Ctrl-C reaches only `nfsp up`, which then
+    # stops nfspd before the iods it still needs. PDEATHSIG: if `nfsp up` is
+    # killed outright its children do not outlive it.
+    os.setpgid(0, 0)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+class Child:
+    def __init__(self, name, argv, env):
+        self.name = name
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env,
+                                     # `nfsp up` runs no threads, so the fork is safe.
+                                     preexec_fn=_child_setup)  # noqa: PLW1509
+        self.pidfd = os.pidfd_open(self.proc.pid)
+
+    def describe_exit(self):
+        rc = self.proc.poll()
+        if rc is None:
+            return "is running"
+        if rc < 0:
+            return f"was killed by {signal.Signals(-rc).name}"
+        return f"exited with status {rc}"
+
+
+class Stopped(Exception):
+    """A signal asked `nfsp up` to stop."""
+
+
+class ChildDied(Exception):
+    def __init__(self, child):
+        super().__init__(child.name)
+        self.child = child
+
+
+class Supervisor:
+    """The children of `nfsp up` and the signals it gets, waited for in one
+    select(): signals through the wakeup fd, exits through pidfds."""
+
+    def __init__(self):
+        self.children = []
+        self.selector = selectors.DefaultSelector()
+        self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, lambda *_: None)   # the wakeup fd carries them
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+        self.nfspd = None
+
+    def start(self, name, argv):
+        child = Child(name, argv, self.env)
+        self.children.append(child)
+        self.selector.register(child.pidfd, selectors.EVENT_READ, child)
+        return child
+
+    def wait(self, timeout):
+        """Returns after at most ``timeout`` seconds (None: until something
+        happens); raises Stopped on SIGINT/SIGTERM, ChildDied when a child exits.
+        SIGHUP is passed on to nfspd (it reloads the exports)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            for key, _ in self.selector.select(remaining):
+                if key.data is not None:
+                    raise ChildDied(key.data)
+                stop = False
+                for signum in os.read(self._wake_r, 64):
+                    if signum == signal.SIGHUP:
+                        if self.nfspd is not None and self.nfspd.proc.poll() is None:
+                            self.nfspd.proc.send_signal(signal.SIGHUP)
+                    else:
+                        stop = True
+                if stop:
+                    raise Stopped()
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+
+    def stop(self, children, timeout):
+        """SIGTERM, then SIGKILL past the bound. Returns the lines describing
+        any child that did not stop cleanly."""
+        problems = []
+        children = [c for c in children if c.proc.poll() is None]   # the dead said so already
+        for c in children:
+            c.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for c in children:
+            try:
+                c.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                c.proc.kill()
+                c.proc.wait()
+                problems.append(f"{c.name} did not stop within {timeout:g} s; killed it")
+                continue
+            if c.proc.returncode != 0:
+                problems.append(f"{c.name} {c.describe_exit()} while stopping")
+        return problems
+
+    def stop_all(self):
+        """nfspd first (it may still be sending to the iods), then the iods."""
+        nfspd = [c for c in self.children if c is self.nfspd]
+        others = [c for c in self.children if c is not self.nfspd]
+        problems = self.stop(nfspd, NFSPD_STOP_SECONDS) + self.stop(others, IOD_STOP_SECONDS)
+        for c in self.children:
+            os.close(c.pidfd)
+        return problems
+
+
+def _wait_for_iods(sup, paths, iod_children):
+    """Until every iod answers a PING (tools/iod_ping), within the bound."""
+    from common import keyfile
+    from tools.iod_ping import ping, resolve
+    try:
+        keys = keyfile.load(paths["key"])
+    except keyfile.KeyFileError as e:
+        raise click.ClickException(str(e)) from None
+    waiting = dict(zip(iod_children, paths["iods"]))
+    deadline = time.monotonic() + IOD_READY_SECONDS
+    while waiting:
+        if time.monotonic() >= deadline:
+            names = ", ".join(c.name for c in waiting)
+            raise click.ClickException(f"{names}: no answer to PING within "
+                                       f"{IOD_READY_SECONDS:g} s")
+        targets = {c: resolve(c.name, *addr) for c, addr in waiting.items()}
+        ping(list(targets.values()), keys, timeout=0.2)
+        for c, t in targets.items():
+            if t.pong is not None:
+                del waiting[c]
+        sup.wait(0 if not waiting else 0.05)
+
+
+def _wait_for_nfspd(sup, host, port):
+    from tools.rpcclient import RpcClient
+    deadline = time.monotonic() + NFSPD_READY_SECONDS
+    while True:
+        try:
+            with RpcClient(host, port, "tcp", timeout=1.0) as c:
+                if c.call(NFS_PROGRAM, 3, 0).accepted:
+                    return
+        except (OSError, TimeoutError):
+            pass   # not listening yet
+        if time.monotonic() >= deadline:
+            raise click.ClickException(f"nfspd: no answer to NFS NULL on {host}:{port} within "
+                                       f"{NFSPD_READY_SECONDS:g} s")
+        sup.wait(0.1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,33 +266,95 @@ def main():
     """Administer an NFSP cluster."""
 
 
+def _ipv4(ctx, param, value):
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an IPv4 address") from None
+    return value
+
+
 @main.command()
 @click.argument("directory", default=DEFAULT_DIR, type=click.Path(file_okay=False))
-@click.option("--bind", default="127.0.0.1", show_default=True,
-              help="Address the metaserver listens on.")
+@click.option("--iods", "n_iods", type=click.IntRange(0, MAX_IODS), default=None,
+              help=f"I/O daemons to run on this host, on ports {FIRST_IOD_PORT}, "
+                   f"{FIRST_IOD_PORT + 1}, ... [default: {DEFAULT_IODS} for a new DIRECTORY, "
+                   f"else as many as it has]. More than DIRECTORY has appends iods (new files "
+                   f"are striped over all of them); fewer is refused. 0: no iods, the "
+                   f"metaserver keeps the data in its local store.")
+@click.option("--bind", default="127.0.0.1", show_default=True, callback=_ipv4,
+              help="Address the metaserver listens on (and the iods, unless it is 0.0.0.0: "
+                   "then they stay on 127.0.0.1).")
 @click.option("--port", default=2049, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
-def up(directory, bind, port, log_level):
+def up(directory, n_iods, bind, port, log_level):
     """Run an embedded NFSP cluster on this host in the foreground.
 
     On first run DIRECTORY is created with the exported tree (export/), the
-    metaserver's state and data (state/) and a generated exports file; later
-    runs reuse it, so data survives restarts. Ctrl-C or SIGTERM stops it.
+    metaserver's state (state/), one data directory per iod (iod0/, ...), and
+    generated exports, iods.conf and cluster.key; later runs reuse it, so data
+    survives restarts. The iods start first, then the metaserver (which runs
+    unlinkd). Ctrl-C or SIGTERM stops them all (exit status 0); if one of them
+    dies the others are stopped and the exit status is 1.
     """
-    paths = prepare(directory, bind)
+    paths = prepare(directory, bind, n_iods, port)
+    sup = Supervisor()
+    try:
+        _run(sup, paths, bind, port, log_level)
+    except Stopped:
+        pass
+    except ChildDied as e:
+        problems = sup.stop_all()
+        raise click.ClickException(f"{e.child.name} {e.child.describe_exit()} unexpectedly; "
+                                   f"stopped the rest" + "".join(f"; {p}" for p in problems))
+    except click.ClickException as e:
+        e.message += "".join(f"; {p}" for p in sup.stop_all())
+        raise
+    except BaseException:
+        sup.stop_all()
+        raise
+    problems = sup.stop_all()
+    if problems:
+        raise click.ClickException("; ".join(problems))
+    click.echo("NFSP stopped.")
+
+
+def _run(sup, paths, bind, port, log_level):
+    """Start everything, then wait; only ever leaves by an exception: Stopped
+    (a signal), ChildDied, or ClickException (a start-up bound passed)."""
+    iod_children = []
+    for i, (host, iod_port) in enumerate(paths["iods"]):
+        iod_children.append(sup.start(f"iod {i} ({host}:{iod_port})", [
+            sys.executable, "-m", "iod.cli", "--data-dir", paths["data_dirs"][i],
+            "--key", paths["key"], "--listen", host, "--port", str(iod_port),
+            "--ip-id-slot", f"{i}/{len(paths['iods'])}", "--log-level", log_level]))
+    if iod_children:
+        _wait_for_iods(sup, paths, iod_children)
     cmd = [sys.executable, "-m", "nfspd.cli", "--exports", paths["exports"],
            "--state-dir", paths["state"], "--bind", bind, "--port", str(port),
            "--log-level", log_level]
-    host = bind if bind != "0.0.0.0" else "127.0.0.1"
-    click.echo(f"NFSP: exporting {paths['export']} (data and state under {paths['directory']})")
+    if paths["iods"]:
+        cmd += ["--iods", paths["iods_conf"], "--key", paths["key"]]
+    sup.nfspd = sup.start("nfspd", cmd)
+    host = _iod_host(bind)
+    _wait_for_nfspd(sup, host, port)
+    if paths["iods"]:
+        where = (f"file data striped over {len(paths['iods'])} iods "
+                 f"({', '.join(f'{h}:{p}' for h, p in paths['iods'])})")
+    else:
+        where = "file data in the metaserver's local store"
+    click.echo(f"NFSP: exporting {paths['export']}, {where}; everything under "
+               f"{paths['directory']}")
     click.echo("Mount it with:")
     click.echo(f"  mount -t nfs -o vers=3,proto=tcp {host}:{paths['export']} /mnt")
+    if paths["iods"]:
+        click.echo("  (proto=udp instead gives the direct iod path, the iods answering READ and "
+                   "WRITE\n   straight to the client, when the client kernel still speaks NFS "
+                   "over UDP)")
     click.echo(f"  (or, without a kernel client: nfs-ls nfs://{host}{paths['export']})")
-    proc = subprocess.Popen(cmd)
-    forward = lambda signum, _frame: proc.send_signal(signum)  # noqa: E731
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, forward)
-    sys.exit(proc.wait())
+    click.echo("Ctrl-C or SIGTERM stops it.")
+    while True:
+        sup.wait(None)
 
 
 @main.command()
