@@ -53,16 +53,25 @@ from nfspd.layouts import LayoutError
 @click.option("--stripe-unit", default=65536, show_default=True, type=int,
               help="Bytes per stripe for files created from now on (a multiple of 4096); "
                    "each file keeps the stripe unit it was created with.")
+@click.option("--metrics", "metrics", default=None, metavar="ADDR:PORT",
+              help="Serve the counters of `nfsp status` for Prometheus at "
+                   "http://ADDR:PORT/metrics (off by default).")
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--syslog", is_flag=True, help="Log to syslog/journald instead of stderr.")
 def main(exports, state_dir, data_dir, bind, port, mount_port, portmap, iods, key, unlinkd,
-         stripe_unit, log_level, syslog):
+         stripe_unit, metrics, log_level, syslog):
     """NFSP metaserver: an NFSv2/NFSv3 server (with MOUNT and a portmapper)
     whose regular files are metafiles and whose data lives in a data store."""
     logs.setup("nfspd", log_level, syslog)
     from nfspd.server import Config, Metaserver
+    from nfspd.metrics import parse_address
+    try:
+        metrics = parse_address(metrics) if metrics is not None else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--metrics")
     config = Config(exports, state_dir, data_dir, bind, port, mount_port, portmap,
-                    iods=iods, key=key, stripe_unit=stripe_unit, unlinkd=unlinkd)
+                    iods=iods, key=key, stripe_unit=stripe_unit, unlinkd=unlinkd,
+                    metrics=metrics)
     try:
         server = Metaserver(config)
     except (ExportsError, IodsConfError, KeyFileError, LayoutError, OSError, ValueError) as e:

@@ -75,6 +75,7 @@ class IodLink:
         self.free = self.total = None
         self.restarts = 0        # verifier changes seen
         self.timeouts = 0
+        self.rtt = None          # seconds, PING to PONG, last heartbeat (`nfsp status`)
         self._stream = None
         self._outbox = []
         self._outbox_ready = trio.Event()
@@ -256,6 +257,7 @@ class IodLink:
         while True:
             msg_id = self.next_id()
             pong = None
+            sent = trio.current_time()
             slot = self._enqueue(msg_id, self.signer.ping(msg_id), counted=False)
             try:
                 with trio.move_on_after(self.ping_timeout):
@@ -268,6 +270,7 @@ class IodLink:
             if pong is None or pong.op != Op.PONG:
                 self._lose(f"no PONG within {self.ping_timeout:g}s")
                 return
+            self.rtt = trio.current_time() - sent
             self._set_up(pong)
             await trio.sleep(self.ping_interval)
 

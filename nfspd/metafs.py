@@ -379,6 +379,8 @@ class MetaFS:
         self._listings = collections.OrderedDict()  # (dev, ino, bits) -> _Listing
         self._meta_unsynced = set()  # (dev, ino): size grown by UNSTABLE writes, not fsynced
         self._settling = {}  # (dev, ino) -> trio.Lock
+        self.meta_lookups = 0  # metafile-cache effectiveness, for `nfsp status`
+        self.meta_hits = 0
 
     def close(self):
         self.codec.close()
@@ -414,8 +416,10 @@ class MetaFS:
     def _metafile(self, fd, st):
         key = (st.st_dev, st.st_ino)
         hit = self._meta.get(key)
+        self.meta_lookups += 1
         if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_ctime_ns \
                 and hit[2] == st.st_size:
+            self.meta_hits += 1
             return hit[3]
         try:
             meta = Metafile.decode(os.pread(fd, META_SIZE + 1, 0))

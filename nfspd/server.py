@@ -10,6 +10,7 @@ import secrets
 import signal
 import socket
 import time
+import weakref
 
 import trio
 
@@ -17,7 +18,7 @@ from common import keyfile, striping
 from common import mount as mount_proto
 from common.iodsconf import load_iods
 from common.metafile import DEFAULT_STRIPE_UNIT
-from nfspd import layouts, mountd, nfs2, nfs3, portmapper
+from nfspd import admin, layouts, mountd, nfs2, nfs3, portmapper
 from nfspd.datapath import LocalDataPath
 from nfspd.iodpath import IodDataPath
 from nfspd.dispatch import Dispatcher, Program
@@ -39,7 +40,7 @@ class Config:
     def __init__(self, exports, state_dir, data_dir=None, bind="0.0.0.0", port=2049,
                  mount_port=20048, portmap="auto", portmap_port=111, limits=None,
                  iods=None, key=None, stripe_unit=DEFAULT_STRIPE_UNIT, iod_options=None,
-                 unlinkd="spawn"):
+                 unlinkd="spawn", metrics=None):
         self.exports = exports
         self.state_dir = state_dir
         self.data_dir = data_dir or os.path.join(state_dir, "data")
@@ -54,6 +55,7 @@ class Config:
         self.stripe_unit = stripe_unit
         self.iod_options = iod_options or {}
         self.unlinkd = unlinkd    # spawn | external | off (only with iods)
+        self.metrics = metrics    # (host, port) of the Prometheus endpoint, or None
 
 
 def load_or_create_key(path, nbytes=32):
@@ -96,6 +98,7 @@ class Metaserver:
         self.datapath = self._datapath()
         self.purges = None
         self.purge = self._purge_sink()
+        self._filesystems = weakref.WeakSet()  # every MetaFS made, for status()
         self.registry = ExportRegistry(config.exports, self._make_fs,
                                        rmtab_path=os.path.join(config.state_dir, "rmtab"))
         self.registry.load()
@@ -147,8 +150,10 @@ class Metaserver:
         return purge
 
     def _make_fs(self, path):
-        return MetaFS(path, export_id_for_path(path), self.handle_key, self.datapath,
-                      purge=self.purge)
+        fs = MetaFS(path, export_id_for_path(path), self.handle_key, self.datapath,
+                    purge=self.purge)
+        self._filesystems.add(fs)
+        return fs
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED):
         c = self.config
@@ -162,6 +167,12 @@ class Metaserver:
         c.mount_port = mnt_udp.getsockname()[1]
         mnt_tcp = await bind_tcp(c.bind, c.mount_port)
         async with trio.open_nursery() as nursery:
+            # First, so that `nfsp status` answers by the time clients are served.
+            await nursery.start(admin.AdminServer(admin.socket_path(c.state_dir),
+                                                  {"status": lambda req: self.status()}).run)
+            if c.metrics is not None:
+                from nfspd.metrics import MetricsServer
+                await nursery.start(MetricsServer(*c.metrics, self.status).run)
             if isinstance(self.datapath, IodDataPath):
                 self.datapath.set_reply_socket(nfs_udp)
                 await nursery.start(self.datapath.run)
@@ -189,6 +200,10 @@ class Metaserver:
                         await unregister()
                 if self.purges is not None:
                     self.purges.close()
+
+    def status(self):
+        """What `nfsp status` shows (JSON-serialisable; see tools/status.py)."""
+        return admin.status_of(self)
 
     async def _portmapper(self, nursery):
         """Register with the system's rpcbind where one runs, else serve our own

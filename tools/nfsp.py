@@ -376,8 +376,10 @@ def _register_subcommands():
     # Each lives in its own module; importing them here keeps `nfsp --help`
     # the one index of what an admin can do.
     from tools.scrub import cli as scrub
+    from tools.status import cli as status
     from tools.testbed import cli as testbed
     main.add_command(scrub)
+    main.add_command(status)
     main.add_command(testbed)
 
 

@@ -1,0 +1,266 @@
+"""`nfsp status`: a real cluster (iod processes and nfspd) in a private network
+namespace, asked through nfspd's admin socket by the real command."""
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+
+import pytest
+import trio
+
+from common import nfs3
+from nfspd import admin
+
+from tests.support.cluster import cluster  # noqa: F401 (fixture)
+from tests.support.netns import wait_until
+from tools import status as status_tool
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_status(c, *args, state_dir=None):
+    """(exit status, stdout, stderr) of `nfsp status` run inside the namespace."""
+    argv = [sys.executable, "-m", "tools.status",
+            "--state-dir", state_dir or c.nfspd.state] + list(args)
+    r = c.ns.run(argv, timeout=30, env=dict(os.environ, PYTHONPATH=REPO), cwd="/")
+    return r.returncode, r.stdout, r.stderr
+
+
+def probe_as(user, path):
+    """What an unprivileged user gets from the admin socket: a forked child
+    drops to ``user`` and tries (the interpreter itself may not be executable
+    by that user, so no exec): EACCES, CLOSED (no answer) or ANSWERED."""
+    pw = pwd.getpwnam(user)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        result = b"ERROR"
+        try:
+            os.setgroups([])
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            try:
+                s.connect(path)
+            except PermissionError:
+                result = b"EACCES"
+            else:
+                try:
+                    s.sendall(b'{"command": "status"}\n')
+                    result = b"ANSWERED" if s.recv(100) else b"CLOSED"
+                except (ConnectionResetError, BrokenPipeError):
+                    result = b"CLOSED"
+        except BaseException as e:
+            result = repr(e).encode()
+        finally:
+            os.write(w, result)
+            os._exit(0)
+    os.close(w)
+    try:
+        with os.fdopen(r, "rb") as f:
+            return f.read().decode()
+    finally:
+        os.waitpid(pid, 0)
+
+
+def status_json(c, **kw):
+    code, out, err = run_status(c, "--json", **kw)
+    assert code in (0, 2), f"nfsp status failed ({code}): {err}"
+    return code, json.loads(out)
+
+
+def test_status_reports_iods_and_a_killed_one_down(cluster):
+    c = cluster(n_iods=3)
+    seen = {}
+
+    def all_up():  # the links connect right after nfspd answers: wait for that state
+        seen["code"], seen["st"] = status_json(c)
+        return seen["code"] == 0
+    wait_until(all_up, 15, interval=0.2, what="every iod reported up")
+    code, st = seen["code"], seen["st"]
+    assert code == 0
+    assert [i["address"] for i in st["iods"]] == [f"127.0.0.1:{iod.port}" for iod in c.iods]
+    assert all(i["up"] and i["state"] == "up" for i in st["iods"]), st["iods"]
+    for i in st["iods"]:
+        assert i["total"] > 0 and 0 <= i["free"] <= i["total"]
+    assert st["exports"] == [os.path.abspath(c.export)]
+    assert st["purges"]["mode"] == "journal"
+    assert st["uptime"] >= 0 and st["version"]
+
+    client, root = c.connect(vers=3, transport="tcp")
+    client.create(root, b"doomed")
+    os.kill(c.iods[1].pid, signal.SIGKILL)
+    last = {}
+
+    def iod1_down():
+        last["code"], last["st"] = status_json(c)
+        return not last["st"]["iods"][1]["up"]
+    wait_until(iod1_down, 10, interval=0.2, what="iod 1 reported down")
+    st = last["st"]
+    assert st["iods"][1]["state"] == "down"
+    assert [i["up"] for i in st["iods"]] == [True, False, True]
+    assert last["code"] == 2   # scripts can tell from the exit status alone
+    # A purge journaled while iod 1 is down waits for it: pending, not lost.
+    client.ok(nfs3.NFSPROC3.REMOVE, nfs3.REMOVE3args(nfs3.diropargs3(root, b"doomed")))
+    _, st = status_json(c)
+    assert st["purges"]["appended"] == 1
+    assert st["purges"]["iods"][f"127.0.0.1:{c.iods[1].port}"]["pending"] == 1
+    assert st["purges"]["pending"] == 1
+    code, out, _ = run_status(c)
+    assert code == 2 and "2/3 up" in out and "down" in out
+
+
+def test_status_shows_mounts_rtt_and_cache_counters(cluster):
+    c = cluster(n_iods=2)
+    client, root = c.connect(vers=3, transport="tcp")
+    fh = client.create(root, b"f")
+    client.write(fh, 0, b"x" * 100000)
+    for _ in range(5):
+        client.getattr(fh)
+    # A heartbeat has measured each link by now: the cluster is up and the
+    # first PONG brought each iod up.
+    code, st = status_json(c)
+    assert any(cl["ip"] == "127.0.0.1" and cl["path"] == os.path.abspath(c.export)
+               for cl in st["clients"]), st["clients"]
+    assert all(i["rtt_ms"] is not None and i["rtt_ms"] >= 0 for i in st["iods"])
+    assert st["counters"]["nfs"]["calls"] >= 7
+    assert st["counters"]["mount"]["calls"] >= 1
+    assert st["metafile_cache"]["lookups"] > 0
+    assert st["metafile_cache"]["hits"] > 0
+    assert st["drc"]["lookups"] >= 1          # CREATE is non-idempotent
+    code, out, _ = run_status(c)
+    assert "clients: " in out and os.path.abspath(c.export) in out
+
+
+@pytest.fixture
+def open_state_dir():
+    """A state directory every user may traverse, so that only the socket's own
+    mode and nfspd's peer check stand between a non-root user and the socket."""
+    d = tempfile.mkdtemp(prefix="nfsp-status-")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_admin_socket_is_root_only(cluster, open_state_dir):
+    state = os.path.join(open_state_dir, "state")
+    # click keeps the last --state-dir: the cluster's own comes first.
+    c = cluster(n_iods=1, nfspd_args=["--state-dir", state])
+    os.chmod(state, 0o755)
+    sock = os.path.join(state, "admin.sock")
+    st = os.stat(sock)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
+    code, _, _ = run_status(c, "--json", state_dir=state)
+    assert code == 0
+
+    assert probe_as("nobody", sock) == "EACCES"
+
+    # With the mode loosened by hand, nfspd still answers nobody but root.
+    os.chmod(sock, 0o666)
+    assert probe_as("nobody", sock) == "CLOSED"
+    assert f"refused a connection from uid {pwd.getpwnam('nobody').pw_uid}" in c.nfspd_log()
+
+
+def test_render_is_a_compact_table():
+    st = {"version": "0.1.0", "pid": 1, "uptime": 3723.5, "layout_gen": 1, "exports": ["/e"],
+          "iods": [{"index": 0, "address": "10.0.0.1:2050", "state": "up", "up": True,
+                    "rtt_ms": 0.25, "free": 3 << 30, "total": 4 << 30, "restarts": 0,
+                    "timeouts": 0, "purge_queued": 0},
+                   {"index": 1, "address": "10.0.0.2:2050", "state": "down", "up": False,
+                    "rtt_ms": None, "free": None, "total": None, "restarts": 1,
+                    "timeouts": 2, "purge_queued": 0}],
+          "purges": {"mode": "journal", "appended": 7, "kept": 7, "pending": 3,
+                     "iods": {"10.0.0.1:2050": {"pending": 0},
+                              "10.0.0.2:2050": {"pending": 3}}},
+          "drc": {"hits": 1, "lookups": 4, "rate": 0.25, "entries": 4},
+          "metafile_cache": {"hits": 0, "lookups": 0, "rate": None},
+          "clients": [{"host": "n1", "ip": "10.0.1.1", "path": "/e"}],
+          "counters": {"nfs": {"calls": 9, "dropped": 0, "garbage_args": 0, "auth_errors": 0,
+                               "system_err": 0},
+                       "mount": {"calls": 1, "dropped": 0, "garbage_args": 0,
+                                 "auth_errors": 0, "system_err": 0},
+                       "data": {}}}
+    out = status_tool.render(st)
+    assert "up 01:02:03" in out and "iods: 1/2 up" in out
+    assert "10.0.0.2:2050  down   -" in out
+    assert "3.0 GiB / 4.0 GiB" in out
+    assert "purges pending: 3" in out and "10.0.0.2:2050 3" in out and "25.0% of 4" in out
+    assert "n1 (10.0.1.1) /e" in out
+
+
+def test_admin_protocol_bounds_and_errors(tmp_path):
+    """The admin server itself: a deep state directory (longer than
+    sockaddr_un allows), bad requests answered with one clear line."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = str(deep / admin.SOCKET_NAME)
+
+    def raw(data, expect_close=False):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s, admin._short(path) as p:
+            s.settimeout(10)
+            s.connect(p)
+            s.sendall(data)
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+            # b"" once the server closed the connection
+            rest = None
+            if expect_close:
+                try:
+                    rest = s.recv(10)
+                except ConnectionResetError:   # closed with our excess unread
+                    rest = b""
+            return json.loads(buf), rest
+
+    results = {}
+
+    async def main():
+        async with trio.open_nursery() as n:
+            await n.start(admin.AdminServer(path, {"status": lambda req: {"n": 1}}).run)
+            results["ok"] = await trio.to_thread.run_sync(admin.request, path)
+            results["unknown"] = await trio.to_thread.run_sync(admin.request, path, "nope")
+            results["garbage"] = await trio.to_thread.run_sync(raw, b"{not json\n")
+            results["long"] = await trio.to_thread.run_sync(
+                raw, b"x" * (admin.MAX_REQUEST + 10), True)
+            n.cancel_scope.cancel()
+    trio.run(main)
+    assert results["ok"] == {"ok": True, "status": {"n": 1}}
+    assert results["unknown"]["ok"] is False and "unknown command" in results["unknown"]["error"]
+    assert results["garbage"][0]["ok"] is False and "not JSON" in results["garbage"][0]["error"]
+    reply, rest = results["long"]
+    assert reply["ok"] is False and "longer than" in reply["error"] and rest == b""
+    assert not os.path.exists(path)   # removed at exit
+
+
+def test_metrics_endpoint_serves_the_same_counters(cluster):
+    c = cluster(n_iods=2, nfspd_args=["--metrics", "127.0.0.1:9109"])
+
+    def get(path):
+        # No proxy from the environment: traffic stays on the namespace's loopback.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"http://127.0.0.1:9109{path}", timeout=10) as r:
+            return r.status, r.headers["Content-Type"], r.read().decode()
+    status, ctype, text = c.ns.inside(get, "/metrics")
+    assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+    for iod in c.iods:
+        assert f'nfsp_iod_up{{iod="127.0.0.1:{iod.port}"}} 1' in text
+    assert "# TYPE nfsp_rpc_total counter" in text
+    assert 'nfsp_rpc_total{program="nfs",event="calls"}' in text
+    with pytest.raises(urllib.error.HTTPError) as e:
+        c.ns.inside(get, "/other")
+    assert e.value.code == 404
+    _, st = status_json(c)
+    assert f'nfsp_iod_free_bytes{{iod="127.0.0.1:{c.iods[0].port}"}} ' in text
+    assert st["iods"][0]["total"] > 0

@@ -1,0 +1,111 @@
+"""`nfsp status`: the metaserver's view of the cluster, read from nfspd's local
+admin socket (STATE_DIR/admin.sock, root only; see nfspd/admin.py)."""
+
+import json
+import sys
+
+import click
+
+from nfspd import admin
+
+
+def _size(n):
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _duration(seconds):
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
+
+
+def _pct(rate):
+    r = rate.get("rate")
+    return "-" if r is None else f"{100 * r:.1f}% of {rate['lookups']}"
+
+
+def _table(rows, header):
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+            for r in [header] + rows]
+
+
+def render(st):
+    """The human view: a few summary lines and one table row per iod."""
+    lines = [f"nfspd {st['version']} (pid {st['pid']}), up {_duration(st['uptime'])}, "
+             f"layout generation {st['layout_gen']}",
+             f"exports: {', '.join(st['exports']) or 'none'}"]
+    iods = st["iods"]
+    if iods:
+        up = sum(1 for i in iods if i["up"])
+        lines.append(f"iods: {up}/{len(iods)} up")
+        rows = [[i["index"], i["address"], i["state"],
+                 f"{i['rtt_ms']:.2f} ms" if i["up"] and i["rtt_ms"] is not None else "-",
+                 f"{_size(i['free'])} / {_size(i['total'])}", i["restarts"], i["timeouts"]]
+                for i in iods]
+        lines += ["  " + l for l in _table(
+            rows, ["#", "ADDRESS", "STATE", "RTT", "FREE / TOTAL", "RESTARTS", "TIMEOUTS"])]
+    else:
+        lines.append("iods: none (data in the local store)")
+    p = st["purges"]
+    if p["mode"] == "journal":
+        lines.append(f"purges pending: {p['pending']} (journal, {p['appended']} appended "
+                     f"since start; per iod: "
+                     + ", ".join(f"{k} {v['pending']}" for k, v in p["iods"].items()) + ")")
+    else:
+        lines.append(f"purges pending: {p['pending']} ({p['mode']})")
+    lines.append(f"duplicate-request cache: {_pct(st['drc'])} hit, {st['drc']['entries']} entries")
+    lines.append(f"metafile cache: {_pct(st['metafile_cache'])} hit")
+    clients = st["clients"]
+    lines.append(f"clients: {len(clients)} mount(s)")
+    lines += [f"  {c['host']} ({c['ip']}) {c['path']}" for c in clients]
+    nfs, mnt = st["counters"]["nfs"], st["counters"]["mount"]
+    lines.append(f"calls: nfs {nfs['calls']}, mount {mnt['calls']}; refused or bad: "
+                 + ", ".join(f"{k}={nfs[k] + mnt.get(k, 0)}" for k in
+                             ("dropped", "garbage_args", "auth_errors", "system_err")))
+    data = st["counters"]["data"]
+    if data:
+        lines.append("data path: " + ", ".join(f"{k}={v}" for k, v in sorted(data.items())))
+    return "\n".join(lines)
+
+
+@click.command("status", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--state-dir", default="/var/lib/nfsp", show_default=True,
+              type=click.Path(file_okay=False),
+              help="nfspd's --state-dir (its admin socket is STATE_DIR/admin.sock).")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON, for scripts.")
+@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 300),
+              help="Seconds to wait for nfspd's answer.")
+def cli(state_dir, as_json, timeout):
+    """Show the metaserver's view: each iod up/down with its round-trip time and
+    free space, pending purges, cache hit rates, mounted clients, counters.
+
+    Exit status: 0 when every iod is up, 1 when nfspd cannot be asked, 2 when
+    some iod is down."""
+    path = admin.socket_path(state_dir)
+    try:
+        reply = admin.request(path, "status", timeout=timeout)
+    except PermissionError:
+        raise click.ClickException(f"{path}: permission denied (the admin socket is root only)")
+    except FileNotFoundError:
+        raise click.ClickException(f"{path}: no such socket (is nfspd running with "
+                                   f"--state-dir {state_dir}?)")
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"{path}: {e}")
+    if not reply.get("ok"):
+        raise click.ClickException(f"nfspd: {reply.get('error', 'no status')}")
+    st = reply["status"]
+    click.echo(json.dumps(st, indent=2, sort_keys=True) if as_json else render(st))
+    if any(not i["up"] for i in st["iods"]):
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli()
