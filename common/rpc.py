@@ -287,7 +287,15 @@ def peek_xid(data):
     return _u32.unpack_from(data, 0)[0]
 
 
+def _enum(cls, value):
+    try:
+        return cls(value)
+    except ValueError:
+        raise XdrError(f"{cls.__name__}: unknown value {value}") from None
+
+
 def decode_reply(data):
+    """Raises XdrError (only) on anything that is not a valid REPLY."""
     u = Unpacker(data)
     r = Reply()
     r.xid = u.unpack_uint()
@@ -300,18 +308,18 @@ def decode_reply(data):
         r.accepted = True
         u.unpack_uint()
         u.unpack_opaque(MAX_AUTH_BYTES)
-        r.stat = accept_stat(u.unpack_uint())
+        r.stat = _enum(accept_stat, u.unpack_uint())
         if r.stat == accept_stat.PROG_MISMATCH:
             r.mismatch = (u.unpack_uint(), u.unpack_uint())
         elif r.stat == accept_stat.SUCCESS:
             r.body = bytes(u.rest())
     elif rstat == reply_stat.MSG_DENIED:
         r.accepted = False
-        r.stat = reject_stat(u.unpack_uint())
+        r.stat = _enum(reject_stat, u.unpack_uint())
         if r.stat == reject_stat.RPC_MISMATCH:
             r.mismatch = (u.unpack_uint(), u.unpack_uint())
         else:
-            r.auth = auth_stat(u.unpack_uint())
+            r.auth = _enum(auth_stat, u.unpack_uint())
     else:
         raise XdrError(f"bad reply_stat {rstat}")
     return r

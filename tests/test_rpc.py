@@ -118,3 +118,22 @@ def test_fragments_adding_up_over_the_bound_are_refused():
 def test_decode_reply_rejects_non_replies():
     with pytest.raises(XdrError):
         rpc.decode_reply(rpc.encode_call(1, 2, 3, 4))
+
+
+@pytest.mark.parametrize("wire", [
+    "00000007 00000001 00000000 00000000 00000000 00000063",  # accepted, accept_stat 99
+    "00000007 00000001 00000001 00000005",                    # denied, reject_stat 5
+    "00000007 00000001 00000001 00000001 00000063",           # AUTH_ERROR, auth_stat 99
+])
+def test_replies_with_unknown_status_values_are_xdr_errors(wire):
+    # Found by the fuzzer: the IntEnum constructors raised a plain ValueError.
+    with pytest.raises(XdrError):
+        rpc.decode_reply(bytes.fromhex(wire))
+
+
+@given(st.binary(max_size=64))
+def test_decode_reply_only_ever_raises_xdr_error(blob):
+    try:
+        rpc.decode_reply(blob)
+    except XdrError:
+        pass
