@@ -342,13 +342,14 @@ class RecordTooLarge(ValueError):
 class RecordReader:
     """Reassembles records from a TCP byte stream, fragment by fragment. A record
     whose announced size would exceed ``max_record`` raises RecordTooLarge as
-    soon as its fragment header arrives, before anything is buffered for it."""
+    soon as its fragment header arrives, before anything is buffered for it.
+    Fragments are appended to one buffer, so what is held is bounded by
+    ``max_record`` however the peer fragments (even endless empty fragments)."""
 
     def __init__(self, max_record):
         self.max_record = max_record
         self._buf = bytearray()
-        self._fragments = []
-        self._size = 0
+        self._record = bytearray()
 
     def feed(self, data):
         """Add bytes; return the list of records completed by them."""
@@ -359,21 +360,19 @@ class RecordReader:
         while len(buf) - pos >= 4:
             header = _u32.unpack_from(buf, pos)[0]
             length = header & 0x7FFFFFFF
-            if self._size + length > self.max_record:
+            if len(self._record) + length > self.max_record:
                 raise RecordTooLarge(
-                    f"record of at least {self._size + length} bytes exceeds {self.max_record}")
+                    f"record of at least {len(self._record) + length} bytes exceeds {self.max_record}")
             if len(buf) - pos - 4 < length:
                 break
-            self._fragments.append(bytes(buf[pos + 4:pos + 4 + length]))
-            self._size += length
+            self._record += buf[pos + 4:pos + 4 + length]
             pos += 4 + length
             if header & LAST_FRAGMENT:
-                records.append(b"".join(self._fragments))
-                self._fragments = []
-                self._size = 0
+                records.append(bytes(self._record))
+                self._record = bytearray()
         del buf[:pos]
         return records
 
     def pending(self):
         """Bytes held for an incomplete record (0 at a record boundary)."""
-        return len(self._buf) + self._size
+        return len(self._buf) + len(self._record)

@@ -137,3 +137,12 @@ def test_decode_reply_only_ever_raises_xdr_error(blob):
         rpc.decode_reply(blob)
     except XdrError:
         pass
+
+
+def test_endless_empty_fragments_hold_nothing():
+    # Found by the fuzzer: each empty non-final fragment used to add a list entry.
+    r = rpc.RecordReader(1 << 20)
+    for _ in range(10000):
+        assert r.feed(b"\0\0\0\0") == []
+    assert r.pending() == 0 and len(r._record) == 0
+    assert r.feed(rpc.encode_record(b"ok")) == [b"ok"]
