@@ -353,6 +353,8 @@ def _run(sup, paths, bind, port, log_level):
                    "over UDP)")
     click.echo(f"  (or, without a kernel client: nfs-ls nfs://{host}{paths['export']})")
     click.echo("Ctrl-C or SIGTERM stops it.")
+    # Seen now even when stdout is a file or a pipe (a log, journald, tee).
+    sys.stdout.flush()
     while True:
         sup.wait(None)
 
@@ -375,9 +377,13 @@ def keygen(path):
 def _register_subcommands():
     # Each lives in its own module; importing them here keeps `nfsp --help`
     # the one index of what an admin can do.
+    from tools.launch import launch, node_iod, stop_iods
     from tools.scrub import cli as scrub
     from tools.status import cli as status
     from tools.testbed import cli as testbed
+    main.add_command(launch)
+    main.add_command(stop_iods)
+    main.add_command(node_iod)
     main.add_command(scrub)
     main.add_command(status)
     main.add_command(testbed)
