@@ -352,7 +352,9 @@ class ExportRegistry:
         ip, port = ctx.client[0], ctx.client[1]
         opts = self._options(table, entry, ip, self.dns_wait)
         if opts is None:
-            raise FsError(nfsstat3.NFS3ERR_ACCES, f"{ip} may not use {entry.export.path}")
+            # STALE, as Linux's nfsd answers (and RFC 1813: access "revoked"):
+            # ACCES would confirm to a stranger that the handle names a live export.
+            raise FsError(nfsstat3.NFS3ERR_STALE, f"{ip} may not use {entry.export.path}")
         if opts.secure and port >= PRIVILEGED_PORT_LIMIT:
             # Linux's nfsd answers nfserr_perm for an insecure source port.
             raise FsError(nfsstat3.NFS3ERR_PERM,

@@ -319,7 +319,7 @@ def test_resolve_refuses_unlisted_clients_and_insecure_ports(tmp_path):
     f = Fixture(tmp_path, EXPORTS)
     with pytest.raises(FsError) as exc:
         f.registry.resolve(ctx(ip="192.168.0.1"), f.fs("/srv").root_fh)
-    assert exc.value.status == nfsstat3.NFS3ERR_ACCES
+    assert exc.value.status == nfsstat3.NFS3ERR_STALE
     with pytest.raises(FsError) as exc:
         f.registry.resolve(ctx(port=1024), f.fs("/srv").root_fh)
     assert exc.value.status == nfsstat3.NFS3ERR_PERM
