@@ -8,6 +8,26 @@ import click
 from common import iodproto, keyfile, logs
 
 
+def _networks(ctx, param, values):
+    import ipaddress
+    if tuple(values) == ("none",):
+        return []
+    try:
+        return [ipaddress.ip_network(v, strict=False) for v in values]
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _metrics(ctx, param, value):
+    if value is None:
+        return None
+    from nfspd.metrics import parse_address
+    try:
+        return parse_address(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 def _slot(ctx, param, value):
     from iod.ipv4 import IpIdSlot
     try:
@@ -23,13 +43,35 @@ def _slot(ctx, param, value):
 @click.option("--key", "key_path", default="/etc/nfsp/cluster.key", show_default=True,
               type=click.Path(dir_okay=False),
               help="Cluster key file (mode 0600, read before dropping root): frames that do "
-                   "not verify under one of its keys are dropped and counted.")
+                   "not verify under one of its keys are dropped and counted. SIGHUP reads it "
+                   "again (key rotation); once root is dropped that works only if the file is "
+                   "rewritten in place (cat new > FILE), not replaced.")
 @click.option("--listen", default="0.0.0.0", show_default=True,
               help="Address to listen on, UDP and TCP (0.0.0.0: every interface; UDP answers "
                    "leave from the address each request was sent to).")
 @click.option("--port", default=iodproto.DEFAULT_PORT, show_default=True,
               type=click.IntRange(1, 65535),
               help="Port, UDP and TCP (bound before dropping root, so below 1024 works).")
+@click.option("--secure-port", is_flag=True,
+              help="Take TCP connections and UDP frames only from source ports below 1024 "
+                   "(senders running as root; paper 5.7). Needs --port below 1024; the "
+                   "metaserver and unlinkd then connect from a port below 1024 by themselves.")
+@click.option("--max-clock-skew", default=iodproto.MAX_CLOCK_SKEW, show_default=True,
+              type=click.FloatRange(1, 3600), metavar="SECONDS",
+              help="Replay protection: a stamped frame (every WRITE, TRUNCATE, PURGE, "
+                   "forwarded READ, spoofed PING) more than this far from this iod's clock is "
+                   "dropped, and one seen before always is. The metaserver and unlinkd stamp "
+                   "in the iod's time; other senders' clocks must agree within it.")
+@click.option("--pong-allow", multiple=True, default=("127.0.0.0/8",), show_default=True,
+              callback=_networks, metavar="CIDR",
+              help="Requesters a spoofed PONG (iod_ping --spoof-from) may be sent to; repeat "
+                   "for several networks, 'none' for no one.")
+@click.option("--ping-rate", default=10.0, show_default=True, type=click.FloatRange(0, 1e6),
+              help="PONGs a second (bursts of twice as many) answering PINGs over UDP that "
+                   "carry no fresh stamp (unsigned monitoring probes, forgeable sources).")
+@click.option("--metrics", "metrics", default=None, metavar="ADDR:PORT", callback=_metrics,
+              help="Serve counters, queue depth and free space for Prometheus at "
+                   "http://ADDR:PORT/metrics (off by default).")
 @click.option("--user", default="nobody", show_default=True,
               help="Unprivileged user (name or uid) the iod runs as once its raw socket, "
                    "listening sockets and data directory are open.")
@@ -53,13 +95,15 @@ def _slot(ctx, param, value):
                    "SIGUSR1 logs one at once).")
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--syslog", is_flag=True, help="Log to syslog/journald instead of stderr.")
-def main(data_dir, key_path, listen, port, user, ip_id_slot, threads, queue_depth, queue_mib,
-         stats_interval, log_level, syslog):
+def main(data_dir, key_path, listen, port, secure_port, max_clock_skew, pong_allow, ping_rate,
+         metrics, user, ip_id_slot, threads, queue_depth, queue_mib, stats_interval, log_level,
+         syslog):
     """NFSP I/O daemon: stores stripes of file data by (inode, seed) and
     answers the metaserver's READ/WRITE/COMMIT/TRUNCATE/PURGE/LIST/PING over
     UDP and TCP. UDP READ and WRITE replies go straight to the NFS client from
     a raw socket, with the metaserver's address as source. Runs in the
-    foreground; SIGTERM stops it."""
+    foreground; SIGTERM stops it, SIGHUP re-reads the key file, SIGUSR1 logs
+    the counters."""
     logs.setup("iod", log_level, syslog)
     # pyroute2 logs every netlink message at debug level: not our events.
     logging.getLogger("pyroute2").setLevel(max(logging.WARNING, logging.getLogger().level))
@@ -69,7 +113,11 @@ def main(data_dir, key_path, listen, port, user, ip_id_slot, threads, queue_dept
         keys = keyfile.load(key_path)
         config = daemon.Config(data_dir, keys, listen=listen, port=port, user=user,
                                ip_id_slot=ip_id_slot, threads=threads, queue_depth=queue_depth,
-                               queue_bytes=queue_mib << 20, stats_interval=stats_interval)
+                               queue_bytes=queue_mib << 20, stats_interval=stats_interval,
+                               key_path=key_path, max_clock_skew=max_clock_skew,
+                               pong_allow=pong_allow, ping_rate=ping_rate,
+                               ping_burst=max(1, int(2 * ping_rate)), secure_port=secure_port,
+                               metrics=metrics)
         daemon.run(config)
     except (keyfile.KeyFileError, daemon.StartupError, OSError) as e:
         log.error("%s", e)

@@ -18,7 +18,30 @@ Back-pressure: when the buffer is full a UDP request is dropped and counted
 (the NFS client retransmits, the metaserver times out); a TCP connection
 stops being read until there is room, and each connection has a bound on its
 requests in flight, so replies the peer does not take stop its reading too.
-A frame that does not verify or decode is dropped and counted, never answered.
+
+Trust: the iod acts only on frames that verify under the cluster key and, for
+what needs one, carry a fresh stamp seen for the first time (replay
+protection: common/iodproto.py; the guard is shared by the threads under a
+lock). Everything else is dropped, never answered, and counted by reason:
+dropped_bad_mac, dropped_malformed, dropped_replay, dropped_stale (a stamp
+more than --max-clock-skew off our clock), dropped_unstamped,
+dropped_insecure_port (--secure-port), dropped_rate_limited,
+dropped_short_ping. No reflection: a spoofed PONG goes only for a stamped,
+authenticated PING and only to a requester inside --pong-allow; a PING
+without a fresh stamp over UDP (its source address may be forged), unsigned
+ones included, gets a plain PONG to its source through a token bucket
+(--ping-rate), and only if the PING was padded to be at least as large.
+With --secure-port (paper 5.7) TCP connections and UDP frames are taken only
+from source ports below 1024, i.e. from root on the sending host.
+
+SIGHUP re-reads the key file (key rotation without downtime; Keys.update
+swaps the keys every thread uses). Root is gone by then: if the path cannot be
+opened any more, the descriptor opened at start is read again, which sees the
+file only as long as it is rewritten in place (`cat new > cluster.key`), not
+replaced by another file.
+
+--metrics ADDR:PORT serves the counters, queue depth and free space for
+Prometheus (iod/metrics.py).
 
 Privileges: everything that needs root happens before serving -- the raw
 socket, binding (so a port below 1024 is possible), the key file, and the data
@@ -35,6 +58,7 @@ when they changed, and on SIGUSR1.
 """
 
 import errno
+import ipaddress
 import itertools
 import logging
 import os
@@ -48,7 +72,7 @@ import time
 
 import trio
 
-from common import iodproto
+from common import iodproto, keyfile
 from common.iodproto import IodProtoError, Message, Op
 from iod import ipv4
 from iod.spoof import RouteMtu, Spoofer, open_raw_socket
@@ -64,6 +88,8 @@ LIST_PAGE = 10000
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)   # Linux's value; Python < 3.12 lacks the name
 _in_pktinfo = struct.Struct("=i4s4s")            # ipi_ifindex, ipi_spec_dst, ipi_addr
 ERROR_LOG_INTERVAL = 60.0
+PRIVILEGED_PORTS = 1024
+DEFAULT_PONG_ALLOW = ("127.0.0.0/8",)
 
 
 def _version():
@@ -81,7 +107,9 @@ class Config:
     def __init__(self, data_dir, keys, listen="0.0.0.0", port=iodproto.DEFAULT_PORT,
                  user="nobody", ip_id_slot="0/1", threads=8, queue_depth=1024,
                  queue_bytes=64 << 20, tcp_inflight=64, max_connections=256,
-                 stats_interval=60.0, send_timeout=30.0):
+                 stats_interval=60.0, send_timeout=30.0, key_path=None,
+                 max_clock_skew=iodproto.MAX_CLOCK_SKEW, pong_allow=DEFAULT_PONG_ALLOW,
+                 ping_rate=10.0, ping_burst=20, secure_port=False, metrics=None):
         self.data_dir = data_dir
         self.keys = keys
         self.listen = listen
@@ -96,6 +124,14 @@ class Config:
         self.max_connections = max_connections
         self.stats_interval = stats_interval
         self.send_timeout = send_timeout
+        self.key_path = key_path          # re-read on SIGHUP
+        self.max_clock_skew = max_clock_skew
+        self.pong_allow = [ipaddress.ip_network(n) if isinstance(n, str) else n
+                           for n in pong_allow]
+        self.ping_rate = ping_rate
+        self.ping_burst = ping_burst
+        self.secure_port = secure_port
+        self.metrics = metrics            # (host, port) or None
 
 
 class Counters:
@@ -184,15 +220,25 @@ class _Connection:
 class Iod:
     """The daemon once its privileged set-up is done: serve() runs it."""
 
-    def __init__(self, config, store, spoofer, udp_sock, tcp_sock):
+    def __init__(self, config, store, spoofer, udp_sock, tcp_sock, key_fd=None,
+                 metrics_sock=None):
         self.config = config
         self.keys = config.keys
         self.store = store
         self.spoofer = spoofer
         self.udp_sock = udp_sock     # stdlib sockets (non-blocking once serving)
         self.tcp_sock = tcp_sock
+        self.key_fd = key_fd            # the key file, opened while root (SIGHUP)
+        self.metrics_sock = metrics_sock
         self.verifier = os.urandom(8)
         self.started = time.monotonic()
+        # Frames stamped before we started may have been seen by our
+        # predecessor: the guard refuses them (see iodproto.ReplayGuard).
+        self.replay = iodproto.ReplayGuard(config.max_clock_skew, not_before=time.time())
+        self._replay_lock = threading.Lock()
+        self.pong_bucket = iodproto.TokenBucket(config.ping_rate, config.ping_burst)
+        self._bucket_lock = threading.Lock()
+        self.connections = 0
         self.counters = Counters()
         self.errors = _RateLimitedLog()
         self.queue = WorkQueue(config.queue_depth, config.queue_bytes)
@@ -225,16 +271,27 @@ class Iod:
 
     def _process(self, job):
         """Decode and execute one frame; returns the encoded answer or None."""
+        udp = job.conn is None
         try:
-            msg = iodproto.decode(job.frame, self.keys)
+            msg = iodproto.decode(job.frame, self.keys, unsigned_ok=udp)
+            # (decode refuses a stamp in an unsigned frame; checked again
+            # here: only key holders may make the guard track a sender)
+            if msg.stamp is not None and msg.authenticated:
+                with self._replay_lock:
+                    self.replay.check(msg.stamp, time.time())
+            elif msg.authenticated and iodproto.needs_stamp(msg, udp):
+                raise IodProtoError(f"{msg.op.name} without the stamp replay protection "
+                                    f"requires (sender from an older release?)", "unstamped")
         except IodProtoError as e:
-            self.counters.add("dropped_bad_frame")
-            self.errors(logging.WARNING, "bad_frame", "dropping a frame from %s:%s: %s "
-                        "(more are counted, not logged)", job.peer[0], job.peer[1], e)
+            self.counters.add("dropped_" + e.reason)
+            self.errors(logging.WARNING, ("dropped", e.reason), "dropping a frame from %s:%s: "
+                        "%s (more like it are counted, not logged)", job.peer[0], job.peer[1], e)
             return None
-        if job.conn is None and msg.op not in UDP_OPS:
+        if udp and msg.op not in UDP_OPS:
             self.counters.add("dropped_not_over_udp")
             return None
+        if udp and msg.op == Op.PING and msg.stamp is None:
+            return self._plain_pong(msg, job)
         handler = self._handlers.get(msg.op)
         if handler is None:
             self.counters.add("dropped_unexpected_op")
@@ -258,6 +315,24 @@ class Iod:
             data = iodproto.encode(iodproto.reply(
                 msg, errno.EMSGSIZE, message="answer too large for UDP; ask over TCP"), self.keys)
         return data
+
+    def _plain_pong(self, msg, job):
+        """A PING over UDP without a fresh stamp: its source may be forged, so
+        its PONG is never spoofed, never larger than the PING (which must be
+        padded to PLAIN_PING_SIZE), and rate-limited. Unsigned PINGs get an
+        unsigned PONG."""
+        if len(job.frame) < iodproto.PLAIN_PING_SIZE:
+            self.counters.add("dropped_short_ping")
+            return None
+        with self._bucket_lock:
+            allowed = self.pong_bucket.take(time.monotonic())
+        if not allowed:
+            self.counters.add("dropped_rate_limited")
+            return None
+        if msg.spoof_from is not None:   # only an unsigned PING gets here with one
+            self.counters.add("refused_spoof")
+        self.counters.add("ping" if msg.authenticated else "ping_unauthenticated")
+        return iodproto.encode(self.pong(msg), self.keys if msg.authenticated else None)
 
     def _answer(self, job, data):
         if job.conn is not None:
@@ -320,6 +395,7 @@ class Iod:
         # metaserver already clamped count to the file's size.
         short = msg.count - len(data)
         if msg.client is None:
+            self.counters.add("read_bytes", msg.count)
             return iodproto.reply(msg, data=data + bytes(short) if short else data)
         self._spoof(source, client, (msg.head, data, bytes(short + pad)))
         self.counters.add("read_bytes", msg.count)
@@ -376,7 +452,7 @@ class Iod:
         total, _, avail, *_ = self.store.statvfs()
         # free = what this (unprivileged) iod may still use
         return Message(Op.PONG, msg.id, version=VERSION, uptime=time.monotonic() - self.started,
-                       free=avail, total=total, verifier=self.verifier)
+                       free=avail, total=total, verifier=self.verifier, time=time.time())
 
     def _ping(self, msg, job):
         pong = self.pong(msg)
@@ -384,8 +460,61 @@ class Iod:
             return pong
         if job.conn is not None:
             raise ValueError("a spoofed PONG goes to a UDP port: send the PING over UDP")
+        if not self.pong_allowed(job.peer[0]):
+            self.counters.add("refused_spoof")
+            raise OSError(errno.EACCES, f"no spoofed PONG to {job.peer[0]}: not in this iod's "
+                                        f"--pong-allow")
         self._spoof(msg.spoof_from, job.peer, (iodproto.encode(pong, self.keys),))
         return None
+
+    def pong_allowed(self, ip):
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.config.pong_allow)
+
+    # -- key rotation ----------------------------------------------------------
+
+    def reload_keys(self):
+        """SIGHUP: take the key file's keys (Keys.update: every thread signs
+        and verifies with them from its next frame). Returns whether it did."""
+        path = self.config.key_path
+        if path is None:
+            log.warning("SIGHUP: no key file to reload")
+            return False
+        try:
+            try:
+                keys = keyfile.load(path)
+            except PermissionError:
+                keys = self._reload_from_descriptor(path)
+        except (OSError, keyfile.KeyFileError) as e:
+            log.error("SIGHUP: cluster key not reloaded, keeping the keys in use: %s", e)
+            return False
+        self.keys.update(keys)
+        log.info("SIGHUP: cluster key reloaded: signing with key id %d, accepting key ids %s",
+                 keys.current_id, ", ".join(str(k) for k in sorted(keys.by_id)))
+        return True
+
+    def _reload_from_descriptor(self, path):
+        if self.key_fd is None:
+            raise keyfile.KeyFileError(f"{path}: cannot open it any more (not root)")
+        st = os.fstat(self.key_fd)
+        try:
+            now = os.stat(path)
+        except OSError as e:
+            now = None
+            log.warning("SIGHUP: cannot tell whether %s was replaced (%s): reading the file "
+                        "opened at start, which only an in-place rewrite changes", path,
+                        e.strerror)
+        if now is not None and (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise keyfile.KeyFileError(
+                f"{path} was replaced by another file, which this iod (no longer root) cannot "
+                f"open: rewrite the key file in place (cat new > {path}) or restart the iod")
+        if st.st_mode & 0o077:
+            raise keyfile.KeyFileError(f"{path}: others may read it; chmod 600 it")
+        data = os.pread(self.key_fd, 1 << 16, 0)
+        return keyfile.parse(data.decode(errors="replace"), path)
 
     # -- trio side -----------------------------------------------------------
 
@@ -397,12 +526,20 @@ class Iod:
             self.threads.append(t)
         self.udp_sock.setblocking(False)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.tcp_sock))
+        # trio re-raises the signals still pending when the receiver closes;
+        # a SIGUSR1 or SIGHUP racing SIGTERM must not then kill the iod.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         try:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as sigs:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,
+                                           signal.SIGHUP) as sigs:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._serve_udp, self.udp_sock)
                     nursery.start_soon(self._serve_tcp, listener)
                     nursery.start_soon(self._stats_loop)
+                    if self.metrics_sock is not None:
+                        from iod.metrics import serve_metrics
+                        await nursery.start(serve_metrics, self)
                     host, port = self.udp_sock.getsockname()[:2]
                     slot = self.config.ip_id_slot
                     log.info("iod %s serving %s on %s:%d (UDP and TCP) as uid %d; %d I/O threads; "
@@ -411,9 +548,15 @@ class Iod:
                              slot.low, slot.high - 1, slot.index, slot.count,
                              self.verifier.hex())
                     task_status.started()
+                    if self.config.secure_port:
+                        log.info("--secure-port: taking connections and frames only from "
+                                 "ports below 1024")
                     async for signum in sigs:
                         if signum == signal.SIGUSR1:
                             self.log_counters()
+                            continue
+                        if signum == signal.SIGHUP:
+                            await trio.to_thread.run_sync(self.reload_keys)
                             continue
                         log.info("%s: stopping", signal.Signals(signum).name)
                         nursery.cancel_scope.cancel()
@@ -453,6 +596,7 @@ class Iod:
         fixed_local = None if bound in ("0.0.0.0", "") else bound
         cmsg_space = socket.CMSG_SPACE(_in_pktinfo.size)
         recvmsg, burst = sock.recvmsg, 0
+        secure = self.config.secure_port
         while True:
             try:
                 data, ancdata, _, peer = recvmsg(UDP_MAX_DATAGRAM, cmsg_space)
@@ -474,9 +618,15 @@ class Iod:
                 burst = 0
                 await trio.sleep(0)
             self.counters.add("udp_frames")
+            if secure and peer[1] >= PRIVILEGED_PORTS:
+                self.counters.add("dropped_insecure_port")
+                self.errors(logging.WARNING, "insecure udp", "--secure-port: dropping frames "
+                            "from %s:%d, not a port below 1024 (more are counted, not logged)",
+                            peer[0], peer[1])
+                continue
             local = fixed_local or _pktinfo_dst(ancdata)
             if not _plausible(data):
-                self.counters.add("dropped_bad_frame")
+                self.counters.add("dropped_malformed")
                 continue
             if not self.queue.put_nowait(_Job(data, None, peer[:2], local), len(data)):
                 self.counters.add("dropped_queue_full")
@@ -504,9 +654,19 @@ class Iod:
         except OSError:
             slots.release()
             return
+        if self.config.secure_port and peer[1] >= PRIVILEGED_PORTS:
+            self.counters.add("dropped_insecure_port")
+            self.errors(logging.WARNING, "insecure tcp", "--secure-port: refusing a connection "
+                        "from %s:%d, not a port below 1024 (more are counted, not logged)",
+                        peer[0], peer[1])
+            slots.release()
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            return
         conn = _Connection(peer, self.config.tcp_inflight)
         log.info("connection from %s:%d", *peer)
         reason = "closed by peer"
+        self.connections += 1
         try:
             async with stream, trio.open_nursery() as nursery:
                 nursery.start_soon(self._connection_writer, stream, conn, nursery.cancel_scope)
@@ -537,6 +697,7 @@ class Iod:
                                 pass
                 nursery.cancel_scope.cancel()
         finally:
+            self.connections -= 1
             conn.send_channel.close()
             slots.release()
             log.info("connection from %s:%d ended: %s", peer[0], peer[1], reason)
@@ -637,8 +798,24 @@ def start(config):
     except PermissionError:
         raise StartupError("cannot open a raw socket: the iod needs root (or CAP_NET_RAW) at "
                            "start to spoof replies") from None
+    if config.secure_port and config.port >= PRIVILEGED_PORTS:
+        raw.close()
+        raise StartupError(f"--secure-port needs --port below 1024 (not {config.port}): the "
+                           f"point is that only root can listen there")
     udp, tcp = bind_sockets(config.listen, config.port)
+    extra = []
     try:
+        key_fd = None
+        if config.key_path is not None:
+            try:
+                key_fd = os.open(config.key_path, os.O_RDONLY | os.O_CLOEXEC)
+                extra.append(key_fd)
+            except OSError as e:
+                raise StartupError(f"{config.key_path}: {e.strerror}") from None
+        metrics_sock = None
+        if config.metrics is not None:
+            metrics_sock = bind_metrics(*config.metrics)
+            extra.append(metrics_sock)
         try:
             mtus = RouteMtu()
         except OSError as e:
@@ -660,9 +837,23 @@ def start(config):
     except BaseException:
         for s in (raw, udp, tcp):
             s.close()
+        for x in extra:
+            if isinstance(x, int):
+                os.close(x)
+            else:
+                x.close()
         raise
     spoofer = Spoofer(config.ip_id_slot, sock=raw, mtus=mtus)
-    return Iod(config, store, spoofer, udp, tcp)
+    return Iod(config, store, spoofer, udp, tcp, key_fd=key_fd, metrics_sock=metrics_sock)
+
+
+def bind_metrics(host, port):
+    """The --metrics listening socket (bound while root: any port works)."""
+    try:
+        sock = socket.create_server((host, port), family=socket.AF_INET, backlog=16)
+    except OSError as e:
+        raise StartupError(f"--metrics {host}:{port}: cannot listen: {e.strerror}") from None
+    return sock
 
 
 def run(config):
@@ -674,3 +865,7 @@ def run(config):
         iod.store.close()
         iod.udp_sock.close()
         iod.tcp_sock.close()
+        if iod.metrics_sock is not None:
+            iod.metrics_sock.close()
+        if iod.key_fd is not None:
+            os.close(iod.key_fd)

@@ -50,10 +50,12 @@ class Tcp:
         self.reader = iodproto.FrameReader()
         self.frames = []
         self.next_id = 1
+        self.sequencer = iodproto.Sequencer()   # requests are stamped (replay protection)
 
     def send(self, op, **fields):
         self.next_id += 1
-        self.sock.sendall(iodproto.encode(Message(op, self.next_id, **fields), self.keys))
+        stamp = None if op == Op.PING else self.sequencer.stamp(time.time())
+        self.sock.sendall(iodproto.encode(Message(op, self.next_id, stamp, **fields), self.keys))
 
     def receive(self):
         while not self.frames:
@@ -99,11 +101,12 @@ def spoofed(keys, size, seconds, count, window=16):
     offsets = range(0, size - count + 1, count)
     n = 0
     lost = 0
+    sequencer = iodproto.Sequencer()
 
     def ask():
         nonlocal n
         req.sendto(iodproto.encode(Message(
-            Op.READ, n + 1, ino=1, seed=1, offset=offsets[n % len(offsets)], count=count,
+            Op.READ, n + 1, sequencer.stamp(time.time()), ino=1, seed=1, offset=offsets[n % len(offsets)], count=count,
             client=client.getsockname(), source=("127.0.0.9", 2049), head=HEAD), keys),
             ("127.0.0.1", PORT))
         n += 1

@@ -270,6 +270,12 @@ def _iods(datapath):
             "restarts": link.restarts, "timeouts": link.timeouts,
             # Direct purges (--unlinkd off) wait per iod in the data path.
             "purge_queued": queued[link.index],
+            # Counted at the metaserver's end of the link (nfspd/iodlink.py).
+            "requests": link.requests, "read_bytes": link.read_bytes,
+            "written_bytes": link.written_bytes, "bytes_out": link.bytes_out,
+            "bytes_in": link.bytes_in,
+            "clock_offset": (round(link.clock_offset, 3) if link.clock_offset is not None
+                             else None),
         })
     return out
 

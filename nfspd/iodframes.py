@@ -8,6 +8,10 @@ once per key instead of once per frame (hmac.new costs ~10 us of key setup
 with OpenSSL 3, more than hashing a READ frame). The values come from the
 metaserver itself (metafile, decoded NFS arguments, socket addresses), so the
 generic type checks would only re-check what is already known.
+
+Every method takes ``stamp``, the [sender, seq, time] list of
+iodproto.Sequencer.stamp_list (None: no stamp). The key is prepared again when
+the Keys object was updated (a reloaded key file).
 """
 
 import hashlib
@@ -21,17 +25,26 @@ _BLOCK = 64  # SHA-256 block size
 
 class Signer:
     def __init__(self, keys):
-        key = keys.current
+        self._keys = keys
+        self._generation = None
+        self._prepare()
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+
+    def _prepare(self):
+        keys = self._keys
+        self._generation = keys.generation
+        key_id, key = keys.signing
         if len(key) > _BLOCK:
             key = hashlib.sha256(key).digest()
         key = key.ljust(_BLOCK, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-        self._key_id = keys.current_id
-        self._pack = msgpack.Packer(use_bin_type=True).pack
+        self._key_id = key_id
 
     def encode(self, body):
-        """A frame for ``body``, the msgpack map {"op", "id", fields...}."""
+        """A frame for ``body``, the msgpack map {"op", "id", ["stamp"], fields...}."""
+        if self._generation != self._keys.generation:
+            self._prepare()
         packed = self._pack(body)
         if len(packed) > MAX_BODY:
             raise IodProtoError(f"body of {len(packed)} bytes exceeds {MAX_BODY}")
@@ -43,30 +56,46 @@ class Signer:
         outer.update(inner.digest())
         return b"".join((header, packed, outer.digest()))
 
-    def ping(self, msg_id):
-        return self.encode({"op": Op.PING.value, "id": msg_id, "spoof_from": None})
+    @staticmethod
+    def _head(op, msg_id, stamp):
+        if stamp is None:
+            return {"op": op.value, "id": msg_id}
+        return {"op": op.value, "id": msg_id, "stamp": stamp}
 
-    def read(self, msg_id, ino, seed, offset, count, client=None, source=None, head=b""):
-        return self.encode({"op": Op.READ.value, "id": msg_id, "ino": ino, "seed": seed,
-                            "offset": offset, "count": count, "client": _addr(client),
-                            "source": _addr(source), "head": head})
+    def ping(self, msg_id, stamp=None):
+        body = self._head(Op.PING, msg_id, stamp)
+        body["spoof_from"] = None
+        body["pad"] = None
+        return self.encode(body)
+
+    def read(self, msg_id, ino, seed, offset, count, client=None, source=None, head=b"",
+             stamp=None):
+        body = self._head(Op.READ, msg_id, stamp)
+        body.update(ino=ino, seed=seed, offset=offset, count=count, client=_addr(client),
+                    source=_addr(source), head=head)
+        return self.encode(body)
 
     def write(self, msg_id, ino, seed, offset, data, stable, client=None, source=None,
-              reply=None):
-        return self.encode({"op": Op.WRITE.value, "id": msg_id, "ino": ino, "seed": seed,
-                            "offset": offset, "data": data, "stable": stable,
-                            "client": _addr(client), "source": _addr(source), "reply": reply})
+              reply=None, stamp=None):
+        body = self._head(Op.WRITE, msg_id, stamp)
+        body.update(ino=ino, seed=seed, offset=offset, data=data, stable=stable,
+                    client=_addr(client), source=_addr(source), reply=reply)
+        return self.encode(body)
 
-    def commit(self, msg_id, ino, seed):
-        return self.encode({"op": Op.COMMIT.value, "id": msg_id, "ino": ino, "seed": seed})
+    def commit(self, msg_id, ino, seed, stamp=None):
+        body = self._head(Op.COMMIT, msg_id, stamp)
+        body.update(ino=ino, seed=seed)
+        return self.encode(body)
 
-    def truncate(self, msg_id, ino, seed, size):
-        return self.encode({"op": Op.TRUNCATE.value, "id": msg_id, "ino": ino, "seed": seed,
-                            "size": size})
+    def truncate(self, msg_id, ino, seed, size, stamp=None):
+        body = self._head(Op.TRUNCATE, msg_id, stamp)
+        body.update(ino=ino, seed=seed, size=size)
+        return self.encode(body)
 
-    def purge(self, msg_id, files):
-        return self.encode({"op": Op.PURGE.value, "id": msg_id,
-                            "files": [[ino, seed] for ino, seed in files]})
+    def purge(self, msg_id, files, stamp=None):
+        body = self._head(Op.PURGE, msg_id, stamp)
+        body["files"] = [[ino, seed] for ino, seed in files]
+        return self.encode(body)
 
 
 def _addr(a):

@@ -7,22 +7,41 @@ closes, a frame that does not verify, or a PONG missing for ``ping_timeout``
 takes the link down: waiting requests fail at once with IodUnavailable (the
 NFS layer answers JUKEBOX), and the link reconnects with a bounded exponential
 backoff. Each transition is logged once, not once per request.
+
+Stamps (replay protection, common/iodproto.py): every request frame is
+stamped when it joins the outbox, so sequence numbers leave in order on the
+connection however long callers waited for an in-flight token; ``submit``
+takes a function of the stamp that builds the frame. Forwarded (UDP) frames
+have a sequencer of their own (``forward_stamp``). Both stamp in the iod's
+time: its PONGs carry its clock, and the offset from ours is added (so clock
+skew between the metaserver and an iod never gets frames refused).
+
+An iod listening below 1024 (iod --secure-port) is connected to from a port
+below 1024 too (tools/rpcclient.bind_reserved, as kernel NFS clients do).
+
+Counters for `nfsp status` and metrics: ``requests`` (request frames sent,
+forwards included), ``bytes_out``/``bytes_in`` (frame bytes each way),
+``read_bytes``/``written_bytes`` (file data the iod served, counted by
+nfspd/iodpath.py).
 """
 
 import errno
 import logging
 import math
 import socket
+import time
 
 import trio
 
 from common import iodproto
 from common.iodproto import IodProtoError, Op
 from nfspd.iodframes import Signer
+from unlinkd.iodclient import open_iod_stream
 
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 1 << 20
+CLOCK_WARN = 5.0  # seconds of clock difference with an iod worth a log line
 
 
 class IodUnavailable(OSError):
@@ -76,6 +95,13 @@ class IodLink:
         self.restarts = 0        # verifier changes seen
         self.timeouts = 0
         self.rtt = None          # seconds, PING to PONG, last heartbeat (`nfsp status`)
+        self.clock_offset = None  # the iod's wall clock minus ours, from the last PONG
+        self.sequencer = iodproto.Sequencer()       # frames on the TCP connection
+        self.fwd_sequencer = iodproto.Sequencer()   # frames forwarded over UDP
+        self.requests = 0
+        self.bytes_out = self.bytes_in = 0
+        self.read_bytes = self.written_bytes = 0
+        self.reserved_port = None  # whether the last connection came from a port < 1024
         self._stream = None
         self._outbox = []
         self._outbox_ready = trio.Event()
@@ -96,8 +122,10 @@ class IodLink:
     async def submit(self, msg_id, frame):
         """Queue ``frame`` (carrying request id ``msg_id``) for sending and
         return the slot its answer will fill; several submitted at once travel
-        together and are answered in parallel. Every slot must be given back
-        with release(). Raises IodUnavailable when the link is down."""
+        together and are answered in parallel. ``frame`` is bytes, or a
+        function of a stamp (keyword ``stamp``) returning them, called once
+        the frame's turn has come. Every slot must be given back with
+        release(). Raises IodUnavailable when the link is down."""
         if not self.up:
             raise IodUnavailable(self)
         try:
@@ -107,7 +135,18 @@ class IodLink:
         if not self.up or self._stream is None:
             self._inflight.release()
             raise IodUnavailable(self)
+        if not isinstance(frame, (bytes, bytearray)):
+            try:
+                frame = frame(stamp=self.sequencer.stamp_list(time.time()))
+            except BaseException:
+                self._inflight.release()
+                raise
+        self.requests += 1
         return self._enqueue(msg_id, frame, counted=True)
+
+    def forward_stamp(self):
+        """A stamp for a frame forwarded to this iod over UDP."""
+        return self.fwd_sequencer.stamp_list(time.time())
 
     def _enqueue(self, msg_id, frame, counted):
         slot = _Slot(msg_id, counted)
@@ -158,6 +197,7 @@ class IodLink:
             if not frames:
                 continue
             data = frames[0] if len(frames) == 1 else b"".join(frames)
+            self.bytes_out += len(data)
             with trio.move_on_after(self.send_timeout) as timer:
                 try:
                     await stream.send_all(data)
@@ -194,7 +234,12 @@ class IodLink:
             if not infos:
                 raise OSError(errno.EHOSTUNREACH, f"cannot resolve {self.host}")
             ip = infos[0][4][0]
-            stream = await trio.open_tcp_stream(ip, self.port)
+            stream, reserved = await open_iod_stream(ip, self.port)
+        if reserved is False and self.reserved_port is not False:
+            log.warning("iod %s listens below 1024 (--secure-port?) but no port below 1024 "
+                        "could be bound here (not root?): connecting from an ordinary port",
+                        self.name)
+        self.reserved_port = reserved
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return ip, stream
 
@@ -240,8 +285,11 @@ class IodLink:
             while True:
                 data = await stream.receive_some(RECV_SIZE)
                 if not data:
-                    self._lose("connection closed by the iod")
+                    self._lose("connection closed by the iod" + (
+                        " (it takes connections only from ports below 1024 with "
+                        "--secure-port: is nfspd root?)" if self.reserved_port is False else ""))
                     return
+                self.bytes_in += len(data)
                 for frame in reader.feed(data):
                     msg = iodproto.decode(frame, self.keys)
                     slot = self._waiting.get(msg.id)
@@ -258,6 +306,7 @@ class IodLink:
             msg_id = self.next_id()
             pong = None
             sent = trio.current_time()
+            wall_sent = time.time()
             slot = self._enqueue(msg_id, self.signer.ping(msg_id), counted=False)
             try:
                 with trio.move_on_after(self.ping_timeout):
@@ -271,10 +320,20 @@ class IodLink:
                 self._lose(f"no PONG within {self.ping_timeout:g}s")
                 return
             self.rtt = trio.current_time() - sent
+            if pong.time is not None:
+                self._set_clock(pong.time - (wall_sent + time.time()) / 2)
             self._set_up(pong)
             await trio.sleep(self.ping_interval)
 
     # -- state -------------------------------------------------------------------
+
+    def _set_clock(self, offset):
+        before = self.clock_offset
+        self.clock_offset = offset
+        self.sequencer.offset = self.fwd_sequencer.offset = offset
+        if abs(offset) >= CLOCK_WARN and (before is None or abs(before) < CLOCK_WARN / 2):
+            log.warning("iod %s (#%d): its clock is %+.1f s off ours; frames to it are stamped "
+                        "in its time, but run NTP on every node", self.name, self.index, offset)
 
     def _set_up(self, pong):
         self.version, self.free, self.total = pong.version, pong.free, pong.total

@@ -26,10 +26,18 @@ metaserver, whose unsynced metafile sizes die with it) restarts.
 
 Generation 0 means "created without iods": such files stay in the local store
 (``local``, a LocalDataPath) if there is one.
+
+Every request frame is stamped against replays (common/iodproto.py): frames
+over a link are built when their turn on the connection comes (a partial of
+the Signer method, see IodLink.submit), forwarded frames by the link's
+forwarding sequencer as they leave. reload_keys() takes a re-read key file
+(nfspd's SIGHUP). With an iod listening below 1024 (iod --secure-port) the
+forwarding socket is bound below 1024 too.
 """
 
 import collections
 import errno
+import functools
 import hashlib
 import itertools
 import logging
@@ -45,6 +53,7 @@ from common.iodproto import IodProtoError, Op
 from nfspd.datapath import DataPath
 from nfspd.iodframes import Signer
 from nfspd.iodlink import IodLink, IodUnavailable
+from unlinkd.iodclient import PRIVILEGED_PORTS, reserve_port
 
 log = logging.getLogger(__name__)
 
@@ -199,18 +208,21 @@ class IodDataPath(DataPath):
         pieces = striping.split(offset, count, meta.stripe_unit, meta.seed, len(links))
         self.counters["relayed_reads"] += 1
         requests = []
+        read = self.signer.read
         for piece in pieces:
             link = links[piece.iod]
             msg_id = link.next_id()
-            frame = self.signer.read(msg_id, ino, meta.seed, piece.offset, piece.length)
-            requests.append((link, msg_id, frame))
+            requests.append((link, msg_id, functools.partial(
+                read, msg_id, ino, meta.seed, piece.offset, piece.length)))
         replies = await self._gather(requests, self.request_timeout, "READ")
         if len(pieces) == 1:
             data = _data(links[pieces[0].iod], replies[0], count)
+            links[pieces[0].iod].read_bytes += count
             return data if len(data) == count else data + bytes(count - len(data))
         buf = bytearray(count)  # what an iod does not send stays zeros (holes, datafile end)
         for piece, reply in zip(pieces, replies):
             data = _data(links[piece.iod], reply, piece.length)
+            links[piece.iod].read_bytes += piece.length
             start = piece.offset - offset
             buf[start:start + len(data)] = data
         return buf
@@ -225,15 +237,18 @@ class IodDataPath(DataPath):
         view = memoryview(data)
         self.counters["relayed_writes"] += 1
         requests = []
-        for piece in striping.split(offset, len(data), meta.stripe_unit, meta.seed, len(links)):
+        pieces = striping.split(offset, len(data), meta.stripe_unit, meta.seed, len(links))
+        for piece in pieces:
             start = piece.offset - offset
             link = links[piece.iod]
             msg_id = link.next_id()
-            requests.append((link, msg_id, self.signer.write(
-                msg_id, ino, meta.seed, piece.offset, view[start:start + piece.length],
-                bool(stable))))
+            requests.append((link, msg_id, functools.partial(
+                self.signer.write, msg_id, ino, meta.seed, piece.offset,
+                view[start:start + piece.length], bool(stable))))
         await self._gather(requests, self.sync_timeout if stable else self.request_timeout,
                            "WRITE")
+        for piece in pieces:
+            links[piece.iod].written_bytes += piece.length
 
     async def commit(self, meta, ino):
         local = self._local_for(meta)
@@ -242,7 +257,8 @@ class IodDataPath(DataPath):
         requests = []
         for link in self._links(meta):
             msg_id = link.next_id()
-            requests.append((link, msg_id, self.signer.commit(msg_id, ino, meta.seed)))
+            requests.append((link, msg_id,
+                             functools.partial(self.signer.commit, msg_id, ino, meta.seed)))
         await self._gather(requests, self.sync_timeout, "COMMIT")
 
     async def truncate(self, meta, ino, size):
@@ -252,7 +268,8 @@ class IodDataPath(DataPath):
         requests = []
         for link in self._links(meta):
             msg_id = link.next_id()
-            requests.append((link, msg_id, self.signer.truncate(msg_id, ino, meta.seed, size)))
+            requests.append((link, msg_id, functools.partial(
+                self.signer.truncate, msg_id, ino, meta.seed, size)))
         await self._gather(requests, self.sync_timeout, "TRUNCATE")
 
     def space(self):
@@ -285,8 +302,12 @@ class IodDataPath(DataPath):
         if link is None or not _spoofable(link, client, local):
             return False
         msg_id = next(self._ids)
-        frame = self.signer.read(msg_id, ino, meta.seed, offset, count, client, local, head)
-        return self._send_forward(link, msg_id, frame, client, local, on_error, "reads")
+        frame = self.signer.read(msg_id, ino, meta.seed, offset, count, client, local, head,
+                                 stamp=link.forward_stamp())
+        if not self._send_forward(link, msg_id, frame, client, local, on_error, "reads"):
+            return False
+        link.read_bytes += count
+        return True
 
     def forward_write(self, meta, ino, offset, data, stable, reply, client, local, on_error):
         link = self._forward_link(meta, offset, len(data))
@@ -296,10 +317,13 @@ class IodDataPath(DataPath):
             return False
         msg_id = next(self._ids)
         frame = self.signer.write(msg_id, ino, meta.seed, offset, data, bool(stable), client,
-                                  local, reply)
+                                  local, reply, stamp=link.forward_stamp())
         if len(frame) > MAX_FORWARD_FRAME:
             return False
-        return self._send_forward(link, msg_id, frame, client, local, on_error, "writes")
+        if not self._send_forward(link, msg_id, frame, client, local, on_error, "writes"):
+            return False
+        link.written_bytes += len(data)
+        return True
 
     def _send_forward(self, link, msg_id, frame, client, local, on_error, kind):
         try:
@@ -310,6 +334,8 @@ class IodDataPath(DataPath):
             log.debug("forward to iod %s failed (%s); relaying", link.name, e)
             return False
         self.counters["forwarded_" + kind] += 1
+        link.requests += 1
+        link.bytes_out += len(frame)
         table = self._forwarded
         now = trio.current_time()
         table[msg_id] = (now + self.forward_ttl, client, local, on_error)
@@ -414,7 +440,7 @@ class IodDataPath(DataPath):
             batch = [queue[k] for k in range(min(len(queue), self.purge_batch))]
             msg_id = link.next_id()
             try:
-                await self._call(link, msg_id, self.signer.purge(msg_id, batch),
+                await self._call(link, msg_id, functools.partial(self.signer.purge, msg_id, batch),
                                  self.sync_timeout, "PURGE")
             except OSError as e:
                 self._warn(("purge", i), "PURGE to iod %s failed: %s (will retry)", link.name, e)
@@ -444,7 +470,15 @@ class IodDataPath(DataPath):
                 sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
             except OSError:
                 pass
-        sock.bind((self.bind, 0))
+        if any(link.port < PRIVILEGED_PORTS for link in self.links):
+            # iods with --secure-port take frames only from ports below 1024.
+            if not reserve_port(sock, self.bind):
+                log.warning("some iods listen below 1024 (--secure-port?) but no port below "
+                            "1024 could be bound for forwarding (not root?): their UDP "
+                            "requests may be refused")
+                sock.bind((self.bind, 0))
+        else:
+            sock.bind((self.bind, 0))
         self._fwd_sock = sock
         try:
             async with trio.open_nursery() as nursery:
@@ -464,13 +498,24 @@ class IodDataPath(DataPath):
             self._fwd_sock = None
             sock.close()
 
+    def reload_keys(self, keys):
+        """Sign with (and accept) the keys of a re-read key file from now on:
+        every link, and the frames being built, share this Keys object."""
+        self.keys.update(keys)
+        log.info("cluster key reloaded: signing with key id %d, accepting %s",
+                 keys.current_id, ", ".join(str(k) for k in sorted(keys.by_id)))
+
     def status(self):
         """For logs and `nfsp status`."""
         return {"layout_gen": self.layout_gen, "stripe_unit": self.stripe_unit,
                 "verifier": self._verifier.hex(),
                 "iods": [{"name": link.name, "state": link.state, "restarts": link.restarts,
                           "timeouts": link.timeouts, "free": link.free, "total": link.total,
-                          "purge_pending": len(self._purges[link.index])}
+                          "purge_pending": len(self._purges[link.index]),
+                          "requests": link.requests, "bytes_out": link.bytes_out,
+                          "bytes_in": link.bytes_in, "read_bytes": link.read_bytes,
+                          "written_bytes": link.written_bytes,
+                          "clock_offset": link.clock_offset}
                          for link in self.links],
                 "counters": dict(self.counters)}
 

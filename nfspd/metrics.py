@@ -3,6 +3,11 @@ counters `nfsp status` shows, as metrics, for a monitoring system to scrape.
 
 HTTP/1.0-style and minimal on purpose: GET /metrics answers, anything else is
 404, one request per connection, requests and connections bounded.
+
+The iod's endpoint (iod/metrics.py) is the same server with its own page:
+Exposition writes the text format, MetricsServer serves whatever its
+``render`` makes of ``status()``, on a socket of its own or one bound earlier
+(the iod binds before dropping root).
 """
 
 import logging
@@ -29,11 +34,15 @@ def _num(v):
     return v
 
 
-def render(st):
-    """Prometheus text exposition format of a status dict (nfspd/admin.py)."""
-    out = []
+class Exposition:
+    """Prometheus text exposition format, one metric family at a time."""
 
-    def metric(name, kind, help_text, samples):
+    def __init__(self):
+        self.lines = []
+
+    def metric(self, name, kind, help_text, samples):
+        """``samples``: (labels dict, value) pairs; a None value is left out."""
+        out = self.lines
         out.append(f"# HELP {name} {help_text}")
         out.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
@@ -42,6 +51,15 @@ def render(st):
                 continue
             lab = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
             out.append(f"{name}{{{lab}}} {value}" if lab else f"{name} {value}")
+
+    def text(self):
+        return "\n".join(self.lines) + "\n"
+
+
+def render(st):
+    """Prometheus text exposition format of a status dict (nfspd/admin.py)."""
+    page = Exposition()
+    metric = page.metric
 
     metric("nfsp_uptime_seconds", "gauge", "Seconds since nfspd started.", [({}, st["uptime"])])
     metric("nfsp_info", "gauge", "nfspd version.", [({"version": st["version"]}, 1)])
@@ -59,6 +77,21 @@ def render(st):
            [(lab, i["restarts"]) for lab, i in by])
     metric("nfsp_iod_timeouts_total", "counter", "Requests to the iod that timed out.",
            [(lab, i["timeouts"]) for lab, i in by])
+    metric("nfsp_iod_requests_total", "counter",
+           "Request frames sent to the iod (relayed over TCP and forwarded over UDP).",
+           [(lab, i.get("requests")) for lab, i in by])
+    metric("nfsp_iod_read_bytes_total", "counter",
+           "File data the iod served for reads (relayed, or sent to UDP clients directly).",
+           [(lab, i.get("read_bytes")) for lab, i in by])
+    metric("nfsp_iod_written_bytes_total", "counter", "File data sent to the iod to write.",
+           [(lab, i.get("written_bytes")) for lab, i in by])
+    metric("nfsp_iod_frame_bytes_total", "counter",
+           "Bytes of iod protocol frames exchanged with the iod, by direction.",
+           [({**lab, "direction": d}, i.get(k)) for lab, i in by
+            for d, k in (("out", "bytes_out"), ("in", "bytes_in"))])
+    metric("nfsp_iod_clock_offset_seconds", "gauge",
+           "The iod's wall clock minus the metaserver's, from the last PONG.",
+           [(lab, i.get("clock_offset")) for lab, i in by])
     p = st["purges"]
     metric("nfsp_purges_pending", "gauge", "Deleted files' stripes not yet purged.",
            [({}, p["pending"])] + [({"iod": k}, v["pending"])
@@ -76,21 +109,29 @@ def render(st):
     metric("nfsp_rpc_total", "counter", "RPC dispatcher events by program.", samples)
     metric("nfsp_data_path_total", "counter", "Data path events.",
            [({"event": k}, v) for k, v in sorted(st["counters"]["data"].items())])
-    return "\n".join(out) + "\n"
+    return page.text()
 
 
 class MetricsServer:
-    """``status`` is a function returning the status dict."""
+    """``status`` is a function returning what ``render`` turns into the page;
+    ``sock``, a listening stdlib socket bound earlier, instead of binding
+    host:port in run()."""
 
-    def __init__(self, host, port, status):
+    def __init__(self, host, port, status, render=render, sock=None, logger=None):
         self.host, self.port = host, port
         self.status = status
+        self.render = render
+        self.sock = sock
+        self.log = logger or log
         self._slots = trio.CapacityLimiter(MAX_CONNECTIONS)
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED):
-        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+        if self.sock is not None:
+            listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(self.sock))]
+        else:
+            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
         self.port = listeners[0].socket.getsockname()[1]
-        log.info("Prometheus metrics on http://%s:%d/metrics", self.host, self.port)
+        self.log.info("Prometheus metrics on http://%s:%d/metrics", self.host, self.port)
         async with trio.open_nursery() as nursery:
             task_status.started(self)
             for listener in listeners:
@@ -127,7 +168,7 @@ class MetricsServer:
                     if parts[1].split(b"?")[0] != b"/metrics":
                         await stream.send_all(_response(404, "try /metrics\n"))
                         return
-                    body = render(self.status())
+                    body = self.render(self.status())
                     await stream.send_all(_response(200, body, head_only=parts[0] == b"HEAD"))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass

@@ -125,6 +125,11 @@ class UnlinkdProcess:
             await trio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
+    def reload(self):
+        """Pass nfspd's SIGHUP on: unlinkd re-reads its key file."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGHUP)
+
     async def _stop(self):
         proc = self.process
         try:

@@ -97,6 +97,7 @@ class Metaserver:
         self.handle_key = load_or_create_key(os.path.join(config.state_dir, "handle.key"))
         self.datapath = self._datapath()
         self.purges = None
+        self.unlinkd = None
         self.purge = self._purge_sink()
         self._filesystems = weakref.WeakSet()  # every MetaFS made, for status()
         self.registry = ExportRegistry(config.exports, self._make_fs,
@@ -179,7 +180,7 @@ class Metaserver:
                 log.info("data on %d iods (layout generation %d, stripe unit %d)",
                          len(self.datapath.links), self.datapath.layout_gen, c.stripe_unit)
                 if self.purges is not None and c.unlinkd == "spawn":
-                    await nursery.start(
+                    self.unlinkd = await nursery.start(
                         spawn_unlinkd(self.purges.directory, c.iods, c.key).run)
             await nursery.start(serve_udp, nfs_udp, self.nfs, lim)
             await nursery.start(serve_tcp, nfs_tcp, self.nfs, lim)
@@ -234,15 +235,33 @@ class Metaserver:
         return None
 
     async def _signals(self, cancel_scope):
+        # trio re-raises the signals still pending when the receiver closes: a
+        # SIGHUP racing SIGTERM must not turn a clean stop into a kill.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     if self.registry.reload():
                         log.info("exports reloaded: %s", ", ".join(self.registry.export_paths()))
+                    self._reload_keys()
                 else:
                     log.info("%s: shutting down", signal.Signals(signum).name)
                     cancel_scope.cancel()
                     return
+
+    def _reload_keys(self):
+        """Key rotation without downtime: the iods accept the old and the new
+        key during a switch, so nfspd and its unlinkd re-read theirs here."""
+        if not isinstance(self.datapath, IodDataPath):
+            return
+        try:
+            keys = keyfile.load(self.config.key)
+        except (OSError, keyfile.KeyFileError) as e:
+            log.error("SIGHUP: cluster key not reloaded, still using the old one: %s", e)
+            return
+        self.datapath.reload_keys(keys)
+        if self.unlinkd is not None:
+            self.unlinkd.reload()
 
     async def _report_counters(self, period=60.0):
         """Malformed and refused messages are counted; say so in the log once a

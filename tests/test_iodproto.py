@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from common import iodproto
-from common.iodproto import FrameReader, IodProtoError, Keys, Message, Op
+from common.iodproto import (FrameReader, IodProtoError, Keys, Message, Op, ReplayGuard, Stamp,
+                             TokenBucket)
 
 KEYS = Keys.single(b"k" * 32)
 
@@ -44,8 +45,9 @@ def test_frame_layout():
 
 def test_a_frame_signed_with_another_key_is_rejected():
     frame = iodproto.encode(sample(Op.PURGE), Keys.single(b"x" * 32))
-    with pytest.raises(IodProtoError, match="authentication"):
+    with pytest.raises(IodProtoError, match="authentication") as e:
         iodproto.decode(frame, KEYS)
+    assert e.value.reason == "bad_mac"
 
 
 def test_any_flipped_bit_is_rejected():
@@ -119,3 +121,157 @@ def test_authentic_garbage_bodies_only_ever_raise_iodproto_error(blob):
         iodproto.decode(frame, KEYS)
     except IodProtoError:
         pass
+
+
+# --- stamps, unsigned frames, replay protection ------------------------------------
+
+
+def test_stamps_travel_inside_the_signed_body():
+    msg = Message(Op.WRITE, 3, Stamp(2**64 - 1, 7, 1700000000.25), ino=1, seed=2, offset=0,
+                  data=b"x", stable=False)
+    frame = iodproto.encode(msg, KEYS)
+    assert msgpack.unpackb(frame[12:-32])["stamp"] == [2**64 - 1, 7, 1700000000.25]
+    assert iodproto.decode(frame, KEYS) == msg
+    # the stamp is covered by the MAC: changing it (same length) breaks it
+    forged = frame.replace(b"\x07", b"\x08", 1)
+    assert forged != frame
+    with pytest.raises(IodProtoError):
+        iodproto.decode(forged, KEYS)
+
+
+@pytest.mark.parametrize("stamp", [[1, 2], [1, 2, "t"], [-1, 2, 3.0], [1, 2, float("nan")],
+                                   [1, 2, float("inf")], [1, 2, 3], "x"])
+def test_malformed_stamps_are_malformed(stamp):
+    with pytest.raises(IodProtoError) as e:
+        iodproto.decode(signed({"op": 5, "id": 1, "stamp": stamp, "ino": 1, "seed": 1}), KEYS)
+    assert e.value.reason == "malformed"
+
+
+def test_unsigned_ping_and_pong_only_when_allowed():
+    ping = iodproto.encode(Message(Op.PING, 9), None)
+    assert ping[6:8] == b"\x00\x01" and ping[-32:] == bytes(32)
+    with pytest.raises(IodProtoError) as e:
+        iodproto.decode(ping, KEYS)
+    assert e.value.reason == "bad_mac"
+    msg = iodproto.decode(ping, KEYS, unsigned_ok=True)
+    assert msg.op == Op.PING and not msg.authenticated
+    assert iodproto.decode(iodproto.encode(sample(Op.PING), KEYS), KEYS).authenticated
+    with pytest.raises(IodProtoError):
+        iodproto.encode(sample(Op.PURGE), None)
+    # An unsigned header around a PURGE body is refused even where unsigned PINGs are not.
+    body = msgpack.packb({"op": 7, "id": 1, "files": [[1, 2]]})
+    frame = struct.pack(">4sBBHI", b"NFSi", 1, 0, 1, len(body)) + body + bytes(32)
+    with pytest.raises(IodProtoError) as e:
+        iodproto.decode(frame, KEYS, unsigned_ok=True)
+    assert e.value.reason == "bad_mac"
+    # Nor may an unsigned frame carry a stamp: anyone could fill a guard.
+    stamped = Message(Op.PING, 9, Stamp(1, 1, 1.0))
+    with pytest.raises(IodProtoError) as e:
+        iodproto.decode(iodproto.encode(stamped, None), KEYS, unsigned_ok=True)
+    assert e.value.reason == "bad_mac"
+    unknown_flag = bytearray(iodproto.encode(sample(Op.PING), KEYS))
+    unknown_flag[7] = 2
+    with pytest.raises(IodProtoError, match="flags"):
+        iodproto.decode(bytes(unknown_flag), KEYS)
+
+
+def test_replay_guard_accepts_each_stamp_once_within_the_window():
+    g = ReplayGuard(max_skew=60, window=64)
+    now = 1000.0
+    for seq in (5, 3, 4, 7, 6, 70):
+        g.check(Stamp(1, seq, now), now)
+    for seq in (5, 3, 70):
+        with pytest.raises(IodProtoError) as e:
+            g.check(Stamp(1, seq, now), now)
+        assert e.value.reason == "replay"
+    with pytest.raises(IodProtoError, match="behind"):
+        g.check(Stamp(1, 6, now), now)      # 64 or more below the newest: refused unseen
+    g.check(Stamp(1, 8, now), now)          # 62 below: still accepted once
+    g.check(Stamp(2, 5, now), now)          # another sender has its own numbers
+
+
+def test_replay_guard_refuses_stamps_off_its_clock_by_more_than_the_skew():
+    g = ReplayGuard(max_skew=60)
+    g.check(Stamp(1, 1, 1059.0), 1000.0)
+    g.check(Stamp(1, 2, 941.0), 1000.0)
+    for when in (1061.0, 939.0):
+        with pytest.raises(IodProtoError) as e:
+            g.check(Stamp(1, 3, when), 1000.0)
+        assert e.value.reason == "stale"
+    g.check(Stamp(1, 3, 1000.0), 1000.0)   # nothing was recorded for the stale ones
+
+
+def test_replay_guard_state_is_bounded_and_an_evicted_sender_stays_refused():
+    g = ReplayGuard(max_skew=60, max_senders=3, not_before=900.0)
+    with pytest.raises(IodProtoError, match="not known"):
+        g.check(Stamp(9, 1, 899.0), 930.0)  # stamped before the iod started
+    for sender in (1, 2, 3):
+        g.check(Stamp(sender, 1, 1000.0 + sender), 1000.0)
+    g.check(Stamp(1, 2, 1004.0), 1004.0)    # sender 1 heard again: 2 is the oldest now
+    g.check(Stamp(4, 1, 1005.0), 1005.0)    # evicts 2, whose newest stamp was 1002
+    assert len(g) == 3 and g.evicted == 1 and g.floor == 1002.0
+    with pytest.raises(IodProtoError) as e:
+        g.check(Stamp(2, 1, 1002.0), 1006.0)    # its frames replayed: refused...
+    assert e.value.reason == "replay"
+    g.check(Stamp(2, 2, 1006.0), 1006.0)    # ...its new ones are fine (evicting 3)
+    assert g.evicted == 2 and g.floor == 1003.0
+    # Senders silent for longer than the skew are forgotten, not evicted:
+    # all they sent is stale by then.
+    g.check(Stamp(5, 1, 1100.0), 1100.0)
+    assert len(g) == 1 and g.evicted == 2
+    with pytest.raises(IodProtoError) as e:
+        g.check(Stamp(3, 1, 1003.0), 1100.0)
+    assert e.value.reason == "stale"
+
+
+def test_sequencer_counts_and_adds_its_offset():
+    s = iodproto.Sequencer(sender=42)
+    s.offset = -2.5
+    assert s.stamp(100.0) == Stamp(42, 1, 97.5)
+    assert s.stamp_list(100.0) == [42, 2, 97.5]
+    assert iodproto.Sequencer().sender != iodproto.Sequencer().sender
+
+
+@pytest.mark.parametrize("msg, udp, needed", [
+    (sample(Op.WRITE), False, True), (sample(Op.TRUNCATE), False, True),
+    (sample(Op.PURGE), False, True), (sample(Op.PING), False, True),      # spoof_from
+    (Message(Op.PING, 1), True, False), (sample(Op.READ), False, True),  # names a client
+    (Message(Op.READ, 1, ino=1, seed=1, offset=0, count=1), False, False),
+    (Message(Op.READ, 1, ino=1, seed=1, offset=0, count=1), True, True),
+    (sample(Op.COMMIT), False, False), (sample(Op.LIST), False, False),
+])
+def test_which_frames_need_a_stamp(msg, udp, needed):
+    assert iodproto.needs_stamp(msg, udp) is needed
+
+
+def test_token_bucket():
+    b = TokenBucket(rate=2, burst=3)
+    assert [b.take(10.0) for _ in range(4)] == [True, True, True, False]
+    assert not b.take(10.4)
+    assert b.take(10.5) and not b.take(10.5)
+    assert [b.take(100.0) for _ in range(4)] == [True, True, True, False]   # capped at burst
+    assert not b.take(50.0)          # a clock going back gives nothing
+
+
+def test_keys_update_in_place_for_every_holder():
+    from nfspd.iodframes import Signer
+    keys = Keys((1, b"o" * 32))
+    signer = Signer(keys)
+    old_frame = signer.commit(1, 2, 3)
+    keys.update(Keys((2, b"n" * 32), [(1, b"o" * 32)]))
+    assert keys.current_id == 2 and set(keys.by_id) == {1, 2} and keys.generation == 1
+    new_frame = signer.commit(1, 2, 3)
+    assert new_frame == iodproto.encode(Message(Op.COMMIT, 1, ino=2, seed=3), keys)
+    assert new_frame[5] == 2 and old_frame[5] == 1
+    for frame in (old_frame, new_frame):
+        iodproto.decode(frame, keys)
+    keys.update(Keys((2, b"n" * 32)))
+    with pytest.raises(IodProtoError):
+        iodproto.decode(old_frame, keys)
+
+
+def test_signer_stamps_as_encode_does():
+    from nfspd.iodframes import Signer
+    s = Signer(KEYS)
+    frame = s.purge(7, [(1, 2)], stamp=[5, 6, 7.5])
+    assert frame == iodproto.encode(Message(Op.PURGE, 7, Stamp(5, 6, 7.5), files=[(1, 2)]), KEYS)

@@ -124,6 +124,7 @@ def test_status_shows_mounts_rtt_and_cache_counters(cluster):
     client, root = c.connect(vers=3, transport="tcp")
     fh = client.create(root, b"f")
     client.write(fh, 0, b"x" * 100000)
+    assert client.read(fh, 0, 100000)[0] == b"x" * 100000
     for _ in range(5):
         client.getattr(fh)
     # A heartbeat has measured each link by now: the cluster is up and the
@@ -137,8 +138,16 @@ def test_status_shows_mounts_rtt_and_cache_counters(cluster):
     assert st["metafile_cache"]["lookups"] > 0
     assert st["metafile_cache"]["hits"] > 0
     assert st["drc"]["lookups"] >= 1          # CREATE is non-idempotent
+    # Requests and bytes each iod served, counted at the metaserver's links:
+    # the 100000 bytes went out in 64 KiB stripes over both iods, and back.
+    iods = st["iods"]
+    assert sum(i["written_bytes"] for i in iods) == 100000
+    assert sum(i["read_bytes"] for i in iods) == 100000
+    assert all(i["requests"] >= 2 and i["bytes_out"] > i["written_bytes"] and
+               i["bytes_in"] > 0 for i in iods), iods
     code, out, _ = run_status(c)
     assert "clients: " in out and os.path.abspath(c.export) in out
+    assert "REQUESTS  READ" in out and "WRITTEN" in out
 
 
 @pytest.fixture
@@ -174,10 +183,14 @@ def test_render_is_a_compact_table():
     st = {"version": "0.1.0", "pid": 1, "uptime": 3723.5, "layout_gen": 1, "exports": ["/e"],
           "iods": [{"index": 0, "address": "10.0.0.1:2050", "state": "up", "up": True,
                     "rtt_ms": 0.25, "free": 3 << 30, "total": 4 << 30, "restarts": 0,
-                    "timeouts": 0, "purge_queued": 0},
+                    "timeouts": 0, "purge_queued": 0, "requests": 1234,
+                    "read_bytes": 5 << 20, "written_bytes": 1536, "bytes_out": 9,
+                    "bytes_in": 9, "clock_offset": 0.001},
                    {"index": 1, "address": "10.0.0.2:2050", "state": "down", "up": False,
                     "rtt_ms": None, "free": None, "total": None, "restarts": 1,
-                    "timeouts": 2, "purge_queued": 0}],
+                    "timeouts": 2, "purge_queued": 0, "requests": 0, "read_bytes": 0,
+                    "written_bytes": 0, "bytes_out": 0, "bytes_in": 0,
+                    "clock_offset": None}],
           "purges": {"mode": "journal", "appended": 7, "kept": 7, "pending": 3,
                      "iods": {"10.0.0.1:2050": {"pending": 0},
                               "10.0.0.2:2050": {"pending": 3}}},
@@ -193,6 +206,7 @@ def test_render_is_a_compact_table():
     assert "up 01:02:03" in out and "iods: 1/2 up" in out
     assert "10.0.0.2:2050  down   -" in out
     assert "3.0 GiB / 4.0 GiB" in out
+    assert "1234      5.0 MiB  1.5 KiB" in out
     assert "purges pending: 3" in out and "10.0.0.2:2050 3" in out and "25.0% of 4" in out
     assert "n1 (10.0.1.1) /e" in out
 
@@ -263,4 +277,8 @@ def test_metrics_endpoint_serves_the_same_counters(cluster):
     assert e.value.code == 404
     _, st = status_json(c)
     assert f'nfsp_iod_free_bytes{{iod="127.0.0.1:{c.iods[0].port}"}} ' in text
+    for name in ("requests", "read_bytes", "written_bytes"):
+        assert f'nfsp_iod_{name}_total{{iod="127.0.0.1:{c.iods[0].port}"}} ' in text
+    assert f'nfsp_iod_frame_bytes_total{{iod="127.0.0.1:{c.iods[1].port}",direction="in"}} ' \
+        in text
     assert st["iods"][0]["total"] > 0

@@ -9,6 +9,16 @@ metaserver's address. That PONG arrives from ADDR:PORT at our port, which is
 why the socket is unconnected (a connected UDP socket would filter it out):
 it counts as arrived only if it verifies under the cluster key and really
 carries ADDR as source.
+
+Replay protection (common/iodproto.py): each iod gets two PINGs, one stamped
+with our clock and one without a stamp (which the iod answers through its rate
+limiter). The stamped one is refused by an iod whose clock is more than its
+--max-clock-skew away from ours: the other one's PONG then says by how much.
+The spoofed PONG is asked for in a second round, stamped in the iod's time
+(the offset its first PONG showed), and only iods whose --pong-allow covers
+this host send it. With --unauthenticated (no key) the PINGs and PONGs are
+unsigned: the iod tells only whether it is alive. An iod listening below
+1024 (--secure-port) is pinged from a port below 1024.
 """
 
 import os
@@ -20,6 +30,7 @@ import click
 
 from common import iodproto, keyfile
 from common.iodproto import IodProtoError, Message, Op
+from tools.rpcclient import bind_reserved
 
 DEFAULT_SPOOF_PORT = 2049   # what spoofed NFS replies carry: firewalls see that port
 
@@ -52,9 +63,11 @@ class Target:
     def __init__(self, name, address):
         self.name = name
         self.address = address   # resolved (ip, port)
-        self.ping_id = self.spoof_id = None
+        self.ping_id = self.spoof_id = self.plain_id = None
         self.sent = None
         self.pong = None
+        self.plain_pong = None       # the answer to the unstamped PING
+        self.offset = None           # the iod's clock minus ours
         self.rtt = None
         self.spoofed_from = None     # the source the spoofed PONG came from
         self.spoof_refused = None    # the iod's error when it would not spoof
@@ -62,70 +75,108 @@ class Target:
 
 
 def ping(targets, keys, timeout, spoof_from=None):
-    """Send the PINGs and collect the answers (mutates targets)."""
+    """Send the PINGs and collect the answers (mutates targets). ``keys``
+    None: unsigned PINGs (--unauthenticated)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("0.0.0.0", 0))
-    by_id = {}
-    next_id = int.from_bytes(os.urandom(4), "big") << 16
     try:
-        for t in targets:
-            if t.error:
-                continue
-            t.ping_id, next_id = next_id, next_id + 1
-            by_id[t.ping_id] = (t, False)
-            frames = [iodproto.encode(Message(Op.PING, t.ping_id), keys)]
-            if spoof_from is not None:
-                t.spoof_id, next_id = next_id, next_id + 1
-                by_id[t.spoof_id] = (t, True)
-                frames.append(iodproto.encode(
-                    Message(Op.PING, t.spoof_id, spoof_from=spoof_from), keys))
-            t.sent = time.monotonic()
+        reserved = False
+        if any(t.address and t.address[1] < 1024 for t in targets):
             try:
-                for frame in frames:
-                    sock.sendto(frame, t.address)
-            except OSError as e:
-                t.error = f"cannot send: {e.strerror}"
-        deadline = time.monotonic() + timeout
-        while any(_waiting(t, spoof_from) for t in targets):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            sock.settimeout(remaining)
-            try:
-                data, source = sock.recvfrom(65535)
-            except socket.timeout:
-                break
+                bind_reserved(sock, "0.0.0.0")
+                reserved = True
             except OSError:
-                continue   # e.g. an ICMP port unreachable from one iod
-            now = time.monotonic()
-            try:
-                msg = iodproto.decode(data, keys)
-            except IodProtoError:
-                continue
-            target, spoofed = by_id.get(msg.id, (None, False))
-            if target is None:
-                continue
-            if msg.op == Op.REPLY and msg.status:
-                why = f"error {msg.status}: {msg.message}"
-                if spoofed:
-                    target.spoof_refused = why
-                else:
-                    target.error = why
-            elif msg.op != Op.PONG:
-                continue
-            elif spoofed:
-                target.spoofed_from = source[:2]
-            else:
-                target.pong, target.rtt = msg, now - target.sent
+                pass   # not root: iods with --secure-port will not answer
+        if not reserved:
+            sock.bind(("0.0.0.0", 0))
+        _ping(sock, targets, keys, timeout, spoof_from)
     finally:
         sock.close()
+
+
+def _ping(sock, targets, keys, timeout, spoof_from):
+    sequencer = iodproto.Sequencer()
+    by_id = {}
+    next_id = int.from_bytes(os.urandom(4), "big") << 16
+
+    def send(t, frame):
+        try:
+            sock.sendto(frame, t.address)
+        except OSError as e:
+            t.error = f"cannot send: {e.strerror}"
+
+    live = [t for t in targets if not t.error]
+    for t in live:
+        t.ping_id, t.plain_id, next_id = next_id, next_id + 1, next_id + 2
+        by_id[t.ping_id] = (t, "ping")
+        by_id[t.plain_id] = (t, "plain")
+        t.sent = time.monotonic()
+        if keys is not None:
+            send(t, iodproto.encode(
+                Message(Op.PING, t.ping_id, sequencer.stamp(time.time())), keys))
+        send(t, iodproto.plain_ping(t.plain_id, keys))
+    deadline = time.monotonic() + timeout
+    while True:
+        if spoof_from is not None:
+            # Second round, per iod as soon as its clock is known.
+            for t in live:
+                if t.offset is not None and t.spoof_id is None and not t.error:
+                    t.spoof_id, next_id = next_id, next_id + 1
+                    by_id[t.spoof_id] = (t, "spoof")
+                    sequencer.offset = t.offset
+                    send(t, iodproto.encode(Message(
+                        Op.PING, t.spoof_id, sequencer.stamp(time.time()), spoof_from=spoof_from),
+                        keys))
+        if not any(_waiting(t, spoof_from) for t in targets):
+            break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        sock.settimeout(remaining)
+        try:
+            data, source = sock.recvfrom(65535)
+        except socket.timeout:
+            break
+        except OSError:
+            continue   # e.g. an ICMP port unreachable from one iod
+        now = time.monotonic()
+        try:
+            msg = iodproto.decode(data, keys, unsigned_ok=keys is None)
+        except IodProtoError:
+            continue
+        target, kind = by_id.get(msg.id, (None, None))
+        if target is None:
+            continue
+        if msg.op == Op.REPLY and msg.status:
+            why = f"error {msg.status}: {msg.message}"
+            if kind == "spoof":
+                target.spoof_refused = why
+            else:
+                target.error = why
+        elif msg.op != Op.PONG:
+            continue
+        elif kind == "spoof":
+            target.spoofed_from = source[:2]
+        else:
+            if msg.time is not None and target.offset is None:
+                target.offset = msg.time - (time.time() - (now - target.sent) / 2)
+            if kind == "ping" or keys is None:
+                target.pong, target.rtt = msg, now - target.sent
+            else:
+                target.plain_pong = msg
 
 
 def _waiting(t, spoof_from):
     if t.error:
         return False
-    return t.pong is None or (spoof_from is not None and t.spoofed_from is None
-                              and t.spoof_refused is None)
+    if t.pong is None:
+        return True
+    return (spoof_from is not None and t.spoofed_from is None and t.spoof_refused is None)
+
+
+def _offset(offset):
+    if offset is None:
+        return "unknown relative to"
+    return f"{abs(offset):.1f} s {'ahead of' if offset > 0 else 'behind'}"
 
 
 def resolve(name, host, port):
@@ -152,14 +203,24 @@ def resolve(name, host, port):
                    "iods' spoofed replies through.")
 @click.option("--timeout", default=2.0, show_default=True, type=click.FloatRange(0.01, 600),
               help="Seconds to wait for all answers.")
-def main(iods, iods_conf, key_path, spoof_from, timeout):
-    """PING each iod: print its round-trip time, version, uptime and free
-    space. Exit status 0 if every iod answered (and every spoofed PONG
-    arrived, with --spoof-from), 1 otherwise, 2 for a usage error."""
-    try:
-        keys = keyfile.load(key_path)
-    except keyfile.KeyFileError as e:
-        raise click.UsageError(str(e)) from None
+@click.option("--unauthenticated", is_flag=True,
+              help="No key: send unsigned PINGs, which iods answer (rate-limited) with an "
+                   "unsigned PONG: only whether they are alive can be trusted.")
+def main(iods, iods_conf, key_path, spoof_from, timeout, unauthenticated):
+    """PING each iod: print its round-trip time, version, uptime, free space
+    and how far its clock is from ours. Exit status 0 if every iod answered
+    (and every spoofed PONG arrived, with --spoof-from), 1 otherwise, 2 for a
+    usage error."""
+    keys = None
+    if unauthenticated:
+        if spoof_from is not None:
+            raise click.UsageError("--spoof-from needs the key: iods spoof only for "
+                                   "authenticated PINGs")
+    else:
+        try:
+            keys = keyfile.load(key_path)
+        except keyfile.KeyFileError as e:
+            raise click.UsageError(str(e)) from None
     entries = []
     if iods_conf:
         from common.iodsconf import IodsConfError, load_iods
@@ -189,6 +250,10 @@ def main(iods, iods_conf, key_path, spoof_from, timeout):
         if t.error:
             line += t.error
             ok = False
+        elif t.pong is None and t.plain_pong is not None:
+            line += (f"answers only PINGs without a stamp: its clock is {_offset(t.offset)} "
+                     f"ours, more than its --max-clock-skew? (run NTP)")
+            ok = False
         elif t.pong is None:
             line += f"no answer within {timeout:g} s"
             ok = False
@@ -197,6 +262,10 @@ def main(iods, iods_conf, key_path, spoof_from, timeout):
             line += (f"rtt {t.rtt * 1000:.2f} ms  version {p.version}  up "
                      f"{_human_duration(p.uptime)}  free {_human_bytes(p.free)} of "
                      f"{_human_bytes(p.total)}  verifier {p.verifier.hex()}")
+            if t.offset is not None and abs(t.offset) >= 1:
+                line += f"  clock {_offset(t.offset)} ours"
+            if keys is None:
+                line += "  (unauthenticated)"
         if spoof is not None and not t.error:
             wanted = f"{spoof[0]}:{spoof[1]}"
             if t.spoof_refused:

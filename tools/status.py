@@ -48,10 +48,13 @@ def render(st):
         lines.append(f"iods: {up}/{len(iods)} up")
         rows = [[i["index"], i["address"], i["state"],
                  f"{i['rtt_ms']:.2f} ms" if i["up"] and i["rtt_ms"] is not None else "-",
-                 f"{_size(i['free'])} / {_size(i['total'])}", i["restarts"], i["timeouts"]]
+                 f"{_size(i['free'])} / {_size(i['total'])}", i.get("requests", "-"),
+                 _size(i.get("read_bytes")), _size(i.get("written_bytes")),
+                 i["restarts"], i["timeouts"]]
                 for i in iods]
         lines += ["  " + l for l in _table(
-            rows, ["#", "ADDRESS", "STATE", "RTT", "FREE / TOTAL", "RESTARTS", "TIMEOUTS"])]
+            rows, ["#", "ADDRESS", "STATE", "RTT", "FREE / TOTAL", "REQUESTS", "READ",
+                   "WRITTEN", "RESTARTS", "TIMEOUTS"])]
     else:
         lines.append("iods: none (data in the local store)")
     p = st["purges"]
@@ -84,8 +87,9 @@ def render(st):
 @click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 300),
               help="Seconds to wait for nfspd's answer.")
 def cli(state_dir, as_json, timeout):
-    """Show the metaserver's view: each iod up/down with its round-trip time and
-    free space, pending purges, cache hit rates, mounted clients, counters.
+    """Show the metaserver's view: each iod up/down with its round-trip time,
+    free space, and the requests and bytes it served (counted by nfspd since it
+    started), pending purges, cache hit rates, mounted clients, counters.
 
     Exit status: 0 when every iod is up, 1 when nfspd cannot be asked, 2 when
     some iod is down."""

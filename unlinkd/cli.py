@@ -23,11 +23,33 @@ def _exit_with_parent(pid):
         sys.exit(0)
 
 
-async def _serve(daemon):
-    async with trio.open_nursery() as nursery:
-        await nursery.start(daemon.run)
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+def reload_keys(daemon, key_path):
+    """SIGHUP: read the key file again into the Keys object every connection
+    shares (the next PURGE is signed with the new signing key)."""
+    from common import keyfile
+    log = logging.getLogger("unlinkd")
+    try:
+        keys = keyfile.load(key_path)
+    except (OSError, keyfile.KeyFileError) as e:
+        log.error("SIGHUP: cluster key not reloaded, keeping the keys in use: %s", e)
+        return False
+    daemon.keys.update(keys)
+    log.info("SIGHUP: cluster key reloaded: signing with key id %d, accepting key ids %s",
+             keys.current_id, ", ".join(str(k) for k in sorted(keys.by_id)))
+    return True
+
+
+async def _serve(daemon, key_path):
+    # Signals first: once unlinkd has said it runs, a SIGHUP must not kill it,
+    # not even one still pending when trio re-raises those at the receiver's close.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await trio.to_thread.run_sync(reload_keys, daemon, key_path)
+                    continue
                 logging.getLogger("unlinkd").info("%s: shutting down", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 return
@@ -39,7 +61,9 @@ async def _serve(daemon):
 @click.option("--iods", "iods_path", required=True, type=click.Path(dir_okay=False, exists=True),
               help="iods.conf: every iod to purge on.")
 @click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False),
-              help="Cluster key file authenticating the iod protocol.")
+              help="Cluster key file authenticating the iod protocol (SIGHUP reads it again: "
+                   "key rotation). iods listening below 1024 (iod --secure-port) are "
+                   "connected to from a port below 1024.")
 @click.option("--batch-max", default=1024, show_default=True, type=click.IntRange(1, 32768),
               help="Send as soon as this many purges wait.")
 @click.option("--batch-delay", default=0.2, show_default=True, type=click.FloatRange(0, 3600),
@@ -53,7 +77,8 @@ def main(journal_dir, iods_path, key_path, batch_max, batch_delay, retry_max, pa
          log_level, syslog):
     """Send the purges nfspd journals (files whose last link went away) to every
     iod in batches over persistent TCP connections, until each iod has
-    acknowledged them. Runs in the foreground; SIGTERM stops it. Normally
+    acknowledged them. Runs in the foreground; SIGTERM stops it, SIGHUP
+    re-reads the key file. Normally
     spawned by nfspd; run it yourself with nfspd --unlinkd external."""
     if parent_pid is not None:
         _exit_with_parent(parent_pid)
@@ -71,7 +96,7 @@ def main(journal_dir, iods_path, key_path, batch_max, batch_delay, retry_max, pa
     except (OSError, ValueError) as e:
         log.error("%s", e)
         sys.exit(1)
-    trio.run(_serve, daemon)
+    trio.run(_serve, daemon, key_path)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,14 @@ from tests.support.process import DaemonProcess
 
 class IodClient:
     """Frames to one iod over TCP or UDP; create it with ns.inside() so its
-    socket lives in the namespace."""
+    socket lives in the namespace. Requests are stamped as real senders stamp
+    them (replay protection, common/iodproto.py), but PINGs over TCP."""
 
     _ids = itertools.count(1)
 
     def __init__(self, host, port, keys, transport="tcp", timeout=10.0):
         self.keys = keys
+        self.sequencer = iodproto.Sequencer()
         self.transport = transport
         self.address = (host, port)
         if transport == "tcp":
@@ -41,8 +43,12 @@ class IodClient:
         else:
             self.sock.sendto(frame, self.address)
 
-    def send(self, op, **fields):
-        msg = Message(op, next(self._ids), **fields)
+    def send(self, op, stamp=None, **fields):
+        """``stamp``: None stamps all but PINGs over TCP; True/False forces it."""
+        if stamp is None:
+            stamp = op != Op.PING or self.transport == "udp"
+        stamp = self.sequencer.stamp(time.time()) if stamp else None
+        msg = Message(op, next(self._ids), stamp, **fields)
         self.send_frame(iodproto.encode(msg, self.keys))
         return msg.id
 

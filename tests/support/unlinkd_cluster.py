@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import trio
 
@@ -148,12 +149,14 @@ class Cluster:
         async def one(iod, items):
             stream = await trio.open_tcp_stream("127.0.0.1", iod.port)
             reader = iodproto.FrameReader()
+            sequencer = iodproto.Sequencer()   # WRITEs are stamped (replay protection)
             async with stream:
                 for start in range(0, len(items), 200):
                     chunk = items[start:start + 200]
                     frames = b"".join(iodproto.encode(Message(
-                        Op.WRITE, start + k + 1, ino=ino, seed=seed, offset=off, data=b"d",
-                        stable=False), self.keys) for k, (ino, seed, off) in enumerate(chunk))
+                        Op.WRITE, start + k + 1, sequencer.stamp(time.time()), ino=ino,
+                        seed=seed, offset=off, data=b"d", stable=False), self.keys)
+                        for k, (ino, seed, off) in enumerate(chunk))
                     await stream.send_all(frames)
                     answered = 0
                     while answered < len(chunk):
