@@ -168,6 +168,9 @@ _ftype3_by_value = {m.value: m for m in ftype3}
 # type mode nlink uid gid | size used | rdev.1 rdev.2 | fsid fileid | 3 x (sec, nsec)
 _fattr3_wire = struct.Struct(">IIIII QQ II QQ IIIIII")
 assert _fattr3_wire.size == 84
+fattr3_wire = _fattr3_wire
+"""fattr3 as one struct.Struct, fields in wire order (the nested specdata3 and
+nfstime3 flattened): for servers encoding attributes from plain values."""
 
 
 class fattr3(Struct):

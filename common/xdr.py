@@ -85,22 +85,37 @@ class Unpacker:
         self.data = data
         self.pos = pos
 
+    # The hot methods check bounds themselves rather than through _take: a
+    # method call is a good part of decoding one integer.
+
     def _take(self, n):
         end = self.pos + n
         if end > len(self.data):
-            raise XdrError(f"truncated: need {n} bytes at offset {self.pos}, have {len(self.data) - self.pos}")
+            self._truncated(n)
         start = self.pos
         self.pos = end
         return start
 
+    def _truncated(self, n):
+        have = len(self.data) - self.pos
+        raise XdrError(f"truncated: need {n} bytes at offset {self.pos}, have {have}")
+
     def unpack_uint(self):
-        return _u32.unpack_from(self.data, self._take(4))[0]
+        pos = self.pos
+        if pos + 4 > len(self.data):
+            self._truncated(4)
+        self.pos = pos + 4
+        return _u32.unpack_from(self.data, pos)[0]
 
     def unpack_int(self):
         return _i32.unpack_from(self.data, self._take(4))[0]
 
     def unpack_uhyper(self):
-        return _u64.unpack_from(self.data, self._take(8))[0]
+        pos = self.pos
+        if pos + 8 > len(self.data):
+            self._truncated(8)
+        self.pos = pos + 8
+        return _u64.unpack_from(self.data, pos)[0]
 
     def unpack_hyper(self):
         return _i64.unpack_from(self.data, self._take(8))[0]
@@ -116,10 +131,19 @@ class Unpacker:
         return bytes(self.data[start:start + n])
 
     def unpack_opaque(self, maxlen=None):
-        n = self.unpack_uint()
+        data, pos = self.data, self.pos
+        if pos + 4 > len(data):
+            self._truncated(4)
+        n = _u32.unpack_from(data, pos)[0]
+        start = self.pos = pos + 4
         if maxlen is not None and n > maxlen:
             raise XdrError(f"opaque length {n} exceeds maximum {maxlen}")
-        return self.unpack_fopaque(n)
+        end = start + n
+        after = end + (-n & 3)
+        if after > len(data):
+            self._truncated(after - start)
+        self.pos = after
+        return bytes(data[start:end])
 
     def remaining(self):
         return len(self.data) - self.pos

@@ -12,6 +12,7 @@ ever fails the daemon must not go on with a half-switched thread, so it aborts.
 """
 
 import ctypes
+import errno
 import os
 import platform
 import sys
@@ -23,6 +24,10 @@ _SYS_SETGROUPS = {"x86_64": 116, "aarch64": 159, "riscv64": 159, "ppc64le": 81, 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.setfsuid.argtypes = [ctypes.c_uint]
 _libc.setfsgid.argtypes = [ctypes.c_uint]
+# They return the previous id: unsigned, like the ids compared with it (a
+# signed result made every id >= 2**31 look like a failed switch).
+_libc.setfsuid.restype = ctypes.c_uint
+_libc.setfsgid.restype = ctypes.c_uint
 _libc.syscall.restype = ctypes.c_long
 _setfsuid = _libc.setfsuid
 _setfsgid = _libc.setfsgid
@@ -80,6 +85,10 @@ class as_caller:
         uid, gid = self.uid, self.gid
         if uid == 0 and gid == 0:
             return self
+        if uid == _QUERY or gid == _QUERY:
+            # (uid_t)-1 is no id: setfs*id would only report, and leave the
+            # thread acting as root. Squashing maps it away before this.
+            raise PermissionError(errno.EPERM, "uid or gid -1 cannot act")
         gids = self.gids
         if len(gids) > NGROUPS_MAX:
             gids = gids[:NGROUPS_MAX]
@@ -100,9 +109,11 @@ class as_caller:
         if not self.active:
             return False
         self.active = False
-        if _setfsuid(0) != self.uid or _setfsgid(0) != self.gid:
-            # setfs*id returns the previous value; anything but what we set
-            # means this thread's credentials are not what we think.
+        # Both, always (then compared): setfs*id returns the previous value;
+        # anything but what we set means this thread's credentials are not
+        # what we think.
+        was = _setfsuid(0), _setfsgid(0)
+        if was != (self.uid, self.gid):
             if current() != (0, 0):
                 _fatal("cannot return to root credentials")
         if self.gids:

@@ -3,8 +3,14 @@
 Services (NFS, MOUNT, portmapper) describe themselves as Programs made of
 Procedures; the transports hand each received message to Dispatcher.handle()
 with a CallContext saying where it came from, and send back what it returns.
+
+Most NFS procedures never wait (MetaFS is synchronous), and spawning a task per
+call cost more than the call itself; so the transports call handle_now(), which
+answers those on the spot and hands back a Deferred for the others (READ,
+WRITE, COMMIT, MNT...), which they run as tasks.
 """
 
+import inspect
 import logging
 import zlib
 
@@ -44,11 +50,15 @@ class CallContext:
 
 
 class Procedure:
-    """``handler`` is ``async def handler(ctx, args) -> result``: args decoded
-    with ``args_type``, result encoded with ``res_type``. ``idempotent`` False
-    puts the procedure's replies in the duplicate request cache."""
+    """``handler(ctx, args) -> result``: args decoded with ``args_type``, result
+    encoded with ``res_type`` (or already encoded: an Encoded). A plain function
+    handler is answered at once, in the transport's receive loop (no task, no
+    scheduling: what makes the metadata procedures cheap); an ``async def`` one
+    runs as a task of its own (it may wait: for the data path, a thread, DNS).
+    ``idempotent`` False puts the procedure's replies in the duplicate request
+    cache."""
 
-    __slots__ = ("name", "args_type", "res_type", "handler", "idempotent")
+    __slots__ = ("name", "args_type", "res_type", "handler", "idempotent", "inline")
 
     def __init__(self, name, args_type, res_type, handler, idempotent=True):
         self.name = name
@@ -56,6 +66,25 @@ class Procedure:
         self.res_type = res_type
         self.handler = handler
         self.idempotent = idempotent
+        self.inline = not inspect.iscoroutinefunction(handler)
+
+
+class Encoded(bytes):
+    """A handler's result that is already XDR (its res_type's encoding): the
+    hot procedures build their replies with one struct.pack."""
+
+    __slots__ = ()
+
+
+class Wait:
+    """What a plain-function handler returns when this call has to wait after
+    all (say a READ that cannot be forwarded and must relay the data): the call
+    goes on as a task, and ``await fn(*args)`` gives its result."""
+
+    __slots__ = ("fn", "args")
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
 
 
 class Program:
@@ -95,6 +124,45 @@ def args_checksum(args):
     return zlib.crc32(args)
 
 
+class Deferred:
+    """A call that has to wait for something (an async handler, or a Wait):
+    ``await run()`` gives its reply, exactly as Dispatcher.handle would."""
+
+    __slots__ = ("dispatcher", "program", "proc", "args", "ctx", "call", "wait", "drc_key")
+
+    def __init__(self, dispatcher, program, proc, args, ctx, call, wait=None, drc_key=None):
+        self.dispatcher, self.program, self.proc = dispatcher, program, proc
+        self.args, self.ctx, self.call = args, ctx, call
+        # A Wait comes from a handler that already ran, the duplicate request
+        # cache consulted (drc_key: its entry, to finish).
+        self.wait, self.drc_key = wait, drc_key
+
+    async def run(self):
+        d, proc, ctx, call, wait = self.dispatcher, self.proc, self.ctx, self.call, self.wait
+        if wait is None:
+            drc_key, early = d._drc_begin(proc, ctx, call)
+            if drc_key is _ANSWERED:
+                return early
+        else:
+            drc_key = self.drc_key
+        reply = None
+        try:
+            if wait is None:
+                result = await proc.handler(ctx, self.args)
+            else:
+                result = await wait.fn(*wait.args)
+            reply = d._encode(proc, call.xid, result)
+        except Exception:
+            reply = d._failed(self.program, proc, ctx, call.xid)
+        finally:
+            if drc_key is not None:
+                d.drc.finish(drc_key, reply)
+        return reply
+
+
+_ANSWERED = object()  # _drc_begin: the DRC has the answer (or says: drop it)
+
+
 class Dispatcher:
     def __init__(self, programs, drc=None, clock=None):
         self.programs = {p.prog: p for p in programs}
@@ -107,6 +175,15 @@ class Dispatcher:
 
     async def handle(self, data, ctx):
         """Return the reply bytes for a received message, or None to send nothing."""
+        reply = self.handle_now(data, ctx)
+        if type(reply) is Deferred:
+            return await reply.run()
+        return reply
+
+    def handle_now(self, data, ctx):
+        """What handle() does, as far as it can without waiting: the reply bytes,
+        None to send nothing, or a Deferred whose run() gives the reply (which
+        the transport awaits in a task of its own)."""
         c = self.counters
         try:
             call = rpc.decode_call(data)
@@ -123,8 +200,7 @@ class Dispatcher:
         c.calls += 1
         ctx.call = call
         ctx.cred = call.cred
-        ctx.xid = call.xid
-        xid = call.xid
+        xid = ctx.xid = call.xid
 
         program = self.programs.get(call.prog)
         if program is None:
@@ -140,43 +216,74 @@ class Dispatcher:
             return rpc.reply_accepted_error(xid, accept_stat.PROC_UNAVAIL)
 
         try:
-            u = Unpacker(call.args)
-            args = proc.args_type.unpack(u)
+            args = proc.args_type.unpack(Unpacker(call.args))
         except XdrError as e:
             c.garbage_args += 1
             log.debug("garbage args for %s.%s from %s: %s", program.name, proc.name, ctx.client, e)
             return rpc.reply_accepted_error(xid, accept_stat.GARBAGE_ARGS)
 
-        drc_key = None
-        if self.drc is not None and not proc.idempotent:
-            drc_key = (ctx.transport, ctx.client, xid, call.prog, call.vers, call.proc,
-                       call.cred_flavor, bytes(call.cred_body), args_checksum(call.args))
-            state, cached = self.drc.lookup(drc_key)
-            if state == DONE:
-                c.drc_hits += 1
-                return cached
-            if state == IN_PROGRESS:
-                # The original is still running; its reply will answer this
-                # retransmission too (the kernel server drops these likewise).
-                c.drc_in_progress += 1
-                return None
-            self.drc.begin(drc_key)
-
+        if not proc.inline:
+            return Deferred(self, program, proc, args, ctx, call)
+        if proc.idempotent or self.drc is None:
+            # The common case, kept short.
+            try:
+                result = proc.handler(ctx, args)
+                if type(result) is Encoded:
+                    return rpc.success_head(xid) + result
+                if type(result) is Wait:
+                    return Deferred(self, program, proc, args, ctx, call, result)
+                return self._encode(proc, xid, result)
+            except Exception:
+                return self._failed(program, proc, ctx, xid)
+        drc_key, early = self._drc_begin(proc, ctx, call)
+        if drc_key is _ANSWERED:
+            return early
         reply = None
         try:
-            result = await proc.handler(ctx, args)
-            if result is NO_REPLY:
-                reply = None
-            else:
-                p = Packer()
-                p.pack_raw(rpc.success_head(xid))
-                proc.res_type.pack(p, result)
-                reply = p.get_buffer()
+            result = proc.handler(ctx, args)
+            if type(result) is Wait:
+                deferred = Deferred(self, program, proc, args, ctx, call, result, drc_key)
+                drc_key = None  # the Deferred finishes it
+                return deferred
+            reply = self._encode(proc, xid, result)
         except Exception:
-            c.system_err += 1
-            log.exception("%s.%s failed for %s", program.name, proc.name, ctx.client)
-            reply = rpc.reply_accepted_error(xid, accept_stat.SYSTEM_ERR)
+            reply = self._failed(program, proc, ctx, xid)
         finally:
             if drc_key is not None:
                 self.drc.finish(drc_key, reply)
         return reply
+
+    def _drc_begin(self, proc, ctx, call):
+        """(key, None) with the call now in progress in the cache (key None: not
+        cached), or (_ANSWERED, reply) when it is a retransmission."""
+        if self.drc is None or proc.idempotent:
+            return None, None
+        key = (ctx.transport, ctx.client, call.xid, call.prog, call.vers, call.proc,
+               call.cred_flavor, bytes(call.cred_body), args_checksum(call.args))
+        state, cached = self.drc.lookup(key)
+        if state == DONE:
+            self.counters.drc_hits += 1
+            return _ANSWERED, cached
+        if state == IN_PROGRESS:
+            # The original is still running; its reply will answer this
+            # retransmission too (the kernel server drops these likewise).
+            self.counters.drc_in_progress += 1
+            return _ANSWERED, None
+        self.drc.begin(key)
+        return key, None
+
+    @staticmethod
+    def _encode(proc, xid, result):
+        if result is NO_REPLY:
+            return None
+        if type(result) is Encoded:
+            return rpc.success_head(xid) + result
+        p = Packer()
+        p.pack_raw(rpc.success_head(xid))
+        proc.res_type.pack(p, result)
+        return p.get_buffer()
+
+    def _failed(self, program, proc, ctx, xid):
+        self.counters.system_err += 1
+        log.exception("%s.%s failed for %s", program.name, proc.name, ctx.client)
+        return rpc.reply_accepted_error(xid, accept_stat.SYSTEM_ERR)

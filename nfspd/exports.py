@@ -36,11 +36,17 @@ log = logging.getLogger(__name__)
 PRIVILEGED_PORT_LIMIT = 1024  # ports below it need root: what "secure" asks of a client
 
 
+_export_id_of_impl = None
+
+
 def _export_id_of(fh):
-    # Imported late: nfspd.handles is written alongside this module and pulls
-    # in ctypes/libc, which the pure parts of the registry do not need.
-    from nfspd.handles import export_id_of
-    return export_id_of(fh)
+    # Imported late: nfspd.handles pulls in ctypes/libc, which the pure parts
+    # of the registry do not need (and once only: this runs for every call).
+    global _export_id_of_impl
+    if _export_id_of_impl is None:
+        from nfspd.handles import export_id_of
+        _export_id_of_impl = export_id_of
+    return _export_id_of_impl(fh)
 
 
 # --- Host names ------------------------------------------------------------
@@ -220,6 +226,10 @@ class _Table:
         self.by_id = {e.export_id: e for e in self.entries}
         self.by_path = {e.export.path: e for e in self.entries}
         self.match_cache = {}  # (export_id, ip) -> ExportOptions|None, address-only exports
+        # (export_id, ip, privileged port, cred) -> (MetaFS, Caller): what resolve()
+        # found for an address-only export; a reload makes a new table.
+        self.resolved = {}
+        self.by_hostname = {e.export_id: e.export.needs_hostname for e in self.entries}
 
 
 _ROOT = Caller(0, 0, (), readonly=True)
@@ -346,10 +356,14 @@ class ExportRegistry:
         if eid is None:
             raise FsError(nfsstat3.NFS3ERR_BADHANDLE, "not a handle of this server")
         table = self._table
+        ip, port = ctx.client[0], ctx.client[1]
+        key = (eid, ip, port < PRIVILEGED_PORT_LIMIT, ctx.cred)
+        hit = table.resolved.get(key)
+        if hit is not None:
+            return hit
         entry = table.by_id.get(eid)
         if entry is None:
             raise FsError(nfsstat3.NFS3ERR_STALE, "export no longer exported")
-        ip, port = ctx.client[0], ctx.client[1]
         opts = self._options(table, entry, ip, self.dns_wait)
         if opts is None:
             # STALE, as Linux's nfsd answers (and RFC 1813: access "revoked"):
@@ -364,7 +378,12 @@ class ExportRegistry:
             uid, gid, gids = opts.anonymous()
         else:
             uid, gid, gids = opts.squash(cred.uid, cred.gid, cred.gids)
-        return entry.fs, Caller(uid, gid, gids, readonly=opts.readonly)
+        found = entry.fs, Caller(uid, gid, gids, readonly=opts.readonly)
+        if not table.by_hostname[eid]:
+            if len(table.resolved) >= _MATCH_CACHE_MAX:
+                table.resolved.clear()
+            table.resolved[key] = found
+        return found
 
     # -- MOUNT ---------------------------------------------------------------
 

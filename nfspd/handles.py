@@ -74,18 +74,23 @@ def export_id_for_path(path):
 def _split(fh):
     """(export_id, handle_type, kernel_bytes, canonical_length) or None when fh is not
     shaped like one of our handles (MAC not checked)."""
-    if not isinstance(fh, (bytes, bytearray, memoryview)):
-        return None
-    fh = bytes(fh)
-    if len(fh) < _HEADER.size:
+    if type(fh) is not bytes:
+        if not isinstance(fh, (bytes, bytearray, memoryview)):
+            return None
+        fh = bytes(fh)
+    size = len(fh)
+    if size < _HEADER.size:
         return None
     version, export_id, htype, n = _HEADER.unpack_from(fh)
     if version != VERSION or not 0 < n <= MAX_KERNEL_HANDLE:
         return None
-    length = _HEADER.size + n + mac_len(n)
-    if not length <= len(fh) <= NFS3_FHSIZE or any(fh[length:]):
+    length = _LENGTH[n]
+    if not length <= size <= NFS3_FHSIZE or (size != length and fh[length:].strip(b"\0")):
         return None
     return export_id, htype, fh[_HEADER.size:_HEADER.size + n], length
+
+
+_LENGTH = {n: _HEADER.size + n + mac_len(n) for n in range(1, MAX_KERNEL_HANDLE + 1)}
 
 
 def export_id_of(fh):

@@ -24,6 +24,7 @@ end would pass 0xFFFFFFFF fails with NFSERR_FBIG, so v2 never grows a file
 beyond what v2 can describe.
 """
 
+import inspect
 import logging
 import stat as _st
 import time
@@ -208,14 +209,14 @@ def procedures(resolver, clock=time.time):
         if a is not b:
             raise _Fail(nfsstat.NFSERR_ACCES)
 
-    async def null(ctx, args):
+    def null(ctx, args):
         return None
 
-    async def getattr_(ctx, fh):
+    def getattr_(ctx, fh):
         fs, _ = resolve(ctx, fh)
         return nfs2.attrstat(nfsstat.NFS_OK, fattr(fs.getattr(fh)))
 
-    async def setattr_(ctx, args):
+    def setattr_(ctx, args):
         fh = args.file
         fs, caller = resolve(ctx, fh)
         sa = setattr_from_sattr(args.attributes)
@@ -230,16 +231,16 @@ def procedures(resolver, clock=time.time):
         attr = wcc.post if wcc.post is not None else fs.getattr(fh)
         return nfs2.attrstat(nfsstat.NFS_OK, fattr(attr))
 
-    async def obsolete(ctx, args):
+    def obsolete(ctx, args):
         return None  # ROOT and WRITECACHE: RFC 1094 2.2.3, 2.2.8
 
-    async def lookup(ctx, args):
+    def lookup(ctx, args):
         _check_name(args.name)
         fs, caller = resolve(ctx, args.dir)
         fh, attr, _ = fs.lookup(args.dir, args.name, caller)
         return nfs2.diropres(nfsstat.NFS_OK, nfs2.diropok(fh_out(fh), fattr(attr)))
 
-    async def readlink(ctx, fh):
+    def readlink(ctx, fh):
         fs, caller = resolve(ctx, fh)
         target, _ = fs.readlink(fh, caller)
         if len(target) > nfs2.NFS_MAXPATHLEN:
@@ -282,7 +283,7 @@ def procedures(resolver, clock=time.time):
         await fs.write_data(plan, data)
         return ok
 
-    async def create(ctx, args):
+    def create(ctx, args):
         where, s = args.where, args.attributes
         _check_name(where.name)
         fs, caller = resolve(ctx, where.dir)
@@ -327,13 +328,13 @@ def procedures(resolver, clock=time.time):
                                    setattr_from_sattr(s, with_size=False), rdev)
         return nfs2.diropres(nfsstat.NFS_OK, nfs2.diropok(fh_out(fh), fattr(attr)))
 
-    async def remove(ctx, args):
+    def remove(ctx, args):
         _check_name(args.name)
         fs, caller = resolve(ctx, args.dir)
         fs.remove(args.dir, args.name, caller)
         return nfsstat.NFS_OK
 
-    async def rename(ctx, args):
+    def rename(ctx, args):
         frm, to = args.from_, args.to
         _check_name(frm.name)
         _check_name(to.name)
@@ -343,7 +344,7 @@ def procedures(resolver, clock=time.time):
         fs.rename(frm.dir, frm.name, to.dir, to.name, caller)
         return nfsstat.NFS_OK
 
-    async def link(ctx, args):
+    def link(ctx, args):
         to = args.to
         _check_name(to.name)
         fs, caller = resolve(ctx, to.dir)
@@ -352,7 +353,7 @@ def procedures(resolver, clock=time.time):
         fs.link(args.from_, to.dir, to.name, caller)
         return nfsstat.NFS_OK
 
-    async def symlink(ctx, args):
+    def symlink(ctx, args):
         frm = args.from_
         _check_name(frm.name)
         fs, caller = resolve(ctx, frm.dir)
@@ -360,7 +361,7 @@ def procedures(resolver, clock=time.time):
                    setattr_from_sattr(args.attributes, with_size=False))
         return nfsstat.NFS_OK
 
-    async def mkdir(ctx, args):
+    def mkdir(ctx, args):
         where = args.where
         _check_name(where.name)
         fs, caller = resolve(ctx, where.dir)
@@ -368,33 +369,46 @@ def procedures(resolver, clock=time.time):
                                setattr_from_sattr(args.attributes, with_size=False))
         return nfs2.diropres(nfsstat.NFS_OK, nfs2.diropok(fh_out(fh), fattr(attr)))
 
-    async def rmdir(ctx, args):
+    def rmdir(ctx, args):
         _check_name(args.name)
         fs, caller = resolve(ctx, args.dir)
         fs.rmdir(args.dir, args.name, caller)
         return nfsstat.NFS_OK
 
-    async def readdir(ctx, args):
+    def readdir(ctx, args):
         fs, caller = resolve(ctx, args.dir)
         return nfs2.readdirres(nfsstat.NFS_OK, readdir_reply(fs, caller, args))
 
-    async def statfs(ctx, fh):
+    def statfs(ctx, fh):
         fs, _ = resolve(ctx, fh)
         return nfs2.statfsres(nfsstat.NFS_OK, statfs_reply(fs.fsstat(fh)))
 
     def guarded(handler, res_type):
         """FsError and local refusals become the v2 status reply of res_type
         (a Union, or the bare nfsstat of REMOVE & co.)."""
-        async def run(ctx, args):
-            try:
-                return await handler(ctx, args)
-            except FsError as e:
+        def failed(e):
+            if isinstance(e, FsError):
                 status = status2(e.status)
                 if status is NO_REPLY:
                     return NO_REPLY
-            except _Fail as e:
+            else:
                 status = e.status
             return status if res_type is nfs2.nfsstat_t else res_type(status)
+
+        if inspect.iscoroutinefunction(handler):
+            async def run_async(ctx, args):
+                try:
+                    return await handler(ctx, args)
+                except (FsError, _Fail) as e:
+                    return failed(e)
+            return run_async
+
+        # Kept a plain function, so that the dispatcher answers it at once.
+        def run(ctx, args):
+            try:
+                return handler(ctx, args)
+            except (FsError, _Fail) as e:
+                return failed(e)
         return run
 
     table = {

@@ -8,13 +8,15 @@ attributes fetched again; MetaFS does not report pre-op attributes of a failed
 change); anything else escapes to the dispatcher, which answers SYSTEM_ERR.
 """
 
+import struct
+
 from common import nfs3
 from common.nfs3 import (
     FSF3_CANSETTIME, FSF3_HOMOGENEOUS, FSF3_LINK, FSF3_SYMLINK, NFSPROC3, createmode3, fattr3,
     ftype3, nfsstat3, nfstime3, specdata3, time_how, wcc_attr, wcc_data,
 )
 from nfspd import metafs, replies
-from nfspd.dispatch import NO_REPLY, Procedure
+from nfspd.dispatch import NO_REPLY, Encoded, Procedure, Wait
 from nfspd.metafs import CreateHow, FileType, FsError, SetAttr
 
 OK = nfsstat3.NFS3_OK
@@ -107,6 +109,23 @@ def fattr(a):
     return f
 
 
+_fattr3_pack = nfs3.fattr3_wire.pack
+_u32 = struct.Struct(">I").pack
+_OK_WORD = _u32(OK)
+_TRUE_WORD = _u32(1)
+_FALSE_WORD = _u32(0)
+_PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
+
+
+def fattr3_bytes(a):
+    """metafs.Attr -> the XDR of its fattr3, what fattr() then packing gives."""
+    at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
+    return _fattr3_pack(a.type, a.mode & 0o7777, a.nlink, a.uid, a.gid, a.size, a.used,
+                        a.rdev_major, a.rdev_minor, a.fsid, a.fileid,
+                        (at // _NS) & _U32_MAX, at % _NS, (mt // _NS) & _U32_MAX, mt % _NS,
+                        (ct // _NS) & _U32_MAX, ct % _NS)
+
+
 def post_op(a):
     return None if a is None else fattr(a)
 
@@ -197,20 +216,18 @@ def procedures(resolver):
     returns (MetaFS, Caller) or raises FsError (BADHANDLE, STALE, ACCES, PERM)."""
     resolve = resolver.resolve
 
-    async def NULL(ctx, args):
+    def NULL(ctx, args):
         return None
 
-    async def GETATTR(ctx, args):
+    def GETATTR(ctx, args):
         try:
             fs, _ = resolve(ctx, args.object)
             attr = fs.getattr(args.object)
         except FsError as e:
             return nfs3.GETATTR3res(status_of(e))
-        ok = _new(nfs3.GETATTR3resok)
-        ok.obj_attributes = fattr(attr)
-        return nfs3.GETATTR3res(OK, ok)
+        return Encoded(_OK_WORD + fattr3_bytes(attr))
 
-    async def SETATTR(ctx, args):
+    def SETATTR(ctx, args):
         fh, fs = args.object, None
         try:
             fs, caller = resolve(ctx, fh)
@@ -221,16 +238,21 @@ def procedures(resolver):
             return nfs3.SETATTR3res(status_of(e), nfs3.SETATTR3resfail(_failed_wcc(fs, fh)))
         return nfs3.SETATTR3res(OK, nfs3.SETATTR3resok(wcc(w)))
 
-    async def LOOKUP(ctx, args):
+    def LOOKUP(ctx, args):
         d, name, fs = args.what.dir, args.what.name, None
         try:
             fs, caller = resolve(ctx, d)
             fh, attr, dattr = fs.lookup(d, name, caller)
         except FsError as e:
             return nfs3.LOOKUP3res(status_of(e), nfs3.LOOKUP3resfail(_post(fs, d)))
-        return nfs3.LOOKUP3res(OK, nfs3.LOOKUP3resok(fh, fattr(attr), post_op(dattr)))
+        n = len(fh)
+        if n > nfs3.NFS3_FHSIZE:
+            return nfs3.LOOKUP3res(OK, nfs3.LOOKUP3resok(fh, fattr(attr), post_op(dattr)))
+        return Encoded(b"".join((
+            _OK_WORD, _u32(n), fh, _PAD[n & 3], _TRUE_WORD, fattr3_bytes(attr),
+            _FALSE_WORD if dattr is None else _TRUE_WORD + fattr3_bytes(dattr))))
 
-    async def ACCESS(ctx, args):
+    def ACCESS(ctx, args):
         fh, fs = args.object, None
         try:
             fs, caller = resolve(ctx, fh)
@@ -238,9 +260,9 @@ def procedures(resolver):
         except FsError as e:
             return nfs3.ACCESS3res(status_of(e), nfs3.ACCESS3resfail(_post(fs, fh)))
         # The reply may only grant what was asked (RFC 1813 3.3.4).
-        return nfs3.ACCESS3res(OK, nfs3.ACCESS3resok(fattr(attr), granted & args.access))
+        return Encoded(_OK_WORD + _TRUE_WORD + fattr3_bytes(attr) + _u32(granted & args.access))
 
-    async def READLINK(ctx, args):
+    def READLINK(ctx, args):
         fh, fs = args.symlink, None
         try:
             fs, caller = resolve(ctx, fh)
@@ -249,42 +271,96 @@ def procedures(resolver):
             return nfs3.READLINK3res(status_of(e), nfs3.READLINK3resfail(_post(fs, fh)))
         return nfs3.READLINK3res(OK, nfs3.READLINK3resok(fattr(attr), target))
 
-    async def READ(ctx, args):
+    def READ(ctx, args):
+        """Over UDP the READ is usually forwarded to an iod: then nothing here
+        waits, and the call is done at once; otherwise it goes on as a task."""
         fh, fs = args.file, None
         try:
             fs, caller = resolve(ctx, fh)
             # A server may return less than asked; rtmax is the most it offers.
             count = min(args.count, data_io(ctx, fs))
-            if ctx.transport == "udp" and fs.forwards:
-                # Cut at the stripe boundary, so one iod holds it all (a short
-                # read, which the client continues), and let that iod answer.
-                plan = await fs.read_plan(fh, caller, args.offset, count, at_stripe=True)
-                if plan.count:
-                    attrs = fattr(plan.attr)
-                    head = replies.read3_head(ctx.xid, attrs, plan.count, plan.eof)
-                    if fs.forward_read(plan, head, ctx, _read_failed(ctx.xid, attrs)):
-                        return NO_REPLY
-                data, eof, attr = await fs.read_data(plan), plan.eof, plan.attr
-            else:
-                data, eof, attr = await fs.read(fh, caller, args.offset, count)
+            if ctx.transport != "udp" or not fs.forwards:
+                return Wait(_read, fs, caller, fh, args.offset, count)
+            # Cut at the stripe boundary, so one iod holds it all (a short
+            # read, which the client continues), and let that iod answer.
+            plan = fs.read_plan_now(fh, caller, args.offset, count, at_stripe=True)
+            if plan is None:
+                return Wait(_read_forwarded, ctx, fs, caller, fh, args.offset, count)
+            if not plan.count:  # at or past the end: no data to fetch
+                return nfs3.READ3res(OK, nfs3.READ3resok(fattr(plan.attr), 0, bool(plan.eof), b""))
+            if _forwarded(ctx, fs, plan):
+                return NO_REPLY
+        except FsError as e:
+            return nfs3.READ3res(status_of(e), nfs3.READ3resfail(_post(fs, fh)))
+        return Wait(_relay, fs, fh, plan)
+
+    def _forwarded(ctx, fs, plan):
+        if not plan.count:
+            return False
+        attrs = fattr(plan.attr)
+        head = replies.read3_head(ctx.xid, attrs, plan.count, plan.eof)
+        return fs.forward_read(plan, head, ctx, _read_failed(ctx.xid, attrs))
+
+    async def _read_forwarded(ctx, fs, caller, fh, offset, count):
+        try:
+            plan = await fs.read_plan(fh, caller, offset, count, at_stripe=True)
+            if _forwarded(ctx, fs, plan):
+                return NO_REPLY
+        except FsError as e:
+            return nfs3.READ3res(status_of(e), nfs3.READ3resfail(_post(fs, fh)))
+        return await _relay(fs, fh, plan)
+
+    async def _relay(fs, fh, plan):
+        try:
+            data = await fs.read_data(plan)
+        except FsError as e:
+            return nfs3.READ3res(status_of(e), nfs3.READ3resfail(_post(fs, fh)))
+        return nfs3.READ3res(OK, nfs3.READ3resok(fattr(plan.attr), len(data), bool(plan.eof), data))
+
+    async def _read(fs, caller, fh, offset, count):
+        try:
+            data, eof, attr = await fs.read(fh, caller, offset, count)
         except FsError as e:
             return nfs3.READ3res(status_of(e), nfs3.READ3resfail(_post(fs, fh)))
         return nfs3.READ3res(OK, nfs3.READ3resok(fattr(attr), len(data), bool(eof), data))
 
-    async def WRITE(ctx, args):
+    def WRITE(ctx, args):
+        """Like READ: a WRITE forwarded to an iod is done at once."""
         fh, fs = args.file, None
         try:
             fs, caller = resolve(ctx, fh)
             if args.count != len(args.data):
                 raise FsError(nfsstat3.NFS3ERR_INVAL, "count does not match the data length")
             data = args.data
+            plan = fs.write_plan_now(fh, caller, args.offset, len(data), args.stable)
+            if plan is None:
+                return Wait(_write, ctx, fs, caller, fh, args)
+            if _write_forwarded(ctx, fs, plan, data):
+                return NO_REPLY
+        except FsError as e:
+            return nfs3.WRITE3res(status_of(e), nfs3.WRITE3resfail(_failed_wcc(fs, fh)))
+        return Wait(_write_data, fs, fh, plan, data)
+
+    def _write_forwarded(ctx, fs, plan, data):
+        if ctx.transport != "udp" or not fs.forwards or not data:
+            return False
+        ok = nfs3.WRITE3res(OK, nfs3.WRITE3resok(
+            wcc(plan.wcc), len(data), nfs3.stable_how(plan.committed), fs.verifier))
+        reply = replies.encode(ctx.xid, nfs3.WRITE3res, ok)
+        return fs.forward_write(plan, data, reply, ctx, _write_failed(ctx.xid, plan.wcc))
+
+    async def _write(ctx, fs, caller, fh, args):
+        data = args.data
+        try:
             plan = await fs.write_plan(fh, caller, args.offset, len(data), args.stable)
-            if ctx.transport == "udp" and fs.forwards and data:
-                ok = nfs3.WRITE3res(OK, nfs3.WRITE3resok(
-                    wcc(plan.wcc), len(data), nfs3.stable_how(plan.committed), fs.verifier))
-                reply = replies.encode(ctx.xid, nfs3.WRITE3res, ok)
-                if fs.forward_write(plan, data, reply, ctx, _write_failed(ctx.xid, plan.wcc)):
-                    return NO_REPLY
+            if _write_forwarded(ctx, fs, plan, data):
+                return NO_REPLY
+        except FsError as e:
+            return nfs3.WRITE3res(status_of(e), nfs3.WRITE3resfail(_failed_wcc(fs, fh)))
+        return await _write_data(fs, fh, plan, data)
+
+    async def _write_data(fs, fh, plan, data):
+        try:
             verf = await fs.write_data(plan, data)
         except FsError as e:
             return nfs3.WRITE3res(status_of(e), nfs3.WRITE3resfail(_failed_wcc(fs, fh)))
@@ -293,7 +369,7 @@ def procedures(resolver):
 
     def _created(res, resok, resfail, make):
         """CREATE, MKDIR, SYMLINK and MKNOD differ only in how they make the object."""
-        async def handler(ctx, args):
+        def handler(ctx, args):
             d, name, fs = args.where.dir, args.where.name, None
             try:
                 fs, caller = resolve(ctx, d)
@@ -333,7 +409,7 @@ def procedures(resolver):
     MKNOD = _created(nfs3.MKNOD3res, nfs3.MKNOD3resok, nfs3.MKNOD3resfail, _mknod)
 
     def _removed(res, resok, resfail, method):
-        async def handler(ctx, args):
+        def handler(ctx, args):
             d, name, fs = args.object.dir, args.object.name, None
             try:
                 fs, caller = resolve(ctx, d)
@@ -351,7 +427,7 @@ def procedures(resolver):
         if fs2 is not fs:
             raise FsError(nfsstat3.NFS3ERR_XDEV)
 
-    async def RENAME(ctx, args):
+    def RENAME(ctx, args):
         f, t = args.from_, args.to
         fs = fs_to = None
         try:
@@ -364,7 +440,7 @@ def procedures(resolver):
                 _failed_wcc(fs, f.dir), _failed_wcc(fs_to, t.dir)))
         return nfs3.RENAME3res(OK, nfs3.RENAME3resok(wcc(wf), wcc(wt)))
 
-    async def LINK(ctx, args):
+    def LINK(ctx, args):
         fh, d, name = args.file, args.link.dir, args.link.name
         fs = fs_dir = None
         try:
@@ -377,7 +453,7 @@ def procedures(resolver):
                 _post(fs, fh), _failed_wcc(fs_dir, d)))
         return nfs3.LINK3res(OK, nfs3.LINK3resok(fattr(attr), wcc(w)))
 
-    async def READDIR(ctx, args):
+    def READDIR(ctx, args):
         d, fs = args.dir, None
         try:
             fs, caller = resolve(ctx, d)
@@ -400,7 +476,7 @@ def procedures(resolver):
         reply = nfs3.dirlist3(out, bool(eof) and n == len(entries))
         return nfs3.READDIR3res(OK, nfs3.READDIR3resok(post_op(dattr), verf, reply))
 
-    async def READDIRPLUS(ctx, args):
+    def READDIRPLUS(ctx, args):
         d, fs = args.dir, None
         try:
             fs, caller = resolve(ctx, d)
@@ -440,7 +516,7 @@ def procedures(resolver):
         reply = nfs3.dirlistplus3(out[:n], bool(eof) and n == len(entries))
         return nfs3.READDIRPLUS3res(OK, nfs3.READDIRPLUS3resok(post_op(dattr), verf, reply))
 
-    async def FSSTAT(ctx, args):
+    def FSSTAT(ctx, args):
         fh, fs = args.fsroot, None
         try:
             fs, _ = resolve(ctx, fh)
@@ -451,7 +527,7 @@ def procedures(resolver):
         return nfs3.FSSTAT3res(OK, nfs3.FSSTAT3resok(
             fattr(attr), st.tbytes, st.fbytes, st.abytes, st.tfiles, st.ffiles, st.afiles, 0))
 
-    async def FSINFO(ctx, args):
+    def FSINFO(ctx, args):
         fh, fs = args.fsroot, None
         try:
             fs, _ = resolve(ctx, fh)
@@ -464,7 +540,7 @@ def procedures(resolver):
             wtmax=io, wtpref=io, wtmult=4096, dtpref=min(DTPREF, max_io(ctx)),
             maxfilesize=MAXFILESIZE, time_delta=TIME_DELTA, properties=PROPERTIES))
 
-    async def PATHCONF(ctx, args):
+    def PATHCONF(ctx, args):
         fh, fs = args.object, None
         try:
             fs, _ = resolve(ctx, fh)

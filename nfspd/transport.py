@@ -1,7 +1,8 @@
 """UDP and TCP transports for RPC services, with trio.
 
-Thin I/O shells: every received message goes to Dispatcher.handle(); what it
-returns is sent back. Concurrency and buffering are bounded everywhere: a
+Thin I/O shells: every received message goes to Dispatcher.handle_now(); a
+reply is sent back at once, a Deferred call runs as a task that sends its reply
+when it has one. Concurrency and buffering are bounded everywhere: a
 limited number of calls run at once per socket or connection (further
 datagrams wait in the kernel's socket buffer, further records in TCP's window),
 TCP records have a maximum size, idle connections are closed.
@@ -16,7 +17,7 @@ import struct
 import trio
 
 from common import rpc
-from nfspd.dispatch import CallContext
+from nfspd.dispatch import CallContext, Deferred
 
 log = logging.getLogger(__name__)
 
@@ -75,133 +76,332 @@ async def bind_udp(host, port):
 
 
 async def bind_tcp(host, port, backlog=128):
-    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A listening socket for serve_tcp (plain and non-blocking, like UDP's)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    await sock.bind((host, port))
+    sock.bind((host, port))
     sock.listen(backlog)
-    return trio.SocketListener(sock)
+    return sock
+
+
+UDP_BATCH = 64
+"""Datagrams taken from the socket, while it has some, before other tasks get a
+turn: one trip through trio's scheduler per batch rather than per call."""
+
+_ICMP_ERRNOS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
 
 async def serve_udp(sock, dispatcher, limits, task_status=trio.TASK_STATUS_IGNORED):
-    """Receive datagrams and answer each from the address it was sent to."""
+    """Receive datagrams and answer each from the address it was sent to.
+
+    Calls that need no waiting are answered right here, in arrival order; the
+    others (Deferred) run as tasks, at most ``limits.udp_inflight`` at once (the
+    loop stops taking datagrams while that many run)."""
     bound_host, port = sock.getsockname()[:2]
     limiter = trio.Semaphore(limits.udp_inflight)
     cmsg_space = socket.CMSG_SPACE(_in_pktinfo.size)
+    recvmsg, sendmsg = sock.recvmsg, sock.sendmsg
+    handle_now = dispatcher.handle_now
+    # The IP_PKTINFO of a datagram -> (local address, ancdata that sends a reply
+    # from it): a few distinct values, so computed once each.
+    destinations = {}
+    no_pktinfo = ((bound_host, port), _anc(bound_host))
     task_status.started()
     async with trio.open_nursery() as nursery:
         while True:
-            await limiter.acquire()
-            while True:
+            for _ in range(UDP_BATCH):
                 try:
-                    data, ancdata, _, client = sock.recvmsg(UDP_MAX_DATAGRAM, cmsg_space)
-                    break
+                    data, ancdata, _, client = recvmsg(UDP_MAX_DATAGRAM, cmsg_space)
                 except BlockingIOError:
-                    await trio.lowlevel.wait_readable(sock)
+                    break
                 except OSError as e:
                     # ICMP errors from earlier sends surface here on Linux; not fatal.
-                    if e.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                        limiter.release()
-                        raise
-            local_ip = _pktinfo_dst(ancdata) or bound_host
-            ctx = CallContext(client, (local_ip, port), "udp", raw=data)
-            nursery.start_soon(_answer_udp, sock, dispatcher, data, ctx, limiter, limits)
-
-
-async def _answer_udp(sock, dispatcher, data, ctx, limiter, limits):
-    try:
-        reply = await dispatcher.handle(data, ctx)
-        if reply is None:
-            return
-        anc = [] if ctx.local[0] in ("0.0.0.0", "") else _pktinfo_src(ctx.local[0])
-        with trio.move_on_after(limits.send_timeout):
-            while True:
+                    if e.errno in _ICMP_ERRNOS:
+                        continue
+                    raise
+                if ancdata:
+                    key = ancdata[0][2]
+                    dest = destinations.get(key)
+                    if dest is None:
+                        dest = _destination(ancdata, bound_host, port)
+                        if len(destinations) > 1024:
+                            destinations.clear()
+                        destinations[key] = dest
+                else:
+                    dest = no_pktinfo
+                ctx = CallContext(client, dest[0], "udp", raw=data)
                 try:
-                    sock.sendmsg([reply], anc, 0, ctx.client)
-                    return
+                    reply = handle_now(data, ctx)
+                except Exception:
+                    _dispatch_failed(dispatcher, ctx)
+                    continue
+                if reply is None:
+                    continue
+                if type(reply) is Deferred:
+                    try:
+                        limiter.acquire_nowait()
+                    except trio.WouldBlock:
+                        await limiter.acquire()
+                    nursery.start_soon(_answer_udp, sock, reply, ctx, limiter, limits)
+                    continue
+                try:
+                    sendmsg([reply], dest[1], 0, client)
                 except BlockingIOError:
-                    await trio.lowlevel.wait_writable(sock)
+                    await _send_udp(sock, reply, ctx, limits)
                 except OSError as e:
-                    # A reply too large for a datagram or an unreachable client:
-                    # the client retransmits or gives up; the server goes on.
-                    log.warning("UDP reply to %s:%s failed: %s", ctx.client[0], ctx.client[1], e)
-                    return
+                    _send_failed(ctx, e)
+            else:
+                # A full batch: let the rest of the server run before the next.
+                await trio.lowlevel.checkpoint()
+                continue
+            await trio.lowlevel.wait_readable(sock)
+
+
+def _dispatch_failed(dispatcher, ctx):
+    # A bug (handlers' own failures are SYSTEM_ERR replies already): one
+    # message must not take the server down with it.
+    dispatcher.counters.dropped += 1
+    log.exception("dropped a message from %s:%s: the dispatcher failed", *ctx.client[:2])
+
+
+def _destination(ancdata, bound_host, port):
+    local_ip = _pktinfo_dst(ancdata) or bound_host
+    return (local_ip, port), _anc(local_ip)
+
+
+_anc_cache = {}
+
+
+def _anc(local_ip):
+    """The ancillary data that makes a reply leave from ``local_ip``."""
+    anc = _anc_cache.get(local_ip)
+    if anc is None:
+        anc = [] if local_ip in ("0.0.0.0", "") else _pktinfo_src(local_ip)
+        if len(_anc_cache) > 1024:
+            _anc_cache.clear()
+        _anc_cache[local_ip] = anc
+    return anc
+
+
+def _send_now(sock, reply, ctx):
+    """Send without waiting; False if the socket's buffer is full."""
+    try:
+        sock.sendmsg([reply], _anc(ctx.local[0]), 0, ctx.client)
+    except BlockingIOError:
+        return False
+    except OSError as e:
+        _send_failed(ctx, e)
+    return True
+
+
+def _send_failed(ctx, e):
+    # A reply too large for a datagram or an unreachable client: the client
+    # retransmits or gives up; the server goes on.
+    log.warning("UDP reply to %s:%s failed: %s", ctx.client[0], ctx.client[1], e)
+
+
+async def _send_udp(sock, reply, ctx, limits):
+    with trio.move_on_after(limits.send_timeout):
+        while not _send_now(sock, reply, ctx):
+            await trio.lowlevel.wait_writable(sock)
+
+
+async def _answer_udp(sock, deferred, ctx, limiter, limits):
+    try:
+        reply = await deferred.run()
+        if reply is not None:
+            await _send_udp(sock, reply, ctx, limits)
     finally:
         limiter.release()
 
 
+# accept() failures that concern one would-be connection, not the listener.
+_ACCEPT_SKIP = (errno.ECONNABORTED, errno.EPROTO, errno.EPERM)
+_ACCEPT_PAUSE = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
 async def serve_tcp(listener, dispatcher, limits, task_status=trio.TASK_STATUS_IGNORED):
+    """Serve RPC over TCP on a socket from bind_tcp.
+
+    Like serve_udp, on the plain sockets: trio's streams cost several times
+    what a small call does (locks, cancel scopes and checkpoints per send and
+    per receive)."""
     connections = trio.Semaphore(limits.max_connections)
     task_status.started()
     async with trio.open_nursery() as nursery:
         while True:
             await connections.acquire()
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                    break
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(listener)
+                except OSError as e:
+                    if e.errno in _ACCEPT_SKIP:
+                        continue
+                    if e.errno in _ACCEPT_PAUSE:
+                        log.warning("accept failed: %s; pausing", e)
+                        await trio.sleep(0.1)
+                        continue
+                    connections.release()
+                    raise
+            nursery.start_soon(_serve_connection, conn, dispatcher, limits, connections)
+
+
+class _Connection:
+    """One client's TCP connection: whole records out, whoever sends them."""
+
+    __slots__ = ("sock", "client", "local", "lock", "broken", "send_timeout")
+
+    def __init__(self, sock, client, local, send_timeout):
+        self.sock, self.client, self.local = sock, client, local
+        self.lock = trio.Lock()
+        self.broken = False
+        self.send_timeout = send_timeout
+
+    async def send(self, data):
+        """Send ``data`` (whole records); False when the connection is unusable
+        (broken, or shut down here because the client did not take a reply
+        in time: half a record may be on the wire)."""
+        if self.broken:
+            return False
+        lock = self.lock
+        if not lock.locked():
+            # Usually the socket takes it all at once: nothing to wait for.
             try:
-                stream = await listener.accept()
+                n = self.sock.send(data)
+            except BlockingIOError:
+                n = 0
             except OSError as e:
-                connections.release()
-                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("accept failed: %s; pausing", e)
-                    await trio.sleep(0.1)
-                    continue
-                raise
-            nursery.start_soon(_serve_connection, stream, dispatcher, limits, connections)
+                return self._broke(e)
+            if n == len(data):
+                return True
+            data = memoryview(data)[n:]
+            lock.acquire_nowait()  # free: nothing ran since it was checked
+        else:
+            await lock.acquire()
+        try:
+            with trio.move_on_after(self.send_timeout):
+                while data:
+                    if self.broken:
+                        return False
+                    try:
+                        n = self.sock.send(data)
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(self.sock)
+                        continue
+                    except OSError as e:
+                        return self._broke(e)
+                    data = data[n:]
+                return True
+            log.warning("closing connection to %s: reply not taken within %ss",
+                        self.client, self.send_timeout)
+            self._broke(None)
+            return False
+        finally:
+            lock.release()
+
+    def _broke(self, error):
+        if error is not None:
+            log.debug("connection to %s broke: %s", self.client, error)
+        self.broken = True
+        try:
+            # The receive loop then sees the end of the connection.
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return False
 
 
-async def _serve_connection(stream, dispatcher, limits, connections):
+async def _serve_connection(sock, dispatcher, limits, connections):
     try:
-        client = stream.socket.getpeername()[:2]
-        local = stream.socket.getsockname()[:2]
+        sock.setblocking(False)
+        # Replies are small and answered at once: no waiting to fill segments.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = _Connection(sock, sock.getpeername()[:2], sock.getsockname()[:2],
+                           limits.send_timeout)
     except OSError:
+        sock.close()
         connections.release()
         return
+    client, local = conn.client, conn.local
     reader = rpc.RecordReader(limits.max_record)
-    send_lock = trio.Lock()
     inflight = trio.Semaphore(limits.tcp_inflight_per_conn)
+    handle_now = dispatcher.handle_now
+    idle_timeout = limits.idle_timeout
+    # The idle timeout needs no cancel scope per receive: one scope, whose
+    # deadline moves on (never before idle_timeout without data, at most a
+    # sixteenth later) when it has gone stale.
+    slack = idle_timeout / 16
     try:
-        async with stream, trio.open_nursery() as nursery:
-            while True:
-                with trio.move_on_after(limits.idle_timeout) as idle:
+        async with trio.open_nursery() as nursery:
+            with trio.CancelScope() as idle:
+                moved = trio.current_time()
+                idle.deadline = moved + idle_timeout + slack
+                unyielded = 0
+                while True:
                     try:
-                        data = await stream.receive_some(65536)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                        data = sock.recv(65536)
+                    except BlockingIOError:
+                        unyielded = 0
+                        await trio.lowlevel.wait_readable(sock)
+                        continue
+                    except OSError as e:
                         log.debug("connection from %s ended: %s", client, e)
-                        data = b""
-                if idle.cancelled_caught:
-                    log.debug("closing idle connection from %s", client)
-                    break
-                if not data:
-                    break
-                try:
-                    records = reader.feed(data)
-                except rpc.RecordTooLarge as e:
-                    dispatcher.counters.dropped += 1
-                    log.warning("closing connection from %s:%s: %s", client[0], client[1], e)
-                    break
-                for record in records:
-                    await inflight.acquire()
-                    ctx = CallContext(client, local, "tcp", raw=record)
-                    nursery.start_soon(_answer_tcp, stream, send_lock, dispatcher, record, ctx,
-                                       inflight, limits)
+                        break
+                    if not data:
+                        break
+                    now = trio.current_time()
+                    if now - moved > slack:
+                        moved = now
+                        idle.deadline = now + idle_timeout + slack
+                    try:
+                        records = reader.feed(data)
+                    except rpc.RecordTooLarge as e:
+                        dispatcher.counters.dropped += 1
+                        log.warning("closing connection from %s:%s: %s", client[0], client[1], e)
+                        break
+                    out = []
+                    for record in records:
+                        ctx = CallContext(client, local, "tcp", raw=record)
+                        try:
+                            reply = handle_now(record, ctx)
+                        except Exception:
+                            _dispatch_failed(dispatcher, ctx)
+                            continue
+                        if reply is None:
+                            continue
+                        if type(reply) is Deferred:
+                            await inflight.acquire()
+                            nursery.start_soon(_answer_tcp, conn, reply, inflight)
+                        else:
+                            out.append(rpc.encode_record(reply))
+                    # The replies of calls answered at once go out together,
+                    # in one write (clients pipeline many small calls).
+                    if out and not await conn.send(b"".join(out)):
+                        break
+                    unyielded += len(records)
+                    if unyielded >= UDP_BATCH:
+                        # A client that keeps the socket full must not keep
+                        # the rest of the server from running.
+                        unyielded = 0
+                        await trio.lowlevel.checkpoint()
+            if idle.cancelled_caught:
+                log.debug("closing idle connection from %s", client)
             nursery.cancel_scope.cancel()
     finally:
+        trio.lowlevel.notify_closing(sock)
+        sock.close()
         connections.release()
 
 
-async def _answer_tcp(stream, send_lock, dispatcher, record, ctx, inflight, limits):
+async def _answer_tcp(conn, deferred, inflight):
     try:
-        reply = await dispatcher.handle(record, ctx)
-        if reply is None:
-            return
-        async with send_lock:
-            with trio.move_on_after(limits.send_timeout) as timeout:
-                await stream.send_all(rpc.encode_record(reply))
-            if timeout.cancelled_caught:
-                # Half a record may be on the wire: the stream is unusable.
-                log.warning("closing connection to %s: reply not taken within %ss",
-                            ctx.client, limits.send_timeout)
-                await stream.aclose()
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
+        reply = await deferred.run()
+        if reply is not None:
+            await conn.send(rpc.encode_record(reply))
     finally:
         inflight.release()
 

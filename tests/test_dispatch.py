@@ -1,10 +1,11 @@
 """From a received message to the reply: RPC-level errors and the duplicate request cache."""
 
 import trio
+import trio.testing
 
 from common import rpc, xdr
 from common.rpc import accept_stat
-from nfspd.dispatch import CallContext, Dispatcher, Procedure, Program
+from nfspd.dispatch import CallContext, Deferred, Dispatcher, Encoded, Procedure, Program, Wait
 from nfspd.drc import DuplicateRequestCache
 
 PROG = 100003
@@ -97,3 +98,128 @@ def test_messages_that_cannot_be_answered_are_dropped_and_counted():
     d = dispatcher(Service())
     assert trio.run(d.handle, b"\0" * 10, ctx()) is None
     assert d.counters.dropped == 1
+
+
+# --- answering at once (handle_now) ------------------------------------------------
+
+
+class SyncService:
+    """Plain-function handlers: the dispatcher answers them in handle_now."""
+
+    def __init__(self):
+        self.removes = 0
+
+    def null(self, ctx, args):
+        return None
+
+    def remove(self, ctx, args):
+        self.removes += 1
+        return self.removes
+
+    def boom(self, ctx, args):
+        raise RuntimeError("bug")
+
+    def encoded(self, ctx, args):
+        return Encoded(xdr.encode(xdr.UInt32, args + 1))
+
+    async def slow(self, ctx, args):
+        await trio.sleep(0)
+        return args * 2
+
+
+def sync_dispatcher(svc):
+    procs = {0: Procedure("NULL", xdr.Void, xdr.Void, svc.null),
+             1: Procedure("SLOW", xdr.UInt32, xdr.UInt32, svc.slow),
+             2: Procedure("ENCODED", xdr.UInt32, xdr.UInt32, svc.encoded),
+             12: Procedure("REMOVE", xdr.UInt32, xdr.UInt32, svc.remove, idempotent=False),
+             99: Procedure("BOOM", xdr.Void, xdr.Void, svc.boom)}
+    return Dispatcher([Program(PROG, "nfs", {3: procs})], DuplicateRequestCache())
+
+
+def now(d, proc=0, args=b"", xid=1, port=700):
+    return d.handle_now(rpc.encode_call(xid, PROG, 3, proc, args), ctx(port))
+
+
+def result(reply, res_type=xdr.UInt32):
+    r = rpc.decode_reply(reply)
+    assert r.stat == accept_stat.SUCCESS
+    return xdr.decode(res_type, r.body)
+
+
+def test_plain_function_handlers_are_answered_at_once_async_ones_are_deferred():
+    d = sync_dispatcher(SyncService())
+    assert rpc.decode_reply(now(d)).stat == accept_stat.SUCCESS
+    assert result(now(d, proc=2, args=b"\0\0\0\x29")) == 42
+    deferred = now(d, proc=1, args=b"\0\0\0\5", xid=9)
+    assert isinstance(deferred, Deferred)
+    reply = trio.run(deferred.run)
+    assert rpc.decode_reply(reply).xid == 9 and result(reply) == 10
+    # handle() gives the same answers whichever way they are made.
+    msg = rpc.encode_call(9, PROG, 3, 1, b"\0\0\0\5")
+    assert trio.run(d.handle, msg, ctx()) == reply
+    assert trio.run(d.handle, rpc.encode_call(3, PROG, 3, 2, b"\0\0\0\1"), ctx()) == \
+        now(d, proc=2, args=b"\0\0\0\1", xid=3)
+
+
+def test_a_non_idempotent_call_answered_at_once_still_goes_through_the_drc():
+    svc = SyncService()
+    d = sync_dispatcher(svc)
+    first = now(d, proc=12, args=b"\0\0\0\5", xid=77)
+    assert result(first) == 1
+    assert now(d, proc=12, args=b"\0\0\0\5", xid=77) == first  # retransmission
+    assert svc.removes == 1 and d.counters.drc_hits == 1
+    assert result(now(d, proc=12, args=b"\0\0\0\5", xid=78)) == 2  # a new call
+
+
+def test_errors_answered_at_once():
+    d = sync_dispatcher(SyncService())
+    assert rpc.decode_reply(now(d, proc=99)).stat == accept_stat.SYSTEM_ERR
+    assert d.counters.system_err == 1
+    assert rpc.decode_reply(now(d, proc=2, args=b"\0")).stat == accept_stat.GARBAGE_ARGS
+    assert rpc.decode_reply(now(d, proc=7)).stat == accept_stat.PROC_UNAVAIL
+    assert d.handle_now(b"\0" * 10, ctx()) is None
+    assert d.handle_now(b"garbage that is not a call at all, 40+ bytes long....", ctx()) is None
+    # A handler that fails leaves nothing in progress in the DRC.
+    d2 = Dispatcher([Program(PROG, "nfs", {3: {12: Procedure(
+        "REMOVE", xdr.Void, xdr.Void, SyncService().boom, idempotent=False)}})],
+        DuplicateRequestCache())
+    a = d2.handle_now(rpc.encode_call(5, PROG, 3, 12), ctx())
+    assert rpc.decode_reply(a).stat == accept_stat.SYSTEM_ERR
+    assert d2.handle_now(rpc.encode_call(5, PROG, 3, 12), ctx()) == a  # the same answer
+
+
+def test_a_plain_handler_may_go_on_as_a_task_and_the_drc_still_holds():
+    runs = []
+    gate = {}
+
+    async def later(n):
+        runs.append(n)
+        await gate["event"].wait()
+        return n * 10
+
+    def maybe(ctx, args):
+        return args if args < 100 else Wait(later, args)
+
+    procs = {1: Procedure("MAYBE", xdr.UInt32, xdr.UInt32, maybe),
+             12: Procedure("CHANGE", xdr.UInt32, xdr.UInt32, maybe, idempotent=False)}
+    d = Dispatcher([Program(PROG, "nfs", {3: procs})], DuplicateRequestCache())
+    assert result(now(d, proc=1, args=b"\0\0\0\7")) == 7  # answered at once
+    replies = []
+
+    async def main():
+        gate["event"] = trio.Event()
+        first = now(d, proc=12, args=b"\0\0\1\0", xid=5)
+        assert isinstance(first, Deferred)
+        async with trio.open_nursery() as n:
+            async def go():
+                replies.append(await first.run())
+            n.start_soon(go)
+            await trio.testing.wait_all_tasks_blocked()
+            # A retransmission while the original waits: dropped, not run again.
+            assert now(d, proc=12, args=b"\0\0\1\0", xid=5) is None
+            gate["event"].set()
+        replies.append(now(d, proc=12, args=b"\0\0\1\0", xid=5))  # after: the cached reply
+        replies.append(await d.handle(rpc.encode_call(6, PROG, 3, 1, b"\0\0\1\1"), ctx()))
+    trio.run(main)
+    assert [result(r) for r in replies] == [2560, 2560, 2570] and runs == [256, 257]
+    assert d.counters.drc_in_progress == 1 and d.counters.drc_hits == 1

@@ -4,6 +4,9 @@ import logging
 import os
 import random
 import stat
+import struct
+import subprocess
+import sys
 
 import pytest
 import trio
@@ -12,6 +15,7 @@ from common.metafile import SIZE as META_SIZE, Metafile
 from common.nfs3 import nfsstat3
 from nfspd.access import ACCESS3_ALL, ACCESS3_LOOKUP, ACCESS3_READ
 from nfspd.datapath import LocalDataPath
+from tests.support.process import REPO
 from nfspd.metafs import (SET_TO_SERVER_TIME, Caller, CreateHow, FileType, FsError, MetaFS,
                           SetAttr)
 
@@ -165,10 +169,17 @@ def test_a_pending_truncation_survives_a_restart(env):
     env.fs.close()
     env.fs = env.make()
 
+    # What a READ can plan without waiting, it plans; this one has to wait.
+    assert env.fs.read_plan_now(fh, ROOT, 0, 64) is None
+    os.chmod(env.root / "f", 0o600)
+    assert status_of(env.fs.read_plan_now, fh, Caller(7, 7), 0, 64) == nfsstat3.NFS3ERR_ACCES
+
     async def check():
         data, _, _ = await env.fs.read(fh, ROOT, 0, 64)
         assert data == b"q" * 8 + bytes(56)
     run(check)
+    plan = env.fs.read_plan_now(fh, ROOT, 60, 64)
+    assert (plan.offset, plan.count, plan.eof, plan.attr.size) == (60, 4, True, 64)
 
 
 def test_a_regular_file_that_is_not_a_metafile_is_an_io_error_not_a_crash(env, caplog):
@@ -360,6 +371,12 @@ def test_create_sets_the_exact_mode_and_other_attributes(env):
     assert pattr.type == FileType.FIFO and pattr.mode == 0o620
     c, cattr, _ = fs.mknod(fs.root_fh, b"c", ROOT, FileType.CHR, SetAttr(mode=0o600), rdev=(1, 3))
     assert (cattr.rdev_major, cattr.rdev_minor) == (1, 3)
+    b, battr, _ = fs.mknod(fs.root_fh, b"b", ROOT, FileType.BLK, SetAttr(),
+                           rdev=((1 << 12) - 1, (1 << 20) - 1))
+    assert (battr.rdev_major, battr.rdev_minor) == ((1 << 12) - 1, (1 << 20) - 1)
+    for rdev in ((1 << 12, 0), (0, 1 << 20), (1 << 31, 1), (7, 0xFFFFFFFF)):
+        assert status_of(fs.mknod, fs.root_fh, b"x", ROOT, FileType.CHR, SetAttr(),
+                         rdev=rdev) == nfsstat3.NFS3ERR_INVAL
     assert status_of(fs.mknod, fs.root_fh, b"r", ROOT, FileType.REG, SetAttr()) == \
         nfsstat3.NFS3ERR_BADTYPE
 
@@ -551,6 +568,37 @@ def test_search_permission_is_needed_to_look_up(shared):
     assert status_of(fs.lookup, d, b"..", BOB) == nfsstat3.NFS3ERR_ACCES
     assert status_of(fs.readdir, d, 0, None, BOB, 10) == nfsstat3.NFS3ERR_ACCES
     assert fs.lookup(d, b"inner", ALICE)[1].uid == 1001
+
+
+def _acl_denying(uid):
+    """A system.posix_acl_access value: the mode's 0755, but nothing for uid."""
+    entries = [(0x01, 7, 0xFFFFFFFF), (0x02, 0, uid), (0x04, 5, 0xFFFFFFFF),
+               (0x10, 5, 0xFFFFFFFF), (0x20, 5, 0xFFFFFFFF)]  # USER_OBJ USER GROUP_OBJ MASK OTHER
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+def test_an_acl_refusing_the_search_is_honoured_though_the_mode_allows_it(shared):
+    # Lookups in a directory everyone may search skip the switch to the
+    # caller's credentials; an ACL must still be able to refuse one user.
+    env, tmp, proj = shared
+    fs = env.fs
+    d = fs.mkdir(tmp, b"open", ALICE, SetAttr(mode=0o755))[0]
+    env.create(b"inner", caller=ALICE, d=d)
+    path = env.root / "tmp" / "open"
+    assert fs.lookup(d, b"inner", BOB)[1].uid == 1001
+    try:
+        os.setxattr(path, "system.posix_acl_access", _acl_denying(BOB.uid))
+    except OSError as e:
+        pytest.skip(f"no POSIX ACLs here: {e}")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o755
+    assert status_of(fs.lookup, d, b"inner", BOB) == nfsstat3.NFS3ERR_ACCES
+    assert status_of(fs.lookup, d, b"nothing", BOB) == nfsstat3.NFS3ERR_ACCES
+    assert fs.lookup(d, b"inner", ALICE)[1].uid == 1001
+    assert fs.lookup(d, b"inner", Caller(1003, 1003))[1].uid == 1001
+    os.removexattr(path, "system.posix_acl_access")
+    assert fs.lookup(d, b"inner", BOB)[1].uid == 1001
+    os.chmod(path, 0o750)
+    assert status_of(fs.lookup, d, b"inner", BOB) == nfsstat3.NFS3ERR_ACCES
 
 
 def test_readonly_caller_modifies_nothing(shared):
@@ -761,6 +809,25 @@ def test_caller_credentials_apply_to_this_thread_only_and_are_always_restored(tm
     assert (st.st_uid, st.st_gid) == (1234, 4321)
     assert 77 not in os.getgroups()
     os.close(dfd)
+
+
+def test_ids_with_the_high_bit_set_work_and_minus_one_is_refused():
+    # A switch to such an id once aborted the daemon on the way back (a
+    # signed/unsigned mix-up), so it runs in a process of its own.
+    code = ("from nfspd import creds\n"
+            "with creds.as_caller(0x80000000, 0xFA0003E8, (0xFFFFFFF0,)):\n"
+            "    assert creds.current() == (0x80000000, 0xFA0003E8), creds.current()\n"
+            "assert creds.current() == (0, 0)\n"
+            "for ids in ((0xFFFFFFFF, 5), (5, 0xFFFFFFFF)):\n"
+            "    try:\n"
+            "        with creds.as_caller(*ids):\n"
+            "            raise AssertionError('acted as -1')\n"
+            "    except PermissionError:\n"
+            "        pass\n"
+            "assert creds.current() == (0, 0)\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
 
 
 def test_supplementary_groups_are_the_callers(tmp_path):

@@ -82,6 +82,18 @@ def test_wcc_data_from_wcc():
     assert service.wcc(metafs.Wcc()) == nfs3.wcc_data(None, None)
 
 
+@pytest.mark.parametrize("kw", [
+    {},
+    dict(type=FileType.CHR, rdev_major=0xFFFFFFFF, rdev_minor=7, size=0, used=0),
+    dict(atime_ns=-1, mtime_ns=(1 << 32) * 10**9 + 5, ctime_ns=(1 << 40) * 10**9 - 1),
+    dict(size=(1 << 64) - 1, used=(1 << 64) - 1, fileid=(1 << 64) - 1, fsid=(1 << 64) - 1,
+         nlink=0xFFFFFFFF, uid=0xFFFFFFFF, gid=0xFFFFFFFF, mode=0o177777),
+])
+def test_fattr3_bytes_is_what_packing_fattr_gives(kw):
+    a = make_attr(**kw)
+    assert service.fattr3_bytes(a) == encode(nfs3.fattr3, service.fattr(a))
+
+
 def test_a_page_never_splits_entries_that_share_a_cookie():
     E = metafs.DirEntry
     entries = [E(1, b"a", 5), E(2, b"b", 7), E(3, b"c", 7), E(4, b"d", 9)]
@@ -239,6 +251,26 @@ def test_getattr_of_the_root(client, root_fh, export):
     assert a.type == ftype3.NF3DIR and a.mode == 0o755
     assert (a.fileid, a.fsid, a.nlink) == (st.st_ino, export[0].fsid, st.st_nlink)
     assert a.mtime == service.time3(st.st_mtime_ns)
+
+
+def test_hand_encoded_replies_are_the_codecs_encoding(client, root_fh, export):
+    # GETATTR, LOOKUP and ACCESS build their replies with struct.pack; each
+    # must be exactly the XDR of what it decodes to.
+    fh = made(client.create(root_fh, b"f"))
+    d = made(client.mkdir(root_fh, b"d"))
+    calls = [(NFSPROC3.GETATTR, nfs3.GETATTR3args(fh)), (NFSPROC3.GETATTR, nfs3.GETATTR3args(d)),
+             (NFSPROC3.LOOKUP, nfs3.LOOKUP3args(diropargs3(root_fh, b"f"))),
+             (NFSPROC3.LOOKUP, nfs3.LOOKUP3args(diropargs3(d, b"."))),
+             (NFSPROC3.LOOKUP, nfs3.LOOKUP3args(diropargs3(d, b".."))),
+             (NFSPROC3.ACCESS, nfs3.ACCESS3args(fh, 0x3F)),
+             (NFSPROC3.ACCESS, nfs3.ACCESS3args(d, ACCESS3_LOOKUP | 0x8000))]
+    for proc, args in calls:
+        res_type = PROCEDURES[proc][2]
+        body = client.body(proc, args)
+        res = decode(res_type, body)
+        assert res.disc == OK and encode(res_type, res) == body, (proc, args)
+    assert client.ok(NFSPROC3.LOOKUP, calls[2][1]).object == fh
+    assert client.ok(NFSPROC3.ACCESS, calls[6][1]).access == ACCESS3_LOOKUP
 
 
 def test_bad_handles(client):
