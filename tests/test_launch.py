@@ -70,9 +70,9 @@ class Site:
     def stop(self, conf):
         return self.nfsp("stop-iods", *self.ssh_args(conf))
 
-    def ping(self, conf):
-        return self.tb.ms.run([sys.executable, "-m", "tools.iod_ping", "--iods", conf,
-                               "--key", self.key, "--timeout", "3"], env=ENV, cwd=REPO)
+    def ping(self, conf, *more, host=None):
+        return (host or self.tb.ms).run([sys.executable, "-m", "tools.iod_ping", "--iods", conf,
+                               "--key", self.key, "--timeout", "3", *more], env=ENV, cwd=REPO)
 
 
 def _iods_under(directory):
@@ -131,7 +131,7 @@ def _datafiles(directory):
 def test_launch_ping_use_and_stop_three_iods(site, tmp_path):
     tb = site.tb
     conf = site.conf("iods.conf", tb.iods)
-    r = site.launch(conf, "--copy-key", site.key)
+    r = site.launch(conf, "--copy-key", site.key, "--pong-allow", f"{tb.clients[0].ip}/32")
     assert r.returncode == 0, r.stdout + r.stderr
     lines = _lines(r.stdout)
     assert len(lines) == 4 and lines[-1] == "all 3 iods running", r.stdout
@@ -158,6 +158,13 @@ def test_launch_ping_use_and_stop_three_iods(site, tmp_path):
     ping = site.ping(conf)
     assert ping.returncode == 0, ping.stdout + ping.stderr
     assert all(f"{h.ip}:{IOD_PORT}" in ping.stdout for h in tb.iods)
+    # A client node may ask for PONGs spoofed from the metaserver's address
+    # (--pong-allow passed through), and they reach it: the network lets the
+    # iods answer UDP reads. (Not from the metaserver itself: Linux drops an
+    # arriving packet whose source is one of its own addresses.)
+    ping = site.ping(conf, "--spoof-from", tb.ms.ip, host=tb.clients[0])
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert ping.stdout.count("spoofed PONG from") == 3 and "NOT arrived" not in ping.stdout
 
     again = site.launch(conf)
     assert again.returncode == 0, again.stdout + again.stderr

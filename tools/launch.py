@@ -175,8 +175,11 @@ _run_dir_opt = click.option("--run-dir", default=DEFAULT_RUN_DIR, show_default=T
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--ready-timeout", default=READY_SECONDS, show_default=True,
               type=click.FloatRange(0.5, 600), help="Seconds the iod has to answer a PING.")
+@click.option("--pong-allow", multiple=True, metavar="CIDR",
+              help="Passed to iod (repeatable): who may ask for a spoofed PONG, e.g. the "
+                   "metaserver's network for `iod_ping --spoof-from` (iod's default: loopback).")
 def node_start(port, ip_id_slot, data_dir, key_path, user, run_dir, log_dir, log_level,
-               ready_timeout):
+               ready_timeout, pong_allow):
     """Start this node's iod on PORT, detached; answer once it answers a PING.
 
     Prints one line: "started (...)" or "already running (...)"; exit status 1
@@ -202,6 +205,8 @@ def node_start(port, ip_id_slot, data_dir, key_path, user, run_dir, log_dir, log
         argv = [sys.executable, "-m", "iod.cli", "--data-dir", data_dir, "--key", key_path,
                 "--port", str(port), "--user", user, "--ip-id-slot", ip_id_slot,
                 "--log-level", log_level]
+        for cidr in pong_allow:
+            argv += ["--pong-allow", cidr]
         os.write(log_fd, f"--- nfsp node-iod start, {time.strftime('%Y-%m-%d %H:%M:%S')}: "
                          f"{shlex.join(argv)}\n".encode())
         try:
@@ -441,9 +446,12 @@ def _ssh_opts(f):
 @click.option("--ready-timeout", default=READY_SECONDS, show_default=True,
               type=click.FloatRange(0.5, 600),
               help="Seconds each iod has to answer a PING on its node.")
+@click.option("--pong-allow", multiple=True, metavar="CIDR",
+              help="Passed to iod (repeatable): who may ask for a spoofed PONG, e.g. the "
+                   "metaserver's network for `iod_ping --spoof-from` (iod's default: loopback).")
 def launch(iods_conf, ssh_user, ssh_config, identity, ssh_options, connect_timeout, fanout,
            remote_nfsp, run_dir, data_dir, key_path, copy_key, log_dir, user, log_level,
-           ready_timeout):
+           ready_timeout, pong_allow):
     """Start the iods listed in iods.conf, on their hosts, over ssh (all at once).
 
     On each host runs `nfsp node-iod start`: iod detached, its pid in
@@ -476,7 +484,8 @@ def launch(iods_conf, ssh_user, ssh_config, identity, ssh_options, connect_timeo
             "node-iod", "start", "--port", str(e.port), "--ip-id-slot", f"{e.index}/{n}",
             "--data-dir", p["data"], "--key", p["key"], "--user", user, "--run-dir", p["run"],
             "--log-dir", p["log"], "--log-level", log_level,
-            "--ready-timeout", f"{ready_timeout:g}"]))
+            "--ready-timeout", f"{ready_timeout:g}",
+            *(arg for cidr in pong_allow for arg in ("--pong-allow", cidr))]))
     if jobs:
         outcomes.update(remote.shell(jobs, timeout))
     _report(entries, outcomes, "running")
