@@ -85,7 +85,9 @@ Ops and their fields (every request carries "id", echoed in its REPLY/PONG):
 - PING      spoof_from: addr|None (ask for the PONG to leave with that source),
             pad: bytes|None (makes a PING without a fresh stamp PLAIN_PING_SIZE long)
 - PONG      version: str, uptime: float, free: int, total: int, verifier: bytes(8),
-            time: float|None (the iod's wall clock, for senders' clock offsets)
+            time: float|None (the iod's wall clock, for senders' clock offsets),
+            store: bytes(16)|None (the id of the data store it serves, iod/store.py;
+            None from an iod whose store is lost, or one older than the field)
 - READ      ino, seed, offset, count, client: addr|None, source: addr|None, head: bytes
             (client None = relay: data comes back in the REPLY over TCP)
 - WRITE     ino, seed, offset, data, stable: bool, client: addr|None, source: addr|None,
@@ -246,7 +248,7 @@ def _optional(check):
 SCHEMAS = {
     Op.PING: {"spoof_from": _optional(_addr), "pad": _optional(_bytes(2 * PLAIN_PING_SIZE))},
     Op.PONG: {"version": _str(64), "uptime": _float, "free": _uint, "total": _uint,
-              "verifier": _bytes(8), "time": _optional(_time)},
+              "verifier": _bytes(8), "time": _optional(_time), "store": _optional(_bytes(16))},
     Op.READ: {"ino": _uint, "seed": _uint, "offset": _uint, "count": _uint,
               "client": _optional(_addr), "source": _optional(_addr), "head": _bytes(4096)},
     Op.WRITE: {"ino": _uint, "seed": _uint, "offset": _uint, "data": _bytes(MAX_DATA),
@@ -263,7 +265,7 @@ SCHEMAS = {
 
 DEFAULTS = {
     Op.PING: {"spoof_from": None, "pad": None},
-    Op.PONG: {"time": None},
+    Op.PONG: {"time": None, "store": None},
     Op.READ: {"client": None, "source": None, "head": b""},
     Op.WRITE: {"client": None, "source": None, "reply": None},
     Op.LIST: {"cursor": None},

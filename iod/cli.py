@@ -38,8 +38,15 @@ def _slot(ctx, param, value):
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False),
-              help="Where this iod keeps its datafiles (created if missing). At the first start "
-                   "it is given to --user; the directories above it may stay private to root.")
+              help="Where this iod keeps its datafiles. It must carry the store marker "
+                   "(.nfsp-store) written when the store was made; a directory that does not "
+                   "exist is created and made a new store. At the first start it is given to "
+                   "--user; the directories above it may stay private to root.")
+@click.option("--init", is_flag=True,
+              help="Make an existing empty --data-dir (lost+found aside) a new store, or adopt "
+                   "one holding datafiles but no marker (from a release before markers). "
+                   "Without it such a directory is refused: an empty one is what a disk that "
+                   "failed to mount leaves behind. A directory already marked is kept as is.")
 @click.option("--key", "key_path", default="/etc/nfsp/cluster.key", show_default=True,
               type=click.Path(dir_okay=False),
               help="Cluster key file (mode 0600, read before dropping root): frames that do "
@@ -95,9 +102,9 @@ def _slot(ctx, param, value):
                    "SIGUSR1 logs one at once).")
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--syslog", is_flag=True, help="Log to syslog/journald instead of stderr.")
-def main(data_dir, key_path, listen, port, secure_port, max_clock_skew, pong_allow, ping_rate,
-         metrics, user, ip_id_slot, threads, queue_depth, queue_mib, stats_interval, log_level,
-         syslog):
+def main(data_dir, init, key_path, listen, port, secure_port, max_clock_skew, pong_allow,
+         ping_rate, metrics, user, ip_id_slot, threads, queue_depth, queue_mib, stats_interval,
+         log_level, syslog):
     """NFSP I/O daemon: stores stripes of file data by (inode, seed) and
     answers the metaserver's READ/WRITE/COMMIT/TRUNCATE/PURGE/LIST/PING over
     UDP and TCP. UDP READ and WRITE replies go straight to the NFS client from
@@ -117,7 +124,7 @@ def main(data_dir, key_path, listen, port, secure_port, max_clock_skew, pong_all
                                key_path=key_path, max_clock_skew=max_clock_skew,
                                pong_allow=pong_allow, ping_rate=ping_rate,
                                ping_burst=max(1, int(2 * ping_rate)), secure_port=secure_port,
-                               metrics=metrics)
+                               metrics=metrics, init=init)
         daemon.run(config)
     except (keyfile.KeyFileError, daemon.StartupError, OSError) as e:
         log.error("%s", e)

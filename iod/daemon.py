@@ -43,6 +43,16 @@ replaced by another file.
 --metrics ADDR:PORT serves the counters, queue depth and free space for
 Prometheus (iod/metrics.py).
 
+The data store's identity (iod/store.py): the iod starts only on a data
+directory carrying its marker (or one it may initialise: missing, or --init),
+and reports the store id in every PONG. Every PING, and any request coming
+more than STORE_CHECK_INTERVAL after the last check, checks that the store is
+still the one opened (marker in place, file system still mounted). Once it is
+not, the iod says so in one error line and stays up answering EIO to every
+data request (NFS3ERR_IO for the client, a retry later for unlinkd) and PONGs
+without a store id, until restarted: a missing datafile reads as zeros, and
+a lost store must never be served as one full of holes.
+
 Privileges: everything that needs root happens before serving -- the raw
 socket, binding (so a port below 1024 is possible), the key file, and the data
 directory, which is given to the --user (chown at first start, of the store's
@@ -76,7 +86,7 @@ from common import iodproto, keyfile
 from common.iodproto import IodProtoError, Message, Op
 from iod import ipv4
 from iod.spoof import RouteMtu, Spoofer, open_raw_socket
-from iod.store import DataStore
+from iod.store import StoreError, open_store
 from iod.workqueue import WorkQueue
 
 log = logging.getLogger("iod")
@@ -90,6 +100,7 @@ _in_pktinfo = struct.Struct("=i4s4s")            # ipi_ifindex, ipi_spec_dst, ip
 ERROR_LOG_INTERVAL = 60.0
 PRIVILEGED_PORTS = 1024
 DEFAULT_PONG_ALLOW = ("127.0.0.0/8",)
+STORE_CHECK_INTERVAL = 1.0   # seconds between store identity checks under traffic
 
 
 def _version():
@@ -109,8 +120,9 @@ class Config:
                  queue_bytes=64 << 20, tcp_inflight=64, max_connections=256,
                  stats_interval=60.0, send_timeout=30.0, key_path=None,
                  max_clock_skew=iodproto.MAX_CLOCK_SKEW, pong_allow=DEFAULT_PONG_ALLOW,
-                 ping_rate=10.0, ping_burst=20, secure_port=False, metrics=None):
+                 ping_rate=10.0, ping_burst=20, secure_port=False, metrics=None, init=False):
         self.data_dir = data_dir
+        self.init = init                  # --init: may initialise an existing directory
         self.keys = keys
         self.listen = listen
         self.port = port
@@ -242,6 +254,9 @@ class Iod:
         self.counters = Counters()
         self.errors = _RateLimitedLog()
         self.queue = WorkQueue(config.queue_depth, config.queue_bytes)
+        self.store_lost = None        # why the data store is no longer the one opened
+        self._store_check_due = 0.0
+        self._store_check_lock = threading.Lock()
         self.threads = []
         self._token = None
         self._handlers = {Op.READ: self._read, Op.WRITE: self._write, Op.COMMIT: self._commit,
@@ -298,6 +313,8 @@ class Iod:
             return None
         self.counters.add(msg.op.name.lower())
         try:
+            if msg.op != Op.PING and not self.store_usable():
+                raise OSError(errno.EIO, f"data store lost: {self.store_lost}")
             answer = handler(msg, job)
         except OSError as e:
             code = e.errno or errno.EIO
@@ -448,11 +465,37 @@ class Iod:
             cursor = self._cursor.pack(*files[-1])
         return iodproto.reply(msg, files=files, cursor=cursor)
 
+    def store_usable(self, force=False):
+        """Whether the data store is still the one opened: checked at most every
+        STORE_CHECK_INTERVAL seconds (one thread checks, the others go on), or
+        now with ``force``. A lost store stays lost."""
+        if self.store_lost is not None:
+            return False
+        if not force and time.monotonic() < self._store_check_due:
+            return True
+        if not self._store_check_lock.acquire(blocking=force):
+            return True
+        try:
+            if self.store_lost is None:
+                self._store_check_due = time.monotonic() + STORE_CHECK_INTERVAL
+                why = self.store.identity_problem()
+                if why is not None:
+                    self.store_lost = why
+                    self.counters.add("store_lost")
+                    log.error("data store %s lost: %s; answering EIO to every request (never "
+                              "zeros) until restarted: mount or restore the right store, then "
+                              "restart the iod", _store_name(self.store), why)
+        finally:
+            self._store_check_lock.release()
+        return self.store_lost is None
+
     def pong(self, msg):
+        store = self.store.store_id if self.store_usable(force=True) else None
         total, _, avail, *_ = self.store.statvfs()
         # free = what this (unprivileged) iod may still use
         return Message(Op.PONG, msg.id, version=VERSION, uptime=time.monotonic() - self.started,
-                       free=avail, total=total, verifier=self.verifier, time=time.time())
+                       free=avail, total=total, verifier=self.verifier, time=time.time(),
+                       store=store)
 
     def _ping(self, msg, job):
         pong = self.pong(msg)
@@ -542,11 +585,11 @@ class Iod:
                         await nursery.start(serve_metrics, self)
                     host, port = self.udp_sock.getsockname()[:2]
                     slot = self.config.ip_id_slot
-                    log.info("iod %s serving %s on %s:%d (UDP and TCP) as uid %d; %d I/O threads; "
-                             "IP IDs %d..%d (slot %d/%d); verifier %s", VERSION,
-                             self.store.directory, host, port, os.geteuid(), self.config.threads,
-                             slot.low, slot.high - 1, slot.index, slot.count,
-                             self.verifier.hex())
+                    log.info("iod %s serving %s (store %s) on %s:%d (UDP and TCP) as uid %d; "
+                             "%d I/O threads; IP IDs %d..%d (slot %d/%d); verifier %s", VERSION,
+                             self.store.directory, _store_name(self.store), host, port,
+                             os.geteuid(), self.config.threads, slot.low, slot.high - 1,
+                             slot.index, slot.count, self.verifier.hex())
                     task_status.started()
                     if self.config.secure_port:
                         log.info("--secure-port: taking connections and frames only from "
@@ -730,6 +773,10 @@ def _plausible(data):
         return False
 
 
+def _store_name(store):
+    return store.store_id.hex() if store.store_id is not None else "without identity"
+
+
 def _pktinfo_dst(ancdata):
     for level, kind, data in ancdata:
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _in_pktinfo.size:
@@ -821,7 +868,19 @@ def start(config):
         except OSError as e:
             raise StartupError(f"cannot look up routes over netlink: {e}") from None
         try:
-            store = DataStore(config.data_dir)
+            store = open_store(config.data_dir, init=config.init)
+        except StoreError as e:
+            raise StartupError(str(e)) from None
+        except OSError as e:
+            raise StartupError(f"data directory {config.data_dir}: {e}") from None
+        extra.append(store)
+        if store.initialised == "new":
+            log.info("initialised %s as a new, empty data store: store id %s",
+                     store.directory, store.store_id.hex())
+        elif store.initialised == "adopted":
+            log.info("adopted the datafiles in %s (no store marker yet) as data store %s",
+                     store.directory, store.store_id.hex())
+        try:
             # Only at the first start as this user (the walk costs one stat
             # per datafile): afterwards everything in it is created by us.
             if uid != 0 and os.stat(store.directory).st_uid != uid:

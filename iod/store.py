@@ -14,12 +14,59 @@ Everything is reached through a descriptor of the store's directory opened at
 construction (openat and friends), so an iod that opened its store as root
 and then dropped to an unprivileged user needs no access to the directories
 above it (e.g. a 0700 /var/lib/nfsp) -- only to the store itself.
+
+Store identity (open_store, used by the iod)
+--------------------------------------------
+A missing datafile reads as zeros, which is right for a hole and silent data
+corruption for a whole data directory that is not the one it should be: a
+disk that failed to mount leaves its empty mount point, a replaced or wiped
+disk is empty, a mistyped --data-dir points elsewhere. So an iod's data
+directory carries a marker, MARKER (.nfsp-store): a few text lines with the
+format (MARKER_FORMAT) and a random 128-bit store id, written once, atomically
+(a temporary file, fsynced, linked into place without replacing anything, the
+directory fsynced). open_store opens a directory only if
+
+- it carries a marker that parses (a corrupt one is refused: the store's
+  identity is unknown), or
+- it does not exist: it is created and initialised there and then, which
+  keeps `nfsp up`, `nfsp launch` and a plain first `iod --data-dir D`
+  working without a step of their own, or
+- it exists and init (iod --init) is given, and it is empty (lost+found
+  aside: a fresh ext4), or holds only the store's own layout (a store from a
+  release before markers: adopted under a new id).
+
+Without --init an existing unmarked directory is refused with one line saying
+what to do, empty ones included: an empty existing directory is exactly what
+a failed mount leaves behind. Anything else in an unmarked directory is
+refused even with --init (not a store). The decision is ceph-osd's (explicit
+mkfs) softened for the case that cannot be a failed mount: a directory that
+does not exist is no mount point. Not caught here: a data directory *below*
+a mount point that failed (/mnt/disk1/nfsp with /mnt/disk1 unmounted) is
+created afresh on the wrong disk. The iod reports its store id in every PONG
+so that the metaserver, remembering each iod's, can tell (put the data
+directory at the mount point itself, or use systemd's RequiresMountsFor).
+
+While it serves, the iod holds the marker open and flock()ed (a second iod on
+the same directory is refused) and calls identity_problem() now and then: the
+directory it opened must still carry that very marker (same inode), the file
+system it lives on must still be mounted (its mount id, from
+/proc/self/fdinfo, still in /proc/self/mountinfo: `umount -l` detaches it),
+and, where the path can still be looked up after dropping root, the path
+must still lead to it. Reads through the directory descriptor would go on
+working on a lazily unmounted file system, but whatever is written there is
+gone (tmpfs) or out of reach once the iod lets go: a lost store must fail
+loudly, not serve. Not caught: `rm -rf DIR/*` (the glob spares the dotfile
+marker) under a stopped iod.
 """
 
 import collections
 import ctypes
+import errno
+import fcntl
 import os
 import re
+import secrets
+import stat
 import threading
 
 _NAME = re.compile(r"^([0-9a-f]{16})\.([0-9a-f]{16})$")
@@ -47,6 +94,18 @@ def _order(ino, seed):
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
+MARKER = ".nfsp-store"
+MARKER_FORMAT = 1
+STORE_ID_BYTES = 16
+_MARKER_MAX = 4096
+_MARKER_TMP = MARKER + ".tmp-"
+_IGNORED = frozenset(("lost+found",))   # what mkfs leaves in a fresh file system
+
+
+class StoreError(Exception):
+    """A data directory that must not be served; the message is one line
+    for the admin, saying what to do."""
+
 
 class DataStore:
     def __init__(self, directory, max_open=256):
@@ -56,6 +115,13 @@ class DataStore:
         self._max_open = max_open
         self._open = collections.OrderedDict()  # (ino, seed) -> _Open
         self._lock = threading.Lock()
+        # Identity (open_store): unset for a plain DataStore (nfspd's local
+        # store, tools, tests), which then never reports a problem.
+        self.store_id = None
+        self.initialised = None       # "new" or "adopted" when open_store just marked it
+        self._marker_fd = None
+        self._marker_key = None       # (st_dev, st_ino) of the marker we hold
+        self._mount_id = None
 
     # -- naming ----------------------------------------------------------------
 
@@ -307,6 +373,182 @@ class DataStore:
         return (st.f_blocks * st.f_frsize, st.f_bfree * st.f_frsize, st.f_bavail * st.f_frsize,
                 st.f_files, st.f_ffree, st.f_favail)
 
+    # -- identity (see the module docstring) -----------------------------------------
+
+    def identity_problem(self):
+        """None while this is still the store that was opened; otherwise why
+        it is not (one line). Costs a few stats and a read of
+        /proc/self/mountinfo: call it now and then, not per request."""
+        if self._marker_key is None:
+            return None
+        if self._mount_id is not None:
+            try:
+                mounted = _mount_listed(self._mount_id)
+            except OSError:
+                mounted = True      # cannot tell; the other checks still run
+            if not mounted:
+                return (f"the file system holding {self.directory} was unmounted under the "
+                        f"iod")
+        try:
+            st = os.stat(MARKER, dir_fd=self._dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return f"{self.directory}/{MARKER} was removed (the directory wiped or deleted?)"
+        except OSError as e:
+            return f"cannot stat {self.directory}/{MARKER}: {e.strerror}"
+        if (st.st_dev, st.st_ino) != self._marker_key:
+            return f"{self.directory}/{MARKER} was replaced by another file"
+        try:
+            here = os.stat(self.directory)
+        except (PermissionError, NotADirectoryError):
+            return None             # the path is not ours to look up (root dropped)
+        except FileNotFoundError:
+            return f"{self.directory} is gone from its path"
+        except OSError as e:
+            return f"cannot stat {self.directory}: {e.strerror}"
+        opened = os.fstat(self._dfd)
+        if (here.st_dev, here.st_ino) != (opened.st_dev, opened.st_ino):
+            return (f"{self.directory} now leads to another directory (a file system mounted "
+                    f"over it, or it was moved?)")
+        return None
+
+    def _identify(self, init):
+        fd = self._open_marker()
+        if fd is None:
+            kind, example = self._contents()
+            where = self.directory
+            if kind == "other":
+                raise StoreError(
+                    f"{where} is not an iod data store: it holds {example!r} and no {MARKER} "
+                    f"marker; point --data-dir at the store's own directory, or at a new or "
+                    f"empty one")
+            if not init:
+                if kind == "empty":
+                    raise StoreError(
+                        f"{where} exists but is empty and has no {MARKER} marker: if a disk "
+                        f"belongs there, it is not mounted (mount it, then start the iod); to "
+                        f"start a new, empty store there, run the iod once with --init")
+                raise StoreError(
+                    f"{where} holds datafiles but no {MARKER} marker (a store made before "
+                    f"markers existed?): run the iod once with --init to adopt it")
+            self._write_marker(secrets.token_bytes(STORE_ID_BYTES))
+            self.initialised = "new" if kind == "empty" else "adopted"
+            fd = self._open_marker()
+            if fd is None:
+                raise StoreError(f"{where}/{MARKER} vanished right after it was written")
+        try:
+            store_id = self._read_marker(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreError(f"{self.directory} is in use by another iod (its {MARKER} is "
+                                 f"locked): give each iod a data directory of its own") from None
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._marker_fd = fd
+        self._marker_key = (st.st_dev, st.st_ino)
+        self._mount_id = _mount_id(self._dfd)
+        self.store_id = store_id
+
+    def _open_marker(self):
+        try:
+            return os.open(MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                           dir_fd=self._dfd)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StoreError(f"{self.directory}/{MARKER} is a symbolic link, not the "
+                                 f"store's marker") from None
+            raise StoreError(f"cannot open {self.directory}/{MARKER}: {e.strerror}") from None
+
+    def _read_marker(self, fd):
+        path = f"{self.directory}/{MARKER}"
+
+        def corrupt(why):
+            return StoreError(
+                f"{path} is corrupt ({why}), so this store's identity is unknown: restore the "
+                f"file from a backup, or, to serve this directory as a new store, remove it "
+                f"and run the iod once with --init")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise corrupt("not a regular file")
+        try:
+            data = os.pread(fd, _MARKER_MAX + 1, 0)
+        except OSError as e:
+            raise StoreError(f"cannot read {path}: {e.strerror}") from None
+        if len(data) > _MARKER_MAX:
+            raise corrupt(f"longer than {_MARKER_MAX} bytes")
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError:
+            raise corrupt("not text") from None
+        fields = {}
+        for line in text.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, _, value = line.partition(" ")
+            if key in fields:
+                raise corrupt(f"{key!r} given twice")
+            fields[key] = value.strip()
+        version = fields.get("format")
+        if version is None or not version.isdigit():
+            raise corrupt("no format line")
+        if int(version) != MARKER_FORMAT:
+            raise StoreError(f"{path} is of format {version}, which this iod does not know "
+                             f"(it reads format {MARKER_FORMAT}): run a newer NFSP release")
+        store_id = fields.get("id", "")
+        if len(store_id) != 2 * STORE_ID_BYTES or not _is_hex(store_id):
+            raise corrupt(f"no id line of {2 * STORE_ID_BYTES} lowercase hex digits")
+        return bytes.fromhex(store_id)
+
+    def _contents(self):
+        """("empty" | "store" | "other", an example name of "other")."""
+        kind = "empty"
+        for name in sorted(self._listdir(None, None)):
+            if name in _IGNORED or name.startswith(_MARKER_TMP):
+                continue
+            try:
+                st = os.stat(name, dir_fd=self._dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if len(name) == 2 and _is_hex(name) and stat.S_ISDIR(st.st_mode):
+                kind = "store"
+            else:
+                return "other", name
+        return kind, None
+
+    def _write_marker(self, store_id):
+        text = (f"# NFSP iod data store. The iod serves this directory only while this file is\n"
+                f"# here; it travels with the data (cp -a). Do not edit or remove it.\n"
+                f"format {MARKER_FORMAT}\n"
+                f"id {store_id.hex()}\n")
+        tmp = f"{_MARKER_TMP}{os.getpid()}-{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o444, dir_fd=self._dfd)
+        try:
+            try:
+                os.fchmod(fd, 0o444)
+                view = memoryview(text.encode())
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                # link, not rename: it never replaces a marker another iod
+                # starting at the same moment put there first (theirs stands).
+                os.link(tmp, MARKER, src_dir_fd=self._dfd, dst_dir_fd=self._dfd)
+            except FileExistsError:
+                pass
+        finally:
+            try:
+                os.unlink(tmp, dir_fd=self._dfd)
+            except FileNotFoundError:
+                pass
+        os.fsync(self._dfd)
+
     def close(self):
         with self._lock:
             for entry in self._open.values():
@@ -314,7 +556,55 @@ class DataStore:
                 if entry.users == 0:
                     os.close(entry.fd)
             self._open.clear()
+            if self._marker_fd is not None:
+                os.close(self._marker_fd)
+                self._marker_fd = None
             if self._dfd is not None:
                 os.close(self._dfd)
                 self._dfd = None
 
+
+def open_store(directory, init=False, max_open=256):
+    """The DataStore of an iod's data directory, its identity checked (see
+    the module docstring): creates and marks a directory that does not
+    exist; with ``init``, also marks an existing empty one or adopts one of
+    unmarked datafiles. Raises StoreError (a line for the admin) or OSError."""
+    directory = os.path.abspath(directory)
+    made = False
+    try:
+        st = os.stat(directory)
+    except FileNotFoundError:
+        try:
+            os.makedirs(directory)
+            made = True
+        except FileExistsError:
+            pass
+    else:
+        if not stat.S_ISDIR(st.st_mode):
+            raise StoreError(f"{directory} is not a directory")
+    store = DataStore(directory, max_open)
+    try:
+        store._identify(init or made)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _mount_id(fd):
+    """The id of the mount ``fd`` lives on (None where /proc cannot tell)."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+            for line in f:
+                if line.startswith(b"mnt_id:"):
+                    return line.split()[1]
+    except (OSError, IndexError):
+        pass
+    return None
+
+
+def _mount_listed(mount_id):
+    """Whether a mount of that id is still attached in our mount namespace."""
+    with open("/proc/self/mountinfo", "rb") as f:
+        data = f.read()
+    return any(line.split(b" ", 1)[0] == mount_id for line in data.splitlines())

@@ -315,7 +315,7 @@ def test_disk_full_answers_enospc_and_keeps_what_was_written(iods, ns, tmp_path)
     data_dir = str(tmp_path / "small")
     os.makedirs(data_dir)
     ns.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", data_dir], check=True)
-    iod = iods(data_dir=data_dir)
+    iod = iods(data_dir=data_dir, extra_args=["--init"])    # a fresh disk: a new store
     client = ns.inside(udp_socket)
     try:
         with iod_client(iod, "tcp") as c:
@@ -366,7 +366,7 @@ def test_list_pages_through_many_datafiles(iods, tmp_path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     store.close()
-    iod = iods(data_dir=data_dir)
+    iod = iods(data_dir=data_dir, extra_args=["--init"])    # unmarked datafiles: adopted
     listed, cursor, pages = [], None, 0
     with iod_client(iod, "tcp", timeout=60) as c:
         while True:

@@ -451,9 +451,12 @@ class Testbed:
         os.makedirs(data, exist_ok=True)
         nobody = pwd.getpwnam("nobody")
         os.chown(data, nobody.pw_uid, nobody.pw_gid)
-        return [sys.executable, "-m", "iod.cli", "--data-dir", data, "--key", files["key"],
-                "--listen", self.iods[i].ip, "--port", str(IOD_PORT), "--user", "nobody",
-                "--ip-id-slot", f"{i}/{self.n_iods}", "--log-level", self.log_level]
+        # --init: the directory made just above is a new store (the iod
+        # refuses an existing unmarked one by itself: a failed mount's look).
+        return [sys.executable, "-m", "iod.cli", "--data-dir", data, "--init",
+                "--key", files["key"], "--listen", self.iods[i].ip, "--port", str(IOD_PORT),
+                "--user", "nobody", "--ip-id-slot", f"{i}/{self.n_iods}",
+                "--log-level", self.log_level]
 
     def _wait_iod(self, i, rec, timeout):
         host = self.iods[i]
