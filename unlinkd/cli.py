@@ -1,6 +1,5 @@
 """The `unlinkd` command: batched PURGE of deleted files' stripes to every iod."""
 
-import ctypes
 import logging
 import os
 import signal
@@ -11,16 +10,23 @@ import trio
 
 from common import logs
 
-PR_SET_PDEATHSIG = 1
-
-
-def _exit_with_parent(pid):
+async def _exit_with_parent(pid, cancel_scope):
     """Spawned by nfspd: go when it goes (a stray unlinkd would hold the journal
-    lock its successor's unlinkd needs)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != pid:
-        sys.exit(0)
+    lock its successor's unlinkd needs). Not PR_SET_PDEATHSIG: that fires when
+    the parent *thread* ends, and trio spawns children from worker threads it
+    retires after 10 s idle, which killed unlinkd every 10 s."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        fd = None
+    if fd is not None:
+        try:
+            if os.getppid() == pid:      # else it went before the pidfd was opened
+                await trio.lowlevel.wait_readable(fd)
+        finally:
+            os.close(fd)
+    logging.getLogger("unlinkd").info("nfspd (pid %d) has exited: shutting down", pid)
+    cancel_scope.cancel()
 
 
 def reload_keys(daemon, key_path):
@@ -39,13 +45,15 @@ def reload_keys(daemon, key_path):
     return True
 
 
-async def _serve(daemon, key_path):
+async def _serve(daemon, key_path, parent_pid=None):
     # Signals first: once unlinkd has said it runs, a SIGHUP must not kill it,
     # not even one still pending when trio re-raises those at the receiver's close.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)
+            if parent_pid is not None:
+                nursery.start_soon(_exit_with_parent, parent_pid, nursery.cancel_scope)
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     await trio.to_thread.run_sync(reload_keys, daemon, key_path)
@@ -80,8 +88,6 @@ def main(journal_dir, iods_path, key_path, batch_max, batch_delay, retry_max, pa
     acknowledged them. Runs in the foreground; SIGTERM stops it, SIGHUP
     re-reads the key file. Normally
     spawned by nfspd; run it yourself with nfspd --unlinkd external."""
-    if parent_pid is not None:
-        _exit_with_parent(parent_pid)
     logs.setup("unlinkd", log_level, syslog)
     log = logging.getLogger("unlinkd")
     from common import keyfile
@@ -96,7 +102,7 @@ def main(journal_dir, iods_path, key_path, batch_max, batch_delay, retry_max, pa
     except (OSError, ValueError) as e:
         log.error("%s", e)
         sys.exit(1)
-    trio.run(_serve, daemon, key_path)
+    trio.run(_serve, daemon, key_path, parent_pid)
 
 
 if __name__ == "__main__":
