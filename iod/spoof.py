@@ -37,10 +37,12 @@ count against each other. When k iods send fragmented replies to one client
 at the same time, their fragments interleave roughly round robin in the
 switch's queue toward the client: about k-1 foreign fragments between two of
 one reply, whatever the reply size (a reply's own fragments do not count
-against it). So up to ~60 iods sending to one client at once are fine with
-the default, and so are the few replies one iod's I/O threads send at once.
-A client that reads from more iods at once (wide stripes with deep
-read-ahead, or a network that bunches one iod's burst behind others') loses
+against it). That would let ~60 iods send to one client at once -- but
+queues bunch one iod's burst behind others': a 32 KiB reply is 23 fragments
+at MTU 1500, so three back-to-back replies of one iod already put 64 foreign
+fragments between two of another's. The benchmarks (tools/benchmarks) lose
+replies this way with 2 iods and 16 READs in flight. A client that reads
+from several iods at once loses
 whole replies until it retransmits: raise ``net.ipv4.ipfrag_max_dist`` on
 such clients (e.g. to 1024), or use larger MTUs (fewer fragments per reply).
 Do not set it to 0: it is also what keeps a stale half-assembled datagram
