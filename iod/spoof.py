@@ -57,6 +57,7 @@ limit.
 """
 
 import collections
+import concurrent.futures
 import errno
 import logging
 import socket
@@ -95,6 +96,9 @@ def open_raw_socket(send_buffer=SEND_BUFFER, send_timeout=SEND_TIMEOUT):
     return sock
 
 
+LOOKUP_TIMEOUT = 5.0   # seconds; a netlink answer takes microseconds
+
+
 class RouteMtu:
     """MTU of the route to a destination, from netlink; thread-safe, cached
     for ``max_age`` seconds, at most ``max_entries`` destinations.
@@ -109,7 +113,12 @@ class RouteMtu:
         self._clock = clock
         self._cache = collections.OrderedDict()   # dst -> (mtu, looked up at)
         self._lock = threading.Lock()
-        self._ipr = IPRoute()
+        # One thread does every lookup: pyroute2 opens a netlink socket per
+        # calling thread (closed only with the IPRoute), so lookups from each
+        # I/O thread would end with one socket per thread, opened after
+        # dropping root.
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="iod-route")
+        self._ipr = self._worker.submit(IPRoute).result()
         self.get("127.0.0.1")   # loads whatever the lookups need, while we still can
 
     def get(self, dst):
@@ -133,6 +142,13 @@ class RouteMtu:
         if self._ipr is None:
             raise OSError(errno.EBADF, "route lookups are closed")
         try:
+            return self._worker.submit(self._lookup_in_worker, dst).result(LOOKUP_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            raise OSError(errno.ETIMEDOUT, f"route lookup of {dst} took over "
+                                           f"{LOOKUP_TIMEOUT:g} s") from None
+
+    def _lookup_in_worker(self, dst):
+        try:
             route = self._ipr.route("get", dst=dst)[0]
             oif = route.get("RTA_OIF")
             link_mtu = self._ipr.link("get", index=oif)[0].get("IFLA_MTU")
@@ -151,8 +167,9 @@ class RouteMtu:
     def close(self):
         with self._lock:
             if self._ipr is not None:
-                self._ipr.close()
+                self._worker.submit(self._ipr.close).result(LOOKUP_TIMEOUT)
                 self._ipr = None
+                self._worker.shutdown(wait=False)
 
 
 class Spoofer:

@@ -164,6 +164,25 @@ def test_route_mtu_follows_routes_and_links(ns):
 
 
 @pytest.mark.netns
+def test_route_lookups_from_many_threads_share_one_netlink_socket(ns):
+    # pyroute2 opens a socket per calling thread: the iod's I/O threads would
+    # each have left one open (found by the soak's fd census).
+    from iod.spoof import RouteMtu
+    mtus = ns.inside(RouteMtu, max_age=3600)
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        threads = [threading.Thread(target=mtus.get, args=(f"127.0.1.{i}",)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(mtus._cache) == 9                       # 127.0.0.1 and the 8 new ones
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        mtus.close()
+
+
+@pytest.mark.netns
 def test_spoofer_sends_from_any_source_and_refuses_what_cannot_work(ns):
     import errno
     import socket
