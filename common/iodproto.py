@@ -428,7 +428,12 @@ def decode(frame, keys, unsigned_ok=False):
             raise BadMac(f"unknown key id {key_id}")
         if not hmac.compare_digest(hmac.new(key, signed, hashlib.sha256).digest(), mac):
             raise BadMac("authentication failed")
-    body = _unpack(signed[HEADER.size:])
+    return message_of(_unpack(signed[HEADER.size:]), flags)
+
+
+def message_of(body, flags):
+    """The Message of an unpacked body (a verified frame's, header ``flags``):
+    the op's schema checked, as decode does (shared with nfspd/iodframes.py)."""
     if type(body) is not dict:
         raise IodProtoError("body is not a map")
     try:
@@ -454,10 +459,14 @@ def decode(frame, keys, unsigned_ok=False):
     missing = set(schema) - set(fields)
     if missing:
         raise IodProtoError(f"{op.name}: missing fields {sorted(missing)}")
-    msg = Message(op, msg_id, stamp, **fields)
-    if flags & UNSIGNED:
-        msg.authenticated = False
+    # Every field was checked above: Message's constructor would check again.
+    msg = _new_message(Message)
+    msg.op, msg.id, msg.stamp, msg.authenticated = op, msg_id, stamp, not flags & UNSIGNED
+    msg.__dict__.update(fields)
     return msg
+
+
+_new_message = object.__new__
 
 
 # msgpack preallocates a container for the length its header declares: nested
@@ -473,6 +482,7 @@ MAX_DEPTH = 3   # body map > files array > [ino, seed]
 
 
 def _unpack(data):
+    """A frame body (bytes or a memoryview) unpacked, within the bounds above."""
     try:
         return msgpack.unpackb(data, **_SMALL)
     except Exception:  # msgpack raises several types for malformed input
@@ -510,6 +520,7 @@ def _msgpack_types():
 
 
 _TYPES = _msgpack_types()
+unpack_body = _unpack
 
 
 def _scan(data):

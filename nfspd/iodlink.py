@@ -16,6 +16,12 @@ have a sequencer of their own (``forward_stamp``). Both stamp in the iod's
 time: its PONGs carry its clock, and the offset from ours is added (so clock
 skew between the metaserver and an iod never gets frames refused).
 
+The hot path: frames queued while the writer was busy leave together, in
+one sendmsg of all their buffers (a relayed WRITE's data is never joined into
+its frame); answers are received into one buffer and decoded from views of it
+(iodframes.Verifier); both work on the plain socket, as nfspd/transport.py
+does, parking in trio only when the socket would block.
+
 An iod listening below 1024 (iod --secure-port) is connected to from a port
 below 1024 too (tools/rpcclient.bind_reserved, as kernel NFS clients do).
 
@@ -35,12 +41,16 @@ import trio
 
 from common import iodproto
 from common.iodproto import IodProtoError, Op
-from nfspd.iodframes import Signer
+from nfspd.iodframes import Signer, Verifier
 from unlinkd.iodclient import open_iod_stream
 
 log = logging.getLogger(__name__)
 
-RECV_SIZE = 1 << 20
+RECV_MIN = 256 << 10   # bytes the receive buffer has room for at least
+SEND_BUFFERS = 512     # at most this many per sendmsg (Linux takes up to IOV_MAX, 1024)
+RECV_STREAK = 16       # receives in a row before other tasks get a turn
+HEADER_SIZE = iodproto.HEADER.size
+_wall = time.time
 CLOCK_WARN = 5.0  # seconds of clock difference with an iod worth a log line
 
 
@@ -51,15 +61,41 @@ class IodUnavailable(OSError):
         super().__init__(errno.EAGAIN, f"iod {link.name} is unavailable ({why})")
 
 
-class _Slot:
-    __slots__ = ("id", "counted", "event", "reply", "error")
+class Gathering:
+    """One wake-up for the task waiting on several slots (IodDataPath._gather):
+    ``event`` is set once ``pending`` slots are filled, or as soon as one holds
+    a failure (an error status or a lost link), rather than once per slot."""
 
-    def __init__(self, msg_id, counted):
+    __slots__ = ("pending", "event")
+
+    def __init__(self, pending):
+        self.pending = pending
+        self.event = trio.Event()
+
+
+class _Slot:
+    __slots__ = ("id", "counted", "event", "reply", "error", "done", "gathering")
+
+    def __init__(self, msg_id, counted, gathering=None):
         self.id = msg_id
         self.counted = counted   # holds one of the link's in-flight tokens
-        self.event = trio.Event()
+        self.gathering = gathering
+        self.event = trio.Event() if gathering is None else gathering.event
         self.reply = None
         self.error = None
+        self.done = False
+
+    def finish(self):
+        """The reply or the error is in: wake whoever waits."""
+        self.done = True
+        g = self.gathering
+        if g is None:
+            self.event.set()
+            return
+        g.pending -= 1
+        if g.pending <= 0 or self.error is not None or self.reply.op != Op.REPLY \
+                or self.reply.status:
+            g.event.set()
 
 
 class IodLink:
@@ -76,6 +112,7 @@ class IodLink:
         self.name = f"{host}:{port}"
         self.keys = keys
         self.signer = signer or Signer(keys)
+        self._verifier = Verifier(keys)
         self._ids = ids
         self._on_change = on_change or (lambda link: None)
         self.connect_timeout = connect_timeout
@@ -119,13 +156,15 @@ class IodLink:
     def next_id(self):
         return next(self._ids)
 
-    async def submit(self, msg_id, frame):
+    async def submit(self, msg_id, frame, gathering=None):
         """Queue ``frame`` (carrying request id ``msg_id``) for sending and
         return the slot its answer will fill; several submitted at once travel
         together and are answered in parallel. ``frame`` is bytes, or a
         function of a stamp (keyword ``stamp``) returning them, called once
-        the frame's turn has come. Every slot must be given back with
-        release(). Raises IodUnavailable when the link is down."""
+        the frame's turn has come; a frame may be a list of buffers
+        (Signer.write_parts), sent without joining them. Every slot must be given back with
+        release(). Raises IodUnavailable when the link is down. With a
+        Gathering, its event (counting this slot) is the slot's event."""
         if not self.up:
             raise IodUnavailable(self)
         try:
@@ -135,26 +174,31 @@ class IodLink:
         if not self.up or self._stream is None:
             self._inflight.release()
             raise IodUnavailable(self)
-        if not isinstance(frame, (bytes, bytearray)):
+        if not isinstance(frame, (bytes, bytearray, list)):
             try:
                 frame = frame(stamp=self.sequencer.stamp_list(time.time()))
             except BaseException:
                 self._inflight.release()
                 raise
         self.requests += 1
-        return self._enqueue(msg_id, frame, counted=True)
+        return self._enqueue(msg_id, frame, True, gathering)
 
     def forward_stamp(self):
-        """A stamp for a frame forwarded to this iod over UDP."""
-        return self.fwd_sequencer.stamp_list(time.time())
+        """A stamp for a frame forwarded to this iod over UDP (Sequencer.stamp_list)."""
+        seq = self.fwd_sequencer
+        seq.seq += 1
+        return [seq.sender, seq.seq, _wall() + seq.offset]
 
-    def _enqueue(self, msg_id, frame, counted):
-        slot = _Slot(msg_id, counted)
+    def _enqueue(self, msg_id, frame, counted, gathering=None):
+        slot = _Slot(msg_id, counted, gathering)
         self._waiting[msg_id] = slot
         # The writer task sends whole frames back to back (several per system
         # call when requests come together): a caller that gives up only stops
         # waiting, it never cuts a frame short.
-        self._outbox.append(frame)
+        if type(frame) is list:
+            self._outbox += frame
+        else:
+            self._outbox.append(frame)
         self._outbox_ready.set()
         return slot
 
@@ -189,21 +233,37 @@ class IodLink:
         raise OSError(errno.ETIMEDOUT, f"iod {self.name}: no answer to a {what} "
                                        f"within {timeout:g}s")
 
-    async def _writer(self, stream):
+    async def _writer(self, sock):
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready = trio.Event()
-            frames, self._outbox = self._outbox, []
-            if not frames:
+            bufs, self._outbox = self._outbox, []
+            if not bufs:
                 continue
-            data = frames[0] if len(frames) == 1 else b"".join(frames)
-            self.bytes_out += len(data)
+            self.bytes_out += sum(map(len, bufs))
+            # Whole frames back to back, gathered by sendmsg (a relayed
+            # WRITE's data is copied once, by the kernel).
+            try:
+                sent = sock.sendmsg(bufs[:SEND_BUFFERS])
+            except BlockingIOError:
+                sent = 0
+            except OSError as e:
+                self._lose(f"send failed: {e}")
+                return
+            bufs = _after(bufs, sent)
+            if not bufs:
+                continue
             with trio.move_on_after(self.send_timeout) as timer:
-                try:
-                    await stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-                    self._lose(f"send failed: {e}")
-                    return
+                while bufs:
+                    await trio.lowlevel.wait_writable(sock)
+                    try:
+                        sent = sock.sendmsg(bufs[:SEND_BUFFERS])
+                    except BlockingIOError:
+                        continue
+                    except OSError as e:
+                        self._lose(f"send failed: {e}")
+                        return
+                    bufs = _after(bufs, sent)
             if timer.cancelled_caught:
                 self._lose(f"the iod took no data for {self.send_timeout:g}s")
                 return
@@ -251,19 +311,25 @@ class IodLink:
         self.ip, self.udp_addr = ip, (ip, self.port)
         self.loopback = ip.startswith("127.")
         self._lost = None
-        async with stream:
-            self._stream = stream
-            try:
-                async with trio.open_nursery() as nursery:
-                    self._session_scope = nursery.cancel_scope
-                    nursery.start_soon(self._receive, stream)
-                    nursery.start_soon(self._writer, stream)
-                    nursery.start_soon(self._heartbeat)
-            finally:
-                self._session_scope = None
-                self._stream = None
-                self._outbox = []
-                self._fail_waiting()
+        # The plain socket, as nfspd/transport.py uses its own: a trio stream
+        # or socket method yields to the scheduler on every call, which costs
+        # more than the call when frames come and go in the thousands.
+        sock = socket.socket(fileno=stream.socket.detach())
+        sock.setblocking(False)
+        try:
+            self._stream = sock
+            async with trio.open_nursery() as nursery:
+                self._session_scope = nursery.cancel_scope
+                nursery.start_soon(self._receive, sock)
+                nursery.start_soon(self._writer, sock)
+                nursery.start_soon(self._heartbeat)
+        finally:
+            self._session_scope = None
+            self._stream = None
+            self._outbox = []
+            self._fail_waiting()
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
         return self._lost or "connection closed"
 
     def _lose(self, why):
@@ -274,32 +340,77 @@ class IodLink:
 
     def _fail_waiting(self):
         for slot in self._waiting.values():
-            if not slot.event.is_set():
+            if not slot.done:
                 slot.error = IodUnavailable(self, "connection lost")
-                slot.event.set()
+                slot.finish()
         self._waiting.clear()
 
-    async def _receive(self, stream):
-        reader = iodproto.FrameReader()
+    async def _receive(self, sock):
         try:
-            while True:
-                data = await stream.receive_some(RECV_SIZE)
-                if not data:
-                    self._lose("connection closed by the iod" + (
-                        " (it takes connections only from ports below 1024 with "
-                        "--secure-port: is nfspd root?)" if self.reserved_port is False else ""))
-                    return
-                self.bytes_in += len(data)
-                for frame in reader.feed(data):
-                    msg = iodproto.decode(frame, self.keys)
-                    slot = self._waiting.get(msg.id)
-                    if slot is not None and msg.op in (Op.REPLY, Op.PONG):
-                        slot.reply = msg
-                        slot.event.set()
+            await self._read_frames(sock)
         except IodProtoError as e:
             self._lose(f"bad frame from the iod: {e} (same --key on both sides?)")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             self._lose(f"connection lost: {e}")
+
+    async def _read_frames(self, sock):
+        """Frames from the iod, received straight into one buffer and decoded
+        from views of it: a relayed MiB is copied once, out of the msgpack
+        body (iodproto.FrameReader copies it four times)."""
+        decode = self._verifier.decode
+        waiting = self._waiting
+        buf = bytearray(RECV_MIN)
+        start = end = 0      # buf[start:end]: received, not yet decoded
+        need = 0             # size of the frame at start, once its header is in
+        streak = 0           # receives since this task last let others run
+        while True:
+            if len(buf) - start < max(need, RECV_MIN):
+                # Room for the frame being received (frame_length bounds it)
+                # and a good receive after it; only its first part moves.
+                size = max(len(buf), need + RECV_MIN)
+                if size > len(buf):
+                    grown = bytearray(size)
+                    grown[:end - start] = memoryview(buf)[start:end]
+                    buf = grown
+                else:
+                    buf[:end - start] = buf[start:end]
+                end -= start
+                start = 0
+            try:
+                with memoryview(buf) as view:
+                    n = sock.recv_into(view[end:])
+            except BlockingIOError:
+                streak = 0
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            if not n:
+                self._lose("connection closed by the iod" + (
+                    " (it takes connections only from ports below 1024 with "
+                    "--secure-port: is nfspd root?)" if self.reserved_port is False else ""))
+                return
+            self.bytes_in += n
+            end += n
+            while end - start >= HEADER_SIZE:
+                need = iodproto.frame_length(bytes(buf[start:start + HEADER_SIZE]))
+                if end - start < need:
+                    break
+                with memoryview(buf) as view:
+                    msg = decode(view[start:start + need])
+                start += need
+                need = 0
+                slot = waiting.get(msg.id)
+                if slot is not None and not slot.done and (msg.op == Op.REPLY
+                                                           or msg.op == Op.PONG):
+                    slot.reply = msg
+                    slot.finish()
+            if start == end:
+                start = end = 0
+            streak += 1
+            if streak >= RECV_STREAK:
+                # An iod that keeps the socket full must not keep the
+                # rest of the server from running.
+                streak = 0
+                await trio.lowlevel.checkpoint()
 
     async def _heartbeat(self):
         while True:
@@ -383,6 +494,18 @@ class IodLink:
                         "JUKEBOX (v3) or no reply (v2) until it is back", self.name, self.index,
                         reason)
             self._on_change(self)
+
+
+def _after(bufs, sent):
+    """What of the buffers ``bufs`` remains once ``sent`` bytes went out."""
+    i = 0
+    while i < len(bufs) and sent >= len(bufs[i]):
+        sent -= len(bufs[i])
+        i += 1
+    rest = bufs[i:]
+    if sent:
+        rest[0] = memoryview(rest[0])[sent:]
+    return rest
 
 
 def _human(n):

@@ -9,10 +9,13 @@ A file of layout generation g is striped over the n iods of g
   client itself from that address. Nothing comes back on success; an error
   comes back as a REPLY to the forwarding socket, and the metaserver answers
   the client with the NFS error (``on_error``). The forward is remembered for
-  ``forward_ttl`` seconds for that purpose, in a bounded table.
+  that purpose for ``forward_ttl`` seconds at most, in a ring of the last
+  ``max_forwards`` request ids (an iod answers an error within milliseconds;
+  the ring makes no object per forward for the garbage collector to walk).
 - relay (TCP clients, a WRITE crossing a stripe boundary, anything that cannot
   be forwarded): the metaserver asks the iods over their persistent TCP links
-  (nfspd/iodlink.py), all pieces of one request in parallel, and replies.
+  (nfspd/iodlink.py), all pieces of one request in parallel, and replies; the
+  requesting task wakes once, when all pieces are in (or one failed).
 - commit/truncate: to every iod of the file's generation, in parallel.
 
 Failures surface as OSError, which MetaFS maps to NFS statuses: an iod that is
@@ -45,6 +48,7 @@ import os
 import secrets
 import socket
 import struct
+import time
 
 import trio
 
@@ -52,10 +56,11 @@ from common import iodproto, striping
 from common.iodproto import IodProtoError, Op
 from nfspd.datapath import DataPath
 from nfspd.iodframes import Signer
-from nfspd.iodlink import IodLink, IodUnavailable
+from nfspd.iodlink import Gathering, IodLink, IodUnavailable
 from unlinkd.iodclient import PRIVILEGED_PORTS, reserve_port
 
 log = logging.getLogger(__name__)
+_monotonic = time.monotonic
 
 UDP_LIMIT = 32 << 10          # largest READ/WRITE forwarded in one datagram
 TCP_LIMIT = 1 << 20           # NFSv3 over TCP rtmax/wtmax (iodproto.MAX_DATA)
@@ -69,7 +74,7 @@ class IodDataPath(DataPath):
 
     def __init__(self, layouts, keys, stripe_unit, *, local=None, bind="0.0.0.0",
                  request_timeout=10.0, sync_timeout=30.0, forward_ttl=10.0,
-                 max_forwards=65536, startup_wait=3.0, purge_batch=4096, purge_delay=0.5,
+                 max_forwards=8192, startup_wait=3.0, purge_batch=4096, purge_delay=0.5,
                  purge_backlog=1 << 20, link_options=None):
         self.layouts = layouts
         self.layout_gen = layouts.current
@@ -97,7 +102,14 @@ class IodDataPath(DataPath):
         self._verifier = self._fold()
         self._fwd_sock = None
         self._reply_sock = None
-        self._forwarded = {}  # request id -> (expires, client, local, on_error); oldest first
+        # Forwards that may still be answered with an error (_send_forward).
+        size = 1 << max(0, max_forwards - 1).bit_length()
+        self._ring_mask = size - 1
+        self._ring_id = [-1] * size
+        self._ring_expires = [0.0] * size
+        self._ring_client = [None] * size
+        self._ring_local = [None] * size
+        self._ring_error = [None] * size
         self._purges = [collections.deque() for _ in self.links]
         self._purge_wake = [None] * len(self.links)
         self._purge_dropped = [0] * len(self.links)
@@ -178,19 +190,24 @@ class IodDataPath(DataPath):
     async def _gather(self, requests, timeout, what):
         """Send every (link, msg_id, frame) at once, then collect the answers in
         order: the iods work on all of them in parallel, without a task per
-        request. The first failure (an error answer, a lost link, ``timeout``
-        for the whole lot) is raised; answers still due are then ignored."""
+        request, and this task wakes once for all of them (a Gathering). The
+        first failure (an error answer, a lost link, ``timeout`` for the whole
+        lot) is raised; answers still due are then ignored."""
+        if not requests:
+            return []
         slots = []
+        gathering = Gathering(len(requests))
         try:
             with trio.move_on_after(timeout):
                 for link, msg_id, frame in requests:
-                    slots.append((link, await link.submit(msg_id, frame)))
-                replies = []
+                    slots.append((link, await link.submit(msg_id, frame, gathering)))
+                await gathering.event.wait()
+                # Everything answered, or a failure (raised here) woke us.
                 for link, slot in slots:
-                    await slot.event.wait()
-                    replies.append(self._checked(link, link.answer(slot)))
-                return replies
-            late = [link for link, slot in slots if not slot.event.is_set()]
+                    if slot.done:
+                        self._checked(link, link.answer(slot))
+                return [slot.reply for _, slot in slots]
+            late = [link for link, slot in slots if not slot.done]
             late += [link for link, _, _ in requests[len(slots):]]
             late[0].timed_out(what, timeout)
         finally:
@@ -219,13 +236,16 @@ class IodDataPath(DataPath):
             data = _data(links[pieces[0].iod], replies[0], count)
             links[pieces[0].iod].read_bytes += count
             return data if len(data) == count else data + bytes(count - len(data))
-        buf = bytearray(count)  # what an iod does not send stays zeros (holes, datafile end)
+        datas = []
         for piece, reply in zip(pieces, replies):
-            data = _data(links[piece.iod], reply, piece.length)
-            links[piece.iod].read_bytes += piece.length
-            start = piece.offset - offset
-            buf[start:start + len(data)] = data
-        return buf
+            link = links[piece.iod]
+            data = _data(link, reply, piece.length)
+            link.read_bytes += piece.length
+            if len(data) < piece.length:
+                # What an iod does not send is zeros (holes, datafile end).
+                data += bytes(piece.length - len(data))
+            datas.append(data)
+        return b"".join(datas)
 
     async def write(self, meta, ino, offset, data, stable):
         local = self._local_for(meta)
@@ -243,7 +263,7 @@ class IodDataPath(DataPath):
             link = links[piece.iod]
             msg_id = link.next_id()
             requests.append((link, msg_id, functools.partial(
-                self.signer.write, msg_id, ino, meta.seed, piece.offset,
+                self.signer.write_parts, msg_id, ino, meta.seed, piece.offset,
                 view[start:start + piece.length], bool(stable))))
         await self._gather(requests, self.sync_timeout if stable else self.request_timeout,
                            "WRITE")
@@ -287,12 +307,15 @@ class IodDataPath(DataPath):
         spans iods or cannot be forwarded at all."""
         if self._fwd_sock is None or meta.layout_gen == 0:
             return None
-        links = self._links(meta)
-        n = len(links)
-        end = striping.run_end(offset, meta.stripe_unit, n)
-        if end is not None and offset + count > end:
-            return None
-        link = links[0] if n == 1 else links[(meta.seed + offset // meta.stripe_unit) % n]
+        links = self._gen_links.get(meta.layout_gen) or self._links(meta)
+        if len(links) == 1:
+            link = links[0]
+        else:
+            unit = meta.stripe_unit
+            stripe = offset // unit
+            if offset + count > (stripe + 1) * unit:
+                return None
+            link = links[(meta.seed + stripe) % len(links)]
         if not link.up:
             raise IodUnavailable(link)
         return link
@@ -303,9 +326,10 @@ class IodDataPath(DataPath):
             return False
         msg_id = next(self._ids)
         frame = self.signer.read(msg_id, ino, meta.seed, offset, count, client, local, head,
-                                 stamp=link.forward_stamp())
-        if not self._send_forward(link, msg_id, frame, client, local, on_error, "reads"):
+                                 link.forward_stamp())
+        if not self._send_forward(link, msg_id, frame, client, local, on_error):
             return False
+        self.counters["forwarded_reads"] += 1
         link.read_bytes += count
         return True
 
@@ -316,36 +340,56 @@ class IodDataPath(DataPath):
         if len(data) + len(reply) + 512 > MAX_FORWARD_FRAME:
             return False
         msg_id = next(self._ids)
-        frame = self.signer.write(msg_id, ino, meta.seed, offset, data, bool(stable), client,
-                                  local, reply, stamp=link.forward_stamp())
-        if len(frame) > MAX_FORWARD_FRAME:
+        parts = self.signer.write_parts(msg_id, ino, meta.seed, offset, data, bool(stable),
+                                        client, local, reply, link.forward_stamp())
+        if sum(map(len, parts)) > MAX_FORWARD_FRAME:
             return False
-        if not self._send_forward(link, msg_id, frame, client, local, on_error, "writes"):
+        if not self._send_forward(link, msg_id, parts, client, local, on_error):
             return False
+        self.counters["forwarded_writes"] += 1
         link.written_bytes += len(data)
         return True
 
-    def _send_forward(self, link, msg_id, frame, client, local, on_error, kind):
+    def _send_forward(self, link, msg_id, frame, client, local, on_error):
+        """Send ``frame`` (bytes, or a list of buffers making one datagram)."""
         try:
-            self._fwd_sock.sendto(frame, link.udp_addr)
+            if type(frame) is list:
+                sent = self._fwd_sock.sendmsg(frame, (), 0, link.udp_addr)
+            else:
+                sent = self._fwd_sock.sendto(frame, link.udp_addr)
         except OSError as e:
             # A full socket buffer (EAGAIN) or a route problem: relay this one.
             self.counters["forward_send_failed"] += 1
             log.debug("forward to iod %s failed (%s); relaying", link.name, e)
             return False
-        self.counters["forwarded_" + kind] += 1
         link.requests += 1
-        link.bytes_out += len(frame)
-        table = self._forwarded
-        now = trio.current_time()
-        table[msg_id] = (now + self.forward_ttl, client, local, on_error)
-        # Oldest first: drop what expired, and the oldest beyond the bound.
-        while table:
-            first = next(iter(table))
-            if table[first][0] > now and len(table) <= self.max_forwards:
-                break
-            del table[first]
+        link.bytes_out += sent
+        # Remembered in a ring indexed by request id: no lookup, no expiry
+        # sweep, no resizing, no object made per forward (the garbage
+        # collector would walk each one) on the hot path; a slot is
+        # overwritten by the forward max_forwards ids later (ids are
+        # consecutive), and an answer is taken only from its own, unexpired
+        # entry.
+        i = msg_id & self._ring_mask
+        self._ring_id[i] = msg_id
+        self._ring_expires[i] = _monotonic() + self.forward_ttl
+        self._ring_client[i] = client
+        self._ring_local[i] = local
+        self._ring_error[i] = on_error
         return True
+
+    def _forward_entry(self, msg_id):
+        """The (expires, client, local, on_error) of a live forward, taken out."""
+        i = msg_id & self._ring_mask
+        if self._ring_id[i] != msg_id:
+            return None
+        self._ring_id[i] = -1
+        entry = (self._ring_expires[i], self._ring_client[i], self._ring_local[i],
+                 self._ring_error[i])
+        self._ring_client[i] = self._ring_local[i] = self._ring_error[i] = None
+        if entry[0] <= _monotonic():
+            return None
+        return entry
 
     async def _receive_forward_answers(self):
         """REPLYs to forwarded requests: only errors are sent, and the client
@@ -369,7 +413,7 @@ class IodDataPath(DataPath):
                     continue
                 if msg.op != Op.REPLY:
                     continue
-                entry = self._forwarded.pop(msg.id, None)
+                entry = self._forward_entry(msg.id)
                 if entry is None or msg.status == 0:
                     continue
                 try:

@@ -268,6 +268,7 @@ class _timespec(ctypes.Structure):
 
 
 _libc.utimensat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_timespec), ctypes.c_int]
+_libc.futimens.argtypes = [ctypes.c_int, ctypes.POINTER(_timespec)]
 _libc.fchownat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint,
                            ctypes.c_int]
 _NO_ID = 0xFFFFFFFF  # (uid_t)-1: leave alone
@@ -282,15 +283,27 @@ def _check(rc):
 def _set_times(fd, atime, mtime):
     """atime/mtime: None (leave), SET_TO_SERVER_TIME or nanoseconds. Acts on the
     object itself (a symlink's own times for a symlink)."""
-    ts = (_timespec * 2)()
-    for i, t in enumerate((atime, mtime)):
-        if t is None:
-            ts[i].tv_sec, ts[i].tv_nsec = 0, _UTIME_OMIT
-        elif t == SET_TO_SERVER_TIME:
-            ts[i].tv_sec, ts[i].tv_nsec = 0, _UTIME_NOW
-        else:
-            ts[i].tv_sec, ts[i].tv_nsec = divmod(int(t), 1_000_000_000)
+    if atime is None and mtime == SET_TO_SERVER_TIME:
+        ts = _MTIME_NOW      # every WRITE
+    else:
+        ts = (_timespec * 2)()
+        for i, t in enumerate((atime, mtime)):
+            if t is None:
+                ts[i].tv_sec, ts[i].tv_nsec = 0, _UTIME_OMIT
+            elif t == SET_TO_SERVER_TIME:
+                ts[i].tv_sec, ts[i].tv_nsec = 0, _UTIME_NOW
+            else:
+                ts[i].tv_sec, ts[i].tv_nsec = divmod(int(t), 1_000_000_000)
+    # On the descriptor itself when it is an open file (no path to walk); an
+    # O_PATH descriptor (EBADF there) through its /proc link.
+    if _libc.futimens(fd, ts) == 0:
+        return
+    if ctypes.get_errno() != errno.EBADF:
+        _check(-1)
     _check(_libc.utimensat(_AT_FDCWD, _proc(fd).encode(), ts, 0))
+
+
+_MTIME_NOW = (_timespec * 2)(_timespec(0, _UTIME_OMIT), _timespec(0, _UTIME_NOW))
 
 
 def _chown(fd, uid, gid):
@@ -1166,20 +1179,30 @@ class MetaFS:
         fd, cfh, st, meta = self._regular(cfh)
         return self._read_plan(fd, st, meta, offset, count, at_stripe)
 
-    @_maps_oserror
     def read_plan_now(self, fh, caller, offset, count, at_stripe=False):
         """read_plan() if it needs no waiting, else None: a truncation is
         pending (rare), which only read_plan() carries out."""
-        fd, cfh, st, meta = self._regular(fh)
-        if not may_read(st.st_mode, st.st_uid, st.st_gid, caller):
-            raise FsError(nfsstat3.NFS3ERR_ACCES)
-        if meta.trunc_to is not None:
-            return None
-        return self._read_plan(fd, st, meta, offset, count, at_stripe)
+        # Every forwarded READ comes here: _maps_oserror's work done inline.
+        try:
+            fd, cfh, st, meta = self._regular(fh)
+            if caller.uid != st.st_uid and not may_read(st.st_mode, st.st_uid, st.st_gid,
+                                                        caller):
+                raise FsError(nfsstat3.NFS3ERR_ACCES)
+            if meta.trunc_to is not None:
+                return None
+            return self._read_plan(fd, st, meta, offset, count, at_stripe)
+        except OSError as e:
+            raise fs_error_of(e) from None
 
     def _read_plan(self, fd, st, meta, offset, count, at_stripe):
-        count, eof = clamp_read(offset, count, meta.size, meta.stripe_unit,
-                                self.datapath.iod_count(meta), at_stripe)
+        size, unit = meta.size, meta.stripe_unit
+        if 0 < count <= size - offset and not (
+                at_stripe and offset % unit + count > unit and self.datapath.iod_count(meta) > 1):
+            # clamp_read's common case, for every READ: nothing to cut.
+            eof = offset + count >= size
+        else:
+            count, eof = clamp_read(offset, count, size, unit, self.datapath.iod_count(meta),
+                                    at_stripe)
         return ReadPlan(meta, st.st_ino, offset, count, eof, self._attr(fd, st, meta))
 
     @_maps_oserror
@@ -1281,14 +1304,16 @@ class MetaFS:
     def max_io(self, transport):
         return self.datapath.max_io(transport)
 
-    @_maps_oserror
     def forward_read(self, plan, head, ctx, on_error):
         """Have the data server send the READ reply (``head`` + data) to the
         client. False when it cannot be forwarded (the caller relays);
         ``on_error(errno, message)`` gives the reply bytes to send (or None
         for none) if the data server answers an error instead."""
-        return self.datapath.forward_read(plan.meta, plan.ino, plan.offset, plan.count, head,
-                                          ctx.client, ctx.local, on_error)
+        try:
+            return self.datapath.forward_read(plan.meta, plan.ino, plan.offset, plan.count,
+                                              head, ctx.client, ctx.local, on_error)
+        except OSError as e:
+            raise fs_error_of(e) from None
 
     @_maps_oserror
     def forward_write(self, plan, data, reply, ctx, on_error):
