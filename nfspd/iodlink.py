@@ -78,7 +78,7 @@ class _Slot:
 
     def __init__(self, msg_id, counted, gathering=None):
         self.id = msg_id
-        self.counted = counted   # holds one of the link's in-flight tokens
+        self.counted = counted   # holds one of the link's in-flight tokens (until answered)
         self.gathering = gathering
         self.event = trio.Event() if gathering is None else gathering.event
         self.reply = None
@@ -342,8 +342,21 @@ class IodLink:
         for slot in self._waiting.values():
             if not slot.done:
                 slot.error = IodUnavailable(self, "connection lost")
-                slot.finish()
+                self._answered(slot)
         self._waiting.clear()
+
+    def _answered(self, slot):
+        """The reply (or the error) is in the slot. Its in-flight token goes
+        back now, not at release(): the token bounds the requests the iod has
+        still to answer, and a caller gathering many pieces (a 1 MiB READ is
+        16 of them) keeps its slots until the last one is answered. Tokens
+        kept that long are a hold-and-wait deadlock: concurrent gatherers,
+        each holding part of a link's tokens and waiting for more, until the
+        first one's timeout (relayed READs stalled 10 s, then JUKEBOX)."""
+        if slot.counted:
+            slot.counted = False
+            self._inflight.release()
+        slot.finish()
 
     async def _receive(self, sock):
         try:
@@ -402,7 +415,7 @@ class IodLink:
                 if slot is not None and not slot.done and (msg.op == Op.REPLY
                                                            or msg.op == Op.PONG):
                     slot.reply = msg
-                    slot.finish()
+                    self._answered(slot)
             if start == end:
                 start = end = 0
             streak += 1

@@ -202,7 +202,9 @@ class IodDataPath(DataPath):
                 for link, msg_id, frame in requests:
                     slots.append((link, await link.submit(msg_id, frame, gathering)))
                 await gathering.event.wait()
-                # Everything answered, or a failure (raised here) woke us.
+            if gathering.event.is_set():
+                # Everything answered, or a failure (raised here) woke us --
+                # perhaps just as the deadline passed, which then changes nothing.
                 for link, slot in slots:
                     if slot.done:
                         self._checked(link, link.answer(slot))
