@@ -9,6 +9,8 @@ The protocol is one JSON object per line each way:
 
     -> {"command": "status"}
     <- {"ok": true, "status": {...}}
+    -> {"command": "accept-iod-store", "name": "HOST:PORT"}
+    <- {"ok": true, "accept-iod-store": {"name": ..., "forgotten": HEX|null, "store": HEX|null}}
     <- {"ok": false, "error": "unknown command 'x'"}
 
 Requests are bounded in size, connections in number and time: the socket is
@@ -35,6 +37,10 @@ IDLE_TIMEOUT = 30.0         # seconds a connection may wait between requests
 SEND_TIMEOUT = 10.0
 _ucred = struct.Struct("=iII")  # pid, uid, gid
 _TOO_LONG = object()
+
+
+class CommandError(ValueError):
+    """A command refused for a reason its caller can fix (answered as is, no traceback)."""
 
 
 def socket_path(state_dir):
@@ -205,6 +211,8 @@ class AdminServer:
                                           f"{', '.join(sorted(self.commands))}"}
         try:
             return {"ok": True, name: fn(request)}
+        except CommandError as e:
+            return {"ok": False, "error": str(e)}
         except Exception as e:
             log.exception("admin command %s failed", name)
             return {"ok": False, "error": f"{name} failed: {e}"}
@@ -276,8 +284,28 @@ def _iods(datapath):
             "bytes_in": link.bytes_in,
             "clock_offset": (round(link.clock_offset, 3) if link.clock_offset is not None
                              else None),
+            # nfspd/iodstores.py: the store its last PONG named, and why it is refused.
+            "store": link.store.hex() if link.store is not None else None,
+            "wrong_store": link.wrong_store,
         })
     return out
+
+
+def accept_iod_store(server, request):
+    """`nfsp accept-iod-store NAME`: forget iod NAME's store id, so that the
+    store its next PONG names (within a heartbeat) is taken as its own."""
+    name = request.get("name")
+    if not isinstance(name, str):
+        raise CommandError('expected {"command": "accept-iod-store", "name": "HOST:PORT"}')
+    stores = server.iod_stores
+    links = getattr(server.datapath, "links", None) or []
+    link = next((link for link in links if link.name == name), None)
+    if stores is None or link is None:
+        known = ", ".join(link.name for link in links) or "none (no --iods)"
+        raise CommandError(f"no iod {name[:64]!r} in iods.conf; iods: {known}")
+    old = stores.accept(name)
+    return {"name": name, "forgotten": old.hex() if old is not None else None,
+            "store": link.store.hex() if link.store is not None else None}
 
 
 def _purges(server):

@@ -22,6 +22,11 @@ its frame); answers are received into one buffer and decoded from views of it
 (iodframes.Verifier); both work on the plain socket, as nfspd/transport.py
 does, parking in trio only when the socket would block.
 
+Store identity (nfspd/iodstores.py): every PONG names the data store the
+iod serves; an iod whose store is not the one remembered for it stays down
+(state "wrong store": JUKEBOX, as for an unreachable iod) while the
+heartbeat goes on, so it comes back by itself once its own store is.
+
 An iod listening below 1024 (iod --secure-port) is connected to from a port
 below 1024 too (tools/rpcclient.bind_reserved, as kernel NFS clients do).
 
@@ -104,7 +109,7 @@ class IodLink:
     down or the iod's boot verifier changes."""
 
     def __init__(self, index, host, port, keys, ids, on_change=None, *, signer=None,
-                 connect_timeout=3.0,
+                 stores=None, connect_timeout=3.0,
                  ping_interval=2.0, ping_timeout=5.0, send_timeout=10.0, backoff_min=0.05,
                  backoff_max=2.0, max_inflight=64):
         self.index = index
@@ -121,8 +126,11 @@ class IodLink:
         self.send_timeout = send_timeout
         self.backoff_min, self.backoff_max = backoff_min, backoff_max
         self._inflight = trio.Semaphore(max_inflight)
+        self.stores = stores     # nfspd/iodstores.IodStores, or None: no check
+        self.store = None        # store id of the last PONG (`nfsp status`)
+        self.wrong_store = None  # why its store is refused; the link then stays down
         self.up = False
-        self.state = "starting"  # starting -> up <-> down
+        self.state = "starting"  # starting -> up <-> down, up|down <-> wrong store
         self.ip = None           # resolved address, for UDP forwarding
         self.udp_addr = None
         self.loopback = False
@@ -446,7 +454,8 @@ class IodLink:
             self.rtt = trio.current_time() - sent
             if pong.time is not None:
                 self._set_clock(pong.time - (wall_sent + time.time()) / 2)
-            self._set_up(pong)
+            if await self._store_accepted(pong):
+                self._set_up(pong)
             await trio.sleep(self.ping_interval)
 
     # -- state -------------------------------------------------------------------
@@ -458,6 +467,38 @@ class IodLink:
         if abs(offset) >= CLOCK_WARN and (before is None or abs(before) < CLOCK_WARN / 2):
             log.warning("iod %s (#%d): its clock is %+.1f s off ours; frames to it are stamped "
                         "in its time, but run NTP on every node", self.name, self.index, offset)
+
+    async def _store_accepted(self, pong):
+        """Its stripes are only in its own store: any other would read as
+        zeros. The heartbeat goes on, so the link comes back by itself once
+        the right disk is mounted and the iod restarted."""
+        self.store = pong.store
+        stores = self.stores
+        if stores is None:
+            return True
+        if stores.would_remember(self.name, pong.store):
+            # A first sight writes (and fsyncs) iod-stores.json: not on the event loop.
+            why = await trio.to_thread.run_sync(stores.check, self.name, pong.store)
+        else:
+            why = stores.check(self.name, pong.store)
+        if why is None:
+            if self.wrong_store is not None:
+                self.wrong_store = None
+                log.warning("iod %s (#%d) serves its own data store again", self.name,
+                            self.index)
+            return True
+        if why != self.wrong_store:
+            self.wrong_store = why
+            log.error("iod %s (#%d) %s; it stays down (JUKEBOX: clients wait). Mount or "
+                      "restore its disk and restart the iod; if its data is really gone, run "
+                      "`nfsp accept-iod-store %s` (then `nfsp scrub`)", self.name, self.index,
+                      why, self.name)
+        if self.state != "wrong store":
+            was_up = self.up
+            self.up, self.state = False, "wrong store"
+            if was_up:
+                self._on_change(self)
+        return False
 
     def _set_up(self, pong):
         self.version, self.free, self.total = pong.version, pong.free, pong.total
@@ -499,6 +540,11 @@ class IodLink:
         if was == "down":
             return
         self.state = "down"
+        if was == "wrong store":
+            # Already down for its clients (and logged): only unreachable now.
+            log.info("iod %s (#%d), refused for its data store, is unreachable: %s",
+                     self.name, self.index, reason)
+            return
         if was == "starting":
             log.warning("iod %s (#%d) not reachable: %s (retrying in the background)",
                         self.name, self.index, reason)

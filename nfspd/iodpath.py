@@ -75,7 +75,7 @@ class IodDataPath(DataPath):
     def __init__(self, layouts, keys, stripe_unit, *, local=None, bind="0.0.0.0",
                  request_timeout=10.0, sync_timeout=30.0, forward_ttl=10.0,
                  max_forwards=8192, startup_wait=3.0, purge_batch=4096, purge_delay=0.5,
-                 purge_backlog=1 << 20, link_options=None):
+                 purge_backlog=1 << 20, link_options=None, stores=None):
         self.layouts = layouts
         self.layout_gen = layouts.current
         self.stripe_unit = stripe_unit
@@ -93,8 +93,10 @@ class IodDataPath(DataPath):
             purge_backlog
         ids = itertools.count(secrets.randbits(40))
         self.signer = Signer(keys)
+        # stores: nfspd/iodstores.IodStores (each iod's data store checked), or None.
+        self.stores = stores
         self.links = [IodLink(i, host, port, keys, ids, self._link_changed, signer=self.signer,
-                              **(link_options or {}))
+                              stores=stores, **(link_options or {}))
                       for i, (host, port) in enumerate(layouts.all_iods())]
         self._ids = ids
         self._gen_links = {g: self.links[:len(iods)] for g, iods in layouts.generations.items()}
@@ -561,7 +563,9 @@ class IodDataPath(DataPath):
                           "requests": link.requests, "bytes_out": link.bytes_out,
                           "bytes_in": link.bytes_in, "read_bytes": link.read_bytes,
                           "written_bytes": link.written_bytes,
-                          "clock_offset": link.clock_offset}
+                          "clock_offset": link.clock_offset,
+                          "store": link.store.hex() if link.store is not None else None,
+                          "wrong_store": link.wrong_store}
                          for link in self.links],
                 "counters": dict(self.counters)}
 

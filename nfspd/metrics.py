@@ -92,6 +92,12 @@ def render(st):
     metric("nfsp_iod_clock_offset_seconds", "gauge",
            "The iod's wall clock minus the metaserver's, from the last PONG.",
            [(lab, i.get("clock_offset")) for lab, i in by])
+    metric("nfsp_iod_wrong_store", "gauge",
+           "1 if the iod serves another data store than the one remembered for it "
+           "(kept down: `nfsp status` says why).",
+           [(lab, 1 if i.get("wrong_store") else 0) for lab, i in by])
+    metric("nfsp_iod_store_info", "gauge", "The data store id the iod's last PONG named.",
+           [({**lab, "store": i["store"]}, 1) for lab, i in by if i.get("store")])
     p = st["purges"]
     metric("nfsp_purges_pending", "gauge", "Deleted files' stripes not yet purged.",
            [({}, p["pending"])] + [({"iod": k}, v["pending"])

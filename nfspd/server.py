@@ -20,7 +20,9 @@ from common.iodsconf import load_iods
 from common.metafile import DEFAULT_STRIPE_UNIT
 from nfspd import admin, layouts, mountd, nfs2, nfs3, portmapper
 from nfspd.datapath import LocalDataPath
+from nfspd import iodstores
 from nfspd.iodpath import IodDataPath
+from nfspd.iodstores import IodStores
 from nfspd.dispatch import Dispatcher, Program
 from nfspd.drc import DuplicateRequestCache
 from nfspd.exports import ExportRegistry
@@ -95,6 +97,7 @@ class Metaserver:
         os.makedirs(config.state_dir, exist_ok=True)
         os.makedirs(config.data_dir, exist_ok=True)
         self.handle_key = load_or_create_key(os.path.join(config.state_dir, "handle.key"))
+        self.iod_stores = None    # nfspd/iodstores.IodStores, with iods
         self.datapath = self._datapath()
         self.purges = None
         self.unlinkd = None
@@ -127,8 +130,12 @@ class Metaserver:
             log.info("%s", change)
         # Files created before iods were configured (layout generation 0) keep
         # their data in the local store.
+        # Each iod's data store, checked against the one it served before
+        # (a disk that failed to mount would serve its stripes as zeros).
+        self.iod_stores = IodStores(os.path.join(c.state_dir, iodstores.FILE_NAME),
+                                    names=[f"{h}:{p}" for h, p in found.all_iods()])
         return IodDataPath(found, keys, c.stripe_unit, local=local, bind=c.bind,
-                           **c.iod_options)
+                           stores=self.iod_stores, **c.iod_options)
 
     def _purge_sink(self):
         """What MetaFS calls when a file's last link goes: None (the data path's
@@ -170,7 +177,7 @@ class Metaserver:
         async with trio.open_nursery() as nursery:
             # First, so that `nfsp status` answers by the time clients are served.
             await nursery.start(admin.AdminServer(admin.socket_path(c.state_dir),
-                                                  {"status": lambda req: self.status()}).run)
+                                                  self._admin_commands()).run)
             if c.metrics is not None:
                 from nfspd.metrics import MetricsServer
                 await nursery.start(MetricsServer(*c.metrics, self.status).run)
@@ -201,6 +208,10 @@ class Metaserver:
                         await unregister()
                 if self.purges is not None:
                     self.purges.close()
+
+    def _admin_commands(self):
+        return {"status": lambda req: self.status(),
+                "accept-iod-store": lambda req: admin.accept_iod_store(self, req)}
 
     def status(self):
         """What `nfsp status` shows (JSON-serialisable; see tools/status.py)."""

@@ -90,6 +90,10 @@ def test_status_reports_iods_and_a_killed_one_down(cluster):
     assert code == 0
     assert [i["address"] for i in st["iods"]] == [f"127.0.0.1:{iod.port}" for iod in c.iods]
     assert all(i["up"] and i["state"] == "up" for i in st["iods"]), st["iods"]
+    # Each iod's data store id (iod/store.py), none refused (nfspd/iodstores.py).
+    stores = [i["store"] for i in st["iods"]]
+    assert all(len(bytes.fromhex(s)) == 16 for s in stores) and len(set(stores)) == 3
+    assert all(i["wrong_store"] is None for i in st["iods"])
     for i in st["iods"]:
         assert i["total"] > 0 and 0 <= i["free"] <= i["total"]
     assert st["exports"] == [os.path.abspath(c.export)]
@@ -185,12 +189,13 @@ def test_render_is_a_compact_table():
                     "rtt_ms": 0.25, "free": 3 << 30, "total": 4 << 30, "restarts": 0,
                     "timeouts": 0, "purge_queued": 0, "requests": 1234,
                     "read_bytes": 5 << 20, "written_bytes": 1536, "bytes_out": 9,
-                    "bytes_in": 9, "clock_offset": 0.001},
+                    "bytes_in": 9, "clock_offset": 0.001,
+                    "store": "0123456789abcdef0123456789abcdef", "wrong_store": None},
                    {"index": 1, "address": "10.0.0.2:2050", "state": "down", "up": False,
                     "rtt_ms": None, "free": None, "total": None, "restarts": 1,
                     "timeouts": 2, "purge_queued": 0, "requests": 0, "read_bytes": 0,
                     "written_bytes": 0, "bytes_out": 0, "bytes_in": 0,
-                    "clock_offset": None}],
+                    "clock_offset": None}],  # from an nfspd before store ids: no such fields
           "purges": {"mode": "journal", "appended": 7, "kept": 7, "pending": 3,
                      "iods": {"10.0.0.1:2050": {"pending": 0},
                               "10.0.0.2:2050": {"pending": 3}}},
@@ -209,6 +214,13 @@ def test_render_is_a_compact_table():
     assert "1234      5.0 MiB  1.5 KiB" in out
     assert "purges pending: 3" in out and "10.0.0.2:2050 3" in out and "25.0% of 4" in out
     assert "n1 (10.0.1.1) /e" in out
+    assert "01234567" in out and "wrong store" not in out
+    refused = dict(st["iods"][1], state="wrong store", store="ffff" * 8,
+                   wrong_store="serves data store ffff... where it had store 0123...")
+    out = status_tool.render(dict(st, iods=[st["iods"][0], refused]))
+    assert "10.0.0.2:2050  wrong store" in out
+    assert ("iod 10.0.0.2:2050: wrong store: serves data store ffff... where it had store "
+            "0123...; restart it on its own disk, or `nfsp accept-iod-store 10.0.0.2:2050`") in out
 
 
 def test_admin_protocol_bounds_and_errors(tmp_path):
@@ -282,3 +294,7 @@ def test_metrics_endpoint_serves_the_same_counters(cluster):
     assert f'nfsp_iod_frame_bytes_total{{iod="127.0.0.1:{c.iods[1].port}",direction="in"}} ' \
         in text
     assert st["iods"][0]["total"] > 0
+    # Each iod's data store (nfspd/iodstores.py): none refused.
+    for iod in c.iods:
+        assert f'nfsp_iod_wrong_store{{iod="127.0.0.1:{iod.port}"}} 0' in text
+    assert "# TYPE nfsp_iod_store_info gauge" in text

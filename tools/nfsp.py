@@ -377,10 +377,12 @@ def keygen(path):
 def _register_subcommands():
     # Each lives in its own module; importing them here keeps `nfsp --help`
     # the one index of what an admin can do.
+    from tools.iodstores import cli as accept_iod_store
     from tools.launch import launch, node_iod, stop_iods
     from tools.scrub import cli as scrub
     from tools.status import cli as status
     from tools.testbed import cli as testbed
+    main.add_command(accept_iod_store)
     main.add_command(launch)
     main.add_command(stop_iods)
     main.add_command(node_iod)

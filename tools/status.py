@@ -50,11 +50,15 @@ def render(st):
                  f"{i['rtt_ms']:.2f} ms" if i["up"] and i["rtt_ms"] is not None else "-",
                  f"{_size(i['free'])} / {_size(i['total'])}", i.get("requests", "-"),
                  _size(i.get("read_bytes")), _size(i.get("written_bytes")),
-                 i["restarts"], i["timeouts"]]
+                 i["restarts"], i["timeouts"], (i.get("store") or "-")[:8]]
                 for i in iods]
         lines += ["  " + l for l in _table(
             rows, ["#", "ADDRESS", "STATE", "RTT", "FREE / TOTAL", "REQUESTS", "READ",
-                   "WRITTEN", "RESTARTS", "TIMEOUTS"])]
+                   "WRITTEN", "RESTARTS", "TIMEOUTS", "STORE"])]
+        # Why an iod is kept down for its data store, and what to do about it.
+        lines += [f"  iod {i['address']}: wrong store: {i['wrong_store']}; restart it on its "
+                  f"own disk, or `nfsp accept-iod-store {i['address']}` if that data is gone"
+                  for i in iods if i.get("wrong_store") and i["state"] == "wrong store"]
     else:
         lines.append("iods: none (data in the local store)")
     p = st["purges"]
@@ -87,8 +91,8 @@ def render(st):
 @click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 300),
               help="Seconds to wait for nfspd's answer.")
 def cli(state_dir, as_json, timeout):
-    """Show the metaserver's view: each iod up/down with its round-trip time,
-    free space, and the requests and bytes it served (counted by nfspd since it
+    """Show the metaserver's view: each iod up/down (or kept down for a
+    wrong data store) with its round-trip time, free space, its store id, and the requests and bytes it served (counted by nfspd since it
     started), pending purges, cache hit rates, mounted clients, counters.
 
     Exit status: 0 when every iod is up, 1 when nfspd cannot be asked, 2 when
