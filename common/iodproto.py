@@ -193,9 +193,18 @@ def _bool(v):
 
 
 def _float(v):
-    if type(v) not in (float, int):
-        raise IodProtoError(f"expected a number, got {v!r:.40}")
-    return float(v)
+    # NaN and infinities are no uptime or size anyone sends; refused here,
+    # they cannot reach a caller's int() or comparisons.
+    if type(v) not in (float, int) or not math.isfinite(f := float(v)):
+        raise IodProtoError(f"expected a finite number, got {v!r:.40}")
+    return f
+
+
+def _duration(v):
+    f = _float(v)
+    if f < 0:
+        raise IodProtoError(f"expected a duration, got {f!r:.40}")
+    return f
 
 
 def _time(v):
@@ -247,7 +256,7 @@ def _optional(check):
 
 SCHEMAS = {
     Op.PING: {"spoof_from": _optional(_addr), "pad": _optional(_bytes(2 * PLAIN_PING_SIZE))},
-    Op.PONG: {"version": _str(64), "uptime": _float, "free": _uint, "total": _uint,
+    Op.PONG: {"version": _str(64), "uptime": _duration, "free": _uint, "total": _uint,
               "verifier": _bytes(8), "time": _optional(_time), "store": _optional(_bytes(16))},
     Op.READ: {"ino": _uint, "seed": _uint, "offset": _uint, "count": _uint,
               "client": _optional(_addr), "source": _optional(_addr), "head": _bytes(4096)},
@@ -643,12 +652,16 @@ class Sequencer:
 
 
 class _Window:
-    __slots__ = ("top", "bits", "newest")
+    __slots__ = ("top", "bits", "newest", "floor")
 
-    def __init__(self, seq, when):
+    def __init__(self, seq, when, floor):
         self.top = seq       # highest sequence number seen
         self.bits = 1        # bit i: top - i was seen
         self.newest = when   # highest stamp time seen
+        # The guard's floor when this window was opened: a sender evicted
+        # before and readmitted has a fresh bitmap that knows nothing of what
+        # it sent then, all of which is stamped at or below that floor.
+        self.floor = floor
 
 
 class ReplayGuard:
@@ -685,8 +698,11 @@ class ReplayGuard:
                 raise Replayed(f"stamp from a sender not known here, older than "
                                f"{self.floor - when:.1f} s before what may be replayed")
             self._forget(now)
-            senders[sender] = _Window(seq, when)
+            senders[sender] = _Window(seq, when, self.floor)
             return
+        if when <= w.floor:
+            raise Replayed(f"stamp {w.floor - when:.1f} s older than this sender's "
+                           f"readmission: it may have been seen before")
         senders.move_to_end(sender)
         if seq > w.top:
             shift = seq - w.top

@@ -215,6 +215,9 @@ def test_replay_guard_state_is_bounded_and_an_evicted_sender_stays_refused():
     assert e.value.reason == "replay"
     g.check(Stamp(2, 2, 1006.0), 1006.0)    # ...its new ones are fine (evicting 3)
     assert g.evicted == 2 and g.floor == 1003.0
+    with pytest.raises(IodProtoError) as e:     # and once readmitted, its old ones still
+        g.check(Stamp(2, 1, 1002.0), 1006.0)    # not (found by the iod_replay fuzzer)
+    assert e.value.reason == "replay"
     # Senders silent for longer than the skew are forgotten, not evicted:
     # all they sent is stale by then.
     g.check(Stamp(5, 1, 1100.0), 1100.0)
@@ -275,3 +278,14 @@ def test_signer_stamps_as_encode_does():
     s = Signer(KEYS)
     frame = s.purge(7, [(1, 2)], stamp=[5, 6, 7.5])
     assert frame == iodproto.encode(Message(Op.PURGE, 7, Stamp(5, 6, 7.5), files=[(1, 2)]), KEYS)
+
+
+@pytest.mark.parametrize("uptime", [float("nan"), float("inf"), -1.0])
+def test_a_pong_with_no_real_uptime_is_refused(uptime):
+    # iod_ping turned NaN or inf into a traceback (found by the iod_body fuzzer).
+    def body(uptime):   # a new dict each time: message_of takes the body apart
+        return {"op": int(Op.PONG), "id": 1, "version": "0.1", "uptime": uptime, "free": 1,
+                "total": 2, "verifier": b"v" * 8}
+    assert iodproto.message_of(body(1.0), 0).uptime == 1.0
+    with pytest.raises(IodProtoError, match="finite number|duration"):
+        iodproto.message_of(body(uptime), 0)
