@@ -178,10 +178,10 @@ def _error(filename, lineno, msg):
 
 
 def _parse_id(value, what, err):
-    try:
-        n = int(value, 10)
-    except ValueError:
-        raise err(f"{what}={value!r}: not a number") from None
+    # ASCII digits only: int() also takes "1_000", " 7" and other scripts' digits.
+    if not re.fullmatch(r"-?[0-9]+", value):
+        raise err(f"{what}={value!r}: not a number")
+    n = int(value[:12], 10) if len(value) > 12 else int(value, 10)  # int() refuses 4300 digits
     if not -(1 << 31) <= n <= _U32:
         raise err(f"{what}={value}: out of range")
     return n & _U32  # anonuid=-2, as old SunOS files say, is 4294967294
@@ -257,8 +257,10 @@ def _parse_client(text, options, err, warnings=None):
 
 def _unescape_path(raw, err):
     # exportfs: double quotes group, and \ooo (three octal digits) stands for
-    # any byte, e.g. \040 for a space.
-    out = []
+    # any byte, e.g. \040 for a space. The path is built as bytes and decoded
+    # the way the file was (UTF-8, surrogateescape), so an escaped byte and the
+    # same byte written as is give the same path.
+    out = bytearray()
     i = 0
     while i < len(raw):
         c = raw[i]
@@ -267,14 +269,19 @@ def _unescape_path(raw, err):
             continue
         if c == "\\":
             octal = raw[i + 1:i + 4]
-            if len(octal) == 3 and all(d in "01234567" for d in octal):
-                out.append(chr(int(octal, 8)))
+            if len(octal) == 3 and all(d in "01234567" for d in octal) and octal <= "377":
+                out.append(int(octal, 8))
                 i += 4
                 continue
-            raise err(f"bad escape in path {raw!r} (use \\ooo, three octal digits)")
-        out.append(c)
+            raise err(f"bad escape in path {raw!r} (use \\ooo, three octal digits up to 377)")
+        try:
+            out += c.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise err(f"path {raw!r} is not text from a file") from None
         i += 1
-    return "".join(out)
+    if 0 in out:
+        raise err(f"path {raw!r} has a NUL byte")
+    return out.decode("utf-8", "surrogateescape")
 
 
 def normalize_path(path):
@@ -288,6 +295,11 @@ def normalize_path(path):
     return "/" + "/".join(parts)
 
 
+# What exportfs splits on (C isspace() in the C locale): not str.isspace(),
+# which would also split a path at a no-break space or U+2028.
+_SPACE = " \t\r\v\f"
+
+
 def _tokens(line, err):
     """Split a logical line on whitespace outside double quotes."""
     tokens, cur, quoted, in_token = [], [], False, False
@@ -296,7 +308,7 @@ def _tokens(line, err):
             quoted = not quoted
             cur.append(c)
             in_token = True
-        elif c.isspace() and not quoted:
+        elif c in _SPACE and not quoted:
             if in_token:
                 tokens.append("".join(cur))
                 cur, in_token = [], False
@@ -314,19 +326,22 @@ def _logical_lines(text):
     """(first physical line number, text) with comments stripped and
     backslash-newline continuations joined."""
     pending, start = "", None
-    for lineno, raw in enumerate(text.splitlines(), 1):
+    lines = text.split("\n")  # not splitlines(): "\x1c" or "\x85" may be in a path
+    if lines[-1] == "":
+        lines.pop()
+    for lineno, raw in enumerate(lines, 1):
         line = _strip_comment(raw)
         if start is None:
             start = lineno
-        stripped = line.rstrip()
+        stripped = line.rstrip(_SPACE)
         if stripped.endswith("\\"):
             pending += stripped[:-1] + " "
             continue
         pending += line
-        if pending.strip():
+        if pending.strip(_SPACE):
             yield start, pending
         pending, start = "", None
-    if pending.strip():
+    if pending.strip(_SPACE):
         yield start, pending
 
 

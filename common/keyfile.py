@@ -8,6 +8,7 @@ or stricter): anyone who can read it can write to every iod.
 """
 
 import os
+import re
 import secrets
 import stat
 
@@ -28,7 +29,8 @@ def parse(text, path="<key>"):
             continue
         kid, sep, hexkey = line.partition(":")
         try:
-            if not sep:
+            # ASCII digits only: int() also takes "+1", "1_0" and other scripts' digits.
+            if not sep or not re.fullmatch(r"[0-9]{1,3}", kid.strip()):
                 raise ValueError
             kid = int(kid)
             key = bytes.fromhex(hexkey.strip())
@@ -51,7 +53,8 @@ def load(path):
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise KeyFileError(f"{path}: no such key file (create one with `nfsp keygen {path}`)") from None
+        raise KeyFileError(f"{path}: no such key file "
+                           f"(create one with `nfsp keygen {path}`)") from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(f"{path}: mode {stat.S_IMODE(st.st_mode):04o} lets others read the "
                            f"cluster key; chmod 600 it")

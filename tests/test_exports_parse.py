@@ -67,6 +67,33 @@ def test_quoted_paths_and_octal_escapes():
     assert one('"/srv/#not a comment" h # but this is\n').path == "/srv/#not a comment"
 
 
+def test_an_escape_is_a_byte_so_it_names_the_same_path_as_the_byte_itself():
+    # \303\251 is "é" in UTF-8: the same directory as a literal é.
+    assert one("/srv/caf\\303\\251 h\n").path == one("/srv/caf\u00e9 h\n").path == "/srv/caf\u00e9"
+    # A byte that is not UTF-8 stays that byte when nfspd opens the path.
+    import os
+    assert os.fsencode(one("/srv/\\377 h\n").path) == b"/srv/\xff"
+
+
+@pytest.mark.parametrize("path, words", [("/a\\400", "up to 377"), ("/a\\000b", "NUL")])
+def test_escapes_that_are_not_a_byte_of_a_path_are_errors(path, words):
+    with pytest.raises(ExportsError, match=words):
+        parse_exports(f"{path} h\n", "f")
+
+
+def test_only_ascii_white_space_separates_and_only_newline_ends_a_line():
+    # exportfs splits on C isspace() and '\n'; a no-break space or U+0085 is part of a path.
+    e = one("/srv/a\u00a0b\x85c h\n")
+    assert e.path == "/srv/a\u00a0b\x85c" and [c.text for c in e.clients] == ["h"]
+    assert [x.path for x in parse_exports("/a h\r\n/b h\r\n")] == ["/a", "/b"]
+
+
+@pytest.mark.parametrize("value", ["1_000", "\u0661", "+5"])
+def test_ids_are_ascii_decimal_numbers(value):
+    with pytest.raises(ExportsError, match="not a number"):
+        parse_exports(f"/a h(anonuid={value})\n", "f")
+
+
 def test_paths_are_normalized():
     assert one("/srv//data/./ h\n").path == "/srv/data"
     assert one("/ h\n").path == "/"

@@ -26,8 +26,15 @@ def test_rotation_file_signs_with_the_first_and_verifies_both():
     assert keys.current_id == 2 and set(keys.by_id) == {1, 2}
 
 
-@pytest.mark.parametrize("text,where", [("", "no key"), ("x", ":1:"), ("0:abcd\n", "shorter"),
-                                         ("0:" + "aa" * 32 + "\n0:" + "bb" * 32, ":2: key id 0 listed twice")])
+@pytest.mark.parametrize("text,where", [
+    ("", "no key"), ("x", ":1:"), ("0:abcd\n", "shorter"),
+    ("0:" + "aa" * 32 + "\n0:" + "bb" * 32, ":2: key id 0 listed twice")])
 def test_errors_name_the_line(text, where):
     with pytest.raises(KeyFileError, match=where):
         keyfile.parse(text, "k")
+
+
+@pytest.mark.parametrize("kid", ["\u0661", "+1", "1_0", "0x1"])
+def test_key_ids_are_ascii_decimal_numbers(kid):
+    with pytest.raises(KeyFileError, match="expected KEY_ID:HEX"):
+        keyfile.parse(f"{kid}:" + "aa" * 32 + "\n", "k")
