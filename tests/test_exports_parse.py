@@ -293,3 +293,8 @@ def test_anonuid_applies_to_squashed_root_and_anonymous_callers():
 def test_the_invalid_id_minus_one_becomes_anonymous_even_without_squash():
     o = ExportOptions(root_squash=False)
     assert o.squash(2**32 - 1, 2**32 - 1, ()) == (65534, 65534, ())
+
+
+def test_ids_with_leading_zeros_are_their_value():
+    o = opts_of("/a h(anonuid=000000000000005,anongid=-0000000000002)\n", "h")
+    assert (o.anonuid, o.anongid) == (5, 4294967294)
