@@ -181,9 +181,12 @@ def _parse_id(value, what, err):
     # ASCII digits only: int() also takes "1_000", " 7" and other scripts' digits.
     if not re.fullmatch(r"-?[0-9]+", value):
         raise err(f"{what}={value!r}: not a number")
-    digits = value.lstrip("-").lstrip("0")
-    # Past 10 digits it is out of range anyway (and int() refuses 4300 digits).
-    n = int(value, 10) if len(digits) <= 10 else _U32 + 1
+    # Leading zeros are no part of the value; past 10 digits it is out of range
+    # anyway (and int() refuses 4300 digits, leading zeros included).
+    digits = value.lstrip("-").lstrip("0") or "0"
+    n = int(digits, 10) if len(digits) <= 10 else _U32 + 1
+    if value.startswith("-"):
+        n = -n
     if not -(1 << 31) <= n <= _U32:
         raise err(f"{what}={value}: out of range")
     return n & _U32  # anonuid=-2, as old SunOS files say, is 4294967294

@@ -298,3 +298,11 @@ def test_the_invalid_id_minus_one_becomes_anonymous_even_without_squash():
 def test_ids_with_leading_zeros_are_their_value():
     o = opts_of("/a h(anonuid=000000000000005,anongid=-0000000000002)\n", "h")
     assert (o.anonuid, o.anongid) == (5, 4294967294)
+
+
+def test_ids_of_thousands_of_digits_are_out_of_range_or_their_value():
+    # int() refuses over 4300 digits, leading zeros included: never a ValueError.
+    o = opts_of("/a h(anonuid=" + "0" * 5000 + "5)\n", "h")
+    assert o.anonuid == 5
+    with pytest.raises(ExportsError, match="out of range"):
+        parse_exports("/a h(anonuid=-" + "9" * 5000 + ")\n", "f")
