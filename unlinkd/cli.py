@@ -10,6 +10,7 @@ import trio
 
 from common import logs
 
+
 async def _exit_with_parent(pid, cancel_scope):
     """Spawned by nfspd: go when it goes (a stray unlinkd would hold the journal
     lock its successor's unlinkd needs). Not PR_SET_PDEATHSIG: that fires when

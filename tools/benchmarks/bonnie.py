@@ -60,7 +60,7 @@ def run(ctx):
     size_mib = p.file_mib
     seek_seconds = 3.0 if ctx.quick else 10.0
     kinds = ["nfsp"]
-    missing = ganesha_mod.available() if p.ganesha else "disabled (--no-ganesha)"
+    missing = ganesha_mod.unavailable(p)
     if missing is None:
         kinds.append("ganesha")
     rows = []

@@ -51,7 +51,7 @@ def run(ctx):
     n_clients = 2 if ctx.quick else 8
     files = 40 if ctx.quick else 200
     kinds = ["nfsp"]
-    missing = ganesha_mod.available() if p.ganesha else "disabled (--no-ganesha)"
+    missing = ganesha_mod.unavailable(p)
     if missing is None:
         kinds.append("ganesha")
     rows = []

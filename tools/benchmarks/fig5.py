@@ -89,7 +89,7 @@ def point(ctx, srv, rate, variant, n_clients, size_mib, proto="udp"):
 def setups(ctx):
     p = ctx.params
     out = [("nfsp", k) for k in p.iods]
-    why = ganesha_mod.available() if p.ganesha else "disabled (--no-ganesha)"
+    why = ganesha_mod.unavailable(p)
     if why is None:
         out.append(("ganesha", 0))
     else:

@@ -62,6 +62,11 @@ def available():
     return None
 
 
+def unavailable(params):
+    """Why this run has no ganesha baseline, or None when it has one."""
+    return available() if params.ganesha else "disabled (--no-ganesha)"
+
+
 class GaneshaError(RuntimeError):
     pass
 

@@ -56,7 +56,7 @@ def run(ctx):
     seconds = 2.0 if ctx.quick else p.meta_seconds
     entries = 1000 if ctx.quick else p.dir_entries
     setups = [("nfsp", lambda: LoopbackNfsp(ctx.workdir("meta-nfsp"), NFSP_IODS))]
-    missing = ganesha_mod.available() if p.ganesha else "disabled (--no-ganesha)"
+    missing = ganesha_mod.unavailable(p)
     if missing is None:
         setups.append(("ganesha", lambda: LoopbackGanesha(ctx.workdir("meta-ganesha"))))
     rows = []
