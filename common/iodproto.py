@@ -372,6 +372,11 @@ class Keys:
     def by_id(self):
         return self._state[1]
 
+    def describe(self):
+        """For the log line of a reload."""
+        return (f"signing with key id {self.current_id}, accepting key ids "
+                + ", ".join(str(k) for k in sorted(self.by_id)))
+
     def update(self, other):
         """Take ``other``'s keys (a reloaded key file)."""
         self._state = other._state

@@ -535,8 +535,7 @@ class Iod:
             log.error("SIGHUP: cluster key not reloaded, keeping the keys in use: %s", e)
             return False
         self.keys.update(keys)
-        log.info("SIGHUP: cluster key reloaded: signing with key id %d, accepting key ids %s",
-                 keys.current_id, ", ".join(str(k) for k in sorted(keys.by_id)))
+        log.info("SIGHUP: cluster key reloaded: %s", keys.describe())
         return True
 
     def _reload_from_descriptor(self, path):

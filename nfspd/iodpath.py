@@ -550,8 +550,7 @@ class IodDataPath(DataPath):
         """Sign with (and accept) the keys of a re-read key file from now on:
         every link, and the frames being built, share this Keys object."""
         self.keys.update(keys)
-        log.info("cluster key reloaded: signing with key id %d, accepting %s",
-                 keys.current_id, ", ".join(str(k) for k in sorted(keys.by_id)))
+        log.info("cluster key reloaded: %s", keys.describe())
 
     def status(self):
         """For logs and `nfsp status`."""

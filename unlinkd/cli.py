@@ -41,8 +41,7 @@ def reload_keys(daemon, key_path):
         log.error("SIGHUP: cluster key not reloaded, keeping the keys in use: %s", e)
         return False
     daemon.keys.update(keys)
-    log.info("SIGHUP: cluster key reloaded: signing with key id %d, accepting key ids %s",
-             keys.current_id, ", ".join(str(k) for k in sorted(keys.by_id)))
+    log.info("SIGHUP: cluster key reloaded: %s", keys.describe())
     return True
 
 
