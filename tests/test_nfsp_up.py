@@ -23,6 +23,10 @@ def start_up(ns, directory, log, *args):
                  stderr=subprocess.STDOUT, env=ENV)
     wait_until(lambda: ns.inside(getport, "127.0.0.1", MOUNT_PROGRAM, 3) != 0, 30,
                what="nfsp up serving", abort=lambda: p.poll() is not None and "nfsp up exited")
+    # The banner (mount command) comes once everything is up, which can be
+    # after MOUNT answers: a SIGTERM before it would leave it unprinted.
+    wait_until(lambda: b"SIGTERM stops it" in open(log.name, "rb").read(), 30,
+               what="nfsp up's banner", abort=lambda: p.poll() is not None and "nfsp up exited")
     return p
 
 
