@@ -86,7 +86,7 @@ Ops and their fields (every request carries "id", echoed in its REPLY/PONG):
             pad: bytes|None (makes a PING without a fresh stamp PLAIN_PING_SIZE long)
 - PONG      version: str, uptime: float, free: int, total: int, verifier: bytes(8),
             time: float|None (the iod's wall clock, for senders' clock offsets),
-            store: bytes(16)|None (the id of the data store it serves, iod/store.py;
+            store: bytes(16)|None (the id of the data store it serves, common/runtime/datastore.py;
             None from an iod whose store is lost, or one older than the field)
 - READ      ino, seed, offset, count, client: addr|None, source: addr|None, head: bytes
             (client None = relay: data comes back in the REPLY over TCP)

@@ -5,7 +5,8 @@ import sys
 
 import click
 
-from common import iodproto, keyfile, logs
+from common import iodproto, keyfile
+from common.runtime import logs
 
 
 def _networks(ctx, param, values):
@@ -21,7 +22,7 @@ def _networks(ctx, param, values):
 def _metrics(ctx, param, value):
     if value is None:
         return None
-    from nfspd.metrics import parse_address
+    from common.runtime.metrics import parse_address
     try:
         return parse_address(value)
     except ValueError as e:

@@ -43,7 +43,7 @@ replaced by another file.
 --metrics ADDR:PORT serves the counters, queue depth and free space for
 Prometheus (iod/metrics.py).
 
-The data store's identity (iod/store.py): the iod starts only on a data
+The data store's identity (common/runtime/datastore.py): the iod starts only on a data
 directory carrying its marker (or one it may initialise: missing, or --init),
 and reports the store id in every PONG. Every PING, and any request coming
 more than STORE_CHECK_INTERVAL after the last check, checks that the store is
@@ -56,7 +56,7 @@ a lost store must never be served as one full of holes.
 Privileges: everything that needs root happens before serving -- the raw
 socket, binding (so a port below 1024 is possible), the key file, and the data
 directory, which is given to the --user (chown at first start, of the store's
-own layout only) and opened by descriptor (iod/store.py) so the directories
+own layout only) and opened by descriptor (common/runtime/datastore.py) so the directories
 above it may stay private to root. Keeping the store root-owned is no option:
 creating datafiles in it is checked against the user doing it, whatever
 descriptor the directory was opened with. Then the process becomes --user
@@ -82,11 +82,15 @@ import time
 
 import trio
 
-from common import iodproto, keyfile
+from common import iodproto
 from common.iodproto import IodProtoError, Message, Op
 from iod import ipv4
 from iod.spoof import RouteMtu, Spoofer, open_raw_socket
-from iod.store import StoreError, open_store
+from common.runtime import pktinfo
+from common.runtime.keyreload import KeyFile
+from common.runtime.datastore import StoreError, open_store
+from common.runtime.resvport import PRIVILEGED_PORTS
+from common.runtime.version import VERSION
 from iod.workqueue import WorkQueue
 
 log = logging.getLogger("iod")
@@ -95,23 +99,9 @@ UDP_OPS = frozenset((Op.READ, Op.WRITE, Op.PING))
 UDP_MAX_DATAGRAM = 65535
 UDP_BURST = 64          # datagrams taken in a row before letting other tasks run
 LIST_PAGE = 10000
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)   # Linux's value; Python < 3.12 lacks the name
-_in_pktinfo = struct.Struct("=i4s4s")            # ipi_ifindex, ipi_spec_dst, ipi_addr
 ERROR_LOG_INTERVAL = 60.0
-PRIVILEGED_PORTS = 1024
 DEFAULT_PONG_ALLOW = ("127.0.0.0/8",)
 STORE_CHECK_INTERVAL = 1.0   # seconds between store identity checks under traffic
-
-
-def _version():
-    try:
-        from importlib.metadata import version
-        return version("nfsp")
-    except Exception:   # not installed as a package: running from the tree
-        return "0.1.0"
-
-
-VERSION = _version()
 
 
 class Config:
@@ -232,7 +222,7 @@ class _Connection:
 class Iod:
     """The daemon once its privileged set-up is done: serve() runs it."""
 
-    def __init__(self, config, store, spoofer, udp_sock, tcp_sock, key_fd=None,
+    def __init__(self, config, store, spoofer, udp_sock, tcp_sock, key_file=None,
                  metrics_sock=None):
         self.config = config
         self.keys = config.keys
@@ -240,7 +230,7 @@ class Iod:
         self.spoofer = spoofer
         self.udp_sock = udp_sock     # stdlib sockets (non-blocking once serving)
         self.tcp_sock = tcp_sock
-        self.key_fd = key_fd            # the key file, opened while root (SIGHUP)
+        self.key_file = key_file        # opened while root, re-read on SIGHUP
         self.metrics_sock = metrics_sock
         self.verifier = os.urandom(8)
         self.started = time.monotonic()
@@ -361,8 +351,7 @@ class Iod:
             self._send_udp(data, job.peer, job.local)
 
     def _send_udp(self, data, peer, local):
-        anc = [] if local is None else [
-            (socket.IPPROTO_IP, IP_PKTINFO, _in_pktinfo.pack(0, socket.inet_aton(local), bytes(4)))]
+        anc = [] if local is None else pktinfo.source(local)
         error = None
         for attempt in (1, 2):
             try:
@@ -522,41 +511,10 @@ class Iod:
     def reload_keys(self):
         """SIGHUP: take the key file's keys (Keys.update: every thread signs
         and verifies with them from its next frame). Returns whether it did."""
-        path = self.config.key_path
-        if path is None:
+        if self.key_file is None:
             log.warning("SIGHUP: no key file to reload")
             return False
-        try:
-            try:
-                keys = keyfile.load(path)
-            except PermissionError:
-                keys = self._reload_from_descriptor(path)
-        except (OSError, keyfile.KeyFileError) as e:
-            log.error("SIGHUP: cluster key not reloaded, keeping the keys in use: %s", e)
-            return False
-        self.keys.update(keys)
-        log.info("SIGHUP: cluster key reloaded: %s", keys.describe())
-        return True
-
-    def _reload_from_descriptor(self, path):
-        if self.key_fd is None:
-            raise keyfile.KeyFileError(f"{path}: cannot open it any more (not root)")
-        st = os.fstat(self.key_fd)
-        try:
-            now = os.stat(path)
-        except OSError as e:
-            now = None
-            log.warning("SIGHUP: cannot tell whether %s was replaced (%s): reading the file "
-                        "opened at start, which only an in-place rewrite changes", path,
-                        e.strerror)
-        if now is not None and (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-            raise keyfile.KeyFileError(
-                f"{path} was replaced by another file, which this iod (no longer root) cannot "
-                f"open: rewrite the key file in place (cat new > {path}) or restart the iod")
-        if st.st_mode & 0o077:
-            raise keyfile.KeyFileError(f"{path}: others may read it; chmod 600 it")
-        data = os.pread(self.key_fd, 1 << 16, 0)
-        return keyfile.parse(data.decode(errors="replace"), path)
+        return self.key_file.reload_into(self.keys, log)
 
     # -- trio side -----------------------------------------------------------
 
@@ -636,7 +594,7 @@ class Iod:
         # here); this drains what is queued and yields every UDP_BURST.
         bound = sock.getsockname()[0]
         fixed_local = None if bound in ("0.0.0.0", "") else bound
-        cmsg_space = socket.CMSG_SPACE(_in_pktinfo.size)
+        cmsg_space = pktinfo.ANCDATA_SIZE
         recvmsg, burst = sock.recvmsg, 0
         secure = self.config.secure_port
         while True:
@@ -666,7 +624,7 @@ class Iod:
                             "from %s:%d, not a port below 1024 (more are counted, not logged)",
                             peer[0], peer[1])
                 continue
-            local = fixed_local or _pktinfo_dst(ancdata)
+            local = fixed_local or pktinfo.destination(ancdata)
             if not _plausible(data):
                 self.counters.add("dropped_malformed")
                 continue
@@ -776,12 +734,6 @@ def _store_name(store):
     return store.store_id.hex() if store.store_id is not None else "without identity"
 
 
-def _pktinfo_dst(ancdata):
-    for level, kind, data in ancdata:
-        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _in_pktinfo.size:
-            return socket.inet_ntoa(_in_pktinfo.unpack_from(data)[2])
-    return None
-
 
 # -- privileged start-up ----------------------------------------------------------
 
@@ -804,7 +756,7 @@ def bind_sockets(listen, port, buffer_bytes=4 << 20):
     try:
         for s in (udp, tcp):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        udp.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        pktinfo.enable(udp)
         for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # *BUFFORCE
             try:
                 udp.setsockopt(socket.SOL_SOCKET, force, buffer_bytes)
@@ -851,11 +803,11 @@ def start(config):
     udp, tcp = bind_sockets(config.listen, config.port)
     extra = []
     try:
-        key_fd = None
+        key_file = None
         if config.key_path is not None:
             try:
-                key_fd = os.open(config.key_path, os.O_RDONLY | os.O_CLOEXEC)
-                extra.append(key_fd)
+                key_file = KeyFile(config.key_path, keep_open=True)
+                extra.append(key_file)
             except OSError as e:
                 raise StartupError(f"{config.key_path}: {e.strerror}") from None
         metrics_sock = None
@@ -896,13 +848,10 @@ def start(config):
         for s in (raw, udp, tcp):
             s.close()
         for x in extra:
-            if isinstance(x, int):
-                os.close(x)
-            else:
-                x.close()
+            x.close()
         raise
     spoofer = Spoofer(config.ip_id_slot, sock=raw, mtus=mtus)
-    return Iod(config, store, spoofer, udp, tcp, key_fd=key_fd, metrics_sock=metrics_sock)
+    return Iod(config, store, spoofer, udp, tcp, key_file=key_file, metrics_sock=metrics_sock)
 
 
 def bind_metrics(host, port):
@@ -925,5 +874,5 @@ def run(config):
         iod.tcp_sock.close()
         if iod.metrics_sock is not None:
             iod.metrics_sock.close()
-        if iod.key_fd is not None:
-            os.close(iod.key_fd)
+        if iod.key_file is not None:
+            iod.key_file.close()

@@ -14,7 +14,8 @@ import logging
 import time
 
 from common.iodproto import Op
-from nfspd.metrics import Exposition, MetricsServer
+from common.runtime.version import VERSION
+from common.runtime.metrics import Exposition, MetricsServer
 
 log = logging.getLogger("iod")
 
@@ -55,7 +56,6 @@ def status(iod):
 
 
 def render(st):
-    from iod.daemon import VERSION
     c = st["counters"]
     page = Exposition()
     m = page.metric

@@ -28,6 +28,10 @@ import struct
 
 import trio
 
+from common.runtime.iodclient import iod_name
+from common.runtime.purgejournal import list_segments, load_progress
+from common.runtime.version import VERSION
+
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "admin.sock"
@@ -251,13 +255,6 @@ def request(path, command="status", timeout=5.0, **fields):
 # --- what "status" answers ---------------------------------------------------------
 
 
-def _version():
-    try:
-        from importlib.metadata import version
-        return version("nfsp")
-    except Exception:
-        return "unknown"
-
 
 def _rate(hits, lookups):
     return {"hits": hits, "lookups": lookups,
@@ -316,11 +313,9 @@ def _purges(server):
         dp = server.datapath
         pending = dp.purge_pending() if hasattr(dp, "purge_pending") else 0
         return {"mode": "direct" if hasattr(dp, "links") else "local", "pending": pending}
-    from unlinkd.iodclient import iod_name
-    from unlinkd.journal import list_segments, load_progress
     tail = queue.next_seq
     segments = list_segments(queue.directory)
-    # Sequence numbers start far above 0 (unlinkd/journal.py): count from the
+    # Sequence numbers start far above 0 (common/runtime/purgejournal.py): count from the
     # oldest record still kept.
     oldest = segments[0][0] if segments else tail
     acked = load_progress(queue.directory)
@@ -344,7 +339,7 @@ def status_of(server):
     drc = server.drc
     data_counters = dict(getattr(server.datapath, "counters", {}) or {})
     return {
-        "version": _version(),
+        "version": VERSION,
         "pid": os.getpid(),
         "uptime": round(time.time() - server.started, 3),
         "state_dir": os.path.abspath(server.config.state_dir),

@@ -6,11 +6,13 @@ import sys
 import click
 import trio
 
-from common import logs
 from common.exports import ExportsError
 from common.iodsconf import IodsConfError
 from common.keyfile import KeyFileError
+from common.runtime import logs
+from common.runtime.metrics import parse_address
 from nfspd.layouts import LayoutError
+from nfspd.server import Config, Metaserver
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,8 +65,6 @@ def main(exports, state_dir, data_dir, bind, port, mount_port, portmap, iods, ke
     """NFSP metaserver: an NFSv2/NFSv3 server (with MOUNT and a portmapper)
     whose regular files are metafiles and whose data lives in a data store."""
     logs.setup("nfspd", log_level, syslog)
-    from nfspd.server import Config, Metaserver
-    from nfspd.metrics import parse_address
     try:
         metrics = parse_address(metrics) if metrics is not None else None
     except ValueError as e:

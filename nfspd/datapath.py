@@ -18,7 +18,7 @@ import threading
 
 import trio
 
-from iod.store import DataStore
+from common.runtime.datastore import DataStore
 
 log = logging.getLogger(__name__)
 

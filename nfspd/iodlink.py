@@ -28,7 +28,7 @@ iod serves; an iod whose store is not the one remembered for it stays down
 heartbeat goes on, so it comes back by itself once its own store is.
 
 An iod listening below 1024 (iod --secure-port) is connected to from a port
-below 1024 too (tools/rpcclient.bind_reserved, as kernel NFS clients do).
+below 1024 too (common/runtime/resvport.py, as kernel NFS clients do).
 
 Counters for `nfsp status` and metrics: ``requests`` (request frames sent,
 forwards included), ``bytes_out``/``bytes_in`` (frame bytes each way),
@@ -47,7 +47,7 @@ import trio
 from common import iodproto
 from common.iodproto import IodProtoError, Op
 from nfspd.iodframes import Signer, Verifier
-from unlinkd.iodclient import open_iod_stream
+from common.runtime.iodclient import open_iod_stream
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ Generation 0 means "created without iods": such files stay in the local store
 Every request frame is stamped against replays (common/iodproto.py): frames
 over a link are built when their turn on the connection comes (a partial of
 the Signer method, see IodLink.submit), forwarded frames by the link's
-forwarding sequencer as they leave. reload_keys() takes a re-read key file
-(nfspd's SIGHUP). With an iod listening below 1024 (iod --secure-port) the
+forwarding sequencer as they leave. A key file re-read on nfspd's SIGHUP is
+swapped into the Keys object they all share. With an iod listening below 1024 (iod --secure-port) the
 forwarding socket is bound below 1024 too.
 """
 
@@ -47,7 +47,6 @@ import logging
 import os
 import secrets
 import socket
-import struct
 import time
 
 import trio
@@ -57,7 +56,8 @@ from common.iodproto import IodProtoError, Op
 from nfspd.datapath import DataPath
 from nfspd.iodframes import Signer
 from nfspd.iodlink import Gathering, IodLink, IodUnavailable
-from unlinkd.iodclient import PRIVILEGED_PORTS, reserve_port
+from common.runtime import pktinfo
+from common.runtime.resvport import PRIVILEGED_PORTS, reserve_port
 
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
@@ -65,8 +65,6 @@ _monotonic = time.monotonic
 UDP_LIMIT = 32 << 10          # largest READ/WRITE forwarded in one datagram
 TCP_LIMIT = 1 << 20           # NFSv3 over TCP rtmax/wtmax (iodproto.MAX_DATA)
 MAX_FORWARD_FRAME = 65000     # a frame must fit one UDP datagram (65507) with room to spare
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
-_in_pktinfo = struct.Struct("=i4s4s")
 
 
 class IodDataPath(DataPath):
@@ -439,8 +437,7 @@ class IodDataPath(DataPath):
             return
         if reply is None or self._reply_sock is None:
             return
-        anc = [(socket.IPPROTO_IP, IP_PKTINFO,
-                _in_pktinfo.pack(0, socket.inet_aton(local[0]), bytes(4)))]
+        anc = pktinfo.source(local[0])
         sock = self._reply_sock
         with trio.move_on_after(self.request_timeout):
             while True:
@@ -545,12 +542,6 @@ class IodDataPath(DataPath):
         finally:
             self._fwd_sock = None
             sock.close()
-
-    def reload_keys(self, keys):
-        """Sign with (and accept) the keys of a re-read key file from now on:
-        every link, and the frames being built, share this Keys object."""
-        self.keys.update(keys)
-        log.info("cluster key reloaded: %s", keys.describe())
 
     def status(self):
         """For logs and `nfsp status`."""

@@ -5,7 +5,7 @@ replaced or wiped disk, a wrong --data-dir) would serve its stripes as zeros:
 its link stays down (clients get JUKEBOX and wait) until its own store is
 back, or the admin accepts the new one (`nfsp accept-iod-store HOST:PORT`).
 
-Each iod's store id (iod/store.py, reported in every PONG) is remembered the
+Each iod's store id (common/runtime/datastore.py, reported in every PONG) is remembered the
 first time it is seen. The file is small and rarely written (a first sight,
 an accept): written whole, atomically (a temporary file, fsynced, renamed
 over the old one, the directory fsynced), so a crash leaves the old or the

@@ -34,6 +34,7 @@ import time
 import trio
 
 from common import rpc
+from common.runtime.resvport import reserve_port
 from common.portmap import (
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -381,21 +382,6 @@ def program(table, clock=time.time):
 # --- The client side: a system rpcbind ----------------------------------------
 
 
-async def _bind_reserved(sock, host):
-    """Bind to a privileged port when we may (what bindresvport does), so that
-    rpcbind records our entries as owned by superuser; else any port."""
-    ports = list(range(600, 1024))
-    random.shuffle(ports)
-    for port in ports[:32]:
-        try:
-            await sock.bind((host, port))
-            return
-        except PermissionError:
-            break
-        except OSError:
-            continue
-    await sock.bind((host, 0))
-
 
 async def _call(host, port, vers, proc, args, timeout, retries=3):
     """One portmapper call over UDP: the decoded rpc.Reply, or None if nothing
@@ -403,8 +389,11 @@ async def _call(host, port, vers, proc, args, timeout, retries=3):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     xid = random.getrandbits(32)
     msg = rpc.encode_call(xid, PMAP_PROGRAM, vers, proc, args)
-    with trio.socket.socket(family, socket.SOCK_DGRAM) as sock:
-        await _bind_reserved(sock, "::" if family == socket.AF_INET6 else "0.0.0.0")
+    plain = socket.socket(family, socket.SOCK_DGRAM)
+    # From a privileged port when we may, so that rpcbind records our entries
+    # as owned by the superuser; else from any port.
+    reserve_port(plain, "::" if family == socket.AF_INET6 else "0.0.0.0")
+    with trio.socket.from_stdlib_socket(plain) as sock:
         with trio.move_on_after(timeout):
             try:
                 # Connected, so that an ICMP port unreachable (nobody on the

@@ -5,7 +5,7 @@ The sink appends (inode, seed) to the purge journal and fdatasyncs it before
 returning, i.e. before MetaFS answers the REMOVE or RENAME, then nudges unlinkd
 over a local datagram socket. It never waits for unlinkd or for any iod, so a
 REMOVE costs the same whatever the number of iods (one in-place 20-byte write
-and its fdatasync: see unlinkd/journal.py).
+and its fdatasync: see common/runtime/purgejournal.py).
 
 Wiring (nfspd/server.py), with --iods and ``--unlinkd spawn|external``:
 
@@ -29,8 +29,8 @@ import time
 
 import trio
 
-from unlinkd.journal import JournalWriter
-from unlinkd.local import Waker
+from common.runtime.purgejournal import JournalWriter
+from common.runtime.purgewaker import Waker
 
 log = logging.getLogger("nfspd.purge")
 

@@ -18,7 +18,9 @@ from common import keyfile, striping
 from common import mount as mount_proto
 from common.iodsconf import load_iods
 from common.metafile import DEFAULT_STRIPE_UNIT
-from nfspd import admin, layouts, mountd, nfs2, nfs3, portmapper
+from common.runtime.keyreload import KeyFile
+from common.runtime.metrics import MetricsServer
+from nfspd import admin, layouts, metrics, mountd, nfs2, nfs3, portmapper
 from nfspd.datapath import LocalDataPath
 from nfspd import iodstores
 from nfspd.iodpath import IodDataPath
@@ -179,8 +181,7 @@ class Metaserver:
             await nursery.start(admin.AdminServer(admin.socket_path(c.state_dir),
                                                   self._admin_commands()).run)
             if c.metrics is not None:
-                from nfspd.metrics import MetricsServer
-                await nursery.start(MetricsServer(*c.metrics, self.status).run)
+                await nursery.start(MetricsServer(*c.metrics, self.status, metrics.render).run)
             if isinstance(self.datapath, IodDataPath):
                 self.datapath.set_reply_socket(nfs_udp)
                 await nursery.start(self.datapath.run)
@@ -265,12 +266,8 @@ class Metaserver:
         key during a switch, so nfspd and its unlinkd re-read theirs here."""
         if not isinstance(self.datapath, IodDataPath):
             return
-        try:
-            keys = keyfile.load(self.config.key)
-        except (OSError, keyfile.KeyFileError) as e:
-            log.error("SIGHUP: cluster key not reloaded, still using the old one: %s", e)
+        if not KeyFile(self.config.key).reload_into(self.datapath.keys, log):
             return
-        self.datapath.reload_keys(keys)
         if self.unlinkd is not None:
             self.unlinkd.reload()
 

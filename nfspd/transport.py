@@ -12,31 +12,17 @@ import errno
 import ipaddress
 import logging
 import socket
-import struct
 
 import trio
 
 from common import rpc
+from common.runtime import pktinfo
 from nfspd.dispatch import CallContext, Deferred
 
 log = logging.getLogger(__name__)
 
 UDP_MAX_DATAGRAM = 65535
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux's value; Python < 3.12 lacks the name
-_in_pktinfo = struct.Struct("=i4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
 
-
-def _pktinfo_dst(ancdata):
-    """The address a datagram was sent to, from its IP_PKTINFO message."""
-    for level, kind, data in ancdata:
-        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _in_pktinfo.size:
-            _, _, addr = _in_pktinfo.unpack_from(data)
-            return socket.inet_ntoa(addr)
-    return None
-
-
-def _pktinfo_src(ip):
-    return [(socket.IPPROTO_IP, IP_PKTINFO, _in_pktinfo.pack(0, socket.inet_aton(ip), b"\0" * 4))]
 
 
 class Limits:
@@ -60,7 +46,7 @@ def udp_socket():
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    pktinfo.enable(sock)
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         try:
             sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
@@ -100,7 +86,7 @@ async def serve_udp(sock, dispatcher, limits, task_status=trio.TASK_STATUS_IGNOR
     loop stops taking datagrams while that many run)."""
     bound_host, port = sock.getsockname()[:2]
     limiter = trio.Semaphore(limits.udp_inflight)
-    cmsg_space = socket.CMSG_SPACE(_in_pktinfo.size)
+    cmsg_space = pktinfo.ANCDATA_SIZE
     recvmsg, sendmsg = sock.recvmsg, sock.sendmsg
     handle_now = dispatcher.handle_now
     # The IP_PKTINFO of a datagram -> (local address, ancdata that sends a reply
@@ -166,7 +152,7 @@ def _dispatch_failed(dispatcher, ctx):
 
 
 def _destination(ancdata, bound_host, port):
-    local_ip = _pktinfo_dst(ancdata) or bound_host
+    local_ip = pktinfo.destination(ancdata) or bound_host
     return (local_ip, port), _anc(local_ip)
 
 
@@ -177,7 +163,7 @@ def _anc(local_ip):
     """The ancillary data that makes a reply leave from ``local_ip``."""
     anc = _anc_cache.get(local_ip)
     if anc is None:
-        anc = [] if local_ip in ("0.0.0.0", "") else _pktinfo_src(local_ip)
+        anc = [] if local_ip in ("0.0.0.0", "") else pktinfo.source(local_ip)
         if len(_anc_cache) > 1024:
             _anc_cache.clear()
         _anc_cache[local_ip] = anc

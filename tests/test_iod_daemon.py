@@ -13,7 +13,7 @@ from scapy.layers.inet import IP, UDP
 
 from common import iodproto
 from common.iodproto import Keys, Message, Op
-from iod.store import DataStore
+from common.runtime.datastore import DataStore
 from tests.support.iod import Capture, IodClient, iods  # noqa: F401 (fixture)
 from tests.support.process import REPO
 

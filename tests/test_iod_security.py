@@ -17,7 +17,7 @@ from scapy.layers.inet import IP, UDP
 
 from common import iodproto, keyfile
 from common.iodproto import Keys, Message, Op, Stamp
-from iod.store import DataStore
+from common.runtime.datastore import DataStore
 from tests.support.daemons import Nfspd
 from tests.support.iod import Capture, Iod, iods, make_key  # noqa: F401 (fixture)
 from tests.support.netns import wait_until
@@ -386,7 +386,7 @@ def test_unauthenticated_iod_ping(iods, ns):
 def secure_iod(ns, workdir, key, port, **kw):
     """An Iod with --secure-port, probed for readiness from a reserved port
     (as root, the way the metaserver's and unlinkd's clients connect)."""
-    from unlinkd.iodclient import IodConnection
+    from common.runtime.iodclient import IodConnection
     iod = Iod(ns, workdir, key, port=port, extra_args=["--secure-port"], **kw)
 
     async def ping():
@@ -566,14 +566,14 @@ def test_key_rotation_without_a_failed_request(ns, tmp_path):
                     # does who waits between the steps.
                     last = n == len(steps)
                     if not last:
-                        dp.reload_keys(keyfile.load(key))
+                        dp.keys.update(keyfile.load(key))
                     os.kill(unlinkd_pid(), signal.SIGHUP)
                     await wait_reloaded(tmp_path / "unlinkd.log", n)
                     for d in daemons:
                         os.kill(d.pid, signal.SIGHUP)
                         await wait_reloaded(d.log_path, n)
                     if last:
-                        dp.reload_keys(keyfile.load(key))
+                        dp.keys.update(keyfile.load(key))
                     # purges signed by unlinkd with the key of this step
                     for k in range(3):
                         ino = 1000 * n + k

@@ -1,4 +1,4 @@
-"""The iod's data store identity (iod/store.py): a real iod in a private
+"""The iod's data store identity (common/runtime/datastore.py): a real iod in a private
 namespace starts only on a marked store (or one it may initialise), reports
 the store id in its PONGs, and answers errors, never zeros, once its data
 directory is unmounted under it."""
@@ -9,7 +9,7 @@ import os
 import pytest
 
 from common.iodproto import Op
-from iod.store import MARKER
+from common.runtime.datastore import MARKER
 from tests.support.iod import Iod, iods  # noqa: F401 (fixture)
 from tests.support.netns import wait_until
 from tests.support.process import REPO

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from iod.store import DataStore
+from common.runtime.datastore import DataStore
 from iod.workqueue import WorkQueue
 
 

@@ -53,7 +53,7 @@ def stop_up(p, directory):
 
 def datafiles(directory):
     """{data dir name: number of datafiles} under ``directory``: names are
-    INODE.SEED, 16 hex digits each (iod/store.py)."""
+    INODE.SEED, 16 hex digits each (common/runtime/datastore.py)."""
     out = {}
     for top, _, files in os.walk(directory):
         n = sum(1 for name in files

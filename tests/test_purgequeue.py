@@ -10,7 +10,7 @@ from common.metafile import Metafile
 from nfspd.datapath import LocalDataPath
 from nfspd.metafs import Caller, CreateHow, MetaFS, SetAttr
 from nfspd.purgequeue import PURGE_DIR, open_purge_queue
-from unlinkd import journal, local
+from common.runtime import purgejournal, purgewaker
 
 KEY = b"export secret key 0123456789abcd"
 ROOT = Caller(0, 0)
@@ -35,7 +35,7 @@ class Env:
         return os.stat(path).st_ino, Metafile.decode(path.read_bytes()).seed
 
     def journaled(self):
-        return journal.JournalReader(self.queue.directory).pending()
+        return purgejournal.JournalReader(self.queue.directory).pending()
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def env(tmp_path):
 
 def test_the_journal_lives_in_the_state_directory(env):
     assert env.queue.directory == str(env.state / PURGE_DIR)
-    assert journal.list_segments(env.queue.directory)
+    assert purgejournal.list_segments(env.queue.directory)
 
 
 def test_removing_the_last_link_journals_inode_and_seed(env):
@@ -111,11 +111,11 @@ def test_journal_survives_a_metaserver_restart(env, tmp_path):
 def test_each_append_wakes_unlinkd_and_a_missing_unlinkd_costs_nothing(env):
     env.queue(1, 2)  # nobody listening yet: dropped, not an error
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(local.socket_path(env.queue.directory))
+    sock.bind(purgewaker.socket_path(env.queue.directory))
     sock.settimeout(5)
     try:
         env.queue(3, 4)
-        assert sock.recv(16) == local.WAKE
+        assert sock.recv(16) == purgewaker.WAKE
     finally:
         sock.close()
     assert env.queue.appended == 2
@@ -125,12 +125,12 @@ def test_long_journal_paths_still_reach_the_socket(tmp_path):
     deep = tmp_path / ("x" * 60) / ("y" * 60)
     q = open_purge_queue(str(deep))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    with local.ShortPath(local.socket_path(q.directory)) as addr:
+    with purgewaker.ShortPath(purgewaker.socket_path(q.directory)) as addr:
         sock.bind(addr)
     sock.settimeout(5)
     try:
         q(5, 6)
-        assert sock.recv(16) == local.WAKE
+        assert sock.recv(16) == purgewaker.WAKE
     finally:
         sock.close()
         q.close()
@@ -196,7 +196,7 @@ def test_unlinkd_refuses_a_readable_key_and_a_second_instance(tmp_path):
     first = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
     try:
         from tests.support.netns import wait_until
-        wait_until(lambda: os.path.exists(local.socket_path(journal_dir)), 20,
+        wait_until(lambda: os.path.exists(purgewaker.socket_path(journal_dir)), 20,
                    what="unlinkd bound its socket", abort=lambda: first.poll() is not None
                    and f"unlinkd exited: {first.stderr.read()}")
         second = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, timeout=30)

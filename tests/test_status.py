@@ -90,7 +90,7 @@ def test_status_reports_iods_and_a_killed_one_down(cluster):
     assert code == 0
     assert [i["address"] for i in st["iods"]] == [f"127.0.0.1:{iod.port}" for iod in c.iods]
     assert all(i["up"] and i["state"] == "up" for i in st["iods"]), st["iods"]
-    # Each iod's data store id (iod/store.py), none refused (nfspd/iodstores.py).
+    # Each iod's data store id (common/runtime/datastore.py), none refused (nfspd/iodstores.py).
     stores = [i["store"] for i in st["iods"]]
     assert all(len(bytes.fromhex(s)) == 16 for s in stores) and len(set(stores)) == 3
     assert all(i["wrong_store"] is None for i in st["iods"])

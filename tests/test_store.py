@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from iod.store import MARKER, DataStore, StoreError, open_store
+from common.runtime.datastore import MARKER, DataStore, StoreError, open_store
 
 
 @pytest.fixture

@@ -121,8 +121,8 @@ def test_an_iod_away_during_a_burst_catches_up_and_holds_back_no_other(cluster_f
     others = [iod for iod in c.iods if iod is not away]
 
     def others_done():
-        from unlinkd import journal
-        backlog = journal.backlog(c.journal_dir, [iod.name for iod in c.iods])
+        from common.runtime import purgejournal
+        backlog = purgejournal.backlog(c.journal_dir, [iod.name for iod in c.iods])
         return all(backlog[iod.name] == 0 for iod in others)
     from tests.support.netns import wait_until
     wait_until(others_done, 120, what="the iods that stayed up acknowledged everything")

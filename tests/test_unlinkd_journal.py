@@ -1,4 +1,4 @@
-"""The purge journal (unlinkd/journal.py): records, segments, torn tails,
+"""The purge journal (common/runtime/purgejournal.py): records, segments, torn tails,
 trimming, progress; and the batching rule (unlinkd/batching.py)."""
 
 import errno
@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from unlinkd import journal
+from common.runtime import purgejournal
 from unlinkd.batching import Batcher
-from unlinkd.journal import RECORD, JournalReader, JournalWriter
+from common.runtime.purgejournal import RECORD, JournalReader, JournalWriter
 
 
 def pairs(n, base=1):
@@ -24,14 +24,14 @@ def write_all(directory, items, **kw):
 
 
 def test_records_verify_only_at_their_own_position():
-    rec = journal.encode_record(7, 42, 99)
+    rec = purgejournal.encode_record(7, 42, 99)
     assert len(rec) == RECORD.size == 20
-    assert journal.decode_record(7, rec) == (42, 99)
-    assert journal.decode_record(8, rec) is None  # a record copied elsewhere is not valid
-    assert journal.decode_record(7, bytes(20)) is None  # preallocated zeros end a segment
+    assert purgejournal.decode_record(7, rec) == (42, 99)
+    assert purgejournal.decode_record(8, rec) is None  # a record copied elsewhere is not valid
+    assert purgejournal.decode_record(7, bytes(20)) is None  # preallocated zeros end a segment
     flipped = bytearray(rec)
     flipped[3] ^= 1
-    assert journal.decode_record(7, bytes(flipped)) is None
+    assert purgejournal.decode_record(7, bytes(flipped)) is None
 
 
 def test_appended_records_are_read_back_in_order(tmp_path):
@@ -58,7 +58,7 @@ def test_each_writer_start_begins_a_new_segment_continuing_the_numbers(tmp_path)
     first = write_all(d, pairs(3))
     second = write_all(d, pairs(2, base=100))
     assert second[0] == first[-1] + 1
-    assert len(journal.list_segments(d)) == 2
+    assert len(purgejournal.list_segments(d)) == 2
     r = JournalReader(d)
     r.refresh()
     assert r.read(r.oldest, r.tail) == pairs(3) + pairs(2, base=100)
@@ -67,7 +67,7 @@ def test_each_writer_start_begins_a_new_segment_continuing_the_numbers(tmp_path)
 def test_full_segments_rotate(tmp_path):
     d = str(tmp_path / "j")
     write_all(d, pairs(10), segment_records=4)
-    assert len(journal.list_segments(d)) == 3
+    assert len(purgejournal.list_segments(d)) == 3
     r = JournalReader(d)
     r.refresh()
     assert r.read(r.oldest, r.tail) == pairs(10)
@@ -76,7 +76,7 @@ def test_full_segments_rotate(tmp_path):
 def test_a_torn_tail_ends_its_segment_and_the_next_writer_carries_on(tmp_path):
     d = str(tmp_path / "j")
     seqs = write_all(d, pairs(5))
-    (_, path), = journal.list_segments(d)
+    (_, path), = purgejournal.list_segments(d)
     with open(path, "r+b") as f:  # a crash in the middle of writing record 3
         f.seek(3 * RECORD.size)
         f.write(b"\x01\x02\x03")
@@ -108,7 +108,7 @@ def test_reader_follows_a_live_writer(tmp_path):
 def test_a_second_writer_is_refused(tmp_path):
     d = str(tmp_path / "j")
     w = JournalWriter(d)
-    with pytest.raises(journal.JournalError) as e:
+    with pytest.raises(purgejournal.JournalError) as e:
         JournalWriter(d)
     assert e.value.errno == errno.EBUSY
     w.close()
@@ -124,7 +124,7 @@ def test_trim_keeps_unacknowledged_segments_and_always_the_newest(tmp_path):
     assert r.trim(seqs[0] + 4) == 1
     assert r.read(r.oldest, r.tail) == pairs(10)[4:]
     assert r.trim(r.tail) == 1                 # the newest (writer's) segment stays
-    assert len(journal.list_segments(d)) == 1
+    assert len(purgejournal.list_segments(d)) == 1
     assert r.read(r.oldest, r.tail) == pairs(10)[8:]
 
 
@@ -146,7 +146,7 @@ def test_batches_are_read_across_segments_and_over_the_gap_below_a_fresh_journal
 def test_fresh_journal_numbers_lie_above_any_old_watermark(tmp_path):
     d = str(tmp_path / "j")
     seqs = write_all(d, pairs(3))
-    for _, path in journal.list_segments(d):
+    for _, path in purgejournal.list_segments(d):
         os.unlink(path)
     again = write_all(d, pairs(1))
     assert again[0] > seqs[-1]
@@ -154,22 +154,22 @@ def test_fresh_journal_numbers_lie_above_any_old_watermark(tmp_path):
 
 def test_progress_round_trip_and_damage_means_resend(tmp_path):
     d = str(tmp_path)
-    assert journal.load_progress(d) == {}
-    journal.save_progress(d, {"a:1": 5, "b:2": 7})
-    assert journal.load_progress(d) == {"a:1": 5, "b:2": 7}
-    with open(os.path.join(d, journal.PROGRESS), "w") as f:
+    assert purgejournal.load_progress(d) == {}
+    purgejournal.save_progress(d, {"a:1": 5, "b:2": 7})
+    assert purgejournal.load_progress(d) == {"a:1": 5, "b:2": 7}
+    with open(os.path.join(d, purgejournal.PROGRESS), "w") as f:
         json.dump({"acked": {"a:1": -1}}, f)
-    assert journal.load_progress(d) == {}
-    with open(os.path.join(d, journal.PROGRESS), "w") as f:
+    assert purgejournal.load_progress(d) == {}
+    with open(os.path.join(d, purgejournal.PROGRESS), "w") as f:
         f.write("{trunc")
-    assert journal.load_progress(d) == {}
+    assert purgejournal.load_progress(d) == {}
 
 
 def test_backlog_per_iod(tmp_path):
     d = str(tmp_path / "j")
     seqs = write_all(d, pairs(6))
-    journal.save_progress(d, {"a:1": seqs[4], "b:1": seqs[-1] + 1, "stale:1": seqs[-1] + 99})
-    assert journal.backlog(d, ["a:1", "b:1", "new:1", "stale:1"]) == {
+    purgejournal.save_progress(d, {"a:1": seqs[4], "b:1": seqs[-1] + 1, "stale:1": seqs[-1] + 99})
+    assert purgejournal.backlog(d, ["a:1", "b:1", "new:1", "stale:1"]) == {
         "a:1": 2, "b:1": 0, "new:1": 6, "stale:1": 6}
 
 

@@ -30,7 +30,7 @@ import click
 
 from common import iodproto, keyfile
 from common.iodproto import IodProtoError, Message, Op
-from tools.rpcclient import bind_reserved
+from common.runtime.resvport import bind_reserved
 
 DEFAULT_SPOOF_PORT = 2049   # what spoofed NFS replies carry: firewalls see that port
 

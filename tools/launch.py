@@ -34,7 +34,7 @@ import time
 
 import click
 
-from common import logs
+from common.runtime import logs
 
 DEFAULT_IODS_CONF = "/etc/nfsp/iods.conf"
 DEFAULT_KEY = "/etc/nfsp/cluster.key"

@@ -42,7 +42,8 @@ from common import nfs3, rpc
 from common.nfs3 import NFSPROC3, nfsstat3, stable_how
 from common.xdr import Unpacker, XdrError, encode
 from tools.nfsclient import NfsError, mount_export
-from tools.rpcclient import RpcCallError, RpcTimeout, bind_reserved
+from common.runtime.resvport import bind_reserved
+from tools.rpcclient import RpcCallError, RpcTimeout
 
 NFS_PROGRAM = nfs3.NFS_PROGRAM
 PATTERN_PERIOD = 1048573   # a prime just under 1 MiB

@@ -11,7 +11,7 @@ import time
 
 import click
 
-from common import logs
+from common.runtime import logs
 
 DEFAULT_DIR = "nfsp-data"
 DEFAULT_IODS = 2           # for a new directory; an existing one keeps what it has

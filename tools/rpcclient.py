@@ -6,7 +6,6 @@ bounded by ``timeout``; UDP retransmits with the same xid, as real clients do
 (that is the protocol, and what the duplicate request cache exists for).
 """
 
-import errno
 import itertools
 import os
 import random
@@ -15,6 +14,7 @@ import struct
 import time
 
 from common import rpc
+from common.runtime.resvport import bind_reserved
 from common.xdr import Packer, Unpacker
 
 _xids = itertools.count(random.getrandbits(31))
@@ -34,19 +34,6 @@ class RpcCallError(Exception):
         super().__init__(detail)
         self.reply = reply
 
-
-def bind_reserved(sock, host=""):
-    """Bind to a port below 1024, as kernel clients do for `secure` exports."""
-    ports = list(range(600, 1024))
-    random.shuffle(ports)
-    for port in ports:
-        try:
-            sock.bind((host, port))
-            return port
-        except OSError as e:
-            if e.errno not in (errno.EADDRINUSE, errno.EACCES):
-                raise
-    raise OSError(errno.EADDRINUSE, "no free reserved port")
 
 
 class RpcClient:

@@ -45,8 +45,8 @@ from common.iodproto import Op
 from common.metafile import SIZE as META_SIZE
 from common.metafile import Metafile, MetafileError
 from unlinkd.daemon import MAX_BATCH
-from unlinkd.iodclient import IodConnection, IodError, iod_name
-from unlinkd.journal import JournalReader
+from common.runtime.iodclient import IodConnection, IodError, iod_name
+from common.runtime.purgejournal import JournalReader
 
 EXIT_CLEAN, EXIT_FOUND, EXIT_INCOMPLETE = 0, 1, 3
 LIST_TIMEOUT = 60.0

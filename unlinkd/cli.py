@@ -8,7 +8,13 @@ import sys
 import click
 import trio
 
-from common import logs
+from common import keyfile
+from common.iodsconf import load_iods
+from common.runtime import logs
+from common.runtime.keyreload import KeyFile
+from unlinkd.daemon import Options, Unlinkd
+
+log = logging.getLogger("unlinkd")
 
 
 async def _exit_with_parent(pid, cancel_scope):
@@ -26,23 +32,8 @@ async def _exit_with_parent(pid, cancel_scope):
                 await trio.lowlevel.wait_readable(fd)
         finally:
             os.close(fd)
-    logging.getLogger("unlinkd").info("nfspd (pid %d) has exited: shutting down", pid)
+    log.info("nfspd (pid %d) has exited: shutting down", pid)
     cancel_scope.cancel()
-
-
-def reload_keys(daemon, key_path):
-    """SIGHUP: read the key file again into the Keys object every connection
-    shares (the next PURGE is signed with the new signing key)."""
-    from common import keyfile
-    log = logging.getLogger("unlinkd")
-    try:
-        keys = keyfile.load(key_path)
-    except (OSError, keyfile.KeyFileError) as e:
-        log.error("SIGHUP: cluster key not reloaded, keeping the keys in use: %s", e)
-        return False
-    daemon.keys.update(keys)
-    log.info("SIGHUP: cluster key reloaded: %s", keys.describe())
-    return True
 
 
 async def _serve(daemon, key_path, parent_pid=None):
@@ -56,7 +47,7 @@ async def _serve(daemon, key_path, parent_pid=None):
                 nursery.start_soon(_exit_with_parent, parent_pid, nursery.cancel_scope)
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    await trio.to_thread.run_sync(reload_keys, daemon, key_path)
+                    await trio.to_thread.run_sync(KeyFile(key_path).reload_into, daemon.keys, log)
                     continue
                 logging.getLogger("unlinkd").info("%s: shutting down", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
@@ -89,10 +80,6 @@ def main(journal_dir, iods_path, key_path, batch_max, batch_delay, retry_max, pa
     re-reads the key file. Normally
     spawned by nfspd; run it yourself with nfspd --unlinkd external."""
     logs.setup("unlinkd", log_level, syslog)
-    log = logging.getLogger("unlinkd")
-    from common import keyfile
-    from common.iodsconf import load_iods
-    from unlinkd.daemon import Options, Unlinkd
     try:
         keys = keyfile.load(key_path)
         iods = load_iods(iods_path)

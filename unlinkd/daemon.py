@@ -23,9 +23,9 @@ import time
 import trio
 
 from common.iodproto import MAX_FILES, Op
-from unlinkd import journal, local
+from common.runtime import purgejournal, purgewaker
 from unlinkd.batching import Batcher
-from unlinkd.iodclient import IodConnection, IodError, iod_name
+from common.runtime.iodclient import IodConnection, IodError, iod_name
 
 log = logging.getLogger("unlinkd")
 
@@ -100,7 +100,7 @@ def take_lock(directory):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise journal.JournalError(errno.EBUSY, f"{directory}: another unlinkd serves this "
+        raise purgejournal.JournalError(errno.EBUSY, f"{directory}: another unlinkd serves this "
                                                 f"journal") from None
     return fd
 
@@ -117,9 +117,9 @@ class Unlinkd:
         for name in os.listdir(self.directory):
             if name.startswith(".progress-"):  # a predecessor died saving its progress
                 os.unlink(os.path.join(self.directory, name))
-        self.reader = journal.JournalReader(self.directory)
+        self.reader = purgejournal.JournalReader(self.directory)
         tail = self.reader.refresh()
-        saved = journal.load_progress(self.directory)
+        saved = purgejournal.load_progress(self.directory)
         self.peers = []
         for host, port in iods:
             name = iod_name(host, port)
@@ -167,20 +167,20 @@ class Unlinkd:
         finally:
             sock.close()
             try:
-                os.unlink(local.socket_path(self.directory))
+                os.unlink(purgewaker.socket_path(self.directory))
             except OSError:
                 pass
             self._save_progress()
             log.info("stopping: %s", self.stats.summary())
 
     async def _bind_wake_socket(self):
-        path = local.socket_path(self.directory)
+        path = purgewaker.socket_path(self.directory)
         try:
             os.unlink(path)  # left by a predecessor; we hold the lock
         except FileNotFoundError:
             pass
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        with local.ShortPath(path) as addr:
+        with purgewaker.ShortPath(path) as addr:
             await sock.bind(addr)
         os.chmod(path, 0o600)
         return sock
@@ -269,7 +269,7 @@ class Unlinkd:
 
     def _persist(self, acked):
         if acked != self._saved:
-            journal.save_progress(self.directory, acked)
+            purgejournal.save_progress(self.directory, acked)
             self._saved = acked
         trimmed = self.reader.trim(min(acked.values()))
         if trimmed:
@@ -279,7 +279,7 @@ class Unlinkd:
         try:
             acked = self._marks()
             if acked != self._saved:
-                journal.save_progress(self.directory, acked)
+                purgejournal.save_progress(self.directory, acked)
                 self._saved = acked
         except OSError as e:
             log.error("cannot save progress (the next start resends): %s", e)

@@ -18,14 +18,14 @@ import trio
 from common import iodproto, keyfile
 from common.iodproto import Message, Op
 from common.metafile import Metafile
-from iod.store import DataStore
+from common.runtime.datastore import DataStore
 from nfspd.datapath import LocalDataPath
 from nfspd.metafs import Caller, CreateHow, MetaFS, SetAttr
 from nfspd.purgequeue import open_purge_queue
 from tests.support.process import REPO
 from tests.support.netns import stop, wait_until
-from unlinkd import journal
-from unlinkd.iodclient import IodConnection
+from common.runtime import purgejournal
+from common.runtime.iodclient import IodConnection
 
 ROOT = Caller(0, 0)
 HANDLE_KEY = b"unlinkd test handle key 0123456789"
@@ -210,7 +210,7 @@ class Cluster:
                  "--batch-max", str(self.batch_max), "--batch-delay", str(self.batch_delay),
                  "--retry-max", "0.5", "--log-level", "debug"],
                 stdout=log, stderr=subprocess.STDOUT, env=env)
-        from unlinkd.local import socket_path
+        from common.runtime.purgewaker import socket_path
         wait_until(lambda: os.path.exists(socket_path(self.journal_dir)), 20,
                    what="unlinkd listening", abort=self._unlinkd_died)
 
@@ -232,7 +232,7 @@ class Cluster:
         """Every iod acknowledged every journaled purge (read from unlinkd's
         durable progress file, as a restarted unlinkd would)."""
         names = [iod.name for iod in self.iods]
-        wait_until(lambda: not any(journal.backlog(self.journal_dir, names).values()), timeout,
+        wait_until(lambda: not any(purgejournal.backlog(self.journal_dir, names).values()), timeout,
                    what="every iod acknowledged every purge", abort=self._unlinkd_died)
 
     def batch_sizes(self):

@@ -24,10 +24,9 @@ import trio
 
 from common import iodproto
 from common.iodproto import IodProtoError, Message, Op
-from tools.rpcclient import bind_reserved
+from common.runtime.resvport import PRIVILEGED_PORTS, reserve_port
 
 CONNECT_TIMEOUT = 10.0
-PRIVILEGED_PORTS = 1024
 _RECV = 65536
 
 
@@ -38,15 +37,6 @@ class IodError(Exception):
 def iod_name(host, port):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-
-def reserve_port(sock, host=""):
-    """Bind ``sock`` (a stdlib socket) to a port below 1024 if we may; returns
-    whether it did (False without root: the caller decides whether to go on)."""
-    try:
-        bind_reserved(sock, host)
-        return True
-    except OSError:
-        return False
 
 
 async def open_iod_stream(ip, port):
