@@ -281,7 +281,7 @@ def _iods(datapath):
             "bytes_in": link.bytes_in,
             "clock_offset": (round(link.clock_offset, 3) if link.clock_offset is not None
                              else None),
-            # nfspd/iodstores.py: the store its last PONG named, and why it is refused.
+            # common/runtime/iodstores.py: the store its last PONG named, and why it is refused.
             "store": link.store.hex() if link.store is not None else None,
             "wrong_store": link.wrong_store,
         })

@@ -22,7 +22,7 @@ its frame); answers are received into one buffer and decoded from views of it
 (iodframes.Verifier); both work on the plain socket, as nfspd/transport.py
 does, parking in trio only when the socket would block.
 
-Store identity (nfspd/iodstores.py): every PONG names the data store the
+Store identity (common/runtime/iodstores.py): every PONG names the data store the
 iod serves; an iod whose store is not the one remembered for it stays down
 (state "wrong store": JUKEBOX, as for an unreachable iod) while the
 heartbeat goes on, so it comes back by itself once its own store is.
@@ -126,7 +126,7 @@ class IodLink:
         self.send_timeout = send_timeout
         self.backoff_min, self.backoff_max = backoff_min, backoff_max
         self._inflight = trio.Semaphore(max_inflight)
-        self.stores = stores     # nfspd/iodstores.IodStores, or None: no check
+        self.stores = stores     # common/runtime/iodstores.IodStores, or None: no check
         self.store = None        # store id of the last PONG (`nfsp status`)
         self.wrong_store = None  # why its store is refused; the link then stays down
         self.up = False

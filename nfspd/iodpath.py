@@ -91,7 +91,7 @@ class IodDataPath(DataPath):
             purge_backlog
         ids = itertools.count(secrets.randbits(40))
         self.signer = Signer(keys)
-        # stores: nfspd/iodstores.IodStores (each iod's data store checked), or None.
+        # stores: common/runtime/iodstores.IodStores (each iod's data store checked), or None.
         self.stores = stores
         self.links = [IodLink(i, host, port, keys, ids, self._link_changed, signer=self.signer,
                               stores=stores, **(link_options or {}))

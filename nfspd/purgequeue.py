@@ -74,9 +74,11 @@ class UnlinkdProcess:
     SIGKILL when the nursery is cancelled. Purges wait in the journal meanwhile,
     so a crashed unlinkd loses nothing."""
 
-    def __init__(self, journal_dir, iods_path, key_path, batch_max=None, batch_delay=None,
-                 retry_max=None, log_level="info", python=sys.executable, stop_timeout=10.0):
+    def __init__(self, journal_dir, iods_path, key_path, stores_path=None, batch_max=None,
+                 batch_delay=None, retry_max=None, log_level="info", python=sys.executable,
+                 stop_timeout=10.0):
         self.journal_dir = os.path.abspath(journal_dir)
+        self.stores_path = stores_path and os.path.abspath(stores_path)
         self.iods_path = os.path.abspath(iods_path)
         self.key_path = os.path.abspath(key_path)
         self.batch_max = batch_max
@@ -92,6 +94,8 @@ class UnlinkdProcess:
         argv = [self.python, "-m", "unlinkd.cli", "--journal", self.journal_dir,
                 "--iods", self.iods_path, "--key", self.key_path,
                 "--log-level", self.log_level, "--parent-pid", str(os.getpid())]
+        if self.stores_path is not None:
+            argv += ["--iod-stores", self.stores_path]
         if self.batch_max is not None:
             argv += ["--batch-max", str(self.batch_max)]
         if self.batch_delay is not None:

@@ -18,17 +18,17 @@ from common import keyfile, striping
 from common import mount as mount_proto
 from common.iodsconf import load_iods
 from common.metafile import DEFAULT_STRIPE_UNIT
+from common.runtime import iodstores
+from common.runtime.iodstores import IodStores
 from common.runtime.keyreload import KeyFile
 from common.runtime.metrics import MetricsServer
 from nfspd import admin, layouts, metrics, mountd, nfs2, nfs3, portmapper
 from nfspd.datapath import LocalDataPath
-from nfspd import iodstores
-from nfspd.iodpath import IodDataPath
-from nfspd.iodstores import IodStores
 from nfspd.dispatch import Dispatcher, Program
 from nfspd.drc import DuplicateRequestCache
 from nfspd.exports import ExportRegistry
 from nfspd.handles import export_id_for_path
+from nfspd.iodpath import IodDataPath
 from nfspd.metafs import MetaFS
 from nfspd.purgequeue import open_purge_queue, spawn_unlinkd
 from nfspd.transport import Limits, bind_tcp, bind_udp, serve_tcp, serve_udp
@@ -99,7 +99,7 @@ class Metaserver:
         os.makedirs(config.state_dir, exist_ok=True)
         os.makedirs(config.data_dir, exist_ok=True)
         self.handle_key = load_or_create_key(os.path.join(config.state_dir, "handle.key"))
-        self.iod_stores = None    # nfspd/iodstores.IodStores, with iods
+        self.iod_stores = None    # common/runtime/iodstores.IodStores, with iods
         self.datapath = self._datapath()
         self.purges = None
         self.unlinkd = None
@@ -189,7 +189,8 @@ class Metaserver:
                          len(self.datapath.links), self.datapath.layout_gen, c.stripe_unit)
                 if self.purges is not None and c.unlinkd == "spawn":
                     self.unlinkd = await nursery.start(
-                        spawn_unlinkd(self.purges.directory, c.iods, c.key).run)
+                        spawn_unlinkd(self.purges.directory, c.iods, c.key,
+                                      stores_path=self.iod_stores.path).run)
             await nursery.start(serve_udp, nfs_udp, self.nfs, lim)
             await nursery.start(serve_tcp, nfs_tcp, self.nfs, lim)
             await nursery.start(serve_udp, mnt_udp, self.mount, lim)

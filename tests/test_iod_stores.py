@@ -1,4 +1,4 @@
-"""Store identity on the metaserver's side (nfspd/iodstores.py, nfspd/iodlink.py):
+"""Store identity on the metaserver's side (common/runtime/iodstores.py, nfspd/iodlink.py):
 IodStores on its own, then a real nfspd with real iods where one comes back
 with another data directory."""
 
@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from common.nfs3 import nfsstat3, stable_how
-from nfspd.iodstores import IodStores, forget
+from common.runtime.iodstores import IodStores, forget
 from tests.support.cluster import cluster  # noqa: F401 (fixture)
 from tests.support.netns import wait_until
 from tools.iodstores import cli as accept_cli
@@ -79,7 +79,7 @@ def test_a_damaged_file_is_moved_aside_with_one_clear_error(tmp_path, caplog, co
     path = str(tmp_path / "iod-stores.json")
     with open(path, "wb") as f:
         f.write(content)
-    with caplog.at_level(logging.ERROR, logger="nfspd.iodstores"):
+    with caplog.at_level(logging.ERROR, logger="common.runtime.iodstores"):
         s = IodStores(path)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and path in errors[0] and "learnt afresh" in errors[0]
@@ -92,7 +92,7 @@ def test_an_unwritable_file_keeps_checking_for_this_run(tmp_path, caplog):
     # The file's directory is gone: the write fails, the check still holds.
     path = str(tmp_path / "gone" / "iod-stores.json")
     s = IodStores(path)
-    with caplog.at_level(logging.ERROR, logger="nfspd.iodstores"):
+    with caplog.at_level(logging.ERROR, logger="common.runtime.iodstores"):
         assert s.check("h:1", A) is None
         assert s.check("h:2", B) is None
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -90,7 +90,7 @@ def test_status_reports_iods_and_a_killed_one_down(cluster):
     assert code == 0
     assert [i["address"] for i in st["iods"]] == [f"127.0.0.1:{iod.port}" for iod in c.iods]
     assert all(i["up"] and i["state"] == "up" for i in st["iods"]), st["iods"]
-    # Each iod's data store id (common/runtime/datastore.py), none refused (nfspd/iodstores.py).
+    # Each iod's data store id (common/runtime/datastore.py), none refused (common/runtime/iodstores.py).
     stores = [i["store"] for i in st["iods"]]
     assert all(len(bytes.fromhex(s)) == 16 for s in stores) and len(set(stores)) == 3
     assert all(i["wrong_store"] is None for i in st["iods"])
@@ -294,7 +294,7 @@ def test_metrics_endpoint_serves_the_same_counters(cluster):
     assert f'nfsp_iod_frame_bytes_total{{iod="127.0.0.1:{c.iods[1].port}",direction="in"}} ' \
         in text
     assert st["iods"][0]["total"] > 0
-    # Each iod's data store (nfspd/iodstores.py): none refused.
+    # Each iod's data store (common/runtime/iodstores.py): none refused.
     for iod in c.iods:
         assert f'nfsp_iod_wrong_store{{iod="127.0.0.1:{iod.port}"}} 0' in text
     assert "# TYPE nfsp_iod_store_info gauge" in text

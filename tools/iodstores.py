@@ -1,5 +1,5 @@
 """`nfsp accept-iod-store HOST:PORT`: take the data store an iod serves now
-as its own (nfspd/iodstores.py), once the admin knows its old data is gone.
+as its own (common/runtime/iodstores.py), once the admin knows its old data is gone.
 
 With nfspd running, it is asked over its admin socket (the link comes up
 within a heartbeat); without, STATE_DIR/iod-stores.json is edited directly,
@@ -10,7 +10,8 @@ import os
 import click
 
 from common import iodproto
-from nfspd import admin, iodstores
+from common.runtime import iodstores
+from nfspd import admin
 
 
 def _name(address):

@@ -10,7 +10,8 @@ import trio
 
 from common import keyfile
 from common.iodsconf import load_iods
-from common.runtime import logs
+from common.runtime import iodstores, logs
+from common.runtime.iodclient import iod_name
 from common.runtime.keyreload import KeyFile
 from unlinkd.daemon import Options, Unlinkd
 
@@ -63,6 +64,11 @@ async def _serve(daemon, key_path, parent_pid=None):
               help="Cluster key file authenticating the iod protocol (SIGHUP reads it again: "
                    "key rotation). iods listening below 1024 (iod --secure-port) are "
                    "connected to from a port below 1024.")
+@click.option("--iod-stores", "stores_path", default=None, type=click.Path(dir_okay=False),
+              help="The data store nfspd remembers for each iod (default: iod-stores.json "
+                   "beside the journal directory, i.e. STATE_DIR/iod-stores.json). Purges for "
+                   "an iod that serves another store are held, not counted as done, until its "
+                   "own store is back or the admin runs `nfsp accept-iod-store`.")
 @click.option("--batch-max", default=1024, show_default=True, type=click.IntRange(1, 32768),
               help="Send as soon as this many purges wait.")
 @click.option("--batch-delay", default=0.2, show_default=True, type=click.FloatRange(0, 3600),
@@ -72,7 +78,7 @@ async def _serve(daemon, key_path, parent_pid=None):
 @click.option("--parent-pid", type=int, default=None, hidden=True)
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--syslog", is_flag=True, help="Log to syslog/journald instead of stderr.")
-def main(journal_dir, iods_path, key_path, batch_max, batch_delay, retry_max, parent_pid,
+def main(journal_dir, iods_path, key_path, stores_path, batch_max, batch_delay, retry_max, parent_pid,
          log_level, syslog):
     """Send the purges nfspd journals (files whose last link went away) to every
     iod in batches over persistent TCP connections, until each iod has
@@ -83,9 +89,13 @@ def main(journal_dir, iods_path, key_path, batch_max, batch_delay, retry_max, pa
     try:
         keys = keyfile.load(key_path)
         iods = load_iods(iods_path)
+        if stores_path is None:
+            stores_path = os.path.join(os.path.dirname(os.path.abspath(journal_dir)),
+                                       iodstores.FILE_NAME)
+        stores = iodstores.StoreCheck(stores_path, [iod_name(h, p) for h, p in iods])
         daemon = Unlinkd(journal_dir, iods, keys,
                          Options(batch_max=batch_max, batch_delay=batch_delay,
-                                 retry_max=retry_max))
+                                 retry_max=retry_max), stores=stores)
     except (OSError, ValueError) as e:
         log.error("%s", e)
         sys.exit(1)

@@ -24,8 +24,8 @@ import trio
 
 from common.iodproto import MAX_FILES, Op
 from common.runtime import purgejournal, purgewaker
-from unlinkd.batching import Batcher
 from common.runtime.iodclient import IodConnection, IodError, iod_name
+from unlinkd.batching import Batcher
 
 log = logging.getLogger("unlinkd")
 
@@ -69,12 +69,18 @@ class Stats:
                 f"min {self.smallest} mean {self.files / self.batches:.0f} max {self.largest}")
 
 
+class WrongStore(IodError):
+    """The iod answers, but from a data store that is not its own: a PURGE it
+    acknowledged would not have removed the stripes on its real store."""
+
+
 class Peer:
     def __init__(self, host, port, acked):
         self.host, self.port = host, port
         self.name = iod_name(host, port)
         self.acked = acked
         self.up = None  # None: not tried yet
+        self.wrong_store = None  # why its store is refused (logged once per reason)
         self.down_since = self.warned = 0.0
         self.stats = Stats()
 
@@ -106,11 +112,15 @@ def take_lock(directory):
 
 
 class Unlinkd:
-    def __init__(self, directory, iods, keys, options=None):
+    """``stores``: a common/runtime/iodstores.StoreCheck (each iod's data store
+    checked at every connection, by nfspd's rule), or None: no check."""
+
+    def __init__(self, directory, iods, keys, options=None, stores=None):
         if not iods:
             raise ValueError("no iods to purge on")
         self.directory = os.path.abspath(directory)
         self.keys = keys
+        self.stores = stores
         self.options = options or Options()
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         self._lock_fd = take_lock(self.directory)
@@ -215,6 +225,7 @@ class Unlinkd:
             conn = None
             try:
                 conn = await IodConnection.connect(peer.host, peer.port, self.keys)
+                await self._check_store(peer, conn.pong.store)
                 if peer.up is False:
                     log.info("iod %s: reachable again; %d purges to send it", peer.name,
                              self.backlog()[peer.name])
@@ -238,6 +249,13 @@ class Unlinkd:
                     peer.acked = stop
                     backoff.reset()
                     self._dirty.set()
+            except WrongStore as e:
+                if str(e) != peer.wrong_store:
+                    peer.wrong_store = str(e)
+                    log.error("%s; its %d purges are held (not counted as done) until its "
+                              "own store is back, or `nfsp accept-iod-store %s` says that "
+                              "data is gone", e, self.backlog()[peer.name], peer.name)
+                peer.up = False
             except IodError as e:
                 now = time.monotonic()
                 if peer.up is not False:
@@ -255,6 +273,16 @@ class Unlinkd:
                 if conn is not None:
                     await conn.aclose()
             await trio.sleep(backoff.next())
+
+    async def _check_store(self, peer, store):
+        if self.stores is None:
+            return
+        why = await trio.to_thread.run_sync(self.stores.check, peer.name, store)
+        if why is not None:
+            raise WrongStore(f"iod {peer.name} {why}")
+        if peer.wrong_store is not None:
+            peer.wrong_store = None
+            log.warning("iod %s serves its own data store again; sending its purges", peer.name)
 
     async def _progress(self):
         while True:

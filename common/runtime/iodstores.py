@@ -5,11 +5,13 @@ replaced or wiped disk, a wrong --data-dir) would serve its stripes as zeros:
 its link stays down (clients get JUKEBOX and wait) until its own store is
 back, or the admin accepts the new one (`nfsp accept-iod-store HOST:PORT`).
 
-Each iod's store id (common/runtime/datastore.py, reported in every PONG) is remembered the
-first time it is seen. The file is small and rarely written (a first sight,
-an accept): written whole, atomically (a temporary file, fsynced, renamed
-over the old one, the directory fsynced), so a crash leaves the old or the
-new version, never half of one.
+Each iod's store id (common/runtime/datastore.py, reported in every PONG) is
+remembered by nfspd the first time it is seen; unlinkd applies the same rule
+to the same file (StoreCheck), so that a PURGE acknowledged by an iod on the
+wrong store never counts as done. The file is small and rarely written (a
+first sight, an accept): written whole, atomically (a temporary file, fsynced,
+renamed over the old one, the directory fsynced), so a crash leaves the old or
+the new version, never half of one.
 
     {"version": 1, "stores": {"10.0.0.1:2050": "<32 hex digits>", ...}}
 
@@ -62,27 +64,15 @@ class IodStores:
         return store is not None and name not in self.ids
 
     def check(self, name, store):
-        """None if ``store`` (from a PONG) is this iod's; else why not (one phrase)."""
+        """None if ``store`` (from a PONG) is this iod's; else why not (one phrase).
+        A first sight is remembered."""
         with self._lock:
-            known = self.ids.get(name)
-            if store is None:
-                if known is None:
-                    return None   # an iod older than the field, or one lost before first seen
-                return (f"reports no usable data store (lost under it, or an iod older "
-                        f"than store ids: see its log) where it had store {known.hex()}")
-            if known is None:
-                other = self._owner(store, name)
-                if other is not None:
-                    return (f"serves data store {store.hex()}, which is iod {other}'s "
-                            f"(a disk moved or cloned between iods?)")
+            why = refusal(self.ids, self.names, name, store)
+            if why is None and store is not None and name not in self.ids:
                 self.ids[name] = store
                 self._save()
                 log.info("iod %s: remembering its data store %s", name, store.hex())
-                return None
-            if store == known:
-                return None
-            return (f"serves data store {store.hex()} where it had store {known.hex()} "
-                    f"(its data directory replaced, wiped or not mounted?)")
+            return why
 
     def accept(self, name):
         """Forget ``name``'s store: its next PONG's store is remembered.
@@ -95,12 +85,6 @@ class IodStores:
                         "store it serves next is remembered", name, old.hex())
         return old
 
-    def _owner(self, store, name):
-        for other, known in self.ids.items():
-            if known == store and other != name and other in self.names:
-                return other
-        return None
-
     def _save(self):
         try:
             write(self.path, self.ids)
@@ -111,6 +95,51 @@ class IodStores:
             self._write_failed = True
         else:
             self._write_failed = False
+
+
+def refusal(ids, names, name, store):
+    """Why the iods.conf entry ``name``, whose PONG says it serves ``store``, may
+    not be used (one phrase), or None. ``ids``: the remembered {name: store id};
+    ``names``: the entries in use, whose remembered stores no other may serve."""
+    known = ids.get(name)
+    if store is None:
+        if known is None:
+            return None   # an iod older than the field, or one lost before first seen
+        return (f"reports no usable data store (lost under it, or an iod older "
+                f"than store ids: see its log) where it had store {known.hex()}")
+    if known is None:
+        for other, theirs in ids.items():
+            if theirs == store and other != name and other in names:
+                return (f"serves data store {store.hex()}, which is iod {other}'s "
+                        f"(a disk moved or cloned between iods?)")
+        return None
+    if store == known:
+        return None
+    return (f"serves data store {store.hex()} where it had store {known.hex()} "
+            f"(its data directory replaced, wiped or not mounted?)")
+
+
+class StoreCheck:
+    """The same rule for a process that only reads the file nfspd keeps
+    (unlinkd): the file is read again at every check (it is small, and checks
+    come once a connection), so an admin's accept-iod-store or nfspd's first
+    sight of a store counts from the next one. An iod nfspd has not seen yet is
+    judged as nfspd would judge it; nfspd alone writes the file."""
+
+    def __init__(self, path, names):
+        self.path = path
+        self.names = set(names)
+
+    def check(self, name, store):
+        """None if ``name`` may be used; else why not (one phrase)."""
+        try:
+            with open(self.path, "rb") as f:
+                ids = parse(f.read(1 << 20))
+        except FileNotFoundError:
+            ids = {}
+        except (OSError, IodStoresError) as e:
+            return f"cannot be checked against {self.path}: {e}"
+        return refusal(ids, self.names, name, store)
 
 
 def _load(path):
