@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tests.support.netns import wait_until
+from tools import embedded
 from tools.rpcclient import getport
 
 pytestmark = pytest.mark.skipif(not shutil.which("nfs-cp"), reason="needs libnfs-utils")
@@ -149,6 +150,48 @@ def test_nfsp_up_without_iods_keeps_data_in_the_local_store(ns, tmp_path, cluste
         stop_up(p, cluster_dir)
     assert out == src.read_bytes()
     assert "proto=udp" not in (tmp_path / "up.log").read_text()
+
+
+def admin_command(ns, *argv):
+    """An admin command as a newcomer types it after `nfsp up`: from another
+    directory, with no options."""
+    return ns.run([sys.executable, "-m", *argv], env=ENV, cwd="/", timeout=60)
+
+
+@pytest.mark.skipif(embedded.system_configured(),
+                    reason="this host has a cluster in /etc/nfsp, which the commands prefer")
+def test_status_scrub_and_iod_ping_find_the_running_cluster_without_options(
+        ns, tmp_path, cluster_dir):
+    note = f"using the cluster `nfsp up` runs in {cluster_dir} (pid "
+    with open(tmp_path / "up.log", "wb") as log:
+        p = start_up(ns, cluster_dir, log, "--iods", "2")
+        status = admin_command(ns, "tools.nfsp", "status")
+        scrub = admin_command(ns, "tools.nfsp", "scrub")
+        ping = admin_command(ns, "tools.iod_ping")
+        explicit = admin_command(ns, "tools.nfsp", "status", "--dir", cluster_dir)
+        stop_up(p, cluster_dir)
+    assert "Check it with: nfsp status   (also nfsp scrub, iod_ping)" in \
+        (tmp_path / "up.log").read_text()
+    assert status.returncode == 0, status.stderr
+    assert note in status.stderr
+    assert "iods: 2/2 up" in status.stdout
+    assert f"exports: {cluster_dir}/export" in status.stdout
+    assert scrub.returncode == 0, scrub.stdout + scrub.stderr
+    assert note in scrub.stderr
+    assert "scrub: 1 export(s)" in scrub.stdout and "2/2 iods listed" in scrub.stdout
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert note in ping.stderr
+    assert [line.split()[:2] for line in ping.stdout.splitlines()] == \
+        [["127.0.0.1:2050", "rtt"], ["127.0.0.1:2051", "rtt"]]
+    # Named explicitly, no note: the admin knows which cluster it is.
+    assert explicit.returncode == 0 and "iods: 2/2 up" in explicit.stdout
+    assert explicit.stderr == ""
+    # Stopped, it is no longer recorded: the commands say where they looked.
+    assert ns.run(["ls", embedded.RUN_DIR]).stdout == ""
+    after = admin_command(ns, "tools.nfsp", "status")
+    assert after.returncode == 1 and note not in after.stderr
+    assert "/var/lib/nfsp/admin.sock: no such socket" in after.stderr
+    assert "--dir DIR" in after.stderr
 
 
 def test_keygen_writes_a_private_key_once(tmp_path):

@@ -31,6 +31,7 @@ import click
 from common import iodproto, keyfile
 from common.iodproto import IodProtoError, Message, Op
 from common.runtime.resvport import bind_reserved
+from tools import embedded
 
 DEFAULT_SPOOF_PORT = 2049   # what spoofed NFS replies carry: firewalls see that port
 
@@ -192,10 +193,14 @@ def resolve(name, host, port):
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("iods", nargs=-1, metavar="[HOST[:PORT]]...")
 @click.option("--iods", "iods_conf", type=click.Path(dir_okay=False),
-              help="Ping every iod listed in this iods.conf (as well as any given as arguments).")
-@click.option("--key", "key_path", default="/etc/nfsp/cluster.key", show_default=True,
-              type=click.Path(dir_okay=False),
-              help="Cluster key file: PINGs are signed with it and answers verified.")
+              help="Ping every iod listed in this iods.conf (as well as any given as arguments). "
+                   f"[default, when no iod is given: {embedded.SYSTEM.iods_conf}, or DIR/iods.conf "
+                   "of the cluster --dir picks]")
+@embedded.dir_option
+@click.option("--key", "key_path", type=click.Path(dir_okay=False),
+              help="Cluster key file: PINGs are signed with it and answers verified. "
+                   f"[default: {embedded.SYSTEM.key}, or DIR/cluster.key of the cluster --dir "
+                   "picks]")
 @click.option("--spoof-from", "spoof_from", metavar="ADDR[:PORT]",
               help="Also ask each iod for a PONG sent from its raw socket with ADDR (port "
                    f"{DEFAULT_SPOOF_PORT} unless given) as source, e.g. the metaserver's "
@@ -206,11 +211,30 @@ def resolve(name, host, port):
 @click.option("--unauthenticated", is_flag=True,
               help="No key: send unsigned PINGs, which iods answer (rate-limited) with an "
                    "unsigned PONG: only whether they are alive can be trusted.")
-def main(iods, iods_conf, key_path, spoof_from, timeout, unauthenticated):
+def main(iods, iods_conf, up_dir, key_path, spoof_from, timeout, unauthenticated):
     """PING each iod: print its round-trip time, version, uptime, free space
     and how far its clock is from ours. Exit status 0 if every iod answered
     (and every spoofed PONG arrived, with --spoof-from), 1 otherwise, 2 for a
     usage error."""
+    named = iods or iods_conf
+    if not named or (key_path is None and not unauthenticated):
+        cluster, note = embedded.choose(up_dir)
+        if not named and os.path.exists(cluster.iods_conf):
+            iods_conf = cluster.iods_conf
+        key_path = key_path or cluster.key
+        if note and (iods_conf == cluster.iods_conf or key_path == cluster.key):
+            click.echo(f"iod_ping: {note}", err=True)
+    entries = []
+    if iods_conf:
+        from common.iodsconf import IodsConfError, load_iods
+        try:
+            entries += load_iods(iods_conf)
+        except IodsConfError as e:
+            raise click.UsageError(str(e)) from None
+    entries += [_split_hostport(text, iodproto.DEFAULT_PORT) for text in iods]
+    if not entries:
+        raise click.UsageError("name at least one iod (HOST[:PORT]) or --iods FILE, or the "
+                               "cluster of `nfsp up DIR` with --dir DIR")
     keys = None
     if unauthenticated:
         if spoof_from is not None:
@@ -221,16 +245,6 @@ def main(iods, iods_conf, key_path, spoof_from, timeout, unauthenticated):
             keys = keyfile.load(key_path)
         except keyfile.KeyFileError as e:
             raise click.UsageError(str(e)) from None
-    entries = []
-    if iods_conf:
-        from common.iodsconf import IodsConfError, load_iods
-        try:
-            entries += load_iods(iods_conf)
-        except IodsConfError as e:
-            raise click.UsageError(str(e)) from None
-    entries += [_split_hostport(text, iodproto.DEFAULT_PORT) for text in iods]
-    if not entries:
-        raise click.UsageError("name at least one iod (HOST[:PORT]) or --iods FILE")
     spoof = None
     if spoof_from is not None:
         spoof = _split_hostport(spoof_from, DEFAULT_SPOOF_PORT)

@@ -1,5 +1,6 @@
 """The `nfsp` admin command."""
 
+import contextlib
 import ctypes
 import ipaddress
 import os
@@ -12,6 +13,7 @@ import time
 import click
 
 from common.runtime import logs
+from tools import embedded
 
 DEFAULT_DIR = "nfsp-data"
 DEFAULT_IODS = 2           # for a new directory; an existing one keeps what it has
@@ -73,12 +75,9 @@ def prepare(directory, bind, n_iods=None, port=2049):
     anything is written."""
     from common import keyfile
     from common.iodsconf import IodsConfError, format_iod, load_iods
-    directory = os.path.abspath(directory)
-    export_dir = os.path.join(directory, "export")
-    state_dir = os.path.join(directory, "state")
-    exports = os.path.join(directory, "exports")
-    iods_conf = os.path.join(directory, "iods.conf")
-    key = os.path.join(directory, "cluster.key")
+    layout = embedded.directory(directory)
+    directory, export_dir, state_dir = layout.path, layout.export, layout.state
+    exports, iods_conf, key = layout.exports, layout.iods_conf, layout.key
     existing = []
     if os.path.exists(iods_conf):
         try:
@@ -109,7 +108,7 @@ def prepare(directory, bind, n_iods=None, port=2049):
         keyfile.generate(key)
     return {"directory": directory, "export": export_dir, "state": state_dir,
             "exports": exports, "iods_conf": iods_conf, "key": key, "iods": iods,
-            "data_dirs": [os.path.join(directory, f"iod{i}") for i in range(len(iods))]}
+            "data_dirs": [layout.data_dir(i) for i in range(len(iods))]}
 
 
 def _child_setup():
@@ -296,11 +295,19 @@ def up(directory, n_iods, bind, port, log_level):
     survives restarts. The iods start first, then the metaserver (which runs
     unlinkd). Ctrl-C or SIGTERM stops them all (exit status 0); if one of them
     dies the others are stopped and the exit status is 1.
+
+    While it runs, `nfsp status`, `nfsp scrub` and `iod_ping` given no options
+    use this cluster (unless this host has one configured in /etc/nfsp);
+    `--dir DIRECTORY` names it to them in any case.
     """
     paths = prepare(directory, bind, n_iods, port)
     sup = Supervisor()
     try:
-        _run(sup, paths, bind, port, log_level)
+        _start(sup, paths, bind, port, log_level)
+        with _recorded(paths["directory"], bind, port) as found:
+            _banner(paths, bind, found)
+            while True:
+                sup.wait(None)
     except Stopped:
         pass
     except ChildDied as e:
@@ -319,9 +326,9 @@ def up(directory, n_iods, bind, port, log_level):
     click.echo("NFSP stopped.")
 
 
-def _run(sup, paths, bind, port, log_level):
-    """Start everything, then wait; only ever leaves by an exception: Stopped
-    (a signal), ChildDied, or ClickException (a start-up bound passed)."""
+def _start(sup, paths, bind, port, log_level):
+    """Start everything and wait until it answers. Raises Stopped (a signal),
+    ChildDied, or ClickException (a start-up bound passed)."""
     iod_children = []
     for i, (host, iod_port) in enumerate(paths["iods"]):
         iod_children.append(sup.start(f"iod {i} ({host}:{iod_port})", [
@@ -336,8 +343,29 @@ def _run(sup, paths, bind, port, log_level):
     if paths["iods"]:
         cmd += ["--iods", paths["iods_conf"], "--key", paths["key"]]
     sup.nfspd = sup.start("nfspd", cmd)
+    _wait_for_nfspd(sup, _iod_host(bind), port)
+
+
+@contextlib.contextmanager
+def _recorded(directory, bind, port):
+    """While it runs, the cluster is recorded in /run/nfsp, where `nfsp status`,
+    `nfsp scrub` and `iod_ping` find it when given no options. Yields whether
+    they will (not when the system's cluster, in /etc/nfsp, comes first)."""
+    try:
+        name = embedded.record(directory, bind, port)
+    except OSError as e:
+        click.echo(f"warning: cannot record the running cluster in {embedded.RUN_DIR} "
+                   f"({e.strerror})", err=True)
+        name = None
+    try:
+        yield name is not None and not embedded.system_configured()
+    finally:
+        if name is not None:
+            embedded.forget(name)
+
+
+def _banner(paths, bind, found_by_default):
     host = _iod_host(bind)
-    _wait_for_nfspd(sup, host, port)
     if paths["iods"]:
         where = (f"file data striped over {len(paths['iods'])} iods "
                  f"({', '.join(f'{h}:{p}' for h, p in paths['iods'])})")
@@ -352,11 +380,12 @@ def _run(sup, paths, bind, port, log_level):
                    "WRITE\n   straight to the client, when the client kernel still speaks NFS "
                    "over UDP)")
     click.echo(f"  (or, without a kernel client: nfs-ls nfs://{host}{paths['export']})")
+    dir_option = "" if found_by_default else f" --dir {paths['directory']}"
+    click.echo(f"Check it with: nfsp status{dir_option}   (also nfsp scrub{dir_option}, "
+               f"iod_ping{dir_option})")
     click.echo("Ctrl-C or SIGTERM stops it.")
     # Seen now even when stdout is a file or a pipe (a log, journald, tee).
     sys.stdout.flush()
-    while True:
-        sup.wait(None)
 
 
 @main.command()

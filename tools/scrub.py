@@ -44,6 +44,7 @@ import trio
 from common.iodproto import Op
 from common.metafile import SIZE as META_SIZE
 from common.metafile import Metafile, MetafileError
+from tools import embedded
 from unlinkd.daemon import MAX_BATCH
 from common.runtime.iodclient import IodConnection, IodError, iod_name
 from common.runtime.purgejournal import JournalReader
@@ -268,27 +269,45 @@ class _Progress:
 
 @click.command("scrub", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("export_dirs", nargs=-1, type=click.Path(file_okay=False, exists=True))
-@click.option("--exports", "exports_file", default="/etc/nfsp/exports", show_default=True,
-              type=click.Path(dir_okay=False),
-              help="Walk every export listed here (when no EXPORT_DIRS are given).")
-@click.option("--iods", "iods_path", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="iods.conf: the iods to inspect.")
-@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False),
-              help="Cluster key file.")
-@click.option("--state-dir", default="/var/lib/nfsp", show_default=True,
-              type=click.Path(file_okay=False),
+@embedded.dir_option
+@click.option("--exports", "exports_file", type=click.Path(dir_okay=False),
+              help="Walk every export listed here (when no EXPORT_DIRS are given). "
+                   f"[default: {embedded.SYSTEM.exports}, or DIR/exports of the cluster --dir "
+                   f"picks]")
+@click.option("--iods", "iods_path", type=click.Path(dir_okay=False, exists=True),
+              help=f"iods.conf: the iods to inspect. [default: {embedded.SYSTEM.iods_conf}, or DIR's]")
+@click.option("--key", "key_path", type=click.Path(dir_okay=False),
+              help=f"Cluster key file. [default: {embedded.SYSTEM.key}, or DIR's]")
+@click.option("--state-dir", type=click.Path(file_okay=False),
               help="nfspd's state directory: purges pending in STATE_DIR/purge are in flight, "
-                   "not leaks.")
+                   f"not leaks. [default: {embedded.SYSTEM.state}, or DIR/state]")
 @click.option("--purge", "do_purge", is_flag=True,
               help="Remove the leaked datafiles (after confirming each with a second walk).")
 @click.option("--show", default=20, show_default=True, type=click.IntRange(0),
               help="List at most this many items per finding.")
-def cli(export_dirs, exports_file, iods_path, key_path, state_dir, do_purge, show):
+def cli(export_dirs, up_dir, exports_file, iods_path, key_path, state_dir, do_purge, show):
     """Find datafiles no metafile owns (leaks; removed with --purge) and
     non-empty files of which no iod holds any data. EXPORT_DIRS must cover
     every export whose data these iods hold."""
     from common import keyfile
     from common.iodsconf import load_iods
+    if None in (exports_file, iods_path, key_path, state_dir):
+        cluster, note = embedded.choose(up_dir)
+        if note:
+            click.echo(f"nfsp scrub: {note}", err=True)
+        if iods_path is None:
+            if isinstance(cluster, embedded.Directory) and not os.path.exists(cluster.iods_conf):
+                raise click.UsageError(f"{cluster.path} has no iods.conf: its cluster keeps "
+                                       f"the data in the metaserver's local store, no iods "
+                                       f"to scrub")
+            if not os.path.exists(cluster.iods_conf):
+                raise click.UsageError(
+                    f"no {cluster.iods_conf}: name the iods with --iods FILE (and --key FILE), "
+                    f"or the cluster of `nfsp up DIR` with --dir DIR")
+            iods_path = cluster.iods_conf
+        exports_file = exports_file or cluster.exports
+        key_path = key_path or cluster.key
+        state_dir = state_dir or cluster.state
     try:
         keys = keyfile.load(key_path)
         iods = load_iods(iods_path)

@@ -7,6 +7,7 @@ import sys
 import click
 
 from nfspd import admin
+from tools import embedded
 
 
 def _size(n):
@@ -84,27 +85,40 @@ def render(st):
 
 
 @click.command("status", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--state-dir", default="/var/lib/nfsp", show_default=True,
-              type=click.Path(file_okay=False),
-              help="nfspd's --state-dir (its admin socket is STATE_DIR/admin.sock).")
+@embedded.dir_option
+@click.option("--state-dir", type=click.Path(file_okay=False),
+              help="nfspd's --state-dir (its admin socket is STATE_DIR/admin.sock). "
+                   f"[default: {embedded.SYSTEM.state}, or DIR/state of the cluster --dir "
+                   "picks]")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON, for scripts.")
 @click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 300),
               help="Seconds to wait for nfspd's answer.")
-def cli(state_dir, as_json, timeout):
+def cli(up_dir, state_dir, as_json, timeout):
     """Show the metaserver's view: each iod up/down (or kept down for a
     wrong data store) with its round-trip time, free space, its store id, and the requests and bytes it served (counted by nfspd since it
     started), pending purges, cache hit rates, mounted clients, counters.
 
     Exit status: 0 when every iod is up, 1 when nfspd cannot be asked, 2 when
     some iod is down."""
+    if state_dir is not None:
+        running = f"is nfspd running with --state-dir {state_dir}?"
+    else:
+        cluster, note = embedded.choose(up_dir)
+        state_dir = cluster.state
+        if note:
+            click.echo(f"nfsp status: {note}", err=True)
+        if isinstance(cluster, embedded.Directory):
+            running = f"is `nfsp up {cluster.path}` running?"
+        else:
+            running = (f"is nfspd running with --state-dir {state_dir}? For the cluster of "
+                       f"`nfsp up DIR`: --dir DIR")
     path = admin.socket_path(state_dir)
     try:
         reply = admin.request(path, "status", timeout=timeout)
     except PermissionError:
         raise click.ClickException(f"{path}: permission denied (the admin socket is root only)")
     except FileNotFoundError:
-        raise click.ClickException(f"{path}: no such socket (is nfspd running with "
-                                   f"--state-dir {state_dir}?)")
+        raise click.ClickException(f"{path}: no such socket ({running})")
     except (OSError, ValueError) as e:
         raise click.ClickException(f"{path}: {e}")
     if not reply.get("ok"):
