@@ -273,9 +273,10 @@ class _Progress:
 @click.option("--exports", "exports_file", type=click.Path(dir_okay=False),
               help="Walk every export listed here (when no EXPORT_DIRS are given). "
                    f"[default: {embedded.SYSTEM.exports}, or DIR/exports of the cluster --dir "
-                   f"picks]")
+                   "picks]")
 @click.option("--iods", "iods_path", type=click.Path(dir_okay=False, exists=True),
-              help=f"iods.conf: the iods to inspect. [default: {embedded.SYSTEM.iods_conf}, or DIR's]")
+              help=f"iods.conf: the iods to inspect. [default: {embedded.SYSTEM.iods_conf}, "
+                   "or DIR's]")
 @click.option("--key", "key_path", type=click.Path(dir_okay=False),
               help=f"Cluster key file. [default: {embedded.SYSTEM.key}, or DIR's]")
 @click.option("--state-dir", type=click.Path(file_okay=False),
