@@ -44,10 +44,10 @@ import trio
 from common.iodproto import Op
 from common.metafile import SIZE as META_SIZE
 from common.metafile import Metafile, MetafileError
-from tools import embedded
-from unlinkd.daemon import MAX_BATCH
 from common.runtime.iodclient import IodConnection, IodError, iod_name
 from common.runtime.purgejournal import JournalReader
+from tools import embedded
+from unlinkd.daemon import MAX_BATCH
 
 EXIT_CLEAN, EXIT_FOUND, EXIT_INCOMPLETE = 0, 1, 3
 LIST_TIMEOUT = 60.0
