@@ -122,6 +122,49 @@ def running():
     return sorted(found, key=lambda r: r.path)
 
 
+# --- the daemons `nfsp up` supervises ------------------------------------------------
+
+
+DAEMONS_FILE = "nfsp-up.json"
+
+
+class DaemonsFile:
+    """STATE_DIR/nfsp-up.json: each daemon `nfsp up` runs (pid, state, uptime,
+    restarts, down time, recent starts and exits), rewritten at every change,
+    for `nfsp status`. It names the `nfsp up` that wrote it, so one left by a
+    killed `nfsp up` is known stale."""
+
+    def __init__(self, state_dir):
+        self.path = os.path.join(state_dir, DAEMONS_FILE)
+        pid = os.getpid()
+        self.writer = {"pid": pid, "start_time": _start_time(pid)}
+
+    def write(self, supervisor):
+        tmp = f"{self.path}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(dict(self.writer, daemons=supervisor.status()), f)
+            os.rename(tmp, self.path)
+        except OSError:
+            pass   # status only: serving goes on without it
+
+    def remove(self):
+        forget(self.path)
+
+
+def daemons(state_dir):
+    """What a running `nfsp up` says of its daemons (a list of dicts), or None
+    when no live `nfsp up` serves that state directory."""
+    try:
+        with open(os.path.join(state_dir, DAEMONS_FILE)) as f:
+            doc = json.load(f)
+        if _start_time(doc["pid"]) != doc["start_time"]:
+            return None
+        return list(doc["daemons"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 # --- which cluster a command talks to -------------------------------------------------
 
 

@@ -1,12 +1,8 @@
 """The `nfsp` admin command."""
 
 import contextlib
-import ctypes
 import ipaddress
 import os
-import selectors
-import signal
-import subprocess
 import sys
 import time
 
@@ -14,6 +10,7 @@ import click
 
 from common.runtime import logs
 from tools import embedded
+from tools.supervisor import ChildDied, Stopped, Supervisor
 
 DEFAULT_DIR = "nfsp-data"
 DEFAULT_IODS = 2           # for a new directory; an existing one keeps what it has
@@ -25,7 +22,6 @@ NFSPD_STOP_SECONDS = 20.0  # ...and on each stop (nfspd also stops its unlinkd)
 IOD_STOP_SECONDS = 10.0
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NFS_PROGRAM = 100003
-PR_SET_PDEATHSIG = 1
 
 
 def _generated_exports(export_dir, bind):
@@ -111,116 +107,6 @@ def prepare(directory, bind, n_iods=None, port=2049):
             "data_dirs": [layout.data_dir(i) for i in range(len(iods))]}
 
 
-def _child_setup():
-    # Own process group: a terminal's Ctrl-C reaches only `nfsp up`, which then
-    # stops nfspd before the iods it still needs. PDEATHSIG: if `nfsp up` is
-    # killed outright its children do not outlive it.
-    os.setpgid(0, 0)
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
-class Child:
-    def __init__(self, name, argv, env):
-        self.name = name
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env,
-                                     # `nfsp up` runs no threads, so the fork is safe.
-                                     preexec_fn=_child_setup)  # noqa: PLW1509
-        self.pidfd = os.pidfd_open(self.proc.pid)
-
-    def describe_exit(self):
-        rc = self.proc.poll()
-        if rc is None:
-            return "is running"
-        if rc < 0:
-            return f"was killed by {signal.Signals(-rc).name}"
-        return f"exited with status {rc}"
-
-
-class Stopped(Exception):
-    """A signal asked `nfsp up` to stop."""
-
-
-class ChildDied(Exception):
-    def __init__(self, child):
-        super().__init__(child.name)
-        self.child = child
-
-
-class Supervisor:
-    """The children of `nfsp up` and the signals it gets, waited for in one
-    select(): signals through the wakeup fd, exits through pidfds."""
-
-    def __init__(self):
-        self.children = []
-        self.selector = selectors.DefaultSelector()
-        self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        os.set_blocking(wake_w, False)
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, lambda *_: None)   # the wakeup fd carries them
-        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
-        self.nfspd = None
-
-    def start(self, name, argv):
-        child = Child(name, argv, self.env)
-        self.children.append(child)
-        self.selector.register(child.pidfd, selectors.EVENT_READ, child)
-        return child
-
-    def wait(self, timeout):
-        """Returns after at most ``timeout`` seconds (None: until something
-        happens); raises Stopped on SIGINT/SIGTERM, ChildDied when a child exits.
-        SIGHUP is passed on to nfspd (it reloads the exports)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            for key, _ in self.selector.select(remaining):
-                if key.data is not None:
-                    raise ChildDied(key.data)
-                stop = False
-                for signum in os.read(self._wake_r, 64):
-                    if signum == signal.SIGHUP:
-                        if self.nfspd is not None and self.nfspd.proc.poll() is None:
-                            self.nfspd.proc.send_signal(signal.SIGHUP)
-                    else:
-                        stop = True
-                if stop:
-                    raise Stopped()
-            if deadline is not None and time.monotonic() >= deadline:
-                return
-
-    def stop(self, children, timeout):
-        """SIGTERM, then SIGKILL past the bound. Returns the lines describing
-        any child that did not stop cleanly."""
-        problems = []
-        children = [c for c in children if c.proc.poll() is None]   # the dead said so already
-        for c in children:
-            c.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for c in children:
-            try:
-                c.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                c.proc.kill()
-                c.proc.wait()
-                problems.append(f"{c.name} did not stop within {timeout:g} s; killed it")
-                continue
-            if c.proc.returncode != 0:
-                problems.append(f"{c.name} {c.describe_exit()} while stopping")
-        return problems
-
-    def stop_all(self):
-        """nfspd first (it may still be sending to the iods), then the iods."""
-        nfspd = [c for c in self.children if c is self.nfspd]
-        others = [c for c in self.children if c is not self.nfspd]
-        problems = self.stop(nfspd, NFSPD_STOP_SECONDS) + self.stop(others, IOD_STOP_SECONDS)
-        for c in self.children:
-            os.close(c.pidfd)
-        return problems
-
-
 def _wait_for_iods(sup, paths, iod_children):
     """Until every iod answers a PING (tools/iod_ping), within the bound."""
     from common import keyfile
@@ -293,17 +179,24 @@ def up(directory, n_iods, bind, port, log_level):
     metaserver's state (state/), one data directory per iod (iod0/, ...), and
     generated exports, iods.conf and cluster.key; later runs reuse it, so data
     survives restarts. The iods start first, then the metaserver (which runs
-    unlinkd). Ctrl-C or SIGTERM stops them all (exit status 0); if one of them
-    dies the others are stopped and the exit status is 1.
+    unlinkd). Ctrl-C or SIGTERM stops them all (exit status 0). One that dies
+    later is restarted (0.5 s doubling to 30 s, at most 5 times in 5 minutes,
+    then left down while the rest serves); one that dies before it ever served
+    (bad configuration) stops the rest, with exit status 1.
 
     While it runs, `nfsp status`, `nfsp scrub` and `iod_ping` given no options
     use this cluster (unless this host has one configured in /etc/nfsp);
     `--dir DIRECTORY` names it to them in any case.
     """
     paths = prepare(directory, bind, n_iods, port)
-    sup = Supervisor()
+    logs.setup("nfsp", log_level)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+    status_file = embedded.DaemonsFile(paths["state"])
+    sup = Supervisor(env, on_change=status_file.write)
     try:
         _start(sup, paths, bind, port, log_level)
+        sup.served(sup.children)
         with _recorded(paths["directory"], bind, port) as found:
             _banner(paths, bind, found)
             while True:
@@ -311,19 +204,27 @@ def up(directory, n_iods, bind, port, log_level):
     except Stopped:
         pass
     except ChildDied as e:
-        problems = sup.stop_all()
-        raise click.ClickException(f"{e.child.name} {e.child.describe_exit()} unexpectedly; "
-                                   f"stopped the rest" + "".join(f"; {p}" for p in problems))
+        # Before it ever served: bad configuration, which a restart would not mend.
+        problems = _stop_all(sup, status_file)
+        raise click.ClickException(f"{e.child.name} {e.child.describe_exit()} at start-up (its "
+                                   f"log above says why); stopped the rest"
+                                   + "".join(f"; {p}" for p in problems))
     except click.ClickException as e:
-        e.message += "".join(f"; {p}" for p in sup.stop_all())
+        e.message += "".join(f"; {p}" for p in _stop_all(sup, status_file))
         raise
     except BaseException:
-        sup.stop_all()
+        _stop_all(sup, status_file)
         raise
-    problems = sup.stop_all()
+    problems = _stop_all(sup, status_file)
     if problems:
         raise click.ClickException("; ".join(problems))
     click.echo("NFSP stopped.")
+
+
+def _stop_all(sup, status_file):
+    problems = sup.stop_all(NFSPD_STOP_SECONDS, IOD_STOP_SECONDS)
+    status_file.remove()
+    return problems
 
 
 def _start(sup, paths, bind, port, log_level):

@@ -38,11 +38,22 @@ def _table(rows, header):
             for r in [header] + rows]
 
 
+def render_daemons(daemons):
+    """The daemons `nfsp up` supervises: one row each."""
+    rows = [[d["name"], d["state"], d["pid"] or "-",
+             _duration(d["uptime"]) if d["uptime"] is not None else "-", d["restarts"],
+             _duration(d.get("down_seconds") or 0), d["last_exit"] or "-"] for d in daemons]
+    return ["daemons (nfsp up):"] + ["  " + line for line in _table(
+        rows, ["DAEMON", "STATE", "PID", "UPTIME", "RESTARTS", "DOWN", "LAST EXIT"])]
+
+
 def render(st):
     """The human view: a few summary lines and one table row per iod."""
     lines = [f"nfspd {st['version']} (pid {st['pid']}), up {_duration(st['uptime'])}, "
              f"layout generation {st['layout_gen']}",
              f"exports: {', '.join(st['exports']) or 'none'}"]
+    if st.get("daemons"):
+        lines += render_daemons(st["daemons"])
     iods = st["iods"]
     if iods:
         up = sum(1 for i in iods if i["up"])
@@ -95,8 +106,11 @@ def render(st):
               help="Seconds to wait for nfspd's answer.")
 def cli(up_dir, state_dir, as_json, timeout):
     """Show the metaserver's view: each iod up/down (or kept down for a
-    wrong data store) with its round-trip time, free space, its store id, and the requests and bytes it served (counted by nfspd since it
-    started), pending purges, cache hit rates, mounted clients, counters.
+    wrong data store) with its round-trip time, free space, its store id, and
+    the requests and bytes it served (counted by nfspd since it started),
+    pending purges, cache hit rates, mounted clients, counters; for the
+    cluster of `nfsp up`, also each daemon it runs with its pid, uptime,
+    restarts and time spent down.
 
     Exit status: 0 when every iod is up, 1 when nfspd cannot be asked, 2 when
     some iod is down."""
@@ -113,17 +127,24 @@ def cli(up_dir, state_dir, as_json, timeout):
             running = (f"is nfspd running with --state-dir {state_dir}? For the cluster of "
                        f"`nfsp up DIR`: --dir DIR")
     path = admin.socket_path(state_dir)
+    daemons = embedded.daemons(state_dir)
     try:
         reply = admin.request(path, "status", timeout=timeout)
-    except PermissionError:
-        raise click.ClickException(f"{path}: permission denied (the admin socket is root only)")
-    except FileNotFoundError:
-        raise click.ClickException(f"{path}: no such socket ({running})")
     except (OSError, ValueError) as e:
-        raise click.ClickException(f"{path}: {e}")
+        if daemons is not None and not as_json:
+            # nfspd may be the daemon `nfsp up` is restarting: say what runs.
+            click.echo("\n".join(render_daemons(daemons)))
+        if isinstance(e, PermissionError):
+            raise click.ClickException(
+                f"{path}: permission denied (the admin socket is root only)") from None
+        if isinstance(e, FileNotFoundError):
+            raise click.ClickException(f"{path}: no such socket ({running})") from None
+        raise click.ClickException(f"{path}: {e}") from None
     if not reply.get("ok"):
         raise click.ClickException(f"nfspd: {reply.get('error', 'no status')}")
     st = reply["status"]
+    if daemons is not None:
+        st["daemons"] = daemons
     click.echo(json.dumps(st, indent=2, sort_keys=True) if as_json else render(st))
     if any(not i["up"] for i in st["iods"]):
         sys.exit(2)
