@@ -5,19 +5,27 @@ generated: exports, iods.conf, key, two iods), a qemu guest mounts the export
 with the command `nfsp up` prints, writes and reads a file; `nfsp up` is
 stopped with SIGTERM and started again, and the guest reads the same data
 back through the mount it kept across the restart (its file handles stay
-valid) and through a fresh mount."""
+valid) and through a fresh mount.
 
+Then each kind of daemon is killed with SIGKILL under the guest's workload
+(hard mount): `nfsp up` restarts the iod and nfspd, nfspd its unlinkd; the
+workload finishes with no error and the right bytes, `nfsp status` counts the
+restarts, every purge is done and scrub finds no leak."""
+
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from tests.e2e import expect
 from tests.support import vm as vmlib
 from tests.support.netns import wait_until
+from tests.test_nfsp_up import processes_naming
 
 READY = "Ctrl-C or SIGTERM stops it."
 MNT = "/mnt/nfspup"
@@ -107,3 +115,99 @@ def test_nfsp_up_serves_a_kernel_client_across_a_restart(testbed, guest, rand, t
         if p is not None and p.poll() is None:
             _stop(p)
     assert log_path.read_text().count("NFSP stopped.") == 2
+
+
+# --- issue 17: one part killed, the cluster restarts it ---------------------------------
+
+FILE_KIB = 256
+PER_PHASE = 6
+
+
+def _phase(k):
+    """Guest script: write files k*6..k*6+5 (each its own slice of /data/rand),
+    removing every third one again (purges for unlinkd)."""
+    lines = []
+    for i in range(k * PER_PHASE, (k + 1) * PER_PHASE):
+        lines.append(f"dd if=/data/rand of={MNT}/w{i} bs=1024 skip={i * FILE_KIB} "
+                     f"count={FILE_KIB} 2>/dev/null")
+        if i % 3 == 2:
+            lines.append(f"rm {MNT}/w{i}")
+    return "\n".join(lines)
+
+
+def _kept(phases):
+    return [i for i in range(phases * PER_PHASE) if i % 3 != 2]
+
+
+def _status(host, directory):
+    r = host.run([sys.executable, "-m", "tools.nfsp", "status", "--dir", directory, "--json"],
+                 env=dict(os.environ, PYTHONPATH=vmlib.REPO), cwd="/", timeout=60)
+    return json.loads(r.stdout) if r.stdout.strip() else {}
+
+
+def test_each_daemon_killed_under_a_kernel_clients_workload_is_restarted(
+        testbed, guest, rand, tmp_path):
+    host = testbed.clients[0]
+    directory = str(tmp_path / "nfsp-data")
+    export = f"{directory}/export"
+    log_path = tmp_path / "up.log"
+    victims = [("iod 1", b"/iod1\0"), ("nfspd", b"nfspd.cli\0"), ("unlinkd", b"unlinkd.cli\0")]
+    p, printed = _start(host, directory, log_path)
+    mounted = False
+    try:
+        os.chmod(export, 0o1777)
+        vers, proto = re.fullmatch(r"mount -t nfs -o vers=(\d),proto=(\w+) \S+ /mnt",
+                                   printed).groups()
+        guest.check(f"nfs_mount {vers} {proto} udp {host.ip} {export} {MNT}", 60)
+        mounted = True
+        for k, (name, mark) in enumerate(victims):
+            wait_until(lambda: len(processes_naming(directory, mark)) == 1, 60,
+                       what=f"{name} running")
+            old = processes_naming(directory, mark)
+            outcome = {}
+
+            def workload():
+                try:
+                    guest.check(_phase(k), 600)
+                except BaseException as e:     # reported by the test's thread
+                    outcome["error"] = e
+            t = threading.Thread(target=workload)
+            t.start()
+            first = f"{export}/w{k * PER_PHASE}"
+            wait_until(lambda: os.path.exists(first) or not t.is_alive(), 120,
+                       what=f"phase {k} under way")
+            os.kill(old[0], signal.SIGKILL)
+            wait_until(lambda: processes_naming(directory, mark) not in ([], old), 60,
+                       what=f"{name} restarted", abort=lambda: p.poll() is not None
+                       and f"nfsp up exited:\n{log_path.read_text()}")
+            t.join(600)
+            assert not t.is_alive(), f"the workload did not finish after {name} was killed"
+            assert "error" not in outcome, outcome.get("error")
+        kept = _kept(len(victims))
+        got = guest.results("dropcaches\n" + "\n".join(
+            f"R w{i} $(h {MNT}/w{i})" for i in kept), 300)
+        want = {f"w{i}": expect.sha(rand[i * FILE_KIB * 1024:(i + 1) * FILE_KIB * 1024])
+                for i in kept}
+        assert got == want
+        guest.check(f"ls {MNT} | wc -l | grep -qx {len(kept)}", 60)
+        guest.check(f"umount {MNT}", 60)
+        mounted = False
+        st = _status(host, directory)
+        rows = {d["name"].split(" (")[0]: d for d in st["daemons"]}
+        assert rows["iod 1"]["restarts"] == 1 and rows["nfspd"]["restarts"] == 1
+        assert rows["iod 0"]["restarts"] == 0 and all(d["state"] == "running"
+                                                      for d in rows.values())
+        # unlinkd is nfspd's child: nfspd restarted it; every purge then done.
+        assert "unlinkd exited with status -9" in log_path.read_text()
+        wait_until(lambda: _status(host, directory)["purges"]["pending"] == 0, 120,
+                   what="every purge acknowledged")
+        r = host.run([sys.executable, "-m", "tools.nfsp", "scrub", "--dir", directory],
+                     env=dict(os.environ, PYTHONPATH=vmlib.REPO), cwd="/", timeout=120)
+        assert r.returncode == 0 and " 0 leaked datafiles" in r.stdout, r.stdout + r.stderr
+        assert _stop(p) == 0, log_path.read_text()
+        p = None
+    finally:
+        if mounted:
+            guest.sh(f"umount -f {MNT}", 60)
+        if p is not None and p.poll() is None:
+            _stop(p)
