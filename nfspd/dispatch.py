@@ -1,8 +1,11 @@
 """RPC dispatch: from a received message to the reply to send, with no sockets.
 
 Services (NFS, MOUNT, portmapper) describe themselves as Programs made of
-Procedures; the transports hand each received message to Dispatcher.handle()
-with a CallContext saying where it came from, and send back what it returns.
+Procedures, one table row each (procedure_table); the transports hand each
+received message to Dispatcher.handle() with a CallContext saying where it came
+from, and send back what it returns. A handler is a module-level function named
+as its RFC names the procedure; what it works on (the export registry, the port
+table) is the Program's ``service``, which it finds in ``ctx.service``.
 
 Most NFS procedures never wait (MetaFS is synchronous), and spawning a task per
 call cost more than the call itself; so the transports call handle_now(), which
@@ -32,9 +35,10 @@ class CallContext:
     ``client`` and ``local`` are (ip, port) tuples: the peer, and the address the
     request was sent to (a UDP reply must leave from it). ``cred`` is an
     rpc.AuthSys or None for AUTH_NONE. ``transport`` is "udp" or "tcp".
+    ``service`` is the called Program's service, set by the dispatcher.
     """
 
-    __slots__ = ("client", "local", "transport", "cred", "xid", "call", "raw")
+    __slots__ = ("client", "local", "transport", "cred", "xid", "call", "raw", "service")
 
     def __init__(self, client, local, transport, call=None, raw=None):
         self.client = client
@@ -44,6 +48,7 @@ class CallContext:
         self.raw = raw
         self.cred = call.cred if call is not None else None
         self.xid = call.xid if call is not None else None
+        self.service = None
 
     def __repr__(self):
         return f"CallContext({self.transport} {self.client[0]}:{self.client[1]} xid={self.xid})"
@@ -56,17 +61,44 @@ class Procedure:
     scheduling: what makes the metadata procedures cheap); an ``async def`` one
     runs as a task of its own (it may wait: for the data path, a thread, DNS).
     ``idempotent`` False puts the procedure's replies in the duplicate request
-    cache."""
+    cache.
 
-    __slots__ = ("name", "args_type", "res_type", "handler", "idempotent", "inline")
+    ``failed(ctx, args, error, res_type) -> result`` answers a failure the
+    protocol can express: the handler raised ``error_type`` (the file system's
+    FsError for NFS), and the result is the procedure's failure arm. It is the
+    one error path of a program's handlers; anything else a handler raises is
+    answered SYSTEM_ERR."""
 
-    def __init__(self, name, args_type, res_type, handler, idempotent=True):
+    __slots__ = ("name", "args_type", "res_type", "handler", "idempotent", "inline", "failed",
+                 "error_type")
+
+    def __init__(self, name, args_type, res_type, handler, idempotent=True, failed=None,
+                 error_type=None):
         self.name = name
         self.args_type = args_type
         self.res_type = res_type
         self.handler = handler
         self.idempotent = idempotent
         self.inline = not inspect.iscoroutinefunction(handler)
+        self.failed = failed
+        # An empty tuple catches nothing: a procedure without a failure arm
+        # costs no test on its path.
+        self.error_type = error_type if failed is not None else ()
+
+
+def procedure_table(rows, error_type=None):
+    """{procedure number: Procedure} from one row per procedure:
+    ``(number, args type, result type, handler, cached[, failed])``, where the
+    number is an IntEnum member (its name is the procedure's), ``cached`` puts
+    its replies in the duplicate request cache (it changes something, and a
+    replay would fail or redo it), ``failed`` is the Procedure's answer to an
+    ``error_type`` its handler raises (absent or None: none)."""
+    table = {}
+    for num, args_type, res_type, handler, cached, *failed in rows:
+        table[int(num)] = Procedure(num.name, args_type, res_type, handler,
+                                    idempotent=not cached, failed=failed[0] if failed else None,
+                                    error_type=error_type)
+    return table
 
 
 class Encoded(bytes):
@@ -88,12 +120,14 @@ class Wait:
 
 
 class Program:
-    """``versions`` maps a version number to {procedure number: Procedure}."""
+    """``versions`` maps a version number to {procedure number: Procedure};
+    ``service`` is what the handlers work on (they find it in ctx.service)."""
 
-    def __init__(self, prog, name, versions):
+    def __init__(self, prog, name, versions, service=None):
         self.prog = prog
         self.name = name
         self.versions = versions
+        self.service = service
         self.low = min(versions)
         self.high = max(versions)
 
@@ -152,6 +186,8 @@ class Deferred:
             else:
                 result = await wait.fn(*wait.args)
             reply = d._encode(proc, call.xid, result)
+        except proc.error_type as e:
+            reply = d._failure(self.program, proc, ctx, self.args, e)
         except Exception:
             reply = d._failed(self.program, proc, ctx, call.xid)
         finally:
@@ -206,6 +242,7 @@ class Dispatcher:
         if program is None:
             c.prog_unavail += 1
             return rpc.reply_accepted_error(xid, accept_stat.PROG_UNAVAIL)
+        ctx.service = program.service
         procs = program.versions.get(call.vers)
         if procs is None:
             c.prog_mismatch += 1
@@ -233,6 +270,8 @@ class Dispatcher:
                 if type(result) is Wait:
                     return Deferred(self, program, proc, args, ctx, call, result)
                 return self._encode(proc, xid, result)
+            except proc.error_type as e:
+                return self._failure(program, proc, ctx, args, e)
             except Exception:
                 return self._failed(program, proc, ctx, xid)
         drc_key, early = self._drc_begin(proc, ctx, call)
@@ -246,6 +285,8 @@ class Dispatcher:
                 drc_key = None  # the Deferred finishes it
                 return deferred
             reply = self._encode(proc, xid, result)
+        except proc.error_type as e:
+            reply = self._failure(program, proc, ctx, args, e)
         except Exception:
             reply = self._failed(program, proc, ctx, xid)
         finally:
@@ -282,6 +323,13 @@ class Dispatcher:
         p.pack_raw(rpc.success_head(xid))
         proc.res_type.pack(p, result)
         return p.get_buffer()
+
+    def _failure(self, program, proc, ctx, args, error):
+        """The reply to a failure the procedure's result can say (its ``failed``)."""
+        try:
+            return self._encode(proc, ctx.xid, proc.failed(ctx, args, error, proc.res_type))
+        except Exception:
+            return self._failed(program, proc, ctx, ctx.xid)
 
     def _failed(self, program, proc, ctx, xid):
         self.counters.system_err += 1

@@ -66,7 +66,7 @@ from common.portmap import (
     uaddr_from_taddr,
 )
 from common.xdr import Bool, String, UInt32, Void, XdrError, decode, encode
-from nfspd.dispatch import Procedure, Program
+from nfspd.dispatch import Procedure, Program, procedure_table
 
 log = logging.getLogger(__name__)
 
@@ -215,168 +215,214 @@ def _s(b):
     return bytes(b).decode("ascii", "replace")
 
 
+class Portmapper:
+    """What the portmapper's handlers work on (their ctx.service): the
+    registrations, and the clock GETTIME reads."""
+
+    __slots__ = ("table", "clock")
+
+    def __init__(self, table, clock=time.time):
+        self.table = table
+        self.clock = clock
+
+
+def _refused(ctx, what):
+    log.warning("portmapper: refused %s from non-local %s", what, ctx.client[0])
+    return False
+
+
+# --- Version 2 (RFC 1833 section 3) ---
+
+
+async def PMAPPROC_NULL(ctx, args):
+    return None
+
+
+async def PMAPPROC_SET(ctx, m):
+    if not is_local(ctx):
+        return _refused(ctx, "SET")
+    netid = PROT_NETID.get(m.prot)
+    if netid is None or not 0 < m.port <= 0xFFFF:
+        return False
+    table = ctx.service.table
+    ok = table.set(m.prog, m.vers, netid, uaddr_from("0.0.0.0", m.port), owner_of(ctx))
+    table.setinfo[2] += ok
+    return ok
+
+
+async def PMAPPROC_UNSET(ctx, m):
+    if not is_local(ctx):
+        return _refused(ctx, "UNSET")
+    table = ctx.service.table
+    ok = table.unset(m.prog, m.vers, ("udp", "tcp"), owner_of(ctx))
+    table.unsetinfo[2] += ok
+    return ok
+
+
+async def PMAPPROC_GETPORT(ctx, m):
+    table = ctx.service.table
+    netid = PROT_NETID.get(m.prot)
+    r = table.find(m.prog, m.vers, netid, exact=False) if netid else None
+    table.count_addr(2, m.prog, m.vers, netid or "", r is not None)
+    return r.port if r is not None else 0
+
+
+async def PMAPPROC_DUMP(ctx, args):
+    return [mapping(r.prog, r.vers, NETID_PROT[r.netid], r.port)
+            for r in ctx.service.table.dump() if r.netid in ("udp", "tcp")]
+
+
+# --- Versions 3 and 4 (RFC 1833 section 2); the version is the call's ---
+
+
+async def RPCBPROC_NULL(ctx, args):
+    return None
+
+
+async def RPCBPROC_SET(ctx, r):
+    if not is_local(ctx):
+        return _refused(ctx, "SET")
+    netid, addr = _s(r.r_netid), _s(r.r_addr)
+    if netid in NETID_PROT:
+        try:
+            parse_uaddr(addr)
+        except UaddrError:
+            return False
+    table = ctx.service.table
+    ok = table.set(r.r_prog, r.r_vers, netid, addr, owner_of(ctx))
+    table.setinfo[ctx.call.vers] += ok
+    return ok
+
+
+async def RPCBPROC_UNSET(ctx, r):
+    if not is_local(ctx):
+        return _refused(ctx, "UNSET")
+    netid = _s(r.r_netid)
+    table = ctx.service.table
+    ok = table.unset(r.r_prog, r.r_vers, (netid,) if netid else None, owner_of(ctx))
+    table.unsetinfo[ctx.call.vers] += ok
+    return ok
+
+
+def _getaddr(ctx, r, exact):
+    table = ctx.service.table
+    netid = _s(r.r_netid) or request_netid(ctx)
+    reg = table.find(r.r_prog, r.r_vers, netid, exact)
+    table.count_addr(ctx.call.vers, r.r_prog, r.r_vers, netid, reg is not None)
+    return merged_addr(reg, ctx).encode() if reg is not None else b""
+
+
+async def RPCBPROC_GETADDR(ctx, r):
+    """Any version of the program when the asked one is not registered."""
+    return _getaddr(ctx, r, exact=False)
+
+
+async def RPCBPROC_DUMP(ctx, args):
+    return [rpcb(r.prog, r.vers, r.netid.encode(), r.addr.encode(), r.owner.encode())
+            for r in ctx.service.table.dump()]
+
+
+async def RPCBPROC_GETTIME(ctx, args):
+    return int(ctx.service.clock()) & 0xFFFFFFFF
+
+
+async def RPCBPROC_UADDR2TADDR(ctx, uaddr):
+    try:
+        buf = taddr_from_uaddr(uaddr)
+    except UaddrError:
+        return netbuf(0, b"")
+    return netbuf(len(buf), buf)
+
+
+async def RPCBPROC_TADDR2UADDR(ctx, nb):
+    try:
+        return uaddr_from_taddr(nb.buf).encode()
+    except UaddrError:
+        return b""
+
+
+async def RPCBPROC_GETVERSADDR(ctx, r):
+    """The asked version only."""
+    return _getaddr(ctx, r, exact=True)
+
+
+async def RPCBPROC_GETADDRLIST(ctx, r):
+    family = _family(ctx)
+    out = []
+    for reg in ctx.service.table.dump():
+        if reg.prog != r.r_prog or reg.vers != r.r_vers or reg.netid not in NETID_PROT:
+            continue
+        six = reg.netid.endswith("6")
+        if (family == 6) != six:
+            continue
+        out.append(rpcb_entry(merged_addr(reg, ctx).encode(), reg.netid.encode(),
+                              NETID_SEMANTICS[reg.netid], b"inet6" if six else b"inet",
+                              reg.netid.rstrip("6").encode()))
+    return out
+
+
+async def RPCBPROC_GETSTAT(ctx, args):
+    table = ctx.service.table
+    stats = []
+    for v in (2, 3, 4):
+        addrs = [rpcbs_addrlist(p, vv, s, f, n.encode())
+                 for (p, vv, n), (s, f) in table.addrinfo[v].items()]
+        stats.append(rpcb_stat(list(table.info[v]), table.setinfo[v], table.unsetinfo[v],
+                               addrs, []))
+    return stats
+
+
+def _counted(procs):
+    """The same procedures, each call counted for GETSTAT (per version and
+    procedure number)."""
+    def wrap(proc):
+        inner = proc.handler
+
+        async def handler(ctx, args):
+            call = ctx.call
+            if call.proc < RPCBSTAT_HIGHPROC:
+                ctx.service.table.info[call.vers][call.proc] += 1
+            return await inner(ctx, args)
+        return Procedure(proc.name, proc.args_type, proc.res_type, handler, proc.idempotent)
+    return {num: wrap(p) for num, p in procs.items()}
+
+
+# SET and UNSET change the table; the portmapper's dispatcher has no duplicate
+# request cache, though (a replayed SET answers FALSE, as rpcbind's does).
+P = PMAPPROC
+_V2 = procedure_table([
+    # procedure               arguments      results              handler               cached
+    (P.PMAPPROC_NULL,           Void,          Void,                PMAPPROC_NULL,        False),
+    (P.PMAPPROC_SET,            mapping,       Bool,                PMAPPROC_SET,         True),
+    (P.PMAPPROC_UNSET,          mapping,       Bool,                PMAPPROC_UNSET,       True),
+    (P.PMAPPROC_GETPORT,        mapping,       UInt32,              PMAPPROC_GETPORT,     False),
+    (P.PMAPPROC_DUMP,           Void,          pmaplist,            PMAPPROC_DUMP,        False),
+])
+R = RPCBPROC
+_V3_ROWS = [
+    (R.RPCBPROC_NULL,           Void,          Void,                RPCBPROC_NULL,        False),
+    (R.RPCBPROC_SET,            rpcb,          Bool,                RPCBPROC_SET,         True),
+    (R.RPCBPROC_UNSET,          rpcb,          Bool,                RPCBPROC_UNSET,       True),
+    (R.RPCBPROC_GETADDR,        rpcb,          _uaddr_string,       RPCBPROC_GETADDR,     False),
+    (R.RPCBPROC_DUMP,           Void,          rpcblist_ptr,        RPCBPROC_DUMP,        False),
+    (R.RPCBPROC_GETTIME,        Void,          UInt32,              RPCBPROC_GETTIME,     False),
+    (R.RPCBPROC_UADDR2TADDR,    _uaddr_string, netbuf,              RPCBPROC_UADDR2TADDR, False),
+    (R.RPCBPROC_TADDR2UADDR,    netbuf,        _uaddr_string,       RPCBPROC_TADDR2UADDR, False),
+]
+_V3 = procedure_table(_V3_ROWS)
+_V4 = procedure_table(_V3_ROWS + [
+    (R.RPCBPROC_GETVERSADDR,    rpcb,          _uaddr_string,       RPCBPROC_GETVERSADDR, False),
+    (R.RPCBPROC_GETADDRLIST,    rpcb,          rpcb_entry_list_ptr, RPCBPROC_GETADDRLIST, False),
+    (R.RPCBPROC_GETSTAT,        Void,          rpcb_stat_byvers,    RPCBPROC_GETSTAT,     False),
+])
+del P, R
+
+
 def program(table, clock=time.time):
     """Program 100000 (versions 2, 3, 4) over a PortTable."""
-
-    def refused(ctx, what):
-        log.warning("portmapper: refused %s from non-local %s", what, ctx.client[0])
-        return False
-
-    # -- version 2 --
-    async def null(ctx, args):
-        return None
-
-    async def pmap_set(ctx, m):
-        if not is_local(ctx):
-            return refused(ctx, "SET")
-        netid = PROT_NETID.get(m.prot)
-        if netid is None or not 0 < m.port <= 0xFFFF:
-            return False
-        ok = table.set(m.prog, m.vers, netid, uaddr_from("0.0.0.0", m.port), owner_of(ctx))
-        table.setinfo[2] += ok
-        return ok
-
-    async def pmap_unset(ctx, m):
-        if not is_local(ctx):
-            return refused(ctx, "UNSET")
-        ok = table.unset(m.prog, m.vers, ("udp", "tcp"), owner_of(ctx))
-        table.unsetinfo[2] += ok
-        return ok
-
-    async def pmap_getport(ctx, m):
-        netid = PROT_NETID.get(m.prot)
-        r = table.find(m.prog, m.vers, netid, exact=False) if netid else None
-        table.count_addr(2, m.prog, m.vers, netid or "", r is not None)
-        return r.port if r is not None else 0
-
-    async def pmap_dump(ctx, args):
-        return [mapping(r.prog, r.vers, NETID_PROT[r.netid], r.port)
-                for r in table.dump() if r.netid in ("udp", "tcp")]
-
-    # -- versions 3 and 4 --
-    def rpcb_set(version):
-        async def handler(ctx, r):
-            if not is_local(ctx):
-                return refused(ctx, "SET")
-            netid, addr = _s(r.r_netid), _s(r.r_addr)
-            if netid in NETID_PROT:
-                try:
-                    parse_uaddr(addr)
-                except UaddrError:
-                    return False
-            ok = table.set(r.r_prog, r.r_vers, netid, addr, owner_of(ctx))
-            table.setinfo[version] += ok
-            return ok
-        return handler
-
-    def rpcb_unset(version):
-        async def handler(ctx, r):
-            if not is_local(ctx):
-                return refused(ctx, "UNSET")
-            netid = _s(r.r_netid)
-            ok = table.unset(r.r_prog, r.r_vers, (netid,) if netid else None, owner_of(ctx))
-            table.unsetinfo[version] += ok
-            return ok
-        return handler
-
-    def rpcb_getaddr(version, exact):
-        async def handler(ctx, r):
-            netid = _s(r.r_netid) or request_netid(ctx)
-            reg = table.find(r.r_prog, r.r_vers, netid, exact)
-            table.count_addr(version, r.r_prog, r.r_vers, netid, reg is not None)
-            return merged_addr(reg, ctx).encode() if reg is not None else b""
-        return handler
-
-    async def rpcb_dump(ctx, args):
-        return [rpcb(r.prog, r.vers, r.netid.encode(), r.addr.encode(), r.owner.encode())
-                for r in table.dump()]
-
-    async def rpcb_gettime(ctx, args):
-        return int(clock()) & 0xFFFFFFFF
-
-    async def uaddr2taddr(ctx, uaddr):
-        try:
-            buf = taddr_from_uaddr(uaddr)
-        except UaddrError:
-            return netbuf(0, b"")
-        return netbuf(len(buf), buf)
-
-    async def taddr2uaddr(ctx, nb):
-        try:
-            return uaddr_from_taddr(nb.buf).encode()
-        except UaddrError:
-            return b""
-
-    async def rpcb_getaddrlist(ctx, r):
-        family = _family(ctx)
-        out = []
-        for reg in table.dump():
-            if reg.prog != r.r_prog or reg.vers != r.r_vers or reg.netid not in NETID_PROT:
-                continue
-            six = reg.netid.endswith("6")
-            if (family == 6) != six:
-                continue
-            out.append(rpcb_entry(merged_addr(reg, ctx).encode(), reg.netid.encode(),
-                                  NETID_SEMANTICS[reg.netid], b"inet6" if six else b"inet",
-                                  reg.netid.rstrip("6").encode()))
-        return out
-
-    async def rpcb_getstat(ctx, args):
-        stats = []
-        for v in (2, 3, 4):
-            addrs = [rpcbs_addrlist(p, vv, s, f, n.encode())
-                     for (p, vv, n), (s, f) in table.addrinfo[v].items()]
-            stats.append(rpcb_stat(list(table.info[v]), table.setinfo[v], table.unsetinfo[v],
-                                   addrs, []))
-        return stats
-
-    def counted(version, procs):
-        """Count calls per procedure for GETSTAT."""
-        def wrap(num, proc):
-            inner = proc.handler
-
-            async def handler(ctx, args):
-                if num < RPCBSTAT_HIGHPROC:
-                    table.info[version][num] += 1
-                return await inner(ctx, args)
-            return Procedure(proc.name, proc.args_type, proc.res_type, handler, proc.idempotent)
-        return {num: wrap(num, p) for num, p in procs.items()}
-
-    P = PMAPPROC
-    v2 = {
-        P.PMAPPROC_NULL: Procedure("NULL", Void, Void, null),
-        P.PMAPPROC_SET: Procedure("SET", mapping, Bool, pmap_set, idempotent=False),
-        P.PMAPPROC_UNSET: Procedure("UNSET", mapping, Bool, pmap_unset, idempotent=False),
-        P.PMAPPROC_GETPORT: Procedure("GETPORT", mapping, UInt32, pmap_getport),
-        P.PMAPPROC_DUMP: Procedure("DUMP", Void, pmaplist, pmap_dump),
-    }
-
-    R = RPCBPROC
-
-    def v3_procs(version):
-        return {
-            R.RPCBPROC_NULL: Procedure("NULL", Void, Void, null),
-            R.RPCBPROC_SET: Procedure("SET", rpcb, Bool, rpcb_set(version), idempotent=False),
-            R.RPCBPROC_UNSET: Procedure("UNSET", rpcb, Bool, rpcb_unset(version), idempotent=False),
-            R.RPCBPROC_GETADDR: Procedure("GETADDR", rpcb, _uaddr_string,
-                                          rpcb_getaddr(version, exact=False)),
-            R.RPCBPROC_DUMP: Procedure("DUMP", Void, rpcblist_ptr, rpcb_dump),
-            R.RPCBPROC_GETTIME: Procedure("GETTIME", Void, UInt32, rpcb_gettime),
-            R.RPCBPROC_UADDR2TADDR: Procedure("UADDR2TADDR", _uaddr_string, netbuf, uaddr2taddr),
-            R.RPCBPROC_TADDR2UADDR: Procedure("TADDR2UADDR", netbuf, _uaddr_string, taddr2uaddr),
-        }
-
-    v3 = v3_procs(3)
-    v4 = v3_procs(4)
-    v4.update({
-        R.RPCBPROC_GETVERSADDR: Procedure("GETVERSADDR", rpcb, _uaddr_string,
-                                          rpcb_getaddr(4, exact=True)),
-        R.RPCBPROC_GETADDRLIST: Procedure("GETADDRLIST", rpcb, rpcb_entry_list_ptr,
-                                          rpcb_getaddrlist),
-        R.RPCBPROC_GETSTAT: Procedure("GETSTAT", Void, rpcb_stat_byvers, rpcb_getstat),
-    })
-    return Program(PMAP_PROGRAM, "portmapper", {
-        PMAPVERS: counted(2, v2), RPCBVERS: counted(3, v3), RPCBVERS4: counted(4, v4)})
+    return Program(PMAP_PROGRAM, "portmapper",
+                   {PMAPVERS: _counted(_V2), RPCBVERS: _counted(_V3), RPCBVERS4: _counted(_V4)},
+                   Portmapper(table, clock))
 
 
 # --- The client side: a system rpcbind ----------------------------------------

@@ -22,7 +22,7 @@ from common.runtime import iodstores
 from common.runtime.iodstores import IodStores
 from common.runtime.keyreload import KeyFile
 from common.runtime.metrics import MetricsServer
-from nfspd import admin, layouts, metrics, mountd, nfs2, nfs3, portmapper
+from nfspd import admin, layouts, metrics, mountd, nfs2proc, nfs3proc, portmapper
 from nfspd.datapath import LocalDataPath
 from nfspd.dispatch import Dispatcher, Program
 from nfspd.drc import DuplicateRequestCache
@@ -30,6 +30,7 @@ from nfspd.exports import ExportRegistry
 from nfspd.handles import export_id_for_path
 from nfspd.iodpath import IodDataPath
 from nfspd.metafs import MetaFS
+from nfspd.nfsservice import NfsService
 from nfspd.purgequeue import open_purge_queue, spawn_unlinkd
 from nfspd.transport import Limits, bind_tcp, bind_udp, serve_tcp, serve_udp
 
@@ -109,8 +110,8 @@ class Metaserver:
                                        rmtab_path=os.path.join(config.state_dir, "rmtab"))
         self.registry.load()
         self.drc = DuplicateRequestCache()
-        nfs = Program(NFS_PROGRAM, "nfs", {2: nfs2.procedures(self.registry),
-                                           3: nfs3.procedures(self.registry)})
+        nfs = Program(NFS_PROGRAM, "nfs", {2: nfs2proc.PROCEDURES, 3: nfs3proc.PROCEDURES},
+                      NfsService(self.registry, self.datapath))
         self.nfs = Dispatcher([nfs], self.drc)
         self.mount = Dispatcher([mountd.program(self.registry)], self.drc)
         self.started = time.time()

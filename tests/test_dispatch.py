@@ -1,11 +1,15 @@
 """From a received message to the reply: RPC-level errors and the duplicate request cache."""
 
+import enum
+
 import trio
 import trio.testing
 
 from common import rpc, xdr
 from common.rpc import accept_stat
-from nfspd.dispatch import CallContext, Deferred, Dispatcher, Encoded, Procedure, Program, Wait
+from nfspd.dispatch import (
+    NO_REPLY, CallContext, Deferred, Dispatcher, Encoded, Procedure, Program, Wait, procedure_table,
+)
 from nfspd.drc import DuplicateRequestCache
 
 PROG = 100003
@@ -223,3 +227,85 @@ def test_a_plain_handler_may_go_on_as_a_task_and_the_drc_still_holds():
     trio.run(main)
     assert [result(r) for r in replies] == [2560, 2560, 2570] and runs == [256, 257]
     assert d.counters.drc_in_progress == 1 and d.counters.drc_hits == 1
+
+
+# --- the one error path: a failure the procedure's result can say ---------------
+
+
+class Refused(Exception):
+    def __init__(self, status):
+        super().__init__(status)
+        self.status = status
+
+
+def failed(ctx, args, error, res_type):
+    """The failure arm: the status, or no reply at all for status 0."""
+    return NO_REPLY if error.status == 0 else 1000 + error.status
+
+
+class Num(enum.IntEnum):
+    REFUSE = 1
+    REFUSE_ASYNC = 2
+    REFUSE_AFTER_WAITING = 3
+    CHANGE_OR_REFUSE = 4
+    BAD_FAILURE = 5
+    NO_FAILURE_ARM = 6
+
+
+def error_table(service=None):
+    async def refuse_later(ctx, args):
+        await trio.sleep(0)
+        raise Refused(args)
+
+    def refuse_after_waiting(ctx, args):
+        return Wait(refuse_later, ctx, args)
+
+    def refuse(ctx, args):
+        assert ctx.service is service  # what the handler works on
+        raise Refused(args)
+
+    def bad_failure(ctx, args, error, res_type):
+        raise RuntimeError("bug in a failure builder")
+
+    return procedure_table([
+        (Num.REFUSE, xdr.UInt32, xdr.UInt32, refuse, False, failed),
+        (Num.REFUSE_ASYNC, xdr.UInt32, xdr.UInt32, refuse_later, False, failed),
+        (Num.REFUSE_AFTER_WAITING, xdr.UInt32, xdr.UInt32, refuse_after_waiting, False, failed),
+        (Num.CHANGE_OR_REFUSE, xdr.UInt32, xdr.UInt32, refuse, True, failed),
+        (Num.BAD_FAILURE, xdr.UInt32, xdr.UInt32, refuse, False, bad_failure),
+        (Num.NO_FAILURE_ARM, xdr.UInt32, xdr.UInt32, refuse, False),
+    ], error_type=Refused)
+
+
+def test_a_table_row_is_a_procedure_named_by_its_number():
+    procs = error_table()
+    assert set(procs) == set(Num)
+    p = procs[Num.CHANGE_OR_REFUSE]
+    assert (p.name, p.args_type, p.res_type, p.idempotent) == \
+        ("CHANGE_OR_REFUSE", xdr.UInt32, xdr.UInt32, False)
+    assert procs[Num.REFUSE].idempotent and procs[Num.REFUSE].inline
+    assert not procs[Num.REFUSE_ASYNC].inline
+
+
+def test_a_raised_failure_becomes_the_procedures_failure_result_on_every_path():
+    service = object()
+    d = Dispatcher([Program(PROG, "nfs", {3: error_table(service)}, service)],
+                   DuplicateRequestCache())
+    for num in (Num.REFUSE, Num.REFUSE_ASYNC, Num.REFUSE_AFTER_WAITING, Num.CHANGE_OR_REFUSE):
+        r = rpc.decode_reply(call(d, proc=num, args=xdr.encode(xdr.UInt32, 7), xid=num))
+        assert r.stat == accept_stat.SUCCESS and xdr.decode(xdr.UInt32, r.body) == 1007
+    assert d.counters.system_err == 0
+
+
+def test_a_failure_answered_by_silence_is_not_cached():
+    d = Dispatcher([Program(PROG, "nfs", {3: error_table()})], DuplicateRequestCache())
+    assert call(d, proc=Num.CHANGE_OR_REFUSE, args=xdr.encode(xdr.UInt32, 0)) is None
+    assert len(d.drc) == 0
+
+
+def test_a_failure_without_a_failure_arm_or_with_a_broken_one_is_system_err():
+    d = Dispatcher([Program(PROG, "nfs", {3: error_table()})])
+    for num in (Num.BAD_FAILURE, Num.NO_FAILURE_ARM):
+        r = rpc.decode_reply(call(d, proc=num, args=xdr.encode(xdr.UInt32, 7)))
+        assert r.stat == accept_stat.SYSTEM_ERR
+    assert d.counters.system_err == 2

@@ -9,18 +9,18 @@ from hypothesis import strategies as st
 from common import nfs2, nfs3, rpc
 from common.xdr import Packer, Unpacker, XdrError
 from nfspd import metafs, replies
-from nfspd import nfs2 as service2
-from nfspd import nfs3 as service3
+from nfspd import nfs2attrs, nfs3attrs
 
-ATTR = metafs.Attr(type=metafs.FileType.REG, mode=0o640, nlink=2, uid=1000, gid=100,
-                   size=5 << 30, used=5 << 30, rdev_major=0, rdev_minor=0, fsid=77,
-                   fileid=123456789, atime_ns=1_700_000_000_123_456_789,
-                   mtime_ns=1_700_000_001_000_000_000, ctime_ns=1_700_000_002_000_000_001)
+FIELDS = dict(type=metafs.FileType.REG, mode=0o640, nlink=2, uid=1000, gid=100,
+              size=5 << 30, used=5 << 30, rdev_major=0, rdev_minor=0, fsid=77,
+              fileid=123456789, atime_ns=1_700_000_000_123_456_789,
+              mtime_ns=1_700_000_001_000_000_000, ctime_ns=1_700_000_002_000_000_001)
+ATTR = metafs.Attr(**FIELDS)
 
 
 @given(st.binary(max_size=300), st.booleans(), st.integers(0, 0xFFFFFFFF))
 def test_read3_head_plus_data_is_the_full_reply(data, eof, xid):
-    attrs = service3.fattr(ATTR)
+    attrs = nfs3attrs.fattr(ATTR)
     head = replies.read3_head(xid, attrs, len(data), eof)
     full = replies.encode(xid, nfs3.READ3res,
                           nfs3.READ3res(nfs3.nfsstat3.NFS3_OK,
@@ -33,7 +33,7 @@ def test_read3_head_plus_data_is_the_full_reply(data, eof, xid):
 
 @given(st.binary(max_size=300), st.integers(0, 0xFFFFFFFF))
 def test_read2_head_plus_data_is_the_full_reply(data, xid):
-    attrs = service2.fattr(ATTR)
+    attrs = nfs2attrs.fattr(ATTR)
     head = replies.read2_head(xid, attrs, len(data))
     full = replies.encode(xid, nfs2.readres,
                           nfs2.readres(nfs2.nfsstat.NFS_OK, nfs2.readokres(attrs, data)))
@@ -44,15 +44,6 @@ u32 = st.integers(0, 0xFFFFFFFF)
 times = st.integers(0, (1 << 34) * 1_000_000_000)   # past 2106: nfstime3 seconds wrap
 
 
-@given(u32, times, times, times, st.integers(0, 1 << 62), st.booleans())
-def test_read3_head_of_an_attr_is_read3_head_of_its_fattr3(xid, at, mt, ct, size, eof):
-    a = metafs.Attr(type=metafs.FileType.REG, mode=0o104755, nlink=1, uid=7, gid=8, size=size,
-                    used=size, rdev_major=0, rdev_minor=0, fsid=3, fileid=99, atime_ns=at,
-                    mtime_ns=mt, ctime_ns=ct)
-    assert replies.read3_head_of(xid, a, 4096, eof) == \
-        replies.read3_head(xid, service3.fattr(a), 4096, eof)
-
-
 def _codec(xid, res_type, res):
     p = Packer()
     p.pack_raw(rpc.success_head(xid))
@@ -61,23 +52,29 @@ def _codec(xid, res_type, res):
 
 
 @given(u32, st.booleans(), st.booleans(), st.integers(0, 1 << 62), u32,
-       st.sampled_from(list(nfs3.stable_how)), st.binary(min_size=8, max_size=8))
-def test_write3_replies_are_the_codecs(xid, with_pre, with_post, size, count, how, verf):
-    pre = metafs.WccAttr(size, 1_700_000_001_000_000_007, 1_700_000_002_000_000_009)
-    w = metafs.Wcc(pre if with_pre else None, ATTR if with_post else None)
+       st.sampled_from(list(nfs3.stable_how)), st.binary(min_size=8, max_size=8), times, times)
+def test_write3_replies_are_the_codecs(xid, with_pre, with_post, size, count, how, verf, mt, ct):
+    pre = metafs.WccAttr(size, mt, ct)
+    post = metafs.Attr(**{**FIELDS, "mtime_ns": mt, "ctime_ns": ct}) if with_post else None
+    w = metafs.Wcc(pre if with_pre else None, post)
     ok = nfs3.WRITE3res(nfs3.nfsstat3.NFS3_OK,
-                        nfs3.WRITE3resok(service3.wcc(w), count, how, verf))
+                        nfs3.WRITE3resok(nfs3attrs.wcc(w), count, how, verf))
+    assert replies.write3_ok(xid, w, count, how, verf) == _codec(xid, nfs3.WRITE3res, ok)
     assert replies.encode(xid, nfs3.WRITE3res, ok) == _codec(xid, nfs3.WRITE3res, ok)
-    fail = nfs3.WRITE3res(nfs3.nfsstat3.NFS3ERR_NOSPC, nfs3.WRITE3resfail(service3.wcc(w)))
+    fail = nfs3.WRITE3res(nfs3.nfsstat3.NFS3ERR_NOSPC, nfs3.WRITE3resfail(nfs3attrs.wcc(w)))
     assert replies.encode(xid, nfs3.WRITE3res, fail) == _codec(xid, nfs3.WRITE3res, fail)
 
 
 def test_a_write3_reply_the_codec_refuses_is_refused():
     ok = nfs3.WRITE3res(nfs3.nfsstat3.NFS3_OK, nfs3.WRITE3resok(
-        service3.wcc(metafs.Wcc(None, ATTR)), 1 << 32, nfs3.stable_how.UNSTABLE, b"12345678"))
+        nfs3attrs.wcc(metafs.Wcc(None, ATTR)), 1 << 32, nfs3.stable_how.UNSTABLE, b"12345678"))
     with pytest.raises(XdrError):
         replies.encode(1, nfs3.WRITE3res, ok)
     short_verf = nfs3.WRITE3res(nfs3.nfsstat3.NFS3_OK, nfs3.WRITE3resok(
-        service3.wcc(metafs.Wcc(None, ATTR)), 1, nfs3.stable_how.UNSTABLE, b"1234"))
+        nfs3attrs.wcc(metafs.Wcc(None, ATTR)), 1, nfs3.stable_how.UNSTABLE, b"1234"))
     with pytest.raises(XdrError):
         replies.encode(1, nfs3.WRITE3res, short_verf)
+    with pytest.raises(ValueError):
+        replies.write3_ok(1, metafs.Wcc(None, ATTR), 1 << 32, 0, b"12345678")
+    with pytest.raises(ValueError):
+        replies.write3_ok(1, metafs.Wcc(None, ATTR), 1, 0, b"1234")

@@ -12,9 +12,11 @@ from common import nfs2, rpc
 from common.nfs2 import NFSPROC, ftype, nfsstat, sattr_unset, timeval
 from common.nfs3 import nfsstat3
 from common.xdr import decode, encode
-from nfspd import nfs2 as service
+from nfspd import nfs2attrs, nfs2proc
+from nfspd.datapath import DataPath
 from nfspd.dispatch import CallContext, Dispatcher, Program
 from nfspd.metafs import SET_TO_SERVER_TIME, Attr, FileType, FsError, FsStat
+from nfspd.nfsservice import NfsService
 
 ROOT_CRED = rpc.AuthSys(1, b"client", 0, 0, [])
 U32 = 0xFFFFFFFF
@@ -38,28 +40,28 @@ class TestStatusMapping:
                    nfsstat3.NFS3ERR_FBIG, nfsstat3.NFS3ERR_NOSPC, nfsstat3.NFS3ERR_ROFS,
                    nfsstat3.NFS3ERR_NAMETOOLONG, nfsstat3.NFS3ERR_NOTEMPTY,
                    nfsstat3.NFS3ERR_DQUOT, nfsstat3.NFS3ERR_STALE):
-            assert service.status2(s3) == s3.value
+            assert nfs2attrs.status2(s3) == s3.value
 
     def test_v3_only_statuses_are_folded_as_linux_does(self):
-        assert service.status2(nfsstat3.NFS3ERR_BADHANDLE) == nfsstat.NFSERR_STALE
-        assert service.status2(nfsstat3.NFS3ERR_XDEV) == nfsstat.NFSERR_ACCES
+        assert nfs2attrs.status2(nfsstat3.NFS3ERR_BADHANDLE) == nfsstat.NFSERR_STALE
+        assert nfs2attrs.status2(nfsstat3.NFS3ERR_XDEV) == nfsstat.NFSERR_ACCES
         for s3 in (nfsstat3.NFS3ERR_INVAL, nfsstat3.NFS3ERR_SERVERFAULT, nfsstat3.NFS3ERR_NOTSUPP,
                    nfsstat3.NFS3ERR_BADTYPE, nfsstat3.NFS3ERR_TOOSMALL, nfsstat3.NFS3ERR_MLINK):
-            assert service.status2(s3) == nfsstat.NFSERR_IO
+            assert nfs2attrs.status2(s3) == nfsstat.NFSERR_IO
 
     def test_every_status_sent_is_an_rfc_1094_status(self):
         rfc1094 = {s for s in nfsstat if s != nfsstat.NFSERR_INVAL}
         for s3 in nfsstat3:
             if s3 != nfsstat3.NFS3ERR_JUKEBOX:
-                assert service.status2(s3) in rfc1094
+                assert nfs2attrs.status2(s3) in rfc1094
 
     def test_jukebox_drops_the_request(self):
-        assert service.status2(nfsstat3.NFS3ERR_JUKEBOX) is service.NO_REPLY
+        assert nfs2attrs.status2(nfsstat3.NFS3ERR_JUKEBOX) is nfs2attrs.NO_REPLY
 
 
 class TestFattr:
     def test_regular_file(self):
-        f = service.fattr(make_attr())
+        f = nfs2attrs.fattr(make_attr())
         assert f.type == ftype.NFREG
         assert f.mode == stat.S_IFREG | 0o644
         assert (f.size, f.blocks, f.rdev, f.fsid, f.fileid) == (10, 8, U32, 5, 6)
@@ -67,69 +69,69 @@ class TestFattr:
         assert f.mtime == timeval(2, 0)
 
     def test_size_beyond_4gib_is_clamped_not_wrapped(self):
-        assert service.fattr(make_attr(size=5 << 30)).size == U32
-        assert service.fattr(make_attr(size=U32)).size == U32
+        assert nfs2attrs.fattr(make_attr(size=5 << 30)).size == U32
+        assert nfs2attrs.fattr(make_attr(size=U32)).size == U32
 
     def test_symlink_size_is_capped_at_maxpathlen(self):
-        assert service.fattr(make_attr(type=FileType.LNK, size=4000)).size == 1024
+        assert nfs2attrs.fattr(make_attr(type=FileType.LNK, size=4000)).size == 1024
 
     def test_fifo_is_nfchr_with_the_fifo_rdev(self):
-        f = service.fattr(make_attr(type=FileType.FIFO, mode=0o600))
+        f = nfs2attrs.fattr(make_attr(type=FileType.FIFO, mode=0o600))
         assert f.type == ftype.NFCHR
         assert f.rdev == nfs2.NFS2_FIFO_DEV
         assert stat.S_ISFIFO(f.mode)
 
     def test_device_rdev_is_new_encode_dev(self):
-        f = service.fattr(make_attr(type=FileType.CHR, rdev_major=1, rdev_minor=3))
+        f = nfs2attrs.fattr(make_attr(type=FileType.CHR, rdev_major=1, rdev_minor=3))
         assert (f.type, f.rdev) == (ftype.NFCHR, 0x103)
-        f = service.fattr(make_attr(type=FileType.BLK, rdev_major=259, rdev_minor=0x12345))
+        f = nfs2attrs.fattr(make_attr(type=FileType.BLK, rdev_major=259, rdev_minor=0x12345))
         assert f.rdev == 0x12345 & 0xFF | 259 << 8 | (0x12345 & ~0xFF) << 12
-        assert service.new_decode_dev(f.rdev) == (259, 0x12345)
+        assert nfs2attrs.new_decode_dev(f.rdev) == (259, 0x12345)
 
     def test_64_bit_ids_fold_to_32_bits(self):
-        f = service.fattr(make_attr(fsid=0x1_0000_0002, fileid=0xABCD_0000_0000_0001))
+        f = nfs2attrs.fattr(make_attr(fsid=0x1_0000_0002, fileid=0xABCD_0000_0000_0001))
         assert (f.fsid, f.fileid) == (3, 0xABCD_0001)
 
     def test_times_before_1970(self):
-        assert service.fattr(make_attr(ctime_ns=-1)).ctime == timeval(U32, 999_999)
+        assert nfs2attrs.fattr(make_attr(ctime_ns=-1)).ctime == timeval(U32, 999_999)
 
     def test_fattr_encodes(self):
-        encode(nfs2.fattr, service.fattr(make_attr(size=1 << 40, nlink=1 << 33, used=1 << 50)))
+        encode(nfs2.fattr, nfs2attrs.fattr(make_attr(size=1 << 40, nlink=1 << 33, used=1 << 50)))
 
 
 class TestSattr:
     def test_all_ones_changes_nothing(self):
-        sa = service.setattr_from_sattr(sattr_unset())
+        sa = nfs2attrs.setattr_from_sattr(sattr_unset())
         assert [sa.mode, sa.uid, sa.gid, sa.size, sa.atime, sa.mtime] == [None] * 6
 
     def test_sun_mode_0xffff_changes_nothing(self):
-        assert service.setattr_from_sattr(sattr_unset().replace(mode=0xFFFF)).mode is None
+        assert nfs2attrs.setattr_from_sattr(sattr_unset().replace(mode=0xFFFF)).mode is None
 
     def test_values(self):
         s = nfs2.sattr(0o100640, 7, 8, 0, timeval(10, 5), timeval(20, 0))
-        sa = service.setattr_from_sattr(s)
+        sa = nfs2attrs.setattr_from_sattr(s)
         assert (sa.mode, sa.uid, sa.gid, sa.size) == (0o640, 7, 8, 0)
         assert (sa.atime, sa.mtime) == (10_000_005_000, 20_000_000_000)
 
     def test_useconds_million_in_mtime_means_both_to_server_time(self):
         s = sattr_unset().replace(atime=timeval(10, 0), mtime=timeval(10, 1000000))
-        sa = service.setattr_from_sattr(s)
+        sa = nfs2attrs.setattr_from_sattr(s)
         assert sa.atime is SET_TO_SERVER_TIME and sa.mtime is SET_TO_SERVER_TIME
 
     def test_a_time_with_one_half_unset_is_not_set(self):
-        sa = service.setattr_from_sattr(sattr_unset().replace(atime=timeval(10, U32)))
+        sa = nfs2attrs.setattr_from_sattr(sattr_unset().replace(atime=timeval(10, U32)))
         assert sa.atime is None
 
     def test_size_can_be_left_out(self):
-        sa = service.setattr_from_sattr(sattr_unset().replace(size=0), with_size=False)
+        sa = nfs2attrs.setattr_from_sattr(sattr_unset().replace(size=0), with_size=False)
         assert sa.size is None
 
 
 def test_statfs_block_size_grows_to_keep_counts_in_32_bits():
-    small = service.statfs_reply(FsStat(4096 * 1000, 4096 * 500, 4096 * 400, 0, 0, 0))
+    small = nfs2attrs.statfs_reply(FsStat(4096 * 1000, 4096 * 500, 4096 * 400, 0, 0, 0))
     assert (small.tsize, small.bsize, small.blocks, small.bfree, small.bavail) == \
         (8192, 4096, 1000, 500, 400)
-    huge = service.statfs_reply(FsStat(100 << 40, 50 << 40, 40 << 40, 0, 0, 0))
+    huge = nfs2attrs.statfs_reply(FsStat(100 << 40, 50 << 40, 40 << 40, 0, 0, 0))
     assert huge.blocks <= U32 and huge.blocks * huge.bsize == 100 << 40
 
 
@@ -150,7 +152,10 @@ class Client:
     """Encodes calls, runs them through a Dispatcher, decodes the replies."""
 
     def __init__(self, resolver):
-        program = Program(nfs2.NFS_PROGRAM, "nfs", {2: service.procedures(resolver)})
+        # MetaFS does its I/O through its own data path; the service only asks
+        # this one whether to forward to an iod (no).
+        service = NfsService(resolver, DataPath())
+        program = Program(nfs2.NFS_PROGRAM, "nfs", {2: nfs2proc.PROCEDURES}, service)
         self.dispatcher = Dispatcher([program])
         self.xid = 0
 
@@ -222,7 +227,7 @@ def client(export):
 
 @pytest.fixture
 def root_fh(export):
-    return service.fh_out(export[0].root_fh)
+    return nfs2attrs.fh_out(export[0].root_fh)
 
 
 def ok(res):
@@ -426,11 +431,18 @@ def test_touch_by_a_non_owner_becomes_set_to_server_time(export, root_fh, client
 
 
 def test_only_modifying_procedures_use_the_duplicate_request_cache():
-    procs = service.procedures(Resolver(None, None))
+    procs = nfs2proc.PROCEDURES
     assert sorted(p for p, proc in procs.items() if not proc.idempotent) == sorted([
         NFSPROC.SETATTR, NFSPROC.WRITE, NFSPROC.CREATE, NFSPROC.REMOVE, NFSPROC.RENAME,
         NFSPROC.LINK, NFSPROC.SYMLINK, NFSPROC.MKDIR, NFSPROC.RMDIR])
     assert len(procs) == 18
+
+
+def test_each_handler_is_named_as_rfc_1094_names_its_procedure():
+    for num, proc in nfs2proc.PROCEDURES.items():
+        assert proc.handler.__name__ == proc.name == NFSPROC(num).name
+        assert getattr(nfs2proc, proc.name) is proc.handler  # module-level
+        assert (proc.args_type, proc.res_type) == nfs2.PROCEDURE_TYPES[num]
 
 
 def test_readdir_count_too_small_for_one_entry(client, root_fh):

@@ -317,6 +317,26 @@ def test_fast_fattr3_pack_matches_the_generic_struct():
     assert encode(fattr3, value) == generic_struct_pack(value)
 
 
+class ServerAttrs:
+    """What a server keeps: times in nanoseconds, a mode with its type bits."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+@given(st.integers(-(1 << 40) * 10**9, (1 << 40) * 10**9), st.integers(0, (1 << 64) - 1))
+def test_fattr3_bytes_is_the_fattr3_of_a_servers_attributes(ns, big):
+    a = ServerAttrs(type=2, mode=0o40755, nlink=3, uid=1, gid=2, size=big, used=4096,
+                    rdev_major=0, rdev_minor=0, fsid=big, fileid=7,
+                    atime_ns=ns, mtime_ns=ns + 1, ctime_ns=-ns)
+
+    def time3(t):  # nfstime3 seconds are 32 bits: times outside 1970..2106 wrap
+        return nfstime3((t // 10**9) & 0xFFFFFFFF, t % 10**9)
+    expected = fattr3(ftype3.NF3DIR, 0o755, 3, 1, 2, big, 4096, specdata3(0, 0), big, 7,
+                      time3(ns), time3(ns + 1), time3(-ns))
+    assert nfs3.fattr3_bytes(a) == encode(fattr3, expected)
+
+
 # --- properties ----------------------------------------------------------
 
 

@@ -260,10 +260,9 @@ def _overrides(k):
 
 
 def _programs():
-    from nfspd import mountd, nfs2 as nfs2_service, nfs3 as nfs3_service, portmapper
+    from nfspd import mountd, nfs2proc, nfs3proc, portmapper
     resolver = types.SimpleNamespace(resolve=None)  # only the procedures' types are used
-    return [(nfs3.NFS_PROGRAM, {2: nfs2_service.procedures(resolver),
-                                3: nfs3_service.procedures(resolver)}),
+    return [(nfs3.NFS_PROGRAM, {2: nfs2proc.PROCEDURES, 3: nfs3proc.PROCEDURES}),
             (mount.MOUNT_PROGRAM, mountd.program(resolver).versions),
             (portmap.PMAP_PROGRAM, portmapper.program(portmapper.PortTable()).versions)]
 
