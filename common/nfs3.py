@@ -165,15 +165,12 @@ class nfstime3(Struct):
 
 
 _ftype3_by_value = {m.value: m for m in ftype3}
-FATTR3_FIELDS = "IIIII QQ II QQ IIIIII"
-"""The fattr3 layout for struct, fields in wire order (the nested specdata3 and
-nfstime3 flattened): type mode nlink uid gid | size used | rdev.1 rdev.2 |
-fsid fileid | 3 x (seconds, nseconds). Replies that carry a fattr3 inside a
-larger fixed layout (a READ head) compose their struct from it."""
-_fattr3_wire = struct.Struct(">" + FATTR3_FIELDS)
+# type mode nlink uid gid | size used | rdev.1 rdev.2 | fsid fileid | 3 x (sec, nsec)
+_fattr3_wire = struct.Struct(">IIIII QQ II QQ IIIIII")
 assert _fattr3_wire.size == 84
 fattr3_wire = _fattr3_wire
-"""fattr3 as one struct.Struct: for servers encoding attributes from plain values."""
+"""fattr3 as one struct.Struct, fields in wire order (the nested specdata3 and
+nfstime3 flattened): for servers encoding attributes from plain values."""
 _fattr3_pack = _fattr3_wire.pack
 _NS = 1_000_000_000
 _U32_MAX = 0xFFFFFFFF
@@ -186,7 +183,8 @@ def fattr3_bytes(a):
     since the epoch). The mode loses its file-type bits; times outside
     1970..2106 wrap at 32 bits, as Linux's nfsd sends them. What building the
     fattr3 and packing it gives (tests/test_nfs3_codec.py), in one
-    struct.pack: GETATTR, LOOKUP and ACCESS replies are built with it."""
+    struct.pack: GETATTR, LOOKUP and ACCESS replies and forwarded READ and WRITE
+    replies are built with it."""
     at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
     return _fattr3_pack(a.type, a.mode & 0o7777, a.nlink, a.uid, a.gid, a.size, a.used,
                         a.rdev_major, a.rdev_minor, a.fsid, a.fileid,

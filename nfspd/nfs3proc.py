@@ -185,21 +185,21 @@ def _forward_read(ctx, plan):
     caller relays the data)."""
     if not plan.count:
         return False
-    attrs = fattr(plan.attr)
-    head = replies.read3_head(ctx.xid, attrs, plan.count, plan.eof)
+    head = replies.read3_head(ctx.xid, plan.attr, plan.count, plan.eof)
     try:
         return ctx.service.datapath.forward_read(plan.meta, plan.ino, plan.offset, plan.count,
                                                  head, ctx.client, ctx.local,
-                                                 _read_failed(ctx.xid, attrs))
+                                                 _read_failed(ctx.xid, plan.attr))
     except OSError as e:
         raise fs_error_of(e) from None
 
 
-def _read_failed(xid, attrs):
+def _read_failed(xid, attr):
     """The reply to send when the iod a READ was forwarded to answers an error."""
     def reply(code, message):
         status = status_of(fs_error_of(OSError(code, message)))
-        return replies.encode(xid, nfs3.READ3res, nfs3.READ3res(status, nfs3.READ3resfail(attrs)))
+        fail = nfs3.READ3resfail(fattr(attr))
+        return replies.encode(xid, nfs3.READ3res, nfs3.READ3res(status, fail))
     return reply
 
 

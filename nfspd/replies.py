@@ -5,8 +5,9 @@ count, eof, the data's opaque length); the iod appends the data and its XDR
 padding. A forwarded WRITE carries the whole reply. A forwarded reply is byte
 for byte the one the metaserver would have sent itself
 (tests/test_iodpath_replies.py compares them with the codec's encoding); the
-NFSv3 READ head and WRITE reply, built for every forwarded call, are a few
-struct.packs rather than the codec's walk of a dozen nested types.
+NFSv3 READ head and WRITE reply, built for every forwarded call, are made
+straight from MetaFS's values with a few struct.packs, rather than building
+the RFC types and walking them with the codec.
 """
 
 import struct
@@ -21,10 +22,9 @@ _U32 = 0xFFFFFFFF
 
 # The 24-byte RPC SUCCESS head is the xid and a constant tail.
 _RPC_TAIL = rpc.success_head(0)[4:]
-# xid, RPC tail | NFS3_OK, post_op_attr TRUE | fattr3 | count, eof, opaque length
-_READ3_HEAD = struct.Struct(">I20s II " + nfs3.FATTR3_FIELDS + " III")
-
 _U32P = struct.Struct(">I").pack
+_READ3_OK = struct.Struct(">I20s II")         # xid, RPC tail, NFS3_OK, post_op_attr TRUE
+_READ3_TAIL = struct.Struct(">III")           # count, eof, the data's opaque length
 _WRITE3_HEAD = struct.Struct(">I20s I")       # xid, RPC tail, NFS3_OK
 _PRE_OP = struct.Struct(">I Q IIII")          # TRUE, wcc_attr
 _WRITE3_TAIL = struct.Struct(">II8s")         # count, committed, verf
@@ -57,15 +57,11 @@ def write3_ok(xid, wcc, count, committed, verf):
                      _WRITE3_TAIL.pack(count, committed, verf)))
 
 
-def read3_head(xid, attrs, count, eof):
-    """READ3res NFS3_OK up to the data's length word; ``attrs`` a fattr3."""
-    rdev, at, mt, ct = attrs.rdev, attrs.atime, attrs.mtime, attrs.ctime
-    return _READ3_HEAD.pack(
-        xid, _RPC_TAIL, _OK3, 1,
-        attrs.type, attrs.mode, attrs.nlink, attrs.uid, attrs.gid, attrs.size, attrs.used,
-        rdev.specdata1, rdev.specdata2, attrs.fsid, attrs.fileid,
-        at.seconds, at.nseconds, mt.seconds, mt.nseconds, ct.seconds, ct.nseconds,
-        count, 1 if eof else 0, count)
+def read3_head(xid, attr, count, eof):
+    """READ3res NFS3_OK up to the data's length word, from a metafs.Attr: what
+    encoding READ3resok(the fattr3 of it, count, eof, data) gives, up to the data."""
+    return b"".join((_READ3_OK.pack(xid, _RPC_TAIL, _OK3, 1), nfs3.fattr3_bytes(attr),
+                     _READ3_TAIL.pack(count, 1 if eof else 0, count)))
 
 
 def read2_head(xid, attrs, count):

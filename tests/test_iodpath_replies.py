@@ -18,10 +18,15 @@ FIELDS = dict(type=metafs.FileType.REG, mode=0o640, nlink=2, uid=1000, gid=100,
 ATTR = metafs.Attr(**FIELDS)
 
 
-@given(st.binary(max_size=300), st.booleans(), st.integers(0, 0xFFFFFFFF))
-def test_read3_head_plus_data_is_the_full_reply(data, eof, xid):
-    attrs = nfs3attrs.fattr(ATTR)
-    head = replies.read3_head(xid, attrs, len(data), eof)
+u32 = st.integers(0, 0xFFFFFFFF)
+times = st.integers(0, (1 << 34) * 1_000_000_000)   # past 2106: nfstime3 seconds wrap
+
+
+@given(st.binary(max_size=300), st.booleans(), u32, times, st.integers(0, 1 << 62))
+def test_read3_head_plus_data_is_the_full_reply(data, eof, xid, mtime, size):
+    attr = metafs.Attr(**{**FIELDS, "mtime_ns": mtime, "size": size})
+    attrs = nfs3attrs.fattr(attr)
+    head = replies.read3_head(xid, attr, len(data), eof)
     full = replies.encode(xid, nfs3.READ3res,
                           nfs3.READ3res(nfs3.nfsstat3.NFS3_OK,
                                         nfs3.READ3resok(attrs, len(data), eof, data)))
@@ -40,8 +45,6 @@ def test_read2_head_plus_data_is_the_full_reply(data, xid):
     assert head + data + replies.padding(len(data)) == full
 
 
-u32 = st.integers(0, 0xFFFFFFFF)
-times = st.integers(0, (1 << 34) * 1_000_000_000)   # past 2106: nfstime3 seconds wrap
 
 
 def _codec(xid, res_type, res):
