@@ -29,7 +29,7 @@ import trio
 from common.exports import ANONYMOUS, ExportsError, normalize_path, parse_exports
 from common.mount import MNTNAMLEN, mountstat3
 from common.nfs3 import nfsstat3
-from nfspd.metafs import Caller, FileType, FsError
+from nfspd.fs.types import Caller, FileType, FsError
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,11 @@ _export_id_of_impl = None
 
 
 def _export_id_of(fh):
-    # Imported late: nfspd.handles pulls in ctypes/libc, which the pure parts
+    # Imported late: nfspd.fs.handles pulls in ctypes/libc, which the pure parts
     # of the registry do not need (and once only: this runs for every call).
     global _export_id_of_impl
     if _export_id_of_impl is None:
-        from nfspd.handles import export_id_of
+        from nfspd.fs.handles import export_id_of
         _export_id_of_impl = export_id_of
     return _export_id_of_impl(fh)
 

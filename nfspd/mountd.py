@@ -41,7 +41,7 @@ async def MNT(ctx, dirpath):
     if status != m.mountstat3.MNT3_OK:
         return m.fhstatus(_v1_status(status))
     if len(fh) > m.FHSIZE:
-        # Cannot happen with nfspd.handles (at most 32 bytes); refuse rather
+        # Cannot happen with nfspd.fs.handles (at most 32 bytes); refuse rather
         # than truncate a handle.
         return m.fhstatus(EIO)
     return m.fhstatus(0, bytes(fh).ljust(m.FHSIZE, b"\0"))

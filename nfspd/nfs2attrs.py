@@ -25,7 +25,7 @@ from common import nfs2
 from common.nfs2 import nfsstat
 from common.nfs3 import nfsstat3
 from nfspd.dispatch import NO_REPLY
-from nfspd.metafs import SET_TO_SERVER_TIME, FileType, FsError, SetAttr
+from nfspd.fs.types import SET_TO_SERVER_TIME, FileType, FsError, SetAttr
 
 log = logging.getLogger(__name__)
 

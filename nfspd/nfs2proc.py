@@ -32,7 +32,7 @@ from common.nfs3 import nfsstat3
 from common.xdr import Void
 from nfspd import replies
 from nfspd.dispatch import NO_REPLY, procedure_table
-from nfspd.metafs import FILE_SYNC, SET_TO_SERVER_TIME, CreateHow, FileType, FsError, SetAttr, \
+from nfspd.fs.types import FILE_SYNC, SET_TO_SERVER_TIME, CreateHow, FileType, FsError, SetAttr, \
     fs_error_of
 from nfspd.nfs2attrs import (
     FILETYPE_OF_IFMT, U32_MAX, UNSET, cookie_in, cookie_out, fattr, fh_out, fold32,

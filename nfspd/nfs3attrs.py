@@ -6,8 +6,7 @@ fattr3 encoder (fattr3_bytes) the hot replies use instead of fattr().
 """
 
 from common.nfs3 import fattr3, ftype3, nfsstat3, nfstime3, specdata3, time_how, wcc_attr, wcc_data
-from nfspd import metafs
-from nfspd.metafs import FileType, FsError, SetAttr
+from nfspd.fs.types import SET_TO_SERVER_TIME, FileType, FsError, SetAttr
 
 OK = nfsstat3.NFS3_OK
 
@@ -34,7 +33,7 @@ def time_ns(t):
 
 
 def fattr(a):
-    """metafs.Attr -> fattr3 (called for nearly every reply, hence by hand)."""
+    """Attr -> fattr3 (called for nearly every reply, hence by hand)."""
     f = _new(fattr3)
     f.type = _FTYPE3[a.type]
     f.mode = a.mode & 0o7777
@@ -59,7 +58,7 @@ def post_op(a):
 
 
 def wcc(w):
-    """metafs.Wcc -> wcc_data."""
+    """Wcc -> wcc_data."""
     pre = w.pre
     before = None if pre is None else wcc_attr(pre.size, time3(pre.mtime_ns), time3(pre.ctime_ns))
     return wcc_data(before, post_op(w.post))
@@ -69,12 +68,12 @@ def _set_time(how):
     if how.disc == time_how.SET_TO_CLIENT_TIME:
         return time_ns(how.body)
     if how.disc == time_how.SET_TO_SERVER_TIME:
-        return metafs.SET_TO_SERVER_TIME
+        return SET_TO_SERVER_TIME
     return None
 
 
 def to_setattr(s):
-    """sattr3 -> metafs.SetAttr. File type bits in a mode are ignored, as the
+    """sattr3 -> SetAttr. File type bits in a mode are ignored, as the
     mode3 of an existing object cannot change its type."""
     return SetAttr(mode=None if s.mode is None else s.mode & 0o7777, uid=s.uid, gid=s.gid,
                    size=s.size, atime=_set_time(s.atime), mtime=_set_time(s.mtime))

@@ -31,7 +31,7 @@ from common.nfs3 import (
 from common.xdr import Void
 from nfspd import replies
 from nfspd.dispatch import NO_REPLY, Encoded, Wait, procedure_table
-from nfspd.metafs import CreateHow, FileType, FsError, SetAttr, fs_error_of
+from nfspd.fs.types import CreateHow, FileType, FsError, SetAttr, fs_error_of
 from nfspd.nfs3attrs import OK, fattr, post_op, status_of, time_ns, to_setattr, wcc
 
 # Transfer sizes. A UDP reply must fit one datagram, so UDP gets 32 KiB; TCP

@@ -41,7 +41,7 @@ def encode(xid, res_type, res):
 
 
 def write3_ok(xid, wcc, count, committed, verf):
-    """The WRITE3res NFS3_OK reply, from a metafs.Wcc: what encoding
+    """The WRITE3res NFS3_OK reply, from a Wcc (nfspd/fs/types.py): what encoding
     WRITE3resok(wcc_data of it, count, committed, verf) gives."""
     if count > _U32 or type(verf) is not bytes or len(verf) != 8:
         raise ValueError(f"WRITE3resok: count {count}, verf {verf!r}")
@@ -58,7 +58,7 @@ def write3_ok(xid, wcc, count, committed, verf):
 
 
 def read3_head(xid, attr, count, eof):
-    """READ3res NFS3_OK up to the data's length word, from a metafs.Attr: what
+    """READ3res NFS3_OK up to the data's length word, from an Attr (nfspd/fs/types.py): what
     encoding READ3resok(the fattr3 of it, count, eof, data) gives, up to the data."""
     return b"".join((_READ3_OK.pack(xid, _RPC_TAIL, _OK3, 1), nfs3.fattr3_bytes(attr),
                      _READ3_TAIL.pack(count, 1 if eof else 0, count)))

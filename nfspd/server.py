@@ -27,9 +27,9 @@ from nfspd.datapath import LocalDataPath
 from nfspd.dispatch import Dispatcher, Program
 from nfspd.drc import DuplicateRequestCache
 from nfspd.exports import ExportRegistry
-from nfspd.handles import export_id_for_path
+from nfspd.fs.handles import export_id_for_path
+from nfspd.fs.metafs import MetaFS
 from nfspd.iodpath import IodDataPath
-from nfspd.metafs import MetaFS
 from nfspd.nfsservice import NfsService
 from nfspd.purgequeue import open_purge_queue, spawn_unlinkd
 from nfspd.transport import Limits, bind_tcp, bind_udp, serve_tcp, serve_udp

@@ -4,10 +4,10 @@ import stat
 
 import pytest
 
-from nfspd.access import (ACCESS3_ALL, ACCESS3_DELETE, ACCESS3_EXECUTE, ACCESS3_EXTEND,
+from nfspd.fs.access import (ACCESS3_ALL, ACCESS3_DELETE, ACCESS3_EXECUTE, ACCESS3_EXTEND,
                           ACCESS3_LOOKUP, ACCESS3_MODIFY, ACCESS3_READ, R, W, X, access3,
                           may_read, may_write, permitted)
-from nfspd.metafs import Caller
+from nfspd.fs.types import Caller
 
 REG, DIR = stat.S_IFREG, stat.S_IFDIR
 OWNER, GROUP, OTHER = 1000, 100, 2000

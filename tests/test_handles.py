@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from common.nfs3 import nfsstat3
-from nfspd.handles import FHSIZE2, HandleCodec, export_id_for_path, export_id_of
-from nfspd.metafs import FsError
+from nfspd.fs.handles import FHSIZE2, HandleCodec, export_id_for_path, export_id_of
+from nfspd.fs.types import FsError
 
 KEY = b"k" * 32
 
@@ -82,7 +82,7 @@ def test_a_handle_forged_for_a_file_outside_the_export_is_rejected(tree):
     good = fh_of(codec, root / "a")
     # Take the kernel handle of a file outside the export and splice it into
     # the right frame: without the key the MAC cannot be right.
-    from nfspd.handles import name_to_handle
+    from nfspd.fs.syscalls import name_to_handle
     htype, data = name_to_handle(os.open(tmp / "outside", os.O_PATH), b"")
     forged = good[:5] + bytes([htype, len(data)]) + data + good[7 + len(data):]
     with pytest.raises(FsError) as e:

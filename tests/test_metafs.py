@@ -13,11 +13,11 @@ import trio
 
 from common.metafile import SIZE as META_SIZE, Metafile
 from common.nfs3 import nfsstat3
-from nfspd.access import ACCESS3_ALL, ACCESS3_LOOKUP, ACCESS3_READ
 from nfspd.datapath import LocalDataPath
+from nfspd.fs.access import ACCESS3_ALL, ACCESS3_LOOKUP, ACCESS3_READ
+from nfspd.fs.metafs import MetaFS
+from nfspd.fs.types import SET_TO_SERVER_TIME, Caller, CreateHow, FileType, FsError, SetAttr
 from tests.support.process import REPO
-from nfspd.metafs import (SET_TO_SERVER_TIME, Caller, CreateHow, FileType, FsError, MetaFS,
-                          SetAttr)
 
 KEY = b"export secret key 0123456789abcd"
 ROOT = Caller(0, 0)
@@ -185,7 +185,8 @@ def test_a_pending_truncation_survives_a_restart(env):
 def test_a_regular_file_that_is_not_a_metafile_is_an_io_error_not_a_crash(env, caplog):
     (env.root / "junk").write_bytes(b"not a metafile at all")
     caplog.set_level(logging.ERROR)
-    fh = env.fs.codec.encode_at(env.fs._root_fd, b"junk")
+    objects = env.fs._objects
+    fh = objects.codec.encode_at(objects.root_fd, b"junk")
     for _ in range(3):
         assert status_of(env.fs.getattr, fh) == nfsstat3.NFS3ERR_IO
     assert status_of(env.fs.lookup, env.fs.root_fh, b"junk", ROOT) == nfsstat3.NFS3ERR_IO
@@ -687,8 +688,8 @@ def test_readdir_32_bit_cookies_with_colliding_hashes(env, monkeypatch):
     for n in names:
         (env.root / n.decode()).write_bytes(b"")
     # Squeeze the hash into 5 bits: ~10 names per cookie value.
-    real = fs._cookie
-    monkeypatch.setattr(fs, "_cookie", lambda name, bits: 3 + real(name, bits) % 32)
+    real = fs._listings.cookie
+    monkeypatch.setattr(fs._listings, "cookie", lambda name, bits: 3 + real(name, bits) % 32)
     for page in (1, 2, 7, 50):
         seen = list_all(fs, fs.root_fh, page, bits=32)
         got = [e.name for e in seen[2:]]
@@ -781,7 +782,7 @@ def test_access_reports_attributes(env):
 
 def test_caller_credentials_apply_to_this_thread_only_and_are_always_restored(tmp_path):
     import threading
-    from nfspd import creds
+    from nfspd.fs import creds
     os.chmod(tmp_path, 0o777)
     dfd = os.open(tmp_path, os.O_RDONLY)  # the parents of tmp_path are root's 0700
     other_thread = []
@@ -814,7 +815,7 @@ def test_caller_credentials_apply_to_this_thread_only_and_are_always_restored(tm
 def test_ids_with_the_high_bit_set_work_and_minus_one_is_refused():
     # A switch to such an id once aborted the daemon on the way back (a
     # signed/unsigned mix-up), so it runs in a process of its own.
-    code = ("from nfspd import creds\n"
+    code = ("from nfspd.fs import creds\n"
             "with creds.as_caller(0x80000000, 0xFA0003E8, (0xFFFFFFF0,)):\n"
             "    assert creds.current() == (0x80000000, 0xFA0003E8), creds.current()\n"
             "assert creds.current() == (0, 0)\n"
@@ -831,7 +832,7 @@ def test_ids_with_the_high_bit_set_work_and_minus_one_is_refused():
 
 
 def test_supplementary_groups_are_the_callers(tmp_path):
-    from nfspd import creds
+    from nfspd.fs import creds
     secret = tmp_path / "g"
     secret.write_bytes(b"x")
     os.chown(secret, 0, 77)
@@ -872,3 +873,29 @@ def test_no_space_is_nospc(tmp_path):
         env.dp.store.close()
     finally:
         os.system(f"umount {mnt}")
+
+
+# --- the layers -------------------------------------------------------------------------
+
+
+def test_each_file_system_layer_imports_only_the_layers_below_it():
+    import ast
+    import re
+    import nfspd.fs
+    order = re.findall(r"^    (\w+)\.py ", nfspd.fs.__doc__, re.M)
+    package = os.path.dirname(nfspd.fs.__file__)
+    assert sorted(order) == sorted(f[:-3] for f in os.listdir(package)
+                                   if f.endswith(".py") and f != "__init__.py")
+    for i, module in enumerate(order):
+        with open(os.path.join(package, module + ".py")) as f:
+            tree = ast.parse(f.read())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "nfspd.fs":
+                imported.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nfspd."):
+                imported.add(node.module.split(".")[2] if node.module.startswith("nfspd.fs.")
+                             else node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(a.name for a in node.names if a.name.startswith("nfspd"))
+        assert imported <= set(order[:i]), f"{module} imports {imported - set(order[:i])}"

@@ -20,15 +20,15 @@ from common.xdr import decode, encode
 from nfspd import mountd
 from nfspd.dispatch import CallContext, Dispatcher
 from nfspd.exports import ExportRegistry, HostnameCache
-from nfspd.handles import export_id_of, mac_len
-from nfspd.metafs import FileType, FsError
+from nfspd.fs.handles import export_id_of, mac_len
+from nfspd.fs.types import FileType, FsError
 
 ROOT_CRED = rpc.AuthSys(1, b"client", 0, 0, [0, 10])
 USER_CRED = rpc.AuthSys(1, b"client", 1000, 100, [100, 200])
 
 
 def fake_fh(export_id, tag):
-    """Shaped like nfspd.handles' handles: version 1, export id, type, n, data, MAC."""
+    """Shaped like nfspd.fs.handles' handles: version 1, export id, type, n, data, MAC."""
     data = tag.ljust(8, b"\0")[:8]
     return struct.pack(">BIBB", 1, export_id, 1, 8) + data + b"M" * mac_len(8)
 

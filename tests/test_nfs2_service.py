@@ -15,7 +15,7 @@ from common.xdr import decode, encode
 from nfspd import nfs2attrs, nfs2proc
 from nfspd.datapath import DataPath
 from nfspd.dispatch import CallContext, Dispatcher, Program
-from nfspd.metafs import SET_TO_SERVER_TIME, Attr, FileType, FsError, FsStat
+from nfspd.fs.types import SET_TO_SERVER_TIME, Attr, FileType, FsError, FsStat
 from nfspd.nfsservice import NfsService
 
 ROOT_CRED = rpc.AuthSys(1, b"client", 0, 0, [])
@@ -206,7 +206,7 @@ def test_obsolete_and_null_procedures_answer_void():
 @pytest.fixture
 def export(tmp_path):
     from nfspd.datapath import LocalDataPath
-    from nfspd.metafs import MetaFS
+    from nfspd.fs.metafs import MetaFS
     root = tmp_path / "export"
     data = tmp_path / "data"
     root.mkdir()
@@ -220,7 +220,7 @@ def export(tmp_path):
 
 @pytest.fixture
 def client(export):
-    from nfspd.metafs import Caller
+    from nfspd.fs.types import Caller
     fs, _ = export
     return Client(Resolver(fs, Caller(0, 0)))
 
@@ -374,7 +374,7 @@ def test_errors(client, root_fh):
 
 
 def test_readonly_caller_gets_rofs(export, root_fh):
-    from nfspd.metafs import Caller
+    from nfspd.fs.types import Caller
     c = Client(Resolver(export[0], Caller(0, 0, readonly=True)))
     assert create(c, root_fh, b"f").disc == nfsstat.NFSERR_ROFS
 
@@ -415,7 +415,7 @@ def test_statfs(client, root_fh, export):
 
 
 def test_touch_by_a_non_owner_becomes_set_to_server_time(export, root_fh, client):
-    from nfspd.metafs import Caller
+    from nfspd.fs.types import Caller
     fh = ok(create(client, root_fh, b"shared", 0o666)).file
     old = timeval(100, 0)
     ok(set_times(client, fh, old, old))

@@ -15,11 +15,12 @@ from common.nfs3 import (
     nfstime3, sattr3, set_atime, set_mtime, specdata3, stable_how, time_how,
 )
 from common.xdr import decode, encode
-from nfspd import metafs
 from nfspd import nfs3attrs, nfs3proc
 from nfspd.datapath import DataPath
 from nfspd.dispatch import CallContext, Dispatcher, Program
-from nfspd.metafs import Attr, Caller, FileType, FsError
+from nfspd.fs.metafs import MetaFS
+from nfspd.fs.types import (SET_TO_SERVER_TIME, Attr, Caller, DirEntry, FileType, FsError, Wcc,
+                            WccAttr)
 from nfspd.nfsservice import NfsService
 
 ROOT = rpc.AuthSys(1, b"client", 0, 0, [])
@@ -63,7 +64,7 @@ def test_sattr3_to_setattr():
                set_mtime(time_how.SET_TO_CLIENT_TIME, nfstime3(3, 4)))
     sa = nfs3attrs.to_setattr(s)
     assert (sa.mode, sa.uid, sa.gid, sa.size) == (0o640, 7, None, 0)
-    assert sa.atime is metafs.SET_TO_SERVER_TIME and sa.mtime == 3_000_000_004
+    assert sa.atime is SET_TO_SERVER_TIME and sa.mtime == 3_000_000_004
     sa = nfs3attrs.to_setattr(S)
     assert [sa.mode, sa.uid, sa.gid, sa.size, sa.atime, sa.mtime] == [None] * 6
     with pytest.raises(FsError) as e:
@@ -73,10 +74,10 @@ def test_sattr3_to_setattr():
 
 
 def test_wcc_data_from_wcc():
-    w = nfs3attrs.wcc(metafs.Wcc(metafs.WccAttr(3, 4_000_000_001, 5), make_attr()))
+    w = nfs3attrs.wcc(Wcc(WccAttr(3, 4_000_000_001, 5), make_attr()))
     assert w.before == nfs3.wcc_attr(3, nfstime3(4, 1), nfstime3(0, 5))
     assert w.after.fileid == 6
-    assert nfs3attrs.wcc(metafs.Wcc()) == nfs3.wcc_data(None, None)
+    assert nfs3attrs.wcc(Wcc()) == nfs3.wcc_data(None, None)
 
 
 @pytest.mark.parametrize("kw", [
@@ -92,7 +93,7 @@ def test_fattr3_bytes_is_what_packing_fattr_gives(kw):
 
 
 def test_a_page_never_splits_entries_that_share_a_cookie():
-    E = metafs.DirEntry
+    E = DirEntry
     entries = [E(1, b"a", 5), E(2, b"b", 7), E(3, b"c", 7), E(4, b"d", 9)]
     assert nfs3proc._cut(entries, 4) == 4
     assert nfs3proc._cut(entries, 3) == 3
@@ -150,7 +151,7 @@ class Resolver:
         self.readonly, self.refuse = readonly, refuse
 
     def resolve(self, ctx, fh):
-        from nfspd.handles import export_id_of
+        from nfspd.fs.handles import export_id_of
         if self.refuse is not None:
             raise self.refuse
         fs = self.by_id.get(export_id_of(fh))
@@ -220,7 +221,7 @@ def new_export(tmp_path, name, export_id):
     root.mkdir()
     data.mkdir()
     os.chmod(root, 0o755)
-    return metafs.MetaFS(str(root), export_id, b"k" * 32, LocalDataPath(str(data))), root
+    return MetaFS(str(root), export_id, b"k" * 32, LocalDataPath(str(data))), root
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import pytest
 
 from common.metafile import Metafile
 from nfspd.datapath import LocalDataPath
-from nfspd.metafs import Caller, CreateHow, MetaFS, SetAttr
+from nfspd.fs.metafs import MetaFS
+from nfspd.fs.types import Caller, CreateHow, SetAttr
 from nfspd.purgequeue import PURGE_DIR, open_purge_queue
 from common.runtime import purgejournal, purgewaker
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from common.metafile import Metafile
-from nfspd.metafs import CreateHow, SetAttr
+from nfspd.fs.types import CreateHow, SetAttr
 from tests.support.process import REPO
 from tests.support.unlinkd_cluster import ROOT, STRIPE, Cluster
 from tools import scrub

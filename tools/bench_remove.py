@@ -17,7 +17,8 @@ import tempfile
 import time
 
 from nfspd.datapath import LocalDataPath
-from nfspd.metafs import CreateHow, MetaFS, SetAttr
+from nfspd.fs.metafs import MetaFS
+from nfspd.fs.types import CreateHow, SetAttr
 from tests.support.netns import Namespace
 from tests.support.unlinkd_cluster import HANDLE_KEY, ROOT, Cluster
 

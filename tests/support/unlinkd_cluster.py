@@ -20,7 +20,8 @@ from common.iodproto import Message, Op
 from common.metafile import Metafile
 from common.runtime.datastore import DataStore
 from nfspd.datapath import LocalDataPath
-from nfspd.metafs import Caller, CreateHow, MetaFS, SetAttr
+from nfspd.fs.metafs import MetaFS
+from nfspd.fs.types import Caller, CreateHow, SetAttr
 from nfspd.purgequeue import open_purge_queue
 from tests.support.process import REPO
 from tests.support.netns import stop, wait_until

@@ -136,9 +136,3 @@ def _probe():
 
 
 _probe()
-
-
-def run_as(caller, fn, *args, **kwargs):
-    """fn(*args, **kwargs) under caller's (uid, gid, gids) credentials."""
-    with as_caller(caller.uid, caller.gid, caller.gids):
-        return fn(*args, **kwargs)

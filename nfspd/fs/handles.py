@@ -19,7 +19,6 @@ refused as well.
 """
 
 import collections
-import ctypes
 import errno
 import hashlib
 import hmac
@@ -29,6 +28,8 @@ import struct
 import threading
 
 from common.nfs3 import nfsstat3
+from nfspd.fs.syscalls import name_to_handle, open_by_handle, proc_path
+from nfspd.fs.types import FsError
 
 FHSIZE2 = 32
 NFS3_FHSIZE = 64
@@ -37,28 +38,6 @@ _HEADER = struct.Struct(">BIBB")  # version, export_id, handle_type, n
 MIN_MAC = 8
 MAX_MAC = 16
 MAX_KERNEL_HANDLE = FHSIZE2 - _HEADER.size - MIN_MAC  # 17
-
-AT_EMPTY_PATH = 0x1000
-_MAX_HANDLE_SZ = 128
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class _FileHandle(ctypes.Structure):
-    _fields_ = [("handle_bytes", ctypes.c_uint),
-                ("handle_type", ctypes.c_int),
-                ("f_handle", ctypes.c_ubyte * _MAX_HANDLE_SZ)]
-
-
-_libc.name_to_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_FileHandle),
-                                    ctypes.POINTER(ctypes.c_int), ctypes.c_int]
-_libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.POINTER(_FileHandle), ctypes.c_int]
-
-
-def _fs_error(status, message=""):
-    # Imported late: metafs imports this module.
-    from nfspd.metafs import FsError
-    return FsError(status, message)
 
 
 def mac_len(n):
@@ -97,31 +76,6 @@ def export_id_of(fh):
     """The export a handle claims to belong to, or None if it is malformed."""
     parts = _split(fh)
     return None if parts is None else parts[0]
-
-
-def name_to_handle(dir_fd, name=b"", follow=False):
-    """(handle_type, kernel handle bytes) of name relative to dir_fd (b"": dir_fd itself)."""
-    fh = _FileHandle()
-    fh.handle_bytes = _MAX_HANDLE_SZ
-    mount_id = ctypes.c_int()
-    flags = (AT_EMPTY_PATH if not name else 0) | (0x400 if follow else 0)  # AT_SYMLINK_FOLLOW
-    if _libc.name_to_handle_at(dir_fd, os.fsencode(name), ctypes.byref(fh),
-                               ctypes.byref(mount_id), flags) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    return fh.handle_type, bytes(fh.f_handle[:fh.handle_bytes])
-
-
-def open_by_handle(mount_fd, handle_type, data, flags=os.O_PATH):
-    fh = _FileHandle()
-    fh.handle_bytes = len(data)
-    fh.handle_type = handle_type
-    ctypes.memmove(fh.f_handle, data, len(data))
-    fd = _libc.open_by_handle_at(mount_fd, ctypes.byref(fh), flags | os.O_CLOEXEC)
-    if fd < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    return fd
 
 
 def _fd_budget():
@@ -171,7 +125,7 @@ class HandleCodec:
         if n > MAX_KERNEL_HANDLE or not 0 <= htype < 256:
             # A file system with long handles (e.g. btrfs with 64-bit subvolume
             # ids) cannot be exported within NFSv2's 32 bytes.
-            raise _fs_error(nfsstat3.NFS3ERR_NOTSUPP, f"kernel handle of {n} bytes is too long")
+            raise FsError(nfsstat3.NFS3ERR_NOTSUPP, f"kernel handle of {n} bytes is too long")
         body = _HEADER.pack(VERSION, self.export_id, htype, n) + data
         return body + hmac.digest(self._key, body, "sha256")[:mac_len(n)]
 
@@ -189,16 +143,16 @@ class HandleCodec:
         """fh without NFSv2 padding, its MAC verified; BADHANDLE otherwise."""
         parts = _split(fh)
         if parts is None:
-            raise _fs_error(nfsstat3.NFS3ERR_BADHANDLE, "malformed handle")
+            raise FsError(nfsstat3.NFS3ERR_BADHANDLE, "malformed handle")
         export_id, htype, data, length = parts
         fh = bytes(fh[:length])
         if export_id != self.export_id:
-            raise _fs_error(nfsstat3.NFS3ERR_BADHANDLE, "handle of another export")
+            raise FsError(nfsstat3.NFS3ERR_BADHANDLE, "handle of another export")
         n = len(data)
         body_len = _HEADER.size + n
         want = hmac.digest(self._key, fh[:body_len], "sha256")[:mac_len(n)]
         if not hmac.compare_digest(want, fh[body_len:]):
-            raise _fs_error(nfsstat3.NFS3ERR_BADHANDLE, "handle authentication failed")
+            raise FsError(nfsstat3.NFS3ERR_BADHANDLE, "handle authentication failed")
         return fh
 
     def open(self, fh):
@@ -207,7 +161,7 @@ class HandleCodec:
         STALE if the object is gone or outside the export's file system."""
         if type(fh) is not bytes:
             if not isinstance(fh, (bytearray, memoryview)):
-                raise _fs_error(nfsstat3.NFS3ERR_BADHANDLE, "handle is not bytes")
+                raise FsError(nfsstat3.NFS3ERR_BADHANDLE, "handle is not bytes")
             fh = bytes(fh)
         cache = self._cache
         with self._lock:
@@ -231,10 +185,10 @@ class HandleCodec:
             fd = open_by_handle(self.mount_fd, htype, cfh[7:7 + n], os.O_PATH)
         except OSError as e:
             if e.errno in (errno.ESTALE, errno.ENOENT):
-                raise _fs_error(nfsstat3.NFS3ERR_STALE, "object no longer exists") from None
+                raise FsError(nfsstat3.NFS3ERR_STALE, "object no longer exists") from None
             if e.errno in (errno.EINVAL, errno.EOVERFLOW):
                 # Authentic but the kernel does not take it: not ours any more.
-                raise _fs_error(nfsstat3.NFS3ERR_STALE, str(e)) from None
+                raise FsError(nfsstat3.NFS3ERR_STALE, str(e)) from None
             raise
         return self.adopt(fd, cfh), cfh
 
@@ -252,9 +206,9 @@ class HandleCodec:
             if st is None:
                 st = os.fstat(fd)
             if st.st_dev != self.dev:
-                raise _fs_error(nfsstat3.NFS3ERR_STALE, "object is not on the export")
+                raise FsError(nfsstat3.NFS3ERR_STALE, "object is not on the export")
             if st.st_nlink == 0:
-                raise _fs_error(nfsstat3.NFS3ERR_STALE, "object was removed")
+                raise FsError(nfsstat3.NFS3ERR_STALE, "object was removed")
             if (st.st_mode & 0o170000) == 0o100000:
                 # Regular files are metafiles that we read and rewrite: keep a
                 # read-write descriptor instead of the O_PATH one.
@@ -263,7 +217,7 @@ class HandleCodec:
                 for mode in (os.O_RDWR | os.O_NOATIME, os.O_RDWR, os.O_RDONLY | os.O_NOATIME,
                              os.O_RDONLY):
                     try:
-                        rfd = os.open(f"/proc/self/fd/{fd}", mode | os.O_CLOEXEC)
+                        rfd = os.open(proc_path(fd), mode | os.O_CLOEXEC)
                     except OSError:
                         continue
                     os.close(fd)

@@ -1,7 +1,9 @@
 """Permission decisions for READ, WRITE and ACCESS, made the way the kernel makes them.
 
 These calls cannot be left to the kernel: the data of a regular file does not
-live in its metafile. Pure functions of (mode, owner, group) and the caller.
+live in its metafile. Pure functions of (mode, owner, group) and the caller
+(nfspd/fs/types.py Caller). Namespace changes and SETATTR are left to the
+kernel instead, run under the caller's credentials (nfspd/fs/creds.py).
 
 Classes as in generic_permission(): the owner class if the caller owns the
 object, else the group class if the object's group is the caller's gid or one of
@@ -16,6 +18,9 @@ READ is also allowed when execute is (the client loads executables with READ).
 
 import stat
 
+from common.nfs3 import nfsstat3
+from nfspd.fs.types import FsError
+
 R, W, X = 4, 2, 1
 
 ACCESS3_READ = 0x0001
@@ -26,6 +31,12 @@ ACCESS3_DELETE = 0x0010
 ACCESS3_EXECUTE = 0x0020
 ACCESS3_ALL = 0x003F
 _CHANGES = ACCESS3_MODIFY | ACCESS3_EXTEND | ACCESS3_DELETE
+
+
+def check_writable(caller):
+    """A read-only client may change nothing: ROFS, before any other check."""
+    if caller.readonly:
+        raise FsError(nfsstat3.NFS3ERR_ROFS)
 
 
 def permitted(mode, uid, gid, caller, want):

@@ -1,0 +1,239 @@
+"""READ, WRITE and COMMIT of regular files, in two halves.
+
+The data of a regular file is not in its metafile but behind a DataPath
+(nfspd/datapath.py: a local store, or stripes on iods, nfspd/iodpath.py). A
+READ or WRITE is a plan (permission, a pending truncation carried out, the
+size cut or grown, the attributes to reply with: here, on the metadata) and
+then the data (the data path), so that over UDP an iod can send the reply built
+from the plan. The ``*_now`` variants are the plans that need no waiting,
+which is every plan but the rare one that has a truncation to carry out first.
+
+A truncation (SETATTR size) only records ``trunc_to`` in the metafile; the
+stripes are cut before data next moves (settle), so that bytes cut off earlier
+never reappear when the file grows again.
+"""
+
+import os
+import stat
+
+import trio
+
+from common.metafile import DEFAULT_STRIPE_UNIT, MAX_SIZE, Metafile, new_seed
+from common.nfs3 import nfsstat3
+from common.striping import clamp_read
+from nfspd.fs.access import check_writable, may_read, may_write
+from nfspd.fs.objects import clear_setid
+from nfspd.fs.syscalls import set_times
+from nfspd.fs.types import (FILE_SYNC, SET_TO_SERVER_TIME, UNSTABLE, FsError, ReadPlan, Wcc,
+                            WccAttr, WritePlan, fs_error_of, maps_oserror)
+
+
+class FileIO:
+    """The file I/O of one export (nfspd/fs/objects.py ``objects``) over one
+    data path. Handles are bytes, callers nfspd/fs/types.py Callers; every
+    method raises FsError (BADHANDLE, STALE, ISDIR or INVAL for what is not a
+    regular file, ACCES, ROFS, FBIG, IO, JUKEBOX when a data server cannot
+    take a write now)."""
+
+    def __init__(self, objects, datapath):
+        self.datapath = datapath
+        self._objects = objects
+        self._open = objects.open
+        self._attr = objects.attr
+        self._metafiles = metafiles = objects.metafiles
+        self._metafile = metafiles.get
+        self._settling = {}  # (dev, ino) -> trio.Lock
+        self._stripe_unit = getattr(datapath, "stripe_unit", DEFAULT_STRIPE_UNIT)
+        self._layout_gen = getattr(datapath, "layout_gen", 0)
+
+    def new_metafile(self, create_verf=None):
+        """The metafile of a new, empty file: a fresh seed, laid out as the
+        data path lays out files now."""
+        return Metafile(new_seed(), 0, self._stripe_unit, self._layout_gen,
+                        create_verf=create_verf)
+
+    def space(self):
+        """(total, free, available) bytes where the data lives, or None when
+        the data path does not know (then the metadata file system's figures
+        stand for it)."""
+        return self.datapath.space() if hasattr(self.datapath, "space") else None
+
+    def _regular(self, fh):
+        fd, cfh, st = self._open(fh)
+        if not stat.S_ISREG(st.st_mode):
+            raise FsError(nfsstat3.NFS3ERR_ISDIR if stat.S_ISDIR(st.st_mode)
+                          else nfsstat3.NFS3ERR_INVAL)
+        return fd, cfh, st, self._metafile(fd, st)
+
+    async def _settle(self, cfh):
+        """Carry out a truncation recorded in the metafile before data moves."""
+        fd, cfh, st, meta = self._regular(cfh)
+        if meta.trunc_to is None:
+            return
+        key = (st.st_dev, st.st_ino)
+        lock = self._settling.get(key)
+        if lock is None:
+            lock = self._settling[key] = trio.Lock()
+        try:
+            async with lock:
+                while True:
+                    fd, cfh, st, meta = self._regular(cfh)
+                    target = meta.trunc_to
+                    if target is None:
+                        return
+                    await self.datapath.truncate(meta, st.st_ino, target)
+                    fd, cfh, st, meta = self._regular(cfh)
+                    if meta.trunc_to is not None and meta.trunc_to >= target:
+                        self._metafiles.store(fd, meta.replace(trunc_to=None),
+                                              self._objects.sync_metadata)
+                        return
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._settling.pop(key, None)
+
+    # -- READ ----------------------------------------------------------------------
+
+    @maps_oserror
+    async def read_plan(self, fh, caller, offset, count, at_stripe=False):
+        """The ReadPlan of a READ: everything it needs but the data. Permission
+        checked, a pending truncation carried out, (offset, count) cut at EOF
+        and, with at_stripe, where the bytes stop being on one data server (a
+        short read)."""
+        plan = self.read_plan_now(fh, caller, offset, count, at_stripe)
+        if plan is not None:
+            return plan
+        _, cfh, _, _ = self._regular(fh)
+        await self._settle(cfh)
+        fd, cfh, st, meta = self._regular(cfh)
+        return self._read_plan(fd, st, meta, offset, count, at_stripe)
+
+    def read_plan_now(self, fh, caller, offset, count, at_stripe=False):
+        """read_plan() if it needs no waiting, else None: a truncation is
+        pending (rare), which only read_plan() carries out."""
+        # Every forwarded READ comes here: maps_oserror's work done inline.
+        try:
+            fd, cfh, st, meta = self._regular(fh)
+            if caller.uid != st.st_uid and not may_read(st.st_mode, st.st_uid, st.st_gid,
+                                                        caller):
+                raise FsError(nfsstat3.NFS3ERR_ACCES)
+            if meta.trunc_to is not None:
+                return None
+            return self._read_plan(fd, st, meta, offset, count, at_stripe)
+        except OSError as e:
+            raise fs_error_of(e) from None
+
+    def _read_plan(self, fd, st, meta, offset, count, at_stripe):
+        size, unit = meta.size, meta.stripe_unit
+        if 0 < count <= size - offset and not (
+                at_stripe and offset % unit + count > unit and self.datapath.iod_count(meta) > 1):
+            # clamp_read's common case, for every READ: nothing to cut.
+            eof = offset + count >= size
+        else:
+            count, eof = clamp_read(offset, count, size, unit, self.datapath.iod_count(meta),
+                                    at_stripe)
+        return ReadPlan(meta, st.st_ino, offset, count, eof, self._attr(fd, st, meta))
+
+    @maps_oserror
+    async def read_data(self, plan):
+        """The bytes of a ReadPlan, from the data path (zeros for holes)."""
+        n = plan.count
+        if n <= 0:
+            return b""
+        data = await self.datapath.read(plan.meta, plan.ino, plan.offset, n)
+        if len(data) != n:
+            data = data[:n] + bytes(max(0, n - len(data)))
+        return data
+
+    async def read(self, fh, caller, offset, count):
+        """Both halves: (data, eof, Attr)."""
+        plan = await self.read_plan(fh, caller, offset, count)
+        return await self.read_data(plan), plan.eof, plan.attr
+
+    # -- WRITE ---------------------------------------------------------------------
+
+    @maps_oserror
+    async def write_plan(self, fh, caller, offset, length, stable):
+        """The WritePlan of a WRITE of ``length`` bytes at ``offset``
+        (``stable``: a stable_how): everything it does but moving the data.
+        Checks, the metafile size first (a crash may then show zeros where data
+        was being written, never a file shorter than what a client was told),
+        mtime, setuid/setgid cleared; and the post-write attributes, so the
+        reply can be built before the data reaches its data server."""
+        fd, cfh, st, meta = self._write_checked(fh, caller, offset, length)
+        if meta.trunc_to is not None:
+            await self._settle(cfh)
+            fd, cfh, st, meta = self._regular(cfh)
+        return self._write_plan(fd, st, meta, caller, offset, length, stable)
+
+    @maps_oserror
+    def write_plan_now(self, fh, caller, offset, length, stable):
+        """write_plan() if it needs no waiting, else None (nothing done): a
+        truncation is pending (rare), which only write_plan() carries out."""
+        fd, cfh, st, meta = self._write_checked(fh, caller, offset, length)
+        if meta.trunc_to is not None:
+            return None
+        return self._write_plan(fd, st, meta, caller, offset, length, stable)
+
+    def _write_checked(self, fh, caller, offset, length):
+        check_writable(caller)
+        fd, cfh, st, meta = self._regular(fh)
+        if not may_write(st.st_mode, st.st_uid, st.st_gid, caller):
+            raise FsError(nfsstat3.NFS3ERR_ACCES)
+        if offset < 0 or offset + length > MAX_SIZE:
+            raise FsError(nfsstat3.NFS3ERR_FBIG)
+        return fd, cfh, st, meta
+
+    def _write_plan(self, fd, st, meta, caller, offset, length, stable):
+        end = offset + length
+        # Nothing changes for a write its data server cannot take now.
+        self.datapath.ready(meta, offset, length)
+        pre = WccAttr(meta.size, st.st_mtime_ns, st.st_ctime_ns)
+        if end > meta.size:
+            meta = meta.replace(size=end)
+            self._metafiles.store(fd, meta, bool(stable))
+            if not stable:
+                self._metafiles.unsynced.add((st.st_dev, st.st_ino))
+        set_times(fd, None, SET_TO_SERVER_TIME)
+        clear_setid(fd, caller)
+        st = os.fstat(fd)
+        meta = self._metafiles.restat(fd, st)
+        committed = FILE_SYNC if stable else UNSTABLE
+        return WritePlan(meta, st.st_ino, offset, length, bool(stable), committed,
+                         Wcc(pre, self._attr(fd, st, meta)))
+
+    @maps_oserror
+    async def write_data(self, plan, data):
+        """Move a WritePlan's data to the data path; returns the write verifier
+        to report (taken after the data landed: an answer may reveal that a
+        data server restarted)."""
+        if data:
+            await self.datapath.write(plan.meta, plan.ino, plan.offset, data, plan.stable)
+        return self.datapath.verifier
+
+    async def write(self, fh, caller, offset, data, stable):
+        """Both halves: (count, committed stable_how, verifier, Wcc)."""
+        plan = await self.write_plan(fh, caller, offset, len(data), stable)
+        verf = await self.write_data(plan, data)
+        return len(data), plan.committed, verf, plan.wcc
+
+    # -- COMMIT --------------------------------------------------------------------
+
+    @maps_oserror
+    async def commit(self, fh, caller, offset, count):
+        """Make earlier UNSTABLE writes durable (the whole file, whatever the
+        range): (write verifier, Wcc)."""
+        fd, cfh, st, meta = self._regular(fh)
+        if meta.trunc_to is not None:
+            await self._settle(cfh)
+            fd, cfh, st, meta = self._regular(cfh)
+        pre = WccAttr(meta.size, st.st_mtime_ns, st.st_ctime_ns)
+        key = (st.st_dev, st.st_ino)
+        if key in self._metafiles.unsynced:
+            os.fdatasync(fd)
+            self._metafiles.unsynced.discard(key)
+        await self.datapath.commit(meta, st.st_ino)
+        try:
+            fd, cfh, st = self._open(cfh)
+        except FsError:
+            return self.datapath.verifier, Wcc(pre, None)
+        return self.datapath.verifier, Wcc(pre, self._attr(fd, st))

@@ -1,0 +1,642 @@
+"""MetaFS: the exported namespace kept in an ordinary directory (paper 5.3-5.5).
+
+Every regular file is a small metafile (common/metafile.py) holding the real
+size, a seed and the stripe parameters; directories, symlinks, devices, fifos
+and hard links are plain objects. Attributes come from the underlying file
+system except size and used bytes, which come from the metafile.
+
+MetaFS is the file-system layer every protocol front-end calls (NFSv2 and
+NFSv3 today, NFSv4.1 next), as Linux nfsd's procedures call its vfs.c: it
+knows no XDR and no protocol version. This module is its namespace facade, on
+top of the layers listed in nfspd/fs/__init__.py.
+
+Permissions: the caller's (already squashed) uid/gids are enforced the way a
+kernel server does. Namespace changes and SETATTR run under the caller's file
+system credentials, so the kernel applies its own rules (search and write
+permission, sticky directories, who may chmod/chown/utimes, setgid clearing);
+READ, WRITE and ACCESS are decided by access.py, since the data does not live
+here.
+"""
+
+import os
+import stat
+
+from common.metafile import MAX_SIZE
+from common.nfs3 import nfsstat3
+from nfspd.fs.access import R, X, access3, check_writable, may_write, permitted
+from nfspd.fs.creds import as_caller
+from nfspd.fs.fileio import FileIO
+from nfspd.fs.listings import Listings
+from nfspd.fs.objects import Objects, clear_setid
+from nfspd.fs.syscalls import chown, proc_path, set_times
+from nfspd.fs.types import (NAME_MAX, PATH_MAX, SET_TO_SERVER_TIME, CreateHow, FileType, FsError,
+                            FsStat, SetAttr, Wcc, WccAttr, fs_error_of, maps_oserror)
+
+_ZERO_VERF = bytes(8)
+_MKNOD_BITS = {FileType.CHR: stat.S_IFCHR, FileType.BLK: stat.S_IFBLK,
+               FileType.SOCK: stat.S_IFSOCK, FileType.FIFO: stat.S_IFIFO}
+
+
+def _name(name, creating=False):
+    """A single path component from the client, as bytes. NFS3ERR_INVAL for what
+    cannot be one (empty, "/" or NUL inside); EXIST for "." and ".." when
+    creating (they always exist)."""
+    if isinstance(name, str):
+        name = os.fsencode(name)
+    if not isinstance(name, bytes):
+        raise FsError(nfsstat3.NFS3ERR_INVAL, "name is not bytes")
+    if len(name) > NAME_MAX:
+        raise FsError(nfsstat3.NFS3ERR_NAMETOOLONG)
+    if not name or b"/" in name or b"\0" in name:
+        raise FsError(nfsstat3.NFS3ERR_INVAL, f"bad name {name!r}")
+    if creating and name in (b".", b".."):
+        raise FsError(nfsstat3.NFS3ERR_EXIST, f"{name!r} exists")
+    return name
+
+
+class MetaFS:
+    """One exported directory.
+
+    The contract, for every front-end:
+
+    - Objects are named by handles: bytes, at most 32 as made here; zeros
+      padding one (NFSv2 pads to 32) are accepted. ``root_fh`` is the
+      export's root.
+      Returned handles are canonical. Every call taking one raises BADHANDLE
+      for a malformed or forged handle or one of another export, and STALE for
+      an object that no longer exists.
+    - The caller is a Caller (nfspd/fs/types.py): uid, gid and gids after the
+      export's squashing, and readonly; every change raises ROFS for a
+      read-only caller before anything else.
+    - Names are single components, bytes: INVAL for empty, "/" or NUL inside,
+      NAMETOOLONG beyond 255 bytes, EXIST when creating "." or "..".
+    - Results are values of nfspd/fs/types.py: Attr, Wcc (pre- and
+      post-operation attributes, either possibly None), DirEntry, FsStat,
+      ReadPlan, WritePlan.
+    - Failures raise FsError with an nfsstat3 ``status``; an error of the
+      kernel maps by errno (types.fs_error_of), so besides the statuses named
+      per call: ACCES, PERM, NOENT, EXIST, NOTDIR, ISDIR, NOSPC, DQUOT, IO.
+
+    All calls are synchronous (small local metadata system calls) except
+    read_plan, read_data, read, write_plan, write_data, write and commit,
+    which may wait on the data path. Use from one thread (the event loop's);
+    the data path may use worker threads of its own.
+
+    READ and WRITE come in two halves (nfspd/fs/fileio.py, whose methods are
+    the ones bound here): ``read_plan(fh, caller, offset, count,
+    at_stripe=False)`` / ``read_plan_now`` give a ReadPlan and
+    ``read_data(plan)`` its bytes; ``write_plan(fh, caller, offset, length,
+    stable)`` / ``write_plan_now`` a WritePlan and ``write_data(plan, data)``
+    the verifier; ``read`` and ``write`` do both; ``commit(fh, caller, offset,
+    count)`` gives (verifier, Wcc).
+
+    ``purge(ino, seed)`` receives the data of files whose last link went away
+    (default: datapath.purge). ``sync_metadata``: namespace changes and metafile
+    size changes are made durable (fsync) before replying, as an NFS server must
+    unless exported "async"."""
+
+    def __init__(self, export_path, export_id, handle_key, datapath, purge=None, *,
+                 sync_metadata=True, cache_size=4096):
+        objects = Objects(export_path, export_id, handle_key,
+                          purge if purge is not None else datapath.purge,
+                          sync_metadata=sync_metadata, cache_size=cache_size)
+        self._objects = objects
+        self.export_path = objects.export_path
+        self.export_id = export_id
+        self.fsid = objects.fsid
+        self.dev = objects.dev
+        self.root_fh = objects.root_fh
+        self._root_ino = objects.root_ino
+        self._codec = objects.codec
+        self._metafiles = objects.metafiles
+        self._listings = Listings(handle_key)
+        # Bound once: GETATTR and LOOKUP pay no extra call for the layering.
+        self._open = objects.open
+        self._dir = objects.dir
+        self._attr = objects.attr
+        self._attr_of = objects.attr_of
+        self._wcc_attr = objects.wcc_attr
+        self._post = objects.post
+        self._pin = objects.pin
+        self._adopt = objects.adopt
+        self._sync_dir = objects.sync_dir
+        self._gone = objects.gone
+        self._searchable_by_all = objects.searchable_by_all
+        self._listing_changed = self._listings.changed
+        io = FileIO(objects, datapath)
+        self._io = io
+        self.read_plan = io.read_plan
+        self.read_plan_now = io.read_plan_now
+        self.read_data = io.read_data
+        self.read = io.read
+        self.write_plan = io.write_plan
+        self.write_plan_now = io.write_plan_now
+        self.write_data = io.write_data
+        self.write = io.write
+        self.commit = io.commit
+        self.datapath = datapath  # for the forwarding below only
+
+    def close(self):
+        self._objects.close()
+
+    @property
+    def sync_metadata(self):
+        return self._objects.sync_metadata
+
+    @sync_metadata.setter
+    def sync_metadata(self, value):
+        self._objects.sync_metadata = value
+
+    @property
+    def meta_lookups(self):
+        """Metafile-cache effectiveness, for `nfsp status`."""
+        return self._metafiles.lookups
+
+    @property
+    def meta_hits(self):
+        return self._metafiles.hits
+
+    # -- attributes ---------------------------------------------------------------
+
+    # getattr, lookup and access map OSError themselves: maps_oserror's
+    # *args/**kwargs call was a tenth of a GETATTR.
+
+    def getattr(self, fh):
+        """The Attr of an object. IO for a regular file that is not a valid metafile."""
+        try:
+            fd, _, st = self._open(fh)
+            return self._attr(fd, st)
+        except OSError as e:
+            raise fs_error_of(e) from None
+
+    @maps_oserror
+    def setattr(self, fh, caller, sattr, guard_ctime_ns=None):
+        """Apply a SetAttr as the caller: Wcc of the object. With
+        ``guard_ctime_ns``, NOT_SYNC unless the object's ctime is that.
+        A size: ISDIR for a directory, INVAL for another non-regular file,
+        FBIG beyond the largest size, ACCES without write permission; the data
+        beyond it is cut before data next moves. A mode on a symlink is
+        ignored."""
+        check_writable(caller)
+        fd, cfh, st = self._open(fh)
+        if guard_ctime_ns is not None and st.st_ctime_ns != guard_ctime_ns:
+            raise FsError(nfsstat3.NFS3ERR_NOT_SYNC)
+        regular = stat.S_ISREG(st.st_mode)
+        meta = self._metafiles.get(fd, st) if regular else None
+        pre = WccAttr(meta.size if regular else st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        size = sattr.size
+        if size is not None:
+            if stat.S_ISDIR(st.st_mode):
+                raise FsError(nfsstat3.NFS3ERR_ISDIR)
+            if not regular:
+                raise FsError(nfsstat3.NFS3ERR_INVAL)
+            if size > MAX_SIZE:
+                raise FsError(nfsstat3.NFS3ERR_FBIG)
+            if not may_write(st.st_mode, st.st_uid, st.st_gid, caller):
+                raise FsError(nfsstat3.NFS3ERR_ACCES)
+        mode = sattr.mode
+        if mode is not None and stat.S_ISLNK(st.st_mode):
+            mode = None  # Linux symlinks have no mode of their own
+        with as_caller(caller.uid, caller.gid, caller.gids):
+            if sattr.uid is not None or sattr.gid is not None:
+                chown(fd, sattr.uid, sattr.gid)
+            if mode is not None:
+                os.chmod(proc_path(fd), mode & 0o7777)
+        if regular and (size is not None or meta.create_verf is not None):
+            new = meta.replace(create_verf=None)
+            if size is not None and size != meta.size:
+                new = new.replace(size=size)
+                if size < meta.size:
+                    pending = size if meta.trunc_to is None else min(meta.trunc_to, size)
+                    new = new.replace(trunc_to=pending)
+            self._metafiles.store(fd, new, self._objects.sync_metadata)
+            if size is not None:
+                # A truncate changes mtime/ctime (even to the same size) and
+                # costs an unprivileged caller its setuid/setgid bits.
+                set_times(fd, None, SET_TO_SERVER_TIME)
+                clear_setid(fd, caller)
+        if sattr.atime is not None or sattr.mtime is not None:
+            with as_caller(caller.uid, caller.gid, caller.gids):
+                set_times(fd, sattr.atime, sattr.mtime)
+        return Wcc(pre, self._post(fd))
+
+    def access(self, fh, caller, mask):
+        """(the ACCESS3 bits of ``mask`` granted to the caller, Attr); see
+        access.access3 for how each bit is decided."""
+        try:
+            fd, _, st = self._open(fh)
+            return access3(st.st_mode, st.st_uid, st.st_gid, caller, mask), self._attr(fd, st)
+        except OSError as e:
+            raise fs_error_of(e) from None
+
+    # -- names --------------------------------------------------------------------
+
+    def lookup(self, dir_fh, name, caller):
+        """(handle, Attr, directory Attr) of ``name`` in a directory, not
+        following a symlink; "." and ".." included (".." of the root is the
+        root). NOTDIR, NOENT, ACCES without search permission, ACCES for a
+        mount point inside the export (not exported with it)."""
+        try:
+            return self._lookup(dir_fh, name, caller)
+        except OSError as e:
+            raise fs_error_of(e) from None
+
+    def _lookup(self, dir_fh, name, caller):
+        dfd, dcfh, dst = self._dir(dir_fh)
+        name = _name(name)
+        if name == b"." or name == b"..":
+            if not permitted(dst.st_mode, dst.st_uid, dst.st_gid, caller, X):
+                raise FsError(nfsstat3.NFS3ERR_ACCES)
+            dattr = self._attr(dfd, dst)
+            if name == b"." or dst.st_ino == self._root_ino:
+                if name == b"..":
+                    return self.root_fh, self._attr_of(self.root_fh), dattr
+                return dcfh, dattr, dattr
+            pfd = os.open("..", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dfd)
+        else:
+            dattr = self._attr(dfd, dst)
+            # Usually the object is in the handle cache already: one fstatat
+            # then finds it (its cached fd keeps the inode, so the number
+            # cannot name another object meanwhile) instead of open, fstat and
+            # close. The search permission is checked by the kernel either way.
+            if (caller.uid or caller.gid) and not self._searchable_by_all(dfd, dst):
+                with as_caller(caller.uid, caller.gid, caller.gids):
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            else:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if st.st_dev == self.dev:
+                hit = self._codec.cached_inode(st.st_ino)
+                if hit is not None:
+                    return hit[1], self._attr(hit[0], st), dattr
+            pfd, _ = self._pin(dfd, name, caller)
+        st = os.fstat(pfd)
+        if st.st_dev != self.dev:
+            os.close(pfd)
+            # A file system mounted inside the export: not exported with it.
+            raise FsError(nfsstat3.NFS3ERR_ACCES, "mount point")
+        hit = self._codec.cached_inode(st.st_ino)
+        if hit is not None:
+            os.close(pfd)
+            fd, cfh = hit
+        else:
+            fd, cfh = self._adopt(pfd, st)
+        return cfh, self._attr(fd, st), dattr
+
+    @maps_oserror
+    def readlink(self, fh, caller):
+        """(target bytes, Attr) of a symlink; INVAL for anything else."""
+        fd, _, st = self._open(fh)
+        if not stat.S_ISLNK(st.st_mode):
+            raise FsError(nfsstat3.NFS3ERR_INVAL, "not a symlink")
+        return os.readlink(b"", dir_fd=fd), self._attr(fd, st)
+
+    # -- making objects ---------------------------------------------------------------
+
+    @maps_oserror
+    def create(self, dir_fh, name, caller, how, sattr, verf=None):
+        """Create a regular file as the caller: (handle, Attr, directory Wcc).
+        ``how`` is a CreateHow: UNCHECKED opens an existing regular file
+        (applying sattr's size), GUARDED raises EXIST, EXCLUSIVE (``verf``, 8
+        bytes, else INVAL) succeeds again only for the same verifier (kept
+        until the first SETATTR). EXIST for an existing object of another type.
+        Default mode 0644."""
+        check_writable(caller)
+        how = CreateHow(how)
+        sattr = sattr if sattr is not None else SetAttr()
+        dfd, dcfh, dst = self._dir(dir_fh)
+        name = _name(name, creating=True)
+        if how == CreateHow.EXCLUSIVE:
+            if not isinstance(verf, bytes) or len(verf) != 8:
+                raise FsError(nfsstat3.NFS3ERR_INVAL, "exclusive create needs an 8-byte verifier")
+        else:
+            verf = None
+        pre = self._wcc_attr(dfd, dst)
+        mode = 0o644 if sattr.mode is None else sattr.mode & 0o7777
+        meta = self._io.new_metafile(create_verf=verf)
+        try:
+            with as_caller(caller.uid, caller.gid, caller.gids):
+                fd, st = self._metafiles.make(dfd, name, mode, meta,
+                                              self._objects.sync_metadata)
+        except FileExistsError:
+            return self._create_existing(dfd, dst, name, caller, how, sattr, verf, pre)
+        fd, cfh = self._adopt(fd, st)
+        self._listing_changed(dst, dfd, added=((name, st.st_ino),))
+        rest = SetAttr(uid=sattr.uid, gid=sattr.gid, atime=sattr.atime, mtime=sattr.mtime,
+                       size=sattr.size or None)
+        if rest.uid is not None or rest.gid is not None:
+            rest.mode = sattr.mode  # chown clears setuid/setgid: set the mode after it
+
+        if any(v is not None for v in (rest.uid, rest.gid, rest.atime, rest.mtime, rest.size)):
+            self.setattr(cfh, caller, rest)
+        self._sync_dir(dfd)
+        return cfh, self._attr_of(cfh), Wcc(pre, self._post(dfd))
+
+    def _create_existing(self, dfd, dst, name, caller, how, sattr, verf, pre):
+        if how == CreateHow.GUARDED:
+            raise FsError(nfsstat3.NFS3ERR_EXIST)
+        pfd, st = self._pin(dfd, name, caller)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(pfd)
+            raise FsError(nfsstat3.NFS3ERR_EXIST)
+        fd, cfh = self._adopt(pfd, st)
+        if how == CreateHow.EXCLUSIVE:
+            meta = self._metafiles.get(fd, st)
+            if meta.create_verf != verf:
+                raise FsError(nfsstat3.NFS3ERR_EXIST)
+        elif sattr.size is not None:
+            self.setattr(cfh, caller, SetAttr(size=sattr.size))
+        return cfh, self._attr_of(cfh), Wcc(pre, self._post(dfd))
+
+    def _made(self, dfd, dst, name, caller, pre, sattr, mode=None):
+        """After mkdir/symlink/mknod: the handle and attributes of the new object,
+        with the mode made exact and the other attributes applied."""
+        fd, st = self._pin(dfd, name, caller)
+        fd, cfh = self._adopt(fd, st)
+        self._listing_changed(dst, dfd, added=((name, st.st_ino),))
+        if mode is not None and st.st_mode & 0o7777 != mode:
+            with as_caller(caller.uid, caller.gid, caller.gids):
+                os.chmod(proc_path(fd), mode)
+        if sattr is not None and any(v is not None for v in (sattr.uid, sattr.gid, sattr.atime,
+                                                             sattr.mtime)):
+            self.setattr(cfh, caller, SetAttr(uid=sattr.uid, gid=sattr.gid, atime=sattr.atime,
+                                              mtime=sattr.mtime))
+        self._sync_dir(dfd)
+        return cfh, self._attr_of(cfh), Wcc(pre, self._post(dfd))
+
+    @maps_oserror
+    def mkdir(self, dir_fh, name, caller, sattr):
+        """Make a directory as the caller: (handle, Attr, directory Wcc).
+        Default mode 0755; a setgid parent's setgid bit is kept."""
+        check_writable(caller)
+        dfd, _, dst = self._dir(dir_fh)
+        name = _name(name, creating=True)
+        pre = self._wcc_attr(dfd, dst)
+        mode = 0o755 if sattr is None or sattr.mode is None else sattr.mode & 0o7777
+        with as_caller(caller.uid, caller.gid, caller.gids):
+            os.mkdir(name, mode, dir_fd=dfd)
+        # Keep a setgid bit inherited from the parent, as mkdir(2) does.
+        mode |= dst.st_mode & stat.S_ISGID
+        return self._made(dfd, dst, name, caller, pre, sattr, mode)
+
+    @maps_oserror
+    def symlink(self, dir_fh, name, caller, target, sattr):
+        """Make a symlink to ``target`` (bytes) as the caller: (handle, Attr,
+        directory Wcc). NAMETOOLONG for a target of 4096 bytes or more, INVAL
+        for one with a NUL."""
+        check_writable(caller)
+        dfd, _, dst = self._dir(dir_fh)
+        name = _name(name, creating=True)
+        if isinstance(target, str):
+            target = os.fsencode(target)
+        if len(target) >= PATH_MAX:
+            raise FsError(nfsstat3.NFS3ERR_NAMETOOLONG)
+        if b"\0" in target:
+            raise FsError(nfsstat3.NFS3ERR_INVAL)
+        pre = self._wcc_attr(dfd, dst)
+        with as_caller(caller.uid, caller.gid, caller.gids):
+            os.symlink(target, name, dir_fd=dfd)
+        return self._made(dfd, dst, name, caller, pre, sattr)
+
+    @maps_oserror
+    def mknod(self, dir_fh, name, caller, ftype, sattr, rdev=(0, 0)):
+        """Make a device, socket or fifo (``ftype`` a FileType; BADTYPE for
+        others) as the caller: (handle, Attr, directory Wcc). ``rdev`` is
+        (major, minor) for a device, INVAL beyond what a Linux dev_t holds."""
+        check_writable(caller)
+        bits = _MKNOD_BITS.get(ftype)
+        if bits is None:
+            raise FsError(nfsstat3.NFS3ERR_BADTYPE)
+        dfd, _, dst = self._dir(dir_fh)
+        name = _name(name, creating=True)
+        pre = self._wcc_attr(dfd, dst)
+        mode = 0o644 if sattr is None or sattr.mode is None else sattr.mode & 0o7777
+        dev = 0
+        if bits in (stat.S_IFCHR, stat.S_IFBLK):
+            major, minor = rdev
+            # What a Linux dev_t holds (12-bit major, 20-bit minor), as nfsd
+            # checks; larger numbers are refused (the wire allows 32 bits).
+            if not (0 <= major < 1 << 12 and 0 <= minor < 1 << 20):
+                raise FsError(nfsstat3.NFS3ERR_INVAL, f"device {major}:{minor}")
+            dev = os.makedev(major, minor)
+        with as_caller(caller.uid, caller.gid, caller.gids):
+            os.mknod(name, bits | mode, dev, dir_fd=dfd)
+        return self._made(dfd, dst, name, caller, pre, sattr, mode)
+
+    @maps_oserror
+    def link(self, fh, dir_fh, name, caller):
+        """Make ``name`` in a directory a hard link to an object, as the caller:
+        (Attr of the object, directory Wcc). ISDIR for a directory."""
+        check_writable(caller)
+        name = _name(name, creating=True)
+        fd, cfh, st = self._open(fh)
+        dfd, _, dst = self._dir(dir_fh)
+        if stat.S_ISDIR(st.st_mode):
+            raise FsError(nfsstat3.NFS3ERR_ISDIR)
+        pre = self._wcc_attr(dfd, dst)
+        with as_caller(caller.uid, caller.gid, caller.gids):
+            os.link(proc_path(fd), name, dst_dir_fd=dfd, follow_symlinks=True)
+        self._listing_changed(dst, dfd, added=((name, st.st_ino),))
+        self._sync_dir(dfd)
+        return self._attr_of(cfh), Wcc(pre, self._post(dfd))
+
+    # -- removing objects ---------------------------------------------------------------
+
+    @maps_oserror
+    def remove(self, dir_fh, name, caller):
+        """Remove a non-directory as the caller: directory Wcc. ISDIR for a
+        directory. A file's data goes to the purge sink once its last link is
+        gone."""
+        check_writable(caller)
+        dfd, _, dst = self._dir(dir_fh)
+        name = _name(name)
+        pre = self._wcc_attr(dfd, dst)
+        pin, st = self._pin(dfd, name, caller)
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                raise FsError(nfsstat3.NFS3ERR_ISDIR)
+            meta = self._objects.meta_of_pinned(pin, st) if stat.S_ISREG(st.st_mode) else None
+            with as_caller(caller.uid, caller.gid, caller.gids):
+                os.unlink(name, dir_fd=dfd)
+            # Counted after the unlink, on the pinned inode: a LINK racing with
+            # us cannot make us purge data that is still reachable.
+            after = os.fstat(pin)
+        finally:
+            os.close(pin)
+        self._listing_changed(dst, dfd, removed=(name,))
+        # The removal must be durable before the data is handed to the purge
+        # sink: after a crash, a metafile whose stripes were purged would come
+        # back (data loss); the other order can only leak, which scrub finds.
+        self._sync_dir(dfd)
+        if after.st_nlink == 0:
+            self._gone(after, meta)
+        return Wcc(pre, self._post(dfd))
+
+    @maps_oserror
+    def rmdir(self, dir_fh, name, caller):
+        """Remove an empty directory as the caller: directory Wcc. NOTDIR for
+        anything else, NOTEMPTY, INVAL for ".", NOTEMPTY for ".."."""
+        check_writable(caller)
+        dfd, _, dst = self._dir(dir_fh)
+        name = _name(name)
+        if name == b".":
+            raise FsError(nfsstat3.NFS3ERR_INVAL)
+        if name == b"..":
+            raise FsError(nfsstat3.NFS3ERR_NOTEMPTY)
+        pre = self._wcc_attr(dfd, dst)
+        pin, st = self._pin(dfd, name, caller)
+        try:
+            if not stat.S_ISDIR(st.st_mode):
+                raise FsError(nfsstat3.NFS3ERR_NOTDIR)
+            with as_caller(caller.uid, caller.gid, caller.gids):
+                os.rmdir(name, dir_fd=dfd)
+        finally:
+            os.close(pin)
+        self._listing_changed(dst, dfd, removed=(name,))
+        self._gone(st, None)
+        self._sync_dir(dfd)
+        return Wcc(pre, self._post(dfd))
+
+    @maps_oserror
+    def rename(self, from_dir_fh, from_name, to_dir_fh, to_name, caller):
+        """Rename as the caller, replacing what ``to_name`` names as rename(2)
+        does: (from directory Wcc, to directory Wcc). INVAL for "." or "..".
+        A replaced file's data goes to the purge sink once its last link is
+        gone."""
+        check_writable(caller)
+        ffd, _, fst = self._dir(from_dir_fh)
+        from_name = _name(from_name)
+        tfd, _, tst = self._dir(to_dir_fh)
+        to_name = _name(to_name)
+        if from_name in (b".", b"..") or to_name in (b".", b".."):
+            raise FsError(nfsstat3.NFS3ERR_INVAL)
+        fpre, tpre = self._wcc_attr(ffd, fst), self._wcc_attr(tfd, tst)
+        spin, sst = self._pin(ffd, from_name, caller)
+        try:
+            try:
+                tpin, tpst = self._pin(tfd, to_name, caller)
+            except FileNotFoundError:
+                tpin = tpst = None
+            try:
+                tmeta = None
+                if tpst is not None and stat.S_ISREG(tpst.st_mode) and \
+                        (tpst.st_dev, tpst.st_ino) != (sst.st_dev, sst.st_ino):
+                    tmeta = self._objects.meta_of_pinned(tpin, tpst)
+                with as_caller(caller.uid, caller.gid, caller.gids):
+                    os.rename(from_name, to_name, src_dir_fd=ffd, dst_dir_fd=tfd)
+                after = os.fstat(tpin) if tpin is not None else None
+            finally:
+                if tpin is not None:
+                    os.close(tpin)
+        finally:
+            os.close(spin)
+        same_dir = (fst.st_dev, fst.st_ino) == (tst.st_dev, tst.st_ino)
+        onto_itself = tpst is not None and (sst.st_dev, sst.st_ino) == (tpst.st_dev, tpst.st_ino)
+        if not onto_itself:
+            if same_dir:
+                self._listing_changed(fst, ffd, removed=(from_name,),
+                                      added=((to_name, sst.st_ino),))
+            else:
+                self._listing_changed(fst, ffd, removed=(from_name,))
+                self._listing_changed(tst, tfd, added=((to_name, sst.st_ino),))
+        self._sync_dir(ffd)  # durable before purging: see remove()
+        if not same_dir:
+            self._sync_dir(tfd)
+        if after is not None and after.st_nlink == 0:
+            self._gone(after, tmeta)
+        return Wcc(fpre, self._post(ffd)), Wcc(tpre, self._post(tfd))
+
+    # -- listing a directory -------------------------------------------------------------
+
+    @maps_oserror
+    def readdir(self, dir_fh, cookie, cookieverf, caller, max_entries, cookie_bits=64,
+                budget=None, entry_size=None):
+        """A page of a directory listing: (entries, eof, cookie verifier,
+        directory Attr), entries a list of at most max_entries DirEntry
+        following ``cookie`` (0: from the start, "." and ".." first; else a
+        cookie this directory gave out, which stays valid across changes).
+
+        ``cookieverf`` (8 bytes, or None not to check) is the verifier the
+        cookie came with: BAD_COOKIE if it is not this directory's (all zeros
+        pass) or the cookie is out of range. cookie_bits=32 for NFSv2 (cookies
+        below 2**32). NOTDIR, ACCES without read permission.
+
+        Entries whose names hash to the same cookie always come in the same page:
+        a caller that cuts a page short must cut where the cookie changes (or
+        pass budget and entry_size(name) -> bytes to have it done here;
+        TOOSMALL when not even one entry fits)."""
+        if cookie_bits not in (32, 64):
+            raise ValueError("cookie_bits must be 32 or 64")
+        dfd, dcfh, dst = self._dir(dir_fh)
+        if not permitted(dst.st_mode, dst.st_uid, dst.st_gid, caller, R):
+            raise FsError(nfsstat3.NFS3ERR_ACCES)
+        verf = self._listings.verifier(dcfh)
+        if cookie and cookieverf is not None and bytes(cookieverf) not in (verf, _ZERO_VERF):
+            raise FsError(nfsstat3.NFS3ERR_BAD_COOKIE)
+        if cookie >= 1 << cookie_bits:
+            raise FsError(nfsstat3.NFS3ERR_BAD_COOKIE)
+        listing = self._listings.get(dfd, dst, cookie_bits)
+
+        def parent_ino():
+            if dst.st_ino == self._root_ino:
+                return dst.st_ino
+            return os.stat("..", dir_fd=dfd, follow_symlinks=False).st_ino
+
+        entries, eof = listing.page(cookie, max(1, max_entries), budget, entry_size,
+                                    dst.st_ino, parent_ino)
+        return entries, eof, verf, self._attr(dfd, dst)
+
+    def cookieverf(self, dir_fh):
+        """The cookie verifier of a directory: fixed for its lifetime, so that
+        changes to it do not send clients back to the start."""
+        _, cfh, _ = self._open(dir_fh)
+        return self._listings.verifier(cfh)
+
+    # -- the file system as a whole --------------------------------------------------------
+
+    @maps_oserror
+    def fsstat(self, fh):
+        """FsStat of the file system holding an object: bytes where the data
+        lives (the data path's figures when it has them), file slots of the
+        metadata."""
+        self._open(fh)
+        st = os.statvfs(self._objects.root_fd)
+        space = self._io.space()
+        if space is None:
+            space = (st.f_blocks * st.f_frsize, st.f_bfree * st.f_frsize, st.f_bavail * st.f_frsize)
+        return FsStat(space[0], space[1], space[2], st.f_files, st.f_ffree, st.f_favail)
+
+    def pathconf(self, fh, name):
+        """os.pathconf of the object (e.g. "PC_LINK_MAX"), for PATHCONF/FSINFO;
+        raises OSError."""
+        fd, _, _ = self._open(fh)
+        return os.pathconf(proc_path(fd), name)
+
+    # -- forwarding (the data server answers the client; UDP only) -------------------
+
+    @property
+    def forwards(self):
+        return self.datapath.forwards
+
+    @property
+    def verifier(self):
+        return self.datapath.verifier
+
+    def max_io(self, transport):
+        return self.datapath.max_io(transport)
+
+    def forward_read(self, plan, head, ctx, on_error):
+        """Have the data server send the READ reply (``head`` + data) to the
+        client. False when it cannot be forwarded (the caller relays);
+        ``on_error(errno, message)`` gives the reply bytes to send (or None
+        for none) if the data server answers an error instead."""
+        try:
+            return self.datapath.forward_read(plan.meta, plan.ino, plan.offset, plan.count,
+                                              head, ctx.client, ctx.local, on_error)
+        except OSError as e:
+            raise fs_error_of(e) from None
+
+    @maps_oserror
+    def forward_write(self, plan, data, reply, ctx, on_error):
+        """Have the data server write and then send ``reply`` to the client."""
+        return self.datapath.forward_write(plan.meta, plan.ino, plan.offset, data, plan.stable,
+                                           reply, ctx.client, ctx.local, on_error)
