@@ -134,7 +134,6 @@ class MetaFS:
         self.write_data = io.write_data
         self.write = io.write
         self.commit = io.commit
-        self.datapath = datapath  # for the forwarding below only
 
     def close(self):
         self._objects.close()
@@ -610,33 +609,3 @@ class MetaFS:
         raises OSError."""
         fd, _, _ = self._open(fh)
         return os.pathconf(proc_path(fd), name)
-
-    # -- forwarding (the data server answers the client; UDP only) -------------------
-
-    @property
-    def forwards(self):
-        return self.datapath.forwards
-
-    @property
-    def verifier(self):
-        return self.datapath.verifier
-
-    def max_io(self, transport):
-        return self.datapath.max_io(transport)
-
-    def forward_read(self, plan, head, ctx, on_error):
-        """Have the data server send the READ reply (``head`` + data) to the
-        client. False when it cannot be forwarded (the caller relays);
-        ``on_error(errno, message)`` gives the reply bytes to send (or None
-        for none) if the data server answers an error instead."""
-        try:
-            return self.datapath.forward_read(plan.meta, plan.ino, plan.offset, plan.count,
-                                              head, ctx.client, ctx.local, on_error)
-        except OSError as e:
-            raise fs_error_of(e) from None
-
-    @maps_oserror
-    def forward_write(self, plan, data, reply, ctx, on_error):
-        """Have the data server write and then send ``reply`` to the client."""
-        return self.datapath.forward_write(plan.meta, plan.ino, plan.offset, data, plan.stable,
-                                           reply, ctx.client, ctx.local, on_error)
