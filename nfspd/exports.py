@@ -29,25 +29,11 @@ import trio
 from common.exports import ANONYMOUS, ExportsError, normalize_path, parse_exports
 from common.mount import MNTNAMLEN, mountstat3
 from common.nfs3 import nfsstat3
+from common.runtime.resvport import PRIVILEGED_PORTS
+from nfspd.fs.handles import export_id_of
 from nfspd.fs.types import Caller, FileType, FsError
 
 log = logging.getLogger(__name__)
-
-PRIVILEGED_PORT_LIMIT = 1024  # ports below it need root: what "secure" asks of a client
-
-
-_export_id_of_impl = None
-
-
-def _export_id_of(fh):
-    # Imported late: nfspd.fs.handles pulls in ctypes/libc, which the pure parts
-    # of the registry do not need (and once only: this runs for every call).
-    global _export_id_of_impl
-    if _export_id_of_impl is None:
-        from nfspd.fs.handles import export_id_of
-        _export_id_of_impl = export_id_of
-    return _export_id_of_impl(fh)
-
 
 # --- Host names ------------------------------------------------------------
 
@@ -280,7 +266,7 @@ class ExportRegistry:
                     except (OSError, FsError, ValueError) as e:
                         raise ExportsError(f"{where}: cannot export {export.path}: {e}") from e
                     created.append(fs)
-                    eid = _export_id_of(fs.root_fh)
+                    eid = export_id_of(fs.root_fh)
                     if eid is None:
                         raise ExportsError(f"{where}: {export.path}: its root handle names no export")
                 for other in entries:
@@ -352,12 +338,12 @@ class ExportRegistry:
 
     def resolve(self, ctx, fh):
         """(MetaFS, Caller) for a request on handle ``fh``: the shared contract."""
-        eid = _export_id_of(fh)
+        eid = export_id_of(fh)
         if eid is None:
             raise FsError(nfsstat3.NFS3ERR_BADHANDLE, "not a handle of this server")
         table = self._table
         ip, port = ctx.client[0], ctx.client[1]
-        key = (eid, ip, port < PRIVILEGED_PORT_LIMIT, ctx.cred)
+        key = (eid, ip, port < PRIVILEGED_PORTS, ctx.cred)
         hit = table.resolved.get(key)
         if hit is not None:
             return hit
@@ -369,7 +355,7 @@ class ExportRegistry:
             # STALE, as Linux's nfsd answers (and RFC 1813: access "revoked"):
             # ACCES would confirm to a stranger that the handle names a live export.
             raise FsError(nfsstat3.NFS3ERR_STALE, f"{ip} may not use {entry.export.path}")
-        if opts.secure and port >= PRIVILEGED_PORT_LIMIT:
+        if opts.secure and port >= PRIVILEGED_PORTS:
             # Linux's nfsd answers nfserr_perm for an insecure source port.
             raise FsError(nfsstat3.NFS3ERR_PERM,
                           f"{ip}:{port} is not a privileged port ('insecure' not set)")
@@ -418,7 +404,7 @@ class ExportRegistry:
         if entry is None:
             log.info("refused mount request from %s for %s: client not allowed", ip, norm)
             return mountstat3.MNT3ERR_ACCES, None
-        if opts.secure and port >= PRIVILEGED_PORT_LIMIT:
+        if opts.secure and port >= PRIVILEGED_PORTS:
             log.info("refused mount request from %s for %s: illegal port %d", ip, norm, port)
             return mountstat3.MNT3ERR_ACCES, None
         status, fh = self._walk(entry, norm)
@@ -465,5 +451,4 @@ def _within(path, export_path):
             path.startswith(export_path + "/"))
 
 
-__all__ = ["ExportRegistry", "HostnameCache", "MountList", "reverse_lookup",
-           "PRIVILEGED_PORT_LIMIT"]
+__all__ = ["ExportRegistry", "HostnameCache", "MountList", "reverse_lookup"]
