@@ -1,7 +1,7 @@
 """The iod's optional Prometheus endpoint (``iod --metrics ADDR:PORT``): its
-counters (iod/daemon.py Counters), queue depth and free space, served by the
-metaserver's minimal HTTP server (nfspd/metrics.py) on a socket bound before
-the iod dropped root.
+counters (iod/counters.py), queue depth and free space, served by the shared
+minimal HTTP server (common/runtime/metrics.py) on a socket bound before the
+iod dropped root.
 
 Counter names become labels of a few metric families: the per-op request
 counts (``ping``, ``read``, ...) of nfsp_iod_requests_total, the ``dropped_*``
@@ -14,8 +14,8 @@ import logging
 import time
 
 from common.iodproto import Op
-from common.runtime.version import VERSION
 from common.runtime.metrics import Exposition, MetricsServer
+from common.runtime.version import VERSION
 
 log = logging.getLogger("iod")
 
@@ -42,17 +42,18 @@ _OWN = {  # counter -> (metric, help)
 }
 
 
-def status(iod):
-    """What the page shows, read from the live daemon (in its trio thread)."""
+def status(server):
+    """What the page shows, read from the live iod (iod/server.py, in its
+    trio thread)."""
     try:
-        total, _, free, *_ = iod.store.statvfs()
+        total, _, free, *_ = server.store.statvfs()
     except OSError:
         total = free = None
-    return {"counters": iod.counters.snapshot(), "queue": len(iod.queue),
-            "queue_max": iod.queue.max_items, "queue_high_water": iod.queue.high_water,
-            "free": free, "total": total, "uptime": time.monotonic() - iod.started,
-            "connections": iod.connections, "senders": len(iod.replay),
-            "verifier": iod.verifier.hex()}
+    return {"counters": server.counters.snapshot(), "queue": len(server.queue),
+            "queue_max": server.queue.max_items, "queue_high_water": server.queue.high_water,
+            "free": free, "total": total, "uptime": time.monotonic() - server.started,
+            "connections": server.connections, "senders": len(server.engine.replay),
+            "verifier": server.engine.verifier.hex()}
 
 
 def render(st):
@@ -93,8 +94,8 @@ def render(st):
     return page.text()
 
 
-async def serve_metrics(iod, task_status):
-    host, port = iod.config.metrics
-    server = MetricsServer(host, port, lambda: status(iod), render=render,
-                           sock=iod.metrics_sock, logger=log)
-    await server.run(task_status=task_status)
+async def serve_metrics(server, task_status):
+    host, port = server.config.metrics
+    endpoint = MetricsServer(host, port, lambda: status(server), render=render,
+                             sock=server.metrics_sock, logger=log)
+    await endpoint.run(task_status=task_status)
