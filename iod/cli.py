@@ -1,5 +1,6 @@
 """The `iod` command: the I/O daemon (iod/daemon.py)."""
 
+import ipaddress
 import logging
 import sys
 
@@ -7,10 +8,12 @@ import click
 
 from common import iodproto, keyfile
 from common.runtime import logs
+from common.runtime.metrics import parse_address
+from iod import daemon
+from iod.ipv4 import IpIdSlot
 
 
 def _networks(ctx, param, values):
-    import ipaddress
     if tuple(values) == ("none",):
         return []
     try:
@@ -22,7 +25,6 @@ def _networks(ctx, param, values):
 def _metrics(ctx, param, value):
     if value is None:
         return None
-    from common.runtime.metrics import parse_address
     try:
         return parse_address(value)
     except ValueError as e:
@@ -30,7 +32,6 @@ def _metrics(ctx, param, value):
 
 
 def _slot(ctx, param, value):
-    from iod.ipv4 import IpIdSlot
     try:
         return IpIdSlot.parse(value)
     except ValueError as e:
@@ -115,7 +116,6 @@ def main(data_dir, init, key_path, listen, port, secure_port, max_clock_skew, po
     logs.setup("iod", log_level, syslog)
     # pyroute2 logs every netlink message at debug level: not our events.
     logging.getLogger("pyroute2").setLevel(max(logging.WARNING, logging.getLogger().level))
-    from iod import daemon
     log = logging.getLogger("iod")
     try:
         keys = keyfile.load(key_path)

@@ -157,6 +157,7 @@ def start(config):
             mtus = RouteMtu()
         except OSError as e:
             raise StartupError(f"cannot look up routes over netlink: {e}") from None
+        extra.append(mtus)
         try:
             store = open_store(config.data_dir, init=config.init)
         except StoreError as e:
