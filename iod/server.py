@@ -93,10 +93,11 @@ class _Connection:
         except (trio.ClosedResourceError, trio.BrokenResourceError, trio.WouldBlock):
             self.inflight.release()
 
+
 class Server:
     """The iod once its privileged set-up is done (iod/daemon.py): serve()
-    runs it. Its engine is made here, at the start of serving: the verifier
-    and the replay guard's start time are this run's."""
+    runs it. Its engine is made with it, so the verifier and the time before
+    which stamped frames are refused are this process's."""
 
     def __init__(self, config, store, spoofer, udp_sock, tcp_sock, key_file=None,
                  metrics_sock=None):
