@@ -18,18 +18,14 @@ READ is also allowed when execute is (the client loads executables with READ).
 
 import stat
 
-from common.nfs3 import nfsstat3
+from common.nfs3 import (ACCESS3_DELETE, ACCESS3_EXECUTE, ACCESS3_EXTEND, ACCESS3_LOOKUP,
+                         ACCESS3_MODIFY, ACCESS3_READ, nfsstat3)
 from nfspd.fs.types import FsError
 
 R, W, X = 4, 2, 1
 
-ACCESS3_READ = 0x0001
-ACCESS3_LOOKUP = 0x0002
-ACCESS3_MODIFY = 0x0004
-ACCESS3_EXTEND = 0x0008
-ACCESS3_DELETE = 0x0010
-ACCESS3_EXECUTE = 0x0020
-ACCESS3_ALL = 0x003F
+ACCESS3_ALL = (ACCESS3_READ | ACCESS3_LOOKUP | ACCESS3_MODIFY | ACCESS3_EXTEND | ACCESS3_DELETE
+               | ACCESS3_EXECUTE)
 _CHANGES = ACCESS3_MODIFY | ACCESS3_EXTEND | ACCESS3_DELETE
 
 
