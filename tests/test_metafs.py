@@ -899,3 +899,39 @@ def test_each_file_system_layer_imports_only_the_layers_below_it():
             elif isinstance(node, ast.Import):
                 imported.update(a.name for a in node.names if a.name.startswith("nfspd"))
         assert imported <= set(order[:i]), f"{module} imports {imported - set(order[:i])}"
+
+
+# --- atime (issue 16, case 3): READ advances it as a local read would ------------------
+
+DAY_NS = 24 * 3600 * 10**9
+
+
+def test_read_advances_atime_under_relatime_and_the_reply_shows_it(env):
+    if not os.statvfs(str(env.root)).f_flag & os.ST_RELATIME:
+        pytest.skip("the test directory is not on a relatime mount")
+    fh = env.create(b"f")
+    run(env.fs.write, fh, ROOT, 0, b"x" * 100, True)
+    path = env.root / "f"
+    old = os.stat(path).st_mtime_ns - 3 * DAY_NS
+    os.utime(path, ns=(old, os.stat(path).st_mtime_ns))   # atime before mtime: relatime moves it
+    data, _, attr = run(env.fs.read, fh, ROOT, 0, 10)
+    assert data == b"x" * 10
+    moved = os.stat(path).st_atime_ns
+    assert moved > old and attr.atime_ns == moved
+    # Now atime is after mtime and ctime, and younger than a day: relatime leaves it.
+    run(env.fs.read, fh, ROOT, 0, 10)
+    assert os.stat(path).st_atime_ns == moved
+
+
+def test_the_metaservers_own_reads_leave_atime_alone(env):
+    fh = env.create(b"f")
+    run(env.fs.write, fh, ROOT, 0, b"y" * 100, True)
+    path = env.root / "f"
+    old = os.stat(path).st_mtime_ns - 3 * DAY_NS
+    os.utime(path, ns=(old, os.stat(path).st_mtime_ns))
+    env.fs.close()
+    env.fs = env.make()       # a restarted metaserver: its metafile cache is cold
+    fh2, attr, _ = env.fs.lookup(env.fs.root_fh, b"f", ROOT)
+    env.fs.getattr(fh2)
+    run(env.fs.write, fh2, ROOT, 100, b"z", True)    # reads the metafile, writes it
+    assert os.stat(path).st_atime_ns == old and attr.atime_ns == old

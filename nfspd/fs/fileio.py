@@ -11,10 +11,19 @@ which is every plan but the rare one that has a truncation to carry out first.
 A truncation (SETATTR size) only records ``trunc_to`` in the metafile; the
 stripes are cut before data next moves (settle), so that bytes cut off earlier
 never reappear when the file grows again.
+
+A READ advances the file's atime as a local read(2) would, under the export
+file system's own mount options (relatime, strictatime, noatime): the kernel
+decides, on a one-byte read of the metafile with O_NOATIME lifted. Every other
+read of a metafile (the metaserver's own bookkeeping) keeps O_NOATIME and never
+moves it; setting atime with utimensat instead would move ctime too, and make
+every client drop its cache after each read.
 """
 
+import fcntl
 import os
 import stat
+import time
 
 import trio
 
@@ -26,6 +35,9 @@ from nfspd.fs.objects import clear_setid
 from nfspd.fs.syscalls import set_times
 from nfspd.fs.types import (FILE_SYNC, SET_TO_SERVER_TIME, UNSTABLE, FsError, ReadPlan, Wcc,
                             WccAttr, WritePlan, fs_error_of, maps_oserror)
+
+
+_RELATIME_WINDOW_NS = 24 * 3600 * 1_000_000_000
 
 
 class FileIO:
@@ -45,6 +57,9 @@ class FileIO:
         self._settling = {}  # (dev, ino) -> trio.Lock
         self._stripe_unit = getattr(datapath, "stripe_unit", DEFAULT_STRIPE_UNIT)
         self._layout_gen = getattr(datapath, "layout_gen", 0)
+        mount_flags = os.fstatvfs(objects.root_fd).f_flag
+        self._atime = ("noatime" if mount_flags & os.ST_NOATIME else
+                       "relatime" if mount_flags & os.ST_RELATIME else "strictatime")
 
     def new_metafile(self, create_verf=None):
         """The metafile of a new, empty file: a fresh seed, laid out as the
@@ -131,7 +146,31 @@ class FileIO:
         else:
             count, eof = clamp_read(offset, count, size, unit, self.datapath.iod_count(meta),
                                     at_stripe)
+        if self._atime != "noatime" and self._atime_moves(st):
+            st = self._accessed(fd)
         return ReadPlan(meta, st.st_ino, offset, count, eof, self._attr(fd, st, meta))
+
+    def _atime_moves(self, st):
+        """Whether the kernel will advance atime on a read (so that a READ costs
+        no extra system call when it will not): relatime's rule (fs/inode.c,
+        relatime_need_update), or always with strictatime."""
+        if self._atime == "strictatime":
+            return True
+        atime = st.st_atime_ns
+        return (atime <= st.st_mtime_ns or atime <= st.st_ctime_ns
+                or time.time_ns() - atime >= _RELATIME_WINDOW_NS)
+
+    @staticmethod
+    def _accessed(fd):
+        """Let the kernel advance the metafile's atime (a read without
+        O_NOATIME); its stat after that."""
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NOATIME)
+        try:
+            os.pread(fd, 1, 0)
+        finally:
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+        return os.fstat(fd)
 
     @maps_oserror
     async def read_data(self, plan):

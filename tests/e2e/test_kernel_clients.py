@@ -8,6 +8,7 @@ it computed itself (tests/e2e/expect.py).
 
 import dataclasses
 import hashlib
+import os
 import time
 
 import pytest
@@ -124,6 +125,28 @@ def test_chmod_chown_touch(mounted):
 
 def test_atime_set_alone(mounted):
     mounted.run(f"wl_atime {_dir(mounted, 'atime')}", expect.atime())
+
+
+def test_read_advances_atime_as_relatime_says(mounted, testbed):
+    """Issue 16, case 3: a READ moves atime as a local read would under the
+    export's relatime; reads within the window, and the metaserver's own
+    bookkeeping, leave it."""
+    if not os.statvfs(testbed.export).f_flag & os.ST_RELATIME:
+        pytest.skip("the testbed's export is not on a relatime mount")
+    d = _dir(mounted, "atime")
+    mounted.vm.check(f"mkdir -p {d} && echo hello > {d}/f && sync")
+    path = os.path.join(testbed.export, d[len(mounted.mnt) + 1:], "f")
+    st = os.stat(path)
+    old = st.st_mtime_ns - 3 * 24 * 3600 * 10**9   # before mtime: relatime advances it
+    os.utime(path, ns=(old, st.st_mtime_ns))
+    got = mounted.vm.results(
+        f"dropcaches; R before $(stat -c %X {d}/f)\n"
+        f"dropcaches; cat {d}/f >/dev/null; dropcaches; R read $(stat -c %X {d}/f)\n"
+        f"cat {d}/f >/dev/null; dropcaches; R again $(stat -c %X {d}/f)")
+    assert int(got["before"]) == old // 10**9
+    assert int(got["read"]) > old // 10**9 + 24 * 3600
+    assert int(got["read"]) == os.stat(path).st_atime_ns // 10**9
+    assert got["again"] == got["read"]
 
 
 def test_truncate_and_append(mounted, rand):
