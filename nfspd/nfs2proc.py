@@ -65,10 +65,16 @@ def _looks_like_touch(sa, now):
             and abs(sa.atime // _NSEC - now) < MAX_TOUCH_TIME_ERROR)
 
 
-def _forward_failed(xid, res_type):
+def _forward_failed(xid, res_type, undo=None):
     """The reply to send when the iod a READ or WRITE was forwarded to answers
-    an error (None: JUKEBOX, no reply, the client retries)."""
+    an error (None: JUKEBOX, no reply, the client retries); ``undo()`` first,
+    for a WRITE (the size it grew the file to)."""
     def reply(code, message):
+        if undo is not None:
+            try:
+                undo()
+            except FsError:
+                pass   # the file went meanwhile
         status = status2(fs_error_of(OSError(code, message)).status)
         if status is NO_REPLY:
             return None
@@ -170,7 +176,8 @@ async def WRITE(ctx, args):
         try:
             forwarded = datapath.forward_write(plan.meta, plan.ino, plan.offset, data,
                                                plan.stable, reply, ctx.client, ctx.local,
-                                               _forward_failed(ctx.xid, attrstat))
+                                               _forward_failed(ctx.xid, attrstat,
+                                                               lambda: fs.write_failed(plan)))
         except OSError as e:
             raise fs_error_of(e) from None
         if forwarded:

@@ -244,15 +244,25 @@ def _forward_write(ctx, plan, data):
     try:
         return datapath.forward_write(plan.meta, plan.ino, plan.offset, data, plan.stable,
                                       reply, ctx.client, ctx.local,
-                                      _write_failed(ctx.xid, plan.wcc))
+                                      _write_failed(ctx, plan))
     except OSError as e:
         raise fs_error_of(e) from None
 
 
-def _write_failed(xid, w):
+def _write_failed(ctx, plan):
+    """The reply to send when the iod a WRITE was forwarded to refuses it: the
+    size the WRITE grew the file to undone first, the attributes after that."""
+    xid = ctx.xid
+
     def reply(code, message):
         status = status_of(fs_error_of(OSError(code, message)))
-        fail = nfs3.WRITE3resfail(wcc_data(None, post_op(w.post)))
+        try:
+            fs, _ = ctx.service.resolve(ctx, plan.fh)
+            fs.write_failed(plan)
+            post = fs.getattr(plan.fh)
+        except FsError:
+            post = None
+        fail = nfs3.WRITE3resfail(wcc_data(None, post_op(post)))
         return replies.encode(xid, nfs3.WRITE3res, nfs3.WRITE3res(status, fail))
     return reply
 

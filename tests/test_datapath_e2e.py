@@ -393,6 +393,20 @@ def test_nfsv2_gets_no_reply_while_an_iod_is_down(cluster):
     assert v2_read(v2, fh, 0, 5000) == b"hello" * 1000
 
 
+def move_to_a_small_disk(c, ns, index, size="1m"):
+    """Restart iod ``index`` with its data on a tmpfs of ``size``."""
+    iod = c.iods[index]
+    iod.stop()
+    small = os.path.join(c.workdir, f"small{index}")
+    os.makedirs(small)
+    # Mounted in the namespace's own mount namespace: copy in there too.
+    ns.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", small], check=True)
+    ns.run(["cp", "-a", iod.data_dir, os.path.join(small, "data")], check=True)
+    iod.data_dir = os.path.join(small, "data")
+    iod.start()
+    wait_until(lambda: f"(#{index}) is back" in c.nfspd_log(), 15, what="iod back")
+
+
 def test_full_iod_disk_is_nospc_and_damages_nothing(cluster, ns):
     c = cluster(n_iods=2, stripe_unit=U)
     client, root = c.connect(3, "udp")
@@ -400,17 +414,7 @@ def test_full_iod_disk_is_nospc_and_damages_nothing(cluster, ns):
     kept = patterned(4 * U, b"kept")
     fh = client.create(root, b"kept")
     v3_write(client, fh, 0, kept, 16384)
-    # Fill iod 1's file system: its data dir goes on a small tmpfs.
-    iod = c.iods[1]
-    iod.stop()
-    small = os.path.join(c.workdir, "small")
-    os.makedirs(small)
-    # Mounted in the namespace's own mount namespace: copy in there too.
-    ns.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", small], check=True)
-    ns.run(["cp", "-a", iod.data_dir, os.path.join(small, "data")], check=True)
-    iod.data_dir = os.path.join(small, "data")
-    iod.start()
-    wait_until(lambda: "(#1) is back" in c.nfspd_log(), 15, what="iod back")
+    move_to_a_small_disk(c, ns, 1)
     big = client.create(root, b"big")
     statuses = set()
     for client3, chunk in ((client, 16384), (tcp, 1 << 20)):
@@ -429,6 +433,29 @@ def test_full_iod_disk_is_nospc_and_damages_nothing(cluster, ns):
             f.write(os.urandom(4 << 20))
         r = ns.run(["nfs-cp", src, f"nfs://127.0.0.1{c.export}/cp"])
         assert r.returncode != 0
+
+
+def test_an_extending_write_refused_for_a_full_disk_leaves_the_size(cluster, ns):
+    """Issue 16, case 2: the size a WRITE would have made does not stay when its
+    iod refuses the data, whether it was forwarded (UDP) or relayed (TCP)."""
+    c = cluster(n_iods=2, stripe_unit=U)
+    udp, root = c.connect(3, "udp")
+    tcp, _ = c.connect(3, "tcp")
+    move_to_a_small_disk(c, ns, 1, size="256k")
+    for client, name in ((udp, b"grow-udp"), (tcp, b"grow-tcp")):
+        fh = client.create(root, name)
+        data = patterned(1 << 20, name)
+        failed_at = None
+        for off in range(0, len(data), U):       # one stripe a call, in order
+            try:
+                client.write(fh, off, data[off:off + U])
+            except NfsError as e:
+                assert e.status == nfsstat3.NFS3ERR_NOSPC
+                failed_at = off
+                break
+        assert failed_at is not None, "the small disk never filled"
+        assert client.getattr(fh).size == failed_at
+        assert v3_read(client, fh, 0, failed_at, U) == data[:failed_at]
 
 
 def test_appending_an_iod_makes_a_new_generation(cluster):

@@ -935,3 +935,38 @@ def test_the_metaservers_own_reads_leave_atime_alone(env):
     env.fs.getattr(fh2)
     run(env.fs.write, fh2, ROOT, 100, b"z", True)    # reads the metafile, writes it
     assert os.stat(path).st_atime_ns == old and attr.atime_ns == old
+
+
+# --- a WRITE whose data did not land (issue 16, case 2) ---------------------------------
+
+
+def test_a_failed_extending_write_gives_back_the_size_it_took(env):
+    fh = env.create(b"f")
+    run(env.fs.write, fh, ROOT, 0, b"a" * 100, True)
+    w1 = env.fs.write_plan_now(fh, ROOT, 100, 100, 2)
+    assert env.fs.getattr(fh).size == 200
+    env.fs.write_failed(w1)
+    assert env.fs.getattr(fh).size == 100
+
+
+def test_a_write_planned_after_the_failed_one_keeps_what_it_wrote(env):
+    fh = env.create(b"f")
+    run(env.fs.write, fh, ROOT, 0, b"a" * 100, True)
+    w1 = env.fs.write_plan_now(fh, ROOT, 100, 100, 2)      # grows to 200, will fail
+    w2 = env.fs.write_plan_now(fh, ROOT, 120, 10, 2)       # inside it, may have landed
+    env.fs.write_failed(w1)
+    assert env.fs.getattr(fh).size == 130
+    assert w2.wcc.post.size == 200
+
+
+def test_a_failed_write_leaves_a_size_grown_further_since(env):
+    fh = env.create(b"f")
+    w1 = env.fs.write_plan_now(fh, ROOT, 0, 100, 2)
+    env.fs.write_plan_now(fh, ROOT, 100, 100, 2)           # grows to 200
+    env.fs.write_failed(w1)
+    assert env.fs.getattr(fh).size == 200
+    env.fs.setattr(fh, ROOT, SetAttr(size=50))
+    w3 = run(env.fs.write_plan, fh, ROOT, 50, 10, 2)     # (carries out the truncation)
+    env.fs.setattr(fh, ROOT, SetAttr(size=500))            # a SETATTR set it since
+    env.fs.write_failed(w3)
+    assert env.fs.getattr(fh).size == 500

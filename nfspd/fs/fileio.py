@@ -20,7 +20,9 @@ moves it; setting atime with utimensat instead would move ctime too, and make
 every client drop its cache after each read.
 """
 
+import collections
 import fcntl
+import itertools
 import os
 import stat
 import time
@@ -38,6 +40,9 @@ from nfspd.fs.types import (FILE_SYNC, SET_TO_SERVER_TIME, UNSTABLE, FsError, Re
 
 
 _RELATIME_WINDOW_NS = 24 * 3600 * 1_000_000_000
+# How many recent write plans are remembered (file, order, end), so that a
+# failed WRITE knows what was written after it; older failures keep the size.
+_RECENT_WRITES = 4096
 
 
 class FileIO:
@@ -57,6 +62,8 @@ class FileIO:
         self._settling = {}  # (dev, ino) -> trio.Lock
         self._stripe_unit = getattr(datapath, "stripe_unit", DEFAULT_STRIPE_UNIT)
         self._layout_gen = getattr(datapath, "layout_gen", 0)
+        self._write_seq = itertools.count()
+        self._recent_writes = collections.deque(maxlen=_RECENT_WRITES)
         mount_flags = os.fstatvfs(objects.root_fd).f_flag
         self._atime = ("noatime" if mount_flags & os.ST_NOATIME else
                        "relatime" if mount_flags & os.ST_RELATIME else "strictatime")
@@ -202,7 +209,7 @@ class FileIO:
         if meta.trunc_to is not None:
             await self._settle(cfh)
             fd, cfh, st, meta = self._regular(cfh)
-        return self._write_plan(fd, st, meta, caller, offset, length, stable)
+        return self._write_plan(fd, cfh, st, meta, caller, offset, length, stable)
 
     @maps_oserror
     def write_plan_now(self, fh, caller, offset, length, stable):
@@ -211,7 +218,7 @@ class FileIO:
         fd, cfh, st, meta = self._write_checked(fh, caller, offset, length)
         if meta.trunc_to is not None:
             return None
-        return self._write_plan(fd, st, meta, caller, offset, length, stable)
+        return self._write_plan(fd, cfh, st, meta, caller, offset, length, stable)
 
     def _write_checked(self, fh, caller, offset, length):
         check_writable(caller)
@@ -222,8 +229,10 @@ class FileIO:
             raise FsError(nfsstat3.NFS3ERR_FBIG)
         return fd, cfh, st, meta
 
-    def _write_plan(self, fd, st, meta, caller, offset, length, stable):
+    def _write_plan(self, fd, cfh, st, meta, caller, offset, length, stable):
         end = offset + length
+        seq = next(self._write_seq)
+        self._recent_writes.append((st.st_dev, st.st_ino, seq, end))
         # Nothing changes for a write its data server cannot take now.
         self.datapath.ready(meta, offset, length)
         pre = WccAttr(meta.size, st.st_mtime_ns, st.st_ctime_ns)
@@ -238,7 +247,31 @@ class FileIO:
         meta = self._metafiles.restat(fd, st)
         committed = FILE_SYNC if stable else UNSTABLE
         return WritePlan(meta, st.st_ino, offset, length, bool(stable), committed,
-                         Wcc(pre, self._attr(fd, st, meta)))
+                         Wcc(pre, self._attr(fd, st, meta)), cfh, seq)
+
+    def write_failed(self, plan):
+        """A WRITE's data did not land (the data server refused it, or is
+        down): the size it grew the file to must not stay. Back to the size
+        before it, or to the end of any write planned after it on this file
+        (which may have landed); kept when the size has moved since (a later
+        write grew it further, a SETATTR set it) or when the writes after it
+        are too far back to know. Raises FsError (STALE: the file is gone)."""
+        end = plan.offset + plan.count
+        before = plan.wcc.pre.size
+        if end <= before:
+            return
+        fd, _, st, meta = self._regular(plan.fh)
+        if meta.size != end or meta.trunc_to is not None:
+            return
+        recent = self._recent_writes
+        if not recent or recent[0][2] > plan.seq:
+            return
+        key = (st.st_dev, st.st_ino)
+        later = max((e for dev, ino, seq, e in recent if (dev, ino) == key and seq > plan.seq),
+                    default=0)
+        size = max(before, later)
+        if size < end:
+            self._metafiles.store(fd, meta.replace(size=size), self._objects.sync_metadata)
 
     @maps_oserror
     async def write_data(self, plan, data):
@@ -246,7 +279,14 @@ class FileIO:
         to report (taken after the data landed: an answer may reveal that a
         data server restarted)."""
         if data:
-            await self.datapath.write(plan.meta, plan.ino, plan.offset, data, plan.stable)
+            try:
+                await self.datapath.write(plan.meta, plan.ino, plan.offset, data, plan.stable)
+            except OSError:
+                try:
+                    self.write_failed(plan)
+                except FsError:
+                    pass   # the file went meanwhile: nothing left to undo
+                raise
         return self.datapath.verifier
 
     async def write(self, fh, caller, offset, data, stable):

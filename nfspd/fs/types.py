@@ -166,13 +166,15 @@ class ReadPlan:
 
 class WritePlan:
     """A WRITE whose metadata is done: ``wcc`` holds the post-write attributes,
-    ``committed`` the stable_how to report."""
+    ``committed`` the stable_how to report. ``fh`` and ``seq`` (the order of
+    write plans) let a WRITE whose data did not land be undone (write_failed)."""
 
-    __slots__ = ("meta", "ino", "offset", "count", "stable", "committed", "wcc")
+    __slots__ = ("meta", "ino", "offset", "count", "stable", "committed", "wcc", "fh", "seq")
 
-    def __init__(self, meta, ino, offset, count, stable, committed, wcc):
+    def __init__(self, meta, ino, offset, count, stable, committed, wcc, fh=None, seq=None):
         self.meta, self.ino, self.offset, self.count = meta, ino, offset, count
         self.stable, self.committed, self.wcc = stable, committed, wcc
+        self.fh, self.seq = fh, seq
 
 
 class DirEntry:
