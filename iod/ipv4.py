@@ -13,7 +13,7 @@ as one big integer modulo 0xFFFF (2**16 is 1 modulo 0xFFFF, so every 16-bit
 word counts with weight 1). CPython's int.from_bytes is a linear C loop; the
 remainder by a one-digit divisor is too, but with a division per 30-bit
 digit, so the number is first folded in halves with shifts and adds (still
-the same value modulo 0xFFFF). Measured (CPU time, python3 -m iod.sendbench
+the same value modulo 0xFFFF). Measured (CPU time, python3 -m tools.dev.iod_sendbench
 and a comparison script, shared AMD EPYC VM): 8 KiB in 15 us, 32 KiB in 49 us;
 int.from_bytes with a plain remainder 22/88 us; summing a memoryview cast to
 64-bit words 68 us for 8 KiB, array('H') 112 us, a Python loop over 16-bit

@@ -8,7 +8,7 @@ sendto on this machine). Per datagram it copies the parts into one buffer
 and computes the UDP checksum over it (iod/ipv4.py), builds one 20-byte header
 per fragment with struct and sends header + fragment with sendto (cheaper
 than sendmsg's scatter-gather: 4.7 against 6.2 us per packet). Measured with
-``unshare --net python3 -m iod.sendbench`` (CPU time, best of 9 rounds, a
+``unshare --net python3 -m tools.dev.iod_sendbench`` (CPU time, best of 9 rounds, a
 shared 2-vCPU AMD EPYC VM, so +-30%): checksum 15 us for 8 KiB, 49 us for
 32 KiB; Spoofer.send of 8 KiB 68 us at MTU 1500 (6 packets), 38 us in one
 packet; of 32 KiB ~220 us at MTU 1500 (23 packets), ~120 us at MTU 9000 (4),
@@ -40,7 +40,7 @@ one reply, whatever the reply size (a reply's own fragments do not count
 against it). That would let ~60 iods send to one client at once -- but
 queues bunch one iod's burst behind others': a 32 KiB reply is 23 fragments
 at MTU 1500, so three back-to-back replies of one iod already put 64 foreign
-fragments between two of another's. The benchmarks (tools/benchmarks) lose
+fragments between two of another's. The benchmarks (tools/dev/benchmarks) lose
 replies this way with 2 iods and 16 READs in flight. A client that reads
 from several iods at once loses
 whole replies until it retransmits: raise ``net.ipv4.ipfrag_max_dist`` on

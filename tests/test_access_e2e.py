@@ -35,10 +35,10 @@ import pytest
 from common import mount, nfs2, nfs3, rpc
 from common.nfs3 import NFSPROC3, nfsstat3
 from common.xdr import Packer, Struct
-from tests.support import netns as nslib
-from tests.support.daemons import Nfspd
-from tools import nfsclient
-from tools import testbed as tblib
+from tools.dev import netns as nslib
+from tools.dev.daemons import Nfspd
+from tools.dev import nfsclient
+from tools.dev import testbed as tblib
 from tools.rpcclient import RpcClient, getport
 
 pytestmark = pytest.mark.netns

@@ -1,4 +1,4 @@
-"""`python3 -m tools.benchmarks run --quick`: the CI subset of the
+"""`python3 -m tools.dev.benchmarks run --quick`: the CI subset of the
 benchmarks runs end to end (real cluster on loopback, a testbed of capped
 links, ganesha when installed) and no figure fell past its generous bound.
 The figures themselves are benchmarks' business, not this test's."""
@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from tests.support import netns
-from tests.support.process import REPO
-from tools.benchmarks import ganesha
+from tools.dev import netns
+from tools.dev import REPO
+from tools.dev.benchmarks import ganesha
 
 
 @pytest.mark.netns
@@ -21,7 +21,7 @@ def test_quick_benchmarks_run_and_stay_within_their_bounds(tmp_path):
     if not netns.available() or not shutil.which("tc"):
         pytest.skip("needs root, unshare/nsenter and tc (network namespaces, link caps)")
     out = tmp_path / "bench"
-    argv = [sys.executable, "-m", "tools.benchmarks", "run", "--quick", "--out", str(out)]
+    argv = [sys.executable, "-m", "tools.dev.benchmarks", "run", "--quick", "--out", str(out)]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO,
                        env=dict(os.environ, PYTHONPATH=REPO))
     results = json.loads((out / "results.json").read_text())

@@ -16,9 +16,8 @@ import pytest
 from common import nfs2, nfs3
 from common.nfs2 import NFSPROC
 from common.nfs3 import NFSPROC3, nfsstat3, stable_how
-from tests.support.cluster import cluster  # noqa: F401 (fixture)
-from tests.support.netns import wait_until
-from tools.nfsclient import NfsError
+from tools.dev.netns import wait_until
+from tools.dev.nfsclient import NfsError
 from tools.rpcclient import RpcTimeout
 
 pytestmark = pytest.mark.netns
@@ -36,7 +35,7 @@ def patterned(size, salt=b""):
     return bytes(out[:size])
 
 
-# --- NFSv3 and NFSv2 helpers on top of tools/nfsclient --------------------------
+# --- NFSv3 and NFSv2 helpers on top of tools/dev/nfsclient --------------------------
 
 
 def v3_write(c, fh, offset, data, chunk, stable=stable_how.FILE_SYNC):

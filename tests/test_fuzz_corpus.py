@@ -7,11 +7,11 @@
   target is prepared first (imports, type tables, its seeds once), so what is
   measured is the input's own cost, not the first call's.
 - Each reproducer in tests/fuzz/repro/TARGET is replayed the same way; those
-  of bugs not fixed yet (tests/fuzz/known.py) are strict expected failures.
+  of bugs not fixed yet (tools/dev/fuzz/known.py) are strict expected failures.
   The dispatcher's run in a subprocess on a world of their own: a bug there may
   abort the process.
 
-The fuzzers themselves run with ``python3 -m tools.fuzz run``, never here; the
+The fuzzers themselves run with ``python3 -m tools.dev.fuzz run``, never here; the
 hypothesis tests of the same targets are in tests/test_fuzz_properties.py.
 """
 
@@ -21,8 +21,8 @@ import sys
 
 import pytest
 
-from tests.fuzz import known, targets
-from tests.fuzz.replay import bounded
+from tools.dev.fuzz import catalog, known
+from tools.dev.fuzz.replay import bounded
 
 FUZZ_DIR = os.path.join(os.path.dirname(__file__), "fuzz")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,7 +36,7 @@ def _inputs(name, kind):
 
 
 def _cases(kind):
-    for name in targets.names():
+    for name in catalog.names():
         for f in _inputs(name, kind):
             marks = []
             bug = known.lookup(name, f) if kind == "repro" else None
@@ -60,7 +60,7 @@ def _needs_root():
 def world(tmp_path_factory):
     """One dispatcher world for the whole dispatch corpus, as while fuzzing."""
     _needs_root()
-    from tests.fuzz import dispatch
+    from tools.dev.fuzz import dispatch
     w = dispatch.World(str(tmp_path_factory.mktemp("fuzz-world")))
     yield w
     w.close()
@@ -68,7 +68,7 @@ def world(tmp_path_factory):
 
 @pytest.mark.parametrize("name,path", list(_cases("corpus")))
 def test_corpus(name, path, request):
-    target = targets.get(name)
+    target = catalog.get(name)
     if name == "dispatch":
         bounded(request.getfixturevalue("world").handle, _read(path), target.alloc)
     else:
@@ -79,31 +79,31 @@ def test_corpus(name, path, request):
 @pytest.mark.parametrize("name,path", list(_cases("repro")))
 def test_reproducer(name, path):
     if name != "dispatch":
-        target = targets.get(name)
+        target = catalog.get(name)
         target.prepare()
         bounded(target.run, _read(path), target.alloc)
         return
     _needs_root()
-    p = subprocess.run([sys.executable, "-m", "tests.fuzz.replay", name, path], cwd=REPO,
+    p = subprocess.run([sys.executable, "-m", "tools.dev.fuzz.replay", name, path], cwd=REPO,
                        env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True, errors="replace", timeout=120)
     assert p.returncode == 0, p.stdout[-3000:]
 
 
-@pytest.mark.parametrize("name", targets.names())
+@pytest.mark.parametrize("name", catalog.names())
 def test_every_target_has_a_corpus(name):
-    assert _inputs(name, "corpus"), f"no corpus: run python3 -m tools.fuzz run {name}"
+    assert _inputs(name, "corpus"), f"no corpus: run python3 -m tools.dev.fuzz run {name}"
 
 
 def test_corpus_stays_small():
-    """The repository must not grow by megabytes: tools/fuzz.py caps each corpus."""
+    """The repository must not grow by megabytes: tools/dev/fuzz caps each corpus."""
     total = sum(os.path.getsize(os.path.join(FUZZ_DIR, kind, name, f))
-                for kind in ("corpus", "repro") for name in targets.names()
+                for kind in ("corpus", "repro") for name in catalog.names()
                 for f in _inputs(name, kind))
     assert total < 512 << 10, f"tests/fuzz holds {total} bytes of inputs"
 
 
 def test_every_known_bug_has_its_reproducer():
     for bug in known.KNOWN:
-        assert bug.target in targets.names(), bug
+        assert bug.target in catalog.names(), bug
         assert os.path.isfile(os.path.join(FUZZ_DIR, "repro", bug.target, bug.repro)), bug

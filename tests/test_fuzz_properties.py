@@ -2,7 +2,7 @@
 cover with properties (tests/test_*_codec.py, test_rpc.py, test_xdr.py,
 test_iodproto.py, test_metafile.py have theirs).
 
-- Every fuzz target (tests/fuzz/targets.py) on mutated seeds and random bytes:
+- Every fuzz target (tools/dev/fuzz/targets.py) on mutated seeds and random bytes:
   nothing escapes but the codec's own error and every target's own checks
   hold, so a decoder change is exercised beyond the committed corpus even
   before anyone fuzzes again.
@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from common import exports, iodproto, iodsconf, keyfile, portmap, rpc
-from tests.fuzz import known, targets
+from tools.dev.fuzz import catalog, known
 
 QUICK = settings(max_examples=150, derandomize=True, deadline=None, database=None,
                  suppress_health_check=list(HealthCheck))
@@ -60,9 +60,9 @@ def _check(name, run, data):
             raise
 
 
-@pytest.mark.parametrize("name", [n for n in targets.names() if n != "dispatch"])
+@pytest.mark.parametrize("name", [n for n in catalog.names() if n != "dispatch"])
 def test_codec_target_on_mutated_seeds_and_random_bytes(name):
-    target = targets.get(name)
+    target = catalog.get(name)
     seeds = list(target.seeds())
 
     @QUICK
@@ -75,7 +75,7 @@ def test_codec_target_on_mutated_seeds_and_random_bytes(name):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the dispatch target's MetaFS needs root")
 def test_dispatch_target_on_mutated_seeds(tmp_path):
-    from tests.fuzz import dispatch
+    from tools.dev.fuzz import dispatch
     world = dispatch.World(str(tmp_path / "world"))
     seeds = list(dispatch.seeds())
 

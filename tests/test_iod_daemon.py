@@ -14,8 +14,9 @@ from scapy.layers.inet import IP, UDP
 from common import iodproto
 from common.iodproto import Keys, Message, Op
 from common.runtime.datastore import DataStore
-from tests.support.iod import Capture, IodClient, iods  # noqa: F401 (fixture)
-from tests.support.process import REPO
+from tests.support.capture import Capture
+from tools.dev.iodclient import IodClient
+from tools.dev import REPO
 
 pytestmark = pytest.mark.netns
 
@@ -400,7 +401,7 @@ def test_sigterm_stops_it_cleanly(iods):
 
 @pytest.mark.parametrize("problem", ["no key", "no user", "port taken"])
 def test_start_up_errors_are_one_clear_line(ns, tmp_path, problem):
-    from tests.support.iod import make_key
+    from tools.dev.daemons import make_key
     key = str(tmp_path / "key")
     make_key(key)
     argv = [sys.executable, "-m", "iod.cli", "--data-dir", str(tmp_path / "d"), "--key", key,

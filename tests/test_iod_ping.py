@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from tests.support.iod import iods, make_key  # noqa: F401 (fixture)
-from tests.support.process import REPO
+from tools.dev.daemons import make_key
+from tools.dev import REPO
 
 pytestmark = pytest.mark.netns
 

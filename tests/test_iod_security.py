@@ -18,10 +18,11 @@ from scapy.layers.inet import IP, UDP
 from common import iodproto, keyfile
 from common.iodproto import Keys, Message, Op, Stamp
 from common.runtime.datastore import DataStore
-from tests.support.daemons import Nfspd
-from tests.support.iod import Capture, Iod, iods, make_key  # noqa: F401 (fixture)
-from tests.support.netns import wait_until
-from tests.support.process import REPO
+from tools.dev.daemons import Nfspd
+from tests.support.capture import Capture
+from tools.dev.daemons import Iod, make_key
+from tools.dev.netns import wait_until
+from tools.dev import REPO
 from tests.test_iod_daemon import METASERVER, StampedClient, iod_client, udp_socket
 
 pytestmark = pytest.mark.netns
@@ -142,8 +143,8 @@ def test_stale_unstamped_and_pre_restart_frames_are_refused(iods):
 
 @pytest.fixture
 def testbed(tmp_path):
-    from tests.support import netns as nslib
-    from tools import testbed as tblib
+    from tools.dev import netns as nslib
+    from tools.dev import testbed as tblib
     if not nslib.available():
         pytest.skip("needs root with nsenter (network namespaces)")
     tb = tblib.Testbed(f"sec{os.getpid()}", n_iods=1, n_clients=1,
@@ -223,7 +224,7 @@ def tcp_send(dst, data, keys=None, then_ping=None):
 def test_forged_and_replayed_frames_from_another_host_change_nothing(testbed):
     from common import nfs3
     from common.metafile import Metafile
-    from tools import nfsclient
+    from tools.dev import nfsclient
     tb = testbed
     iod_host, attacker = tb.iods[0], tb.clients[0]
     keys = keyfile.load(os.path.join(tb.workdir, "cluster.key"))
@@ -433,7 +434,7 @@ def test_cluster_over_secure_ports(ns, tmp_path):
     """nfspd and its unlinkd reach iods that take only privileged ports:
     relayed (TCP) and forwarded (UDP) data, and purges."""
     from common import nfs3
-    from tools import nfsclient
+    from tools.dev import nfsclient
     key = str(tmp_path / "cluster.key")
     make_key(key)
     iods_ = [secure_iod(ns, str(tmp_path / f"iod{i}"), key, 900 + i, slot=f"{i}/2")
@@ -599,7 +600,7 @@ def test_key_rotation_without_a_failed_request(ns, tmp_path):
     try:
         dp = ns.inside(trio.run, main)
     finally:
-        from tests.support.netns import stop
+        from tools.dev.netns import stop
         stop(unlinkd)
         unlinkd_log.close()
         queue.close()

@@ -10,9 +10,9 @@ import pytest
 
 from common.iodproto import Op
 from common.runtime.datastore import MARKER
-from tests.support.iod import Iod, iods  # noqa: F401 (fixture)
-from tests.support.netns import wait_until
-from tests.support.process import REPO
+from tools.dev.daemons import Iod
+from tools.dev.netns import wait_until
+from tools.dev import REPO
 from tests.test_iod_daemon import METASERVER, iod_client, udp_socket
 
 pytestmark = pytest.mark.netns

@@ -12,10 +12,9 @@ from click.testing import CliRunner
 
 from common.nfs3 import nfsstat3, stable_how
 from common.runtime.iodstores import IodStores, forget
-from tests.support.cluster import cluster  # noqa: F401 (fixture)
-from tests.support.netns import wait_until
+from tools.dev.netns import wait_until
 from tools.iodstores import cli as accept_cli
-from tools.nfsclient import NfsError
+from tools.dev.nfsclient import NfsError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 A, B, C = bytes(range(16)), bytes(range(1, 17)), bytes(range(2, 18))

@@ -14,10 +14,10 @@ import sys
 import pytest
 
 from common import keyfile
-from tests.support import netns as nslib
+from tools.dev import netns as nslib
 from tests.support import sshd as sshlib
 from tools import launch as launchlib
-from tools import testbed as tblib
+from tools.dev import testbed as tblib
 from tools.rpcclient import getport
 
 pytestmark = pytest.mark.netns

@@ -1,4 +1,4 @@
-"""tools/loadgen: its pure pieces, and the real thing (as a process) against
+"""tools/dev/loadgen: its pure pieces, and the real thing (as a process) against
 a real NFSP cluster (nfspd + iods) in the test's namespace."""
 
 import json
@@ -16,10 +16,9 @@ import trio
 
 from common import nfs3, rpc
 from common.xdr import encode
-from tests.support.cluster import cluster  # noqa: F401 (fixture)
-from tests.support.process import REPO
-from tools import loadgen
-from tools.loadgen import PATTERN, PATTERN_PERIOD, Histogram, Pattern
+from tools.dev import REPO
+from tools.dev import loadgen
+from tools.dev.loadgen import PATTERN, PATTERN_PERIOD, Histogram, Pattern
 
 # -- pure pieces ------------------------------------------------------------------
 
@@ -126,7 +125,7 @@ def test_replies_are_matched_by_xid_and_strays_counted(ns):
 
 
 def run_loadgen(ns, export, *args, expect=0):
-    argv = [sys.executable, "-m", "tools.loadgen", "--server", "127.0.0.1", "--export", export,
+    argv = [sys.executable, "-m", "tools.dev.loadgen", "--server", "127.0.0.1", "--export", export,
             "--json", *map(str, args)]
     env = dict(os.environ, PYTHONPATH=REPO)
     r = ns.run(argv, timeout=300, env=env)
@@ -221,7 +220,7 @@ def test_a_server_restart_is_ridden_out(cl, proto):
     """As a hard mount does: UDP calls are retransmitted until the server is
     back, a TCP connection is made again and its calls sent again."""
     run_loadgen(cl.ns, cl.export, "--workload", "seqread", "--file-size", "4M", "--prepare-only")
-    argv = [sys.executable, "-m", "tools.loadgen", "--server", "127.0.0.1", "--export",
+    argv = [sys.executable, "-m", "tools.dev.loadgen", "--server", "127.0.0.1", "--export",
             cl.export, "--json", "--proto", proto, "--workload", "seqread", "--file-size", "4M",
             "--passes", 0, "--duration", 10, "--no-prepare"]
     p = cl.ns.popen(list(map(str, argv)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,

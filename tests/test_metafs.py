@@ -17,7 +17,7 @@ from nfspd.datapath import LocalDataPath
 from nfspd.fs.access import ACCESS3_ALL, ACCESS3_LOOKUP, ACCESS3_READ
 from nfspd.fs.metafs import MetaFS
 from nfspd.fs.types import SET_TO_SERVER_TIME, Caller, CreateHow, FileType, FsError, SetAttr
-from tests.support.process import REPO
+from tools.dev import REPO
 
 KEY = b"export secret key 0123456789abcd"
 ROOT = Caller(0, 0)

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from tests.support.netns import wait_until
 from tools import embedded
+from tools.dev.netns import wait_until
 from tools.rpcclient import getport
 
 pytestmark = pytest.mark.skipif(not shutil.which("nfs-cp"), reason="needs libnfs-utils")

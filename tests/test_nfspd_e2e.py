@@ -11,8 +11,8 @@ import pytest
 
 from common import nfs2, nfs3, rpc
 from common.nfs3 import NFSPROC3, nfsstat3
-from tests.support.netns import wait_until
-from tools import nfsclient
+from tools.dev.netns import wait_until
+from tools.dev import nfsclient
 from tools.rpcclient import RpcClient
 
 
@@ -209,7 +209,7 @@ def test_sighup_reloads_exports_and_keeps_the_old_table_on_errors(ns, nfspd):
 
 
 def test_a_bad_exports_file_stops_the_daemon_with_file_and_line(ns, nfspd, tmp_path):
-    from tests.support.daemons import Nfspd
+    from tools.dev.daemons import Nfspd
     d = Nfspd(ns, str(tmp_path), exports_text="/srv  127.0.0.1(rw)\n/srv2 (((\n")
     with pytest.raises(RuntimeError) as e:
         d.start(timeout=10)

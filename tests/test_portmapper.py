@@ -246,7 +246,7 @@ def rpcinfo_p(ns):
 @pytest.fixture
 def rpcbind(ns):
     """The system's rpcbind, running in the test's namespace (own /run, own port 111)."""
-    from tests.support.netns import stop, wait_until
+    from tools.dev.netns import stop, wait_until
     proc = ns.popen(["/usr/sbin/rpcbind", "-f"])
     wait_until(lambda: ns.run(["rpcinfo", "-p", "127.0.0.1"], timeout=5).returncode == 0,
                timeout=10, what="rpcbind answering")

@@ -184,7 +184,7 @@ def test_unlinkd_refuses_a_readable_key_and_a_second_instance(tmp_path):
     import subprocess
     import sys
 
-    from tests.support.process import REPO
+    from tools.dev import REPO
     key, iods = _cluster_files(tmp_path)
     journal_dir = str(tmp_path / "state" / PURGE_DIR)
     argv = [sys.executable, "-m", "unlinkd.cli", "--journal", journal_dir, "--iods", iods,
@@ -196,7 +196,7 @@ def test_unlinkd_refuses_a_readable_key_and_a_second_instance(tmp_path):
     os.chmod(key, 0o600)
     first = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        from tests.support.netns import wait_until
+        from tools.dev.netns import wait_until
         wait_until(lambda: os.path.exists(purgewaker.socket_path(journal_dir)), 20,
                    what="unlinkd bound its socket", abort=lambda: first.poll() is not None
                    and f"unlinkd exited: {first.stderr.read()}")

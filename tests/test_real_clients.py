@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from tests.support.netns import wait_until
+from tools.dev.netns import wait_until
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(t) for t in ("rpcinfo", "showmount", "nfs-cp", "nfs-cat", "nfs-ls", "rpcbind")),

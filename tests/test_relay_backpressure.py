@@ -14,7 +14,7 @@ Smaller stripe units (more pieces per READ) make that certain, not likely.
 
 Real processes in the test's network namespace: the iods, nfspd, and a
 client of our own that keeps ``WINDOW`` READs outstanding on one
-connection (tools/nfsclient waits for each answer before the next call).
+connection (tools/dev/nfsclient waits for each answer before the next call).
 """
 
 import itertools
@@ -26,7 +26,6 @@ import pytest
 from common import nfs3, rpc
 from common.nfs3 import NFSPROC3, nfsstat3
 from common.xdr import Unpacker, encode
-from tests.support.cluster import cluster  # noqa: F401 (fixture)
 from tools.rpcclient import RpcClient
 
 pytestmark = pytest.mark.netns

@@ -8,8 +8,8 @@ import pytest
 
 from common.metafile import Metafile
 from nfspd.fs.types import CreateHow, SetAttr
-from tests.support.process import REPO
-from tests.support.unlinkd_cluster import ROOT, STRIPE, Cluster
+from tools.dev import REPO
+from tools.dev.unlinkd_cluster import ROOT, STRIPE, Cluster
 from tools import scrub
 
 

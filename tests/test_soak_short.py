@@ -1,11 +1,11 @@
-"""The soak (tools/soak.py) in short, for CI: 16 clients, UDP then TCP, a
+"""The soak (tools/dev/soak.py) in short, for CI: 16 clients, UDP then TCP, a
 few seconds each, against `nfsp up --iods 4` in a namespace of its own.
 
 Asserted: every reply checked and none failed, the files intact, no data
 leaked on the iods, no daemon restarted or logged an error, and no fd leak
 in nfspd, the iods or unlinkd once the clients are gone. RSS is only checked
 to be reported: a short run says nothing about memory staying flat (the
-10-minute run does: `python3 -m tools.soak --out DIR`)."""
+10-minute run does: `python3 -m tools.dev.soak --out DIR`)."""
 
 import json
 import os
@@ -15,9 +15,9 @@ import sys
 
 import pytest
 
-from tests.support import netns
-from tests.support.process import REPO
-from tools import soak
+from tools.dev import netns
+from tools.dev import REPO
+from tools.dev import soak
 
 DAEMONS = {"nfspd", "unlinkd", "iod0", "iod1", "iod2", "iod3"}
 MIXED_CALLS = {"read", "write", "getattr", "lookup", "create", "remove", "readdirplus"}
@@ -103,7 +103,7 @@ def run(tmp_path_factory):
     if not netns.available():
         pytest.skip("needs root with unshare and nsenter (network namespaces)")
     out = tmp_path_factory.mktemp("soak") / "out"
-    argv = [sys.executable, "-m", "tools.soak", "--minutes", "0.2", "--warmup", "3",
+    argv = [sys.executable, "-m", "tools.dev.soak", "--minutes", "0.2", "--warmup", "3",
             "--clients", "16", "--iods", "4", "--proto", "both", "--interval", "1",
             "--file-size", "1M", "--dir-entries", "200", "--out", str(out)]
     p = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO,

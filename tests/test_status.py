@@ -19,8 +19,7 @@ import trio
 from common import nfs3
 from nfspd import admin
 
-from tests.support.cluster import cluster  # noqa: F401 (fixture)
-from tests.support.netns import wait_until
+from tools.dev.netns import wait_until
 from tools import status as status_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

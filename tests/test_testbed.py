@@ -1,4 +1,4 @@
-"""The netns cluster testbed (tools/testbed.py): real namespaces, veths, a
+"""The netns cluster testbed (tools/dev/testbed.py): real namespaces, veths, a
 bridge, tc, and the real daemons inside."""
 
 import concurrent.futures
@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from tests.support import netns as nslib
-from tools import testbed as tblib
+from tools.dev import netns as nslib
+from tools.dev import testbed as tblib
 
 pytestmark = pytest.mark.netns
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -189,7 +189,7 @@ def test_delay_and_loss_need_netem(bed):
 def test_iods_in_their_hosts_hold_the_data(bed):
     if not tblib.Testbed.iod_built():
         pytest.skip("iod not built yet (no iod/daemon.py)")
-    from tools import nfsclient
+    from tools.dev import nfsclient
     tb = bed(n_iods=2, n_clients=1).up()
     st = tb.status()
     assert {"nfspd", "iod0", "iod1"} <= set(st["daemons"]) and \
@@ -215,7 +215,7 @@ def test_iods_in_their_hosts_hold_the_data(bed):
 
 def test_cli_up_status_down(name, tmp_path):
     workdir = str(tmp_path / "cli")
-    base = [sys.executable, "-m", "tools.testbed"]
+    base = [sys.executable, "-m", "tools.dev.testbed"]
     env = dict(os.environ, PYTHONPATH=REPO)
 
     def run(*args):

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from tests.support.unlinkd_cluster import ROOT, Cluster
+from tools.dev.unlinkd_cluster import ROOT, Cluster
 
 pytestmark = pytest.mark.netns
 
@@ -124,7 +124,7 @@ def test_an_iod_away_during_a_burst_catches_up_and_holds_back_no_other(cluster_f
         from common.runtime import purgejournal
         backlog = purgejournal.backlog(c.journal_dir, [iod.name for iod in c.iods])
         return all(backlog[iod.name] == 0 for iod in others)
-    from tests.support.netns import wait_until
+    from tools.dev.netns import wait_until
     wait_until(others_done, 120, what="the iods that stayed up acknowledged everything")
     gone = set(made.values())
     for iod in others:

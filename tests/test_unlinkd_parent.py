@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 from common import keyfile
-from tests.support.netns import wait_until
-from tests.support.process import REPO
+from tools.dev.netns import wait_until
+from tools.dev import REPO
 
 PARENT = r"""
 import os, subprocess, sys, threading

@@ -13,8 +13,8 @@ import pytest
 
 from common.iodproto import Op
 from common.runtime import iodstores, purgejournal
-from tests.support.netns import wait_until
-from tests.support.unlinkd_cluster import Cluster
+from tools.dev.netns import wait_until
+from tools.dev.unlinkd_cluster import Cluster
 
 pytestmark = pytest.mark.netns
 

@@ -8,8 +8,7 @@ import subprocess
 from common.metafile import Metafile
 from common.nfs3 import NFSPROC3
 from common import nfs3
-from tests.support.cluster import cluster  # noqa: F401  (fixture)
-from tests.support.netns import wait_until
+from tools.dev.netns import wait_until
 
 
 def identity(export, name):

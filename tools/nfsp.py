@@ -311,14 +311,12 @@ def _register_subcommands():
     from tools.launch import launch, node_iod, stop_iods
     from tools.scrub import cli as scrub
     from tools.status import cli as status
-    from tools.testbed import cli as testbed
     main.add_command(accept_iod_store)
     main.add_command(launch)
     main.add_command(stop_iods)
     main.add_command(node_iod)
     main.add_command(scrub)
     main.add_command(status)
-    main.add_command(testbed)
 
 
 _register_subcommands()

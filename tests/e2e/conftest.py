@@ -9,7 +9,7 @@ import pytest
 
 from tests.e2e import expect
 from tests.support import vm as vmlib
-from tools import testbed as tblib
+from tools.dev import testbed as tblib
 
 # Several helpers' test runs may share this machine: namespaces carry the pid.
 TESTBED_NAME = f"e2e{os.getpid()}"

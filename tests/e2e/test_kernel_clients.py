@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.e2e import expect
-from tools import nfsclient
+from tools.dev import nfsclient
 
 SIZES = (0, 1, 4095, 4096, 4097, 65535, 65536, 65537, 1048579, 20 * 1024 * 1024)
 # NFSv2 writes 8 KiB at a time, each stable: 20 MiB costs a minute under TCG.

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from tests.support import vm as vmlib
-from tools import testbed as tblib
+from tools.dev import testbed as tblib
 
 MIB = 1024 * 1024
 SIZE_MIB = 64

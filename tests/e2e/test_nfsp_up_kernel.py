@@ -24,8 +24,8 @@ import pytest
 
 from tests.e2e import expect
 from tests.support import vm as vmlib
-from tests.support.netns import wait_until
 from tests.test_nfsp_up import processes_naming
+from tools.dev.netns import wait_until
 
 READY = "Ctrl-C or SIGTERM stops it."
 MNT = "/mnt/nfspup"

@@ -14,7 +14,7 @@ import pytest
 from common import metafile, striping
 from common.nfs3 import nfsstat3, stable_how
 from tests.support import faults
-from tools.nfsclient import NfsError
+from tools.dev.nfsclient import NfsError
 
 SIZES = (0, 4097, 70000, 200000)
 NOSPC_MSG = "No space left on device"

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.support import faults
-from tests.support.netns import wait_until
+from tools.dev.netns import wait_until
 
 OUTAGE = 3.0          # seconds a killed daemon stays down
 SIZES = (0, 1, 4097, 40000, 100000, 200000)

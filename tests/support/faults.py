@@ -1,4 +1,4 @@
-"""Fault injection on the testbed (tools/testbed.py), for tests/faults.
+"""Fault injection on the testbed (tools/dev/testbed.py), for tests/faults.
 
 Network. This machine's kernel has no sch_netem (and no act_gact), so loss
 and reordering come from netfilter in the testbed's bridge namespace, where
@@ -44,7 +44,7 @@ import subprocess
 import sys
 import time
 
-from tests.support.netns import wait_until
+from tools.dev.netns import wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The project's modules are imported where they are used: the delayer (`python
@@ -359,7 +359,7 @@ def daemon_pid(testbed, role):
 
 
 def _alive(rec):
-    from tools.testbed import _alive as alive   # (imported late: click, pyroute2)
+    from tools.dev.testbed import _alive as alive   # (imported late: click, pyroute2)
     return alive(rec)
 
 
@@ -619,7 +619,7 @@ class Bed:
 
     def __init__(self, name, workdir, kernel, rand, n_iods=2, stripe_unit=32768,
                  iod_disk=256 << 20, ms_disk=64 << 20):
-        from tools import testbed as tblib
+        from tools.dev import testbed as tblib
         self.workdir = workdir
         self.kernel = kernel
         self.rand = rand
@@ -706,7 +706,7 @@ class Bed:
     def on_client(self, fn, transport="tcp", timeout=10.0):
         """fn(client, root handle) with the project's NFSv3 client on host c0
         (its sockets there); its result."""
-        from tools import nfsclient
+        from tools.dev import nfsclient
 
         def run():
             c, root = nfsclient.connect(self.tb.ms.ip, self.export, vers=3, transport=transport,

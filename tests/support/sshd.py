@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 
-from tests.support.netns import wait_until
+from tools.dev.netns import wait_until
 
 SSHD = "/usr/sbin/sshd"
 SSH_PORT = 22

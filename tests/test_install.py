@@ -1,0 +1,105 @@
+"""A plain, non-editable `pip install .` is the product: the daemons and the
+admin commands work from the installed copy alone, and the development
+harness (tools/dev) is not part of it.
+
+The checkout is copied first (pip builds in the source tree, leaving build/
+and nfsp.egg-info behind), then installed into a fresh virtual environment
+that takes the dependencies from the system. Every command runs with
+PYTHONPATH unset and its working directory outside the checkout, so nothing
+is imported from the tree by accident.
+"""
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tools.dev import REPO
+from tools.dev.netns import wait_until
+from tools.rpcclient import getport
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("wheel") is None,
+                                reason="building needs wheel (tools/install-deps --test)")
+
+MOUNT_PROGRAM = 100005
+PRODUCT = ("common", "common.runtime", "nfspd", "iod", "unlinkd", "tools")
+COMMANDS = ("nfspd", "iod", "unlinkd", "iod_ping", "nfsp")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(venv directory, a working directory outside the checkout, environment)."""
+    top = tmp_path_factory.mktemp("install")
+    src, venv, elsewhere = top / "src", top / "venv", top / "elsewhere"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+        ".git", "__pycache__", ".pytest_cache", "build", "*.egg-info"))
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                   check=True, cwd=elsewhere, env=env, timeout=120)
+    r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps",
+                        "--no-build-isolation", str(src)],
+                       cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return venv, elsewhere, env
+
+
+def run(installed, argv):
+    venv, elsewhere, env = installed
+    return subprocess.run(argv, cwd=elsewhere, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_starts_from_the_installed_copy(installed, command):
+    r = run(installed, [str(installed[0] / "bin" / command), "--help"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Usage:") or "usage:" in r.stdout, r.stdout
+
+
+def test_nfsp_offers_the_admin_commands_and_no_harness(installed):
+    out = run(installed, [str(installed[0] / "bin" / "nfsp"), "--help"]).stdout
+    for sub in ("up", "keygen", "launch", "status", "scrub"):
+        assert f"  {sub} " in out, out
+    assert "testbed" not in out
+
+
+def test_only_the_product_is_installed(installed):
+    venv = installed[0]
+    code = ("import importlib, importlib.util\n"
+            f"for name in {PRODUCT!r}:\n"
+            "    print(importlib.import_module(name).__file__)\n"
+            "print(importlib.util.find_spec('tools.dev'))\n")
+    r = run(installed, [str(venv / "bin" / "python"), "-c", code])
+    assert r.returncode == 0, r.stderr
+    *files, dev = r.stdout.splitlines()
+    assert all(f.startswith(str(venv)) for f in files), files
+    assert dev == "None"
+
+
+def test_nfsp_up_serves_from_the_installed_copy(installed, ns):
+    venv, elsewhere, env = installed
+    directory = str(elsewhere / "cluster")
+    log_path = elsewhere / "up.log"
+    with open(log_path, "wb") as log:
+        p = ns.popen([str(venv / "bin" / "nfsp"), "up", directory, "--iods", "1"],
+                     cwd=elsewhere, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+        def died():
+            if p.poll() is not None:
+                return f"nfsp up exited with {p.returncode}:\n{log_path.read_text()}"
+        try:
+            wait_until(lambda: ns.inside(getport, "127.0.0.1", MOUNT_PROGRAM, 3) != 0, 60,
+                       what="nfsp up serving MOUNT", abort=died)
+            # The mount command is printed once everything is up.
+            wait_until(lambda: b"mount -t nfs" in log_path.read_bytes(), 30,
+                       what="nfsp up's mount command", abort=died)
+        finally:
+            p.send_signal(signal.SIGTERM)
+            rc = p.wait(timeout=60)
+    assert rc == 0, log_path.read_text()
+    assert f"127.0.0.1:{directory}/export /mnt" in log_path.read_text()

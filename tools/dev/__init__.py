@@ -1,0 +1,29 @@
+"""The development harness: what developers run, never part of the installed
+product (setup.cfg packages only common, nfspd, iod, unlinkd and the admin
+commands of tools/; nothing there imports this package).
+
+The one cluster harness, for the tests and the benchmarks alike:
+    netns.py            private network namespaces (a host with only loopback)
+    daemons.py          nfspd and iod as real processes in one, started and stopped
+    cluster.py          N iods and an nfspd on a namespace's loopback
+    unlinkd_cluster.py  iods, unlinkd and an in-process MetaFS (purge path)
+    testbed.py          one namespace per host on a bridge, links capped
+                        (`python3 -m tools.dev.testbed up|down|status`)
+
+Clients and load:
+    nfsclient.py        the project's NFS client (MOUNT, NFSv2/v3, UDP/TCP)
+    iodclient.py        a synchronous iod protocol client
+    loadgen.py          `python3 -m tools.dev.loadgen`: N checked NFSv3 clients
+    soak.py             `python3 -m tools.dev.soak`: loadgen against `nfsp up` for minutes
+
+Benchmarks and fuzzing:
+    benchmarks/         `python3 -m tools.dev.benchmarks run`: the figures of issue 7
+    bench.py, bench_datapath.py, bench_remove.py, iod_readbench.py,
+    iod_sendbench.py    single-figure benchmarks (`python3 -m tools.dev.NAME --help`)
+    fuzz/               `python3 -m tools.dev.fuzz`: the atheris fuzzers and their targets
+"""
+
+import os
+
+# The checkout the harness runs from: daemons it starts import the project from it.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -1,0 +1,184 @@
+"""Measure a real iod's READ throughput over loopback (a benchmark, not a test).
+
+Run it as root in a throwaway network namespace:
+
+    unshare --net python3 -m tools.dev.iod_readbench [--mib 64] [--seconds 5]
+
+It starts an iod process (python3 -m iod.cli) on a temporary data directory,
+writes a file of --mib MiB into it over TCP, then for each case keeps a
+window of requests outstanding for --seconds and reports MB/s of file data
+delivered and the iod's CPU time (user + system, from /proc) per request:
+
+- relay: 1 MiB READs over TCP with the data in the REPLY (what the metaserver
+  does for TCP clients);
+- spoofed: 32 KiB (or 8 KiB) READs over UDP whose replies the iod sends from
+  its raw socket, at loopback MTUs of 1500, 9000 and 65536, received by this
+  process's UDP socket as a client would.
+
+Loopback charges the receiving side's work (reassembly, copies) to the same
+two CPUs, so these are lower bounds for what one iod does on a real network.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import click
+
+from common import iodproto, keyfile
+from common.iodproto import Message, Op
+from tools.dev import REPO
+
+PORT = 2050
+HEAD = bytes(120)
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Tcp:
+    def __init__(self, keys):
+        self.keys = keys
+        self.sock = socket.create_connection(("127.0.0.1", PORT), timeout=30)
+        self.reader = iodproto.FrameReader()
+        self.frames = []
+        self.next_id = 1
+        self.sequencer = iodproto.Sequencer()   # requests are stamped (replay protection)
+
+    def send(self, op, **fields):
+        self.next_id += 1
+        stamp = None if op == Op.PING else self.sequencer.stamp(time.time())
+        self.sock.sendall(iodproto.encode(Message(op, self.next_id, stamp, **fields), self.keys))
+
+    def receive(self):
+        while not self.frames:
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("iod closed the connection")
+            self.frames += self.reader.feed(data)
+        return iodproto.decode(self.frames.pop(0), self.keys)
+
+
+def relay(keys, size, seconds, window=4, count=1 << 20):
+    c = Tcp(keys)
+    offsets = range(0, size - count + 1, count)
+    sent = done = 0
+    deadline = time.monotonic() + seconds
+    start = time.monotonic()
+    while sent < window:
+        c.send(Op.READ, ino=1, seed=1, offset=offsets[sent % len(offsets)], count=count)
+        sent += 1
+    while True:
+        answer = c.receive()
+        assert answer.status == 0 and len(answer.data) == count
+        done += 1
+        if time.monotonic() >= deadline:
+            break
+        c.send(Op.READ, ino=1, seed=1, offset=offsets[sent % len(offsets)], count=count)
+        sent += 1
+    elapsed = time.monotonic() - start
+    for _ in range(sent - done):
+        c.receive()
+    c.sock.close()
+    return done, done * count, elapsed
+
+
+def spoofed(keys, size, seconds, count, window=16):
+    """READs over UDP with this socket as the client; a lost reply (none
+    should be, on loopback) is re-asked after 0.5 s, like an NFS client."""
+    req = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    client.bind(("127.0.0.1", 0))
+    client.settimeout(0.5)
+    offsets = range(0, size - count + 1, count)
+    n = 0
+    lost = 0
+    sequencer = iodproto.Sequencer()
+
+    def ask():
+        nonlocal n
+        req.sendto(iodproto.encode(Message(
+            Op.READ, n + 1, sequencer.stamp(time.time()), ino=1, seed=1, offset=offsets[n % len(offsets)], count=count,
+            client=client.getsockname(), source=("127.0.0.9", 2049), head=HEAD), keys),
+            ("127.0.0.1", PORT))
+        n += 1
+    for _ in range(window):
+        ask()
+    done = 0
+    start = time.monotonic()
+    deadline = start + seconds
+    while time.monotonic() < deadline:
+        try:
+            data, source = client.recvfrom(65536)
+        except socket.timeout:
+            lost += 1
+            ask()
+            continue
+        assert len(data) == len(HEAD) + count and source == ("127.0.0.9", 2049)
+        done += 1
+        ask()
+    elapsed = time.monotonic() - start
+    req.close()
+    client.close()
+    return done, done * count, elapsed, lost
+
+
+@click.command()
+@click.option("--mib", default=64, show_default=True, help="Size of the file read.")
+@click.option("--seconds", default=5.0, show_default=True, help="Duration of each case.")
+@click.option("--threads", default=8, show_default=True, help="The iod's I/O threads.")
+def main(mib, seconds, threads):
+    if os.geteuid() != 0:
+        sys.exit("run as root in a namespace of its own: unshare --net python3 -m tools.dev.iod_readbench")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    work = tempfile.mkdtemp(prefix="iod-readbench-")
+    keys = keyfile.generate(os.path.join(work, "key"))
+    proc = subprocess.Popen([sys.executable, "-m", "iod.cli", "--data-dir", f"{work}/data",
+                             "--key", f"{work}/key", "--listen", "127.0.0.1", "--port", str(PORT),
+                             "--threads", str(threads), "--log-level", "warning"],
+                            env=dict(os.environ, PYTHONPATH=REPO))
+    try:
+        for _ in range(200):
+            try:
+                c = Tcp(keys)
+                break
+            except OSError:
+                time.sleep(0.05)
+        size = mib << 20
+        block = os.urandom(1 << 20)
+        for off in range(0, size, 1 << 20):
+            c.send(Op.WRITE, ino=1, seed=1, offset=off, data=block, stable=False)
+            assert c.receive().status == 0
+        c.sock.close()
+        print(f"iod pid {proc.pid}, {threads} I/O threads, {mib} MiB file (in the page cache)")
+        cpu = cpu_seconds(proc.pid)
+        n, nbytes, elapsed = relay(keys, size, seconds)
+        used = cpu_seconds(proc.pid) - cpu
+        print(f"relay   1 MiB READs over TCP, 4 in flight: {nbytes / elapsed / 1e6:7.1f} MB/s, "
+              f"iod CPU {used / n * 1e3:.2f} ms per READ ({n} READs)")
+        for mtu in (1500, 9000, 65536):
+            subprocess.run(["ip", "link", "set", "lo", "mtu", str(mtu)], check=True)
+            for count in (8192, 32768):
+                cpu = cpu_seconds(proc.pid)
+                n, nbytes, elapsed, lost = spoofed(keys, size, seconds, count)
+                used = cpu_seconds(proc.pid) - cpu
+                print(f"spoofed {count // 1024:2d} KiB READs over UDP, MTU {mtu:5d}, 16 in flight: "
+                      f"{nbytes / elapsed / 1e6:7.1f} MB/s, iod CPU {used / n * 1e6:.0f} us per "
+                      f"READ ({n} READs, {lost} re-asked)")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
