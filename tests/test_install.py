@@ -12,20 +12,17 @@ is imported from the tree by accident.
 import importlib.util
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
 import pytest
 
 from tools.dev import REPO
-from tools.dev.netns import wait_until
-from tools.rpcclient import getport
+from tools.dev.daemons import NfspUp
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("wheel") is None,
                                 reason="building needs wheel (tools/install-deps --test)")
 
-MOUNT_PROGRAM = 100005
 PRODUCT = ("common", "common.runtime", "nfspd", "iod", "unlinkd", "tools")
 COMMANDS = ("nfspd", "iod", "unlinkd", "iod_ping", "nfsp")
 
@@ -83,23 +80,12 @@ def test_only_the_product_is_installed(installed):
 
 def test_nfsp_up_serves_from_the_installed_copy(installed, ns):
     venv, elsewhere, env = installed
-    directory = str(elsewhere / "cluster")
-    log_path = elsewhere / "up.log"
-    with open(log_path, "wb") as log:
-        p = ns.popen([str(venv / "bin" / "nfsp"), "up", directory, "--iods", "1"],
-                     cwd=elsewhere, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-        def died():
-            if p.poll() is not None:
-                return f"nfsp up exited with {p.returncode}:\n{log_path.read_text()}"
-        try:
-            wait_until(lambda: ns.inside(getport, "127.0.0.1", MOUNT_PROGRAM, 3) != 0, 60,
-                       what="nfsp up serving MOUNT", abort=died)
-            # The mount command is printed once everything is up.
-            wait_until(lambda: b"mount -t nfs" in log_path.read_bytes(), 30,
-                       what="nfsp up's mount command", abort=died)
-        finally:
-            p.send_signal(signal.SIGTERM)
-            rc = p.wait(timeout=60)
-    assert rc == 0, log_path.read_text()
-    assert f"127.0.0.1:{directory}/export /mnt" in log_path.read_text()
+    up = NfspUp(ns, str(elsewhere / "cluster"), str(elsewhere / "up.log"), ["--iods", "1"],
+                command=[str(venv / "bin" / "nfsp")], env=env, cwd=str(elsewhere))
+    try:
+        up.start(timeout=60)
+        printed = up.log_text()
+    finally:
+        rc = up.stop(timeout=60)
+    assert rc == 0, up.log_text()
+    assert f"127.0.0.1:{up.export} /mnt" in printed

@@ -3,6 +3,7 @@ waited for with a bound (failing at once, with its log, if it dies), stopped.
 
     Nfspd(ns, workdir).start()          nfspd serving workdir/export
     Iod(ns, workdir, key_path).start()  an iod listening on 127.0.0.1:port
+    NfspUp(ns, directory, log).start()  `nfsp up DIRECTORY`, the embedded cluster
 """
 
 import os
@@ -26,6 +27,7 @@ class DaemonProcess:
 
     name = "daemon"
     proc = None
+    cwd = None
 
     def argv(self):
         raise NotImplementedError
@@ -33,10 +35,14 @@ class DaemonProcess:
     def answers(self):
         raise NotImplementedError
 
+    def environment(self):
+        """The daemon imports the project from this checkout."""
+        return dict(os.environ, PYTHONPATH=REPO)
+
     def start(self, timeout=20):
         self.log = open(self.log_path, "ab")
-        env = dict(os.environ, PYTHONPATH=REPO)
-        self.proc = self.ns.popen(self.argv(), stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.proc = self.ns.popen(self.argv(), stdout=self.log, stderr=subprocess.STDOUT,
+                                  env=self.environment(), cwd=self.cwd)
 
         def died():
             if self.proc.poll() is not None:
@@ -51,9 +57,10 @@ class DaemonProcess:
             children = f.read().split()
         return int(children[0]) if children else self.proc.pid
 
-    def stop(self):
+    def stop(self, timeout=10):
+        """The exit status after SIGTERM (SIGKILL past ``timeout``)."""
         if self.proc is not None:
-            rc = stop(self.proc)
+            rc = stop(self.proc, timeout)
             self.proc = None
             self.log.close()
             return rc
@@ -168,3 +175,32 @@ class Iod(DaemonProcess):
         wait_until(lambda: result.append(fresh()) or result[-1], timeout,
                    what=f"iod counters {want}", interval=0.1)
         return result[-1]
+
+
+class NfspUp(DaemonProcess):
+    """`nfsp up DIRECTORY [args]` inside namespace ``ns``: up once it serves
+    MOUNT and has printed its mount command (it prints it last). ``command``
+    replaces ``python3 -m tools.nfsp`` (an installed `nfsp`, say), ``env``
+    the checkout's environment, ``cwd`` the working directory."""
+
+    name = "nfsp up"
+
+    def __init__(self, ns, directory, log_path, args=(), command=None, env=None, cwd=None):
+        self.ns = ns
+        self.directory = directory
+        self.export = os.path.join(directory, "export")
+        self.log_path = log_path
+        self.args = list(args)
+        self.command = command or [sys.executable, "-m", "tools.nfsp"]
+        self.env, self.cwd = env, cwd
+        self.proc = None
+
+    def environment(self):
+        return self.env if self.env is not None else super().environment()
+
+    def argv(self):
+        return [*self.command, "up", self.directory, *self.args]
+
+    def answers(self):
+        return (self.ns.inside(getport, "127.0.0.1", MOUNT_PROGRAM, 3) != 0
+                and b"mount -t nfs" in open(self.log_path, "rb").read())

@@ -40,7 +40,6 @@ DIR/up.log its log.
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -49,12 +48,13 @@ import time
 import click
 
 from tools.dev import REPO
+from tools.dev.daemons import NfspUp
 from tools.dev.loadgen import PATTERN
+from tools.dev.netns import wait_until
 
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
     p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
 HOST = "127.0.0.1"
-MOUNT_PROGRAM = 100005
 UP_READY_SECONDS = 60.0     # `nfsp up` answering MOUNT (it bounds each daemon's start itself)
 UP_STOP_SECONDS = 60.0      # its own bounds: 20 s for nfspd, 10 s for the iods
 FD_SETTLE_SECONDS = 40.0    # nfspd seeing TCP clients go; a restarted unlinkd reconnecting
@@ -268,35 +268,24 @@ def loadavg():
 # -- the cluster -----------------------------------------------------------------
 
 
-class Cluster:
-    """`nfsp up DIR --iods N` in namespace ``ns``."""
+class Cluster(NfspUp):
+    """`nfsp up DIR --iods N` in namespace ``ns``, with its daemons by role."""
 
     def __init__(self, ns, directory, n_iods, log_path):
-        self.ns = ns
+        super().__init__(ns, directory, log_path, ["--iods", str(n_iods)], env=ENV)
         self.dir = directory
-        self.export = os.path.join(directory, "export")
         self.n_iods = n_iods
-        self.log_path = log_path
-        self.proc = None
 
     def start(self):
-        from tools.dev.netns import wait_until
-        from tools.rpcclient import getport
-        self.log = open(self.log_path, "ab")
-        self.proc = self.ns.popen([sys.executable, "-m", "tools.nfsp", "up", self.dir,
-                                   "--iods", str(self.n_iods)],
-                                  stdout=self.log, stderr=subprocess.STDOUT, env=ENV)
-
-        def died():
-            if self.proc.poll() is not None:
-                return f"`nfsp up` exited with {self.proc.returncode}: {self.log_tail()}"
         try:
-            wait_until(lambda: self.ns.inside(getport, HOST, MOUNT_PROGRAM, 3) != 0,
-                       UP_READY_SECONDS, what="nfsp up serving MOUNT", abort=died)
+            super().start(UP_READY_SECONDS)
             wait_until(lambda: set(self.daemons()) == set(self.roles()), UP_READY_SECONDS,
-                       what=f"nfspd, unlinkd and {self.n_iods} iods running", abort=died)
+                       what=f"nfspd, unlinkd and {self.n_iods} iods running",
+                       abort=lambda: self.proc.poll() is not None and "`nfsp up` exited")
         except (RuntimeError, TimeoutError) as e:
-            raise SoakError(str(e).splitlines()[0] + f" (log: {self.log_path})") from None
+            raise SoakError(f"{str(e).splitlines()[0]} {self.log_tail()} (log: {self.log_path})"
+                            ) from None
+        return self
 
     def daemons(self):
         return daemons(self.proc.pid) if self.proc else {}
@@ -305,20 +294,8 @@ class Cluster:
         return ["nfspd", "unlinkd"] + [f"iod{i}" for i in range(self.n_iods)]
 
     def stop(self):
-        """`nfsp up`'s exit status after SIGTERM (None: killed past the bound)."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=UP_STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                self.log.close()
-                return None
-        self.log.close()
-        return self.proc.returncode
+        """`nfsp up`'s exit status after SIGTERM (negative: killed past the bound)."""
+        return super().stop(UP_STOP_SECONDS)
 
     def log_tail(self, n=3):
         with open(self.log_path, "rb") as f:

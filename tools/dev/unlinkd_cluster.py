@@ -1,7 +1,8 @@
 """A small NFSP cluster for the unlinkd and scrub tests and the remove
 benchmark: real iod processes (separate data directories, loopback ports of a
-private network namespace), a real unlinkd process, and the metaserver's namespace as the real MetaFS
-in-process with the real purge sink (nfspd/purgequeue.py).
+private network namespace), a real unlinkd process, and the metaserver's
+namespace as the real MetaFS in-process with the real purge sink
+(nfspd/purgequeue.py).
 
 File data reaches the iods the way the metaserver sends it: iod protocol WRITEs
 over TCP (pipelined), at the stripes common/striping.py assigns.
