@@ -36,7 +36,7 @@ def live_and_gone(cluster, made, removed):
 def assert_only_live_data(cluster, gone):
     for iod in cluster.iods:
         held = iod.held()
-        assert not held & gone, f"iod {iod.name} still holds {len(held & gone)} removed files"
+        assert not held & gone, f"iod {iod.address} still holds {len(held & gone)} removed files"
 
 
 def assert_scrub_clean(cluster):
@@ -59,7 +59,7 @@ def test_a_burst_of_10000_removes_with_4_iods_leaves_no_datafile(cluster_factory
         c.remove(name)
     c.wait_drained(timeout=300)
     for iod in c.iods:
-        assert iod.held() == set(), iod.name
+        assert iod.held() == set(), iod.address
     sizes = c.batch_sizes()
     # Nothing failed, so every iod got every purge exactly once, in batches
     # no larger than --batch-max.
@@ -122,8 +122,8 @@ def test_an_iod_away_during_a_burst_catches_up_and_holds_back_no_other(cluster_f
 
     def others_done():
         from common.runtime import purgejournal
-        backlog = purgejournal.backlog(c.journal_dir, [iod.name for iod in c.iods])
-        return all(backlog[iod.name] == 0 for iod in others)
+        backlog = purgejournal.backlog(c.journal_dir, [iod.address for iod in c.iods])
+        return all(backlog[iod.address] == 0 for iod in others)
     from tools.dev.netns import wait_until
     wait_until(others_done, 120, what="the iods that stayed up acknowledged everything")
     gone = set(made.values())

@@ -12,6 +12,7 @@ import sys
 
 from common import iodproto, keyfile
 from common.iodproto import Op
+from common.runtime.datastore import DataStore
 from tools.dev import REPO
 from tools.dev.iodclient import IodClient
 from tools.dev.netns import stop, wait_until
@@ -40,10 +41,16 @@ class DaemonProcess:
         return dict(os.environ, PYTHONPATH=REPO)
 
     def start(self, timeout=20):
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self):
+        """Start the process, not waiting for it (several may start at once)."""
         self.log = open(self.log_path, "ab")
         self.proc = self.ns.popen(self.argv(), stdout=self.log, stderr=subprocess.STDOUT,
                                   env=self.environment(), cwd=self.cwd)
 
+    def wait_ready(self, timeout=20):
         def died():
             if self.proc.poll() is not None:
                 return f"{self.name} exited with {self.proc.returncode}:\n{self.log_text()}"
@@ -142,6 +149,11 @@ class Iod(DaemonProcess):
         self.log_path = os.path.join(workdir, "iod.log")
         self.proc = None
 
+    @property
+    def address(self):
+        """HOST:PORT, as iods.conf and unlinkd's journal name the iod."""
+        return f"127.0.0.1:{self.port}"
+
     def argv(self):
         return [sys.executable, "-m", "iod.cli", "--data-dir", self.data_dir,
                 "--key", self.key_path, "--listen", "127.0.0.1", "--port", str(self.port),
@@ -154,6 +166,10 @@ class Iod(DaemonProcess):
 
     def client(self, transport="tcp", timeout=10.0):
         return self.ns.inside(IodClient, "127.0.0.1", self.port, self.keys, transport, timeout)
+
+    def held(self):
+        """What the iod's data directory holds, read straight from the disk."""
+        return set(DataStore(self.data_dir).list())
 
     def counters(self):
         """The counters of the iod's most recent summary line."""

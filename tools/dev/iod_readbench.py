@@ -30,9 +30,10 @@ import time
 
 import click
 
-from common import iodproto, keyfile
-from common.iodproto import Message, Op
+from common import keyfile
+from common.iodproto import Op
 from tools.dev import REPO
+from tools.dev.iodclient import IodClient
 
 PORT = 2050
 HEAD = bytes(120)
@@ -44,31 +45,8 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Tcp:
-    def __init__(self, keys):
-        self.keys = keys
-        self.sock = socket.create_connection(("127.0.0.1", PORT), timeout=30)
-        self.reader = iodproto.FrameReader()
-        self.frames = []
-        self.next_id = 1
-        self.sequencer = iodproto.Sequencer()   # requests are stamped (replay protection)
-
-    def send(self, op, **fields):
-        self.next_id += 1
-        stamp = None if op == Op.PING else self.sequencer.stamp(time.time())
-        self.sock.sendall(iodproto.encode(Message(op, self.next_id, stamp, **fields), self.keys))
-
-    def receive(self):
-        while not self.frames:
-            data = self.sock.recv(1 << 20)
-            if not data:
-                raise ConnectionError("iod closed the connection")
-            self.frames += self.reader.feed(data)
-        return iodproto.decode(self.frames.pop(0), self.keys)
-
-
 def relay(keys, size, seconds, window=4, count=1 << 20):
-    c = Tcp(keys)
+    c = IodClient("127.0.0.1", PORT, keys, timeout=30)
     offsets = range(0, size - count + 1, count)
     sent = done = 0
     deadline = time.monotonic() + seconds
@@ -87,14 +65,14 @@ def relay(keys, size, seconds, window=4, count=1 << 20):
     elapsed = time.monotonic() - start
     for _ in range(sent - done):
         c.receive()
-    c.sock.close()
+    c.close()
     return done, done * count, elapsed
 
 
 def spoofed(keys, size, seconds, count, window=16):
     """READs over UDP with this socket as the client; a lost reply (none
     should be, on loopback) is re-asked after 0.5 s, like an NFS client."""
-    req = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    req = IodClient("127.0.0.1", PORT, keys, "udp")
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     client.bind(("127.0.0.1", 0))
@@ -102,14 +80,11 @@ def spoofed(keys, size, seconds, count, window=16):
     offsets = range(0, size - count + 1, count)
     n = 0
     lost = 0
-    sequencer = iodproto.Sequencer()
 
     def ask():
         nonlocal n
-        req.sendto(iodproto.encode(Message(
-            Op.READ, n + 1, sequencer.stamp(time.time()), ino=1, seed=1, offset=offsets[n % len(offsets)], count=count,
-            client=client.getsockname(), source=("127.0.0.9", 2049), head=HEAD), keys),
-            ("127.0.0.1", PORT))
+        req.send(Op.READ, ino=1, seed=1, offset=offsets[n % len(offsets)], count=count,
+                 client=client.getsockname(), source=("127.0.0.9", 2049), head=HEAD)
         n += 1
     for _ in range(window):
         ask()
@@ -149,7 +124,7 @@ def main(mib, seconds, threads):
     try:
         for _ in range(200):
             try:
-                c = Tcp(keys)
+                c = IodClient("127.0.0.1", PORT, keys, timeout=30)
                 break
             except OSError:
                 time.sleep(0.05)
@@ -158,7 +133,7 @@ def main(mib, seconds, threads):
         for off in range(0, size, 1 << 20):
             c.send(Op.WRITE, ino=1, seed=1, offset=off, data=block, stable=False)
             assert c.receive().status == 0
-        c.sock.close()
+        c.close()
         print(f"iod pid {proc.pid}, {threads} I/O threads, {mib} MiB file (in the page cache)")
         cpu = cpu_seconds(proc.pid)
         n, nbytes, elapsed = relay(keys, size, seconds)

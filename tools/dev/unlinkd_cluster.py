@@ -12,68 +12,24 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
-import trio
-
-from common import iodproto, keyfile
-from common.iodproto import Message, Op
+from common import keyfile
+from common.iodproto import Op
 from common.metafile import Metafile
-from common.runtime.datastore import DataStore
+from common.runtime import purgejournal
+from common.runtime.purgewaker import socket_path
 from nfspd.datapath import LocalDataPath
 from nfspd.fs.metafs import MetaFS
 from nfspd.fs.types import Caller, CreateHow, SetAttr
 from nfspd.purgequeue import open_purge_queue
 from tools.dev import REPO
+from tools.dev.daemons import Iod
 from tools.dev.netns import stop, wait_until
-from common.runtime import purgejournal
-from common.runtime.iodclient import IodConnection
 
 ROOT = Caller(0, 0)
 HANDLE_KEY = b"unlinkd test handle key 0123456789"
 BASE_PORT = 2050
 STRIPE = 65536
-
-
-class Iod:
-    def __init__(self, cluster, index):
-        self.cluster = cluster
-        self.port = BASE_PORT + index
-        self.name = f"127.0.0.1:{self.port}"
-        self.data = os.path.join(cluster.workdir, f"iod{index}")
-        self.log_path = os.path.join(cluster.workdir, f"iod{index}.log")
-        self.proc = None
-
-    def start(self):
-        self.launch()
-        return self.wait_ready()
-
-    def launch(self):
-        env = dict(os.environ, PYTHONPATH=REPO)
-        with open(self.log_path, "ab") as log:
-            self.proc = self.cluster.ns.popen(
-                [sys.executable, "-m", "iod.cli", "--data-dir", self.data,
-                 "--key", self.cluster.key_path, "--listen", "127.0.0.1", "--port", str(self.port),
-                 "--log-level", "debug"], stdout=log, stderr=subprocess.STDOUT, env=env)
-
-    def wait_ready(self):
-        wait_until(lambda: self.cluster.call(self, Op.PING).op == Op.PONG, 30,
-                   what=f"iod {self.name} answering PING", abort=self._died)
-        return self
-
-    def _died(self):
-        if self.proc is not None and self.proc.poll() is not None:
-            with open(self.log_path, errors="replace") as f:
-                return f"iod {self.name} exited with {self.proc.returncode}:\n{f.read()}"
-
-    def stop(self):
-        if self.proc is not None:
-            stop(self.proc)
-            self.proc = None
-
-    def held(self):
-        """What this iod's data directory holds, read straight from the disk."""
-        return set(DataStore(self.data).list())
 
 
 class Cluster:
@@ -83,10 +39,11 @@ class Cluster:
         os.makedirs(self.workdir, exist_ok=True)
         self.key_path = os.path.join(self.workdir, "cluster.key")
         self.keys = keyfile.generate(self.key_path)
-        self.iods = [Iod(self, i) for i in range(n_iods)]
+        self.iods = [Iod(ns, os.path.join(self.workdir, f"iod{i}"), self.key_path,
+                         port=BASE_PORT + i, slot=f"{i}/{max(n_iods, 4)}") for i in range(n_iods)]
         self.iods_conf = os.path.join(self.workdir, "iods.conf")
         with open(self.iods_conf, "w") as f:
-            f.write("".join(f"{iod.name}\n" for iod in self.iods))
+            f.write("".join(f"{iod.address}\n" for iod in self.iods))
         self.export = os.path.join(self.workdir, "export")
         os.makedirs(self.export)
         self.state = os.path.join(self.workdir, "state")
@@ -147,54 +104,26 @@ class Cluster:
         per_iod = {}
         for index, ino, seed, offset in writes:
             per_iod.setdefault(index, []).append((ino, seed, offset))
-
-        async def one(iod, items):
-            stream = await trio.open_tcp_stream("127.0.0.1", iod.port)
-            reader = iodproto.FrameReader()
-            sequencer = iodproto.Sequencer()   # WRITEs are stamped (replay protection)
-            async with stream:
+        for index, items in per_iod.items():
+            with self.iods[index].client("tcp", timeout=120) as c:
                 for start in range(0, len(items), 200):
                     chunk = items[start:start + 200]
-                    frames = b"".join(iodproto.encode(Message(
-                        Op.WRITE, start + k + 1, sequencer.stamp(time.time()), ino=ino,
-                        seed=seed, offset=off, data=b"d", stable=False), self.keys)
-                        for k, (ino, seed, off) in enumerate(chunk))
-                    await stream.send_all(frames)
-                    answered = 0
-                    while answered < len(chunk):
-                        data = await stream.receive_some(65536)
-                        assert data, f"iod {iod.name} closed the connection"
-                        for frame in reader.feed(data):
-                            answer = iodproto.decode(frame, self.keys)
-                            assert answer.op == Op.REPLY and answer.status == 0, answer
-                            answered += 1
-
-        async def all_iods():
-            with trio.fail_after(120):
-                async with trio.open_nursery() as nursery:
-                    for index, items in per_iod.items():
-                        nursery.start_soon(one, self.iods[index], items)
-        self.ns.inside(trio.run, all_iods)
+                    for ino, seed, off in chunk:
+                        c.send(Op.WRITE, ino=ino, seed=seed, offset=off, data=b"d", stable=False)
+                    for _ in chunk:
+                        answer = c.receive()
+                        assert answer.op == Op.REPLY and answer.status == 0, answer
 
     def remove(self, name, d=None):
         self.fs.remove(d or self.fs.root_fh, name, ROOT)
 
     # -- iods and unlinkd ------------------------------------------------------------
 
-    def call(self, iod, op, timeout=5, **fields):
-        async def go():
-            conn = await IodConnection.connect("127.0.0.1", iod.port, self.keys, timeout=timeout)
-            try:
-                return await conn.call(op, timeout, **fields)
-            finally:
-                await conn.aclose()
-        return self.ns.inside(trio.run, go)
-
     def start_iods(self):
         for iod in self.iods:
             iod.launch()
         for iod in self.iods:
-            iod.wait_ready()
+            iod.wait_ready(30)
 
     def stop_iods(self):
         for iod in self.iods:
@@ -212,7 +141,6 @@ class Cluster:
                  "--batch-max", str(self.batch_max), "--batch-delay", str(self.batch_delay),
                  "--retry-max", "0.5", "--log-level", "debug"],
                 stdout=log, stderr=subprocess.STDOUT, env=env)
-        from common.runtime.purgewaker import socket_path
         wait_until(lambda: os.path.exists(socket_path(self.journal_dir)), 20,
                    what="unlinkd listening", abort=self._unlinkd_died)
 
@@ -233,7 +161,7 @@ class Cluster:
     def wait_drained(self, timeout=120):
         """Every iod acknowledged every journaled purge (read from unlinkd's
         durable progress file, as a restarted unlinkd would)."""
-        names = [iod.name for iod in self.iods]
+        names = [iod.address for iod in self.iods]
         wait_until(lambda: not any(purgejournal.backlog(self.journal_dir, names).values()), timeout,
                    what="every iod acknowledged every purge", abort=self._unlinkd_died)
 
