@@ -6,6 +6,7 @@ bounded by ``timeout``; UDP retransmits with the same xid, as real clients do
 (that is the protocol, and what the duplicate request cache exists for).
 """
 
+import collections
 import itertools
 import os
 import random
@@ -49,7 +50,7 @@ class RpcClient:
         if transport == "tcp":
             self.sock.connect((host, port))
             self._reader = rpc.RecordReader(1 << 26)
-            self._records = []
+            self._records = collections.deque()
         else:
             self.sock.connect((host, port))
 
@@ -70,10 +71,28 @@ class RpcClient:
                            (machine or socket.gethostname()).encode()[:255],
                            uid, gid, list(gids if gids is not None else [gid]))
 
+    def send(self, message):
+        """Send an encoded call without waiting (pipelined calls: see receive)."""
+        if self.transport == "tcp":
+            self.sock.sendall(rpc.encode_record(message))
+        else:
+            self.sock.send(message)
+
+    def receive(self):
+        """The next reply to arrive, whichever call it answers (raw bytes)."""
+        if self.transport == "udp":
+            return self.sock.recv(1 << 17)
+        while not self._records:
+            data = self.sock.recv(1 << 22)
+            if not data:
+                raise ConnectionError("server closed the connection")
+            self._records.extend(self._reader.feed(data))
+        return self._records.popleft()
+
     def call_raw(self, message, xid):
         """Send an encoded message and return the raw reply carrying ``xid``."""
         if self.transport == "tcp":
-            self.sock.sendall(rpc.encode_record(message))
+            self.send(message)
             deadline = time.monotonic() + self.timeout
             while True:
                 for rec in self._records:

@@ -3,7 +3,6 @@
 import json
 import multiprocessing
 import os
-import socket
 import struct
 import time
 
@@ -13,6 +12,7 @@ from common import nfs3, rpc
 from common.nfs3 import NFSPROC3
 from common.xdr import Unpacker, XdrError, encode
 from tools.dev import nfsclient
+from tools.rpcclient import RpcClient
 
 _xid = struct.Struct(">I")
 
@@ -43,46 +43,11 @@ class _Checker:
             self.valid.add(tail)
 
 
-class _Udp:
-    def __init__(self, host, port):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.connect((host, port))
-        self.sock.settimeout(2.0)
-
-    def send(self, message):
-        self.sock.send(message)
-
-    def receive(self):
-        return [self.sock.recv(65536)]
-
-    def close(self):
-        self.sock.close()
+TRANSPORTS = ("udp", "tcp")
 
 
-class _Tcp:
-    """Calls pipelined on one connection, as a kernel client's are."""
-
-    def __init__(self, host, port):
-        self.sock = socket.create_connection((host, port), timeout=2.0)
-        self.reader = rpc.RecordReader(1 << 20)
-
-    def send(self, message):
-        self.sock.sendall(rpc.encode_record(message))
-
-    def receive(self):
-        while True:
-            data = self.sock.recv(1 << 16)
-            if not data:
-                raise RuntimeError("the server closed the connection")
-            records = self.reader.feed(data)
-            if records:
-                return records
-
-    def close(self):
-        self.sock.close()
-
-
-_TRANSPORTS = {"udp": _Udp, "tcp": _Tcp}
+def _connect(proto, host, port):
+    return RpcClient(host, port, proto, timeout=2.0)
 
 
 def _rate(conn, template, res_type, seconds, window, first_xid=1):
@@ -104,18 +69,18 @@ def _rate(conn, template, res_type, seconds, window, first_xid=1):
                 xid = (xid + 1) & 0xFFFFFFFF
         if not outstanding:
             break
-        for data in conn.receive():
-            rxid = _xid.unpack_from(data)[0]
-            if rxid not in outstanding:
-                continue  # a late duplicate
-            outstanding.discard(rxid)
-            checker.check(data)
-            done += 1
+        data = conn.receive()
+        rxid = _xid.unpack_from(data)[0]
+        if rxid not in outstanding:
+            continue  # a late duplicate
+        outstanding.discard(rxid)
+        checker.check(data)
+        done += 1
     return done, time.monotonic() - start
 
 
 def _worker(proto, host, port, template, res_type, seconds, window, first_xid, barrier, out):
-    conn = _TRANSPORTS[proto](host, port)
+    conn = _connect(proto, host, port)
     barrier.wait()
     try:
         out.put(_rate(conn, template, res_type, seconds, window, first_xid))
@@ -128,7 +93,7 @@ def _worker(proto, host, port, template, res_type, seconds, window, first_xid, b
 def _run(proto, host, port, template, res_type, seconds, window, procs):
     """(ops, elapsed) over ``procs`` client processes (1: this one)."""
     if procs == 1:
-        conn = _TRANSPORTS[proto](host, port)
+        conn = _connect(proto, host, port)
         try:
             return _rate(conn, template, res_type, seconds, window)
         finally:
@@ -171,7 +136,7 @@ _OPS = ("NULL", "GETATTR", "LOOKUP", "ACCESS")
               show_default=True, help="Procedures to measure (repeatable).")
 @click.option("--window", "windows", multiple=True, type=int, default=(1, 16), show_default=True,
               help="Requests outstanding at once per client process (repeatable).")
-@click.option("--proto", type=click.Choice(sorted(_TRANSPORTS)), default="udp",
+@click.option("--proto", type=click.Choice(TRANSPORTS), default="udp",
               show_default=True)
 @click.option("--procs", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Client processes sending at once (so that the client is not the limit).")

@@ -24,11 +24,12 @@ import time
 
 from common import nfs3, rpc
 from common.nfs3 import NFSPROC3, stable_how
-from common.xdr import Packer, Unpacker
+from common.xdr import Unpacker, encode
+from tools.dev import nfsclient
 from tools.dev.cluster import Cluster
 from tools.dev.daemons import Nfspd
 from tools.dev.netns import Namespace
-from tools.dev import nfsclient
+from tools.rpcclient import RpcClient
 
 FILE_MIB = 128
 WINDOW = 16
@@ -61,37 +62,15 @@ class Pipeline:
     """Raw RPC calls with up to ``window`` outstanding, over UDP or TCP."""
 
     def __init__(self, transport, cred):
-        self.transport = transport
-        self.cred = cred
-        kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
-        self.sock = socket.socket(socket.AF_INET, kind)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        self.sock.connect(("127.0.0.1", 2049))
-        self.sock.settimeout(5)
-        self.reader = rpc.RecordReader(1 << 26)
-        self.records = []
+        self.rpc = RpcClient("127.0.0.1", 2049, transport, timeout=5, cred=cred)
+        self.rpc.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self.xid = 1000
 
     def send(self, proc, args_type, args):
         self.xid += 1
-        p = Packer()
-        args_type.pack(p, args)
-        msg = rpc.encode_call(self.xid, nfs3.NFS_PROGRAM, 3, proc, p.get_buffer(), self.cred)
-        if self.transport == "udp":
-            self.sock.send(msg)
-        else:
-            self.sock.sendall(rpc.encode_record(msg))
+        self.rpc.send(rpc.encode_call(self.xid, nfs3.NFS_PROGRAM, 3, proc,
+                                      encode(args_type, args), self.rpc.cred))
         return self.xid
-
-    def receive(self):
-        if self.transport == "udp":
-            return self.sock.recv(1 << 17)
-        while not self.records:
-            data = self.sock.recv(1 << 22)
-            if not data:
-                raise ConnectionError("closed")
-            self.records.extend(self.reader.feed(data))
-        return self.records.pop(0)
 
     def run(self, calls, res_type, check):
         """calls: iterator of (proc, args_type, args); check(xid_args, res)."""
@@ -109,7 +88,7 @@ class Pipeline:
                 outstanding[self.send(proc, args_type, args)] = args
             if not outstanding:
                 break
-            reply = rpc.decode_reply(self.receive())
+            reply = rpc.decode_reply(self.rpc.receive())
             args = outstanding.pop(reply.xid, None)
             if args is None:
                 continue
