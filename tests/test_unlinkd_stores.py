@@ -28,19 +28,19 @@ def cluster(ns, tmp_path):
 
 def remember_stores(c):
     """What nfspd would have written after its first PONG from each iod."""
-    ids = {iod.name: c.call(iod, Op.PING).store for iod in c.iods}
+    ids = {iod.address: c.call(iod, Op.PING).store for iod in c.iods}
     assert all(len(s) == 16 for s in ids.values())
     iodstores.write(os.path.join(c.state, iodstores.FILE_NAME), ids)
     return ids
 
 
 def backlog(c):
-    return purgejournal.backlog(c.journal_dir, [iod.name for iod in c.iods])
+    return purgejournal.backlog(c.journal_dir, [iod.address for iod in c.iods])
 
 
 def restart_on(iod, data_dir):
     iod.stop()
-    iod.data = data_dir
+    iod.data_dir = data_dir
     iod.start()
 
 
@@ -51,12 +51,12 @@ def hold_purges_of_a_wiped_iod(c):
     ids = remember_stores(c)
     c.start_unlinkd()
     made = c.create_with_data([b"f%d" % i for i in range(20)], stripes=2)
-    real = c.iods[1].data
+    real = c.iods[1].data_dir
     restart_on(c.iods[1], real + ".wiped")
-    assert c.call(c.iods[1], Op.PING).store != ids[c.iods[1].name]
+    assert c.call(c.iods[1], Op.PING).store != ids[c.iods[1].address]
     for name in made:
         c.remove(name)
-    first, second = (iod.name for iod in c.iods)
+    first, second = (iod.address for iod in c.iods)
     wait_until(lambda: backlog(c)[first] == 0 and (
         backlog(c)[second] == 0 or "where it had store" in c.unlinkd_log_text()), 60,
         what="iod 0 acknowledging every purge, and iod 1 refused or acknowledging too")
@@ -77,5 +77,5 @@ def test_purges_wait_for_an_iod_back_on_its_own_store(cluster):
 def test_accept_iod_store_releases_the_held_purges(cluster):
     hold_purges_of_a_wiped_iod(cluster)
     iod = cluster.iods[1]
-    iodstores.forget(os.path.join(cluster.state, iodstores.FILE_NAME), iod.name)
+    iodstores.forget(os.path.join(cluster.state, iodstores.FILE_NAME), iod.address)
     cluster.wait_drained(timeout=60)

@@ -119,6 +119,11 @@ class Cluster:
 
     # -- iods and unlinkd ------------------------------------------------------------
 
+    def call(self, iod, op, timeout=5, **fields):
+        """One request to ``iod`` and its answer."""
+        with iod.client("tcp", timeout) as c:
+            return c.call(op, **fields)
+
     def start_iods(self):
         for iod in self.iods:
             iod.launch()
