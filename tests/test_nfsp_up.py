@@ -10,26 +10,18 @@ import sys
 import pytest
 
 from tools import embedded
+from tools.dev.daemons import NfspUp
 from tools.dev.netns import wait_until
-from tools.rpcclient import getport
 
 pytestmark = pytest.mark.skipif(not shutil.which("nfs-cp"), reason="needs libnfs-utils")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=REPO)
-MOUNT_PROGRAM = 100005
 
 
 def start_up(ns, directory, log, *args):
-    p = ns.popen([sys.executable, "-m", "tools.nfsp", "up", directory, *args], stdout=log,
-                 stderr=subprocess.STDOUT, env=ENV)
-    wait_until(lambda: ns.inside(getport, "127.0.0.1", MOUNT_PROGRAM, 3) != 0, 30,
-               what="nfsp up serving", abort=lambda: p.poll() is not None and "nfsp up exited")
-    # The banner (mount command) comes once everything is up, which can be
-    # after MOUNT answers: a SIGTERM before it would leave it unprinted.
-    wait_until(lambda: b"SIGTERM stops it" in open(log.name, "rb").read(), 30,
-               what="nfsp up's banner", abort=lambda: p.poll() is not None and "nfsp up exited")
-    return p
+    """`nfsp up` appending to ``log``, up (banner printed); its process."""
+    return NfspUp(ns, directory, log.name, args).start(60).proc
 
 
 def processes_naming(directory, also=b""):

@@ -195,11 +195,13 @@ class Iod(DaemonProcess):
 
 class NfspUp(DaemonProcess):
     """`nfsp up DIRECTORY [args]` inside namespace ``ns``: up once it serves
-    MOUNT and has printed its mount command (it prints it last). ``command``
+    MOUNT and has printed its banner (the mount command, then READY; a
+    SIGTERM before would leave it unprinted). ``command``
     replaces ``python3 -m tools.nfsp`` (an installed `nfsp`, say), ``env``
     the checkout's environment, ``cwd`` the working directory."""
 
     name = "nfsp up"
+    READY = b"Ctrl-C or SIGTERM stops it."
 
     def __init__(self, ns, directory, log_path, args=(), command=None, env=None, cwd=None):
         self.ns = ns
@@ -219,4 +221,4 @@ class NfspUp(DaemonProcess):
 
     def answers(self):
         return (self.ns.inside(getport, "127.0.0.1", MOUNT_PROGRAM, 3) != 0
-                and b"mount -t nfs" in open(self.log_path, "rb").read())
+                and self.READY in open(self.log_path, "rb").read())
