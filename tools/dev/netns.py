@@ -20,6 +20,18 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def setns(path):
+    """Move the calling thread into the network namespace at ``path`` (a
+    /proc/PID/ns/net or a bound /run/netns/NAME)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"setns {path}: {os.strerror(e)}")
+    finally:
+        os.close(fd)
+
+
 def available():
     return os.geteuid() == 0 and shutil.which("unshare") and shutil.which("nsenter")
 
@@ -40,13 +52,7 @@ class Namespace:
         self._children = []
 
     def _enter(self):
-        fd = os.open(f"/proc/{self.pid}/ns/net", os.O_RDONLY)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                e = ctypes.get_errno()
-                raise OSError(e, os.strerror(e))
-        finally:
-            os.close(fd)
+        setns(f"/proc/{self.pid}/ns/net")
 
     def inside(self, fn, *args, **kwargs):
         """Run fn in a thread that lives in this namespace; sockets it creates

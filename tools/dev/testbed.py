@@ -19,7 +19,6 @@ created.
 
 import concurrent.futures
 import contextlib
-import ctypes
 import dataclasses
 import fcntl
 import ipaddress
@@ -36,16 +35,15 @@ import time
 import click
 
 from tools.dev import REPO
+from tools.dev.netns import setns
 
 NETNS_DIR = "/run/netns"
 DEFAULT_SUBNET = "10.77.0.0/16"
 DEFAULT_WORKDIR = "/var/lib/nfsp-testbed"
 NFS_PORT = 2049
 IOD_PORT = 2050
-CLONE_NEWNET = 0x40000000
 TUNSETIFF, TUNSETPERSIST = 0x400454CA, 0x400454CB
 IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 # Host addresses inside the subnet: one /24-sized block per role, so the
 # address says which kind of host it is (10.77.1.3 is iod2).
@@ -58,17 +56,6 @@ class TestbedError(RuntimeError):
 
 def _ifreq(name, flags):
     return struct.pack("16sH22x", name.encode(), flags)
-
-
-def setns(path):
-    """Move the calling thread into the network namespace bound at ``path``."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"setns {path}: {os.strerror(e)}")
-    finally:
-        os.close(fd)
 
 
 def _process_start(pid):

@@ -75,7 +75,7 @@ class Ganesha:
     """ganesha.nfsd exporting ``export`` (a local directory).
 
     ``prefix(argv)`` returns argv run inside the server's network namespace
-    (a tests.support Namespace's ``argv`` or a testbed Host's)."""
+    (a tools.dev.netns Namespace's ``argv`` or a testbed Host's)."""
 
     def __init__(self, prefix, workdir, export):
         self.prefix = prefix
