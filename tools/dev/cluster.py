@@ -88,13 +88,4 @@ class Cluster:
 
     def datafiles(self):
         """{iod index: [(ino, seed), ...]} of what each iod stores."""
-        out = {}
-        for i, iod in enumerate(self.iods):
-            names = []
-            for top, _, files in os.walk(iod.data_dir):
-                for name in files:
-                    ino, _, seed = name.partition(".")
-                    if len(ino) == 16 and len(seed) == 16:
-                        names.append((int(ino, 16), int(seed, 16)))
-            out[i] = names
-        return out
+        return {i: sorted(iod.held()) for i, iod in enumerate(self.iods)}

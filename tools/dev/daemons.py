@@ -168,8 +168,12 @@ class Iod(DaemonProcess):
         return self.ns.inside(IodClient, "127.0.0.1", self.port, self.keys, transport, timeout)
 
     def held(self):
-        """What the iod's data directory holds, read straight from the disk."""
-        return set(DataStore(self.data_dir).list())
+        """{(ino, seed)} the iod's data directory holds, read straight from the disk."""
+        store = DataStore(self.data_dir)
+        try:
+            return set(store.list())
+        finally:
+            store.close()
 
     def counters(self):
         """The counters of the iod's most recent summary line."""
