@@ -55,7 +55,7 @@ def udp_kernel():
     path = os.environ.get(UDP_KERNEL_ENV, DEFAULT_UDP_KERNEL)
     if not os.path.isfile(path):
         return (f"no NFS-over-UDP kernel at {path} (set {UDP_KERNEL_ENV}, or build one with "
-                f"tools/build-test-kernel): NFS over UDP cases skipped")
+                f"tools/dev/build-test-kernel): NFS over UDP cases skipped")
     return Kernel("nfsudp", path, [], True)
 
 

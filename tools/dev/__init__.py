@@ -21,6 +21,7 @@ Benchmarks and fuzzing:
     bench.py, bench_datapath.py, bench_remove.py, iod_readbench.py,
     iod_sendbench.py    single-figure benchmarks (`python3 -m tools.dev.NAME --help`)
     fuzz/               `python3 -m tools.dev.fuzz`: the atheris fuzzers and their targets
+    build-test-kernel   a Linux kernel with NFS over UDP for the qemu tests
 """
 
 import os
