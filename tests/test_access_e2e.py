@@ -36,9 +36,9 @@ from common import mount, nfs2, nfs3, rpc
 from common.nfs3 import NFSPROC3, nfsstat3
 from common.xdr import Packer, Struct
 from tools.dev import netns as nslib
-from tools.dev.daemons import Nfspd
 from tools.dev import nfsclient
 from tools.dev import testbed as tblib
+from tools.dev.daemons import Nfspd
 from tools.rpcclient import RpcClient, getport
 
 pytestmark = pytest.mark.netns

@@ -6,7 +6,6 @@ import errno
 import os
 import socket
 import sys
-import time
 
 import pytest
 from scapy.layers.inet import IP, UDP
@@ -15,36 +14,12 @@ from common import iodproto
 from common.iodproto import Keys, Message, Op
 from common.runtime.datastore import DataStore
 from tests.support.capture import Capture
-from tools.dev.iodclient import IodClient
 from tools.dev import REPO
 
 pytestmark = pytest.mark.netns
 
 METASERVER = ("127.0.0.9", 2049)      # the spoofed source: not an address any socket has
 HEAD = b"RPC+NFS reply head".ljust(116, b".")   # what the metaserver pre-encodes
-
-
-class StampedClient(IodClient):
-    """The support client, stamping every request but PING as real senders
-    do (replay protection, common/iodproto.py)."""
-
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
-        self.sequencer = iodproto.Sequencer()
-
-    def send(self, op, stamp=None, **fields):
-        """``stamp``: None stamps all but PINGs over TCP, True/False forces it."""
-        if stamp is None:
-            stamp = op != Op.PING or self.transport == "udp"
-        stamp = self.sequencer.stamp(time.time()) if stamp else None
-        msg = Message(op, next(self._ids), stamp, **fields)
-        self.send_frame(iodproto.encode(msg, self.keys))
-        return msg.id
-
-
-def iod_client(iod, transport="tcp", timeout=10.0):
-    """A StampedClient of ``iod`` whose socket lives in its namespace."""
-    return iod.ns.inside(StampedClient, "127.0.0.1", iod.port, iod.keys, transport, timeout)
 
 
 def udp_socket(timeout=10.0):
@@ -108,7 +83,7 @@ def check_fragments(packets, mtu):
 
 def test_every_operation_over_tcp(iods):
     iod = iods()
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         pong = c.call(Op.PING)
         assert pong.op == Op.PONG and pong.version and len(pong.verifier) == 8
         assert pong.total >= pong.free > 0 and pong.uptime >= 0
@@ -142,7 +117,7 @@ def test_every_operation_over_tcp(iods):
 
 def test_frames_back_to_back_are_all_answered_by_id(iods):
     iod = iods()
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         sent = {}
         for i in range(150):
             data = bytes([i]) * (i + 1)
@@ -163,7 +138,7 @@ def test_frames_back_to_back_are_all_answered_by_id(iods):
         elif kind == "write":
             assert msg.status == 0
     # READs may overtake the WRITEs they follow: check the data afterwards
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         for i in range(150):
             got = c.call(Op.READ, ino=i, seed=1, offset=0, count=i + 1)
             assert got.data == bytes([i]) * (i + 1)
@@ -172,7 +147,7 @@ def test_frames_back_to_back_are_all_answered_by_id(iods):
 def test_one_mib_read_and_write_relayed_over_tcp(iods):
     iod = iods()
     data = os.urandom(iodproto.MAX_DATA)
-    with iod_client(iod, "tcp", timeout=30) as c:
+    with iod.client("tcp", timeout=30) as c:
         assert c.call(Op.WRITE, ino=1, seed=2, offset=1 << 32, data=data, stable=True).status == 0
         got = c.call(Op.READ, ino=1, seed=2, offset=1 << 32, count=len(data))
         assert got.status == 0 and got.data == data
@@ -186,7 +161,7 @@ def test_one_mib_read_and_write_relayed_over_tcp(iods):
 
 def test_udp_serves_read_write_ping_and_nothing_else(iods):
     iod = iods()
-    with iod_client(iod, "udp") as c:
+    with iod.client("udp") as c:
         assert c.call(Op.PING).op == Op.PONG
         assert c.call(Op.WRITE, ino=5, seed=5, offset=3, data=b"abc", stable=True).status == 0
         assert c.call(Op.READ, ino=5, seed=5, offset=0, count=8).data == b"\0\0\0abc\0\0"
@@ -196,7 +171,7 @@ def test_udp_serves_read_write_ping_and_nothing_else(iods):
         c.send(Op.PURGE, files=[(5, 5)])
         assert c.call(Op.PING).op == Op.PONG      # answers come in order: nothing for those
     iod.counters_now(want={"dropped_not_over_udp": 2})
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         assert c.call(Op.LIST).files == [(5, 5)]  # the PURGE was not done
 
 
@@ -208,14 +183,14 @@ def test_spoofed_read_reply_fragments_checksums_and_source(iods, ns):
     # that a send refused for its size makes the iod look the MTU up again.
     set_lo_mtu(ns, 1500)
     data = os.urandom(20000)
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         c.call(Op.WRITE, ino=77, seed=3, offset=4096, data=data, stable=False)
     capture = ns.inside(Capture)
     client = ns.inside(udp_socket)
     client_address = client.getsockname()
     count = 32768 + 3          # a hole before the data, zeros past its end, XDR padding
     try:
-        with iod_client(iod, "udp") as requester:
+        with iod.client("udp") as requester:
             requester.send(Op.READ, ino=77, seed=3, offset=0, count=count,
                            client=client.getsockname(), source=METASERVER, head=HEAD)
             payload, source = client.recvfrom(65536)
@@ -241,14 +216,14 @@ def test_spoofed_write_reply(iods, ns):
     client = ns.inside(udp_socket)
     reply = b"complete NFS WRITE reply" * 3
     try:
-        with iod_client(iod, "udp") as requester:
+        with iod.client("udp") as requester:
             requester.send(Op.WRITE, ino=8, seed=8, offset=100, data=b"payload", stable=True,
                            client=client.getsockname(), source=METASERVER, reply=reply)
             got, source = client.recvfrom(65536)
     finally:
         client.close()
     assert (got, source) == (reply, METASERVER)
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         assert c.call(Op.READ, ino=8, seed=8, offset=100, count=7).data == b"payload"
 
 
@@ -260,10 +235,10 @@ def test_two_iods_spoofing_the_same_source_use_disjoint_ip_ids(iods, ns):
     ids = {}
     try:
         for iod in (first, second):
-            with iod_client(iod, "tcp") as c:
+            with iod.client("tcp") as c:
                 c.call(Op.WRITE, ino=1, seed=1, offset=0, data=os.urandom(8192), stable=False)
             ids[iod.slot] = []
-            with iod_client(iod, "udp") as requester:
+            with iod.client("udp") as requester:
                 for _ in range(8):
                     requester.send(Op.READ, ino=1, seed=1, offset=0, count=8192,
                                    client=client.getsockname(), source=METASERVER, head=HEAD)
@@ -288,25 +263,25 @@ def test_forged_frames_are_dropped_counted_and_the_iod_keeps_serving(iods, ns):
     other_key = Keys.single(os.urandom(32))
     flipped = bytearray(good)
     flipped[20] ^= 1
-    with iod_client(iod, "udp") as c:
+    with iod.client("udp") as c:
         c.send_frame(os.urandom(100))                                      # not a frame
         c.send_frame(iodproto.encode(Message(Op.PING, 2), other_key))      # wrong key
         c.send_frame(bytes(flipped))                                       # altered
         c.send_frame(good[:-1])                                            # truncated
         c.send_frame(good + b"x")                                          # trailing junk
         assert c.call(Op.PING).op == Op.PONG
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         c.send_frame(iodproto.encode(Message(Op.READ, 3, ino=1, seed=1, offset=0, count=1),
                                      other_key))
         c.send_frame(iodproto.encode(iodproto.reply(Message(Op.PING, 4)), iod.keys))
         assert c.call(Op.PING).op == Op.PONG       # same connection, still served
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         c.send_frame(b"JUNK" + bytes(60))          # not our protocol: connection closed
         assert c.sock.recv(100) == b""
     counters = iod.counters_now(want={"dropped_bad_mac": 3, "dropped_malformed": 3,
                                       "dropped_unexpected_op": 1, "dropped_bad_stream": 1})
     assert counters.get("internal_errors") is None
-    with iod_client(iod, "udp") as c:
+    with iod.client("udp") as c:
         assert c.call(Op.PING).op == Op.PONG
     # one log line for the storm, the rest is counted
     assert iod.log_text().count("dropping a frame") == 1
@@ -319,12 +294,12 @@ def test_disk_full_answers_enospc_and_keeps_what_was_written(iods, ns, tmp_path)
     iod = iods(data_dir=data_dir, extra_args=["--init"])    # a fresh disk: a new store
     client = ns.inside(udp_socket)
     try:
-        with iod_client(iod, "tcp") as c:
+        with iod.client("tcp") as c:
             kept = c.call(Op.WRITE, ino=1, seed=1, offset=0, data=b"keep me", stable=True)
             assert kept.status == 0
             full = c.call(Op.WRITE, ino=2, seed=2, offset=0, data=bytes(1 << 20), stable=True)
             assert full.status == errno.ENOSPC and full.message
-        with iod_client(iod, "udp") as requester:
+        with iod.client("udp") as requester:
             # A spoofed WRITE that fails is answered to the requester, not spoofed.
             answer = requester.call(Op.WRITE, ino=3, seed=3, offset=0, data=os.urandom(30000),
                                     stable=True, client=client.getsockname(),
@@ -342,7 +317,7 @@ def test_disk_full_answers_enospc_and_keeps_what_was_written(iods, ns, tmp_path)
 
 def test_runs_as_nobody_after_start(iods):
     iod = iods()
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         c.call(Op.WRITE, ino=0x1234, seed=9, offset=0, data=b"x", stable=True)
     status = dict(line.split(":", 1) for line in
                   open(f"/proc/{iod.pid}/status").read().splitlines())
@@ -369,7 +344,7 @@ def test_list_pages_through_many_datafiles(iods, tmp_path):
     store.close()
     iod = iods(data_dir=data_dir, extra_args=["--init"])    # unmarked datafiles: adopted
     listed, cursor, pages = [], None, 0
-    with iod_client(iod, "tcp", timeout=60) as c:
+    with iod.client("tcp", timeout=60) as c:
         while True:
             answer = c.call(Op.LIST, cursor=cursor)
             assert answer.status == 0
@@ -384,14 +359,14 @@ def test_list_pages_through_many_datafiles(iods, tmp_path):
 
 def test_spoofed_pong_needs_udp(iods):
     iod = iods()
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         answer = c.call(Op.PING, stamp=True, spoof_from=METASERVER)
         assert answer.op == Op.REPLY and answer.status == errno.EINVAL
 
 
 def test_sigterm_stops_it_cleanly(iods):
     iod = iods()
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         c.call(Op.PING)
     assert iod.stop() == 0
     text = iod.log_text()

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from tools.dev.daemons import make_key
 from tools.dev import REPO
+from tools.dev.daemons import make_key
 
 pytestmark = pytest.mark.netns
 

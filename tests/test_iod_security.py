@@ -18,12 +18,12 @@ from scapy.layers.inet import IP, UDP
 from common import iodproto, keyfile
 from common.iodproto import Keys, Message, Op, Stamp
 from common.runtime.datastore import DataStore
-from tools.dev.daemons import Nfspd
 from tests.support.capture import Capture
-from tools.dev.daemons import Iod, make_key
-from tools.dev.netns import wait_until
+from tests.test_iod_daemon import METASERVER, udp_socket
 from tools.dev import REPO
-from tests.test_iod_daemon import METASERVER, StampedClient, iod_client, udp_socket
+from tools.dev.daemons import Iod, Nfspd, make_key
+from tools.dev.iodclient import IodClient
+from tools.dev.netns import wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -78,7 +78,7 @@ def test_replayed_write_truncate_and_purge_change_nothing(iods):
     iod = iods()
     seq = iodproto.Sequencer()
     keys = iod.keys
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         # The "captured" frames: what a legitimate sender sent once.
         old_write = frame(keys, Op.WRITE, seq.stamp(time.time()), ino=1, seed=1, offset=0,
                           data=b"old data", stable=True)
@@ -94,14 +94,14 @@ def test_replayed_write_truncate_and_purge_change_nothing(iods):
         c.call(Op.WRITE, ino=2, seed=2, offset=0, data=b"reborn", stable=True)
     # Replayed verbatim, on new connections and over UDP: never answered...
     for transport in ("tcp", "udp"):
-        with iod_client(iod, transport) as c:
+        with iod.client(transport) as c:
             for raw in (old_write, truncate, purge):
                 if transport == "udp" and raw is not old_write:
                     continue     # TRUNCATE and PURGE are TCP only anyway
                 assert answer_to(c, raw) == []
     # ...counted once each, and decided on before these reads.
     iod.counters_now(want={"dropped_replay": 4})
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         assert c.call(Op.READ, ino=1, seed=1, offset=0, count=16).data == b"NEW DATA" + bytes(8)
         assert c.call(Op.READ, ino=2, seed=2, offset=0, count=6).data == b"reborn"
     assert exists(iod, 2, 2)
@@ -111,7 +111,7 @@ def test_stale_unstamped_and_pre_restart_frames_are_refused(iods):
     iod = iods(extra_args=["--max-clock-skew", "30"])
     seq = iodproto.Sequencer()
     write = dict(ino=7, seed=7, offset=0, stable=True)
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         for skew in (-31, 31):
             stale = frame(iod.keys, Op.WRITE, seq.stamp(time.time() + skew), data=b"stale",
                           **write)
@@ -127,11 +127,11 @@ def test_stale_unstamped_and_pre_restart_frames_are_refused(iods):
     # A restarted iod has forgotten what it saw: it refuses everything
     # stamped before it started, and takes the same sender's new frames.
     captured = frame(iod.keys, Op.WRITE, seq.stamp(time.time()), data=b"captured", **write)
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         assert call_raw(c, captured).status == 0
         c.call(Op.WRITE, ino=7, seed=7, offset=0, data=b"newest!!", stable=True)
     iod.restart()
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         assert answer_to(c, captured) == []
         later = frame(iod.keys, Op.READ, seq.stamp(time.time()), ino=7, seed=7, offset=0,
                       count=8)
@@ -275,7 +275,7 @@ def test_forged_and_replayed_frames_from_another_host_change_nothing(testbed):
     assert iodproto.decode(old_purge, keys).files == [(ino, seed)]
     wait_until(lambda: not os.path.exists(path), 30, what="the purge")
     # ...the same (ino, seed) holds data again (a legitimate sender wrote it)...
-    with attacker.inside(StampedClient, iod_host.ip, iodproto.DEFAULT_PORT, keys, "tcp") as c:
+    with attacker.inside(IodClient, iod_host.ip, iodproto.DEFAULT_PORT, keys, "tcp") as c:
         assert c.call(Op.WRITE, ino=ino, seed=seed, offset=0, data=b"alive", stable=True) \
             .status == 0
     # ...and the captured PURGE, replayed, does not remove it.
@@ -362,7 +362,7 @@ def test_pings_without_a_fresh_stamp_get_rate_limited_plain_pongs(iods, ns):
         assert len(answers) == 1 and answers[0][1] == ("127.0.0.1", iod.port)
         assert len(answers[0][0]) <= len(unsigned)          # no amplification
         # A stamped PING (an iod_ping with the key) is not limited.
-        with iod_client(iod, "udp") as c:
+        with iod.client("udp") as c:
             for _ in range(5):
                 assert c.call(Op.PING, stamp=True).op == Op.PONG
     finally:
@@ -580,7 +580,7 @@ def test_key_rotation_without_a_failed_request(ns, tmp_path):
                         ino = 1000 * n + k
                         for d in daemons:
                             # (already in the namespace's thread: no ns.inside)
-                            with StampedClient("127.0.0.1", d.port, dp.keys) as c:
+                            with IodClient("127.0.0.1", d.port, dp.keys) as c:
                                 c.call(Op.WRITE, ino=ino, seed=1, offset=0, data=b"x",
                                        stable=True)
                         queue(ino, 1)
@@ -646,7 +646,7 @@ def _replace_key_and_sighup(iod, etc):
     os.kill(iod.pid, signal.SIGHUP)
     wait_until(lambda: "cluster key not reloaded" in iod.log_text(), 10, what="the refusal")
     assert "was replaced by another file" in iod.log_text()
-    with iod_client(iod, "tcp") as c:     # still the keys it started with
+    with iod.client("tcp") as c:     # still the keys it started with
         assert c.call(Op.WRITE, ino=1, seed=1, offset=0, data=b"x", stable=True).status == 0
 
 
@@ -685,7 +685,7 @@ def test_a_metaserver_clock_an_hour_off_still_works(iods, ns, tmp_path, monkeypa
     assert result["read"] == b"on time"
     assert -3601 < result["offset"] < -3599
     assert iod.counters_now(want={"write": 1, "truncate": 1}).get("dropped_stale") is None
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         c.sequencer.offset = 3600
         c.send(Op.WRITE, ino=9, seed=5, offset=0, data=b"late", stable=True)
         assert c.call(Op.PING).op == Op.PONG
@@ -711,7 +711,7 @@ def sample(text, line_start):
 
 def test_iod_metrics_endpoint(iods, ns):
     iod = iods(extra_args=["--metrics", "127.0.0.1:9110"])
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         c.call(Op.WRITE, ino=1, seed=1, offset=0, data=b"x" * 5000, stable=True)
         c.call(Op.READ, ino=1, seed=1, offset=0, count=3000)
         c.send_frame(iodproto.encode(Message(Op.PING, 5), Keys.single(os.urandom(32))))

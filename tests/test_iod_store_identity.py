@@ -10,10 +10,10 @@ import pytest
 
 from common.iodproto import Op
 from common.runtime.datastore import MARKER
+from tests.test_iod_daemon import METASERVER, udp_socket
+from tools.dev import REPO
 from tools.dev.daemons import Iod
 from tools.dev.netns import wait_until
-from tools.dev import REPO
-from tests.test_iod_daemon import METASERVER, iod_client, udp_socket
 
 pytestmark = pytest.mark.netns
 
@@ -42,16 +42,16 @@ def test_a_new_directory_becomes_a_store_whose_id_survives_restarts(iods, tmp_pa
     assert len(store_id) == 16
     assert f"initialised {iod.data_dir} as a new, empty data store: store id " \
            f"{store_id.hex()}" in iod.log_text()
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         assert c.call(Op.PING).store == store_id
         assert c.call(Op.WRITE, ino=9, seed=1, offset=0, data=b"kept", stable=True).status == 0
-    with iod_client(iod, "udp") as c:                 # the stamped PING over UDP too
+    with iod.client("udp") as c:                 # the stamped PING over UDP too
         assert c.call(Op.PING).store == store_id
     iod.restart()
     assert marker_id(iod.data_dir) == store_id
     assert iod.log_text().count("initialised") == 1
     assert f"(store {store_id.hex()})" in iod.log_text()
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         assert c.call(Op.PING).store == store_id
         assert c.call(Op.READ, ino=9, seed=1, offset=0, count=4).data == b"kept"
 
@@ -66,7 +66,7 @@ def test_an_empty_existing_directory_is_refused_until_init(ns, iods, tmp_path):
     assert "--init" in line and "Traceback" not in out
     assert os.listdir(empty) == []
     iod = iods(data_dir=str(empty), extra_args=["--init"])
-    with iod_client(iod, "tcp") as c:
+    with iod.client("tcp") as c:
         assert c.call(Op.PING).store == marker_id(str(empty))
 
 
@@ -109,7 +109,7 @@ def test_an_unmounted_data_directory_answers_errors_never_zeros(ns, iods, tmp_pa
     iod = iods(data_dir=data_dir, extra_args=["--init"])
     client = ns.inside(udp_socket)
     try:
-        with iod_client(iod, "tcp") as c:
+        with iod.client("tcp") as c:
             store_id = c.call(Op.PING).store
             assert store_id == marker_id(data_dir, ns)
             assert c.call(Op.WRITE, ino=5, seed=5, offset=0, data=b"precious",
@@ -131,7 +131,7 @@ def test_an_unmounted_data_directory_answers_errors_never_zeros(ns, iods, tmp_pa
             assert write.status == errno.EIO
             assert c.call(Op.LIST).status == errno.EIO
             assert c.call(Op.PURGE, files=[(5, 5)]).status == errno.EIO
-        with iod_client(iod, "udp") as requester:
+        with iod.client("udp") as requester:
             # The forwarded READ of a UDP client: the error goes back to the
             # requester (the metaserver, which answers NFS3ERR_IO), and the
             # client gets nothing from the iod, zeros least of all.

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from common.nfs3 import nfsstat3, stable_how
 from common.runtime.iodstores import IodStores, forget
 from tools.dev.netns import wait_until
-from tools.iodstores import cli as accept_cli
 from tools.dev.nfsclient import NfsError
+from tools.iodstores import cli as accept_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 A, B, C = bytes(range(16)), bytes(range(1, 17)), bytes(range(2, 18))

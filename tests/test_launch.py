@@ -14,9 +14,9 @@ import sys
 import pytest
 
 from common import keyfile
-from tools.dev import netns as nslib
 from tests.support import sshd as sshlib
 from tools import launch as launchlib
+from tools.dev import netns as nslib
 from tools.dev import testbed as tblib
 from tools.rpcclient import getport
 

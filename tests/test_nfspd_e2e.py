@@ -11,8 +11,8 @@ import pytest
 
 from common import nfs2, nfs3, rpc
 from common.nfs3 import NFSPROC3, nfsstat3
-from tools.dev.netns import wait_until
 from tools.dev import nfsclient
+from tools.dev.netns import wait_until
 from tools.rpcclient import RpcClient
 
 

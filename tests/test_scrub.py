@@ -8,9 +8,9 @@ import pytest
 
 from common.metafile import Metafile
 from nfspd.fs.types import CreateHow, SetAttr
+from tools import scrub
 from tools.dev import REPO
 from tools.dev.unlinkd_cluster import ROOT, STRIPE, Cluster
-from tools import scrub
 
 
 def metafile(path, seed, size=0):

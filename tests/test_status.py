@@ -19,8 +19,8 @@ import trio
 from common import nfs3
 from nfspd import admin
 
-from tools.dev.netns import wait_until
 from tools import status as status_tool
+from tools.dev.netns import wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 from common import keyfile
-from tools.dev.netns import wait_until
 from tools.dev import REPO
+from tools.dev.netns import wait_until
 
 PARENT = r"""
 import os, subprocess, sys, threading

@@ -5,9 +5,9 @@ import os
 import signal
 import subprocess
 
+from common import nfs3
 from common.metafile import Metafile
 from common.nfs3 import NFSPROC3
-from common import nfs3
 from tools.dev.netns import wait_until
 
 

@@ -40,9 +40,9 @@ import trio
 
 from common import nfs3, rpc
 from common.nfs3 import NFSPROC3, nfsstat3, stable_how
+from common.runtime.resvport import bind_reserved
 from common.xdr import Unpacker, XdrError, encode
 from tools.dev.nfsclient import NfsError, mount_export
-from common.runtime.resvport import bind_reserved
 from tools.rpcclient import RpcCallError, RpcTimeout
 
 NFS_PROGRAM = nfs3.NFS_PROGRAM

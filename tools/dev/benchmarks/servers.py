@@ -13,10 +13,10 @@ client host i) and, in the testbed, ``counters()`` (bytes per link).
 import glob
 import os
 
-from tools.dev.cluster import Cluster
-from tools.dev.netns import Namespace
 from tools.dev import testbed as tb_mod
 from tools.dev.benchmarks import ganesha as ganesha_mod
+from tools.dev.cluster import Cluster
+from tools.dev.netns import Namespace
 
 TESTBED_NAME = "nfspbench"
 # The daemons' own defaults are for production; here logging stays at info
