@@ -11,6 +11,7 @@ is imported from the tree by accident.
 
 import importlib.util
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,20 @@ from tools.dev.daemons import NfspUp
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("wheel") is None,
                                 reason="building needs wheel (tools/install-deps --test)")
 
-PRODUCT = ("common", "common.runtime", "nfspd", "iod", "unlinkd", "tools")
+
+def _product_packages():
+    """Every package of the product's trees, tools/dev excepted: a new
+    sub-package setup.cfg does not list would be missing once installed."""
+    found = []
+    for top in ("common", "nfspd", "iod", "unlinkd", "tools"):
+        for init in sorted(pathlib.Path(REPO, top).rglob("__init__.py")):
+            name = ".".join(init.parent.relative_to(REPO).parts)
+            if name != "tools.dev" and not name.startswith("tools.dev."):
+                found.append(name)
+    return tuple(found)
+
+
+PRODUCT = _product_packages()
 COMMANDS = ("nfspd", "iod", "unlinkd", "iod_ping", "nfsp")
 
 
