@@ -19,7 +19,6 @@ the bytes actually present (and against the declared maximum) before anything
 is allocated, and every failure raises XdrError, never anything else.
 """
 
-import enum
 import struct
 
 _u32 = struct.Struct(">I")
