@@ -4,15 +4,18 @@ harness (tools/dev) is not part of it.
 
 The checkout is copied first (pip builds in the source tree, leaving build/
 and nfsp.egg-info behind), then installed into a fresh virtual environment
-that takes the dependencies from the system. Every command runs with
-PYTHONPATH unset and its working directory outside the checkout, so nothing
-is imported from the tree by accident.
+that takes the dependencies from the system's site-packages, added as plain
+paths: their .pth files are not run, so the editable install of the checkout
+that tools/install-deps makes there cannot serve an import. Every command runs
+with PYTHONPATH unset and its working directory outside the checkout, so
+nothing is imported from the tree by accident.
 """
 
 import importlib.util
 import os
 import pathlib
 import shutil
+import site
 import subprocess
 import sys
 
@@ -50,8 +53,13 @@ def installed(tmp_path_factory):
         ".git", "__pycache__", ".pytest_cache", "build", "*.egg-info"))
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+    subprocess.run([sys.executable, "-m", "venv", str(venv)],
                    check=True, cwd=elsewhere, env=env, timeout=120)
+    where = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    purelib = subprocess.run([str(venv / "bin" / "python"), "-c", where], check=True,
+                             cwd=elsewhere, env=env, capture_output=True, text=True).stdout.strip()
+    system = [p for p in site.getsitepackages() if os.path.isdir(p)]
+    pathlib.Path(purelib, "system-dependencies.pth").write_text("\n".join(system) + "\n")
     r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps",
                         "--no-build-isolation", str(src)],
                        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
