@@ -69,6 +69,7 @@ def _process_start(pid):
     except OSError:
         return None
     if fields[0] in ("Z", "X"):
+        _reap(pid)   # it died after the first _reap: collect it now, not never
         return None
     return int(fields[19])
 
