@@ -69,7 +69,10 @@ def _process_start(pid):
     except OSError:
         return None
     if fields[0] in ("Z", "X"):
-        _reap(pid)   # it died after the first _reap: collect it now, not never
+        # It died after the first _reap. A multithreaded process shows Z as
+        # soon as its main thread is gone, and can be collected only once its
+        # last thread is: wait for that, or it lingers as our zombie.
+        _reap(pid, wait=5.0)
         return None
     return int(fields[19])
 
@@ -622,11 +625,14 @@ def _terminate(rec, timeout):
     return "killed"
 
 
-def _reap(pid):
+def _reap(pid, wait=0.0):
     """Collect the exit status if ``pid`` is our own child (a daemon started
-    by another process is not), so that it does not linger as a zombie."""
+    by another process is not), so that it does not linger as a zombie;
+    ``wait``: for up to that many seconds, when it is known to be exiting."""
+    deadline = time.monotonic() + wait
     with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+        while os.waitpid(pid, os.WNOHANG) == (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 # -- `python3 -m tools.dev.testbed` --------------------------------------------------
