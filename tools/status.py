@@ -49,8 +49,8 @@ def render_daemons(daemons):
 
 def render(st):
     """The human view: a few summary lines and one table row per iod."""
-    lines = [f"nfspd {st['version']} (pid {st['pid']}), up {_duration(st['uptime'])}, "
-             f"layout generation {st['layout_gen']}",
+    lines = [(f"nfspd {st['version']} (pid {st['pid']}), up {_duration(st['uptime'])}, "
+              f"layout generation {st['layout_gen']}"),
              f"exports: {', '.join(st['exports']) or 'none'}"]
     if st.get("daemons"):
         lines += render_daemons(st["daemons"])

@@ -59,6 +59,15 @@ def _stop(p):
     return p.wait(timeout=60)
 
 
+def _leave_clean(guest, mounted, p):
+    """However a case ended: the guest's mount and `nfsp up` undone, so that
+    the next case starts from a clean guest."""
+    if mounted:
+        guest.sh(f"umount -f {MNT}", 60)
+    if p is not None and p.poll() is None:
+        _stop(p)
+
+
 def _sha(g, path):
     return g.results(f"s=$(h {path}); R sha $(stat -c %s {path}) $s")["sha"]
 
@@ -110,10 +119,7 @@ def test_nfsp_up_serves_a_kernel_client_across_a_restart(testbed, guest, rand, t
         assert _stop(p) == 0, log_path.read_text()
         p = None
     finally:
-        if mounted:
-            guest.sh(f"umount -f {MNT}", 60)
-        if p is not None and p.poll() is None:
-            _stop(p)
+        _leave_clean(guest, mounted, p)
     assert log_path.read_text().count("NFSP stopped.") == 2
 
 
@@ -207,7 +213,4 @@ def test_each_daemon_killed_under_a_kernel_clients_workload_is_restarted(
         assert _stop(p) == 0, log_path.read_text()
         p = None
     finally:
-        if mounted:
-            guest.sh(f"umount -f {MNT}", 60)
-        if p is not None and p.poll() is None:
-            _stop(p)
+        _leave_clean(guest, mounted, p)
