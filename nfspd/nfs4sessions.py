@@ -78,7 +78,7 @@ def negotiate_back(client):
 
 
 class _Slot:
-    __slots__ = ("seqid", "reply", "busy")
+    __slots__ = ("busy", "reply", "seqid")
 
     def __init__(self):
         self.seqid = 0
