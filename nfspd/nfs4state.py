@@ -96,6 +96,7 @@ from nfspd.nfs4sessions import (
     DEFAULT_SERVER_LIMITS,
     ChannelAttrs,
     Replay,
+    ReplyCacheBudget,
     Session,
     SlotHandle,
     negotiate_back,
@@ -229,6 +230,7 @@ class Nfs4State(OpensAndLocks):
         self._confirmed_by_owner = {}
         self._unconfirmed_by_owner = {}
         self._sessions = {}
+        self._reply_budget = ReplyCacheBudget()
         self._init_opens_and_locks()
         self._next_client = 1
         self._next_session = 1
@@ -379,7 +381,7 @@ class Nfs4State(OpensAndLocks):
         self._next_session += 1
         head = struct.pack(">QI", clientid, counter & UINT32_MAX)
         sessionid = head + hmac.new(self._secret, head, hashlib.sha256).digest()[:4]
-        session = Session(sessionid, clientid, 0, fore, back, cb_program)
+        session = Session(sessionid, clientid, 0, fore, back, cb_program, self._reply_budget)
         session.bind(connection)
         client.sessions[sessionid] = session
         self._sessions[sessionid] = session
@@ -394,6 +396,7 @@ class Nfs4State(OpensAndLocks):
         if session is None:
             raise Nfs4Error(nfsstat4.NFS4ERR_BADSESSION)
         self._clients[session.clientid].sessions.pop(session.sessionid, None)
+        session.destroy()
 
     def destroy_clientid(self, clientid):
         client = self._client(clientid)
@@ -466,8 +469,9 @@ class Nfs4State(OpensAndLocks):
         for indices in list(client.lock_owners.values()):
             for index in list(indices):
                 self._remove_lock(self._states[index])
-        for sessionid in client.sessions:
-            self._sessions.pop(sessionid, None)
+        for session in client.sessions.values():
+            self._sessions.pop(session.sessionid, None)
+            session.destroy()
         client.sessions.clear()
         self._clients.pop(client.clientid, None)
         for table in (self._confirmed_by_owner, self._unconfirmed_by_owner):

@@ -17,6 +17,8 @@ from nfspd.nfs4sessions import (
     CREATE_SESSION4_FLAG_PERSIST,
     ChannelAttrs,
     Replay,
+    ReplyCacheBudget,
+    Session,
     SlotHandle,
 )
 from nfspd.nfs4state import (
@@ -291,6 +293,21 @@ def test_sequenceids_other_than_the_cached_one_or_the_next_are_misordered():
         st.sequence(a.sessionid, seq, 0, 0, False, 1).complete(b"r")
     fails(nfsstat4.NFS4ERR_SEQ_MISORDERED, st.sequence, a.sessionid, 1, 0, 0, False, 1)
     fails(nfsstat4.NFS4ERR_SEQ_MISORDERED, st.sequence, a.sessionid, 4, 0, 0, False, 1)
+
+
+def test_cached_replies_are_bounded_per_slot_and_in_total():
+    budget = ReplyCacheBudget(limit=1000)
+    session = Session(bytes(16), 1, 0, ChannelAttrs(maxresponsesize_cached=600, maxrequests=2),
+                      BACK, 0, budget)
+    session.sequence(1, 0, 0).complete(b"x" * 601)
+    fails(nfsstat4.NFS4ERR_RETRY_UNCACHED_REP, session.sequence, 1, 0, 0)
+    session.sequence(2, 0, 0).complete(b"x" * 600)
+    session.sequence(1, 1, 0).complete(b"y" * 600)        # would pass the total
+    assert session.sequence(2, 0, 0) == Replay(b"x" * 600)
+    fails(nfsstat4.NFS4ERR_RETRY_UNCACHED_REP, session.sequence, 1, 1, 0)
+    assert budget.used == 600
+    session.destroy()
+    assert budget.used == 0
 
 
 def test_a_slot_beyond_the_table_is_badslot():
