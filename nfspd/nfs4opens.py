@@ -310,6 +310,8 @@ class OpensAndLocks:
             state = self._find(clientid, lock_stateid, file, _LockState)
             opened, owner = self._states[state.open_index], state.owner
         else:
+            if open_stateid is None or lock_owner is None:
+                raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)
             opened = self._find(clientid, open_stateid, file, _OpenState)
             owner = bytes(lock_owner)
             if not 0 < len(owner) <= NFS4_OPAQUE_LIMIT:
@@ -360,6 +362,8 @@ class OpensAndLocks:
         self._client(clientid)
         write = is_write(locktype)
         start, end = lock_range(offset, length)
+        if len(owner) > NFS4_OPAQUE_LIMIT:
+            raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)
         if self.in_grace(now):
             raise Nfs4Error(nfsstat4.NFS4ERR_GRACE)
         self._lock_conflict(file, (clientid, bytes(owner)), start, end, write, now)

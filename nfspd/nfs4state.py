@@ -20,7 +20,7 @@ API (one method per operation, named as RFC 8881 names it):
                     connection=None, cb_program=0) -> CreateSessionResult
   st.destroy_session(sessionid)            st.destroy_clientid(clientid)
   st.bind_conn_to_session(sessionid, connection, direction, now) -> CDFS4_*
-  st.connection_closed(connection)
+  st.connection_closed(connection)          st.session_connections(sessionid) -> [ids]
   st.sequence(sessionid, sequenceid, slotid, highest_slotid, cachethis, now,
               connection=None) -> Replay(reply) | SlotHandle (.complete(bytes|None))
   st.reclaim_complete(clientid, one_fs, now)

@@ -7,6 +7,7 @@ Every time is passed in, so nothing here depends on the clock.
 import pytest
 
 from common.nfs4 import nfsstat4
+from nfspd import nfs4opens, nfs4state
 from nfspd.nfs4locks import NFS4_UINT64_MAX, READ_LT, READW_LT, WRITE_LT, WRITEW_LT
 from nfspd.nfs4record import RecordError, decode_record
 from nfspd.nfs4sessions import (
@@ -756,3 +757,50 @@ def test_a_damaged_record_is_refused_whole():
             decode_record(bad)
         with pytest.raises(RecordError):
             new_state(record=bad)
+
+
+# ---- bounds ------------------------------------------------------------------
+
+def test_a_lock_owners_ranges_are_capped_and_an_unlock_that_would_split_past_it_refused(
+        monkeypatch):
+    monkeypatch.setattr(nfs4opens, "MAX_LOCK_RANGES_PER_OWNER", 2)
+    st = new_state()
+    a = Client(st, "a")
+    lk = a.lock(a.open(RW).stateid, WRITE_LT, 0, 10)
+    lk = st.lock(a.clientid, FH, READ_LT, 20, 10, 0, lock_stateid=lk)
+    fails(nfsstat4.NFS4ERR_SERVERFAULT, st.lock, a.clientid, FH, WRITE_LT, 40, 1, 0,
+          lock_stateid=lk)
+    fails(nfsstat4.NFS4ERR_SERVERFAULT, st.locku, a.clientid, lk, FH, WRITE_LT, 4, 2)
+    st.lock(a.clientid, FH, WRITE_LT, 10, 10, 0, lock_stateid=lk)     # merging is fine
+
+
+def test_all_lock_ranges_together_are_capped_with_delay(monkeypatch):
+    monkeypatch.setattr(nfs4opens, "MAX_LOCK_RANGES", 2)
+    st = new_state()
+    a, b = Client(st, "a"), Client(st, "b")
+    a.lock(a.open(RW).stateid, WRITE_LT, 0, 1)
+    a.lock(a.open(RW).stateid, WRITE_LT, 5, 1, owner=b"other")
+    fails(nfsstat4.NFS4ERR_DELAY, b.lock, b.open(RW).stateid, WRITE_LT, 10, 1)
+
+
+def test_stateids_per_client_and_in_total_are_capped(monkeypatch):
+    monkeypatch.setattr(nfs4opens, "MAX_STATEIDS_PER_CLIENT", 2)
+    monkeypatch.setattr(nfs4opens, "MAX_STATEIDS", 3)
+    st = new_state()
+    a, b = Client(st, "a"), Client(st, "b")
+    a.open(R, file=b"1")
+    a.open(R, file=b"2")
+    fails(nfsstat4.NFS4ERR_SERVERFAULT, a.open, R, file=b"3")
+    b.open(R, file=b"1")
+    fails(nfsstat4.NFS4ERR_DELAY, b.open, R, file=b"2")
+    b.renew(5)
+    b.open(R, file=b"2", now=12)         # a's lease ran out: expiry made room
+
+
+def test_the_client_table_is_capped_with_delay_until_leases_run_out(monkeypatch):
+    monkeypatch.setattr(nfs4state, "MAX_CLIENTS", 2)
+    st = new_state()
+    Client(st, "a")
+    st.exchange_id(b"unconfirmed", verf(1), "p", 0, 0)
+    fails(nfsstat4.NFS4ERR_DELAY, st.exchange_id, b"third", verf(1), "p", 0, 5)
+    st.exchange_id(b"third", verf(1), "p", 0, 10)
