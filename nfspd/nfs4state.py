@@ -50,12 +50,14 @@ Decisions:
 - Grace: only after a restart whose previous record named clients, for
   grace_time (default lease_time) or until every recorded client sent
   RECLAIM_COMPLETE. A client enters the record at its RECLAIM_COMPLETE (as Linux
-  nfsd does for 4.1): a client that had not finished reclaiming when the server
-  restarted again cannot reclaim state it might no longer rightly hold. The
-  previous boot's entries stay in the record until grace ends.
+  nfsd does for 4.1), and the previous boot's entries stay in it until grace
+  ends: a restart during grace lets the same clients reclaim again, while a
+  client that let a whole grace period pass without finishing cannot reclaim
+  after a later restart, since others may have taken what it held meanwhile
+  (the edge cases of RFC 8881 8.4.3).
 - CLOSE frees the byte-range locks taken through that open (RFC 8881 18.2.4
   lets the server free them; the Linux client unlocks first anyway).
-- Bounds: every table has a constant below. A full table answers NFS4ERR_DELAY
+- Bounds: every table has a constant (MAX_* here, in nfs4opens and nfs4sessions). A full table answers NFS4ERR_DELAY
   when time or other clients will free it (the global tables) and
   NFS4ERR_SERVERFAULT when only the same client could (its own caps), since a
   DELAY there would be retried forever; NFS4ERR_RESOURCE is not a 4.1 status.
