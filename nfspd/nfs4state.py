@@ -270,6 +270,7 @@ class Nfs4State(OpensAndLocks):
     def _end_grace_if_over(self, now):
         if self._previous and not self.in_grace(now):
             self._previous = set()
+            self._completed = set()
             self._grace_end = min(self._grace_end, now)
             self._touch_record()
 
@@ -296,7 +297,8 @@ class Nfs4State(OpensAndLocks):
         if client.reclaim_complete:
             raise Nfs4Error(nfsstat4.NFS4ERR_COMPLETE_ALREADY)
         client.reclaim_complete = True
-        self._completed.add(client.identity)
+        if client.identity in self._previous:
+            self._completed.add(client.identity)
         self._touch_record()
         self._end_grace_if_over(now)
 
