@@ -4,11 +4,23 @@ leases, stateids, share reservations, byte-range locks, grace and reclaim.
 Every time is passed in, so nothing here depends on the clock.
 """
 
+import itertools
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from common.nfs4 import nfsstat4
 from nfspd import nfs4opens, nfs4state
-from nfspd.nfs4locks import NFS4_UINT64_MAX, READ_LT, READW_LT, WRITE_LT, WRITEW_LT
+from nfspd.nfs4locks import (
+    NFS4_UINT64_MAX,
+    READ_LT,
+    READW_LT,
+    WRITE_LT,
+    WRITEW_LT,
+    FileLocks,
+    lock_range,
+)
 from nfspd.nfs4record import RecordError, decode_record
 from nfspd.nfs4sessions import (
     CDFC4_BACK,
@@ -804,3 +816,90 @@ def test_the_client_table_is_capped_with_delay_until_leases_run_out(monkeypatch)
     st.exchange_id(b"unconfirmed", verf(1), "p", 0, 0)
     fails(nfsstat4.NFS4ERR_DELAY, st.exchange_id, b"third", verf(1), "p", 0, 5)
     st.exchange_id(b"third", verf(1), "p", 0, 10)
+
+
+# ---- properties --------------------------------------------------------------
+
+QUICK = settings(max_examples=200, derandomize=True, deadline=None, database=None,
+                 suppress_health_check=list(HealthCheck))
+SPAN = 64          # the model's bytes: past every finite range; "to EOF" is [start, SPAN)
+LOCK_OPS = st.lists(st.tuples(
+    st.sampled_from(["lock", "unlock"]), st.sampled_from(["p", "q", "r"]),
+    st.booleans(), st.integers(0, 40), st.one_of(st.integers(1, 12), st.just(NFS4_UINT64_MAX))),
+    max_size=40)
+
+
+@QUICK
+@given(LOCK_OPS)
+def test_lock_ranges_behave_like_one_lock_per_byte(ops):
+    """Whatever the order of locks and unlocks, each owner holds exactly the
+    bytes a per-byte model says, in disjoint ranges merged where they touch,
+    and a refusal names a lock that really is in the way."""
+    locks, model = FileLocks(), {}          # byte -> {owner: write}
+    for op, owner, write, offset, length in ops:
+        start, end = lock_range(offset, length)
+        span = range(start, min(end, SPAN))
+        if op == "unlock":
+            locks.replace(owner, locks.after_set(owner, start, end, None))
+            for b in span:
+                model.get(b, {}).pop(owner, None)
+            continue
+        clash = locks.conflict(owner, start, end, write)
+        blocked = any(o != owner and (write or w) for b in span for o, w in model.get(b, {}).items())
+        assert (clash is not None) == blocked
+        if clash is not None:
+            assert clash.owner != owner and (write or clash.write)
+            assert clash.start < end and start < clash.end
+            continue
+        locks.replace(owner, locks.after_set(owner, start, end, write))
+        for b in span:
+            model.setdefault(b, {})[owner] = write
+    for owner in "pqr":
+        held = sorted(locks.held_by(owner), key=lambda r: r.start)
+        assert all(a.end < b.start or (a.end == b.start and a.write != b.write)
+                   for a, b in itertools.pairwise(held))
+        got = {b: r.write for r in held for b in range(r.start, min(r.end, SPAN))}
+        assert got == {b: owners[owner] for b, owners in model.items() if owner in owners}
+
+
+STATE_OPS = st.lists(st.tuples(
+    st.sampled_from(["open", "lock", "locku", "close", "downgrade", "lockt", "free", "renew"]),
+    st.integers(0, 1), st.integers(0, 1), st.integers(1, 3), st.integers(0, 3),
+    st.integers(0, 1 << 64), st.integers(0, 1 << 64), st.integers(0, 5)), max_size=30)
+
+
+@QUICK
+@given(STATE_OPS)
+def test_any_sequence_of_operations_fails_only_with_an_nfs4_status(ops):
+    """Arbitrary ranges, modes, stale and foreign stateids: the state answers
+    with an Nfs4Error or succeeds, and its counters stay consistent."""
+    state = new_state()
+    clients = [Client(state, "a"), Client(state, "b")]
+    stateids = [Stateid(0, bytes(12)), Stateid(7, b"\x01" * 12)]
+    for now, (op, who, f, access, deny, offset, length, pick) in enumerate(ops, 1):
+        c, file = clients[who], (FH, FH2)[f]
+        sid = stateids[pick % len(stateids)]
+        try:
+            if op == "open":
+                stateids.append(c.open(access, deny, file=file, now=now).stateid)
+            elif op == "lock":
+                stateids.append(c.lock(sid, 1 + deny % 4, offset, length, file=file, now=now))
+                stateids.append(state.lock(c.clientid, file, WRITE_LT, offset, length, now,
+                                           lock_stateid=sid))
+            elif op == "locku":
+                stateids.append(state.locku(c.clientid, sid, file, READ_LT, offset, length))
+            elif op == "close":
+                state.close(c.clientid, sid, file)
+            elif op == "downgrade":
+                stateids.append(state.open_downgrade(c.clientid, sid, file, access, deny))
+            elif op == "lockt":
+                state.lockt(c.clientid, b"t", file, 1 + deny % 4, offset, length, now)
+            elif op == "free":
+                state.free_stateid(c.clientid, sid)
+            else:
+                c.renew(now, slot=pick % FORE.maxrequests)
+        except Nfs4Error:
+            pass
+    held = sum(len(f.locks.ranges) for f in state._files.values())
+    assert held == state._nranges
+    assert len(state._states) == sum(c.nstates for c in state._clients.values())
