@@ -102,7 +102,7 @@ class OpensAndLocks:
 
     # ---- stateids -----------------------------------------------------------
 
-    def _find(self, clientid, stateid, file, kind, check_seqid=True):
+    def _find(self, clientid, stateid, file, kind):
         if special_kind(stateid) is not None:
             raise Nfs4Error(nfsstat4.NFS4ERR_BAD_STATEID)
         state = self._states.get(self._minter.index_of(stateid.other))
@@ -110,7 +110,7 @@ class OpensAndLocks:
             raise Nfs4Error(nfsstat4.NFS4ERR_BAD_STATEID)
         if file is not None and state.file != file:
             raise Nfs4Error(nfsstat4.NFS4ERR_BAD_STATEID)
-        if check_seqid and stateid.seqid != 0:
+        if stateid.seqid != 0:
             if stateid.seqid < state.seqid:
                 raise Nfs4Error(nfsstat4.NFS4ERR_OLD_STATEID)
             if stateid.seqid > state.seqid:
@@ -141,8 +141,9 @@ class OpensAndLocks:
 
     def free_stateid(self, clientid, stateid):
         """FREE_STATEID: a lock stateid without locks goes; one with locks, or an
-        open stateid (CLOSE frees those), is NFS4ERR_LOCKS_HELD, as Linux."""
-        state = self._find(clientid, stateid, None, None, check_seqid=False)
+        open stateid (CLOSE frees those), is NFS4ERR_LOCKS_HELD; the seqid is
+        checked like any other's, as Linux does."""
+        state = self._find(clientid, stateid, None, None)
         if isinstance(state, _OpenState) or self._files[state.file].locks.held_by(
                 (clientid, state.owner)):
             raise Nfs4Error(nfsstat4.NFS4ERR_LOCKS_HELD)

@@ -597,7 +597,9 @@ def test_free_stateid_refuses_while_locks_are_held():
     lk = a.lock(s, WRITE_LT, 0, 10)
     fails(nfsstat4.NFS4ERR_LOCKS_HELD, st.free_stateid, a.clientid, lk)
     fails(nfsstat4.NFS4ERR_LOCKS_HELD, st.free_stateid, a.clientid, s)
+    old = lk
     lk = st.locku(a.clientid, lk, FH, WRITE_LT, 0, 10)
+    fails(nfsstat4.NFS4ERR_OLD_STATEID, st.free_stateid, a.clientid, old)
     st.free_stateid(a.clientid, lk)
     assert st.test_stateid(a.clientid, [lk, s]) == [nfsstat4.NFS4ERR_BAD_STATEID, nfsstat4.NFS4_OK]
 
