@@ -114,7 +114,9 @@ class SlotHandle:
     The shell calls ``complete(reply_bytes)`` when the COMPOUND reply is
     encoded if it is to be cached (sa_cachethis was set, or the COMPOUND was
     SEQUENCE alone), ``complete(None)`` otherwise; a retry then gets the bytes
-    or NFS4ERR_RETRY_UNCACHED_REP.
+    or NFS4ERR_RETRY_UNCACHED_REP. It must be called whatever became of the
+    COMPOUND (in a ``finally``): until then the slot is busy, its retries get
+    NFS4ERR_DELAY and the client's lease cannot expire.
     """
 
     def __init__(self, session, slot, sequenceid, slotid, status_flags):
