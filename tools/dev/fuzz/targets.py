@@ -124,7 +124,8 @@ def samples(t, over=None):
         return [samples(t.elem, over)[0], None]
     if isinstance(t, (xdr.Array, xdr.LinkedList)):
         v = samples(t.elem, over)[0]
-        return [[v, v], []]
+        n = 2 if getattr(t, "maxlen", None) is None else min(2, t.maxlen)
+        return [[v] * n, []]
     if isinstance(t, portmap._FixedArray):
         return [[samples(t.elem, over)[0]] * t.n]
     raise TypeError(f"no samples for XDR type {t!r}")
