@@ -544,7 +544,19 @@ RPCSEC_GSS = 6
 
 # --- Basic data types -------------------------------------------------------------------
 
+class OpenEnum(Enum):
+    """An enum whose values the RFCs extend (layout types, file types): a value
+    not in the IntEnum decodes as a plain int instead of failing, so that the
+    server answers with the operation's own error (NFS4ERR_UNKNOWN_LAYOUTTYPE,
+    NFS4ERR_BADTYPE), as Linux nfsd does, rather than NFS4ERR_BADXDR."""
+
+    def unpack(self, u):
+        v = u.unpack_int()
+        return self._by_value.get(v, v)
+
+
 _nfsstat4 = Enum(nfsstat4)
+_layouttype4 = OpenEnum(layouttype4)
 
 int32_t = Int32
 uint32_t = UInt32
@@ -658,12 +670,12 @@ class stateid4(Struct):
 
 
 class layout_content4(Struct):
-    loc_type: Enum(layouttype4)
+    loc_type: _layouttype4
     loc_body: Opaque()
 
 
 class layouthint4(Struct):
-    loh_type: Enum(layouttype4)
+    loh_type: _layouttype4
     loh_body: Opaque()
 
 
@@ -675,12 +687,12 @@ class layout4(Struct):
 
 
 class device_addr4(Struct):
-    da_layout_type: Enum(layouttype4)
+    da_layout_type: _layouttype4
     da_addr_body: Opaque()
 
 
 class layoutupdate4(Struct):
-    lou_type: Enum(layouttype4)
+    lou_type: _layouttype4
     lou_body: Opaque()
 
 
@@ -706,7 +718,7 @@ class fs4_status(Struct):
 
 
 class threshold_item4(Struct):
-    thi_layout_type: Enum(layouttype4)
+    thi_layout_type: _layouttype4
     thi_hintset: bitmap4
     thi_hintlist: Opaque()
 
@@ -902,7 +914,7 @@ class COMMIT4resok(Struct):
 COMMIT4res = _res("COMMIT4res", COMMIT4resok)
 
 
-class createtype4(Union, switch=Enum(nfs_ftype4)):
+class createtype4(Union, switch=OpenEnum(nfs_ftype4)):
     arms = {
         nfs_ftype4.NF4LNK: linktext4,
         nfs_ftype4.NF4BLK: specdata4,
@@ -1507,7 +1519,7 @@ GET_DIR_DELEGATION4res = _res("GET_DIR_DELEGATION4res", GET_DIR_DELEGATION4res_n
 
 class GETDEVICEINFO4args(Struct):
     gdia_device_id: deviceid4
-    gdia_layout_type: Enum(layouttype4)
+    gdia_layout_type: _layouttype4
     gdia_maxcount: count4
     gdia_notify_types: bitmap4
 
@@ -1521,7 +1533,7 @@ GETDEVICEINFO4res = _res("GETDEVICEINFO4res", GETDEVICEINFO4resok, NFS4ERR_TOOSM
 
 
 class GETDEVICELIST4args(Struct):
-    gdla_layout_type: Enum(layouttype4)
+    gdla_layout_type: _layouttype4
     gdla_maxdevices: count4
     gdla_cookie: nfs_cookie4
     gdla_cookieverf: verifier4
@@ -1562,7 +1574,7 @@ LAYOUTCOMMIT4res = _res("LAYOUTCOMMIT4res", LAYOUTCOMMIT4resok)
 
 class LAYOUTGET4args(Struct):
     loga_signal_layout_avail: Bool
-    loga_layout_type: Enum(layouttype4)
+    loga_layout_type: _layouttype4
     loga_iomode: Enum(layoutiomode4)
     loga_offset: offset4
     loga_length: length4
@@ -1582,7 +1594,7 @@ LAYOUTGET4res = _res("LAYOUTGET4res", LAYOUTGET4resok, NFS4ERR_LAYOUTTRYLATER=Bo
 
 class LAYOUTRETURN4args(Struct):
     lora_reclaim: Bool
-    lora_layout_type: Enum(layouttype4)
+    lora_layout_type: _layouttype4
     lora_iomode: Enum(layoutiomode4)
     lora_layoutreturn: layoutreturn4
 
@@ -1984,9 +1996,8 @@ class NFSPROC4(enum.IntEnum):
 #
 # How a request that does not decode is answered follows Linux nfsd
 # (nfsd4_decode_compound and nfsd4_proc_compound in fs/nfsd/nfs4xdr.c and
-# nfs4proc.c) rather than the letter of RFC 8881 section 15.2, which a server
-# reading the whole request first cannot tell apart from a request whose k-th
-# operation is bad:
+# nfs4proc.c), which decodes the whole request up front but remembers where
+# decoding stopped:
 #
 # * tag, minorversion, the operation count or an operation number missing or
 #   malformed: the RPC is GARBAGE_ARGS (decode_compound raises XdrError);
@@ -1998,9 +2009,12 @@ class NFSPROC4(enum.IntEnum):
 # * a minor version the server does not know: no operation is decoded and
 #   the answer is NFS4ERR_MINOR_VERS_MISMATCH with an empty resarray;
 # * more operations than NFS4_COMPOUND_MAX_OPS: CompoundTooLong (below).
+#   Linux decodes the first NFSD_MAX_OPS_PER_COMPOUND and lets SEQUENCE answer
+#   NFS4ERR_TOO_MANY_OPS (RFC 8881 section 18.46); the first operation is
+#   all the server needs to answer the same.
 
-# More than any client sends (Linux sends at most about 20) and what a server
-# offers as ca_maxoperations at most; Linux nfsd allows 50 (200 since 6.3).
+# Far more than a client sends, and the most a server may offer as
+# ca_maxoperations; Linux nfsd's NFSD_MAX_OPS_PER_COMPOUND is of this order.
 NFS4_COMPOUND_MAX_OPS = 128
 
 # The last operation each minor version defines (nfsd4_opnum_in_range): a
@@ -2109,10 +2123,11 @@ def encode_resop(resop):
 
 
 def compound_res_size(tag, encoded_resops):
-    """The size of the COMPOUND4res made of these results: what RFC 8881
-    section 2.10.6.4 bounds by ca_maxresponsesize together with the RPC reply
-    header (24 bytes with an AUTH_NONE or AUTH_SYS verifier), which is the
-    server's to add."""
+    """The size of the COMPOUND4res made of these results. ca_maxresponsesize
+    (RFC 8881 section 18.36) bounds it together with the RPC reply header (24
+    bytes with an AUTH_NONE or AUTH_SYS verifier), which is the server's to
+    add: before encoding the next result, check that the size so far plus
+    that result's fits, else answer NFS4ERR_REP_TOO_BIG."""
     return 12 + len(tag) + (-len(tag) & 3) + sum(len(r) for r in encoded_resops)
 
 
@@ -2282,13 +2297,13 @@ fattr4_time_modify_set = settime4
 fattr4_suppattr_exclcreat = bitmap4
 fattr4_dir_notif_delay = nfstime4
 fattr4_dirent_notif_delay = nfstime4
-fattr4_fs_layout_types = Array(Enum(layouttype4))
+fattr4_fs_layout_types = Array(_layouttype4)
 fattr4_fs_status = fs4_status
 fattr4_fs_charset_cap = fs_charset_cap4
 fattr4_layout_alignment = uint32_t
 fattr4_layout_blksize = uint32_t
 fattr4_layout_hint = layouthint4
-fattr4_layout_types = Array(Enum(layouttype4))
+fattr4_layout_types = Array(_layouttype4)
 fattr4_mdsthreshold = mdsthreshold4
 fattr4_retention_get = retention_get4
 fattr4_retention_set = retention_set4

@@ -434,3 +434,26 @@ def test_trailing_attribute_bytes_are_refused():
 def test_an_empty_fattr4():
     assert nfs4.decode_attrs(fattr4([], b"")) == {}
     assert nfs4.encode_attrs({}) == fattr4([], b"")
+
+
+# --- values the RFCs extend decode, for the operation's own error ---------------------
+
+
+def test_an_unknown_layout_type_decodes_for_unknown_layouttype():
+    wire = (u32(0, 99, 1) + u64(0, nfs4.NFS4_UINT64_MAX, 4096)
+            + u32(1) + b"\0" * 12 + u32(4096))
+    got = decode(nfs4.LAYOUTGET4args, wire)
+    assert got.loga_layout_type == 99 and got.loga_iomode is nfs4.layoutiomode4.LAYOUTIOMODE4_READ
+    assert encode(nfs4.LAYOUTGET4args, got) == wire
+    known = decode(nfs4.LAYOUTGET4args, u32(0, 1) + wire[8:])
+    assert known.loga_layout_type is nfs4.layouttype4.LAYOUT4_NFSV4_1_FILES
+
+
+def test_an_unknown_file_type_in_create_decodes_for_badtype():
+    wire = u32(0) + xdr_string(b"x") + u32(0, 0)  # type 0, name, empty fattr4
+    got = decode(nfs4.CREATE4args, wire)
+    assert got.objtype == nfs4.createtype4(0) and got.objname == b"x"
+    assert decode(nfs4.CREATE4args, u32(2) + wire[4:]).objtype == \
+        nfs4.createtype4(nfs4.nfs_ftype4.NF4DIR)
+    assert decode(nfs4.createtype4, u32(5) + xdr_string(b"target")) == \
+        nfs4.createtype4(nfs4.nfs_ftype4.NF4LNK, b"target")

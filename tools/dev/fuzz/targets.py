@@ -19,6 +19,9 @@ Properties checked beyond "no foreign exception":
 - Text formats (exports, iods.conf, key file, universal addresses): what parses
   formats back to the same value; export paths are file names nfspd can open.
 - metafile: decode(x).encode() == x (the format is canonical).
+- NFSv4 COMPOUND: only the last operation decoded may be refused, at most
+  NFS4_COMPOUND_MAX_OPS are, and every one can be answered; fattr4 values
+  survive encode_attrs/decode_attrs.
 
 The whole dispatch path (bytes in, reply or none out) is tools/dev/fuzz/dispatch.py.
 """
@@ -31,7 +34,9 @@ import sys
 from collections import deque
 
 from common import exports as exports_mod
-from common import iodproto, iodsconf, keyfile, metafile, mount, nfs2, nfs3, portmap, rpc, xdr
+from common import (
+    iodproto, iodsconf, keyfile, metafile, mount, nfs2, nfs3, nfs4, portmap, rpc, xdr,
+)
 from common.xdr import Unpacker, XdrError, decode, encode
 
 
@@ -177,6 +182,12 @@ def nfs3_types():
     return _unique([t for _, a, r in nfs3.PROCEDURES.values() for t in (a, r)])
 
 
+def nfs4_types():
+    return _unique([t for pair in nfs4.OPERATIONS.values() for t in pair]
+                   + [nfs4.nfs_argop4, nfs4.nfs_resop4, nfs4.COMPOUND4res]
+                   + list(nfs4.FATTR4_TYPES.values()))
+
+
 def mount_types():
     from nfspd import mountd
     return _unique(_program_types(mountd.program(None)) + _module_types(mount))
@@ -226,6 +237,68 @@ nfs2_all = _xdr_target("nfs2", nfs2_types)
 nfs3_all = _xdr_target("nfs3", nfs3_types)
 mount_all = _xdr_target("mount", mount_types)
 portmap_all = _xdr_target("portmap", portmap_types)
+nfs4_all = _xdr_target("nfs4", nfs4_types)
+
+
+# --- NFSv4 COMPOUND and fattr4 ----------------------------------------------------------
+
+_SEQUENCE = nfs4.nfs_argop4(nfs4.nfs_opnum4.OP_SEQUENCE,
+                            nfs4.SEQUENCE4args(bytes(range(16)), 1, 0, 0, False))
+
+
+def _nfs4_compound_seeds():
+    for op, (args, _) in nfs4.OPERATIONS.items():
+        for body in samples(args)[:3]:
+            c = nfs4.COMPOUND4args(b"", 2, [_SEQUENCE, nfs4.nfs_argop4(op, body)])
+            yield nfs4.encode_compound(c)
+    yield nfs4.encode_compound(nfs4.COMPOUND4args(b"tag", 1, [_SEQUENCE] * 3))
+
+
+@target("nfs4_compound", _nfs4_compound_seeds)
+def nfs4_compound(data):
+    """nfs4.decode_compound, as the server decodes a COMPOUND: only the last
+    operation may be refused (NFS4ERR_BADXDR or OP_ILLEGAL), at most
+    NFS4_COMPOUND_MAX_OPS are decoded, the operations decoded re-encode to a
+    COMPOUND decoding to the same, and every one can be answered with an error."""
+    try:
+        args = nfs4.decode_compound(data)
+    except nfs4.CompoundTooLong as e:
+        if len(e.compound.argarray) > 1 or e.opcount <= nfs4.NFS4_COMPOUND_MAX_OPS:
+            raise AssertionError(f"{e!r} with {len(e.compound.argarray)} operations") from None
+        return
+    except XdrError:
+        return
+    ops = args.argarray
+    if len(ops) > nfs4.NFS4_COMPOUND_MAX_OPS:
+        raise AssertionError(f"{len(ops)} operations decoded")
+    if any(nfs4.argop_status(op) is not None for op in ops[:-1]):
+        raise AssertionError("decoding went on after a refused operation")
+    good = nfs4.COMPOUND4args(args.tag, args.minorversion,
+                              [op for op in ops if nfs4.argop_status(op) is None])
+    if nfs4.decode_compound(nfs4.encode_compound(good)) != good:
+        raise AssertionError(f"{good!r} does not survive encode/decode")
+    for op in ops:
+        status = nfs4.argop_status(op) or nfs4.nfsstat4.NFS4ERR_NOTSUPP
+        nfs4.encode_resop(nfs4.resop_error(op.disc, status))
+
+
+def _nfs4_attrs_seeds():
+    for attr, t in sorted(nfs4.FATTR4_TYPES.items()):
+        for v in samples(t)[:3]:
+            yield encode(nfs4.fattr4, nfs4.encode_attrs({attr: v}))
+
+
+@target("nfs4_attrs", _nfs4_attrs_seeds)
+def nfs4_attrs(data):
+    """nfs4.decode_attrs of a fattr4: values that decode encode back (with the
+    shortest bitmap) to the same values."""
+    try:
+        values = nfs4.decode_attrs(decode(nfs4.fattr4, data))
+    except XdrError:
+        return
+    again = nfs4.encode_attrs(values)
+    if nfs4.decode_attrs(again) != values:
+        raise AssertionError(f"{values!r} does not survive encode_attrs/decode_attrs")
 
 
 def _uaddr_seeds():
