@@ -82,6 +82,9 @@ SEQ_PUTFH_GETATTR_BYTES = (
 def test_sequence_putfh_getattr_compound_as_the_linux_client_sends_it():
     assert nfs4.encode_compound(SEQ_PUTFH_GETATTR) == SEQ_PUTFH_GETATTR_BYTES
     assert nfs4.decode_compound(SEQ_PUTFH_GETATTR_BYTES) == SEQ_PUTFH_GETATTR
+    # as the RPC layer hands it over: a view into the received record
+    record = memoryview(b"\0" * 40 + SEQ_PUTFH_GETATTR_BYTES)
+    assert nfs4.decode_compound(record[40:]) == SEQ_PUTFH_GETATTR
     assert decode(COMPOUND4args, SEQ_PUTFH_GETATTR_BYTES) == SEQ_PUTFH_GETATTR
 
 
