@@ -91,7 +91,9 @@ Ops and their fields (every request carries "id", echoed in its REPLY/PONG):
 - READ      ino, seed, offset, count, client: addr|None, source: addr|None, head: bytes
             (client None = relay: data comes back in the REPLY over TCP)
 - WRITE     ino, seed, offset, data, stable: bool, client: addr|None, source: addr|None,
-            reply: bytes|None (what to send the client once the data is written)
+            reply: bytes|None (what to send the client once the data is written; a
+            forwarded WRITE is then acknowledged to its sender too, with a REPLY: the
+            metaserver holds a truncation of the file back until its WRITEs are in)
 - COMMIT    ino, seed
 - TRUNCATE  ino, seed, size
 - PURGE     files: [[ino, seed], ...]   (acknowledged only once the datafiles are gone)

@@ -199,10 +199,12 @@ class Engine:
                 raise ValueError("WRITE with a client needs the reply to send it")
         self.store.write(msg.ino, msg.seed, msg.offset, msg.data, sync=msg.stable)
         self.counters.add("write_bytes", len(msg.data))
-        if msg.client is None:
-            return iodproto.reply(msg, verifier=self.verifier)
-        self._spoof(source, client, (msg.reply,))
-        return None
+        if msg.client is not None:
+            self._spoof(source, client, (msg.reply,))
+        # A forwarded WRITE is acknowledged to the metaserver as well, once
+        # the data is in: it holds a truncation of the file back until then,
+        # so that a WRITE it planned first never lands after the TRUNCATE.
+        return iodproto.reply(msg, verifier=self.verifier)
 
     def COMMIT(self, msg, peer, udp, wall, mono):
         self.store.commit(msg.ino, msg.seed)
