@@ -10,7 +10,9 @@ A file of layout generation g is striped over the n iods of g
   forwarding socket, and the metaserver answers the client with the NFS error
   (``on_error``); a WRITE is acknowledged with a REPLY too, once its data is
   written (``done``, called on either answer: a truncation of the file waits
-  for it, nfspd/fs/inflight.py). The forward is remembered for that purpose
+  for it, nfspd/fs/inflight.py; an iod refuses a forwarded WRITE stamped more
+  than FORWARD_MAX_AGE ago, so one unanswered after ``forward_ttl`` never
+  lands any more). The forward is remembered for that purpose
   for ``forward_ttl`` seconds at most, in a ring of the last ``max_forwards``
   request ids (an iod answers within milliseconds; the ring makes no object
   per forward for the garbage collector to walk).
@@ -54,7 +56,7 @@ import time
 import trio
 
 from common import striping
-from common.iodproto import IodProtoError, Op
+from common.iodproto import FORWARD_MAX_AGE, IodProtoError, Op
 from nfspd.datapath import DataPath
 from nfspd.iodframes import Signer, Verifier
 from nfspd.iodlink import Gathering, IodLink, IodUnavailable
@@ -76,6 +78,11 @@ class IodDataPath(DataPath):
                  request_timeout=10.0, sync_timeout=30.0, forward_ttl=10.0,
                  max_forwards=8192, startup_wait=3.0, purge_batch=4096, purge_delay=0.5,
                  purge_backlog=1 << 20, link_options=None, stores=None):
+        if forward_ttl <= FORWARD_MAX_AGE:
+            # Past forward_ttl a truncation stops waiting for a forwarded
+            # WRITE: by then the iod must refuse it if it comes.
+            raise ValueError(f"forward_ttl must exceed the iods' FORWARD_MAX_AGE "
+                             f"({FORWARD_MAX_AGE:g} s)")
         self.layouts = layouts
         self.layout_gen = layouts.current
         self.stripe_unit = stripe_unit

@@ -17,11 +17,14 @@ A write is tracked from its plan (``begin``) until it landed or failed
 (``end``: the relay returned or raised; the iod's REPLY to a forwarded WRITE,
 which it sends once the data is written, nfspd/iodpath.py). Waiting is
 bounded: a forwarded WRITE the iod has not answered after ``forward_ttl``
-(when the data path forgets the forward, too) is presumed lost -- the iod's
-queue dropped it, or the datagram was -- and no longer waited for; a relayed
-one is bounded by the relay's own timeout, and given up after ``relay_ttl``
-only if something failed to end it. Those given up are counted
-(writes_given_up), as is each truncation that had to wait (truncations_held).
+(when the data path forgets the forward, too) is given up: the datagram or
+the iod's full queue dropped it, and should it still reach the iod, the iod
+refuses it as older than iodproto.FORWARD_MAX_AGE (shorter than the TTL).
+A relayed one is bounded by the relay's own timeout, which ends it as failed
+(the one window left: an iod that takes the request but does not write it
+within that timeout), and is given up after ``relay_ttl`` only if something
+failed to end it. Those given up are counted (writes_given_up), as is each
+truncation that had to wait (truncations_held).
 At most ``max_writes`` writes are tracked; beyond, the oldest is forgotten
 (writes_forgotten). One file's wait never holds up another's.
 """
