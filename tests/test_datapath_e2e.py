@@ -645,3 +645,38 @@ def test_a_write_planned_before_a_truncation_never_lands_after_it(cluster, vers)
         assert counters.get("writes_given_up", 0) == 0
     finally:
         held.close()
+
+
+@pytest.mark.skipif(shutil.which("iptables") is None, reason="needs iptables (NFQUEUE)")
+def test_a_forward_never_answered_is_given_up_and_refused_if_it_comes_late(cluster):
+    """The iod never answers A's forwarded WRITE (it is held on its way past
+    the metaserver's forward TTL): B's truncation stops waiting for it, and
+    when the WRITE does reach the iod, too old, the iod refuses it rather
+    than write bytes the truncation cut. A gets no OK for it."""
+    c = cluster(n_iods=2, stripe_unit=U)
+    a, root = c.connect(3, "udp", timeout=3)
+    # Sent once: a retransmission would be a WRITE planned after the
+    # truncation, which may well land after it.
+    a.rpc.retries = 0
+    b, _ = c.connect(3, "tcp", timeout=60)
+    fh = b.create(root, b"late")
+    held = HeldForwards(c)
+    try:
+        a_thread, a_result = in_thread(a.write, fh, 5000, b"A" * 3000)
+        held.wait_held()
+        v3_setsize(b, fh, 0)
+        b_thread, b_result = in_thread(b.read, fh, 0, 10)
+        b_thread.join(60)                # the forward TTL (10 s) passes meanwhile
+        assert b_result == {"value": (b"", True)}
+        assert data_counters(c).get("writes_given_up") == 1
+        a_thread.join(60)
+        assert isinstance(a_result.get("error"), RpcTimeout)
+        held.wait_held(1)                # (collects any other datagram held meanwhile)
+        assert len(held.held) == 1 and data_counters(c)["forwarded_writes"] == 1
+        held.release()
+        wait_until(lambda: sum(c.iod_counters(i).get("error_etimedout", 0)
+                               for i in range(2)) == 1, 30, what="the iod refusing the WRITE")
+    finally:
+        held.close()
+    v3_setsize(b, fh, 4 * U)
+    assert v3_read(b, fh, 0, 4 * U, 1 << 20) == bytes(4 * U)

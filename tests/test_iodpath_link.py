@@ -310,3 +310,11 @@ def test_each_answer_to_a_forward_ends_it_once_whatever_it_says(datapath):
         iod.close()
     assert sorted(ended) == [1, 2, 3]
     assert failed == {2: 28}               # the error answered the client too
+
+
+def test_the_forward_ttl_outlasts_the_age_at_which_iods_refuse_a_forward():
+    # Past the TTL a truncation no longer waits for a forwarded WRITE: the
+    # iod must refuse it by then.
+    with pytest.raises(ValueError, match="FORWARD_MAX_AGE"):
+        IodDataPath(Layouts({1: [("127.0.0.1", 9)]}), KEYS, 65536,
+                    forward_ttl=iodproto.FORWARD_MAX_AGE)
