@@ -91,7 +91,10 @@ Ops and their fields (every request carries "id", echoed in its REPLY/PONG):
 - READ      ino, seed, offset, count, client: addr|None, source: addr|None, head: bytes
             (client None = relay: data comes back in the REPLY over TCP)
 - WRITE     ino, seed, offset, data, stable: bool, client: addr|None, source: addr|None,
-            reply: bytes|None (what to send the client once the data is written)
+            reply: bytes|None (what to send the client once the data is written; a
+            forwarded WRITE is then acknowledged to its sender too, with a REPLY: the
+            metaserver holds a truncation of the file back until its WRITEs are in;
+            and one stamped more than FORWARD_MAX_AGE ago is refused, ETIMEDOUT)
 - COMMIT    ino, seed
 - TRUNCATE  ino, seed, size
 - PURGE     files: [[ino, seed], ...]   (acknowledged only once the datafiles are gone)
@@ -130,6 +133,10 @@ MAX_CLOCK_SKEW = 60.0        # seconds a stamp may be off the receiver's clock
 REPLAY_WINDOW = 4096         # sequence numbers below the highest seen still accepted once
 MAX_SENDERS = 1024           # senders with live replay state one receiver tracks
 PLAIN_PING_SIZE = 256        # bytes: no PONG is larger (its version string is bounded)
+# A forwarded WRITE stamped longer ago than this is refused (ETIMEDOUT), not
+# written: the metaserver stops waiting for its answer a while later (its
+# forward TTL, which must be longer) and may then truncate the file.
+FORWARD_MAX_AGE = 5.0
 
 
 class IodProtoError(ValueError):

@@ -197,12 +197,20 @@ class Engine:
             source, client = _spoof_target(msg)
             if msg.reply is None:
                 raise ValueError("WRITE with a client needs the reply to send it")
+            age = wall - msg.stamp.time if msg.stamp is not None else 0.0
+            if age > iodproto.FORWARD_MAX_AGE:
+                # The metaserver may have stopped waiting for it, and cut the
+                # file since: written now, it could bring cut bytes back.
+                raise OSError(errno.ETIMEDOUT, f"forwarded WRITE {age:.1f} s old, more than "
+                                               f"{iodproto.FORWARD_MAX_AGE:g} s: not written")
         self.store.write(msg.ino, msg.seed, msg.offset, msg.data, sync=msg.stable)
         self.counters.add("write_bytes", len(msg.data))
-        if msg.client is None:
-            return iodproto.reply(msg, verifier=self.verifier)
-        self._spoof(source, client, (msg.reply,))
-        return None
+        if msg.client is not None:
+            self._spoof(source, client, (msg.reply,))
+        # A forwarded WRITE is acknowledged to the metaserver as well, once
+        # the data is in: it holds a truncation of the file back until then,
+        # so that a WRITE it planned first never lands after the TRUNCATE.
+        return iodproto.reply(msg, verifier=self.verifier)
 
     def COMMIT(self, msg, peer, udp, wall, mono):
         self.store.commit(msg.ino, msg.seed)

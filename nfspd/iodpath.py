@@ -6,12 +6,16 @@ A file of layout generation g is striped over the n iods of g
 - forward (UDP clients): the metaserver sends one READ or WRITE frame, with the
   client's address, the address the client wrote to, and the pre-encoded NFS
   reply (head), over UDP to the iod holding the bytes; the iod answers the
-  client itself from that address. Nothing comes back on success; an error
-  comes back as a REPLY to the forwarding socket, and the metaserver answers
-  the client with the NFS error (``on_error``). The forward is remembered for
-  that purpose for ``forward_ttl`` seconds at most, in a ring of the last
-  ``max_forwards`` request ids (an iod answers an error within milliseconds;
-  the ring makes no object per forward for the garbage collector to walk).
+  client itself from that address. An error comes back as a REPLY to the
+  forwarding socket, and the metaserver answers the client with the NFS error
+  (``on_error``); a WRITE is acknowledged with a REPLY too, once its data is
+  written (``done``, called on either answer: a truncation of the file waits
+  for it, nfspd/fs/inflight.py; an iod refuses a forwarded WRITE stamped more
+  than FORWARD_MAX_AGE ago, so one unanswered after ``forward_ttl`` never
+  lands any more). The forward is remembered for that purpose
+  for ``forward_ttl`` seconds at most, in a ring of the last ``max_forwards``
+  request ids (an iod answers within milliseconds; the ring makes no object
+  per forward for the garbage collector to walk).
 - relay (TCP clients, a WRITE crossing a stripe boundary, anything that cannot
   be forwarded): the metaserver asks the iods over their persistent TCP links
   (nfspd/iodlink.py), all pieces of one request in parallel, and replies; the
@@ -51,10 +55,10 @@ import time
 
 import trio
 
-from common import iodproto, striping
-from common.iodproto import IodProtoError, Op
+from common import striping
+from common.iodproto import FORWARD_MAX_AGE, IodProtoError, Op
 from nfspd.datapath import DataPath
-from nfspd.iodframes import Signer
+from nfspd.iodframes import Signer, Verifier
 from nfspd.iodlink import Gathering, IodLink, IodUnavailable
 from common.runtime import pktinfo
 from common.runtime.resvport import PRIVILEGED_PORTS, reserve_port
@@ -74,6 +78,11 @@ class IodDataPath(DataPath):
                  request_timeout=10.0, sync_timeout=30.0, forward_ttl=10.0,
                  max_forwards=8192, startup_wait=3.0, purge_batch=4096, purge_delay=0.5,
                  purge_backlog=1 << 20, link_options=None, stores=None):
+        if forward_ttl <= FORWARD_MAX_AGE:
+            # Past forward_ttl a truncation stops waiting for a forwarded
+            # WRITE: by then the iod must refuse it if it comes.
+            raise ValueError(f"forward_ttl must exceed the iods' FORWARD_MAX_AGE "
+                             f"({FORWARD_MAX_AGE:g} s)")
         self.layouts = layouts
         self.layout_gen = layouts.current
         self.stripe_unit = stripe_unit
@@ -91,6 +100,7 @@ class IodDataPath(DataPath):
             purge_backlog
         ids = itertools.count(secrets.randbits(40))
         self.signer = Signer(keys)
+        self._answers = Verifier(keys)   # the iods' REPLYs to forwards
         # stores: common/runtime/iodstores.IodStores (each iod's data store checked), or None.
         self.stores = stores
         self.links = [IodLink(i, host, port, keys, ids, self._link_changed, signer=self.signer,
@@ -110,6 +120,7 @@ class IodDataPath(DataPath):
         self._ring_client = [None] * size
         self._ring_local = [None] * size
         self._ring_error = [None] * size
+        self._ring_done = [None] * size
         self._purges = [collections.deque() for _ in self.links]
         self._purge_wake = [None] * len(self.links)
         self._purge_dropped = [0] * len(self.links)
@@ -335,7 +346,8 @@ class IodDataPath(DataPath):
         link.read_bytes += count
         return True
 
-    def forward_write(self, meta, ino, offset, data, stable, reply, client, local, on_error):
+    def forward_write(self, meta, ino, offset, data, stable, reply, client, local, on_error,
+                      done=None):
         link = self._forward_link(meta, offset, len(data))
         if link is None or not _spoofable(link, client, local):
             return False
@@ -346,14 +358,15 @@ class IodDataPath(DataPath):
                                         client, local, reply, link.forward_stamp())
         if sum(map(len, parts)) > MAX_FORWARD_FRAME:
             return False
-        if not self._send_forward(link, msg_id, parts, client, local, on_error):
+        if not self._send_forward(link, msg_id, parts, client, local, on_error, done):
             return False
         self.counters["forwarded_writes"] += 1
         link.written_bytes += len(data)
         return True
 
-    def _send_forward(self, link, msg_id, frame, client, local, on_error):
-        """Send ``frame`` (bytes, or a list of buffers making one datagram)."""
+    def _send_forward(self, link, msg_id, frame, client, local, on_error, done=None):
+        """Send ``frame`` (bytes, or a list of buffers making one datagram);
+        ``done()`` is called once the iod answers it, whatever the answer."""
         try:
             if type(frame) is list:
                 sent = self._fwd_sock.sendmsg(frame, (), 0, link.udp_addr)
@@ -378,7 +391,19 @@ class IodDataPath(DataPath):
         self._ring_client[i] = client
         self._ring_local[i] = local
         self._ring_error[i] = on_error
+        # A slot overwritten before its answer came loses its ``done``: the
+        # write is then presumed lost once forward_ttl has passed.
+        self._ring_done[i] = done
         return True
+
+    def _forward_done(self, msg_id):
+        """The ``done`` of a forward, taken out (expired or not: an answer
+        that comes late still says the request is over)."""
+        i = msg_id & self._ring_mask
+        if self._ring_id[i] != msg_id:
+            return None
+        done, self._ring_done[i] = self._ring_done[i], None
+        return done
 
     def _forward_entry(self, msg_id):
         """The (expires, client, local, on_error) of a live forward, taken out."""
@@ -389,6 +414,7 @@ class IodDataPath(DataPath):
         entry = (self._ring_expires[i], self._ring_client[i], self._ring_local[i],
                  self._ring_error[i])
         self._ring_client[i] = self._ring_local[i] = self._ring_error[i] = None
+        self._ring_done[i] = None
         if entry[0] <= _monotonic():
             return None
         return entry
@@ -407,7 +433,7 @@ class IodDataPath(DataPath):
                 except OSError:
                     continue  # an ICMP error for an earlier datagram
                 try:
-                    msg = iodproto.decode(data, self.keys)
+                    msg = self._answers.decode(data)
                 except IodProtoError as e:
                     self.counters["bad_frames"] += 1
                     self._warn(("bad frame", addr[0]), "dropping bad frames on the forwarding "
@@ -415,6 +441,12 @@ class IodDataPath(DataPath):
                     continue
                 if msg.op != Op.REPLY:
                     continue
+                done = self._forward_done(msg.id)
+                if done is not None:
+                    try:
+                        done()
+                    except Exception:
+                        log.exception("noting the end of a forwarded request")
                 entry = self._forward_entry(msg.id)
                 if entry is None or msg.status == 0:
                     continue

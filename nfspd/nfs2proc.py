@@ -20,6 +20,7 @@ tested against:
   fails with NFSERR_FBIG, so v2 never grows a file beyond what v2 can describe.
 """
 
+import functools
 import stat as _st
 
 from common import nfs2
@@ -177,8 +178,13 @@ async def WRITE(ctx, args):
             forwarded = datapath.forward_write(plan.meta, plan.ino, plan.offset, data,
                                                plan.stable, reply, ctx.client, ctx.local,
                                                _forward_failed(ctx.xid, attrstat,
-                                                               lambda: fs.write_failed(plan)))
+                                                               lambda: fs.write_failed(plan)),
+                                               functools.partial(fs.write_landed, plan))
         except OSError as e:
+            try:
+                fs.write_failed(plan)      # (the iod went down since the plan)
+            except FsError:
+                pass                       # the file went meanwhile: nothing to undo
             raise fs_error_of(e) from None
         if forwarded:
             return NO_REPLY

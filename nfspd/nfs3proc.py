@@ -14,6 +14,7 @@ Over UDP with iods, READ and WRITE are forwarded: the handler gives the data
 path the reply (or its head) and an iod sends it to the client (NO_REPLY).
 """
 
+import functools
 import operator
 import struct
 
@@ -229,12 +230,12 @@ def WRITE(ctx, args):
     plan = fs.write_plan_now(fh, caller, args.offset, len(data), args.stable)
     if plan is None:
         return Wait(_write, ctx, fs, caller, args)
-    if _forward_write(ctx, plan, data):
+    if _forward_write(ctx, fs, plan, data):
         return NO_REPLY
     return Wait(_write_data, fs, plan, data)
 
 
-def _forward_write(ctx, plan, data):
+def _forward_write(ctx, fs, plan, data):
     """Have the iod write the data and then send the reply; False when it
     cannot (the data is written from here)."""
     datapath = ctx.service.datapath
@@ -244,8 +245,13 @@ def _forward_write(ctx, plan, data):
     try:
         return datapath.forward_write(plan.meta, plan.ino, plan.offset, data, plan.stable,
                                       reply, ctx.client, ctx.local,
-                                      _write_failed(ctx, plan))
+                                      _write_failed(ctx, plan),
+                                      functools.partial(fs.write_landed, plan))
     except OSError as e:
+        try:
+            fs.write_failed(plan)      # (the iod went down since the plan)
+        except FsError:
+            pass                       # the file went meanwhile: nothing to undo
         raise fs_error_of(e) from None
 
 
@@ -270,7 +276,7 @@ def _write_failed(ctx, plan):
 async def _write(ctx, fs, caller, args):
     data = args.data
     plan = await fs.write_plan(args.file, caller, args.offset, len(data), args.stable)
-    if _forward_write(ctx, plan, data):
+    if _forward_write(ctx, fs, plan, data):
         return NO_REPLY
     return await _write_data(fs, plan, data)
 

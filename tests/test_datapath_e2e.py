@@ -6,9 +6,11 @@ nfs-cat. Over UDP the iods answer READ and WRITE themselves (spoofed from
 relays."""
 
 import hashlib
+import json
 import os
 import shutil
 import signal
+import socket
 import threading
 
 import pytest
@@ -16,6 +18,8 @@ import pytest
 from common import nfs2, nfs3
 from common.nfs2 import NFSPROC
 from common.nfs3 import NFSPROC3, nfsstat3, stable_how
+from nfspd import admin
+from tests.support.faults import NfQueue
 from tools.dev.netns import wait_until
 from tools.dev.nfsclient import NfsError
 from tools.rpcclient import RpcTimeout
@@ -510,3 +514,169 @@ def test_nfspd_serves_while_an_iod_is_not_up_yet(cluster):
     wait_until(lambda: c.nfspd_log().count("127.0.0.1:2051 (#1) up") > ups, 15,
                what="the iod up")
     assert v3_read(client, fh, 0, 4 * U, 1 << 20) == data
+
+
+# --- a WRITE racing a truncation (issue 16, case 1) ---------------------------------
+
+
+class HeldForwards:
+    """Every datagram to the iods' UDP ports -- only forwarded READs and WRITEs
+    go there -- held in an nfnetlink queue until ``release``: a forwarded
+    WRITE made as late as the test wants, without timing."""
+
+    QUEUE = 11
+
+    def __init__(self, c):
+        self.c = c
+        self.queue = c.ns.inside(NfQueue, self.QUEUE)
+        self.held = []
+        self.rule = ["OUTPUT", "-o", "lo", "-p", "udp", "--dport",
+                     f"{c.iods[0].port}:{c.iods[-1].port}", "-j", "NFQUEUE",
+                     "--queue-num", str(self.QUEUE)]
+        c.ns.run(["iptables", "-w", "5", "-A"] + self.rule, check=True)
+
+    def wait_held(self, n=1):
+        def held():
+            self.held += self.queue.packets()
+            return len(self.held) >= n
+        wait_until(held, 30, what=f"{n} forwarded datagram(s) held")
+
+    def release(self):
+        for packet in self.held:
+            self.queue.accept(packet)
+        self.held = []
+
+    def close(self):
+        self.c.ns.run(["iptables", "-w", "5", "-D"] + self.rule)
+        self.held += self.queue.packets()
+        self.release()
+        self.queue.close()
+
+
+def data_counters(c):
+    """nfspd's data path counters, from its admin socket (what `nfsp status` shows)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(admin.socket_path(c.nfspd.state))
+        s.sendall(b'{"command": "status"}\n')
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = s.recv(1 << 16)
+            assert chunk, "nfspd closed the admin connection"
+            answer += chunk
+    return json.loads(answer)["status"]["counters"]["data"]
+
+
+def in_thread(fn, *args):
+    """Start fn(*args) in a thread: (thread, result dict with "value" or "error")."""
+    result = {}
+
+    def run():
+        try:
+            result["value"] = fn(*args)
+        except BaseException as e:  # reported by the caller
+            result["error"] = e
+    t = threading.Thread(target=run)
+    t.start()
+    return t, result
+
+
+@pytest.mark.skipif(shutil.which("iptables") is None, reason="needs iptables (NFQUEUE)")
+@pytest.mark.parametrize("vers", [3, 2])
+def test_a_write_planned_before_a_truncation_never_lands_after_it(cluster, vers):
+    """Client A's WRITE is forwarded to an iod over UDP and held on its way;
+    client B shrinks the file (answered), then moves data, which carries the
+    truncation out on the iods; then A's WRITE is let through. The metaserver
+    planned A's WRITE before B's SETATTR (the size B's GETATTR shows says so),
+    so the WRITE lands before the truncation: once both are answered, the
+    bytes A wrote are gone, and a file grown afterwards reads zeros there --
+    round after round, whichever iod and whatever B does next."""
+    c = cluster(n_iods=2, stripe_unit=U)
+    a, root = c.connect(vers, "udp", timeout=60)      # forwarded: an iod answers A
+    b, root3 = c.connect(3, "tcp", timeout=60)        # relayed
+    fh = b.create(root3, b"raced")
+    fh_a = fh if vers == 3 else fh + bytes(32 - len(fh))
+    if vers == 3:
+        def write_a(offset, data):
+            return a.write(fh_a, offset, data).count
+    else:
+        def write_a(offset, data):
+            v2_write(a, fh_a, offset, data, len(data))
+            return len(data)
+    held = HeldForwards(c)
+    try:
+        for rnd in range(8):
+            offset = (rnd % 4) * U + 1000 * (rnd + 1)       # one stripe; each iod in turn
+            data = patterned(3000, b"round %d" % rnd)
+            a_thread, a_result = in_thread(write_a, offset, data)
+            held.wait_held()
+            # A's WRITE is planned (the file has its size) and on its way.
+            assert b.getattr(fh).size >= offset + len(data)
+            v3_setsize(b, fh, 0)
+            b_moves_data = rnd % 2 == 0
+            waits = data_counters(c).get("truncations_held", 0)
+            if b_moves_data:
+                b_thread, b_result = in_thread(b.write, fh, 0, b"B" * 10)
+            else:
+                b_thread, b_result = in_thread(b.read, fh, 0, 10)
+            # B's call carries the truncation out, or waits for A's WRITE to be in.
+            wait_until(lambda: not b_thread.is_alive()
+                       or data_counters(c).get("truncations_held", 0) > waits,
+                       30, what="B's call answered or its truncation waiting")
+            held.release()
+            a_thread.join(60)
+            b_thread.join(60)
+            assert a_result == {"value": len(data)}
+            assert "error" not in b_result, b_result["error"]
+            # Both answered: what B sees is the truncation after A's WRITE.
+            end = 10 if b_moves_data else 0
+            assert b.getattr(fh).size == end
+            if not b_moves_data:
+                assert b_result["value"] == (b"", True)
+            v3_setsize(b, fh, 4 * U)
+            expect = (b"B" * 10 if b_moves_data else b"") + bytes(4 * U - end)
+            got = v3_read(b, fh, 0, 4 * U, 1 << 20)
+            assert got == expect, (f"round {rnd}: A's bytes at {offset} came back after the "
+                                   f"truncation: {got[offset:offset + 16]!r}")
+        # Every round's truncation waited, and for the iod's word that A's
+        # WRITE was in, not for the forward to be given up.
+        counters = data_counters(c)
+        assert counters.get("truncations_held") == 8
+        assert counters.get("writes_given_up", 0) == 0
+    finally:
+        held.close()
+
+
+@pytest.mark.skipif(shutil.which("iptables") is None, reason="needs iptables (NFQUEUE)")
+def test_a_forward_never_answered_is_given_up_and_refused_if_it_comes_late(cluster):
+    """The iod never answers A's forwarded WRITE (it is held on its way past
+    the metaserver's forward TTL): B's truncation stops waiting for it, and
+    when the WRITE does reach the iod, too old, the iod refuses it rather
+    than write bytes the truncation cut. A gets no OK for it."""
+    c = cluster(n_iods=2, stripe_unit=U)
+    a, root = c.connect(3, "udp", timeout=3)
+    # Sent once: a retransmission would be a WRITE planned after the
+    # truncation, which may well land after it.
+    a.rpc.retries = 0
+    b, _ = c.connect(3, "tcp", timeout=60)
+    fh = b.create(root, b"late")
+    held = HeldForwards(c)
+    try:
+        a_thread, a_result = in_thread(a.write, fh, 5000, b"A" * 3000)
+        held.wait_held()
+        v3_setsize(b, fh, 0)
+        b_thread, b_result = in_thread(b.read, fh, 0, 10)
+        b_thread.join(60)                # the forward TTL (10 s) passes meanwhile
+        assert b_result == {"value": (b"", True)}
+        assert data_counters(c).get("writes_given_up") == 1
+        a_thread.join(60)
+        assert isinstance(a_result.get("error"), RpcTimeout)
+        held.wait_held(1)                # (collects any other datagram held meanwhile)
+        assert len(held.held) == 1 and data_counters(c)["forwarded_writes"] == 1
+        held.release()
+        wait_until(lambda: sum(c.iod_counters(i).get("error_etimedout", 0)
+                               for i in range(2)) == 1, 30, what="the iod refusing the WRITE")
+    finally:
+        held.close()
+    v3_setsize(b, fh, 4 * U)
+    assert v3_read(b, fh, 0, 4 * U, 1 << 20) == bytes(4 * U)

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from common import iodproto
-from common.iodproto import Message, Op
+from common.iodproto import FORWARD_MAX_AGE, Message, Op
 from common.runtime.datastore import MARKER, open_store
 from common.runtime.version import VERSION
 from iod.engine import STORE_CHECK_INTERVAL, Engine
@@ -172,9 +172,29 @@ def test_a_forwarded_write_sends_the_prepared_reply_once_the_data_is_written(eng
                                                                              spoofer):
     w = request(Op.WRITE, ino=42, seed=7, offset=0, data=b"data", stable=True, client=CLIENT,
                 source=NFS_SERVICE, reply=b"the NFS WRITE reply")
-    assert udp(engine, signed(w)) is None
+    # ...and then acknowledged to the metaserver (it orders truncations after it)
+    assert udp(engine, signed(w)) == reply(w, verifier=VERIFIER)
     assert store.read(42, 7, 0, 4) == b"data"
     assert spoofer.sent == [(NFS_SERVICE, CLIENT, b"the NFS WRITE reply")]
+
+
+def test_a_forwarded_write_too_old_for_the_metaserver_to_wait_for_is_not_written(engine, store,
+                                                                                spoofer):
+    # Stamped at START + 1: taken FORWARD_MAX_AGE later it is still written...
+    w = request(Op.WRITE, ino=42, seed=7, offset=0, data=b"data", stable=True, client=CLIENT,
+                source=NFS_SERVICE, reply=b"the NFS WRITE reply")
+    assert udp(engine, signed(w), at=1.0 + FORWARD_MAX_AGE) == reply(w, verifier=VERIFIER)
+    # ...a moment later, no: the metaserver may have cut the file meanwhile.
+    late = request(Op.WRITE, ino=42, seed=7, offset=4, data=b"late", stable=True, client=CLIENT,
+                   source=NFS_SERVICE, reply=b"the NFS WRITE reply")
+    assert udp(engine, signed(late), at=1.5 + FORWARD_MAX_AGE) == reply(
+        late, errno.ETIMEDOUT, message=f"[Errno 110] forwarded WRITE {FORWARD_MAX_AGE + 0.5:.1f} "
+                                       f"s old, more than {FORWARD_MAX_AGE:g} s: not written")
+    assert store.read(42, 7, 0, 100) == b"data"
+    assert len(spoofer.sent) == 1
+    # A relayed WRITE is the metaserver's own call, waited for: never too old.
+    relayed = request(Op.WRITE, ino=42, seed=7, offset=4, data=b"tail", stable=True)
+    assert tcp(engine, relayed, at=30.0) == reply(relayed, verifier=VERIFIER)
 
 
 def test_a_forwarded_reply_that_cannot_be_sent_is_an_error_to_the_metaserver(engine, store,

@@ -269,3 +269,52 @@ def test_a_forwarded_write_leaves_as_one_datagram_of_its_frame(datapath):
         assert msg.op == Op.WRITE and msg.id == 9 and len(msg.data) == 30000
     finally:
         rx.close()
+
+
+def test_each_answer_to_a_forward_ends_it_once_whatever_it_says(datapath):
+    """The iod answers a forwarded WRITE once its data is in (or with the
+    error): either way ``done`` is called, once, even for an answer that came
+    after the forward expired; an answer to no live forward calls nothing."""
+    dp, link = datapath, datapath.links[0]
+    dp._fwd_sock.bind(("127.0.0.1", 0))
+    dp._fwd_sock.setblocking(False)
+    ended = []
+    failed = {}
+    for i in (1, 2, 3):
+        dp._send_forward(link, i, b"f", ("10.0.0.1", 1), ("10.0.0.9", 2049),
+                         lambda code, message, i=i: failed.setdefault(i, code),
+                         functools.partial(ended.append, i))
+    dp._ring_expires[3 & dp._ring_mask] = 0.0        # forward 3 expired before its answer
+    iod = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    iod.bind(("127.0.0.1", 0))
+
+    def answer(msg_id, status=0):
+        msg = iodproto.Message(Op.REPLY, msg_id, status=status)
+        iod.sendto(iodproto.encode(msg, KEYS), dp._fwd_sock.getsockname())
+
+    async def main():
+        async with trio.open_nursery() as n:
+            n.start_soon(dp._receive_forward_answers)
+            answer(1)
+            answer(1)                      # a duplicate: nothing more
+            answer(2, status=28)           # ENOSPC
+            answer(3)
+            answer(99)                     # no such forward
+            with trio.fail_after(10):
+                while len(ended) < 3 or not failed:
+                    await trio.sleep(0.01)
+            n.cancel_scope.cancel()
+    try:
+        trio.run(main)
+    finally:
+        iod.close()
+    assert sorted(ended) == [1, 2, 3]
+    assert failed == {2: 28}               # the error answered the client too
+
+
+def test_the_forward_ttl_outlasts_the_age_at_which_iods_refuse_a_forward():
+    # Past the TTL a truncation no longer waits for a forwarded WRITE: the
+    # iod must refuse it by then.
+    with pytest.raises(ValueError, match="FORWARD_MAX_AGE"):
+        IodDataPath(Layouts({1: [("127.0.0.1", 9)]}), KEYS, 65536,
+                    forward_ttl=iodproto.FORWARD_MAX_AGE)

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import trio
+import trio.testing
 
 from common.metafile import SIZE as META_SIZE, Metafile
 from common.nfs3 import nfsstat3
@@ -962,7 +963,8 @@ def test_a_write_planned_after_the_failed_one_keeps_what_it_wrote(env):
 def test_a_failed_write_leaves_a_size_grown_further_since(env):
     fh = env.create(b"f")
     w1 = env.fs.write_plan_now(fh, ROOT, 0, 100, 2)
-    env.fs.write_plan_now(fh, ROOT, 100, 100, 2)           # grows to 200
+    w2 = env.fs.write_plan_now(fh, ROOT, 100, 100, 2)      # grows to 200...
+    env.fs.write_landed(w2)                                # ...and its data is in
     env.fs.write_failed(w1)
     assert env.fs.getattr(fh).size == 200
     env.fs.setattr(fh, ROOT, SetAttr(size=50))
@@ -970,3 +972,64 @@ def test_a_failed_write_leaves_a_size_grown_further_since(env):
     env.fs.setattr(fh, ROOT, SetAttr(size=500))            # a SETATTR set it since
     env.fs.write_failed(w3)
     assert env.fs.getattr(fh).size == 500
+
+
+# --- a WRITE racing a truncation (issue 16, case 1) -------------------------------------
+
+
+class GatedDataPath(LocalDataPath):
+    """A local data path whose writes wait for ``gate`` (a data server slow to
+    take them), logging what reaches the data in the order it does."""
+
+    def __init__(self, directory):
+        super().__init__(directory)
+        self.gate = trio.Event()
+        self.log = []
+
+    async def write(self, meta, ino, offset, data, stable):
+        await self.gate.wait()
+        await super().write(meta, ino, offset, data, stable)
+        self.log.append(("write", offset))
+
+    async def truncate(self, meta, ino, size):
+        self.log.append(("truncate", size))
+        await super().truncate(meta, ino, size)
+
+
+def test_a_truncation_waits_for_a_relayed_write_planned_before_it(tmp_path):
+    env = Env(tmp_path)
+    env.fs.close()
+    env.dp = GatedDataPath(str(tmp_path / "data"))
+    env.fs = env.make()
+    fh = env.create(b"f")
+    other = env.create(b"other")
+    dp = env.dp
+
+    async def main():
+        plan = env.fs.write_plan_now(fh, ROOT, 100, 5, 2)
+        async with trio.open_nursery() as n:
+            n.start_soon(env.fs.write_data, plan, b"AAAAA")   # on its way, slowly
+            await trio.testing.wait_all_tasks_blocked()
+            env.fs.setattr(fh, ROOT, SetAttr(size=0))           # answered at once
+            env.fs.setattr(other, ROOT, SetAttr(size=50))
+            env.fs.setattr(other, ROOT, SetAttr(size=0))
+            n.start_soon(env.fs.read, fh, ROOT, 0, 10)          # carries the cut out...
+            await trio.testing.wait_all_tasks_blocked()
+            assert dp.log == []                                  # ...not before the write
+            await env.fs.read(other, ROOT, 0, 10)               # another file: no waiting
+            assert dp.log == [("truncate", 0)]
+            dp.gate.set()
+        assert dp.log == [("truncate", 0), ("write", 100), ("truncate", 0)]
+        # Grown again: the bytes of the write planned before the cut stay cut.
+        env.fs.setattr(fh, ROOT, SetAttr(size=200))
+        data, _, _ = await env.fs.read(fh, ROOT, 0, 200)
+        assert data == bytes(200)
+        # A WRITE planned after the cut is not held back by it, and stays.
+        env.fs.setattr(fh, ROOT, SetAttr(size=0))
+        await env.fs.write(fh, ROOT, 0, b"late", 2)
+        data, _, _ = await env.fs.read(fh, ROOT, 0, 200)
+        assert data == b"late"
+    try:
+        trio.run(main)
+    finally:
+        env.fs.close()

@@ -13,6 +13,7 @@ bottom; each imports only modules listed before it:
     metafiles.py  reading, caching and writing the metafiles
     objects.py    handle -> open object, stat -> attributes, last links
     listings.py   directory listings, READDIR cookies and paging
+    inflight.py   the WRITEs on their way to the data, which truncations wait for
     fileio.py     READ/WRITE/COMMIT plans over the data path, truncate settling
     metafs.py     MetaFS: the namespace operations, and the one entry point
 """

@@ -10,7 +10,10 @@ which is every plan but the rare one that has a truncation to carry out first.
 
 A truncation (SETATTR size) only records ``trunc_to`` in the metafile; the
 stripes are cut before data next moves (settle), so that bytes cut off earlier
-never reappear when the file grows again.
+never reappear when the file grows again. The cut waits for the WRITEs planned
+on the file before it that may still be on their way (nfspd/fs/inflight.py:
+the order the two were planned in is the order they land in); WRITEs planned
+after it wait for the cut.
 
 A READ advances the file's atime as a local read(2) would, under the export
 file system's own mount options (relatime, strictatime, noatime): the kernel
@@ -33,6 +36,7 @@ from common.metafile import DEFAULT_STRIPE_UNIT, MAX_SIZE, Metafile, new_seed
 from common.nfs3 import nfsstat3
 from common.striping import clamp_read
 from nfspd.fs.access import check_writable, may_read, may_write
+from nfspd.fs.inflight import WritesInFlight
 from nfspd.fs.objects import clear_setid
 from nfspd.fs.syscalls import set_times
 from nfspd.fs.types import (FILE_SYNC, SET_TO_SERVER_TIME, UNSTABLE, FsError, ReadPlan, Wcc,
@@ -64,6 +68,11 @@ class FileIO:
         self._layout_gen = getattr(datapath, "layout_gen", 0)
         self._write_seq = itertools.count()
         self._recent_writes = collections.deque(maxlen=_RECENT_WRITES)
+        # A forward unanswered after forward_ttl is forgotten by the data path
+        # too; a relay ends within its own timeout (sync_timeout at most).
+        self._in_flight = WritesInFlight(
+            getattr(datapath, "forward_ttl", 10.0), 2 * getattr(datapath, "sync_timeout", 30.0),
+            getattr(datapath, "counters", None))
         mount_flags = os.fstatvfs(objects.root_fd).f_flag
         self._atime = ("noatime" if mount_flags & os.ST_NOATIME else
                        "relatime" if mount_flags & os.ST_RELATIME else "strictatime")
@@ -103,6 +112,11 @@ class FileIO:
                     target = meta.trunc_to
                     if target is None:
                         return
+                    if await self._in_flight.landed(key):
+                        fd, cfh, st, meta = self._regular(cfh)
+                        target = meta.trunc_to
+                        if target is None:
+                            return
                     await self.datapath.truncate(meta, st.st_ino, target)
                     fd, cfh, st, meta = self._regular(cfh)
                     if meta.trunc_to is not None and meta.trunc_to >= target:
@@ -246,8 +260,17 @@ class FileIO:
         st = os.fstat(fd)
         meta = self._metafiles.restat(fd, st)
         committed = FILE_SYNC if stable else UNSTABLE
-        return WritePlan(meta, st.st_ino, offset, length, bool(stable), committed,
+        plan = WritePlan(meta, st.st_ino, offset, length, bool(stable), committed,
                          Wcc(pre, self._attr(fd, st, meta)), cfh, seq)
+        # Until its data is in (write_data, or write_landed for a forward), a
+        # truncation of the file waits for it.
+        self._in_flight.begin((st.st_dev, st.st_ino), seq)
+        return plan
+
+    def write_landed(self, plan):
+        """The data of a forwarded WritePlan reached its data server, or was
+        refused there: it can no longer land after a truncation."""
+        self._in_flight.end(plan.seq)
 
     def write_failed(self, plan):
         """A WRITE's data did not land (the data server refused it, or is
@@ -256,6 +279,8 @@ class FileIO:
         (which may have landed); kept when the size has moved since (a later
         write grew it further, a SETATTR set it) or when the writes after it
         are too far back to know. Raises FsError (STALE: the file is gone)."""
+        # Refused (or timed out: presumed lost), it is no longer waited for.
+        self._in_flight.end(plan.seq)
         end = plan.offset + plan.count
         before = plan.wcc.pre.size
         if end <= before:
@@ -278,15 +303,20 @@ class FileIO:
         """Move a WritePlan's data to the data path; returns the write verifier
         to report (taken after the data landed: an answer may reveal that a
         data server restarted)."""
-        if data:
+        if not data:
+            self._in_flight.end(plan.seq)
+            return self.datapath.verifier
+        self._in_flight.relaying(plan.seq)
+        try:
+            await self.datapath.write(plan.meta, plan.ino, plan.offset, data, plan.stable)
+        except OSError:
             try:
-                await self.datapath.write(plan.meta, plan.ino, plan.offset, data, plan.stable)
-            except OSError:
-                try:
-                    self.write_failed(plan)
-                except FsError:
-                    pass   # the file went meanwhile: nothing left to undo
-                raise
+                self.write_failed(plan)
+            except FsError:
+                pass   # the file went meanwhile: nothing left to undo
+            raise
+        finally:
+            self._in_flight.end(plan.seq)
         return self.datapath.verifier
 
     async def write(self, fh, caller, offset, data, stable):

@@ -133,6 +133,7 @@ class MetaFS:
         self.write_plan_now = io.write_plan_now
         self.write_data = io.write_data
         self.write_failed = io.write_failed
+        self.write_landed = io.write_landed
         self.write = io.write
         self.commit = io.commit
 
