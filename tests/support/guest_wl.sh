@@ -11,13 +11,14 @@ hs() { sha256sum | cut -d' ' -f1; }
 dropcaches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
 # nfs_mount VERS PROTO MOUNTPROTO SERVER EXPORT MNT [MORE_OPTIONS]
-# What mount.nfs hands the kernel: no helper, ports from the server's
-# portmapper, MOUNT over MOUNTPROTO. nolock: no rpcbind/statd in the guest.
+# What mount.nfs hands the kernel, handed to it by busybox's mount with no
+# helper (-i): ports from the server's portmapper, MOUNT over MOUNTPROTO,
+# no locking. A bare `mount -t nfs` runs nfs-utils' mount.nfs instead.
 nfs_mount() {
     mkdir -p "$6"
     o="vers=$1,proto=$2,mountproto=$3,nolock,addr=$4"
     [ -n "$7" ] && o="$o,$7"
-    mount -t nfs -o "$o" "$4:$5" "$6"
+    busybox mount -i -t nfs -o "$o" "$4:$5" "$6"
 }
 
 # Files of the given sizes, prefixes of /data/rand.

@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -33,9 +34,22 @@ STOCK_KERNEL_ENV = "NFSP_STOCK_KERNEL"
 DEFAULT_STOCK_KERNEL = os.path.join(CACHE_DIR, "debian-cloud-kernel", "current")
 QEMU = "qemu-system-x86_64"
 BUSYBOX = "/bin/busybox"
-# What the stock kernel must insmod for a virtio NIC and the NFS v2/v3 client;
-# their dependencies are resolved from the modules themselves.
-STOCK_MODULES = ("virtio_pci", "virtio_net", "nfsv2", "nfsv3")
+# What the stock kernel must insmod for a virtio NIC and the NFS v2/v3/v4.x
+# client; their dependencies are resolved from the modules themselves. With no
+# modprobe in the guest the pNFS layout drivers (which the kernel asks for by
+# the aliases nfs-layouttype4-1 and nfs-layouttype4-4) must be loaded up front.
+STOCK_MODULES = ("virtio_pci", "virtio_net", "nfsv2", "nfsv3", "nfsv4",
+                 "nfs_layout_nfsv41_files", "nfs_layout_flexfiles")
+# A Debian client's mount stack: util-linux's mount runs nfs-utils' mount.nfs
+# for `mount -t nfs`, which negotiates the version (NFSv4.2, 4.1, 4.0, then 3)
+# as a real client does. (Busybox's mount hands the kernel the bare options
+# and runs a helper only when that fails; the kernel alone never tries v4.)
+# The NFSv3 fallback wants rpc.statd for locking, started through
+# /usr/sbin/start-statd (GUEST_START_STATD), and statd wants rpcbind.
+NFS_UTILS = {"bin/mount": "mount", "sbin/mount.nfs": "mount.nfs",
+             "sbin/rpc.statd": "rpc.statd", "sbin/rpcbind": "rpcbind"}
+NFS_UTILS_PATH = "/usr/sbin:/sbin:/usr/bin:/bin"
+LOCK_TOOL_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guest_lock.c")
 
 
 class VMError(AssertionError):
@@ -153,10 +167,13 @@ class Cpio:
 INIT = r"""#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox --install -s /bin
-export PATH=/bin TZ=UTC
+# Busybox sh runs its own applets before anything on PATH: `mount` is
+# util-linux's when the initramfs has it (see NFS_UTILS), as on Debian.
+if [ -x /bin/mount ] && [ ! -L /bin/mount ]; then mount() { /bin/mount "$@"; }; fi
+export PATH=/bin:/sbin TZ=UTC
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
-mkdir -p /tmp /mnt && mount -t tmpfs tmp /tmp
+mkdir -p /tmp /mnt /run && mount -t tmpfs tmp /tmp
 for m in $(cat /etc/modules); do
     insmod "/lib/modules/$m" || echo "nfsp-vm: insmod $m failed" >/dev/console
 done
@@ -171,6 +188,9 @@ done
 ip addr add "$nfsp_ip" dev eth0
 echo 0 > /proc/sys/net/ipv4/conf/all/rp_filter
 echo 0 > /proc/sys/net/ipv4/conf/eth0/rp_filter
+# As on a Debian client, rpcbind runs from boot: the kernel binds its rpcbind
+# client (lockd's and statd's registrations) on first use, and finds it then.
+[ -x /sbin/rpcbind ] && rpcbind
 stty -F /dev/ttyS1 raw -echo
 exec 3</dev/ttyS1 4>/dev/ttyS1
 . /lib/wl.sh
@@ -186,12 +206,34 @@ while IFS= read -r line <&3; do
     printf '\n@@%s@@END %d\n' "$id" "$rc" >&4
 done
 sync
-umount -a -r -f -t nfs 2>/dev/null
+umount -a -r -f -t nfs,nfs4 2>/dev/null
 echo "@@BYE" >&4
 reboot -f
 """
 
 WL_SH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guest_wl.sh")
+
+# What mount.nfs finds on a Debian client and needs at run time: the transports
+# libtirpc may use, mtab as the kernel's mount table, the users rpcbind and
+# statd look up, statd's state directories.
+GUEST_ETC = {
+    "etc/passwd": "root:x:0:0:root:/:/bin/sh\n_rpc:x:103:65534::/run/rpcbind:/bin/false\n"
+                  "statd:x:104:65534::/var/lib/nfs:/bin/false\n"
+                  "nobody:x:65534:65534:nobody:/:/bin/false\n",
+    "etc/group": "root:x:0:\nnogroup:x:65534:\n",
+    "etc/nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\nprotocols: files\n",
+    "etc/hosts": "127.0.0.1 localhost\n",
+    "etc/protocols": "ip 0 IP\nicmp 1 ICMP\ntcp 6 TCP\nudp 17 UDP\n",
+    "etc/netconfig": "udp tpi_clts v inet udp - -\ntcp tpi_cots_ord v inet tcp - -\n"
+                     "local tpi_cots_ord - loopback - - -\nunix tpi_cots_ord - loopback - - -\n",
+}
+# mount.nfs runs this when a mount with locking finds no statd (Debian's
+# start-statd without systemd, less its flock, which busybox lacks).
+GUEST_START_STATD = """#!/bin/sh
+PATH=/sbin:/bin
+[ -e /run/rpcbind.sock ] || rpcbind || exit 1
+exec rpc.statd --no-notify
+"""
 
 
 def _read(path):
@@ -199,28 +241,95 @@ def _read(path):
         return f.read()
 
 
+def shared_libraries(program):
+    """The files ``ldd`` resolves for ``program`` (the loader included), as
+    the paths the loader will look them up at."""
+    r = subprocess.run(["ldd", program], capture_output=True, text=True, timeout=30,
+                       check=False)
+    if r.returncode != 0:       # "not a dynamic executable"
+        return []
+    return re.findall(r"^\s*(?:\S+ => )?(/\S+) \(0x", r.stdout, re.MULTILINE)
+
+
+def nfs_utils():
+    """{guest path: host path} of nfs-utils' programs and their libraries;
+    empty when nfs-common is not installed (guests mount with busybox only)."""
+    found = {}
+    for guest, name in NFS_UTILS.items():
+        path = shutil.which(name, path=NFS_UTILS_PATH)
+        if path is None:
+            return {}
+        found[guest] = path
+        for lib in shared_libraries(path):
+            found[lib.lstrip("/")] = lib
+    return found
+
+
+def build_lock_tool(out_dir):
+    """nfsp-lock (guest_lock.c) linked static, or None without a C compiler."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    out = os.path.join(out_dir, "nfsp-lock")
+    r = subprocess.run([cc, "-static", "-Os", "-o", out, LOCK_TOOL_SRC], capture_output=True,
+                       text=True, timeout=120, check=False)
+    if r.returncode != 0:      # e.g. no static libc (libc6-dev)
+        return None
+    return _read(out)
+
+
+def _parents(names):
+    dirs = set()
+    for name in names:
+        parts = name.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            dirs.add("/".join(parts[:i]))
+    return sorted(dirs)
+
+
 def build_initramfs(kernel, cache_dir=CACHE_DIR):
     """The guest's base initramfs (gzip), cached by content under cache_dir."""
     busybox = _read(BUSYBOX)
     modules = [(os.path.basename(p), _read(p)) for p in kernel.modules]
     wl = _read(WL_SH)
-    h = hashlib.sha256(busybox + INIT.encode() + wl)
-    for name, data in modules:
+    host_files = {guest: _read(host) for guest, host in sorted(nfs_utils().items())}
+    h = hashlib.sha256(busybox + INIT.encode() + wl + GUEST_START_STATD.encode())
+    h.update(repr(sorted(GUEST_ETC.items())).encode() + _read(LOCK_TOOL_SRC))
+    for name, data in modules + sorted(host_files.items()):
         h.update(name.encode() + hashlib.sha256(data).digest())
+    h.update(repr(bool(shutil.which("cc") or shutil.which("gcc"))).encode())
     path = os.path.join(cache_dir, "initramfs", f"{kernel.label}-{h.hexdigest()[:16]}.cpio.gz")
     if os.path.exists(path):
         return path
+    files = {"bin/busybox": (busybox, 0o755), "init": (INIT.encode(), 0o755),
+             "lib/wl.sh": (wl, 0o644),
+             "etc/modules": ("".join(f"{n}\n" for n, _ in modules).encode(), 0o644)}
+    files.update({f"lib/modules/{name}": (data, 0o644) for name, data in modules})
+    if host_files:
+        files.update({name: (data, 0o755) for name, data in host_files.items()})
+        files.update({name: (text.encode(), 0o644) for name, text in GUEST_ETC.items()})
+        files["sbin/start-statd"] = (GUEST_START_STATD.encode(), 0o755)
+    with tempfile.TemporaryDirectory() as tmp:
+        lock_tool = build_lock_tool(tmp)
+    if lock_tool is not None:
+        files["bin/nfsp-lock"] = (lock_tool, 0o755)
+    dirs = set(_parents(files)) | {"bin", "dev", "etc", "lib", "lib/modules", "proc", "sys",
+                                   "tmp", "mnt", "data", "run", "sbin", "usr", "var",
+                                   "var/lib/nfs/sm", "var/lib/nfs/sm.bak"}
     c = Cpio()
-    for d in ("bin", "dev", "etc", "lib", "lib/modules", "proc", "sys", "tmp", "mnt", "data"):
+    for d in sorted(set(_parents([d + "/x" for d in dirs]))):
         c.dir(d)
     c.chardev("dev/console", 5, 1)
     c.chardev("dev/null", 1, 3, 0o666)
-    c.file("bin/busybox", busybox, 0o755)
-    c.file("init", INIT.encode(), 0o755)
-    c.file("lib/wl.sh", wl)
-    c.file("etc/modules", "".join(f"{n}\n" for n, _ in modules).encode())
-    for name, data in modules:
-        c.file(f"lib/modules/{name}", data)
+    c.symlink("etc/mtab", "/proc/mounts")
+    # Where Debian has them: mount.nfs runs /usr/sbin/start-statd.
+    c.symlink("usr/sbin", "../sbin")
+    # libtirpc and the kernel reach rpcbind at /var/run/rpcbind.sock.
+    c.symlink("var/run", "../run")
+    if host_files:
+        c.symlink("sbin/mount.nfs4", "mount.nfs")
+    for name, (data, mode) in sorted(files.items()):
+        c.file(name, data, mode)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     packed = gzip.compress(c.bytes(), compresslevel=6, mtime=0)
@@ -389,6 +498,14 @@ class VM:
                     raise VMError(f"result {key} reported twice:\n{out}")
                 res[key] = value[0] if value else ""
         return res
+
+    def kill(self):
+        """Power the guest off at once, as a client host crashes: no unmount,
+        no lock given back, nothing said to the server."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self._killed = "killed by the test"
 
     def stop(self, timeout=30):
         if self.proc is None:
