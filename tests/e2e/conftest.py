@@ -1,6 +1,7 @@
 """Fixtures for the kernel-client tests: one testbed and one booted guest per
 kernel for the whole session (TCG boots are slow; the workloads share them)."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -14,6 +15,11 @@ from tools.dev import testbed as tblib
 # Several helpers' test runs may share this machine: namespaces carry the pid.
 TESTBED_NAME = f"e2e{os.getpid()}"
 IODS_ENV = "NFSP_E2E_IODS"
+# The NFSv4 lease nfspd grants here: short, so that a killed client's locks
+# are freed within a test (tests/e2e/test_nfs4_kernel.py), given with this
+# option once nfspd has it.
+V4_LEASE_TIME = 10
+NFSPD_LEASE_OPTION = "--v4-lease"
 
 
 def pytest_configure(config):
@@ -28,10 +34,20 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.e2e)
 
 
+@functools.cache
+def _nfspd_help():
+    return subprocess.run([sys.executable, "-m", "nfspd.cli", "--help"], capture_output=True,
+                          text=True, cwd=vmlib.REPO, timeout=60, check=False).stdout
+
+
 def _nfspd_has_iods():
-    r = subprocess.run([sys.executable, "-m", "nfspd.cli", "--help"], capture_output=True,
-                       text=True, cwd=vmlib.REPO, timeout=60)
-    return "--iods" in r.stdout
+    return "--iods" in _nfspd_help()
+
+
+def nfspd_lease_time():
+    """The NFSv4 lease the testbed's nfspd grants, or None when it cannot be
+    told one (then the lease is nfspd's own, unknown here)."""
+    return V4_LEASE_TIME if NFSPD_LEASE_OPTION in _nfspd_help() else None
 
 
 def default_iods():
@@ -51,8 +67,10 @@ def vm_ready():
 
 @pytest.fixture(scope="session")
 def testbed(vm_ready, tmp_path_factory):
+    lease = nfspd_lease_time()
     tb = tblib.Testbed(TESTBED_NAME, n_iods=default_iods(), n_clients=1,
-                       workdir=str(tmp_path_factory.mktemp("testbed")))
+                       workdir=str(tmp_path_factory.mktemp("testbed")),
+                       nfspd_args=[NFSPD_LEASE_OPTION, lease] if lease else [])
     try:
         tb.up()
     except BaseException:

@@ -206,3 +206,28 @@ wl_df() {
         R df "$total" "$used" "$avail"
     }
 }
+
+# lock_hold NAME [-w] posix|flock r|w FILE [START LEN]: nfsp-lock (-h) keeps
+# its lock in the background until lock_release NAME. Prints what it said
+# ("locked", "busy ..."); with -w it may wait, so this returns at once and
+# lock_said NAME tells later.
+lock_hold() {
+    n=$1; shift
+    nfsp-lock -h "$@" </dev/null >"/tmp/lock.$n" 2>&1 &
+    echo $! >"/tmp/lock.$n.pid"
+    case " $* " in *" -w "*) return 0 ;; esac
+    i=0
+    while [ ! -s "/tmp/lock.$n" ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
+    cat "/tmp/lock.$n"
+}
+lock_said() { cat "/tmp/lock.$1"; }
+# Ends the holder and returns once it has exited (its exit gave the lock
+# back); it stays a zombie of /init, which holds nothing.
+lock_release() {
+    p=$(cat "/tmp/lock.$1.pid")
+    kill "$p" 2>/dev/null || true
+    while [ -e "/proc/$p" ] && ! grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null; do
+        sleep 0.1
+    done
+    rm -f "/tmp/lock.$1" "/tmp/lock.$1.pid"
+}

@@ -155,7 +155,8 @@ class Testbed:
     run in their own hosts and the metaserver stripes over them."""
 
     def __init__(self, name="nfsp", n_iods=0, n_clients=1, rate=None, delay=None, loss=None,
-                 workdir=None, subnet=DEFAULT_SUBNET, stripe_unit=65536, log_level="info"):
+                 workdir=None, subnet=DEFAULT_SUBNET, stripe_unit=65536, log_level="info",
+                 nfspd_args=()):
         if not name or len(name) > 24 or not all(c.isalnum() or c in "-_" for c in name):
             raise TestbedError(f"testbed name {name!r}: use up to 24 letters, digits, - or _")
         self.name = name
@@ -168,6 +169,7 @@ class Testbed:
         self.workdir = os.path.abspath(workdir or os.path.join(DEFAULT_WORKDIR, name))
         self.stripe_unit = stripe_unit
         self.log_level = log_level
+        self.nfspd_args = [str(a) for a in nfspd_args]   # more options for nfspd, as given
         self.bridge_netns = f"{name}-br"
         self.bridge_path = os.path.join(NETNS_DIR, self.bridge_netns)
         self.ms = Host(self, "ms", self.address("ms", 0))
@@ -437,7 +439,7 @@ class Testbed:
                      "--stripe-unit", str(self.stripe_unit)]
             if "--unlinkd" in help_text:
                 argv += ["--unlinkd", "spawn"]
-        return argv
+        return argv + self.nfspd_args
 
     def _iod_argv(self, i, files):
         data = os.path.join(self.workdir, f"iod{i}", "data")

@@ -1,0 +1,32 @@
+"""`mount -t nfs SERVER:/export /mnt` with no options, as an administrator
+types it on a Debian client: nfs-utils' mount.nfs (in the guest's initramfs,
+tests/support/vm.py) tries NFSv4.2, 4.1, 4.0, then NFSv3, and the mount
+lands on the newest version the testbed's nfspd speaks. What it lands on is
+read from /proc/mounts, on both kernels."""
+
+import re
+
+import pytest
+
+# nfspd answers the NFS program's version 4 with PROG_MISMATCH 2..3 today;
+# once it speaks NFSv4.1 (issue 13) this becomes ("4.1", "4.2").
+EXPECTED_PLAIN_MOUNT_VERS = ("3",)
+MNT = "/mnt/plain-negotiated"
+
+
+@pytest.mark.parametrize("kernel", ["debian", "nfsudp"])
+def test_a_bare_mount_negotiates_the_newest_version_nfspd_speaks(guests, testbed, kernel):
+    vm = guests.get(kernel)
+    if vm.sh("command -v mount.nfs")[0] != 0:
+        pytest.skip("the guest has no mount.nfs (install nfs-common: tools/install-deps --test)")
+    vm.check(f"mkdir -p {MNT} && mount -t nfs {testbed.ms.ip}:{testbed.export} {MNT}", 120)
+    try:
+        line = vm.check(f"grep ' {MNT} ' /proc/mounts")
+        vers = re.search(r"(?:^|,)vers=([\d.]+)", line.split()[3]).group(1)
+        assert vers in EXPECTED_PLAIN_MOUNT_VERS, line
+        # Over TCP (the UDP kernel could do UDP; mount.nfs prefers TCP), and
+        # with locking on: no option turned it off, statd was started for it.
+        assert ",proto=tcp," in line and "nolock" not in line, line
+        vm.check(f"echo negotiated > {MNT}/plain-{kernel} && cat {MNT}/plain-{kernel}")
+    finally:
+        vm.check(f"umount {MNT}", 60)
