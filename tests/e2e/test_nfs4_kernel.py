@@ -2,8 +2,9 @@
 tests it: a bare `mount -t nfs` (nfs-utils' mount.nfs negotiating) lands on
 4.1 or 4.2; every workload of tests/support/guest_wl.sh runs over 4.1 on both
 kernels; two clients see each other's fcntl locks and flocks; a client that
-dies holding a lock loses it once its lease runs out; a file removed while
-open leaves no silly-rename file behind.
+dies holding a lock loses it once its lease runs out, one whose server
+restarts reclaims it; a file removed while open leaves no silly-rename file
+behind.
 
 The server is the testbed's nfspd with its iods (tests/e2e/conftest.py),
 which grants a lease of conftest.V4_LEASE_TIME seconds. Out of the default
@@ -41,6 +42,7 @@ class V4Server:
     ip: str
     export: str             # the exported directory, on this machine
     lease_time: int | None  # seconds; None: the server's own, unknown here
+    restart: object         # stops the server and starts it again on the same state
 
 
 GANESHA_V41_CONF = """\
@@ -53,7 +55,8 @@ NFS_CORE_PARAM {{
     Enable_RQUOTA = false;
 }}
 NFSV4 {{
-    Graceless = true;
+    # A grace period after a restart, for the clients to reclaim their locks.
+    Graceless = false;
     Minor_Versions = 1, 2;
     RecoveryRoot = {recovery};
     Lease_Lifetime = {lease};
@@ -98,7 +101,8 @@ class GaneshaV41(ganesha_mod.Ganesha):
 def v4server(testbed):
     kind = os.environ.get(V4_SERVER_ENV, "nfspd")
     if kind == "nfspd":
-        yield V4Server("nfspd", testbed.ms.ip, testbed.export, conftest.nfspd_lease_time())
+        yield V4Server("nfspd", testbed.ms.ip, testbed.export, conftest.nfspd_lease_time(),
+                       testbed.restart_nfspd)
         return
     if kind != "ganesha":
         raise pytest.UsageError(f"{V4_SERVER_ENV}={kind!r}: nfspd (default) or ganesha")
@@ -110,7 +114,7 @@ def v4server(testbed):
     g = GaneshaV41(host.argv, workdir, os.path.join(workdir, "export"))
     g.start()
     try:
-        yield V4Server("ganesha", host.ip, g.export, g.lease_time)
+        yield V4Server("ganesha", host.ip, g.export, g.lease_time, lambda: (g.stop(), g.start()))
     finally:
         g.stop()
 
@@ -418,3 +422,25 @@ def test_a_killed_clients_lock_is_freed_once_its_lease_runs_out(guests, pair, v4
         assert time.monotonic() < deadline, \
             f"the dead client's lock still held {bound}s after it died (lease {lease_time}s)"
         time.sleep(1)
+
+
+def test_a_lock_is_reclaimed_after_the_server_restarts(pair, v4server, rand):
+    """The server restarts under a client holding a lock and writing: the
+    client reclaims the lock in the server's grace period (the other client
+    still finds it taken) and its writes go on."""
+    a, b = pair
+    f = f"{LOCKS}/locks/reclaimed"
+    data = f"{LOCKS}/locks/written-across-a-restart"
+    assert hold(a, "kept", f"posix w {f} 0 0") == "locked"
+    try:
+        a.check(f"head -c 1048576 /data/rand > {data}", 300)
+        v4server.restart()
+        # a's next call finds the server back: it recovers its state then.
+        a.check(f"head -c 1048576 /data/rand >> {data}; dropcaches", 300)
+        assert a.check("lock_said kept").strip() == "locked"
+        assert try_lock(b, f"posix w {f} 0 0").startswith("busy")
+        got = b.results(f"s=$(h {data}); R sha $(stat -c %s {data}) $s", 300)
+        assert got == {"sha": f"{2 * 1048576} {expect.sha(rand[:1048576] * 2)}"}
+    finally:
+        release(a, "kept")
+    assert try_lock(b, f"posix w {f} 0 0") == "locked"
