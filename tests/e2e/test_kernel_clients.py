@@ -188,14 +188,13 @@ def test_rm_rf(mounted):
 
 def test_a_mount_without_version_or_transport_options_gets_nfsv3(guests, testbed):
     """The stock kernel, told nothing but where the server is (nolock and addr=
-    are what busybox, which has no mount.nfs helper, must pass itself): it
+    are what busybox's mount, run without a helper, must pass itself): it
     negotiates by itself, and ends up mounted with NFSv3 over TCP. (nfs-utils'
-    mount.nfs tries NFSv4 first; the PROG_MISMATCH 2..3 it then gets is checked
-    with rpcinfo in tests/test_real_clients.py.)"""
+    mount.nfs, which tries NFSv4 first, is tests/e2e/test_plain_mount.py.)"""
     vm = guests.get("debian")
     ip, export = testbed.ms.ip, testbed.export
-    vm.check(f"mkdir -p /mnt/plain && mount -t nfs -o nolock,addr={ip} {ip}:{export} /mnt/plain",
-             timeout=60)
+    vm.check(f"mkdir -p /mnt/plain && busybox mount -i -t nfs -o nolock,addr={ip} "
+             f"{ip}:{export} /mnt/plain", timeout=60)
     try:
         opts = vm.check("grep ' /mnt/plain ' /proc/mounts")
         assert "vers=3" in opts and "proto=tcp" in opts, opts
