@@ -121,15 +121,21 @@ class Wait:
 
 class Program:
     """``versions`` maps a version number to {procedure number: Procedure};
-    ``service`` is what the handlers work on (they find it in ctx.service)."""
+    ``service`` is what the handlers work on (they find it in ctx.service).
+    ``tcp_only`` versions are not served over UDP (NFSv4, RFC 8881 2.9.1): a
+    UDP call to one gets PROG_MISMATCH with the range UDP does serve, as
+    Linux's nfsd answers."""
 
-    def __init__(self, prog, name, versions, service=None):
+    def __init__(self, prog, name, versions, service=None, tcp_only=()):
         self.prog = prog
         self.name = name
         self.versions = versions
         self.service = service
         self.low = min(versions)
         self.high = max(versions)
+        self.tcp_only = frozenset(tcp_only)
+        udp = [v for v in versions if v not in self.tcp_only] or list(versions)
+        self.udp_low, self.udp_high = min(udp), max(udp)
 
 
 class Counters:
@@ -244,9 +250,12 @@ class Dispatcher:
             return rpc.reply_accepted_error(xid, accept_stat.PROG_UNAVAIL)
         ctx.service = program.service
         procs = program.versions.get(call.vers)
-        if procs is None:
+        if procs is None or (program.tcp_only and ctx.transport != "tcp"
+                             and call.vers in program.tcp_only):
             c.prog_mismatch += 1
-            return rpc.reply_prog_mismatch(xid, program.low, program.high)
+            if ctx.transport == "tcp":
+                return rpc.reply_prog_mismatch(xid, program.low, program.high)
+            return rpc.reply_prog_mismatch(xid, program.udp_low, program.udp_high)
         proc = procs.get(call.proc)
         if proc is None:
             c.proc_unavail += 1

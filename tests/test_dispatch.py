@@ -53,6 +53,23 @@ def test_nfs_version_4_gets_prog_mismatch_2_to_3_so_clients_fall_back():
     assert r.stat == accept_stat.PROG_MISMATCH and r.mismatch == (2, 3)
 
 
+def test_a_tcp_only_version_is_refused_over_udp_with_the_udp_range():
+    svc = Service()
+    procs = {0: Procedure("NULL", xdr.Void, xdr.Void, svc.null)}
+    d = Dispatcher([Program(PROG, "nfs", {2: procs, 3: procs, 4: procs}, tcp_only=(4,))])
+
+    def over(transport, vers):
+        c = CallContext(("127.0.0.1", 700), ("127.0.0.1", 2049), transport)
+        return rpc.decode_reply(trio.run(d.handle, rpc.encode_call(1, PROG, vers, 0, b""), c))
+
+    udp = over("udp", 4)
+    assert udp.stat == accept_stat.PROG_MISMATCH and udp.mismatch == (2, 3)
+    assert over("tcp", 4).stat == accept_stat.SUCCESS
+    tcp = over("tcp", 5)
+    assert tcp.stat == accept_stat.PROG_MISMATCH and tcp.mismatch == (2, 4)
+    assert over("udp", 3).stat == accept_stat.SUCCESS
+
+
 def test_unknown_program_procedure_and_arguments():
     d = dispatcher(Service())
     assert rpc.decode_reply(call(d, prog=100227)).stat == accept_stat.PROG_UNAVAIL  # NFSACL
