@@ -371,6 +371,16 @@ class ExportRegistry:
             table.resolved[key] = found
         return found
 
+    def visible_exports(self, ctx):
+        """[(export path, MetaFS)] that this client may mount (MNT's client
+        rules), for the NFSv4 pseudo root; JUKEBOX while a host name needed to
+        decide is still being looked up. The port ('secure') is checked when a
+        handle of the export is used (resolve), as for NFSv3."""
+        table = self._table
+        ip = ctx.client[0]
+        return [(e.export.path, e.fs) for e in table.entries
+                if self._options(table, e, ip, self.dns_wait) is not None]
+
     # -- MOUNT ---------------------------------------------------------------
 
     async def mount(self, ctx, dirpath):

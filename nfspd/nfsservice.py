@@ -8,16 +8,18 @@ of nfspd/exports.py's ExportRegistry. ``datapath`` is the data path every
 export's MetaFS was made with (nfspd/datapath.py): the handlers ask it
 directly whether a READ or WRITE can be forwarded to an iod, for its write
 verifier and its transfer sizes. ``clock`` gives the time in seconds (NFSv2's
-SETATTR tells a `touch` by it).
+SETATTR tells a `touch` by it). ``v4`` is what NFSv4.1 adds (nfspd/nfs4service.py:
+the pseudo root, client and session state), None when v4 is not served.
 """
 
 import time
 
 
 class NfsService:
-    __slots__ = ("resolve", "datapath", "clock")
+    __slots__ = ("clock", "datapath", "resolve", "v4")
 
-    def __init__(self, resolver, datapath, clock=time.time):
+    def __init__(self, resolver, datapath, clock=time.time, v4=None):
         self.resolve = resolver.resolve
         self.datapath = datapath
         self.clock = clock
+        self.v4 = v4

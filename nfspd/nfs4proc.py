@@ -1,0 +1,730 @@
+"""The NFSv4.1/4.2 operations (RFC 8881 section 18, RFC 7862 section 15): one
+function per operation, named as the RFC names it, and OPERATIONS, the table
+the COMPOUND loop (nfspd/nfs4compound.py) runs them from.
+
+An operation takes the request's Compound ``c`` (current and saved
+filehandles, the session) and its decoded arguments, and returns the body of
+its success arm; it fails by raising Nfs4Error, or FsError from the
+file-system layer (mapped by the loop). Files are the exports' MetaFS objects
+with the same handles, permission checks and data path as NFSv3 (a READ or
+WRITE runs through MetaFS's read/write halves, as nfs3proc's TCP relay does);
+the directories above the exports are the pseudo file system's
+(nfspd/nfs4pseudo.py), which ``c.current_fs`` None marks. Client, session
+and open/lock state are nfspd/nfs4state.py's, reached through ``c.server``.
+"""
+
+from common import nfs4
+from common.nfs3 import (
+    ACCESS3_DELETE,
+    ACCESS3_EXECUTE,
+    ACCESS3_EXTEND,
+    ACCESS3_LOOKUP,
+    ACCESS3_MODIFY,
+    ACCESS3_READ,
+    nfsstat3,
+)
+from common.nfs4 import (
+    NFSPROC4,
+    change_info4,
+    createmode4,
+    data_content4,
+    nfs_ftype4,
+    nfs_opnum4,
+    nfsstat4,
+    open_claim_type4,
+    opentype4,
+)
+from common.xdr import Void
+from nfspd import nfs4attrs
+from nfspd.dispatch import procedure_table
+from nfspd.fs.access import may_read, may_write
+from nfspd.fs.types import CreateHow, FileType, FsError
+from nfspd.nfs3proc import data_io
+from nfspd.nfs4compound import CompoundArgs, Nfs4Error, Op, compound, status_of_fs
+from nfspd.nfs4pseudo import is_pseudo
+
+OK = nfsstat4.NFS4_OK
+AUTH_SYS = 1
+AUTH_NONE = 0
+ACCESS4_ALL = (ACCESS3_READ | ACCESS3_LOOKUP | ACCESS3_MODIFY | ACCESS3_EXTEND | ACCESS3_DELETE
+               | ACCESS3_EXECUTE)
+OPEN4_SHARE_ACCESS_READ = 1
+OPEN4_SHARE_ACCESS_WRITE = 2
+OPEN4_SHARE_ACCESS_BOTH = 3
+OPEN4_RESULT_LOCKTYPE_POSIX = 0x4
+READDIR_MAX_ENTRIES = 512
+# Cookies 1 and 2 mean "." and ".." to some clients; MetaFS never hands out
+# cookies below 3 for real entries, and v4 READDIR lists neither.
+_DOT_NAMES = (b".", b"..")
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _need_fh(c):
+    return c.fh()
+
+
+def _real(c):
+    """(fh, MetaFS, Caller) for an operation that needs a file of an export:
+    in the pseudo file system, which holds only directories nobody may
+    change, a change is ROFS and anything else about a file is ISDIR/INVAL."""
+    fh, fs = c.fh()
+    if fs is None:
+        raise Nfs4Error(nfsstat4.NFS4ERR_ROFS)
+    fs, caller = c.ctx.service.resolve(c.ctx, fh)
+    return fh, fs, caller
+
+
+def _cinfo(w):
+    before = w.pre.ctime_ns if w is not None and w.pre is not None else 0
+    after = w.post.ctime_ns if w is not None and w.post is not None else 0
+    return change_info4(False, before, after)
+
+
+def _name(c, name):
+    """A component4 as MetaFS takes it: INVAL for empty, BADNAME for "/" or NUL,
+    NAMETOOLONG beyond 255 bytes (RFC 8881 18.*: ERRORS of each operation)."""
+    name = bytes(name)
+    if not name:
+        raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)
+    if b"/" in name or b"\0" in name:
+        raise Nfs4Error(nfsstat4.NFS4ERR_BADNAME)
+    if len(name) > nfs4attrs.NAME_MAX:
+        raise Nfs4Error(nfsstat4.NFS4ERR_NAMETOOLONG)
+    return name
+
+
+def _dir_name(c, name):
+    """A name to look up: "." and ".." are not names in NFSv4 (LOOKUPP is)."""
+    name = _name(c, name)
+    if name in _DOT_NAMES:
+        raise Nfs4Error(nfsstat4.NFS4ERR_BADNAME)
+    return name
+
+
+def obj_of(c, fh, fs, attr=None):
+    """An nfs4attrs.Obj for a handle: a pseudo directory when fs is None."""
+    server = c.server
+    if fs is None:
+        view = c.view
+        return nfs4attrs.Obj(fh, view.attr(fh), None, server.pseudo_fsid, None, server.attrs)
+    if attr is None:
+        attr = fs.getattr(fh)
+    mounted_on = c.view.mounted_on_fileid(fs) if fh == fs.root_fh else None
+    return nfs4attrs.Obj(fh, attr, fs, (attr.fsid, 0), mounted_on, server.attrs)
+
+
+def fattr_of(obj, wanted):
+    return nfs4.encode_attrs(nfs4attrs.values(obj, wanted))
+
+
+def _requested(bitmap):
+    return nfs4attrs.attrs_of(bitmap)
+
+
+def _stateid(c, sid):
+    return c.resolve_stateid(sid)
+
+
+def _check_io_stateid(c, sid, fh, write):
+    c.server.check_stateid(c, _stateid(c, sid), fh, write)
+
+
+# --- the operations, in RFC 8881 section 18's order ------------------------------------
+
+
+def ACCESS(c, args):
+    fh, fs = c.fh()
+    asked = args.access
+    supported = asked & ACCESS4_ALL
+    if fs is None:
+        granted = supported & (ACCESS3_READ | ACCESS3_LOOKUP | ACCESS3_EXECUTE)
+    else:
+        fs, caller = c.ctx.service.resolve(c.ctx, fh)
+        granted, _ = fs.access(fh, caller, supported)
+    return nfs4.ACCESS4resok(supported, granted & supported)
+
+
+def CLOSE(c, args):
+    fh, _ = c.fh()
+    sid = c.server.state_close(c, _stateid(c, args.open_stateid), fh)
+    return sid
+
+
+async def COMMIT(c, args):
+    fh, fs, caller = _real(c)
+    verf, _ = await fs.commit(fh, caller, args.offset, args.count)
+    return nfs4.COMMIT4resok(verf)
+
+
+def CREATE(c, args):
+    """Directories, symlinks, devices, sockets, fifos (regular files are OPEN's)."""
+    dfh, fs, caller = _real(c)
+    name = _dir_name(c, args.objname)
+    given = nfs4.decode_attrs(args.createattrs)
+    sattr = nfs4attrs.to_setattr(given, c.server.attrs.domain)
+    t = args.objtype.disc
+    if t == nfs_ftype4.NF4DIR:
+        fh, _, w = fs.mkdir(dfh, name, caller, sattr)
+    elif t == nfs_ftype4.NF4LNK:
+        fh, _, w = fs.symlink(dfh, name, caller, bytes(args.objtype.body), sattr)
+    elif t in (nfs_ftype4.NF4BLK, nfs_ftype4.NF4CHR):
+        dev = args.objtype.body
+        ftype = FileType.BLK if t == nfs_ftype4.NF4BLK else FileType.CHR
+        fh, _, w = fs.mknod(dfh, name, caller, ftype, sattr,
+                            rdev=(dev.specdata1, dev.specdata2))
+    elif t in (nfs_ftype4.NF4SOCK, nfs_ftype4.NF4FIFO):
+        ftype = FileType.SOCK if t == nfs_ftype4.NF4SOCK else FileType.FIFO
+        fh, _, w = fs.mknod(dfh, name, caller, ftype, sattr)
+    else:
+        raise Nfs4Error(nfsstat4.NFS4ERR_BADTYPE)
+    c.set_fh(fh, fs)
+    return nfs4.CREATE4resok(_cinfo(w), nfs4attrs.bitmap(given))
+
+
+def DELEGPURGE(c, args):
+    raise Nfs4Error(nfsstat4.NFS4ERR_NOTSUPP)
+
+
+def DELEGRETURN(c, args):
+    c.fh()
+    c.server.state_delegreturn(c, _stateid(c, args.deleg_stateid))
+
+
+def GETATTR(c, args):
+    fh, fs = c.fh()
+    return nfs4.GETATTR4resok(fattr_of(obj_of(c, fh, fs), _requested(args.attr_request)))
+
+
+def GETFH(c, args):
+    fh, _ = c.fh()
+    return nfs4.GETFH4resok(fh)
+
+
+def LINK(c, args):
+    """The saved filehandle (the file) gets a new name in the current one (a directory)."""
+    if c.saved_fh is None:
+        raise Nfs4Error(nfsstat4.NFS4ERR_NOFILEHANDLE)
+    dfh, fs, caller = _real(c)
+    src_fs = c.saved_fs
+    if src_fs is None:
+        raise Nfs4Error(nfsstat4.NFS4ERR_ISDIR)
+    if src_fs is not fs:
+        raise Nfs4Error(nfsstat4.NFS4ERR_XDEV)
+    _, w = fs.link(c.saved_fh, dfh, _dir_name(c, args.newname), caller)
+    return nfs4.LINK4resok(_cinfo(w))
+
+
+def LOCK(c, args):
+    fh, fs = c.fh()
+    if fs is None:
+        raise Nfs4Error(nfsstat4.NFS4ERR_ISDIR)
+    _check_lock_target(c, fh, fs)
+    sid = c.server.state_lock(c, fh, args)
+    c.current_stateid = sid
+    return nfs4.LOCK4resok(sid)
+
+
+def LOCKT(c, args):
+    fh, fs = c.fh()
+    if fs is None:
+        raise Nfs4Error(nfsstat4.NFS4ERR_ISDIR)
+    _check_lock_target(c, fh, fs)
+    c.server.state_lockt(c, fh, args)
+
+
+def LOCKU(c, args):
+    fh, _ = c.fh()
+    sid = c.server.state_locku(c, fh, args, _stateid(c, args.lock_stateid))
+    c.current_stateid = sid
+    return sid
+
+
+def _check_lock_target(c, fh, fs):
+    attr = fs.getattr(fh)
+    if attr.type == FileType.DIR:
+        raise Nfs4Error(nfsstat4.NFS4ERR_ISDIR)
+    if attr.type != FileType.REG:
+        raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)
+
+
+def LOOKUP(c, args):
+    fh, fs = c.fh()
+    name = _dir_name(c, args.objname)
+    if fs is None:
+        nfh, nfs = c.view.lookup(fh, name)
+        if nfs is not None:
+            # Entering an export: its own rules (secure port, client match).
+            c.ctx.service.resolve(c.ctx, nfh)
+        c.set_fh(nfh, nfs)
+        return
+    fs, caller = c.ctx.service.resolve(c.ctx, fh)
+    attr = fs.getattr(fh)
+    if attr.type == FileType.LNK:
+        raise Nfs4Error(nfsstat4.NFS4ERR_SYMLINK)
+    if attr.type != FileType.DIR:
+        raise Nfs4Error(nfsstat4.NFS4ERR_NOTDIR)
+    nfh, _, _ = fs.lookup(fh, name, caller)
+    c.set_fh(nfh, fs)
+
+
+def LOOKUPP(c, args):
+    fh, fs = c.fh()
+    if fs is None:
+        nfh, nfs = c.view.lookupp(fh)
+        c.set_fh(nfh, nfs)
+        return
+    fs, caller = c.ctx.service.resolve(c.ctx, fh)
+    attr = fs.getattr(fh)
+    if attr.type == FileType.LNK:
+        raise Nfs4Error(nfsstat4.NFS4ERR_SYMLINK)
+    if attr.type != FileType.DIR:
+        raise Nfs4Error(nfsstat4.NFS4ERR_NOTDIR)
+    if fh == fs.root_fh:
+        parent = c.view.parent_of_export(fs)
+        if parent is None:
+            raise Nfs4Error(nfsstat4.NFS4ERR_NOENT)
+        c.set_fh(parent, None)
+        return
+    nfh, _, _ = fs.lookup(fh, b"..", caller)
+    c.set_fh(nfh, fs)
+
+
+def _verify(c, args):
+    """Whether the attributes given equal the object's (VERIFY/NVERIFY)."""
+    fh, fs = c.fh()
+    given = nfs4.decode_attrs(args.obj_attributes)
+    for n in given:
+        if n not in nfs4attrs.SUPPORTED:
+            raise Nfs4Error(nfsstat4.NFS4ERR_ATTRNOTSUPP)
+        if n in nfs4attrs.WRITABLE - nfs4attrs.SUPPORTED or n == nfs4.FATTR4_RDATTR_ERROR:
+            raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)
+    mine = nfs4attrs.values(obj_of(c, fh, fs), set(given))
+    return all(mine.get(n) == v for n, v in given.items())
+
+
+def NVERIFY(c, args):
+    if _verify(c, args):
+        raise Nfs4Error(nfsstat4.NFS4ERR_SAME)
+
+
+def OPEN(c, args):
+    """Claims NULL (by name in the current directory), FH and PREVIOUS (the
+    current file: PREVIOUS reclaims after a restart, in the grace period);
+    DELEGATE_CUR/PREV name delegations this server never grants (NOTSUPP)."""
+    claim = args.claim
+    kind = claim.disc
+    cinfo = change_info4(False, 0, 0)
+    attrset = []
+    created = False
+    if kind == open_claim_type4.CLAIM_NULL:
+        dfh, fs, caller = _real(c)
+        name = _dir_name(c, claim.body)
+        if args.openhow.disc == opentype4.OPEN4_CREATE:
+            fh, attr, w, attrset, created = _open_create(c, fs, caller, dfh, name,
+                                                         args.openhow.body)
+            cinfo = _cinfo(w)
+        else:
+            dattr = fs.getattr(dfh)
+            if dattr.type != FileType.DIR:
+                raise Nfs4Error(nfsstat4.NFS4ERR_NOTDIR)
+            fh, attr, _ = fs.lookup(dfh, name, caller)
+    elif kind in (open_claim_type4.CLAIM_FH, open_claim_type4.CLAIM_PREVIOUS):
+        fh, fs, caller = _real(c)
+        attr = fs.getattr(fh)
+    else:
+        raise Nfs4Error(nfsstat4.NFS4ERR_NOTSUPP)
+    _open_type(attr)
+    if not created:
+        _open_permission(args.share_access, attr, caller)
+    sid = c.server.state_open(c, fh, args, reclaim=kind == open_claim_type4.CLAIM_PREVIOUS)
+    c.set_fh(fh, fs)
+    c.current_stateid = sid
+    return nfs4.OPEN4resok(
+        sid, cinfo, OPEN4_RESULT_LOCKTYPE_POSIX, attrset,
+        nfs4.open_delegation4(nfs4.open_delegation_type4.OPEN_DELEGATE_NONE))
+
+
+def _open_create(c, fs, caller, dfh, name, how):
+    """OPEN4_CREATE: (fh, Attr, directory Wcc, attrset, created)."""
+    mode = how.disc
+    domain = c.server.attrs.domain
+    if mode in (createmode4.UNCHECKED4, createmode4.GUARDED4):
+        given = nfs4.decode_attrs(how.body)
+        sattr = nfs4attrs.to_setattr(given, domain)
+        cmode = CreateHow.UNCHECKED if mode == createmode4.UNCHECKED4 else CreateHow.GUARDED
+        verf = None
+    else:
+        if mode == createmode4.EXCLUSIVE4:
+            verf, given = bytes(how.body), {}
+        else:
+            verf = bytes(how.body.cva_verf)
+            given = nfs4.decode_attrs(how.body.cva_attrs)
+        sattr = nfs4attrs.to_setattr(given, domain, allowed=nfs4attrs.EXCLCREAT)
+        cmode = CreateHow.EXCLUSIVE
+    try:
+        before = fs.getattr(dfh)
+    except FsError:
+        before = None
+    fh, attr, w = fs.create(dfh, name, caller, cmode, sattr, verf=verf)
+    # MetaFS reports a file that existed (UNCHECKED) exactly like one made:
+    # the directory's ctime tells them apart, for the permission check.
+    created = before is None or w.post is None or w.post.ctime_ns != before.ctime_ns
+    return fh, attr, w, nfs4attrs.bitmap(given) if created else [], created
+
+
+def _open_type(attr):
+    if attr.type == FileType.DIR:
+        raise Nfs4Error(nfsstat4.NFS4ERR_ISDIR)
+    if attr.type == FileType.LNK:
+        raise Nfs4Error(nfsstat4.NFS4ERR_SYMLINK)
+    if attr.type != FileType.REG:
+        raise Nfs4Error(nfsstat4.NFS4ERR_WRONG_TYPE)
+
+
+def _open_permission(share_access, attr, caller):
+    """An OPEN for reading needs read (or execute) permission, for writing
+    write permission, with the owner override of READ and WRITE (access.py)."""
+    access = share_access & OPEN4_SHARE_ACCESS_BOTH
+    if access & OPEN4_SHARE_ACCESS_READ and not may_read(attr.mode, attr.uid, attr.gid, caller):
+        raise Nfs4Error(nfsstat4.NFS4ERR_ACCESS)
+    if access & OPEN4_SHARE_ACCESS_WRITE:
+        if caller.readonly:
+            raise Nfs4Error(nfsstat4.NFS4ERR_ROFS)
+        if not may_write(attr.mode, attr.uid, attr.gid, caller):
+            raise Nfs4Error(nfsstat4.NFS4ERR_ACCESS)
+
+
+def OPENATTR(c, args):
+    raise Nfs4Error(nfsstat4.NFS4ERR_NOTSUPP)
+
+
+def OPEN_DOWNGRADE(c, args):
+    fh, _ = c.fh()
+    sid = c.server.state_open_downgrade(c, fh, _stateid(c, args.open_stateid), args)
+    c.current_stateid = sid
+    return nfs4.OPEN_DOWNGRADE4resok(sid)
+
+
+def PUTFH(c, args):
+    fh = bytes(args.object)
+    if is_pseudo(fh):
+        c.view.node(fh)  # STALE unless this client sees it
+        c.set_fh(fh, None)
+        return
+    fs, _ = c.ctx.service.resolve(c.ctx, fh)
+    fs.getattr(fh)  # STALE now rather than at the next operation
+    c.set_fh(fh, fs)
+
+
+def PUTPUBFH(c, args):
+    PUTROOTFH(c, args)
+
+
+def PUTROOTFH(c, args):
+    fh, fs = c.view.root()
+    c.set_fh(fh, fs)
+
+
+async def READ(c, args):
+    fh, fs, caller = _real(c)
+    _check_io_stateid(c, args.stateid, fh, write=False)
+    count = min(args.count, data_io(c.ctx))
+    data, eof, _ = await fs.read(fh, caller, args.offset, count)
+    return nfs4.READ4resok(bool(eof), data)
+
+
+def READDIR(c, args):
+    """Entries with the attributes asked, bounded by dircount (names and
+    cookies) and maxcount (the whole reply), never "." or ".."."""
+    fh, fs = c.fh()
+    wanted = _requested(args.attr_request)
+    maxcount = min(args.maxcount, c.server.attrs.max_io)
+    # A reply's fixed part: status, verifier, list end, eof.
+    size, limit = 4 + 8 + 4 + 4, maxcount
+    if fs is None:
+        return _readdir_pseudo(c, fh, args, wanted, size, limit)
+    fs, caller = c.ctx.service.resolve(c.ctx, fh)
+    # Each entry costs a lookup on the event loop: a page is kept to a few
+    # hundred entries, however large the client's buffer (Linux's is 1 MiB).
+    want = min(max(limit // 32, 1), READDIR_MAX_ENTRIES) + 2
+    entries, eof, verf, _ = fs.readdir(fh, args.cookie, bytes(args.cookieverf), caller, want)
+    out = []
+    cut = False
+    for e in entries:
+        if e.name in _DOT_NAMES:
+            continue
+        try:
+            efh, eattr, _ = fs.lookup(fh, e.name, caller)
+            attrs = fattr_of(obj_of(c, efh, fs, eattr), wanted)
+        except FsError as err:
+            if nfs4.FATTR4_RDATTR_ERROR not in wanted:
+                raise
+            attrs = nfs4.encode_attrs({nfs4.FATTR4_RDATTR_ERROR: int(status_of_fs(err))})
+        # dircount is a hint (Linux sends maxcount / 32 and its nfsd ignores
+        # it too); maxcount bounds the reply.
+        esize = 4 + 8 + 4 + _pad4(len(e.name)) + 4 + 4 * len(attrs.attrmask) + 4 + \
+            _pad4(len(attrs.attr_vals))
+        if size + esize > limit:
+            cut = True
+            break
+        size += esize
+        out.append(nfs4.entry4(e.cookie, e.name, attrs))
+    if cut and not out:
+        raise Nfs4Error(nfsstat4.NFS4ERR_TOOSMALL)
+    return nfs4.READDIR4resok(verf, nfs4.dirlist4(out, bool(eof) and not cut))
+
+
+def _readdir_pseudo(c, fh, args, wanted, size, limit):
+    entries = c.view.entries(fh)
+    out = []
+    cookie = args.cookie
+    # Pseudo directories are tiny: cookies are positions, from 3 (clients
+    # take 0-2 for the start and the dot entries); a page resumes after one.
+    if cookie and cookie < 3:
+        raise Nfs4Error(nfsstat4.NFS4ERR_BAD_COOKIE)
+    start = min(cookie - 2, len(entries)) if cookie else 0
+    cut = False
+    for i, (name, efh, efs) in enumerate(entries[start:], start):
+        try:
+            attrs = fattr_of(obj_of(c, efh, efs), wanted)
+        except FsError as err:
+            attrs = nfs4.encode_attrs({nfs4.FATTR4_RDATTR_ERROR: int(status_of_fs(err))})
+        raw = name.encode()
+        esize = 4 + 8 + 4 + _pad4(len(raw)) + 4 + 4 * len(attrs.attrmask) + 4 + \
+            _pad4(len(attrs.attr_vals))
+        if size + esize > limit:
+            cut = True
+            break
+        size += esize
+        out.append(nfs4.entry4(3 + i, raw, attrs))
+    if cut and not out:
+        raise Nfs4Error(nfsstat4.NFS4ERR_TOOSMALL)
+    return nfs4.READDIR4resok(bytes(8), nfs4.dirlist4(out, not cut))
+
+
+def _pad4(n):
+    return (n + 3) & ~3
+
+
+def READLINK(c, args):
+    fh, fs, caller = _real(c)
+    target, _ = fs.readlink(fh, caller)
+    return nfs4.READLINK4resok(target)
+
+
+def REMOVE(c, args):
+    """Files and (empty) directories alike, as NFSv4's REMOVE is both."""
+    dfh, fs, caller = _real(c)
+    name = _dir_name(c, args.target)
+    try:
+        w = fs.remove(dfh, name, caller)
+    except FsError as e:
+        if e.status != nfsstat3.NFS3ERR_ISDIR:
+            raise
+        w = fs.rmdir(dfh, name, caller)
+    return nfs4.REMOVE4resok(_cinfo(w))
+
+
+def RENAME(c, args):
+    """From the saved directory to the current one."""
+    if c.saved_fh is None:
+        raise Nfs4Error(nfsstat4.NFS4ERR_NOFILEHANDLE)
+    tfh, fs, caller = _real(c)
+    if c.saved_fs is None:
+        raise Nfs4Error(nfsstat4.NFS4ERR_ROFS)
+    if c.saved_fs is not fs:
+        raise Nfs4Error(nfsstat4.NFS4ERR_XDEV)
+    wf, wt = fs.rename(c.saved_fh, _dir_name(c, args.oldname), tfh, _dir_name(c, args.newname),
+                       caller)
+    return nfs4.RENAME4resok(_cinfo(wf), _cinfo(wt))
+
+
+def RESTOREFH(c, args):
+    if c.saved_fh is None:
+        raise Nfs4Error(nfsstat4.NFS4ERR_RESTOREFH)
+    c.current_fh, c.current_fs = c.saved_fh, c.saved_fs
+    c.current_stateid = c.saved_stateid
+
+
+def SAVEFH(c, args):
+    c.fh()
+    c.saved_fh, c.saved_fs = c.current_fh, c.current_fs
+    c.saved_stateid = c.current_stateid
+
+
+def _flavors(c):
+    """AUTH_SYS, the one flavor nfspd serves (AUTH_NONE callers are mapped to
+    the anonymous ids by resolve, as for v3, but not offered)."""
+    return [nfs4.secinfo4(AUTH_SYS)]
+
+
+def SECINFO(c, args):
+    """The flavors for a name in the current directory; the current filehandle
+    is consumed (RFC 8881 2.6.3.1.1.8)."""
+    fh, fs = c.fh()
+    name = _dir_name(c, args.name)
+    if fs is None:
+        c.view.lookup(fh, name)
+    else:
+        fs, caller = c.ctx.service.resolve(c.ctx, fh)
+        fs.lookup(fh, name, caller)
+    c.set_fh(None, None)
+    return _flavors(c)
+
+
+def SETATTR(c, args):
+    fh, fs, caller = _real(c)
+    given = nfs4.decode_attrs(args.obj_attributes)
+    sattr = nfs4attrs.to_setattr(given, c.server.attrs.domain)
+    if sattr.size is not None:
+        _check_io_stateid(c, args.stateid, fh, write=True)
+    fs.setattr(fh, caller, sattr)
+    return nfs4attrs.bitmap(given)
+
+
+def VERIFY(c, args):
+    if not _verify(c, args):
+        raise Nfs4Error(nfsstat4.NFS4ERR_NOT_SAME)
+
+
+async def WRITE(c, args):
+    fh, fs, caller = _real(c)
+    _check_io_stateid(c, args.stateid, fh, write=True)
+    data = args.data
+    plan = fs.write_plan_now(fh, caller, args.offset, len(data), int(args.stable))
+    if plan is None:
+        plan = await fs.write_plan(fh, caller, args.offset, len(data), int(args.stable))
+    verf = await fs.write_data(plan, data)
+    return nfs4.WRITE4resok(len(data), nfs4.stable_how4(plan.committed), verf)
+
+
+# --- NFSv4.1 ---------------------------------------------------------------------------
+
+
+def BACKCHANNEL_CTL(c, args):
+    """Accepted and ignored: this server never calls back (no delegations, no
+    layouts to recall)."""
+
+
+def BIND_CONN_TO_SESSION(c, args):
+    return c.server.state_bind_conn(c, args)
+
+
+def EXCHANGE_ID(c, args):
+    return c.server.state_exchange_id(c, args)
+
+
+def CREATE_SESSION(c, args):
+    return c.server.state_create_session(c, args)
+
+
+def DESTROY_SESSION(c, args):
+    c.server.state_destroy_session(c, args)
+
+
+def FREE_STATEID(c, args):
+    c.server.state_free_stateid(c, _stateid(c, args.fsa_stateid))
+
+
+def SECINFO_NO_NAME(c, args):
+    """SECINFO_STYLE4_CURRENT_FH or _PARENT; the current filehandle is consumed."""
+    c.fh()
+    c.set_fh(None, None)
+    return _flavors(c)
+
+
+def SEQUENCE(c, args):
+    return c.server.state_sequence(c, args)
+
+
+def TEST_STATEID(c, args):
+    return nfs4.TEST_STATEID4resok(c.server.state_test_stateids(c, args.ts_stateids))
+
+
+def DESTROY_CLIENTID(c, args):
+    c.server.state_destroy_clientid(c, args)
+
+
+def RECLAIM_COMPLETE(c, args):
+    c.server.state_reclaim_complete(c, args)
+
+
+# --- NFSv4.2 ---------------------------------------------------------------------------
+
+
+def SEEK(c, args):
+    """No file here has holes the server knows of (the data lives striped on
+    the iods): data runs from 0 to the size, the only hole is the virtual one
+    at the end (RFC 7862 15.11.3)."""
+    fh, fs, _ = _real(c)
+    _check_io_stateid(c, args.sa_stateid, fh, write=False)
+    attr = fs.getattr(fh)
+    if attr.type != FileType.REG:
+        raise Nfs4Error(nfsstat4.NFS4ERR_WRONG_TYPE if attr.type != FileType.DIR
+                        else nfsstat4.NFS4ERR_ISDIR)
+    offset = args.sa_offset
+    if offset >= attr.size:
+        raise Nfs4Error(nfsstat4.NFS4ERR_NXIO)
+    if args.sa_what == data_content4.NFS4_CONTENT_DATA:
+        return nfs4.seek_res4(False, offset)
+    return nfs4.seek_res4(True, attr.size)
+
+
+def NOTSUPP(c, args):
+    raise Nfs4Error(nfsstat4.NFS4ERR_NOTSUPP)
+
+
+# --- The table -------------------------------------------------------------------------
+
+_HANDLERS = {
+    nfs_opnum4.OP_ACCESS: ACCESS, nfs_opnum4.OP_CLOSE: CLOSE, nfs_opnum4.OP_COMMIT: COMMIT,
+    nfs_opnum4.OP_CREATE: CREATE, nfs_opnum4.OP_DELEGPURGE: DELEGPURGE,
+    nfs_opnum4.OP_DELEGRETURN: DELEGRETURN, nfs_opnum4.OP_GETATTR: GETATTR,
+    nfs_opnum4.OP_GETFH: GETFH, nfs_opnum4.OP_LINK: LINK, nfs_opnum4.OP_LOCK: LOCK,
+    nfs_opnum4.OP_LOCKT: LOCKT, nfs_opnum4.OP_LOCKU: LOCKU, nfs_opnum4.OP_LOOKUP: LOOKUP,
+    nfs_opnum4.OP_LOOKUPP: LOOKUPP, nfs_opnum4.OP_NVERIFY: NVERIFY, nfs_opnum4.OP_OPEN: OPEN,
+    nfs_opnum4.OP_OPENATTR: OPENATTR, nfs_opnum4.OP_OPEN_DOWNGRADE: OPEN_DOWNGRADE,
+    nfs_opnum4.OP_PUTFH: PUTFH, nfs_opnum4.OP_PUTPUBFH: PUTPUBFH,
+    nfs_opnum4.OP_PUTROOTFH: PUTROOTFH, nfs_opnum4.OP_READ: READ,
+    nfs_opnum4.OP_READDIR: READDIR, nfs_opnum4.OP_READLINK: READLINK,
+    nfs_opnum4.OP_REMOVE: REMOVE, nfs_opnum4.OP_RENAME: RENAME,
+    nfs_opnum4.OP_RESTOREFH: RESTOREFH, nfs_opnum4.OP_SAVEFH: SAVEFH,
+    nfs_opnum4.OP_SECINFO: SECINFO, nfs_opnum4.OP_SETATTR: SETATTR,
+    nfs_opnum4.OP_VERIFY: VERIFY, nfs_opnum4.OP_WRITE: WRITE,
+    nfs_opnum4.OP_BACKCHANNEL_CTL: BACKCHANNEL_CTL,
+    nfs_opnum4.OP_BIND_CONN_TO_SESSION: BIND_CONN_TO_SESSION,
+    nfs_opnum4.OP_EXCHANGE_ID: EXCHANGE_ID, nfs_opnum4.OP_CREATE_SESSION: CREATE_SESSION,
+    nfs_opnum4.OP_DESTROY_SESSION: DESTROY_SESSION, nfs_opnum4.OP_FREE_STATEID: FREE_STATEID,
+    nfs_opnum4.OP_SECINFO_NO_NAME: SECINFO_NO_NAME, nfs_opnum4.OP_SEQUENCE: SEQUENCE,
+    nfs_opnum4.OP_TEST_STATEID: TEST_STATEID, nfs_opnum4.OP_DESTROY_CLIENTID: DESTROY_CLIENTID,
+    nfs_opnum4.OP_RECLAIM_COMPLETE: RECLAIM_COMPLETE, nfs_opnum4.OP_SEEK: SEEK,
+}
+# Everything else the XDR knows answers NOTSUPP: NFSv4.0's client-id and
+# confirmation operations (RENEW, SETCLIENTID[_CONFIRM], OPEN_CONFIRM,
+# RELEASE_LOCKOWNER: RFC 8881 section 18 says NOTSUPP in 4.1), delegations,
+# pNFS layouts and devices, SSV, 4.2's copy/clone/allocate/xattr family.
+OPERATIONS = {
+    op: Op(op, _HANDLERS.get(op, NOTSUPP), res, is_async=_HANDLERS.get(op) in (READ, WRITE,
+                                                                               COMMIT))
+    for op, (_, res) in nfs4.OPERATIONS.items() if op != nfs_opnum4.OP_ILLEGAL
+}
+
+
+# --- The RPC procedures of program 100003 version 4 ------------------------------------
+
+
+def NULL(ctx, args):
+    return None
+
+
+def COMPOUND(ctx, args):
+    return compound(ctx, args, ctx.service.v4, OPERATIONS)
+
+
+PROCEDURES = procedure_table([
+    # procedure           arguments     results  handler    cached (sessions replay instead)
+    (NFSPROC4.NULL,       Void,         Void,    NULL,      False),
+    (NFSPROC4.COMPOUND,   CompoundArgs, Void,    COMPOUND,  False),
+])

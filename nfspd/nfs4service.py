@@ -1,0 +1,247 @@
+"""What the NFSv4.1 operations work on besides the exports: the pseudo root,
+the server's identity, and the client/session/open/lock state (h2's pure
+nfspd/nfs4state.py, driven here with the time and the connection of each
+call). The NFS service's ``v4`` (nfspd/nfsservice.py); one per daemon.
+
+The operations in nfspd/nfs4proc.py call the ``state_*`` methods: the shapes
+of the wire (XDR arguments and results) are converted here, so the state
+machine sees only plain values and nfs4proc only its own types.
+"""
+
+import logging
+import os
+import secrets
+import time
+
+from common import nfs4
+from common.nfs4 import nfsstat4
+from nfspd.nfs4attrs import AttrConfig
+from nfspd.nfs4compound import Replay
+from nfspd.nfs4error import Nfs4Error
+from nfspd.nfs4pseudo import PSEUDO_FSID, PseudoFS
+from nfspd.nfs4recovery import RecoveryStore
+from nfspd.nfs4sessions import ChannelAttrs
+from nfspd.nfs4sessions import Replay as SlotReplay
+from nfspd.nfs4state import Nfs4State
+from nfspd.nfs4stateid import Stateid
+
+log = logging.getLogger(__name__)
+
+SERVER_ID_FILE = "nfs4-server-id"
+
+
+def server_identity(state_dir):
+    """The server owner's major id and scope: the same across restarts (a
+    client that sees them change must assume another server and lose its
+    state), kept in the state directory; created once."""
+    path = os.path.join(state_dir, SERVER_ID_FILE)
+    try:
+        with open(path, "rb") as f:
+            ident = f.read()
+        if len(ident) == 16:
+            return ident
+    except FileNotFoundError:
+        pass
+    ident = secrets.token_bytes(16)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(ident)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return ident
+
+
+def connection_of(ctx):
+    """A TCP connection's identity while it is open: its two endpoints."""
+    return (ctx.transport, ctx.client, ctx.local)
+
+
+def principal_of(ctx):
+    """Who is calling, as the state compares it (an owner string taken by
+    another principal is CLID_INUSE): the AUTH_SYS uid, as Linux nfsd compares
+    AUTH_SYS credentials."""
+    cred = ctx.cred
+    return "none" if cred is None else f"sys:{cred.uid}"
+
+
+def _channel(attrs):
+    return ChannelAttrs(attrs.ca_headerpadsize, attrs.ca_maxrequestsize, attrs.ca_maxresponsesize,
+                        attrs.ca_maxresponsesize_cached, attrs.ca_maxoperations,
+                        attrs.ca_maxrequests, attrs.ca_rdma_ird[0] if attrs.ca_rdma_ird else None)
+
+
+def _channel4(ch):
+    return nfs4.channel_attrs4(ch.headerpadsize, ch.maxrequestsize, ch.maxresponsesize,
+                               ch.maxresponsesize_cached, ch.maxoperations, ch.maxrequests,
+                               [] if ch.rdma_ird is None else [ch.rdma_ird])
+
+
+def _sid(s):
+    return Stateid(s.seqid, bytes(s.other))
+
+
+def _sid4(s):
+    return nfs4.stateid4(s.seqid, s.other)
+
+
+class Nfs4Service:
+    def __init__(self, registry, state_dir, lease_time=90, grace_time=None, max_io=1 << 20,
+                 domain=None, clock=time.monotonic, wall_clock=time.time):
+        self.pseudo = PseudoFS(registry)
+        self.pseudo_fsid = PSEUDO_FSID
+        self.attrs = AttrConfig(lease_time=lease_time, max_io=max_io, domain=domain)
+        self.server_id = server_identity(state_dir)
+        self.clock = clock
+        self.recovery = RecoveryStore(state_dir)
+        self.state = Nfs4State(now=clock(), boot_epoch=int(wall_clock()),
+                               previous_record=self.recovery.load(), lease_time=lease_time,
+                               grace_time=grace_time)
+        self._save_record()
+
+    def _save_record(self):
+        try:
+            self.recovery.save(self.state)
+        except OSError as e:
+            log.error("cannot store the NFSv4 client record: %s", e)
+
+    def expire(self):
+        """The lease timer's tick (nfspd/server.py)."""
+        for gone in self.state.expire(self.clock()):
+            log.info("NFSv4 client %#x (%s) expired: its opens and locks are released",
+                     gone.clientid, gone.principal)
+        self._save_record()
+
+    # -- client ids and sessions --------------------------------------------------
+
+    def state_exchange_id(self, c, args):
+        if args.eia_state_protect.disc != nfs4.state_protect_how4.SP4_NONE:
+            raise Nfs4Error(nfsstat4.NFS4ERR_ENCR_ALG_UNSUPP)
+        owner = args.eia_clientowner
+        r = self.state.exchange_id(owner.co_ownerid, owner.co_verifier, principal_of(c.ctx),
+                                   args.eia_flags, self.clock())
+        return nfs4.EXCHANGE_ID4resok(
+            r.clientid, r.sequenceid, r.flags,
+            nfs4.state_protect4_r(nfs4.state_protect_how4.SP4_NONE),
+            nfs4.server_owner4(0, self.server_id), self.server_id, [])
+
+    def state_create_session(self, c, args):
+        r = self.state.create_session(
+            args.csa_clientid, args.csa_sequence, args.csa_flags,
+            _channel(args.csa_fore_chan_attrs), _channel(args.csa_back_chan_attrs),
+            principal_of(c.ctx), self.clock(), connection=connection_of(c.ctx),
+            cb_program=args.csa_cb_program)
+        self._save_record()
+        return nfs4.CREATE_SESSION4resok(r.sessionid, r.sequenceid, r.flags, _channel4(r.fore),
+                                         _channel4(r.back))
+
+    def state_destroy_session(self, c, args):
+        self.state.destroy_session(args.dsa_sessionid)
+
+    def state_destroy_clientid(self, c, args):
+        self.state.destroy_clientid(args.dca_clientid)
+        self._save_record()
+
+    def state_bind_conn(self, c, args):
+        direction = self.state.bind_conn_to_session(
+            args.bctsa_sessid, connection_of(c.ctx), int(args.bctsa_dir), self.clock())
+        return nfs4.BIND_CONN_TO_SESSION4resok(args.bctsa_sessid,
+                                               nfs4.channel_dir_from_server4(direction), False)
+
+    def state_sequence(self, c, args):
+        outcome = self.state.sequence(args.sa_sessionid, args.sa_sequenceid, args.sa_slotid,
+                                      args.sa_highest_slotid, args.sa_cachethis, self.clock(),
+                                      connection=connection_of(c.ctx))
+        if isinstance(outcome, SlotReplay):
+            raise Replay(outcome.reply)
+        c.slot = outcome
+        c.cachethis = bool(args.sa_cachethis)
+        fore = outcome.session.fore
+        c.max_response = fore.maxresponsesize
+        c.max_ops = fore.maxoperations
+        return nfs4.SEQUENCE4resok(outcome.sessionid, outcome.sequenceid, outcome.slotid,
+                                   outcome.highest_slotid, outcome.target_highest_slotid,
+                                   outcome.status_flags)
+
+    def sequence_done(self, c, reply):
+        """The COMPOUND's reply is ready: cache it in the slot when the client
+        asked (sa_cachethis) or the request was SEQUENCE alone, and it fits."""
+        slot = c.slot
+        cache = reply is not None and (c.cachethis or len(c.results) == 1) and \
+            len(reply) <= slot.cachethis_limit
+        slot.complete(reply if cache else None)
+        c.slot = None
+
+    def state_reclaim_complete(self, c, args):
+        self.state.reclaim_complete(self._clientid(c), args.rca_one_fs, self.clock())
+        self._save_record()
+
+    def _clientid(self, c):
+        return c.slot.clientid
+
+    # -- opens, locks, stateids -----------------------------------------------------
+
+    def state_open(self, c, fh, args, reclaim=False):
+        owner = args.owner
+        if owner.clientid != self._clientid(c):
+            raise Nfs4Error(nfsstat4.NFS4ERR_STALE_CLIENTID)
+        r = self.state.open(self._clientid(c), owner.owner, bytes(fh), args.share_access,
+                            args.share_deny, self.clock(), reclaim=reclaim)
+        return _sid4(r.stateid)
+
+    def state_open_downgrade(self, c, fh, sid, args):
+        return _sid4(self.state.open_downgrade(self._clientid(c), _sid(sid), bytes(fh),
+                                               args.share_access, args.share_deny))
+
+    def state_close(self, c, sid, fh):
+        return _sid4(self.state.close(self._clientid(c), _sid(sid), bytes(fh)))
+
+    def check_stateid(self, c, sid, fh, write):
+        self.state.check_io(self._clientid(c), _sid(sid), bytes(fh), write, self.clock())
+
+    def state_lock(self, c, fh, args):
+        locker = args.locker
+        kw = {}
+        if locker.disc:
+            o = locker.body
+            if o.lock_owner.clientid != self._clientid(c):
+                raise Nfs4Error(nfsstat4.NFS4ERR_STALE_CLIENTID)
+            kw = {"open_stateid": _sid(c.resolve_stateid(o.open_stateid)),
+                  "lock_owner": o.lock_owner.owner}
+        else:
+            kw = {"lock_stateid": _sid(c.resolve_stateid(locker.body.lock_stateid))}
+        try:
+            sid = self.state.lock(self._clientid(c), bytes(fh), int(args.locktype), args.offset,
+                                  args.length, self.clock(), reclaim=bool(args.reclaim), **kw)
+        except Nfs4Error as e:
+            raise _denied(e) from None
+        return _sid4(sid)
+
+    def state_lockt(self, c, fh, args):
+        try:
+            self.state.lockt(self._clientid(c), args.owner.owner, bytes(fh), int(args.locktype),
+                             args.offset, args.length, self.clock())
+        except Nfs4Error as e:
+            raise _denied(e) from None
+
+    def state_locku(self, c, fh, args, sid):
+        return _sid4(self.state.locku(self._clientid(c), _sid(sid), bytes(fh),
+                                      int(args.locktype), args.offset, args.length))
+
+    def state_test_stateids(self, c, sids):
+        return self.state.test_stateid(self._clientid(c), [_sid(s) for s in sids])
+
+    def state_free_stateid(self, c, sid):
+        self.state.free_stateid(self._clientid(c), _sid(sid))
+
+    def state_delegreturn(self, c, sid):
+        self.state.delegreturn(self._clientid(c), _sid(sid))
+
+
+def _denied(e):
+    """LOCK4denied from the state's LockDenied."""
+    d = e.denied
+    if d is None:
+        return e
+    return Nfs4Error(e.status, denied=nfs4.LOCK4denied(
+        d.offset, d.length, nfs4.nfs_lock_type4(d.locktype), nfs4.lock_owner4(d.clientid, d.owner)))
