@@ -55,7 +55,7 @@ WRITABLE = _bits(A.FATTR4_SIZE, A.FATTR4_MODE, A.FATTR4_OWNER, A.FATTR4_OWNER_GR
 # EXCLUSIVE4_1 stores its verifier where v3 does, not in the times, so every
 # writable attribute may come with it (RFC 8881 5.8.1.14).
 EXCLCREAT = WRITABLE - {A.FATTR4_TIME_ACCESS_SET, A.FATTR4_TIME_MODIFY_SET}
-_WRITE_ONLY = _bits(A.FATTR4_TIME_ACCESS_SET, A.FATTR4_TIME_MODIFY_SET)
+WRITE_ONLY = _bits(A.FATTR4_TIME_ACCESS_SET, A.FATTR4_TIME_MODIFY_SET)
 # Attributes whose value needs the export's fsstat (one statvfs for all of them).
 _FSSTAT = _bits(A.FATTR4_FILES_AVAIL, A.FATTR4_FILES_FREE, A.FATTR4_FILES_TOTAL,
                 A.FATTR4_SPACE_AVAIL, A.FATTR4_SPACE_FREE, A.FATTR4_SPACE_TOTAL)
@@ -148,7 +148,7 @@ def values(obj, wanted):
     """{attribute number: value} of the supported attributes in ``wanted``."""
     a, cfg = obj.attr, obj.config
     out = {}
-    want = wanted & SUPPORTED - _WRITE_ONLY
+    want = wanted & SUPPORTED - WRITE_ONLY
     st = None
     if want & _FSSTAT and obj.fs is not None:
         try:

@@ -85,6 +85,7 @@ class Compound:
         "current_fh",
         "current_fs",
         "current_stateid",
+        "max_cached",
         "max_ops",
         "max_response",
         "minorversion",
@@ -108,7 +109,7 @@ class Compound:
         self.results = []  # encoded nfs_resop4s
         self.size = RPC_REPLY_HEAD + nfs4.compound_res_size(tag, [])
         # What the session allows, once SEQUENCE has found it.
-        self.max_response = None
+        self.max_response = self.max_cached = None
         self.max_ops = None
         self.cachethis = False
         self._view = None
@@ -274,9 +275,14 @@ def _fault(c, op):
 
 def _ok(c, op, body):
     data = nfs4.encode_resop(nfs4.nfs_resop4(op.num, _res(op.res_type, nfsstat4.NFS4_OK, body)))
-    if c.max_response is not None and c.size + len(data) > c.max_response:
-        # RFC 8881 2.10.6.4: the operation that would overflow the reply fails.
-        return _append_error(c, op, nfsstat4.NFS4ERR_REP_TOO_BIG)
+    if c.max_response is not None:
+        # RFC 8881 2.10.6.4: the operation that would overflow the reply (or,
+        # when the client asked for it to be cached, the slot's cache) fails.
+        size = c.size + len(data)
+        if size > c.max_response:
+            return _append_error(c, op, nfsstat4.NFS4ERR_REP_TOO_BIG)
+        if c.cachethis and size > c.max_cached:
+            return _append_error(c, op, nfsstat4.NFS4ERR_REP_TOO_BIG_TO_CACHE)
     _append(c, data)
     return nfsstat4.NFS4_OK
 

@@ -298,8 +298,8 @@ def _verify(c, args):
     for n in given:
         if n not in nfs4attrs.SUPPORTED:
             raise Nfs4Error(nfsstat4.NFS4ERR_ATTRNOTSUPP)
-        if n in nfs4attrs.WRITABLE - nfs4attrs.SUPPORTED or n == nfs4.FATTR4_RDATTR_ERROR:
-            raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)
+        if n in nfs4attrs.WRITE_ONLY or n == nfs4.FATTR4_RDATTR_ERROR:
+            raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)  # RFC 8881 18.31.3
     mine = nfs4attrs.values(obj_of(c, fh, fs), set(given))
     return all(mine.get(n) == v for n, v in given.items())
 
@@ -318,6 +318,8 @@ def OPEN(c, args):
     cinfo = change_info4(False, 0, 0)
     attrset = []
     created = False
+    if kind != open_claim_type4.CLAIM_PREVIOUS:
+        c.server.check_grace(c)
     if kind == open_claim_type4.CLAIM_NULL:
         dfh, fs, caller = _real(c)
         name = _dir_name(c, claim.body)
@@ -518,6 +520,7 @@ def REMOVE(c, args):
     """Files and (empty) directories alike, as NFSv4's REMOVE is both."""
     dfh, fs, caller = _real(c)
     name = _dir_name(c, args.target)
+    c.server.check_grace(c)
     try:
         w = fs.remove(dfh, name, caller)
     except FsError as e:
@@ -536,6 +539,7 @@ def RENAME(c, args):
         raise Nfs4Error(nfsstat4.NFS4ERR_ROFS)
     if c.saved_fs is not fs:
         raise Nfs4Error(nfsstat4.NFS4ERR_XDEV)
+    c.server.check_grace(c)
     wf, wt = fs.rename(c.saved_fh, _dir_name(c, args.oldname), tfh, _dir_name(c, args.newname),
                        caller)
     return nfs4.RENAME4resok(_cinfo(wf), _cinfo(wt))

@@ -116,7 +116,8 @@ class Nfs4Service:
 
     def state_exchange_id(self, c, args):
         if args.eia_state_protect.disc != nfs4.state_protect_how4.SP4_NONE:
-            raise Nfs4Error(nfsstat4.NFS4ERR_ENCR_ALG_UNSUPP)
+            # AUTH_SYS clients ask for none (Linux asks SP4_MACH_CRED only with krb5).
+            raise Nfs4Error(nfsstat4.NFS4ERR_NOTSUPP)
         owner = args.eia_clientowner
         r = self.state.exchange_id(owner.co_ownerid, owner.co_verifier, principal_of(c.ctx),
                                    args.eia_flags, self.clock())
@@ -158,6 +159,7 @@ class Nfs4Service:
         c.cachethis = bool(args.sa_cachethis)
         fore = outcome.session.fore
         c.max_response = fore.maxresponsesize
+        c.max_cached = outcome.cachethis_limit
         c.max_ops = fore.maxoperations
         return nfs4.SEQUENCE4resok(outcome.sessionid, outcome.sequenceid, outcome.slotid,
                                    outcome.highest_slotid, outcome.target_highest_slotid,
@@ -180,6 +182,13 @@ class Nfs4Service:
         return c.slot.clientid
 
     # -- opens, locks, stateids -----------------------------------------------------
+
+    def check_grace(self, c):
+        """GRACE for what would change the namespace under state that clients
+        are still reclaiming after a restart (a new OPEN, REMOVE, RENAME), as
+        Linux nfsd answers; checked before the file system is touched."""
+        if self.state.in_grace(self.clock()):
+            raise Nfs4Error(nfsstat4.NFS4ERR_GRACE)
 
     def state_open(self, c, fh, args, reclaim=False):
         owner = args.owner
