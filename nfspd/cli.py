@@ -58,11 +58,19 @@ from nfspd.server import Config, Metaserver
 @click.option("--metrics", "metrics", default=None, metavar="ADDR:PORT",
               help="Serve the counters of `nfsp status` for Prometheus at "
                    "http://ADDR:PORT/metrics (off by default).")
+@click.option("--v4-lease", "v4_lease", default=90, show_default=True,
+              type=click.IntRange(1, 3600),
+              help="NFSv4 lease time in seconds: a client silent for longer loses its opens "
+                   "and locks. The grace period after a restart lasts as long.")
+@click.option("--v4-domain", "v4_domain", default=None,
+              help="NFSv4 idmapping domain: owners are sent as user@DOMAIN (from this host's "
+                   "passwd and group). Default: numeric ids, as Linux clients expect with "
+                   "AUTH_SYS.")
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--syslog", is_flag=True, help="Log to syslog/journald instead of stderr.")
 def main(exports, state_dir, data_dir, bind, port, mount_port, portmap, iods, key, unlinkd,
-         stripe_unit, metrics, log_level, syslog):
-    """NFSP metaserver: an NFSv2/NFSv3 server (with MOUNT and a portmapper)
+         stripe_unit, metrics, v4_lease, v4_domain, log_level, syslog):
+    """NFSP metaserver: an NFSv2/NFSv3/NFSv4.1 server (with MOUNT and a portmapper)
     whose regular files are metafiles and whose data lives in a data store."""
     logs.setup("nfspd", log_level, syslog)
     try:
@@ -71,7 +79,7 @@ def main(exports, state_dir, data_dir, bind, port, mount_port, portmap, iods, ke
         raise click.BadParameter(str(e), param_hint="--metrics")
     config = Config(exports, state_dir, data_dir, bind, port, mount_port, portmap,
                     iods=iods, key=key, stripe_unit=stripe_unit, unlinkd=unlinkd,
-                    metrics=metrics)
+                    metrics=metrics, v4_lease=v4_lease, v4_domain=v4_domain)
     try:
         server = Metaserver(config)
     except (ExportsError, IodsConfError, KeyFileError, LayoutError, OSError, ValueError) as e:

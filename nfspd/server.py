@@ -22,7 +22,16 @@ from common.runtime import iodstores
 from common.runtime.iodstores import IodStores
 from common.runtime.keyreload import KeyFile
 from common.runtime.metrics import MetricsServer
-from nfspd import admin, layouts, metrics, mountd, nfs2proc, nfs3proc, portmapper
+from nfspd import (
+    admin,
+    layouts,
+    metrics,
+    mountd,
+    nfs2proc,
+    nfs3proc,
+    nfs4proc,
+    portmapper,
+)
 from nfspd.datapath import LocalDataPath
 from nfspd.dispatch import Dispatcher, Program
 from nfspd.drc import DuplicateRequestCache
@@ -30,6 +39,8 @@ from nfspd.exports import ExportRegistry
 from nfspd.fs.handles import export_id_for_path
 from nfspd.fs.metafs import MetaFS
 from nfspd.iodpath import IodDataPath
+from nfspd.nfs3proc import MAX_IO_TCP
+from nfspd.nfs4service import Nfs4Service
 from nfspd.nfsservice import NfsService
 from nfspd.purgequeue import open_purge_queue, spawn_unlinkd
 from nfspd.transport import Limits, bind_tcp, bind_udp, serve_tcp, serve_udp
@@ -38,6 +49,7 @@ log = logging.getLogger("nfspd")
 
 NFS_PROGRAM = 100003
 NFS_VERSIONS = (2, 3)
+NFS_TCP_VERSIONS = (2, 3, 4)  # NFSv4 is TCP only (RFC 8881 2.9.1)
 MOUNT_VERSIONS = (1, 2, 3)
 
 
@@ -45,7 +57,7 @@ class Config:
     def __init__(self, exports, state_dir, data_dir=None, bind="0.0.0.0", port=2049,
                  mount_port=20048, portmap="auto", portmap_port=111, limits=None,
                  iods=None, key=None, stripe_unit=DEFAULT_STRIPE_UNIT, iod_options=None,
-                 unlinkd="spawn", metrics=None):
+                 unlinkd="spawn", metrics=None, v4_lease=90, v4_grace=None, v4_domain=None):
         self.exports = exports
         self.state_dir = state_dir
         self.data_dir = data_dir or os.path.join(state_dir, "data")
@@ -61,6 +73,9 @@ class Config:
         self.iod_options = iod_options or {}
         self.unlinkd = unlinkd    # spawn | external | off (only with iods)
         self.metrics = metrics    # (host, port) of the Prometheus endpoint, or None
+        self.v4_lease = v4_lease  # NFSv4 lease time, seconds
+        self.v4_grace = v4_lease if v4_grace is None else v4_grace
+        self.v4_domain = v4_domain  # NFSv4 owner names user@domain; None: numeric ids
 
 
 def load_or_create_key(path, nbytes=32):
@@ -87,7 +102,8 @@ def registrations(config):
     """What the portmapper should say about us: (prog, vers, proto, port)."""
     regs = []
     for proto in (socket.IPPROTO_UDP, socket.IPPROTO_TCP):
-        regs += [(NFS_PROGRAM, v, proto, config.port) for v in NFS_VERSIONS]
+        versions = NFS_TCP_VERSIONS if proto == socket.IPPROTO_TCP else NFS_VERSIONS
+        regs += [(NFS_PROGRAM, v, proto, config.port) for v in versions]
         regs += [(mount_proto.MOUNT_PROGRAM, v, proto, config.mount_port) for v in MOUNT_VERSIONS]
     return regs
 
@@ -110,8 +126,12 @@ class Metaserver:
                                        rmtab_path=os.path.join(config.state_dir, "rmtab"))
         self.registry.load()
         self.drc = DuplicateRequestCache()
-        nfs = Program(NFS_PROGRAM, "nfs", {2: nfs2proc.PROCEDURES, 3: nfs3proc.PROCEDURES},
-                      NfsService(self.registry, self.datapath))
+        self.v4 = Nfs4Service(self.registry, config.state_dir, lease_time=config.v4_lease,
+                              grace_time=config.v4_grace, max_io=MAX_IO_TCP,
+                              domain=config.v4_domain)
+        nfs = Program(NFS_PROGRAM, "nfs", {2: nfs2proc.PROCEDURES, 3: nfs3proc.PROCEDURES,
+                                           4: nfs4proc.PROCEDURES},
+                      NfsService(self.registry, self.datapath, v4=self.v4), tcp_only=(4,))
         self.nfs = Dispatcher([nfs], self.drc)
         self.mount = Dispatcher([mountd.program(self.registry)], self.drc)
         self.started = time.time()
@@ -199,7 +219,9 @@ class Metaserver:
             unregister = await self._portmapper(nursery)
             nursery.start_soon(self._signals, nursery.cancel_scope)
             nursery.start_soon(self._report_counters)
-            log.info("serving NFS v2/v3 on %s:%d (udp, tcp), MOUNT v1-3 on port %d; exports: %s",
+            nursery.start_soon(self._lease_timer)
+            log.info("serving NFS v2/v3 on %s:%d (udp, tcp) and v4.1/4.2 (tcp), MOUNT v1-3 on "
+                     "port %d; exports: %s",
                      c.bind, c.port, c.mount_port,
                      ", ".join(self.registry.export_paths()) or "none")
             task_status.started(self)
@@ -247,6 +269,14 @@ class Metaserver:
         await nursery.start(serve_tcp, tcp, dispatcher, c.limits)
         log.info("no system rpcbind: serving an embedded portmapper on port %d", c.portmap_port)
         return None
+
+    async def _lease_timer(self):
+        """Clients that stopped renewing their lease lose their state (their
+        locks and opens go to whoever waits for them)."""
+        period = max(1.0, self.config.v4_lease / 4)
+        while True:
+            await trio.sleep(period)
+            self.v4.expire()
 
     async def _signals(self, cancel_scope):
         # trio re-raises the signals still pending when the receiver closes: a

@@ -1,0 +1,364 @@
+"""NFSv4.1 against the real nfspd process, driven by tools/dev/nfs4client.py:
+sessions, the pseudo root, files through the data path, and the COMPOUND rules."""
+
+import os
+
+import pytest
+
+from common import nfs4, rpc
+from common.nfs4 import nfs_opnum4 as O
+from common.nfs4 import nfsstat4
+from tools.dev.nfs4client import Nfs4Client, Nfs4Failed, op
+
+
+def client(ns, **kw):
+    return ns.inside(Nfs4Client, "127.0.0.1", **kw)
+
+
+def mounted(ns, **kw):
+    return client(ns, **kw).mount()
+
+
+def test_a_session_then_the_export_through_the_pseudo_root(ns, nfspd):
+    d = nfspd()
+    c = mounted(ns)
+    fh = c.lookup_path(d.export)
+    attrs = c.getattr(fh, [nfs4.FATTR4_TYPE, nfs4.FATTR4_FSID, nfs4.FATTR4_FILEID])
+    assert attrs[nfs4.FATTR4_TYPE] == nfs4.nfs_ftype4.NF4DIR
+    assert attrs[nfs4.FATTR4_FILEID] == os.stat(d.export).st_ino
+    root = c.ok(op(O.OP_PUTROOTFH), op(O.OP_GETFH))[-1].body.object
+    pseudo = c.getattr(root, [nfs4.FATTR4_FSID])
+    # Crossing into the export crosses a file-system boundary.
+    assert pseudo[nfs4.FATTR4_FSID] != attrs[nfs4.FATTR4_FSID]
+
+
+def test_write_read_close_round_trip(ns, nfspd):
+    d = nfspd()
+    c = mounted(ns)
+    dirfh = c.lookup_path(d.export)
+    sid, fh = c.open(dirfh, b"hello")
+    w = c.write(fh, sid, 0, b"hello, v4")
+    assert w.count == 9
+    r = c.read(fh, sid, 0, 100)
+    assert r.data == b"hello, v4" and r.eof
+    c.close_file(fh, sid)
+    with open(os.path.join(d.export, "hello"), "rb") as f:
+        assert len(f.read()) < 200  # a metafile, not the data
+
+
+def _export_dir(c, d):
+    return c.lookup_path(d.export)
+
+
+def test_a_retransmitted_request_is_answered_from_the_slot_not_run_again(ns, nfspd):
+    d = nfspd()
+    c = mounted(ns)
+    dirfh = _export_dir(c, d)
+    mkdir = op(O.OP_CREATE, nfs4.CREATE4args(nfs4.createtype4(nfs4.nfs_ftype4.NF4DIR), b"once",
+                                             nfs4.encode_attrs({})))
+    seq = c.sequence_op(cachethis=True)
+    args = nfs4.encode_compound(nfs4.COMPOUND4args(b"", 1, [seq, op(O.OP_PUTFH,
+                                                   nfs4.PUTFH4args(dirfh)), mkdir]))
+    first = c.compound_raw(args)
+    again = c.compound_raw(args)
+    assert nfs4.decode_compound_res(first).status == nfsstat4.NFS4_OK
+    assert again == first  # not EXIST: the cached reply
+    assert os.path.isdir(os.path.join(d.export, "once"))
+    # The next sequence id goes on as usual; one skipped is misordered.
+    c.ok(op(O.OP_PUTROOTFH))
+    c.seqid += 1
+    assert c.seq(op(O.OP_PUTROOTFH)).status == nfsstat4.NFS4ERR_SEQ_MISORDERED
+
+
+def test_sequence_on_a_destroyed_session_is_badsession(ns, nfspd):
+    nfspd()
+    c = mounted(ns)
+    sid = c.sessionid
+    res = c.compound([op(O.OP_DESTROY_SESSION, nfs4.DESTROY_SESSION4args(sid))])
+    assert res.status == nfsstat4.NFS4_OK
+    assert c.seq(op(O.OP_PUTROOTFH)).status == nfsstat4.NFS4ERR_BADSESSION
+
+
+def test_minor_version_0_is_a_mismatch_and_4_1_4_2_are_served(ns, nfspd):
+    nfspd()
+    c = mounted(ns)
+    res = c.compound([op(O.OP_PUTROOTFH)], minorversion=0)
+    assert res.status == nfsstat4.NFS4ERR_MINOR_VERS_MISMATCH and res.resarray == []
+    assert c.compound([op(O.OP_PUTROOTFH)], minorversion=3).status == \
+        nfsstat4.NFS4ERR_MINOR_VERS_MISMATCH
+    c.seqid += 1
+    res = c.compound([c.sequence_op(seqid=c.seqid), op(O.OP_PUTROOTFH)], minorversion=2)
+    assert res.status == nfsstat4.NFS4_OK
+
+
+def test_session_rules_before_any_operation_runs(ns, nfspd):
+    d = nfspd()
+    c = mounted(ns)
+    alone = c.compound([op(O.OP_PUTROOTFH), op(O.OP_GETFH)])
+    assert alone.status == nfsstat4.NFS4ERR_OP_NOT_IN_SESSION and len(alone.resarray) == 1
+    late = c.compound([c.sequence_op(), op(O.OP_PUTROOTFH), c.sequence_op()])
+    assert late.status == nfsstat4.NFS4ERR_SEQUENCE_POS
+    c.seqid -= 2  # neither SEQUENCE ran
+    eid = nfs4.EXCHANGE_ID4args(nfs4.client_owner4(c.verifier, c.owner), 0,
+                                nfs4.state_protect4_a(nfs4.state_protect_how4.SP4_NONE), [])
+    two = c.compound([op(O.OP_EXCHANGE_ID, eid), op(O.OP_PUTROOTFH)])
+    assert two.status == nfsstat4.NFS4ERR_NOT_ONLY_OP
+    assert c.lookup_path(d.export)  # the session still works
+
+
+def _raw_compound(minor, count, ops_bytes):
+    return b"\0\0\0\0" + minor.to_bytes(4, "big") + count.to_bytes(4, "big") + ops_bytes
+
+
+def test_malformed_and_absurd_compounds_get_clear_errors_and_the_server_goes_on(ns, nfspd):
+    d = nfspd()
+    c = mounted(ns)
+    # More operations claimed than bytes sent: the arguments do not decode.
+    reply = rpc.decode_reply(c.call_raw(_raw_compound(1, 1_000_000_000, b"\0\0\0\x18")))
+    assert reply.stat == rpc.accept_stat.GARBAGE_ARGS
+    # More operations than any request may carry.
+    many = _raw_compound(1, 500, (int(O.OP_PUTROOTFH).to_bytes(4, "big")) * 500)
+    res = nfs4.decode_compound_res(c.compound_raw(many))
+    assert res.status == nfsstat4.NFS4ERR_TOO_MANY_OPS
+    # An operation whose arguments are cut short: BADXDR there.
+    seq = nfs4.encode(nfs4.nfs_argop4, c.sequence_op())
+    cut = _raw_compound(1, 2, seq + int(O.OP_PUTFH).to_bytes(4, "big") + b"\0\0\0\x40ab")
+    res = nfs4.decode_compound_res(c.compound_raw(cut))
+    assert res.status == nfsstat4.NFS4ERR_BADXDR and len(res.resarray) == 2
+    # An operation number that does not exist.
+    seq = nfs4.encode(nfs4.nfs_argop4, c.sequence_op())
+    res = nfs4.decode_compound_res(c.compound_raw(_raw_compound(1, 2, seq + b"\0\0\x99\x99")))
+    assert res.status == nfsstat4.NFS4ERR_OP_ILLEGAL
+    assert c.lookup_path(d.export)
+
+
+def test_forged_and_stale_stateids_are_refused(ns, nfspd):
+    d = nfspd()
+    c = mounted(ns)
+    dirfh = _export_dir(c, d)
+    sid, fh = c.open(dirfh, b"f")
+    # The same boot's epoch and index, a MAC that does not match.
+    forged = nfs4.stateid4(sid.seqid, sid.other[:8] + bytes(b ^ 0x5A for b in sid.other[8:]))
+    with pytest.raises(Nfs4Failed) as e:
+        c.read(fh, forged, 0, 10)
+    assert e.value.status == nfsstat4.NFS4ERR_BAD_STATEID
+    c.rpc.close()
+    d.restart()
+    c = mounted(ns)
+    with pytest.raises(Nfs4Failed) as e:
+        c.read(fh, sid, 0, 10)
+    assert e.value.status in (nfsstat4.NFS4ERR_STALE_STATEID, nfsstat4.NFS4ERR_GRACE)
+
+
+def test_getattr_gives_the_mandatory_attributes_and_those_linux_asks_for(ns, nfspd):
+    d = nfspd()
+    c = mounted(ns)
+    sid, fh = c.open(_export_dir(c, d), b"attrs", mode=0o640)
+    c.write(fh, sid, 0, b"x" * 5000)
+    wanted = [nfs4.FATTR4_SUPPORTED_ATTRS, nfs4.FATTR4_TYPE, nfs4.FATTR4_FH_EXPIRE_TYPE,
+              nfs4.FATTR4_CHANGE, nfs4.FATTR4_SIZE, nfs4.FATTR4_LINK_SUPPORT,
+              nfs4.FATTR4_SYMLINK_SUPPORT, nfs4.FATTR4_NAMED_ATTR, nfs4.FATTR4_FSID,
+              nfs4.FATTR4_UNIQUE_HANDLES, nfs4.FATTR4_LEASE_TIME, nfs4.FATTR4_RDATTR_ERROR,
+              nfs4.FATTR4_FILEHANDLE, nfs4.FATTR4_MODE, nfs4.FATTR4_NUMLINKS, nfs4.FATTR4_OWNER,
+              nfs4.FATTR4_OWNER_GROUP, nfs4.FATTR4_SPACE_USED, nfs4.FATTR4_TIME_MODIFY,
+              nfs4.FATTR4_FILEID, nfs4.FATTR4_MOUNTED_ON_FILEID, nfs4.FATTR4_MAXREAD,
+              nfs4.FATTR4_SPACE_TOTAL, nfs4.FATTR4_ACL]
+    a = c.getattr(fh, wanted)
+    assert nfs4.FATTR4_ACL not in a  # not supported: left out, not an error
+    st = os.stat(os.path.join(d.export, "attrs"))
+    assert a[nfs4.FATTR4_SIZE] == 5000
+    assert a[nfs4.FATTR4_MODE] == 0o640
+    assert a[nfs4.FATTR4_OWNER] == b"0" and a[nfs4.FATTR4_OWNER_GROUP] == b"0"
+    assert a[nfs4.FATTR4_FILEID] == a[nfs4.FATTR4_MOUNTED_ON_FILEID] == st.st_ino
+    assert a[nfs4.FATTR4_FILEHANDLE] == fh
+    assert a[nfs4.FATTR4_LEASE_TIME] == 90
+    assert a[nfs4.FATTR4_TIME_MODIFY].seconds == int(st.st_mtime)
+    supported = set(nfs4.bitmap4_to_attrs(a[nfs4.FATTR4_SUPPORTED_ATTRS]))
+    assert set(wanted) - {nfs4.FATTR4_ACL} <= supported
+    before = a[nfs4.FATTR4_CHANGE]
+    c.write(fh, sid, 0, b"y")
+    assert c.getattr(fh, [nfs4.FATTR4_CHANGE])[nfs4.FATTR4_CHANGE] != before
+
+
+def test_readdir_lists_names_with_attributes_and_no_dot_entries(ns, nfspd):
+    d = nfspd()
+    for i in range(300):
+        os.mkdir(os.path.join(d.export, f"file{i:03}"))
+    c = mounted(ns)
+    # Small pages, so the listing takes several READDIRs.
+    names = c.readdir(_export_dir(c, d), [nfs4.FATTR4_TYPE, nfs4.FATTR4_FILEID], maxcount=4096)
+    assert sorted(n for n, _ in names) == [f"file{i:03}".encode() for i in range(300)]
+    assert all(a[nfs4.FATTR4_TYPE] == nfs4.nfs_ftype4.NF4DIR for _, a in names)
+    root = c.ok(op(O.OP_PUTROOTFH), op(O.OP_GETFH))[-1].body.object
+    top = d.export.strip("/").split("/")[0].encode()
+    assert [n for n, _ in c.readdir(root, [nfs4.FATTR4_TYPE])] == [top]
+
+
+def test_namespace_operations(ns, nfspd):
+    d = nfspd()
+    c = mounted(ns)
+    dirfh = _export_dir(c, d)
+    put = op(O.OP_PUTFH, nfs4.PUTFH4args(dirfh))
+    none = nfs4.encode_attrs({})
+    c.ok(put, op(O.OP_CREATE, nfs4.CREATE4args(nfs4.createtype4(nfs4.nfs_ftype4.NF4DIR),
+                                               b"sub", nfs4.encode_attrs({nfs4.FATTR4_MODE:
+                                                                          0o700}))))
+    assert os.stat(os.path.join(d.export, "sub")).st_mode & 0o777 == 0o700
+    c.ok(put, op(O.OP_CREATE, nfs4.CREATE4args(nfs4.createtype4(nfs4.nfs_ftype4.NF4LNK,
+                                                                b"sub/target"), b"ln", none)))
+    link = c.ok(put, op(O.OP_LOOKUP, nfs4.LOOKUP4args(b"ln")), op(O.OP_READLINK))
+    assert link[-1].body.link == b"sub/target"
+    sid, fh = c.open(dirfh, b"a")
+    c.close_file(fh, sid)
+    # LINK: saved = the file, current = the directory.
+    c.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), op(O.OP_SAVEFH), put,
+         op(O.OP_LINK, nfs4.LINK4args(b"b")))
+    assert os.stat(os.path.join(d.export, "b")).st_nlink == 2
+    # RENAME: saved = from, current = to.
+    c.ok(put, op(O.OP_SAVEFH), op(O.OP_LOOKUP, nfs4.LOOKUP4args(b"sub")),
+         op(O.OP_RENAME, nfs4.RENAME4args(b"b", b"moved")))
+    assert os.path.exists(os.path.join(d.export, "sub", "moved"))
+    back = c.ok(put, op(O.OP_LOOKUP, nfs4.LOOKUP4args(b"sub")), op(O.OP_LOOKUPP), op(O.OP_GETFH))
+    assert back[-1].body.object == dirfh
+    c.ok(put, op(O.OP_REMOVE, nfs4.REMOVE4args(b"a")))
+    c.ok(put, op(O.OP_REMOVE, nfs4.REMOVE4args(b"ln")))
+    res = c.seq(put, op(O.OP_REMOVE, nfs4.REMOVE4args(b"sub")))
+    assert res.status == nfsstat4.NFS4ERR_NOTEMPTY
+    assert sorted(os.listdir(d.export)) == ["sub"]
+    # From the export root, LOOKUPP climbs into the pseudo file system.
+    up = c.ok(put, op(O.OP_LOOKUPP), op(O.OP_GETATTR, nfs4.GETATTR4args(
+        nfs4.attrs_to_bitmap4([nfs4.FATTR4_TYPE]))))
+    assert nfs4.decode_attrs(up[-1].body.obj_attributes)[nfs4.FATTR4_TYPE] == \
+        nfs4.nfs_ftype4.NF4DIR
+
+
+def _lock(c, fh, sid, owner, offset=0, length=100, locktype=nfs4.nfs_lock_type4.WRITE_LT):
+    locker = nfs4.locker4(True, nfs4.open_to_lock_owner4(0, sid, 0,
+                                                         nfs4.lock_owner4(c.clientid, owner)))
+    return c.seq(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), op(O.OP_LOCK, nfs4.LOCK4args(
+        locktype, False, offset, length, locker)))
+
+
+def test_locks_conflict_between_two_clients(ns, nfspd):
+    d = nfspd()
+    a, b = mounted(ns), mounted(ns)
+    sa, fh = a.open(_export_dir(a, d), b"locked")
+    sb, _ = b.open(_export_dir(b, d), b"locked")
+    got = _lock(a, fh, sa, b"lo-a")
+    assert got.status == nfsstat4.NFS4_OK
+    lsid = got.resarray[-1].body.body.lock_stateid
+    refused = _lock(b, fh, sb, b"lo-b", offset=50, length=10)
+    assert refused.status == nfsstat4.NFS4ERR_DENIED
+    denied = refused.resarray[-1].body.body
+    assert (denied.offset, denied.length, denied.owner.owner) == (0, 100, b"lo-a")
+    test = b.seq(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), op(O.OP_LOCKT, nfs4.LOCKT4args(
+        nfs4.nfs_lock_type4.READ_LT, 0, 1, nfs4.lock_owner4(b.clientid, b"lo-b"))))
+    assert test.status == nfsstat4.NFS4ERR_DENIED
+    a.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), op(O.OP_LOCKU, nfs4.LOCKU4args(
+        nfs4.nfs_lock_type4.WRITE_LT, 0, lsid, 0, 100)))
+    assert _lock(b, fh, sb, b"lo-b", offset=50, length=10).status == nfsstat4.NFS4_OK
+
+
+def test_a_silent_client_loses_its_locks_after_the_lease(ns, nfspd):
+    import time
+    d = nfspd(extra_args=["--v4-lease", "1"])
+    a, b = mounted(ns), mounted(ns)
+    sa, fh = a.open(_export_dir(a, d), b"leased")
+    sb, _ = b.open(_export_dir(b, d), b"leased")
+    assert _lock(a, fh, sa, b"lo-a").status == nfsstat4.NFS4_OK
+    assert _lock(b, fh, sb, b"lo-b").status == nfsstat4.NFS4ERR_DENIED
+    for _ in range(6):  # a sends nothing for more than its lease; b renews
+        time.sleep(0.4)
+        b.ok(op(O.OP_PUTROOTFH))
+    assert _lock(b, fh, sb, b"lo-b").status == nfsstat4.NFS4_OK
+    assert a.seq(op(O.OP_PUTROOTFH)).status in (nfsstat4.NFS4ERR_BADSESSION,
+                                                nfsstat4.NFS4ERR_EXPIRED)
+
+
+def test_share_reservations_deny_a_second_opener(ns, nfspd):
+    d = nfspd()
+    a, b = mounted(ns), mounted(ns)
+    a.open(_export_dir(a, d), b"shared", access=3, deny=2)  # deny writers
+    with pytest.raises(Nfs4Failed) as e:
+        b.open(_export_dir(b, d), b"shared", access=2, create=False)
+    assert e.value.status == nfsstat4.NFS4ERR_SHARE_DENIED
+    b.open(_export_dir(b, d), b"shared", access=1, create=False)
+
+
+def test_another_principal_cannot_take_over_a_client_owner(ns, nfspd):
+    nfspd()
+    a = mounted(ns)
+    squatter = client(ns, uid=1000, gid=1000, owner=a.owner)
+    with pytest.raises(Nfs4Failed) as e:
+        squatter.exchange_id()
+    assert e.value.status == nfsstat4.NFS4ERR_CLID_INUSE
+    assert a.seq(op(O.OP_PUTROOTFH)).status == nfsstat4.NFS4_OK
+
+
+def test_the_pseudo_root_shows_only_exports_this_client_may_mount(ns, nfspd, tmp_path):
+    shown, hidden, ro = (str(tmp_path / n) for n in ("shown", "hidden", "ro"))
+    for p in (shown, hidden, ro):
+        os.makedirs(p)
+    d = nfspd(exports_text=f"{shown} 127.0.0.0/8(rw,no_root_squash,insecure)\n"
+                           f"{hidden} 10.9.9.9(rw,insecure)\n"
+                           f"{ro} 127.0.0.0/8(ro,insecure)\n")
+    c = mounted(ns)
+    c.lookup_path(shown)
+    with pytest.raises(Nfs4Failed) as e:
+        c.lookup_path(hidden)
+    assert e.value.status == nfsstat4.NFS4ERR_NOENT
+    parent = c.lookup_path(str(tmp_path))
+    assert sorted(n for n, _ in c.readdir(parent)) == [b"ro", b"shown"]
+    with pytest.raises(Nfs4Failed) as e:
+        c.open(c.lookup_path(ro), b"new")
+    assert e.value.status == nfsstat4.NFS4ERR_ROFS
+    del d
+
+
+def test_nfs4_over_udp_is_refused_with_the_v2_v3_range(ns, nfspd):
+    d = nfspd()
+    with d.client("udp") as u:
+        r = u.call(100003, 4, 0)
+    assert r.stat == rpc.accept_stat.PROG_MISMATCH and r.mismatch == (2, 3)
+    with d.client("tcp") as t:
+        assert t.call(100003, 4, 0).stat == rpc.accept_stat.SUCCESS
+        r = t.call(100003, 5, 0)
+    assert r.stat == rpc.accept_stat.PROG_MISMATCH and r.mismatch == (2, 4)
+
+
+def _reclaim_open(c, fh, owner=b"o1"):
+    args = nfs4.OPEN4args(0, 3, 0, nfs4.open_owner4(c.clientid, owner),
+                          nfs4.openflag4(nfs4.opentype4.OPEN4_NOCREATE),
+                          nfs4.open_claim4(nfs4.open_claim_type4.CLAIM_PREVIOUS,
+                                           nfs4.open_delegation_type4.OPEN_DELEGATE_NONE))
+    return c.seq(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), op(O.OP_OPEN, args))
+
+
+def test_after_a_restart_opens_and_locks_are_reclaimed_before_anyone_else_gets_them(ns, nfspd):
+    d = nfspd()
+    a = mounted(ns)
+    sid, fh = a.open(_export_dir(a, d), b"kept")
+    assert _lock(a, fh, sid, b"lo-a").status == nfsstat4.NFS4_OK
+    a.rpc.close()
+    d.restart()
+    b = mounted(ns)
+    # A newcomer waits for the grace period: nothing new while a reclaims.
+    with pytest.raises(Nfs4Failed) as e:
+        b.open(_export_dir(b, d), b"kept", create=False)
+    assert e.value.status == nfsstat4.NFS4ERR_GRACE
+    # a comes back with the same owner and verifier: a new client id, old state reclaimable.
+    again = client(ns, owner=a.owner)
+    again.verifier = a.verifier
+    again.exchange_id()
+    again.create_session()
+    res = _reclaim_open(again, fh)
+    assert res.status == nfsstat4.NFS4_OK
+    osid = res.resarray[-1].body.body.stateid
+    locker = nfs4.locker4(True, nfs4.open_to_lock_owner4(
+        0, osid, 0, nfs4.lock_owner4(again.clientid, b"lo-a")))
+    again.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), op(O.OP_LOCK, nfs4.LOCK4args(
+        nfs4.nfs_lock_type4.WRITE_LT, True, 0, 100, locker)))
+    again.ok(op(O.OP_RECLAIM_COMPLETE, nfs4.RECLAIM_COMPLETE4args(False)))
+    # Every recorded client is done: grace is over, and the lock is a's again.
+    sb, _ = b.open(_export_dir(b, d), b"kept", create=False)
+    assert _lock(b, fh, sb, b"lo-b").status == nfsstat4.NFS4ERR_DENIED
