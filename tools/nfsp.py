@@ -275,11 +275,12 @@ def _banner(paths, bind, found_by_default):
     click.echo(f"NFSP: exporting {paths['export']}, {where}; everything under "
                f"{paths['directory']}")
     click.echo("Mount it with:")
-    click.echo(f"  mount -t nfs -o vers=3,proto=tcp {host}:{paths['export']} /mnt")
+    # A client asking for nothing lands on NFSv4.2/4.1 over TCP.
+    click.echo(f"  mount -t nfs {host}:{paths['export']} /mnt")
     if paths["iods"]:
-        click.echo("  (proto=udp instead gives the direct iod path, the iods answering READ and "
-                   "WRITE\n   straight to the client, when the client kernel still speaks NFS "
-                   "over UDP)")
+        click.echo(f"  (mount -t nfs -o vers=3,proto=udp {host}:{paths['export']} /mnt gives the "
+                   "direct iod path,\n   the iods answering READ and WRITE straight to the "
+                   "client, when the client kernel\n   still speaks NFS over UDP)")
     click.echo(f"  (or, without a kernel client: nfs-ls nfs://{host}{paths['export']})")
     dir_option = "" if found_by_default else f" --dir {paths['directory']}"
     click.echo(f"Check it with: nfsp status{dir_option}   (also nfsp scrub{dir_option}, "
