@@ -65,13 +65,13 @@ def _need_fh(c):
     return c.fh()
 
 
-def _real(c):
-    """(fh, MetaFS, Caller) for an operation that needs a file of an export:
-    in the pseudo file system, which holds only directories nobody may
-    change, a change is ROFS and anything else about a file is ISDIR/INVAL."""
+def _real(c, in_pseudo=nfsstat4.NFS4ERR_ROFS):
+    """(fh, MetaFS, Caller) for an operation that needs an object of an
+    export. The pseudo file system holds only directories nobody may change:
+    there a change is ROFS, and what needs a file gets ``in_pseudo``."""
     fh, fs = c.fh()
     if fs is None:
-        raise Nfs4Error(nfsstat4.NFS4ERR_ROFS)
+        raise Nfs4Error(in_pseudo)
     fs, caller = c.ctx.service.resolve(c.ctx, fh)
     return fh, fs, caller
 
@@ -153,7 +153,7 @@ def CLOSE(c, args):
 
 
 async def COMMIT(c, args):
-    fh, fs, caller = _real(c)
+    fh, fs, caller = _real(c, nfsstat4.NFS4ERR_ISDIR)
     verf, _ = await fs.commit(fh, caller, args.offset, args.count)
     return nfs4.COMMIT4resok(verf)
 
@@ -321,8 +321,12 @@ def OPEN(c, args):
     if kind != open_claim_type4.CLAIM_PREVIOUS:
         c.server.check_grace(c)
     if kind == open_claim_type4.CLAIM_NULL:
-        dfh, fs, caller = _real(c)
         name = _dir_name(c, claim.body)
+        pfh, pfs = c.fh()
+        if pfs is None and args.openhow.disc != opentype4.OPEN4_CREATE:
+            c.view.lookup(pfh, name)  # NOENT, or else an export: a directory
+            raise Nfs4Error(nfsstat4.NFS4ERR_ISDIR)
+        dfh, fs, caller = _real(c)
         if args.openhow.disc == opentype4.OPEN4_CREATE:
             fh, attr, w, attrset, created = _open_create(c, fs, caller, dfh, name,
                                                          args.openhow.body)
@@ -333,7 +337,7 @@ def OPEN(c, args):
                 raise Nfs4Error(nfsstat4.NFS4ERR_NOTDIR)
             fh, attr, _ = fs.lookup(dfh, name, caller)
     elif kind in (open_claim_type4.CLAIM_FH, open_claim_type4.CLAIM_PREVIOUS):
-        fh, fs, caller = _real(c)
+        fh, fs, caller = _real(c, nfsstat4.NFS4ERR_ISDIR)
         attr = fs.getattr(fh)
     else:
         raise Nfs4Error(nfsstat4.NFS4ERR_NOTSUPP)
@@ -430,7 +434,7 @@ def PUTROOTFH(c, args):
 
 
 async def READ(c, args):
-    fh, fs, caller = _real(c)
+    fh, fs, caller = _real(c, nfsstat4.NFS4ERR_ISDIR)
     _check_io_stateid(c, args.stateid, fh, write=False)
     count = min(args.count, data_io(c.ctx))
     data, eof, _ = await fs.read(fh, caller, args.offset, count)
@@ -511,7 +515,7 @@ def _pad4(n):
 
 
 def READLINK(c, args):
-    fh, fs, caller = _real(c)
+    fh, fs, caller = _real(c, nfsstat4.NFS4ERR_INVAL)
     target, _ = fs.readlink(fh, caller)
     return nfs4.READLINK4resok(target)
 
@@ -594,7 +598,7 @@ def VERIFY(c, args):
 
 
 async def WRITE(c, args):
-    fh, fs, caller = _real(c)
+    fh, fs, caller = _real(c, nfsstat4.NFS4ERR_ISDIR)
     _check_io_stateid(c, args.stateid, fh, write=True)
     data = args.data
     plan = fs.write_plan_now(fh, caller, args.offset, len(data), int(args.stable))
@@ -662,7 +666,7 @@ def SEEK(c, args):
     """No file here has holes the server knows of (the data lives striped on
     the iods): data runs from 0 to the size, the only hole is the virtual one
     at the end (RFC 7862 15.11.3)."""
-    fh, fs, _ = _real(c)
+    fh, fs, _ = _real(c, nfsstat4.NFS4ERR_ISDIR)
     _check_io_stateid(c, args.sa_stateid, fh, write=False)
     attr = fs.getattr(fh)
     if attr.type != FileType.REG:

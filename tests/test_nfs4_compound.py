@@ -362,3 +362,49 @@ def test_after_a_restart_opens_and_locks_are_reclaimed_before_anyone_else_gets_t
     # Every recorded client is done: grace is over, and the lock is a's again.
     sb, _ = b.open(_export_dir(b, d), b"kept", create=False)
     assert _lock(b, fh, sb, b"lo-b").status == nfsstat4.NFS4ERR_DENIED
+
+
+ALL_ATTRS = [0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF]
+
+
+def test_what_a_linux_mount_asks_is_answered_for_every_attribute(ns, nfspd):
+    """Linux asks bitmaps with attributes nobody supports: those are left out,
+    never an error, on the pseudo root, an export root, a file and in READDIR."""
+    d = nfspd()
+    c = mounted(ns)
+    flavors = c.ok(op(O.OP_PUTROOTFH), op(O.OP_SECINFO_NO_NAME,
+                                          nfs4.secinfo_style4.SECINFO_STYLE4_CURRENT_FH))
+    assert [f.disc for f in flavors[-1].body] == [1]  # AUTH_SYS
+    everything = op(O.OP_GETATTR, nfs4.GETATTR4args(ALL_ATTRS))
+    root = c.ok(op(O.OP_PUTROOTFH), op(O.OP_GETFH), everything)
+    sid, fh = c.open(c.lookup_path(d.export), b"f")
+    for where in (root[1].body.object, c.lookup_path(d.export), fh):
+        res = c.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(where)), everything,
+                   op(O.OP_ACCESS, nfs4.ACCESS4args(0x3F)))
+        attrs = nfs4.decode_attrs(res[1].body.obj_attributes)
+        assert nfs4.FATTR4_TYPE in attrs and nfs4.FATTR4_FILEHANDLE in attrs
+        assert res[2].body.supported == 0x3F
+    for dirfh in (root[1].body.object, c.lookup_path(d.export)):
+        assert c.readdir(dirfh, nfs4.bitmap4_to_attrs(ALL_ATTRS)) is not None
+    export_root = c.getattr(c.lookup_path(d.export), [nfs4.FATTR4_MOUNTED_ON_FILEID,
+                                                      nfs4.FATTR4_FILEID])
+    # An export root is mounted on the pseudo directory the client saw.
+    assert export_root[nfs4.FATTR4_MOUNTED_ON_FILEID] != export_root[nfs4.FATTR4_FILEID]
+
+
+def test_what_the_pseudo_root_refuses(ns, nfspd):
+    d = nfspd()
+    c = mounted(ns)
+    put = op(O.OP_PUTROOTFH)
+    mkdir = op(O.OP_CREATE, nfs4.CREATE4args(nfs4.createtype4(nfs4.nfs_ftype4.NF4DIR), b"x",
+                                             nfs4.encode_attrs({})))
+    assert c.seq(put, mkdir).status == nfsstat4.NFS4ERR_ROFS
+    assert c.seq(put, op(O.OP_READLINK)).status == nfsstat4.NFS4ERR_INVAL
+    assert c.seq(put, op(O.OP_LOOKUP, nfs4.LOOKUP4args(b"nope"))).status == nfsstat4.NFS4ERR_NOENT
+    assert c.seq(put, op(O.OP_LOOKUPP)).status == nfsstat4.NFS4ERR_NOENT
+    assert c.seq(op(O.OP_GETFH)).status == nfsstat4.NFS4ERR_NOFILEHANDLE
+    forged = bytes([0xF4]) + bytes(15)
+    assert c.seq(op(O.OP_PUTFH, nfs4.PUTFH4args(forged))).status == nfsstat4.NFS4ERR_STALE
+    junk = c.seq(op(O.OP_PUTFH, nfs4.PUTFH4args(b"\x01" + bytes(30))))
+    assert junk.status == nfsstat4.NFS4ERR_BADHANDLE
+    assert c.lookup_path(d.export)
