@@ -43,9 +43,7 @@ from nfspd.nfs3proc import data_io
 from nfspd.nfs4compound import CompoundArgs, Nfs4Error, Op, compound, status_of_fs
 from nfspd.nfs4pseudo import is_pseudo
 
-OK = nfsstat4.NFS4_OK
 AUTH_SYS = 1
-AUTH_NONE = 0
 ACCESS4_ALL = (ACCESS3_READ | ACCESS3_LOOKUP | ACCESS3_MODIFY | ACCESS3_EXTEND | ACCESS3_DELETE
                | ACCESS3_EXECUTE)
 OPEN4_SHARE_ACCESS_READ = 1
@@ -53,16 +51,11 @@ OPEN4_SHARE_ACCESS_WRITE = 2
 OPEN4_SHARE_ACCESS_BOTH = 3
 OPEN4_RESULT_LOCKTYPE_POSIX = 0x4
 READDIR_MAX_ENTRIES = 512
-# Cookies 1 and 2 mean "." and ".." to some clients; MetaFS never hands out
-# cookies below 3 for real entries, and v4 READDIR lists neither.
+# MetaFS lists "." and ".." first (cookies 1 and 2); NFSv4 READDIR never does.
 _DOT_NAMES = (b".", b"..")
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def _need_fh(c):
-    return c.fh()
 
 
 def _real(c, in_pseudo=nfsstat4.NFS4ERR_ROFS):

@@ -377,7 +377,7 @@ def test_what_a_linux_mount_asks_is_answered_for_every_attribute(ns, nfspd):
     assert [f.disc for f in flavors[-1].body] == [1]  # AUTH_SYS
     everything = op(O.OP_GETATTR, nfs4.GETATTR4args(ALL_ATTRS))
     root = c.ok(op(O.OP_PUTROOTFH), op(O.OP_GETFH), everything)
-    sid, fh = c.open(c.lookup_path(d.export), b"f")
+    _, fh = c.open(c.lookup_path(d.export), b"f")
     for where in (root[1].body.object, c.lookup_path(d.export), fh):
         res = c.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(where)), everything,
                    op(O.OP_ACCESS, nfs4.ACCESS4args(0x3F)))
@@ -408,3 +408,85 @@ def test_what_the_pseudo_root_refuses(ns, nfspd):
     junk = c.seq(op(O.OP_PUTFH, nfs4.PUTFH4args(b"\x01" + bytes(30))))
     assert junk.status == nfsstat4.NFS4ERR_BADHANDLE
     assert c.lookup_path(d.export)
+
+
+def _open_args(c, name, how, access=3, owner=b"o1"):
+    return nfs4.OPEN4args(0, access, 0, nfs4.open_owner4(c.clientid, owner),
+                          nfs4.openflag4(nfs4.opentype4.OPEN4_CREATE, how),
+                          nfs4.open_claim4(nfs4.open_claim_type4.CLAIM_NULL, name))
+
+
+def test_create_modes_guarded_and_exclusive_with_its_verifier(ns, nfspd):
+    d = nfspd()
+    c = mounted(ns)
+    put = op(O.OP_PUTFH, nfs4.PUTFH4args(_export_dir(c, d)))
+    guarded = nfs4.createhow4(nfs4.createmode4.GUARDED4, nfs4.encode_attrs({}))
+    assert c.seq(put, op(O.OP_OPEN, _open_args(c, b"g", guarded))).status == nfsstat4.NFS4_OK
+    assert c.seq(put, op(O.OP_OPEN, _open_args(c, b"g", guarded))).status == \
+        nfsstat4.NFS4ERR_EXIST
+
+    def excl(verf):
+        return nfs4.createhow4(nfs4.createmode4.EXCLUSIVE4_1, nfs4.creatverfattr(
+            verf, nfs4.encode_attrs({nfs4.FATTR4_MODE: 0o600})))
+    first = c.seq(put, op(O.OP_OPEN, _open_args(c, b"x", excl(b"verf0001"))), op(O.OP_GETFH))
+    assert first.status == nfsstat4.NFS4_OK
+    assert nfs4.bitmap4_to_attrs(first.resarray[2].body.body.attrset) == [nfs4.FATTR4_MODE]
+    assert os.stat(os.path.join(d.export, "x")).st_mode & 0o777 == 0o600
+    # The same verifier again (a client's retry after a lost reply) opens it.
+    again = c.seq(put, op(O.OP_OPEN, _open_args(c, b"x", excl(b"verf0001"))), op(O.OP_GETFH))
+    assert again.status == nfsstat4.NFS4_OK
+    assert again.resarray[-1].body.body.object == first.resarray[-1].body.body.object
+    other = c.seq(put, op(O.OP_OPEN, _open_args(c, b"x", excl(b"verf0002"))))
+    assert other.status == nfsstat4.NFS4ERR_EXIST
+
+
+def test_stateid_operations_setattr_commit_and_seek(ns, nfspd):
+    d = nfspd()
+    c = mounted(ns, minorversion=2)  # SEEK is NFSv4.2's
+    c.open(_export_dir(c, d), b"s", access=1)
+    sid, fh = c.open(_export_dir(c, d), b"s", access=3, create=False)  # the same open, upgraded
+    put = op(O.OP_PUTFH, nfs4.PUTFH4args(fh))
+    c.write(fh, sid, 0, b"z" * 10000, stable=0)
+    assert len(c.ok(put, op(O.OP_COMMIT, nfs4.COMMIT4args(0, 0)))[-1].body.writeverf) == 8
+    seek = c.ok(put, op(O.OP_SEEK, nfs4.SEEK4args(sid, 10, nfs4.data_content4.NFS4_CONTENT_HOLE)))
+    assert (seek[-1].body.sr_eof, seek[-1].body.sr_offset) == (True, 10000)
+    past = c.seq(put, op(O.OP_SEEK, nfs4.SEEK4args(sid, 10000, nfs4.data_content4.NFS4_CONTENT_DATA)))
+    assert past.status == nfsstat4.NFS4ERR_NXIO
+    size = nfs4.encode_attrs({nfs4.FATTR4_SIZE: 3, nfs4.FATTR4_MODE: 0o604})
+    res = c.ok(put, op(O.OP_SETATTR, nfs4.SETATTR4args(sid, size)))
+    assert sorted(nfs4.bitmap4_to_attrs(res[-1].attrsset)) == [nfs4.FATTR4_SIZE, nfs4.FATTR4_MODE]
+    assert c.getattr(fh, [nfs4.FATTR4_SIZE])[nfs4.FATTR4_SIZE] == 3
+    # Only a write-open may change the size: downgraded back to read, OPENMODE.
+    down = c.ok(put, op(O.OP_OPEN_DOWNGRADE, nfs4.OPEN_DOWNGRADE4args(sid, 0, 1, 0)))
+    rsid = down[-1].body.open_stateid
+    res = c.seq(put, op(O.OP_SETATTR, nfs4.SETATTR4args(rsid, size)))
+    assert res.status == nfsstat4.NFS4ERR_OPENMODE
+    bad = nfs4.stateid4(1, b"\x07" * 12)
+    tested = c.ok(op(O.OP_TEST_STATEID, nfs4.TEST_STATEID4args([rsid, bad])))[-1].body
+    assert tested.tsr_status_codes[0] == nfsstat4.NFS4_OK
+    assert tested.tsr_status_codes[1] != nfsstat4.NFS4_OK
+    c.close_file(fh, rsid)
+    # The current stateid: OPEN then WRITE with (1, zeros) in one request.
+    how = nfs4.createhow4(nfs4.createmode4.UNCHECKED4, nfs4.encode_attrs({}))
+    current = nfs4.stateid4(1, bytes(12))
+    res = c.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(_export_dir(c, d))),
+               op(O.OP_OPEN, _open_args(c, b"cur", how)),
+               op(O.OP_WRITE, nfs4.WRITE4args(current, 0, nfs4.stable_how4.FILE_SYNC4, b"abc")),
+               op(O.OP_CLOSE, nfs4.CLOSE4args(0, current)))
+    assert res[2].body.count == 3
+
+
+def test_bind_conn_and_destroy_clientid(ns, nfspd):
+    nfspd()
+    c = mounted(ns)
+    other = client(ns)  # a second connection binds to c's session
+    other.sessionid, other.clientid = c.sessionid, c.clientid
+    bound = other.compound([op(O.OP_BIND_CONN_TO_SESSION, nfs4.BIND_CONN_TO_SESSION4args(
+        c.sessionid, nfs4.channel_dir_from_client4.CDFC4_FORE_OR_BOTH, False))])
+    assert bound.status == nfsstat4.NFS4_OK
+    assert bound.resarray[0].body.body.bctsr_dir == nfs4.channel_dir_from_server4.CDFS4_FORE
+    busy = c.compound([op(O.OP_DESTROY_CLIENTID, nfs4.DESTROY_CLIENTID4args(c.clientid))])
+    assert busy.status == nfsstat4.NFS4ERR_CLIENTID_BUSY  # its session is still there
+    c.compound([op(O.OP_DESTROY_SESSION, nfs4.DESTROY_SESSION4args(c.sessionid))])
+    gone = c.compound([op(O.OP_DESTROY_CLIENTID, nfs4.DESTROY_CLIENTID4args(c.clientid))])
+    assert gone.status == nfsstat4.NFS4_OK

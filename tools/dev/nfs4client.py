@@ -36,7 +36,7 @@ def fattr(values):
 
 class Nfs4Client:
     def __init__(self, host="127.0.0.1", port=2049, uid=0, gid=0, gids=None, timeout=5.0,
-                 owner=None, reserved_port=True):
+                 owner=None, reserved_port=True, minorversion=1):
         cred = RpcClient.default_cred(uid, gid, gids if gids is not None else [gid])
         self.rpc = RpcClient(host, port, "tcp", timeout=timeout, cred=cred,
                              reserved_port=reserved_port)
@@ -45,6 +45,7 @@ class Nfs4Client:
         self.clientid = self.sessionid = None
         self.seqid = 0
         self.slot = 0
+        self.minorversion = minorversion  # of the requests after the session is made
 
     def close(self):
         self.rpc.close()
@@ -77,7 +78,7 @@ class Nfs4Client:
                                                      self.slot, cachethis))
 
     def seq(self, *ops, cachethis=True):
-        return self.compound([self.sequence_op(cachethis)] + list(ops))
+        return self.compound([self.sequence_op(cachethis)] + list(ops), self.minorversion)
 
     def ok(self, *ops):
         """The results of the operations after SEQUENCE; Nfs4Failed otherwise."""
