@@ -2,7 +2,7 @@
 operations, as Linux's nfsd4_proc_compound does.
 
 A request carries its own little machine state: the current and saved
-filehandles, the current and saved stateids, the session its SEQUENCE found.
+filehandles, the current and saved stateids, the slot its SEQUENCE took.
 Operations run in order and the first failure ends the request; its status is
 the COMPOUND's. NFSv4.1 rules enforced here, before any operation runs:
 SEQUENCE only first (SEQUENCE_POS), an operation outside a session only when
@@ -34,8 +34,9 @@ MINOR_VERSIONS = (1, 2)
 RPC_REPLY_HEAD = 24
 _ZERO_OTHER = bytes(12)
 
-# May come first without a SEQUENCE, and then alone (RFC 8881 18.35-18.37,
-# 18.50, 18.33... each operation's DESCRIPTION).
+# May come without a SEQUENCE, and then alone (RFC 8881 2.10.6.4 and the
+# DESCRIPTION of EXCHANGE_ID, CREATE_SESSION, DESTROY_SESSION,
+# BIND_CONN_TO_SESSION and DESTROY_CLIENTID).
 SESSIONLESS = frozenset({nfs_opnum4.OP_EXCHANGE_ID, nfs_opnum4.OP_CREATE_SESSION,
                          nfs_opnum4.OP_DESTROY_SESSION, nfs_opnum4.OP_BIND_CONN_TO_SESSION,
                          nfs_opnum4.OP_DESTROY_CLIENTID})
@@ -94,7 +95,6 @@ class Compound:
         "saved_fs",
         "saved_stateid",
         "server",
-        "session",
         "size",
         "slot",
         "tag",
@@ -105,7 +105,7 @@ class Compound:
         self.current_fh = self.saved_fh = None
         self.current_fs = self.saved_fs = None  # MetaFS, or None in the pseudo file system
         self.current_stateid = self.saved_stateid = None
-        self.session = self.slot = None
+        self.slot = None  # the SlotHandle SEQUENCE got, to complete with the reply
         self.results = []  # encoded nfs_resop4s
         self.size = RPC_REPLY_HEAD + nfs4.compound_res_size(tag, [])
         # What the session allows, once SEQUENCE has found it.
