@@ -144,94 +144,102 @@ def _id_of(text, lookup, domain):
     raise Nfs4Error(nfsstat4.NFS4ERR_BADOWNER)
 
 
-def values(obj, wanted):
-    """{attribute number: value} of the supported attributes in ``wanted``."""
+def _fsstat(field):
+    def get(obj, a, cfg, st):
+        if st is None:
+            # The pseudo file system stores nothing; an export whose figures
+            # cannot be had leaves the attribute out.
+            return 0 if obj.fs is None else _ABSENT
+        return getattr(st, field)
+    return get
+
+
+_ABSENT = object()
+_TRUE = (A.FATTR4_LINK_SUPPORT, A.FATTR4_SYMLINK_SUPPORT, A.FATTR4_UNIQUE_HANDLES,
+         A.FATTR4_CANSETTIME, A.FATTR4_CASE_PRESERVING, A.FATTR4_CHOWN_RESTRICTED,
+         A.FATTR4_HOMOGENEOUS, A.FATTR4_NO_TRUNC)
+_FALSE = (A.FATTR4_NAMED_ATTR, A.FATTR4_CASE_INSENSITIVE)
+
+# attribute number -> get(obj, Attr, AttrConfig, FsStat or None) -> value
+_GET = {
+    A.FATTR4_SUPPORTED_ATTRS: lambda o, a, c, st: bitmap(SUPPORTED),
+    A.FATTR4_TYPE: lambda o, a, c, st: int(a.type),
+    A.FATTR4_FH_EXPIRE_TYPE: lambda o, a, c, st: FH4_PERSISTENT,
+    # ctime moves with every change of data or attributes (MetaFS touches the
+    # metafile on WRITE and on size changes).
+    A.FATTR4_CHANGE: lambda o, a, c, st: a.ctime_ns,
+    A.FATTR4_SIZE: lambda o, a, c, st: a.size,
+    **{n: (lambda o, a, c, st: True) for n in _TRUE},
+    **{n: (lambda o, a, c, st: False) for n in _FALSE},
+    A.FATTR4_FSID: lambda o, a, c, st: fsid4(*o.fsid),
+    A.FATTR4_LEASE_TIME: lambda o, a, c, st: c.lease_time,
+    A.FATTR4_RDATTR_ERROR: lambda o, a, c, st: int(nfsstat4.NFS4_OK),
+    A.FATTR4_ACLSUPPORT: lambda o, a, c, st: 0,
+    A.FATTR4_FILEHANDLE: lambda o, a, c, st: bytes(o.fh),
+    A.FATTR4_FILEID: lambda o, a, c, st: a.fileid,
+    A.FATTR4_FILES_AVAIL: _fsstat("afiles"),
+    A.FATTR4_FILES_FREE: _fsstat("ffiles"),
+    A.FATTR4_FILES_TOTAL: _fsstat("tfiles"),
+    A.FATTR4_SPACE_AVAIL: _fsstat("abytes"),
+    A.FATTR4_SPACE_FREE: _fsstat("fbytes"),
+    A.FATTR4_SPACE_TOTAL: _fsstat("tbytes"),
+    A.FATTR4_MAXFILESIZE: lambda o, a, c, st: MAXFILESIZE,
+    A.FATTR4_MAXLINK: lambda o, a, c, st: LINK_MAX,
+    A.FATTR4_MAXNAME: lambda o, a, c, st: NAME_MAX,
+    A.FATTR4_MAXREAD: lambda o, a, c, st: c.max_io,
+    A.FATTR4_MAXWRITE: lambda o, a, c, st: c.max_io,
+    A.FATTR4_MODE: lambda o, a, c, st: a.mode & 0o7777,
+    A.FATTR4_NUMLINKS: lambda o, a, c, st: a.nlink,
+    A.FATTR4_OWNER: lambda o, a, c, st: owner_name(a.uid, c.domain),
+    A.FATTR4_OWNER_GROUP: lambda o, a, c, st: group_name(a.gid, c.domain),
+    A.FATTR4_RAWDEV: lambda o, a, c, st: specdata4(a.rdev_major, a.rdev_minor),
+    A.FATTR4_SPACE_USED: lambda o, a, c, st: a.used,
+    A.FATTR4_TIME_ACCESS: lambda o, a, c, st: _time(a.atime_ns),
+    A.FATTR4_TIME_DELTA: lambda o, a, c, st: nfstime4(0, 1),
+    A.FATTR4_TIME_METADATA: lambda o, a, c, st: _time(a.ctime_ns),
+    A.FATTR4_TIME_MODIFY: lambda o, a, c, st: _time(a.mtime_ns),
+    A.FATTR4_MOUNTED_ON_FILEID:
+        lambda o, a, c, st: a.fileid if o.mounted_on is None else o.mounted_on,
+    A.FATTR4_FS_LAYOUT_TYPES: lambda o, a, c, st: [],
+    A.FATTR4_SUPPATTR_EXCLCREAT: lambda o, a, c, st: bitmap(EXCLCREAT),
+}
+assert set(_GET) == SUPPORTED - WRITE_ONLY
+
+# A client asks the same few bitmaps over and over: what each one means here
+# (the attributes to produce, in order, and whether the fsstat is needed).
+_PLANS = {}
+_PLANS_MAX = 256
+
+
+def plan(words):
+    """(the supported readable attributes a bitmap4 asks, ascending; whether
+    any needs the file system's figures)."""
+    key = tuple(words)
+    hit = _PLANS.get(key)
+    if hit is None:
+        nums = sorted(attrs_of(words) & _GET.keys())
+        hit = (tuple(nums), any(n in _FSSTAT for n in nums))
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        _PLANS[key] = hit
+    return hit
+
+
+def values(obj, words):
+    """{attribute number: value} of the supported attributes bitmap4 ``words`` asks."""
+    nums, needs_fsstat = plan(words)
     a, cfg = obj.attr, obj.config
-    out = {}
-    want = wanted & SUPPORTED - WRITE_ONLY
     st = None
-    if want & _FSSTAT and obj.fs is not None:
+    if needs_fsstat and obj.fs is not None:
         try:
             st = obj.fs.fsstat(obj.fh)
         except (FsError, OSError):  # figures unavailable: left out, the GETATTR goes on
             st = None
-    for n in sorted(want):
-        if n == A.FATTR4_SUPPORTED_ATTRS:
-            v = bitmap(SUPPORTED)
-        elif n == A.FATTR4_TYPE:
-            v = int(a.type)
-        elif n == A.FATTR4_FH_EXPIRE_TYPE:
-            v = FH4_PERSISTENT
-        elif n == A.FATTR4_CHANGE:
-            # ctime moves with every change of data or attributes (MetaFS
-            # touches the metafile on WRITE and size changes).
-            v = a.ctime_ns
-        elif n == A.FATTR4_SIZE:
-            v = a.size
-        elif n in (A.FATTR4_LINK_SUPPORT, A.FATTR4_SYMLINK_SUPPORT, A.FATTR4_UNIQUE_HANDLES,
-                   A.FATTR4_CANSETTIME, A.FATTR4_CASE_PRESERVING, A.FATTR4_CHOWN_RESTRICTED,
-                   A.FATTR4_HOMOGENEOUS, A.FATTR4_NO_TRUNC):
-            v = True
-        elif n in (A.FATTR4_NAMED_ATTR, A.FATTR4_CASE_INSENSITIVE):
-            v = False
-        elif n == A.FATTR4_FSID:
-            v = fsid4(*obj.fsid)
-        elif n == A.FATTR4_LEASE_TIME:
-            v = cfg.lease_time
-        elif n == A.FATTR4_RDATTR_ERROR:
-            v = int(nfsstat4.NFS4_OK)
-        elif n == A.FATTR4_ACLSUPPORT:
-            v = 0
-        elif n == A.FATTR4_FILEHANDLE:
-            v = bytes(obj.fh)
-        elif n == A.FATTR4_FILEID:
-            v = a.fileid
-        elif n in _FSSTAT:
-            if st is None:
-                if obj.fs is not None:
-                    continue
-                v = 0  # the pseudo file system: nothing to store there
-            else:
-                v = {A.FATTR4_FILES_AVAIL: st.afiles, A.FATTR4_FILES_FREE: st.ffiles,
-                     A.FATTR4_FILES_TOTAL: st.tfiles, A.FATTR4_SPACE_AVAIL: st.abytes,
-                     A.FATTR4_SPACE_FREE: st.fbytes, A.FATTR4_SPACE_TOTAL: st.tbytes}[n]
-        elif n == A.FATTR4_MAXFILESIZE:
-            v = MAXFILESIZE
-        elif n == A.FATTR4_MAXLINK:
-            v = LINK_MAX
-        elif n == A.FATTR4_MAXNAME:
-            v = NAME_MAX
-        elif n in (A.FATTR4_MAXREAD, A.FATTR4_MAXWRITE):
-            v = cfg.max_io
-        elif n == A.FATTR4_MODE:
-            v = a.mode & 0o7777
-        elif n == A.FATTR4_NUMLINKS:
-            v = a.nlink
-        elif n == A.FATTR4_OWNER:
-            v = owner_name(a.uid, cfg.domain)
-        elif n == A.FATTR4_OWNER_GROUP:
-            v = group_name(a.gid, cfg.domain)
-        elif n == A.FATTR4_RAWDEV:
-            v = specdata4(a.rdev_major, a.rdev_minor)
-        elif n == A.FATTR4_SPACE_USED:
-            v = a.used
-        elif n == A.FATTR4_TIME_ACCESS:
-            v = _time(a.atime_ns)
-        elif n == A.FATTR4_TIME_DELTA:
-            v = nfstime4(0, 1)
-        elif n == A.FATTR4_TIME_METADATA:
-            v = _time(a.ctime_ns)
-        elif n == A.FATTR4_TIME_MODIFY:
-            v = _time(a.mtime_ns)
-        elif n == A.FATTR4_MOUNTED_ON_FILEID:
-            v = a.fileid if obj.mounted_on is None else obj.mounted_on
-        elif n == A.FATTR4_FS_LAYOUT_TYPES:
-            v = []
-        elif n == A.FATTR4_SUPPATTR_EXCLCREAT:
-            v = bitmap(EXCLCREAT)
-        else:
-            continue
-        out[n] = v
+    out = {}
+    for n in nums:
+        v = _GET[n](obj, a, cfg, st)
+        if v is not _ABSENT:
+            out[n] = v
     return out
 
 

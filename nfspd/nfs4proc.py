@@ -41,7 +41,7 @@ from nfspd.fs.access import may_read, may_write
 from nfspd.fs.types import CreateHow, FileType, FsError
 from nfspd.nfs3proc import data_io
 from nfspd.nfs4compound import CompoundArgs, Nfs4Error, Op, compound, status_of_fs
-from nfspd.nfs4pseudo import is_pseudo
+from nfspd.nfs4pseudo import is_pseudo, mounted_on_fileid
 
 AUTH_SYS = 1
 ACCESS4_ALL = (ACCESS3_READ | ACCESS3_LOOKUP | ACCESS3_MODIFY | ACCESS3_EXTEND | ACCESS3_DELETE
@@ -104,16 +104,13 @@ def obj_of(c, fh, fs, attr=None):
         return nfs4attrs.Obj(fh, view.attr(fh), None, server.pseudo_fsid, None, server.attrs)
     if attr is None:
         attr = fs.getattr(fh)
-    mounted_on = c.view.mounted_on_fileid(fs) if fh == fs.root_fh else None
+    mounted_on = mounted_on_fileid(fs.export_path) if fh == fs.root_fh else None
     return nfs4attrs.Obj(fh, attr, fs, (attr.fsid, 0), mounted_on, server.attrs)
 
 
-def fattr_of(obj, wanted):
-    return nfs4.encode_attrs(nfs4attrs.values(obj, wanted))
-
-
-def _requested(bitmap):
-    return nfs4attrs.attrs_of(bitmap)
+def fattr_of(obj, words):
+    """The fattr4 of the attributes bitmap4 ``words`` asks (those supported)."""
+    return nfs4.encode_attrs(nfs4attrs.values(obj, words))
 
 
 def _stateid(c, sid):
@@ -187,7 +184,7 @@ def DELEGRETURN(c, args):
 
 def GETATTR(c, args):
     fh, fs = c.fh()
-    return nfs4.GETATTR4resok(fattr_of(obj_of(c, fh, fs), _requested(args.attr_request)))
+    return nfs4.GETATTR4resok(fattr_of(obj_of(c, fh, fs), args.attr_request))
 
 
 def GETFH(c, args):
@@ -293,7 +290,7 @@ def _verify(c, args):
             raise Nfs4Error(nfsstat4.NFS4ERR_ATTRNOTSUPP)
         if n in nfs4attrs.WRITE_ONLY or n == nfs4.FATTR4_RDATTR_ERROR:
             raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)  # RFC 8881 18.31.3
-    mine = nfs4attrs.values(obj_of(c, fh, fs), set(given))
+    mine = nfs4attrs.values(obj_of(c, fh, fs), nfs4attrs.bitmap(given))
     return all(mine.get(n) == v for n, v in given.items())
 
 
@@ -438,7 +435,7 @@ def READDIR(c, args):
     """Entries with the attributes asked, bounded by dircount (names and
     cookies) and maxcount (the whole reply), never "." or ".."."""
     fh, fs = c.fh()
-    wanted = _requested(args.attr_request)
+    wanted = args.attr_request
     maxcount = min(args.maxcount, c.server.attrs.max_io)
     # A reply's fixed part: status, verifier, list end, eof.
     size, limit = 4 + 8 + 4 + 4, maxcount
@@ -458,7 +455,7 @@ def READDIR(c, args):
             efh, eattr, _ = fs.lookup(fh, e.name, caller)
             attrs = fattr_of(obj_of(c, efh, fs, eattr), wanted)
         except FsError as err:
-            if nfs4.FATTR4_RDATTR_ERROR not in wanted:
+            if nfs4.FATTR4_RDATTR_ERROR not in nfs4attrs.plan(wanted)[0]:
                 raise
             attrs = nfs4.encode_attrs({nfs4.FATTR4_RDATTR_ERROR: int(status_of_fs(err))})
         # dircount is a hint (Linux sends maxcount / 32 and its nfsd ignores

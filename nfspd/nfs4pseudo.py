@@ -43,6 +43,12 @@ def _fileid(path):
     return (1 << 62) | int.from_bytes(hashlib.sha256(path.encode()).digest()[:6], "big")
 
 
+def mounted_on_fileid(export_path):
+    """The fileid of the pseudo directory entry an export's root is reached by
+    (its mounted_on_fileid), None for an export of "/"."""
+    return None if export_path == "/" else _fileid(export_path)
+
+
 def _ancestors(path):
     """"/a/b/c" -> ["/", "/a", "/a/b"]."""
     out = []
@@ -110,7 +116,7 @@ class View:
             name = name.decode() if isinstance(name, (bytes, bytearray)) else name
         except UnicodeDecodeError:
             raise FsError(nfsstat3.NFS3ERR_NOENT) from None
-        if name == ".." :
+        if name == "..":
             return self.lookupp(fh)
         path = node.children.get(name)
         if path is None:
@@ -134,13 +140,6 @@ class View:
                 parent = posixpath.dirname(path)
                 if path != "/" and parent in self.nodes:
                     return pseudo_fh(parent)
-        return None
-
-    def mounted_on_fileid(self, fs):
-        """The fileid of the pseudo directory entry an export root is reached by."""
-        for path, efs in self.exports.items():
-            if efs is fs and path != "/":
-                return _fileid(path)
         return None
 
     def entries(self, fh):
