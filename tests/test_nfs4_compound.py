@@ -490,3 +490,29 @@ def test_bind_conn_and_destroy_clientid(ns, nfspd):
     c.compound([op(O.OP_DESTROY_SESSION, nfs4.DESTROY_SESSION4args(c.sessionid))])
     gone = c.compound([op(O.OP_DESTROY_CLIENTID, nfs4.DESTROY_CLIENTID4args(c.clientid))])
     assert gone.status == nfsstat4.NFS4_OK
+
+
+def test_a_file_has_the_same_handle_over_nfsv3_and_nfsv4(ns, nfspd):
+    from tools.dev import nfsclient
+    d = nfspd()
+    c = mounted(ns)
+    _, fh = c.open(_export_dir(c, d), b"same")
+    v3, root = ns.inside(nfsclient.connect, "127.0.0.1", d.export, vers=3, transport="tcp")
+    assert root == _export_dir(c, d)
+    assert v3.lookup(root, b"same") == fh
+
+
+def test_owners_as_names_with_an_idmapping_domain(ns, nfspd):
+    d = nfspd(extra_args=["--v4-domain", "example.org"])
+    c = mounted(ns)
+    _, fh = c.open(_export_dir(c, d), b"owned")
+    a = c.getattr(fh, [nfs4.FATTR4_OWNER, nfs4.FATTR4_OWNER_GROUP])
+    assert a[nfs4.FATTR4_OWNER] == b"root@example.org"
+    put = op(O.OP_PUTFH, nfs4.PUTFH4args(fh))
+    anon = nfs4.stateid4(0, bytes(12))
+    for owner in (b"root@example.org", b"0"):
+        c.ok(put, op(O.OP_SETATTR, nfs4.SETATTR4args(anon, nfs4.encode_attrs(
+            {nfs4.FATTR4_OWNER: owner}))))
+    res = c.seq(put, op(O.OP_SETATTR, nfs4.SETATTR4args(anon, nfs4.encode_attrs(
+        {nfs4.FATTR4_OWNER: b"root@elsewhere.example"}))))
+    assert res.status == nfsstat4.NFS4ERR_BADOWNER
