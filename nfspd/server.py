@@ -1,4 +1,4 @@
-"""nfspd: the metaserver process — NFS v2/v3, MOUNT and the portmapper.
+"""nfspd: the metaserver process — NFS v2/v3 and v4.1/4.2, MOUNT and the portmapper.
 
 Wiring only: configuration in, sockets bound, services composed, signals
 handled. What each piece does lives in its own module.
