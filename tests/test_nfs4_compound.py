@@ -516,3 +516,24 @@ def test_owners_as_names_with_an_idmapping_domain(ns, nfspd):
     res = c.seq(put, op(O.OP_SETATTR, nfs4.SETATTR4args(anon, nfs4.encode_attrs(
         {nfs4.FATTR4_OWNER: b"root@elsewhere.example"}))))
     assert res.status == nfsstat4.NFS4ERR_BADOWNER
+
+
+def test_the_session_bounds_operations_and_reply_sizes(ns, nfspd):
+    d = nfspd()
+    a = mounted(ns)
+    sid, fh = a.open(_export_dir(a, d), b"big")
+    a.write(fh, sid, 0, b"b" * 10000)
+    a.close_file(fh, sid)
+    c = client(ns)
+    c.exchange_id()
+    c.create_session(maxresponsesize=4096, cached=400, maxoperations=4)
+    put = op(O.OP_PUTFH, nfs4.PUTFH4args(fh))
+    anonymous = nfs4.stateid4(0, bytes(12))
+    five = c.seq(put, op(O.OP_GETFH), op(O.OP_GETFH), op(O.OP_GETFH))
+    assert five.status == nfsstat4.NFS4ERR_TOO_MANY_OPS and len(five.resarray) == 5
+    big = c.seq(put, op(O.OP_READ, nfs4.READ4args(anonymous, 0, 10000)), cachethis=False)
+    assert big.status == nfsstat4.NFS4ERR_REP_TOO_BIG
+    everything = op(O.OP_GETATTR, nfs4.GETATTR4args(ALL_ATTRS))
+    cached = c.seq(put, everything, cachethis=True)
+    assert cached.status == nfsstat4.NFS4ERR_REP_TOO_BIG_TO_CACHE
+    assert c.seq(put, everything, cachethis=False).status == nfsstat4.NFS4_OK

@@ -99,8 +99,8 @@ class Nfs4Client:
         self._csa_seq = body.eir_sequenceid
         return body
 
-    def create_session(self):
-        attrs = nfs4.channel_attrs4(0, 1 << 20, 1 << 20, 8192, 16, 8, [])
+    def create_session(self, maxresponsesize=1 << 20, cached=8192, maxoperations=16):
+        attrs = nfs4.channel_attrs4(0, 1 << 20, maxresponsesize, cached, maxoperations, 8, [])
         args = nfs4.CREATE_SESSION4args(self.clientid, self._csa_seq, 0, attrs, attrs,
                                         0x40000000, [nfs4.callback_sec_parms4(0)])
         res = self.compound([op(O.OP_CREATE_SESSION, args)])
