@@ -50,6 +50,7 @@ OPEN4_SHARE_ACCESS_READ = 1
 OPEN4_SHARE_ACCESS_WRITE = 2
 OPEN4_SHARE_ACCESS_BOTH = 3
 OPEN4_RESULT_LOCKTYPE_POSIX = 0x4
+OPEN4_RESULT_PRESERVE_UNLINKED = 0x8
 READDIR_MAX_ENTRIES = 512
 # MetaFS lists "." and ".." first (cookies 1 and 2); NFSv4 READDIR never does.
 _DOT_NAMES = (b".", b"..")
@@ -335,10 +336,11 @@ def OPEN(c, args):
     if not created:
         _open_permission(args.share_access, attr, caller)
     sid = c.server.state_open(c, fh, args, reclaim=kind == open_claim_type4.CLAIM_PREVIOUS)
+    c.server.opened(c, fh, fs, sid)
     c.set_fh(fh, fs)
     c.current_stateid = sid
     return nfs4.OPEN4resok(
-        sid, cinfo, OPEN4_RESULT_LOCKTYPE_POSIX, attrset,
+        sid, cinfo, OPEN4_RESULT_LOCKTYPE_POSIX | OPEN4_RESULT_PRESERVE_UNLINKED, attrset,
         nfs4.open_delegation4(nfs4.open_delegation_type4.OPEN_DELEGATE_NONE))
 
 
@@ -515,6 +517,7 @@ def REMOVE(c, args):
     dfh, fs, caller = _real(c)
     name = _dir_name(c, args.target)
     c.server.check_grace(c)
+    _before_unlink(c, fs, dfh, name, caller)
     try:
         w = fs.remove(dfh, name, caller)
     except FsError as e:
@@ -534,9 +537,21 @@ def RENAME(c, args):
     if c.saved_fs is not fs:
         raise Nfs4Error(nfsstat4.NFS4ERR_XDEV)
     c.server.check_grace(c)
-    wf, wt = fs.rename(c.saved_fh, _dir_name(c, args.oldname), tfh, _dir_name(c, args.newname),
-                       caller)
+    newname = _dir_name(c, args.newname)
+    _before_unlink(c, fs, tfh, newname, caller)
+    wf, wt = fs.rename(c.saved_fh, _dir_name(c, args.oldname), tfh, newname, caller)
     return nfs4.RENAME4resok(_cinfo(wf), _cinfo(wt))
+
+
+def _before_unlink(c, fs, dfh, name, caller):
+    """A file about to lose a name stays usable by the opens it has (OPEN
+    promised OPEN4_RESULT_PRESERVE_UNLINKED)."""
+    try:
+        fh, attr, _ = fs.lookup(dfh, name, caller)
+    except FsError:
+        return  # the REMOVE or RENAME itself says what is wrong
+    if attr.type == FileType.REG:
+        c.server.before_unlink(fs, fh)
 
 
 def RESTOREFH(c, args):

@@ -94,6 +94,10 @@ class Nfs4Service:
         self.server_id = server_identity(state_dir)
         self.clock = clock
         self.recovery = RecoveryStore(state_dir)
+        # Files with opens, for PRESERVE_UNLINKED: fh -> (MetaFS, {(clientid,
+        # stateid other)}); and those of them held past a REMOVE (fh -> MetaFS).
+        self.opens = {}
+        self.held = {}
         self.state = Nfs4State(now=clock(), boot_epoch=int(wall_clock()),
                                previous_record=self.recovery.load(), lease_time=lease_time,
                                grace_time=grace_time)
@@ -110,7 +114,55 @@ class Nfs4Service:
         for gone in self.state.expire(self.clock()):
             log.info("NFSv4 client %#x (%s) expired: its opens and locks are released",
                      gone.clientid, gone.principal)
+        self._forget_closed()
         self._save_record()
+
+    # -- removed while open (OPEN4_RESULT_PRESERVE_UNLINKED) ---------------------------
+    # An OPEN promises the client that a REMOVE (or RENAME over the file) will
+    # not take the file away from its opens: the client then removes it for
+    # real instead of renaming it to .nfsXXXX. Before the name goes, a file
+    # with opens is held (MetaFS.hold: usable by handle, data kept); the last
+    # CLOSE, or the state going with its client, releases it.
+
+    def opened(self, c, fh, fs, sid):
+        clients = self.opens.setdefault(bytes(fh), (fs, set()))[1]
+        clients.add((self._clientid(c), bytes(sid.other)))
+
+    def closed(self, c, fh, sid):
+        entry = self.opens.get(bytes(fh))
+        if entry is not None:
+            entry[1].discard((self._clientid(c), bytes(sid.other)))
+            if not entry[1]:
+                self._release(bytes(fh))
+
+    def before_unlink(self, fs, fh):
+        """A REMOVE or RENAME is about to take a name of ``fh``: hold it while
+        opens remain."""
+        fh = bytes(fh)
+        if fh in self.held or not self._still_open(fh):
+            return
+        if fs.hold(fh):
+            self.held[fh] = fs
+
+    def _still_open(self, fh):
+        entry = self.opens.get(fh)
+        if entry is None:
+            return False
+        live = {(cid, other) for cid, other in entry[1]
+                if self.state.test_stateid(cid, [Stateid(0, other)])[0] == nfsstat4.NFS4_OK}
+        entry[1].intersection_update(live)
+        return bool(live)
+
+    def _release(self, fh):
+        self.opens.pop(fh, None)
+        fs = self.held.pop(fh, None)
+        if fs is not None:
+            fs.release(fh)
+
+    def _forget_closed(self):
+        """Opens that went without a CLOSE (their client expired or was replaced)."""
+        for fh in [fh for fh in self.opens if not self._still_open(fh)]:
+            self._release(fh)
 
     # -- client ids and sessions --------------------------------------------------
 
@@ -203,7 +255,9 @@ class Nfs4Service:
                                                args.share_access, args.share_deny))
 
     def state_close(self, c, sid, fh):
-        return _sid4(self.state.close(self._clientid(c), _sid(sid), bytes(fh)))
+        done = _sid4(self.state.close(self._clientid(c), _sid(sid), bytes(fh)))
+        self.closed(c, fh, sid)
+        return done
 
     def check_stateid(self, c, sid, fh, write):
         self.state.check_io(self._clientid(c), _sid(sid), bytes(fh), write, self.clock())

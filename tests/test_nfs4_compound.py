@@ -8,6 +8,7 @@ import pytest
 from common import nfs4, rpc
 from common.nfs4 import nfs_opnum4 as O
 from common.nfs4 import nfsstat4
+from tools.dev.netns import wait_until
 from tools.dev.nfs4client import Nfs4Client, Nfs4Failed, op
 
 
@@ -537,3 +538,51 @@ def test_the_session_bounds_operations_and_reply_sizes(ns, nfspd):
     cached = c.seq(put, everything, cachethis=True)
     assert cached.status == nfsstat4.NFS4ERR_REP_TOO_BIG_TO_CACHE
     assert c.seq(put, everything, cachethis=False).status == nfsstat4.NFS4_OK
+
+
+def _datafiles(d):
+    """Data files in the metaserver's local store (named SEED.INO in hex)."""
+    return sum(1 for _, _, files in os.walk(os.path.join(d.state, "data"))
+               for f in files if len(f) == 33 and f[16] == ".")
+
+
+def test_a_file_removed_while_open_stays_readable_until_closed(ns, nfspd):
+    d = nfspd()
+    c = mounted(ns)
+    dirfh = _export_dir(c, d)
+    put = op(O.OP_PUTFH, nfs4.PUTFH4args(dirfh))
+    how = nfs4.createhow4(nfs4.createmode4.UNCHECKED4, nfs4.encode_attrs({}))
+    res = c.ok(put, op(O.OP_OPEN, _open_args(c, b"doomed", how)), op(O.OP_GETFH))
+    assert res[1].body.rflags & 0x8  # OPEN4_RESULT_PRESERVE_UNLINKED: no silly rename needed
+    sid, fh = res[1].body.stateid, res[2].body.object
+    c.write(fh, sid, 0, b"still here")
+    other = mounted(ns)
+    other.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(dirfh)), op(O.OP_REMOVE, nfs4.REMOVE4args(b"doomed")))
+    assert os.listdir(d.export) == []
+    assert _datafiles(d) == 1
+    assert c.read(fh, sid, 0, 100).data == b"still here"
+    c.write(fh, sid, 10, b", written after")
+    assert c.read(fh, sid, 0, 100).data == b"still here, written after"
+    c.close_file(fh, sid)
+    gone = c.seq(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), op(O.OP_GETATTR, nfs4.GETATTR4args([1])))
+    assert gone.status == nfsstat4.NFS4ERR_STALE
+    # The data goes with the last close (purged in the background).
+    wait_until(lambda: _datafiles(d) == 0, 10, what="the purge of the removed file's data")
+    # Not held: a file nobody has open goes at once.
+    sid2, fh2 = c.open(dirfh, b"plain")
+    c.close_file(fh2, sid2)
+    c.ok(put, op(O.OP_REMOVE, nfs4.REMOVE4args(b"plain")))
+    assert c.seq(op(O.OP_PUTFH, nfs4.PUTFH4args(fh2))).status == nfsstat4.NFS4ERR_STALE
+
+
+def test_a_removed_file_held_open_goes_when_its_client_expires(ns, nfspd):
+    d = nfspd(extra_args=["--v4-lease", "1"])
+    c = mounted(ns)
+    dirfh = _export_dir(c, d)
+    sid, fh = c.open(dirfh, b"orphan")
+    c.write(fh, sid, 0, b"x" * 100)
+    c.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(dirfh)), op(O.OP_REMOVE, nfs4.REMOVE4args(b"orphan")))
+    assert _datafiles(d) == 1
+    # c falls silent; once its lease is over, the lease timer drops its state
+    # and with it the last open of the removed file.
+    wait_until(lambda: _datafiles(d) == 0, 15, what="the purge after the lease expired")

@@ -140,6 +140,20 @@ class MetaFS:
     def close(self):
         self._objects.close()
 
+    def hold(self, fh):
+        """Keep a regular file usable by its handle after it loses its last
+        link (NFSv4's OPEN4_RESULT_PRESERVE_UNLINKED: REMOVE of a file a client
+        holds open), until release(); its data goes to the purge sink only
+        then. False when too many files are held already. STALE, BADHANDLE."""
+        try:
+            return self._objects.hold(fh)
+        except OSError as e:
+            raise fs_error_of(e) from None
+
+    def release(self, fh):
+        """Undo one hold() (a file whose last link went meanwhile goes now)."""
+        self._objects.release(fh)
+
     @property
     def sync_metadata(self):
         return self._objects.sync_metadata

@@ -51,8 +51,18 @@ class Objects:
         self.metafiles = Metafiles(self.export_path)
         self._metafile = self.metafiles.get
         self._acl_free = {}  # (dev, ino) -> ctime of a directory seen without an access ACL
+        # Regular files a protocol holds open (NFSv4 OPEN): canonical fh ->
+        # [own descriptor, inode, holds]. Losing its last link, such a file
+        # stays readable and writable by handle until released; its data is
+        # purged then (pending: inode -> (stat, metafile)).
+        self._held = {}
+        self._held_inos = {}
+        self._pending = {}
 
     def close(self):
+        for fd, _, _ in self._held.values():
+            os.close(fd)
+        self._held.clear()
         self.codec.close()
         os.close(self.root_fd)
 
@@ -61,12 +71,46 @@ class Objects:
     def open(self, fh):
         """(borrowed fd, canonical fh, stat) of a live object of this export;
         BADHANDLE, STALE."""
+        if self._held:
+            held = self._held.get(fh)
+            if held is not None:
+                return held[0], fh, os.fstat(held[0])
         fd, cfh = self.codec.open(fh)
         st = os.fstat(fd)
         if st.st_nlink == 0:
             self.codec.forget(cfh)
             raise FsError(nfsstat3.NFS3ERR_STALE, "object was removed")
         return fd, cfh, st
+
+    def hold(self, fh, limit=4096):
+        """Keep a regular file usable by handle after it loses its last link,
+        until as many release() calls: True, or False when ``limit`` files are
+        held already (the caller then promises nothing). STALE if it is gone."""
+        fd, cfh, st = self.open(fh)
+        held = self._held.get(cfh)
+        if held is None:
+            if len(self._held) >= limit or not stat.S_ISREG(st.st_mode):
+                return False
+            held = self._held[cfh] = [os.dup(fd), st.st_ino, 0]
+            self._held_inos[st.st_ino] = cfh
+        held[2] += 1
+        return True
+
+    def release(self, fh):
+        """One hold() of a file undone; the last one lets a file that lost its
+        last link meanwhile go (its data to the purge sink)."""
+        held = self._held.get(fh)
+        if held is None:
+            return
+        held[2] -= 1
+        if held[2] > 0:
+            return
+        del self._held[fh]
+        self._held_inos.pop(held[1], None)
+        os.close(held[0])
+        pending = self._pending.pop(held[1], None)
+        if pending is not None:
+            self.gone(*pending)
 
     def dir(self, fh):
         """open() of a directory; NOTDIR for anything else."""
@@ -206,7 +250,10 @@ class Objects:
 
     def gone(self, st, meta):
         """An object lost its last link: drop what we cached about it, and hand
-        a metafile's data to the purge sink."""
+        a metafile's data to the purge sink (once released, if it is held)."""
+        if st.st_ino in self._held_inos:
+            self._pending[st.st_ino] = (st, meta)
+            return
         self.codec.forget_ino(st.st_ino)
         self.metafiles.forget(st)
         if meta is not None:
