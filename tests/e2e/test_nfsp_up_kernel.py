@@ -88,9 +88,10 @@ def test_nfsp_up_serves_a_kernel_client_across_a_restart(testbed, guest, rand, t
     try:
         p, printed = _start(host, directory, log_path)
         assert printed == f"mount -t nfs {host.ip}:{export} /mnt", printed
-        # The guest's busybox cannot negotiate a version as mount.nfs does: it
-        # mounts the same export with the options made explicit (NFSv3 over
-        # TCP, ports from the server's portmapper, MOUNT over UDP; guest_wl.sh).
+        # The printed command lands on NFSv4.1/4.2 (tests/e2e/test_nfs4_kernel.py
+        # covers that path); this case keeps to NFSv3 over TCP with the
+        # options made explicit (ports from the portmapper, MOUNT over UDP;
+        # guest_wl.sh), as it did before.
         mount = f"nfs_mount 3 tcp udp {host.ip} {export} {MNT}"
         # The generated exports squash root (root_squash): the admin makes the
         # export a scratch area that any user, root of a client too, may write.
