@@ -38,7 +38,7 @@ from common.xdr import Void
 from nfspd import nfs4attrs
 from nfspd.dispatch import procedure_table
 from nfspd.fs.access import may_read, may_write
-from nfspd.fs.types import CreateHow, FileType, FsError
+from nfspd.fs.types import CreateHow, FileType, FsError, Wcc
 from nfspd.nfs3proc import data_io
 from nfspd.nfs4compound import CompoundArgs, Nfs4Error, Op, compound, status_of_fs
 from nfspd.nfs4pseudo import is_pseudo, mounted_on_fileid
@@ -361,15 +361,17 @@ def _open_create(c, fs, caller, dfh, name, how):
             given = nfs4.decode_attrs(how.body.cva_attrs)
         sattr = nfs4attrs.to_setattr(given, domain, allowed=nfs4attrs.EXCLCREAT)
         cmode = CreateHow.EXCLUSIVE
+    # MetaFS reports a file that existed (UNCHECKED, or EXCLUSIVE's retry)
+    # exactly like one it made; the permission check and attrset differ.
     try:
-        before = fs.getattr(dfh)
+        fs.lookup(dfh, name, caller)
+        existed = True
     except FsError:
-        before = None
+        existed = False  # or the create says what is wrong
     fh, attr, w = fs.create(dfh, name, caller, cmode, sattr, verf=verf)
-    # MetaFS reports a file that existed (UNCHECKED) exactly like one made:
-    # the directory's ctime tells them apart, for the permission check.
-    created = before is None or w.post is None or w.post.ctime_ns != before.ctime_ns
-    return fh, attr, w, nfs4attrs.bitmap(given) if created else [], created
+    if existed:
+        return fh, attr, Wcc(w.post, w.post), [], False
+    return fh, attr, w, nfs4attrs.bitmap(given), True
 
 
 def _open_type(attr):
