@@ -71,9 +71,13 @@ def _real(c, in_pseudo=nfsstat4.NFS4ERR_ROFS):
 
 
 def _cinfo(w):
-    before = w.pre.ctime_ns if w is not None and w.pre is not None else 0
-    after = w.post.ctime_ns if w is not None and w.post is not None else 0
-    return change_info4(False, before, after)
+    """change_info4 of a directory from its Wcc (not atomic: the two values
+    are read apart from the change)."""
+    def change(a):
+        return 0 if a is None else nfs4attrs.change_of(a.size, a.mtime_ns, a.ctime_ns)
+    if w is None:
+        return change_info4(False, 0, 0)
+    return change_info4(False, change(w.pre), change(w.post))
 
 
 def _name(c, name):

@@ -586,3 +586,11 @@ def test_a_removed_file_held_open_goes_when_its_client_expires(ns, nfspd):
     # c falls silent; once its lease is over, the lease timer drops its state
     # and with it the last open of the removed file.
     wait_until(lambda: _datafiles(d) == 0, 15, what="the purge after the lease expired")
+
+
+def test_change_moves_with_the_size_even_within_one_clock_tick():
+    from nfspd.nfs4attrs import change_of
+    t = 1_700_000_000_000_000_000
+    assert change_of(10, t, t) != change_of(11, t, t)
+    assert change_of(10, t, t) != change_of(10, t, t + 4_000_000)
+    assert 0 <= change_of(1 << 63, t, t) < 1 << 64
