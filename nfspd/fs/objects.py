@@ -11,6 +11,7 @@ and never keep it.
 import errno
 import logging
 import os
+import resource
 import stat
 
 from common.nfs3 import nfsstat3
@@ -82,10 +83,14 @@ class Objects:
             raise FsError(nfsstat3.NFS3ERR_STALE, "object was removed")
         return fd, cfh, st
 
-    def hold(self, fh, limit=4096):
+    def hold(self, fh, limit=None):
         """Keep a regular file usable by handle after it loses its last link,
-        until as many release() calls: True, or False when ``limit`` files are
-        held already (the caller then promises nothing). STALE if it is gone."""
+        until as many release() calls: True, or False when ``limit`` files
+        (default: an eighth of the descriptors the process may have, at most
+        4096) are held already, each costing a descriptor. STALE if it is gone."""
+        if limit is None:
+            # The soft limit as the handle cache left it (it raises it).
+            limit = max(16, min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 8))
         fd, cfh, st = self.open(fh)
         held = self._held.get(cfh)
         if held is None:
