@@ -423,6 +423,28 @@ def test_rename_over_a_file_purges_it(env):
     assert len(env.purged) == 1
 
 
+def test_a_held_file_outlives_its_last_link_until_released(env):
+    fs = env.fs
+    fh = env.create(b"f")
+    ino, seed = os.stat(env.root / "f").st_ino, seed_of(env.root / "f")
+    run(fs.write, fh, ROOT, 0, b"kept", 2)
+    assert fs.hold(fh)
+    fs.remove(fs.root_fh, b"f", ROOT)
+    assert env.purged == [] and os.listdir(env.root) == []
+    # Still there by handle: read, written, its attributes (no links left).
+    assert run(fs.read, fh, ROOT, 0, 10)[0] == b"kept"
+    run(fs.write, fh, ROOT, 4, b"!", 2)
+    assert fs.getattr(fh).nlink == 0 and fs.getattr(fh).size == 5
+    fs.release(fh)
+    assert env.purged == [(ino, seed)]
+    assert status_of(fs.getattr, fh) == nfsstat3.NFS3ERR_STALE
+    # A held file that keeps a link is released without a purge.
+    g = env.create(b"g")
+    assert fs.hold(g)
+    fs.release(g)
+    assert len(env.purged) == 1 and fs.getattr(g).nlink == 1
+
+
 def test_purged_data_is_gone_from_the_local_store(env):
     fs = env.fs
     fh = env.create(b"f")
