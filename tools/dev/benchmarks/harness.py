@@ -83,7 +83,7 @@ def loadgen_argv(server, export, **opts):
     return argv
 
 
-def _env():
+def child_env():
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
@@ -103,7 +103,7 @@ def run_loadgens(specs, timeout, log_dir, tag):
     for i, (prefix, argv) in enumerate(specs):
         err = open(os.path.join(log_dir, f"loadgen-{tag}-{i}.log"), "wb")
         procs.append((subprocess.Popen(prefix(argv), stdout=subprocess.PIPE, stderr=err,
-                                       stdin=subprocess.DEVNULL, env=_env(), cwd=REPO,
+                                       stdin=subprocess.DEVNULL, env=child_env(), cwd=REPO,
                                        start_new_session=True), err))
     reports = []
     deadline = time.monotonic() + timeout
