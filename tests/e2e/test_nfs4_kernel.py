@@ -241,6 +241,27 @@ def test_atime_set_alone(mounted):
     mounted.run(f"wl_atime {mounted.dir('atime')}", expect.atime())
 
 
+def test_read_advances_atime_as_relatime_says(mounted, v4server):
+    """Issue 16, case 3 over NFSv4.1: a READ moves atime as a local read would
+    under the export's relatime; a read within the window leaves it."""
+    if not os.statvfs(v4server.export).f_flag & os.ST_RELATIME:
+        pytest.skip("the export is not on a relatime mount")
+    d = mounted.dir("relatime")
+    mounted.vm.check(f"mkdir -p {d} && echo hello > {d}/f && sync")
+    path = os.path.join(v4server.export, d[len(mounted.mnt) + 1:], "f")
+    st = os.stat(path)
+    old = st.st_mtime_ns - 3 * 24 * 3600 * 10**9   # before mtime: relatime advances it
+    os.utime(path, ns=(old, st.st_mtime_ns))
+    got = mounted.vm.results(
+        f"dropcaches; R before $(stat -c %X {d}/f)\n"
+        f"dropcaches; cat {d}/f >/dev/null; dropcaches; R read $(stat -c %X {d}/f)\n"
+        f"cat {d}/f >/dev/null; dropcaches; R again $(stat -c %X {d}/f)")
+    assert int(got["before"]) == old // 10**9
+    assert int(got["read"]) > old // 10**9 + 24 * 3600
+    assert int(got["read"]) == os.stat(path).st_atime_ns // 10**9
+    assert got["again"] == got["read"]
+
+
 def test_truncate_and_append(mounted, rand):
     mounted.run(f"wl_truncate {mounted.dir('trunc')}", expect.truncate(rand))
     mounted.run(f"wl_append {mounted.dir('append')}", expect.append(rand))
