@@ -74,7 +74,7 @@ class Engine:
 
     def __init__(self, keys, store, spoofer, *, wall, mono, verifier,
                  max_clock_skew=iodproto.MAX_CLOCK_SKEW, pong_allow=(), ping_rate=10.0,
-                 ping_burst=20, counters=None, errors=None):
+                 ping_burst=20, counters=None, errors=None, revoked=None):
         self.keys = keys             # Keys.update (SIGHUP) swaps them for every thread
         self.store = store
         self.spoofer = spoofer
@@ -87,6 +87,7 @@ class Engine:
         self._replay_lock = threading.Lock()
         self.pong_bucket = iodproto.TokenBucket(ping_rate, ping_burst)
         self._bucket_lock = threading.Lock()
+        self.revoked = revoked        # the data server's (iod/dsrevoked.py), or None
         self.store_lost = None        # why the data store is no longer the one opened
         self._store_check_due = -math.inf   # the first request checks
         self._store_check_lock = threading.Lock()
@@ -224,6 +225,11 @@ class Engine:
         return iodproto.reply(msg)
 
     def PURGE(self, msg, peer, udp, wall, mono):
+        if self.revoked is not None:
+            # Before the datafiles go: a data-server WRITE in between would
+            # bring one back, and nothing would ever purge it again.
+            for ino, seed in msg.files:
+                self.revoked.revoke_file(ino, seed, int(wall * 1000))
         gone = sum(self.store.purge(ino, seed) for ino, seed in msg.files)
         if gone:
             # unlinkd trims its journal on this reply: a crash right after it
