@@ -46,13 +46,15 @@ class _Conn:
         self.broken = False
 
     def send(self, reply):
+        """Send it all; returns how many bytes went by sendfile."""
+        zero_copy = 0
         with self.send_lock:
             if self.broken:
-                return
+                return 0
             try:
                 for part in reply.parts:
                     if isinstance(part, FileRange):
-                        self._send_range(part)
+                        zero_copy += self._send_range(part)
                     else:
                         self.sock.sendall(part)
             except OSError:
@@ -61,6 +63,7 @@ class _Conn:
                 self.broken = True
                 self.shutdown()
                 raise
+        return zero_copy
 
     def _send_range(self, part):
         out = self.sock.fileno()
@@ -71,8 +74,10 @@ class _Conn:
                 if n == 0:     # the datafile ends here: the rest reads as zeros
                     break
                 sent += n
+        from_file = sent
         while sent < part.count:
             sent += self.sock.send(_ZEROS[:min(len(_ZEROS), part.count - sent)])
+        return from_file
 
     def shutdown(self):
         try:
@@ -236,7 +241,7 @@ class DsServer:
             try:
                 reply = handle(memoryview(record), conn.info, now())
                 if reply is not None:
-                    conn.send(reply)
+                    self._count("ds_sendfile_bytes", conn.send(reply))
             except OSError as e:
                 self._error(("ds send", e.errno), "data server reply to %s:%d not sent: %s",
                             conn.info.ip, conn.info.port, e)

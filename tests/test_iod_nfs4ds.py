@@ -13,7 +13,7 @@ from common.nfs4 import nfs_opnum4 as O
 from common.runtime.datastore import DataStore
 from iod.dsrevoked import Revoked
 from iod.nfs4ds import Connection, DataServer, FileRange
-from tests.support.dsclient import DsClient, call_message, ok_result, op, status
+from tools.dev.nfs4dsclient import DsClient, call_message, ok_result, op, status
 
 KEYS = Keys((1, b"c" * 32))
 VERIFIER = b"verifier"

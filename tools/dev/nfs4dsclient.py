@@ -1,8 +1,8 @@
-"""The few NFSv4.1 calls a pNFS client makes to a data server, for tests:
-EXCHANGE_ID with USE_PNFS_DS, CREATE_SESSION, then SEQUENCE + PUTFH +
-READ / WRITE / COMMIT, over any ``call`` (COMPOUND4args bytes -> the RPC
-reply's body), so the same client drives the data server in process and the
-real iod over TCP (``over_tcp``)."""
+"""The few NFSv4.1 calls a pNFS client makes to a data server (the iod's,
+iod/nfs4ds.py), for tests and benchmarks: EXCHANGE_ID with USE_PNFS_DS,
+CREATE_SESSION, then SEQUENCE + PUTFH + READ / WRITE / COMMIT, over any
+``call`` (COMPOUND4args bytes -> the RPC reply's body), so the same client
+drives the data server in process and the real iod over TCP (``over_tcp``)."""
 
 import itertools
 import os
