@@ -11,6 +11,9 @@ delivered and the iod's CPU time (user + system, from /proc) per request:
 
 - relay: 1 MiB READs over TCP with the data in the REPLY (what the metaserver
   does for TCP clients);
+- pnfs: 1 MiB NFSv4.1 READs (SEQUENCE, PUTFH, READ) from the iod's pNFS data
+  server (--ds-port), one session, 4 slots in flight: what a pNFS client's
+  reads cost the iod (the data goes out with sendfile);
 - spoofed: 32 KiB (or 8 KiB) READs over UDP whose replies the iod sends from
   its raw socket, at loopback MTUs of 1500, 9000 and 65536, received by this
   process's UDP socket as a client would.
@@ -23,6 +26,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -30,12 +34,16 @@ import time
 
 import click
 
-from common import keyfile
+from common import dsfh, keyfile, nfs4
 from common.iodproto import Op
+from common.nfs4 import nfs_opnum4 as O
 from tools.dev import REPO
 from tools.dev.iodclient import IodClient
+from tools.dev.nfs4dsclient import ANY_STATEID, CRED, DsClient, call_message, op, over_tcp
+from tools.rpcclient import RpcClient
 
 PORT = 2050
+DS_PORT = 2049
 HEAD = bytes(120)
 
 
@@ -66,6 +74,62 @@ def relay(keys, size, seconds, window=4, count=1 << 20):
     for _ in range(sent - done):
         c.receive()
     c.close()
+    return done, done * count, elapsed
+
+
+def _recv_exactly(sock, view):
+    got = 0
+    while got < len(view):
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            raise ConnectionError("data server closed the connection")
+        got += n
+
+
+def pnfs(keys, size, seconds, window=4, count=1 << 20):
+    """READs from the data server; the replies are checked (RPC and COMPOUND
+    status, length) and their data received into one buffer, as a kernel
+    client would, without decoding it into objects."""
+    conn = RpcClient("127.0.0.1", DS_PORT, "tcp", timeout=30, cred=CRED)
+    c = DsClient(over_tcp(conn)).setup()
+    fh = dsfh.mint(keys, ino=1, seed=1, layout_gen=1, minted=int(time.time() * 1000),
+                   client="127.0.0.1", write=False, secure=False)
+    sock = conn.sock
+    sock.settimeout(None)
+    offsets = range(0, size - count + 1, count)
+    mark = bytearray(4)
+    buf = bytearray(count + 4096)
+    sent = done = 0
+
+    def ask(slot):
+        nonlocal sent
+        args = nfs4.encode_compound(nfs4.COMPOUND4args(b"", 1, [
+            c.sequence_op(slot=slot), op(O.OP_PUTFH, nfs4.PUTFH4args(fh)),
+            op(O.OP_READ, nfs4.READ4args(ANY_STATEID, offsets[sent % len(offsets)], count))]))
+        xid, message = call_message(args)
+        sock.sendall(struct.pack(">I", 0x80000000 | len(message)) + message)
+        sent += 1
+        return xid
+    slot_of = {ask(slot): slot for slot in range(window)}
+    start = time.monotonic()
+    deadline = start + seconds
+    while True:
+        _recv_exactly(sock, memoryview(mark))
+        length = int.from_bytes(mark, "big") & 0x7FFFFFFF
+        view = memoryview(buf)[:length]
+        _recv_exactly(sock, view)
+        xid, compound_status = struct.unpack_from(">I20xI", view)
+        assert compound_status == 0 and length >= count, (compound_status, length)
+        done += 1
+        slot = slot_of.pop(xid)
+        if time.monotonic() >= deadline:
+            break
+        slot_of[ask(slot)] = slot
+    elapsed = time.monotonic() - start
+    for _ in range(sent - done):
+        _recv_exactly(sock, memoryview(mark))
+        _recv_exactly(sock, memoryview(buf)[:int.from_bytes(mark, "big") & 0x7FFFFFFF])
+    conn.close()
     return done, done * count, elapsed
 
 
@@ -119,7 +183,8 @@ def main(mib, seconds, threads):
     keys = keyfile.generate(os.path.join(work, "key"))
     proc = subprocess.Popen([sys.executable, "-m", "iod.cli", "--data-dir", f"{work}/data",
                              "--key", f"{work}/key", "--listen", "127.0.0.1", "--port", str(PORT),
-                             "--threads", str(threads), "--log-level", "warning"],
+                             "--ds-port", str(DS_PORT), "--threads", str(threads),
+                             "--log-level", "warning"],
                             env=dict(os.environ, PYTHONPATH=REPO))
     try:
         for _ in range(200):
@@ -140,6 +205,12 @@ def main(mib, seconds, threads):
         used = cpu_seconds(proc.pid) - cpu
         print(f"relay   1 MiB READs over TCP, 4 in flight: {nbytes / elapsed / 1e6:7.1f} MB/s, "
               f"iod CPU {used / n * 1e3:.2f} ms per READ ({n} READs)")
+        cpu = cpu_seconds(proc.pid)
+        n, nbytes, elapsed = pnfs(keys, size, seconds)
+        used = cpu_seconds(proc.pid) - cpu
+        print(f"pnfs    1 MiB NFSv4.1 READs from the data server, 4 slots in flight: "
+              f"{nbytes / elapsed / 1e6:7.1f} MB/s, iod CPU {used / n * 1e3:.2f} ms per READ "
+              f"({n} READs)")
         for mtu in (1500, 9000, 65536):
             subprocess.run(["ip", "link", "set", "lo", "mtu", str(mtu)], check=True)
             for count in (8192, 32768):
