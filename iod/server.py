@@ -124,7 +124,8 @@ class Server:
                              verifier=os.urandom(8), max_clock_skew=config.max_clock_skew,
                              pong_allow=config.pong_allow, ping_rate=config.ping_rate,
                              ping_burst=config.ping_burst, counters=self.counters,
-                             errors=self.errors, revoked=self.revoked)
+                             errors=self.errors, revoked=self.revoked,
+                             ds_port=config.ds_port if ds_sock is not None else None)
         self.ds = None
         if ds_sock is not None:
             data_server = DataServer(

@@ -128,3 +128,20 @@ def test_past_its_limit_the_oldest_revocation_becomes_the_floor():
     assert r.stale(handle(1, 1, minted=99))
     assert not r.stale(handle(4, 4, minted=100))
     assert r.stale(handle(2, 2, minted=150)) and r.stale(handle(3, 3, minted=150))
+
+
+def test_a_revoked_client_loses_the_handles_minted_before():
+    r = Revoked(floor=0)
+    r.revoke_client("192.0.2.7", at=5000)
+    assert r.stale(handle(minted=4999)) and not r.stale(handle(minted=5000))
+    other = dsfh.verify(KEYS, mint(client="192.0.2.8", minted=100))
+    assert not r.stale(other)
+    with pytest.raises(ValueError):
+        r.revoke_client("nope", at=1)
+
+
+def test_revoking_everything_raises_the_floor_and_never_lowers_it():
+    r = Revoked(floor=1000)
+    r.revoke_all(3000)
+    r.revoke_all(2000)
+    assert r.floor == 3000 and r.stale(handle(minted=2999)) and not r.stale(handle(minted=3000))

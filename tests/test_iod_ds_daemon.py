@@ -133,6 +133,26 @@ def test_refusals_over_the_wire(ds_iod):
         assert status(c.read(fh(ds_iod, 40, 2, secure=True), 0, 2)) == nfsstat4.NFS4_OK
 
 
+def test_the_metaserver_revokes_a_removed_file_an_expired_client_and_everything(ds_iod):
+    with ds_iod.client("tcp") as iod:
+        assert iod.call(Op.PING).ds_port == DS_PORT       # where the layouts send clients
+        conn, c = session(ds_iod)
+        with conn:
+            removed, kept = fh(ds_iod, 60, 1), fh(ds_iod, 61, 1)
+            time.sleep(0.01)             # the REVOKE is stamped after these were minted
+            assert iod.call(Op.REVOKE, files=[(60, 1)]).status == 0
+            assert status(c.read(removed, 0, 1)) == nfsstat4.NFS4ERR_STALE
+            assert status(c.read(kept, 0, 1)) == nfsstat4.NFS4_OK
+            assert iod.call(Op.REVOKE, clients=["127.0.0.1"]).status == 0
+            assert status(c.read(kept, 0, 1)) == nfsstat4.NFS4ERR_STALE
+            time.sleep(0.01)
+            fresh = fh(ds_iod, 61, 1)    # the client's new lease, a new layout
+            assert status(c.read(fresh, 0, 1)) == nfsstat4.NFS4_OK
+            time.sleep(0.01)
+            assert iod.call(Op.REVOKE, everything=True).status == 0
+            assert status(c.read(fresh, 0, 1)) == nfsstat4.NFS4ERR_STALE
+
+
 def test_a_restarted_iod_refuses_handles_minted_before_it_started(ds_iod):
     old = fh(ds_iod, 50, 1)
     ds_iod.restart()
