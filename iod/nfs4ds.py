@@ -46,7 +46,6 @@ import threading
 
 from common import dsfh, nfs4, rpc
 from common.nfs4 import (
-    EXCHGID4_FLAG_USE_PNFS_DS,
     NFS4_PROGRAM,
     NFS4_COMPOUND_MAX_OPS,
     NFS4_MAXFILEOFF,
@@ -132,10 +131,11 @@ class _ReadData:
 
 
 class _Compound:
-    __slots__ = ("conn", "now", "fh", "slot", "cachethis", "principal")
+    __slots__ = ("conn", "now", "fh", "slot", "cachethis", "principal", "count", "size")
 
-    def __init__(self, conn, now, principal):
+    def __init__(self, conn, now, principal, count, size):
         self.conn, self.now, self.principal = conn, now, principal
+        self.count, self.size = count, size       # operations, bytes of the RPC message
         self.fh = None
         self.slot = None
         self.cachethis = False
@@ -187,7 +187,9 @@ def decode_compound(args):
     if count * 4 > u.remaining():
         raise XdrError(f"COMPOUND of {count} operations in {u.remaining()} bytes")
     if count > NFS4_COMPOUND_MAX_OPS:
-        raise nfs4.CompoundTooLong(nfs4.COMPOUND4args(tag, minorversion, []), count)
+        # The first operation only: a SEQUENCE answers for the whole.
+        first = nfs4.decode_argop(u, minorversion)
+        raise nfs4.CompoundTooLong(nfs4.COMPOUND4args(tag, minorversion, [first]), count)
     ops = []
     for _ in range(count):
         if u.remaining() >= 4 and _RECORD_MARK.unpack_from(u.data, u.pos)[0] == O.OP_WRITE:
@@ -258,13 +260,18 @@ class DataServer:
         try:
             tag, minorversion, ops = decode_compound(call.args)
         except nfs4.CompoundTooLong as e:
-            return self._finish(call.xid, e.compound.tag, [], nfsstat4.NFS4ERR_RESOURCE)
+            # NFS4ERR_TOO_MANY_OPS is SEQUENCE's to say (RFC 8881 18.46.3),
+            # whichever operation comes first.
+            first = e.compound.argarray[0].disc
+            status = nfsstat4.NFS4ERR_TOO_MANY_OPS
+            return self._finish(call.xid, e.compound.tag, [nfs4.resop_error(first, status)],
+                                status)
         except XdrError:
             return _rpc_error(rpc.reply_accepted_error(call.xid, rpc.accept_stat.GARBAGE_ARGS))
         if ops is None:
             return self._finish(call.xid, tag, [], nfsstat4.NFS4ERR_MINOR_VERS_MISMATCH)
         self._count("ds_compounds")
-        c = _Compound(conn, now, _principal(call))
+        c = _Compound(conn, now, _principal(call), len(ops), len(record))
         try:
             return self._compound(call.xid, tag, ops, c)
         finally:
@@ -351,7 +358,6 @@ class DataServer:
         with self._lock:
             r = self.state.exchange_id(owner.co_ownerid, owner.co_verifier, c.principal,
                                        args.eia_flags, c.now)
-        assert r.flags & EXCHGID4_FLAG_USE_PNFS_DS
         return nfs_resop4(O.OP_EXCHANGE_ID, nfs4.EXCHANGE_ID4res(nfsstat4.NFS4_OK, nfs4.EXCHANGE_ID4resok(
             r.clientid, r.sequenceid, r.flags,
             nfs4.state_protect4_r(nfs4.state_protect_how4.SP4_NONE),
@@ -393,6 +399,13 @@ class DataServer:
             return outcome
         c.slot = outcome
         c.cachethis = bool(args.sa_cachethis)
+        fore = outcome.session.fore
+        # Checked once the slot is taken, as RFC 8881 18.46.3 orders it: the
+        # slot's seqid advances, the client sees the error on this request.
+        if c.count > fore.maxoperations:
+            raise Nfs4Error(nfsstat4.NFS4ERR_TOO_MANY_OPS)
+        if c.size > fore.maxrequestsize:
+            raise Nfs4Error(nfsstat4.NFS4ERR_REQ_TOO_BIG)
         return nfs_resop4(O.OP_SEQUENCE, nfs4.SEQUENCE4res(nfsstat4.NFS4_OK, nfs4.SEQUENCE4resok(
             outcome.sessionid, outcome.sequenceid, outcome.slotid, outcome.highest_slotid,
             outcome.target_highest_slotid, outcome.status_flags)))

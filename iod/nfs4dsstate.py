@@ -185,7 +185,7 @@ class DsState:
         if principal != client.principal:
             raise Nfs4Error(nfsstat4.NFS4ERR_CLID_INUSE)
         if len(client.sessions) >= MAX_SESSIONS_PER_CLIENT:
-            raise Nfs4Error(nfsstat4.NFS4ERR_RESOURCE)
+            raise Nfs4Error(nfsstat4.NFS4ERR_SERVERFAULT)
         fore = negotiate_fore(fore, self.server_limits)
         back = negotiate_back(back)
         if not client.confirmed:

@@ -120,6 +120,22 @@ def test_operations_outside_a_session_and_out_of_place(h):
     assert status(not_alone) == nfsstat4.NFS4ERR_NOT_ONLY_OP
 
 
+def test_more_operations_or_bytes_than_the_session_allows(h):
+    small = nfs4.channel_attrs4(0, 8192, 8192, 1024, 4, 2, [])
+    c = h.client(fore=small).setup()
+    putfh = op(O.OP_PUTFH, nfs4.PUTFH4args(fh()))
+    res = c.seq(putfh, putfh, putfh, putfh)
+    assert status(res) == nfsstat4.NFS4ERR_TOO_MANY_OPS
+    assert [r.disc for r in res.resarray] == [O.OP_SEQUENCE]
+    assert status(c.write(fh(), 0, b"x" * 9000)) == nfsstat4.NFS4ERR_REQ_TOO_BIG
+    assert h.store.read(7, 9, 0, 1) == b""
+    assert status(c.write(fh(), 0, b"x" * 100)) == nfsstat4.NFS4_OK
+    # past what any COMPOUND may hold, before a session is even looked at
+    res = c.compound([c.sequence_op()] + [putfh] * (nfs4.NFS4_COMPOUND_MAX_OPS + 1))
+    assert status(res) == nfsstat4.NFS4ERR_TOO_MANY_OPS
+    assert [r.disc for r in res.resarray] == [O.OP_SEQUENCE]
+
+
 @pytest.mark.parametrize("opnum,args", [
     (O.OP_GETATTR, nfs4.GETATTR4args([1 << nfs4.FATTR4_SIZE])),
     (O.OP_PUTROOTFH, None),

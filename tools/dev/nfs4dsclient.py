@@ -39,8 +39,9 @@ def op(num, args=None):
 
 
 class DsClient:
-    def __init__(self, call, owner=None, flags=nfs4.EXCHGID4_FLAG_USE_PNFS_DS):
+    def __init__(self, call, owner=None, flags=nfs4.EXCHGID4_FLAG_USE_PNFS_DS, fore=FORE):
         self.call = call
+        self.fore = fore
         self.owner = owner or os.urandom(8).hex().encode()
         self.flags = flags
         self.verifier = os.urandom(8)
@@ -61,7 +62,7 @@ class DsClient:
 
     def create_session(self, sequence=None):
         res = self.compound([op(O.OP_CREATE_SESSION, nfs4.CREATE_SESSION4args(
-            self.clientid, self.cs_seq if sequence is None else sequence, 0, FORE, BACK,
+            self.clientid, self.cs_seq if sequence is None else sequence, 0, self.fore, BACK,
             0x40000000, [nfs4.callback_sec_parms4(0)]))])
         ok = ok_result(res)
         self.sessionid = ok.csr_sessionid
