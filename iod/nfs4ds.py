@@ -117,6 +117,12 @@ def _record(parts):
     return Reply([first] + parts)
 
 
+def _release(results):
+    for result in results:
+        if isinstance(result, _ReadData) and isinstance(result.data, FileRange):
+            Reply([result.data]).release()
+
+
 def _rpc_error(message):
     return _record([message])
 
@@ -283,6 +289,15 @@ class DataServer:
 
     def _compound(self, xid, tag, ops, c):
         results = []
+        try:
+            return self._run_all(xid, tag, ops, c, results)
+        except BaseException:
+            # A bug in a later operation must not keep an earlier READ's
+            # datafile pinned for ever.
+            _release(results)
+            raise
+
+    def _run_all(self, xid, tag, ops, c, results):
         status = nfsstat4.NFS4_OK
         for i, argop in enumerate(ops):
             op = argop.disc
@@ -293,6 +308,7 @@ class DataServer:
                 result = None
             if isinstance(result, Replay):
                 self._count("ds_replays")
+                _release(results)
                 return _record([rpc.success_head(xid) + result.reply])
             if result is None:
                 result = nfs4.resop_error(op, status)

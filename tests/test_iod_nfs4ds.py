@@ -205,6 +205,8 @@ def test_write_commit_read_land_in_the_datafile(h):
     assert r.data == bytes(2) + b"hello" + bytes(10) + b"!" + bytes(12) and not r.eof
     # a file this iod holds nothing of reads as zeros
     assert ok_result(c.read(fh(ino=8), 0, 4)).data == bytes(4)
+    # and once the replies are sent no datafile stays pinned open
+    assert [e.users for e in h.store._open.values()] == [0]
 
 
 def test_a_cached_read_carries_its_data_within_the_slot_cache(h):
