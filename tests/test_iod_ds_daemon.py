@@ -172,3 +172,22 @@ def test_a_record_too_large_closes_only_that_connection(ds_iod):
     with conn:
         assert status(c.seq()) == nfsstat4.NFS4_OK
     assert ds_iod.counters_now()["ds_dropped_bad_stream"] == 1
+
+
+def test_sigterm_stops_it_cleanly_with_clients_connected(ds_iod):
+    conn, c = session(ds_iod)
+    with conn:
+        ok_result(c.write(fh(ds_iod, 70, 1), 0, b"x"))
+        assert ds_iod.stop() == 0
+    text = ds_iod.log_text()
+    assert "pNFS data server (NFSv4.1, files layout) on 127.0.0.1:2049" in text
+    assert "iod stopped" in text and "Traceback" not in text
+
+
+def test_the_data_server_port_taken_is_one_clear_line(iods, ns):
+    holder = ns.inside(socket.create_server, ("127.0.0.1", DS_PORT))
+    with holder, pytest.raises(RuntimeError) as e:
+        iods(extra_args=["--ds-port", str(DS_PORT)])
+    assert "iod exited with 1" in str(e.value)
+    assert "ERROR iod: --ds-port: cannot listen on 127.0.0.1:2049: Address already in use" in \
+        str(e.value)
