@@ -13,6 +13,7 @@ from common import dsfh, nfs4, rpc
 from common.iodproto import Op
 from common.nfs4 import nfsstat4
 from common.nfs4 import nfs_opnum4 as O
+from tests.test_iod_security import sample, scrape
 from tools.dev.nfs4dsclient import CRED, DsClient, call_message, ok_result, op, over_tcp, status
 from tools.rpcclient import RpcClient
 
@@ -191,3 +192,26 @@ def test_the_data_server_port_taken_is_one_clear_line(iods, ns):
     assert "iod exited with 1" in str(e.value)
     assert "ERROR iod: --ds-port: cannot listen on 127.0.0.1:2049: Address already in use" in \
         str(e.value)
+
+
+def test_the_metrics_page_counts_the_data_servers_work_and_refusals(iods, ns):
+    iod = iods(extra_args=["--ds-port", str(DS_PORT), "--metrics", "127.0.0.1:9111"])
+    conn, c = session(iod)
+    with conn:
+        ok_result(c.write(fh(iod, 80, 1), 0, b"x" * 5000))
+        ok_result(c.read(fh(iod, 80, 1), 0, 3000))
+        ok_result(c.commit(fh(iod, 80, 1)))
+        assert status(c.read(fh(iod, 80, 1, client="10.9.9.9"), 0, 1)) == nfsstat4.NFS4ERR_ACCESS
+        assert status(c.read(b"forged", 0, 1)) == nfsstat4.NFS4ERR_BADHANDLE
+    iod.counters_now(want={"ds_refused_badhandle": 1, "ds_commit": 1})
+    _, _, text = scrape(ns, 9111)
+    assert sample(text, 'nfsp_iod_ds_operations_total{op="read"}') == 1
+    assert sample(text, 'nfsp_iod_ds_operations_total{op="write"}') == 1
+    assert sample(text, 'nfsp_iod_ds_operations_total{op="commit"}') == 1
+    assert sample(text, "nfsp_iod_ds_written_bytes_total") == 5000
+    assert sample(text, "nfsp_iod_ds_read_bytes_total") == 3000
+    assert sample(text, "nfsp_iod_ds_sendfile_bytes_total") == 3000
+    assert sample(text, 'nfsp_iod_ds_refused_total{reason="client",status="NFS4ERR_ACCESS"}') == 1
+    assert sample(text, 'nfsp_iod_ds_refused_total{reason="badhandle",'
+                        'status="NFS4ERR_BADHANDLE"}') == 1
+    assert sample(text, "nfsp_iod_ds_connections_total") == 1
