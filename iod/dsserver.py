@@ -228,7 +228,8 @@ class DsServer:
                     return buf
                 fragments.append(buf)
                 return bytearray().join(fragments)
-            fragments.append(buf)
+            if length:      # endless empty fragments must not grow the list
+                fragments.append(buf)
 
     def _io_thread(self):
         handle, now = self.ds.handle, time.monotonic
