@@ -32,9 +32,9 @@ import ipaddress
 import struct
 
 from common.nfs4 import (
+    NFL4_UFLG_STRIPE_UNIT_SIZE_MASK,
     NFS4_DEVICEID4_SIZE,
     NFS4_UINT64_MAX,
-    NFL4_UFLG_STRIPE_UNIT_SIZE_MASK,
     device_addr4,
     layout4,
     layout_content4,

@@ -46,9 +46,9 @@ import threading
 
 from common import dsfh, nfs4, rpc
 from common.nfs4 import (
-    NFS4_PROGRAM,
     NFS4_COMPOUND_MAX_OPS,
     NFS4_MAXFILEOFF,
+    NFS4_PROGRAM,
     nfs_argop4,
     nfs_resop4,
     nfsstat4,
@@ -264,7 +264,7 @@ class DataServer:
         if call.proc != 1:
             return _rpc_error(rpc.reply_accepted_error(call.xid, rpc.accept_stat.PROC_UNAVAIL))
         try:
-            tag, minorversion, ops = decode_compound(call.args)
+            tag, _, ops = decode_compound(call.args)
         except nfs4.CompoundTooLong as e:
             # NFS4ERR_TOO_MANY_OPS is SEQUENCE's to say (RFC 8881 18.46.3),
             # whichever operation comes first.

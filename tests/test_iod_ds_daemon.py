@@ -11,10 +11,18 @@ import pytest
 
 from common import dsfh, nfs4, rpc
 from common.iodproto import Op
-from common.nfs4 import nfsstat4
 from common.nfs4 import nfs_opnum4 as O
+from common.nfs4 import nfsstat4
 from tests.test_iod_security import sample, scrape
-from tools.dev.nfs4dsclient import CRED, DsClient, call_message, ok_result, op, over_tcp, status
+from tools.dev.nfs4dsclient import (
+    CRED,
+    DsClient,
+    call_message,
+    ok_result,
+    op,
+    over_tcp,
+    status,
+)
 from tools.rpcclient import RpcClient
 
 pytestmark = pytest.mark.netns

@@ -8,8 +8,8 @@ import pytest
 
 from common import dsfh, nfs4, rpc
 from common.iodproto import Keys
-from common.nfs4 import nfsstat4
 from common.nfs4 import nfs_opnum4 as O
+from common.nfs4 import nfsstat4
 from common.runtime.datastore import DataStore
 from iod.dsrevoked import Revoked
 from iod.nfs4ds import Connection, DataServer, FileRange

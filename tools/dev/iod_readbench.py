@@ -40,7 +40,14 @@ from common.iodproto import Op
 from common.nfs4 import nfs_opnum4 as O
 from tools.dev import REPO
 from tools.dev.iodclient import IodClient
-from tools.dev.nfs4dsclient import ANY_STATEID, CRED, DsClient, call_message, op, over_tcp
+from tools.dev.nfs4dsclient import (
+    ANY_STATEID,
+    CRED,
+    DsClient,
+    call_message,
+    op,
+    over_tcp,
+)
 from tools.rpcclient import RpcClient
 
 PORT = 2050
