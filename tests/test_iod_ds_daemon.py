@@ -9,10 +9,11 @@ import time
 
 import pytest
 
-from common import dsfh, nfs4, rpc
+from common import dsfh, fileslayout, nfs4, rpc
 from common.iodproto import Op
 from common.nfs4 import nfs_opnum4 as O
 from common.nfs4 import nfsstat4
+from common.xdr import decode
 from tests.test_iod_security import sample, scrape
 from tools.dev.nfs4dsclient import (
     CRED,
@@ -35,8 +36,8 @@ def ds_iod(iods):
     return iods(extra_args=["--ds-port", str(DS_PORT)])
 
 
-def connect(iod, reserved_port=False, timeout=30.0):
-    return iod.ns.inside(RpcClient, "127.0.0.1", DS_PORT, "tcp", timeout=timeout, cred=CRED,
+def connect(iod, reserved_port=False, timeout=30.0, port=DS_PORT):
+    return iod.ns.inside(RpcClient, "127.0.0.1", port, "tcp", timeout=timeout, cred=CRED,
                          reserved_port=reserved_port)
 
 
@@ -223,3 +224,49 @@ def test_the_metrics_page_counts_the_data_servers_work_and_refusals(iods, ns):
     assert sample(text, 'nfsp_iod_ds_refused_total{reason="badhandle",'
                         'status="NFS4ERR_BADHANDLE"}') == 1
     assert sample(text, "nfsp_iod_ds_connections_total") == 1
+
+
+def port_of(netaddr):
+    """The port of a universal address (h1.h2.h3.h4.p1.p2)."""
+    _, hi, lo = netaddr.na_r_addr.decode().rsplit(".", 2)
+    return int(hi) << 8 | int(lo)
+
+
+def test_a_striped_file_written_as_its_layout_says_is_where_the_iods_keep_its_stripes(iods):
+    """A client following the files layout the metaserver will hand out
+    (common/fileslayout.py) writes each stripe to the iod NFSP's striping puts
+    it on, at its real offset: the iod protocol reads it back from there."""
+    ports = (DS_PORT, DS_PORT + 100)
+    cluster = [iods(extra_args=["--ds-port", str(p)]) for p in ports]
+    unit, seed, ino = 65536, 12345, 90
+    addresses = [("127.0.0.1", p) for p in ports]
+    layout = decode(nfs4.nfsv4_1_file_layout4, fileslayout.layout_body(
+        fileslayout.device_id(1, addresses), unit, seed, 2, fh(cluster[0], ino, seed)))
+    device = decode(nfs4.nfsv4_1_file_layout_ds_addr4, fileslayout.ds_addr_body(addresses))
+    handle = layout.nfl_fh_list[0]
+    sessions = {}
+    for entry in device.nflda_multipath_ds_list:
+        port = port_of(entry[0])
+        sessions[port] = session(cluster[ports.index(port)], port=port)
+
+    def data_server(offset):        # RFC 8881 13.4.1, as Linux computes it
+        j = (offset // unit + layout.nfl_first_stripe_index) % len(device.nflda_stripe_indices)
+        return sessions[port_of(device.nflda_multipath_ds_list[
+            device.nflda_stripe_indices[j]][0])][1]
+
+    data = os.urandom(8 * unit + 1000)
+    chunks = [(off, data[off:off + unit]) for off in range(0, len(data), unit)]
+    for off, chunk in chunks:
+        ok_result(data_server(off).write(handle, off, chunk))
+    for off, chunk in chunks:
+        got = ok_result(data_server(off).read(handle, off, unit)).data
+        assert got == chunk + bytes(unit - len(chunk))
+    for conn, _ in sessions.values():
+        conn.close()
+    for i, (off, chunk) in enumerate(chunks):
+        holder, other = cluster[(seed + i) % 2], cluster[(seed + i + 1) % 2]
+        with holder.client("tcp") as c:
+            assert c.call(Op.READ, ino=ino, seed=seed, offset=off, count=len(chunk)).data == chunk
+        with other.client("tcp") as c:          # sparse: the other iod has a hole there
+            assert c.call(Op.READ, ino=ino, seed=seed, offset=off,
+                          count=len(chunk)).data == bytes(len(chunk))
