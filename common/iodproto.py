@@ -56,7 +56,7 @@ while it is fresh:
   stay refused. The floor starts at the iod's start time: a restarted iod
   forgets what it saw, and refuses everything stamped before it started.
 
-Which frames need a stamp (needs_stamp): WRITE, TRUNCATE and PURGE always;
+Which frames need a stamp (needs_stamp): WRITE, TRUNCATE, PURGE and REVOKE always;
 READ over UDP or naming a client (the answer goes to an address the
 frame names, a reflection if replayed with a forged source); PING with
 spoof_from. Exempt, because a replay gains nothing: READ, COMMIT and LIST
@@ -87,7 +87,8 @@ Ops and their fields (every request carries "id", echoed in its REPLY/PONG):
 - PONG      version: str, uptime: float, free: int, total: int, verifier: bytes(8),
             time: float|None (the iod's wall clock, for senders' clock offsets),
             store: bytes(16)|None (the id of the data store it serves, common/runtime/datastore.py;
-            None from an iod whose store is lost, or one older than the field)
+            None from an iod whose store is lost, or one older than the field),
+            ds_port: int|None (the TCP port of its pNFS data server, iod --ds-port; None: off)
 - READ      ino, seed, offset, count, client: addr|None, source: addr|None, head: bytes
             (client None = relay: data comes back in the REPLY over TCP)
 - WRITE     ino, seed, offset, data, stable: bool, client: addr|None, source: addr|None,
@@ -99,6 +100,11 @@ Ops and their fields (every request carries "id", echoed in its REPLY/PONG):
 - TRUNCATE  ino, seed, size
 - PURGE     files: [[ino, seed], ...]   (acknowledged only once the datafiles are gone)
 - LIST      cursor: bytes|None   (scrub: which (ino, seed) does this iod store?)
+- REVOKE    files: [[ino, seed], ...], clients: [ip, ...], everything: bool
+            (pNFS data-server handles the iod refuses from now on, common/dsfh.py: every
+            handle of those files (removed, restriped), those minted before the frame's
+            stamp for those clients (lease expired) or for anyone (exports changed);
+            acknowledged once in force)
 - REPLY     status: int (0 or an errno), data: bytes|None, verifier: bytes(8)|None,
             files: [[ino, seed], ...]|None, cursor: bytes|None, message: str
 
@@ -174,6 +180,7 @@ class Op(enum.IntEnum):
     PURGE = 7
     LIST = 8
     REPLY = 9
+    REVOKE = 10
 
 
 # --- field validators (untrusted input: type and bound checks) ------------
@@ -255,6 +262,21 @@ def _files(v):
     return out
 
 
+def _port(v):
+    if type(v) is not int or not 0 < v <= 65535:
+        raise IodProtoError(f"expected a port, got {v!r:.40}")
+    return v
+
+
+def _ips(v):
+    if type(v) not in (list, tuple) or len(v) > MAX_FILES:
+        raise IodProtoError(f"expected a list of at most {MAX_FILES} addresses")
+    for ip in v:
+        if type(ip) is not str or len(ip) > 64:
+            raise IodProtoError(f"expected an address, got {ip!r:.40}")
+    return list(v)
+
+
 def _optional(check):
     def opt(v):
         return None if v is None else check(v)
@@ -264,7 +286,8 @@ def _optional(check):
 SCHEMAS = {
     Op.PING: {"spoof_from": _optional(_addr), "pad": _optional(_bytes(2 * PLAIN_PING_SIZE))},
     Op.PONG: {"version": _str(64), "uptime": _duration, "free": _uint, "total": _uint,
-              "verifier": _bytes(8), "time": _optional(_time), "store": _optional(_bytes(16))},
+              "verifier": _bytes(8), "time": _optional(_time), "store": _optional(_bytes(16)),
+              "ds_port": _optional(_port)},
     Op.READ: {"ino": _uint, "seed": _uint, "offset": _uint, "count": _uint,
               "client": _optional(_addr), "source": _optional(_addr), "head": _bytes(4096)},
     Op.WRITE: {"ino": _uint, "seed": _uint, "offset": _uint, "data": _bytes(MAX_DATA),
@@ -274,6 +297,7 @@ SCHEMAS = {
     Op.TRUNCATE: {"ino": _uint, "seed": _uint, "size": _uint},
     Op.PURGE: {"files": _files},
     Op.LIST: {"cursor": _optional(_bytes(256))},
+    Op.REVOKE: {"files": _files, "clients": _ips, "everything": _bool},
     Op.REPLY: {"status": _int, "data": _optional(_bytes(MAX_DATA)),
                "verifier": _optional(_bytes(8)), "files": _optional(_files),
                "cursor": _optional(_bytes(256)), "message": _str(1024)},
@@ -281,10 +305,11 @@ SCHEMAS = {
 
 DEFAULTS = {
     Op.PING: {"spoof_from": None, "pad": None},
-    Op.PONG: {"time": None, "store": None},
+    Op.PONG: {"time": None, "store": None, "ds_port": None},
     Op.READ: {"client": None, "source": None, "head": b""},
     Op.WRITE: {"client": None, "source": None, "reply": None},
     Op.LIST: {"cursor": None},
+    Op.REVOKE: {"files": [], "clients": [], "everything": False},
     Op.REPLY: {"status": 0, "data": None, "verifier": None, "files": None, "cursor": None,
                "message": ""},
 }
@@ -634,7 +659,7 @@ def needs_stamp(msg, over_udp):
     """Whether the receiver may act on ``msg`` only if it carries a fresh
     stamp (the rule and its reasons are in the module docstring)."""
     op = msg.op
-    if op in (Op.WRITE, Op.TRUNCATE, Op.PURGE):
+    if op in (Op.WRITE, Op.TRUNCATE, Op.PURGE, Op.REVOKE):
         return True
     if op == Op.PING:
         return msg.spoof_from is not None

@@ -691,6 +691,46 @@ class device_addr4(Struct):
     da_addr_body: Opaque()
 
 
+# The files layout (RFC 8881 section 13): what the opaque bodies above hold
+# for LAYOUT4_NFSV4_1_FILES (loh_body, da_addr_body, loc_body).
+
+NFL4_UFLG_MASK = 0x0000003F
+NFL4_UFLG_DENSE = 0x00000001
+NFL4_UFLG_COMMIT_THRU_MDS = 0x00000002
+NFL42_UFLG_IO_ADVISE_THRU_MDS = 0x00000004
+NFL4_UFLG_STRIPE_UNIT_SIZE_MASK = 0xFFFFFFC0
+
+
+class filelayout_hint_care4(enum.IntEnum):
+    NFLH4_CARE_DENSE = NFL4_UFLG_DENSE
+    NFLH4_CARE_COMMIT_THRU_MDS = NFL4_UFLG_COMMIT_THRU_MDS
+    NFL42_CARE_IO_ADVISE_THRU_MDS = NFL42_UFLG_IO_ADVISE_THRU_MDS
+    NFLH4_CARE_STRIPE_UNIT_SIZE = 0x00000040
+    NFLH4_CARE_STRIPE_COUNT = 0x00000080
+
+
+class nfsv4_1_file_layouthint4(Struct):
+    nflh_care: uint32_t
+    nflh_util: nfl_util4
+    nflh_stripe_count: count4
+
+
+multipath_list4 = Array(netaddr4)
+
+
+class nfsv4_1_file_layout_ds_addr4(Struct):
+    nflda_stripe_indices: Array(uint32_t)
+    nflda_multipath_ds_list: Array(multipath_list4)
+
+
+class nfsv4_1_file_layout4(Struct):
+    nfl_deviceid: deviceid4
+    nfl_util: nfl_util4
+    nfl_first_stripe_index: uint32_t
+    nfl_pattern_offset: offset4
+    nfl_fh_list: Array(nfs_fh4)
+
+
 class layoutupdate4(Struct):
     lou_type: _layouttype4
     lou_body: Opaque()

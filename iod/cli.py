@@ -31,6 +31,14 @@ def _metrics(ctx, param, value):
         raise click.BadParameter(str(e)) from None
 
 
+def _ds_port(ctx, param, value):
+    if value == "off":
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise click.BadParameter("a port (1-65535) or off")
+    return int(value)
+
+
 def _slot(ctx, param, value):
     try:
         return IpIdSlot.parse(value)
@@ -61,6 +69,12 @@ def _slot(ctx, param, value):
 @click.option("--port", default=iodproto.DEFAULT_PORT, show_default=True,
               type=click.IntRange(1, 65535),
               help="Port, UDP and TCP (bound before dropping root, so below 1024 works).")
+@click.option("--ds-port", default="off", show_default=True, callback=_ds_port, metavar="PORT|off",
+              help="Serve NFSv4.1 clients as a pNFS data server (files layout) on this TCP "
+                   "port of --listen: they read and write the datafiles directly, with file "
+                   "handles the metaserver minted. 2049 is the natural choice on a host of "
+                   "its own; an iod sharing a host with nfspd or another iod needs a port of "
+                   "its own (the layout carries it).")
 @click.option("--secure-port", is_flag=True,
               help="Take TCP connections and UDP frames only from source ports below 1024 "
                    "(senders running as root; paper 5.7). Needs --port below 1024; the "
@@ -104,7 +118,7 @@ def _slot(ctx, param, value):
                    "SIGUSR1 logs one at once).")
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--syslog", is_flag=True, help="Log to syslog/journald instead of stderr.")
-def main(data_dir, init, key_path, listen, port, secure_port, max_clock_skew, pong_allow,
+def main(data_dir, init, key_path, listen, port, ds_port, secure_port, max_clock_skew, pong_allow,
          ping_rate, metrics, user, ip_id_slot, threads, queue_depth, queue_mib, stats_interval,
          log_level, syslog):
     """NFSP I/O daemon: stores stripes of file data by (inode, seed) and
@@ -125,7 +139,7 @@ def main(data_dir, init, key_path, listen, port, secure_port, max_clock_skew, po
                                key_path=key_path, max_clock_skew=max_clock_skew,
                                pong_allow=pong_allow, ping_rate=ping_rate,
                                ping_burst=max(1, int(2 * ping_rate)), secure_port=secure_port,
-                               metrics=metrics, init=init)
+                               metrics=metrics, init=init, ds_port=ds_port)
         daemon.run(config)
     except (keyfile.KeyFileError, daemon.StartupError, OSError) as e:
         log.error("%s", e)

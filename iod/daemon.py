@@ -48,7 +48,8 @@ class Config:
                  queue_bytes=64 << 20, tcp_inflight=64, max_connections=256,
                  stats_interval=60.0, send_timeout=30.0, key_path=None,
                  max_clock_skew=iodproto.MAX_CLOCK_SKEW, pong_allow=DEFAULT_PONG_ALLOW,
-                 ping_rate=10.0, ping_burst=20, secure_port=False, metrics=None, init=False):
+                 ping_rate=10.0, ping_burst=20, secure_port=False, metrics=None, init=False,
+                 ds_port=None):
         self.data_dir = data_dir
         self.init = init                  # --init: may initialise an existing directory
         self.keys = keys
@@ -72,6 +73,7 @@ class Config:
         self.ping_burst = ping_burst
         self.secure_port = secure_port
         self.metrics = metrics            # (host, port) or None
+        self.ds_port = ds_port            # the pNFS data server's TCP port, or None: off
 
 
 # -- privileged start-up ----------------------------------------------------------
@@ -149,6 +151,10 @@ def start(config):
                 extra.append(key_file)
             except OSError as e:
                 raise StartupError(f"{config.key_path}: {e.strerror}") from None
+        ds_sock = None
+        if config.ds_port is not None:
+            ds_sock = bind_ds(config.listen, config.ds_port)
+            extra.append(ds_sock)
         metrics_sock = None
         if config.metrics is not None:
             metrics_sock = bind_metrics(*config.metrics)
@@ -191,7 +197,21 @@ def start(config):
             x.close()
         raise
     spoofer = Spoofer(config.ip_id_slot, sock=raw, mtus=mtus)
-    return Server(config, store, spoofer, udp, tcp, key_file=key_file, metrics_sock=metrics_sock)
+    return Server(config, store, spoofer, udp, tcp, key_file=key_file, metrics_sock=metrics_sock,
+                  ds_sock=ds_sock)
+
+
+def bind_ds(host, port):
+    """The pNFS data server's listening socket (--ds-port)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise StartupError(f"--ds-port: cannot listen on {host}:{port}: {e.strerror}") from None
+    return sock
 
 
 def bind_metrics(host, port):
@@ -214,5 +234,7 @@ def run(config):
         server.tcp_sock.close()
         if server.metrics_sock is not None:
             server.metrics_sock.close()
+        if server.ds_sock is not None:
+            server.ds_sock.close()
         if server.key_file is not None:
             server.key_file.close()

@@ -12,7 +12,7 @@ spoofing sender (iod/spoof.py), which sends READ and WRITE replies straight
 to the NFS client. Those sends stay inside the request: one that fails
 becomes an error REPLY to the metaserver, as any other failure of the
 request does. One handler per op, named as the op (READ, WRITE, COMMIT,
-TRUNCATE, PURGE, LIST, PING), in one table.
+TRUNCATE, PURGE, LIST, PING, REVOKE), in one table.
 
 Several I/O threads call handle at once (HMAC, msgpack and disk I/O run in
 parallel): the little state the engine shares between requests (replay
@@ -74,7 +74,7 @@ class Engine:
 
     def __init__(self, keys, store, spoofer, *, wall, mono, verifier,
                  max_clock_skew=iodproto.MAX_CLOCK_SKEW, pong_allow=(), ping_rate=10.0,
-                 ping_burst=20, counters=None, errors=None):
+                 ping_burst=20, counters=None, errors=None, revoked=None, ds_port=None):
         self.keys = keys             # Keys.update (SIGHUP) swaps them for every thread
         self.store = store
         self.spoofer = spoofer
@@ -87,12 +87,14 @@ class Engine:
         self._replay_lock = threading.Lock()
         self.pong_bucket = iodproto.TokenBucket(ping_rate, ping_burst)
         self._bucket_lock = threading.Lock()
+        self.revoked = revoked        # the data server's (iod/dsrevoked.py), or None
+        self.ds_port = ds_port        # told in PONGs: the metaserver's layouts name it
         self.store_lost = None        # why the data store is no longer the one opened
         self._store_check_due = -math.inf   # the first request checks
         self._store_check_lock = threading.Lock()
         self._handlers = {Op.READ: self.READ, Op.WRITE: self.WRITE, Op.COMMIT: self.COMMIT,
                           Op.TRUNCATE: self.TRUNCATE, Op.PURGE: self.PURGE, Op.LIST: self.LIST,
-                          Op.PING: self.PING}
+                          Op.PING: self.PING, Op.REVOKE: self.REVOKE}
 
     def handle(self, frame, peer, udp, wall, mono):
         """The answer to ``frame`` from ``peer`` (over UDP if ``udp``, else
@@ -224,12 +226,28 @@ class Engine:
         return iodproto.reply(msg)
 
     def PURGE(self, msg, peer, udp, wall, mono):
+        if self.revoked is not None:
+            # Before the datafiles go: a data-server WRITE in between would
+            # bring one back, and nothing would ever purge it again.
+            for ino, seed in msg.files:
+                self.revoked.revoke_file(ino, seed, int(wall * 1000))
         gone = sum(self.store.purge(ino, seed) for ino, seed in msg.files)
         if gone:
             # unlinkd trims its journal on this reply: a crash right after it
             # must not bring the datafiles back (they would be leaks).
             self.store.sync_removals()
         self.counters.add("purged_files", gone)
+        return iodproto.reply(msg)
+
+    def REVOKE(self, msg, peer, udp, wall, mono):
+        if self.revoked is not None:
+            at = int(msg.stamp.time * 1000)     # stamped: needs_stamp
+            for ip in msg.clients:
+                self.revoked.revoke_client(ip, at)
+            for ino, seed in msg.files:
+                self.revoked.revoke_file(ino, seed, at)
+            if msg.everything:
+                self.revoked.revoke_all(at)
         return iodproto.reply(msg)
 
     def LIST(self, msg, peer, udp, wall, mono):
@@ -263,7 +281,8 @@ class Engine:
         total, _, avail, *_ = self.store.statvfs()
         # free = what this (unprivileged) iod may still use
         return Message(Op.PONG, msg.id, version=VERSION, uptime=mono - self.started,
-                       free=avail, total=total, verifier=self.verifier, time=wall, store=store)
+                       free=avail, total=total, verifier=self.verifier, time=wall, store=store,
+                       ds_port=self.ds_port)
 
     def pong_allowed(self, ip):
         try:

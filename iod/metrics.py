@@ -7,7 +7,9 @@ Counter names become labels of a few metric families: the per-op request
 counts (``ping``, ``read``, ...) of nfsp_iod_requests_total, the ``dropped_*``
 reasons of nfsp_iod_dropped_total (bad_mac, malformed, replay, stale,
 unstamped, insecure_port, rate_limited, queue_full, ...), the ``error_*``
-errnos of nfsp_iod_errors_total; the rest keep a metric of their own.
+errnos of nfsp_iod_errors_total; the rest keep a metric of their own. The
+pNFS data server's (``ds_*``, iod --ds-port) have families of their own:
+operations, refusals by the status the client got, records dropped.
 """
 
 import logging
@@ -39,7 +41,22 @@ _OWN = {  # counter -> (metric, help)
     "udp_receive_errors": ("nfsp_iod_udp_receive_errors_total", "UDP receive failures."),
     "tcp_waits_queue_full": ("nfsp_iod_tcp_queue_waits_total",
                              "TCP frames that waited for room in the request queue."),
+    "ds_compounds": ("nfsp_iod_ds_compounds_total", "Data server: COMPOUNDs run."),
+    "ds_replays": ("nfsp_iod_ds_replays_total",
+                   "Data server: retries answered from a slot's reply cache."),
+    "ds_notsupp": ("nfsp_iod_ds_notsupp_total",
+                   "Data server: operations a data server does not do (NFS4ERR_NOTSUPP)."),
+    "ds_read_bytes": ("nfsp_iod_ds_read_bytes_total", "Data server: file data READ."),
+    "ds_write_bytes": ("nfsp_iod_ds_written_bytes_total", "Data server: file data written."),
+    "ds_sendfile_bytes": ("nfsp_iod_ds_sendfile_bytes_total",
+                          "Data server: READ data sent by sendfile from the datafile."),
+    "ds_connections": ("nfsp_iod_ds_connections_total", "Data server: connections accepted."),
 }
+_DS_OPS = ("read", "write", "commit")
+# the reason a handle was refused -> the status the client got
+_DS_REFUSED = {"badhandle": "NFS4ERR_BADHANDLE", "stale": "NFS4ERR_STALE",
+               "client": "NFS4ERR_ACCESS", "insecure_port": "NFS4ERR_ACCESS",
+               "read_only": "NFS4ERR_ACCESS"}
 
 
 def status(server):
@@ -74,6 +91,16 @@ def render(st):
     m("nfsp_iod_errors_total", "counter", "Requests answered with an error, by errno.",
       [({"errno": k[len("error_"):].upper()}, v) for k, v in sorted(c.items())
        if k.startswith("error_")])
+    m("nfsp_iod_ds_operations_total", "counter", "Data server: READ, WRITE, COMMIT done.",
+      [({"op": op}, c.get(f"ds_{op}", 0)) for op in _DS_OPS])
+    m("nfsp_iod_ds_refused_total", "counter",
+      "Data server: file handles refused, by reason and the status answered.",
+      [({"reason": reason, "status": status}, c.get(f"ds_refused_{reason}", 0))
+       for reason, status in _DS_REFUSED.items()])
+    m("nfsp_iod_ds_dropped_total", "counter",
+      "Data server: records dropped (malformed) or streams closed (bad_stream).",
+      [({"reason": k[len("ds_dropped_"):]}, v) for k, v in sorted(c.items())
+       if k.startswith("ds_dropped_")])
     for key, (name, help_text) in _OWN.items():
         m(name, "counter", help_text, [({}, c.get(key, 0))])
     m("nfsp_iod_queue_depth", "gauge", "Requests waiting for an I/O thread.",

@@ -54,9 +54,12 @@ from common.runtime import pktinfo
 from common.runtime.resvport import PRIVILEGED_PORTS
 from common.runtime.version import VERSION
 from iod.counters import Counters
+from iod.dsrevoked import Revoked
+from iod.dsserver import DsServer
 from iod.engine import Engine, store_name
 from iod.errorlog import ErrorLog
 from iod.metrics import serve_metrics
+from iod.nfs4ds import DataServer
 from iod.workqueue import WorkQueue
 
 log = logging.getLogger("iod")
@@ -100,7 +103,7 @@ class Server:
     which stamped frames are refused are this process's."""
 
     def __init__(self, config, store, spoofer, udp_sock, tcp_sock, key_file=None,
-                 metrics_sock=None):
+                 metrics_sock=None, ds_sock=None):
         self.config = config
         self.store = store
         self.spoofer = spoofer
@@ -108,15 +111,32 @@ class Server:
         self.tcp_sock = tcp_sock
         self.key_file = key_file        # opened while root, re-read on SIGHUP
         self.metrics_sock = metrics_sock
+        self.ds_sock = ds_sock
         self.started = time.monotonic()
+        wall = time.time()
         self.connections = 0
         self.counters = Counters()
         self.errors = ErrorLog()
-        self.engine = Engine(config.keys, store, spoofer, wall=time.time(), mono=self.started,
+        # Data-server handles minted before this start are refused: what was
+        # revoked while the iod was down is not known here.
+        self.revoked = Revoked(floor=int(wall * 1000))
+        self.engine = Engine(config.keys, store, spoofer, wall=wall, mono=self.started,
                              verifier=os.urandom(8), max_clock_skew=config.max_clock_skew,
                              pong_allow=config.pong_allow, ping_rate=config.ping_rate,
                              ping_burst=config.ping_burst, counters=self.counters,
-                             errors=self.errors)
+                             errors=self.errors, revoked=self.revoked,
+                             ds_port=config.ds_port if ds_sock is not None else None)
+        self.ds = None
+        if ds_sock is not None:
+            data_server = DataServer(
+                config.keys, store, self.revoked, verifier=self.engine.verifier,
+                server_id=store.store_id or os.urandom(16), boot_epoch=int(wall),
+                store_usable=self.engine.store_usable, counters=self.counters)
+            self.ds = DsServer(data_server, ds_sock, threads=config.threads,
+                               queue_depth=config.queue_depth, queue_bytes=config.queue_bytes,
+                               max_connections=config.max_connections,
+                               inflight=config.tcp_inflight, send_timeout=config.send_timeout,
+                               counters=self.counters, errors=self.errors)
         self.queue = WorkQueue(config.queue_depth, config.queue_bytes)
         self.threads = []
         self._token = None
@@ -198,6 +218,8 @@ class Server:
         # a SIGUSR1 or SIGHUP racing SIGTERM must not then kill the iod.
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        if self.ds is not None:
+            self.ds.start()
         try:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,
                                            signal.SIGHUP) as sigs:
@@ -230,6 +252,8 @@ class Server:
                         break
         finally:
             self.queue.close()
+            if self.ds is not None:
+                await trio.to_thread.run_sync(self.ds.stop)
             await trio.to_thread.run_sync(self._join_threads, 10.0)
             self.log_counters()
             log.info("iod stopped")

@@ -21,10 +21,10 @@ import logging
 from common import nfs4
 from common.nfs3 import nfsstat3
 from common.nfs4 import nfs_opnum4, nfsstat4
+from common.nfs4error import Nfs4Error
 from common.xdr import XdrError
 from nfspd.dispatch import Encoded, Wait
 from nfspd.fs.types import FsError
-from nfspd.nfs4error import Nfs4Error
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ byte-range locks), as with the Linux client's POSIX and flock locks.
 import dataclasses
 
 from common.nfs4 import nfsstat4
-from nfspd.nfs4error import Nfs4Error
+from common.nfs4error import Nfs4Error
 
 NFS4_UINT64_MAX = 0xFFFFFFFFFFFFFFFF
 TO_EOF = 1 << 64

@@ -18,7 +18,7 @@ seqids, so an owner is forgotten with its last stateid.
 import dataclasses
 
 from common.nfs4 import nfsstat4
-from nfspd.nfs4error import Nfs4Error
+from common.nfs4error import Nfs4Error
 from nfspd.nfs4locks import (
     READ_LT,
     WRITE_LT,

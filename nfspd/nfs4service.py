@@ -15,13 +15,13 @@ import time
 
 from common import nfs4
 from common.nfs4 import nfsstat4
+from common.nfs4error import Nfs4Error
+from common.nfs4sessions import ChannelAttrs
+from common.nfs4sessions import Replay as SlotReplay
 from nfspd.nfs4attrs import AttrConfig
 from nfspd.nfs4compound import Replay
-from nfspd.nfs4error import Nfs4Error
 from nfspd.nfs4pseudo import PSEUDO_FSID, PseudoFS
 from nfspd.nfs4recovery import RecoveryStore
-from nfspd.nfs4sessions import ChannelAttrs
-from nfspd.nfs4sessions import Replay as SlotReplay
 from nfspd.nfs4state import Nfs4State
 from nfspd.nfs4stateid import Stateid
 

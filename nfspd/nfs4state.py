@@ -1,9 +1,9 @@
 """NFSv4.1 server state, pure: client ids, sessions, leases, grace, opens and locks.
 
-Parts: nfs4sessions (channel attributes, slots, SEQUENCE), nfs4opens (stateids,
+Parts: common/nfs4sessions (channel attributes, slots, SEQUENCE), nfs4opens (stateids,
 share reservations, locks: a mixin of Nfs4State), nfs4locks (byte ranges),
 nfs4stateid (stateid minting and the special stateids), nfs4record (the durable
-client record; nfs4recovery stores it), nfs4error (Nfs4Error).
+client record; nfs4recovery stores it), common/nfs4error (Nfs4Error).
 
 Sans-IO: every call that depends on time takes ``now`` (seconds, monotonic);
 no clocks, sockets or files. Statuses are raised as ``Nfs4Error(nfsstat4.X)``
@@ -72,7 +72,7 @@ import secrets
 import struct
 
 from common.nfs4 import NFS4_VERIFIER_SIZE, nfsstat4
-from nfspd.nfs4error import Nfs4Error
+from common.nfs4error import Nfs4Error
 from nfspd.nfs4locks import LockDenied
 from nfspd.nfs4opens import (  # noqa: F401 (re-exported for the COMPOUND layer)
     MAX_LOCK_RANGES,
@@ -91,7 +91,7 @@ from nfspd.nfs4opens import (  # noqa: F401 (re-exported for the COMPOUND layer)
     OpensAndLocks,
 )
 from nfspd.nfs4record import NFS4_OPAQUE_LIMIT, decode_record, encode_record
-from nfspd.nfs4sessions import (
+from common.nfs4sessions import (
     CDFC4_FORE,
     CDFC4_FORE_OR_BOTH,
     CDFS4_FORE,

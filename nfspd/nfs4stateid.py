@@ -13,7 +13,7 @@ import hmac
 import struct
 
 from common.nfs4 import NFS4_OTHER_SIZE, nfsstat4
-from nfspd.nfs4error import Nfs4Error
+from common.nfs4error import Nfs4Error
 
 UINT32_MAX = 0xFFFFFFFF
 _ZEROS = bytes(NFS4_OTHER_SIZE)

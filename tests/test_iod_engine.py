@@ -11,10 +11,11 @@ import os
 
 import pytest
 
-from common import iodproto
+from common import dsfh, iodproto
 from common.iodproto import FORWARD_MAX_AGE, Message, Op
 from common.runtime.datastore import MARKER, open_store
 from common.runtime.version import VERSION
+from iod.dsrevoked import Revoked
 from iod.engine import STORE_CHECK_INTERVAL, Engine
 from iod.ipv4 import MAX_UDP_PAYLOAD
 
@@ -134,6 +135,40 @@ def test_purge_removes_the_datafiles_and_counts_them(engine, store):
     assert tcp(engine, p) == reply(p)
     assert list(store.list()) == []
     assert count(engine, "purged_files") == 2
+
+
+def ds_handle(ino, seed, minted, client="10.0.0.9"):
+    return dsfh.verify(KEYS, dsfh.mint(KEYS, ino=ino, seed=seed, layout_gen=1, minted=minted,
+                                       client=client, write=True, secure=False))
+
+
+def test_purge_and_revoke_make_data_server_handles_stale(store, spoofer):
+    revoked = Revoked(floor=int(START * 1000))
+    engine = make_engine(store, spoofer, revoked=revoked)
+    minted = int(START * 1000) + 500          # before the REVOKE's stamp, START + 1
+    p = request(Op.PURGE, files=[[1, 1]])
+    assert tcp(engine, p) == reply(p)
+    assert revoked.stale(ds_handle(1, 1, minted))
+    r = request(Op.REVOKE, files=[[2, 2]], clients=["10.0.0.7"])
+    assert tcp(engine, r) == reply(r)
+    assert revoked.stale(ds_handle(2, 2, minted))
+    assert revoked.stale(ds_handle(3, 3, minted, client="10.0.0.7"))
+    # a handle minted for the client after its revocation is honoured
+    assert not revoked.stale(ds_handle(3, 3, minted + 1000, client="10.0.0.7"))
+    assert not revoked.stale(ds_handle(3, 3, minted))
+    everything = request(Op.REVOKE, stamp_time=START + 2, everything=True)
+    assert tcp(engine, everything) == reply(everything)
+    assert revoked.stale(ds_handle(3, 3, minted + 1000))
+    assert not revoked.stale(ds_handle(3, 3, int((START + 2) * 1000)))
+
+
+def test_a_revoke_needs_a_fresh_stamp_and_addresses(store, spoofer):
+    revoked = Revoked(floor=0)
+    engine = make_engine(store, spoofer, revoked=revoked)
+    assert tcp(engine, request(Op.REVOKE, stamp_time=None, everything=True)) is None
+    assert count(engine, "dropped_unstamped") == 1 and revoked.floor == 0
+    bad = request(Op.REVOKE, clients=["not an address"])
+    assert iodproto.decode(tcp(engine, bad), KEYS).status == errno.EINVAL
 
 
 def test_list_names_every_datafile_then_resumes_after_a_cursor(engine, store):

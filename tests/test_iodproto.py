@@ -16,7 +16,8 @@ KEYS = Keys.single(b"k" * 32)
 def sample(op):
     return {
         Op.PING: Message(Op.PING, 1, spoof_from=("10.0.0.1", 2049)),
-        Op.PONG: Message(Op.PONG, 1, version="0.1", uptime=1.5, free=10, total=20, verifier=b"v" * 8),
+        Op.PONG: Message(Op.PONG, 1, version="0.1", uptime=1.5, free=10, total=20, verifier=b"v" * 8,
+                         ds_port=2049),
         Op.READ: Message(Op.READ, 2, ino=5, seed=2**63, offset=0, count=4096,
                          client=("10.0.0.9", 700), source=("10.0.0.1", 2049), head=b"h" * 100),
         Op.WRITE: Message(Op.WRITE, 3, ino=5, seed=9, offset=8192, data=b"d" * 1000, stable=True,
@@ -25,6 +26,8 @@ def sample(op):
         Op.TRUNCATE: Message(Op.TRUNCATE, 5, ino=5, seed=9, size=0),
         Op.PURGE: Message(Op.PURGE, 6, files=[(1, 2), (3, 4)]),
         Op.LIST: Message(Op.LIST, 7, cursor=None),
+        Op.REVOKE: Message(Op.REVOKE, 9, files=[(5, 9)], clients=["10.0.0.9", "2001:db8::1"],
+                           everything=False),
         Op.REPLY: Message(Op.REPLY, 8, status=28, message="No space left on device"),
     }[op]
 
@@ -238,6 +241,7 @@ def test_sequencer_counts_and_adds_its_offset():
 @pytest.mark.parametrize("msg, udp, needed", [
     (sample(Op.WRITE), False, True), (sample(Op.TRUNCATE), False, True),
     (sample(Op.PURGE), False, True), (sample(Op.PING), False, True),      # spoof_from
+    (sample(Op.REVOKE), False, True),
     (Message(Op.PING, 1), True, False), (sample(Op.READ), False, True),  # names a client
     (Message(Op.READ, 1, ino=1, seed=1, offset=0, count=1), False, False),
     (Message(Op.READ, 1, ino=1, seed=1, offset=0, count=1), True, True),

@@ -5,7 +5,7 @@ import logging
 import os
 
 from nfspd.nfs4recovery import RECORD_NAME, RecoveryStore
-from nfspd.nfs4sessions import ChannelAttrs
+from common.nfs4sessions import ChannelAttrs
 from nfspd.nfs4state import Nfs4State
 
 SECRET = b"0123456789abcdef"

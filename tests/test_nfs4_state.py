@@ -22,7 +22,7 @@ from nfspd.nfs4locks import (
     lock_range,
 )
 from nfspd.nfs4record import RecordError, decode_record
-from nfspd.nfs4sessions import (
+from common.nfs4sessions import (
     CDFC4_BACK,
     CDFC4_FORE_OR_BOTH,
     CDFS4_FORE,

@@ -84,6 +84,19 @@ class _Open:
         self.fd, self.users, self.evicted, self.dir_synced = fd, 0, False, dir_synced
 
 
+class Pinned:
+    """A datafile held open: ``fd`` stays valid until close() (once)."""
+    __slots__ = ("fd", "_store", "_entry")
+
+    def __init__(self, store, entry):
+        self._store, self._entry, self.fd = store, entry, entry.fd
+
+    def close(self):
+        if self._entry is not None:
+            self._store._release(self._entry)
+            self._entry = None
+
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
@@ -235,6 +248,12 @@ class DataStore:
             return os.pread(entry.fd, count, offset)
         finally:
             self._release(entry)
+
+    def pin(self, ino, seed):
+        """The datafile's descriptor, kept open until the Pinned is closed
+        (for os.sendfile: zero-copy reads), or None if there is no datafile."""
+        entry = self._acquire(ino, seed, create=False)
+        return None if entry is None else Pinned(self, entry)
 
     def write(self, ino, seed, offset, data, sync=False):
         entry = self._acquire(ino, seed, create=True)

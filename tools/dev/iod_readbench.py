@@ -11,6 +11,10 @@ delivered and the iod's CPU time (user + system, from /proc) per request:
 
 - relay: 1 MiB READs over TCP with the data in the REPLY (what the metaserver
   does for TCP clients);
+- pnfs: 1 MiB NFSv4.1 READs (SEQUENCE, PUTFH, READ) from the iod's pNFS data
+  server (--ds-port), one session, 4 slots in flight: what a pNFS client's
+  reads cost the iod (the data goes out with sendfile); and 1 MiB unstable
+  WRITEs both ways (relayed frames, NFSv4.1 to the data server);
 - spoofed: 32 KiB (or 8 KiB) READs over UDP whose replies the iod sends from
   its raw socket, at loopback MTUs of 1500, 9000 and 65536, received by this
   process's UDP socket as a client would.
@@ -23,6 +27,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -30,12 +35,23 @@ import time
 
 import click
 
-from common import keyfile
+from common import dsfh, keyfile, nfs4
 from common.iodproto import Op
+from common.nfs4 import nfs_opnum4 as O
 from tools.dev import REPO
 from tools.dev.iodclient import IodClient
+from tools.dev.nfs4dsclient import (
+    ANY_STATEID,
+    CRED,
+    DsClient,
+    call_message,
+    op,
+    over_tcp,
+)
+from tools.rpcclient import RpcClient
 
 PORT = 2050
+DS_PORT = 2049
 HEAD = bytes(120)
 
 
@@ -66,6 +82,93 @@ def relay(keys, size, seconds, window=4, count=1 << 20):
     for _ in range(sent - done):
         c.receive()
     c.close()
+    return done, done * count, elapsed
+
+
+def _recv_exactly(sock, view):
+    got = 0
+    while got < len(view):
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            raise ConnectionError("data server closed the connection")
+        got += n
+
+
+def relay_write(keys, size, seconds, window=4, count=1 << 20):
+    """1 MiB unstable WRITE frames over TCP, as the metaserver relays them."""
+    c = IodClient("127.0.0.1", PORT, keys, timeout=30)
+    block = os.urandom(count)
+    offsets = range(0, size - count + 1, count)
+    sent = done = 0
+    start = time.monotonic()
+    deadline = start + seconds
+    for _ in range(window):
+        c.send(Op.WRITE, ino=2, seed=1, offset=offsets[sent % len(offsets)], data=block,
+               stable=False)
+        sent += 1
+    while True:
+        assert c.receive().status == 0
+        done += 1
+        if time.monotonic() >= deadline:
+            break
+        c.send(Op.WRITE, ino=2, seed=1, offset=offsets[sent % len(offsets)], data=block,
+               stable=False)
+        sent += 1
+    elapsed = time.monotonic() - start
+    for _ in range(sent - done):
+        c.receive()
+    c.close()
+    return done, done * count, elapsed
+
+
+def pnfs(keys, size, seconds, window=4, count=1 << 20, write=False):
+    """READs from the data server; the replies are checked (RPC and COMPOUND
+    status, length) and their data received into one buffer, as a kernel
+    client would, without decoding it into objects."""
+    conn = RpcClient("127.0.0.1", DS_PORT, "tcp", timeout=30, cred=CRED)
+    c = DsClient(over_tcp(conn)).setup()
+    fh = dsfh.mint(keys, ino=3 if write else 1, seed=1, layout_gen=1,
+                   minted=int(time.time() * 1000), client="127.0.0.1", write=write, secure=False)
+    block = os.urandom(count)
+    sock = conn.sock
+    sock.settimeout(None)
+    offsets = range(0, size - count + 1, count)
+    mark = bytearray(4)
+    buf = bytearray(count + 4096)
+    sent = done = 0
+
+    def ask(slot):
+        nonlocal sent
+        offset = offsets[sent % len(offsets)]
+        io = (op(O.OP_WRITE, nfs4.WRITE4args(ANY_STATEID, offset, nfs4.stable_how4.UNSTABLE4,
+                                             block)) if write else
+              op(O.OP_READ, nfs4.READ4args(ANY_STATEID, offset, count)))
+        args = nfs4.encode_compound(nfs4.COMPOUND4args(b"", 1, [
+            c.sequence_op(slot=slot), op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), io]))
+        xid, message = call_message(args)
+        sock.sendall(struct.pack(">I", 0x80000000 | len(message)) + message)
+        sent += 1
+        return xid
+    slot_of = {ask(slot): slot for slot in range(window)}
+    start = time.monotonic()
+    deadline = start + seconds
+    while True:
+        _recv_exactly(sock, memoryview(mark))
+        length = int.from_bytes(mark, "big") & 0x7FFFFFFF
+        view = memoryview(buf)[:length]
+        _recv_exactly(sock, view)
+        xid, compound_status = struct.unpack_from(">I20xI", view)
+        assert compound_status == 0 and (write or length >= count), (compound_status, length)
+        done += 1
+        slot = slot_of.pop(xid)
+        if time.monotonic() >= deadline:
+            break
+        slot_of[ask(slot)] = slot
+    elapsed = time.monotonic() - start
+    for _ in range(sent - done):
+        _recv_exactly(sock, memoryview(mark))
+        _recv_exactly(sock, memoryview(buf)[:int.from_bytes(mark, "big") & 0x7FFFFFFF])
+    conn.close()
     return done, done * count, elapsed
 
 
@@ -111,7 +214,9 @@ def spoofed(keys, size, seconds, count, window=16):
 @click.option("--mib", default=64, show_default=True, help="Size of the file read.")
 @click.option("--seconds", default=5.0, show_default=True, help="Duration of each case.")
 @click.option("--threads", default=8, show_default=True, help="The iod's I/O threads.")
-def main(mib, seconds, threads):
+@click.option("--spoofed/--no-spoofed", "spoofed_too", default=True, show_default=True,
+              help="Also the spoofed UDP cases.")
+def main(mib, seconds, threads, spoofed_too):
     if os.geteuid() != 0:
         sys.exit("run as root in a namespace of its own: unshare --net python3 -m tools.dev.iod_readbench")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
@@ -119,7 +224,8 @@ def main(mib, seconds, threads):
     keys = keyfile.generate(os.path.join(work, "key"))
     proc = subprocess.Popen([sys.executable, "-m", "iod.cli", "--data-dir", f"{work}/data",
                              "--key", f"{work}/key", "--listen", "127.0.0.1", "--port", str(PORT),
-                             "--threads", str(threads), "--log-level", "warning"],
+                             "--ds-port", str(DS_PORT), "--threads", str(threads),
+                             "--log-level", "warning"],
                             env=dict(os.environ, PYTHONPATH=REPO))
     try:
         for _ in range(200):
@@ -140,6 +246,25 @@ def main(mib, seconds, threads):
         used = cpu_seconds(proc.pid) - cpu
         print(f"relay   1 MiB READs over TCP, 4 in flight: {nbytes / elapsed / 1e6:7.1f} MB/s, "
               f"iod CPU {used / n * 1e3:.2f} ms per READ ({n} READs)")
+        cpu = cpu_seconds(proc.pid)
+        n, nbytes, elapsed = pnfs(keys, size, seconds)
+        used = cpu_seconds(proc.pid) - cpu
+        print(f"pnfs    1 MiB NFSv4.1 READs from the data server, 4 slots in flight: "
+              f"{nbytes / elapsed / 1e6:7.1f} MB/s, iod CPU {used / n * 1e3:.2f} ms per READ "
+              f"({n} READs)")
+        cpu = cpu_seconds(proc.pid)
+        n, nbytes, elapsed = relay_write(keys, size, seconds)
+        used = cpu_seconds(proc.pid) - cpu
+        print(f"relay   1 MiB unstable WRITEs over TCP, 4 in flight: {nbytes / elapsed / 1e6:7.1f} "
+              f"MB/s, iod CPU {used / n * 1e3:.2f} ms per WRITE ({n} WRITEs)")
+        cpu = cpu_seconds(proc.pid)
+        n, nbytes, elapsed = pnfs(keys, size, seconds, write=True)
+        used = cpu_seconds(proc.pid) - cpu
+        print(f"pnfs    1 MiB unstable NFSv4.1 WRITEs to the data server, 4 slots in flight: "
+              f"{nbytes / elapsed / 1e6:7.1f} MB/s, iod CPU {used / n * 1e3:.2f} ms per WRITE "
+              f"({n} WRITEs)")
+        if not spoofed_too:
+            return
         for mtu in (1500, 9000, 65536):
             subprocess.run(["ip", "link", "set", "lo", "mtu", str(mtu)], check=True)
             for count in (8192, 32768):

@@ -17,7 +17,7 @@ import collections
 import dataclasses
 
 from common.nfs4 import nfsstat4
-from nfspd.nfs4error import Nfs4Error
+from common.nfs4error import Nfs4Error
 
 UINT32_MAX = 0xFFFFFFFF
 
