@@ -16,6 +16,24 @@ the metafile makes this survive a crash of the metaserver.
 
 The crc catches torn or foreign files; decode() raises MetafileError on
 anything that is not exactly a valid record. Pure: no I/O.
+
+Where the size lives. A metafile comes in two forms, told apart by its length
+alone, so that a stat answers GETATTR, LOOKUP and READDIRPLUS without opening
+it (issue 15):
+
+- sized by its length: the record, 8 zero bytes, then a hole; the file is
+  HEADER + size bytes long and that length is the size (the record's own size
+  field and pending truncation are then stale and ignored). One ftruncate
+  changes the size, atomically. The usual form.
+- sized by its record: exactly SIZE bytes, the record holds the size. The form
+  of every metafile made before issue 15 (still read, and turned into the
+  other form when next written), of a file whose truncation is pending
+  (trunc_to must be read with the size: the switch between forms is one
+  ftruncate, so after a crash the metafile is entirely before or entirely
+  after the change), and of a size too large for the metadata file system
+  (HEADER + size beyond its largest file).
+
+Any other length is not a metafile.
 """
 
 import dataclasses
@@ -35,6 +53,7 @@ _KNOWN_FLAGS = FLAG_CREATE_VERF | FLAG_TRUNC_PENDING
 _BODY = struct.Struct(">8sBBHIQQQI8s")
 _CRC = struct.Struct(">I")
 SIZE = _BODY.size + _CRC.size  # 56
+HEADER = 64  # a metafile sized by its length is HEADER + size bytes long
 
 
 class MetafileError(ValueError):
@@ -109,3 +128,24 @@ class Metafile:
         return cls(seed=seed, size=size, stripe_unit=stripe_unit, layout_gen=layout_gen,
                    create_verf=verf if flags & FLAG_CREATE_VERF else None,
                    trunc_to=trunc_to if flags & FLAG_TRUNC_PENDING else None)
+
+
+def size_of_length(length):
+    """The file's size when a metafile of this length is sized by its length,
+    else None (its record tells)."""
+    return length - HEADER if length >= HEADER else None
+
+
+def read(head, length):
+    """The Metafile whose first bytes are ``head`` (at least SIZE, more is
+    ignored for a metafile sized by its length) and whose length is ``length``."""
+    size = size_of_length(length)
+    if size is None:
+        return Metafile.decode(head)
+    meta = Metafile.decode(bytes(head[:SIZE]))
+    return meta.replace(size=size, trunc_to=None)
+
+
+def of_file(data):
+    """The Metafile of a whole metafile's bytes."""
+    return read(data, len(data))

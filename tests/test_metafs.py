@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from common.metafile import SIZE as META_SIZE, Metafile
+from common.metafile import HEADER as META_HEADER, SIZE as META_SIZE, Metafile, of_file
 from common.nfs3 import nfsstat3
 from nfspd.datapath import LocalDataPath
 from nfspd.fs.access import ACCESS3_ALL, ACCESS3_LOOKUP, ACCESS3_READ
@@ -101,8 +101,9 @@ def test_a_regular_file_is_a_small_metafile_with_the_real_size(env):
         data, eof, attr = await env.fs.read(fh, ROOT, 294990, 1000)
         assert data == bytes(10) + b"x" * 456 and eof and attr.size == 295456
     run(main)
-    assert os.stat(env.root / "f").st_size == META_SIZE
-    meta = Metafile.decode((env.root / "f").read_bytes())
+    # Sized by its length: a stat tells the size (issue 15).
+    assert os.stat(env.root / "f").st_size == META_HEADER + 295456
+    meta = of_file((env.root / "f").read_bytes())
     assert meta.size == 295456
     a = env.fs.getattr(fh)
     assert a.size == 295456 and a.used == 73 * 4096  # rounded up to 4 KiB
@@ -154,8 +155,8 @@ def test_shrink_then_grow_reads_zeros(env):
     run(main)
     # The truncation was carried out on the data, not just recorded.
     ino = os.stat(env.root / "f").st_ino
-    seed = Metafile.decode((env.root / "f").read_bytes()).seed
-    assert Metafile.decode((env.root / "f").read_bytes()).trunc_to is None
+    seed = of_file((env.root / "f").read_bytes()).seed
+    assert of_file((env.root / "f").read_bytes()).trunc_to is None
     assert env.dp.store.size(ino, seed)[0] == 51
 
 
@@ -200,10 +201,94 @@ def test_a_regular_file_that_is_not_a_metafile_is_an_io_error_not_a_crash(env, c
     assert env.purged == []
 
 
+def sizes_on_disk(env, name):
+    """(what the metafile's length says, what its record says) of a file."""
+    data = (env.root / name).read_bytes()
+    return len(data), Metafile.decode(data[:META_SIZE]).size
+
+
+def test_lookup_getattr_and_listing_of_many_files_read_no_metafile(env):
+    names = [b"f%d" % i for i in range(50)]
+    for i, n in enumerate(names):
+        run(env.fs.write, env.create(n), ROOT, i * 1000, b"x", True)
+    env.fs.close()
+    env.fs = env.make()                 # a restarted metaserver: nothing cached
+    entries, eof, _, _ = env.fs.readdir(env.fs.root_fh, 0, None, ROOT, 100)
+    assert eof
+    sizes = {}
+    for e in entries:
+        if e.name in names:
+            fh, attr, _ = env.fs.lookup(env.fs.root_fh, e.name, ROOT)
+            assert env.fs.getattr(fh).size == attr.size
+            sizes[e.name] = attr.size
+    assert sizes == {n: i * 1000 + 1 for i, n in enumerate(names)}
+    assert env.fs.meta_reads == 0
+
+
+def test_a_metafile_of_the_old_format_is_read_and_sized_by_its_length_once_written(env):
+    fh = env.create(b"f")
+    old = of_file((env.root / "f").read_bytes()).replace(size=777)
+    (env.root / "f").write_bytes(old.encode())          # what nfspd wrote before issue 15
+    env.fs.close()
+    env.fs = env.make()
+    assert env.fs.getattr(fh).size == 777
+    assert env.fs.lookup(env.fs.root_fh, b"f", ROOT)[1].size == 777
+    run(env.fs.write, fh, ROOT, 1000, b"y", True)
+    assert sizes_on_disk(env, "f")[0] == META_HEADER + 1001
+    assert of_file((env.root / "f").read_bytes()).seed == old.seed
+    assert env.fs.getattr(fh).size == 1001
+
+
+def test_a_truncation_is_kept_in_the_record_until_carried_out(env):
+    fh = env.create(b"f")
+    run(env.fs.write, fh, ROOT, 0, b"y" * 100, True)
+    env.fs.setattr(fh, ROOT, SetAttr(size=10))
+    # Pending: sized by its record, which also says what is still to cut.
+    assert os.stat(env.root / "f").st_size == META_SIZE
+    assert of_file((env.root / "f").read_bytes()).trunc_to == 10
+    assert env.fs.getattr(fh).size == 10
+    env.fs.setattr(fh, ROOT, SetAttr(size=30))          # grown again, still pending
+    assert of_file((env.root / "f").read_bytes()).trunc_to == 10
+    assert env.fs.getattr(fh).size == 30
+    data, _, _ = run(env.fs.read, fh, ROOT, 0, 100)     # carries the cut out
+    assert data == b"y" * 10 + bytes(20)
+    assert sizes_on_disk(env, "f")[0] == META_HEADER + 30
+    assert env.fs.getattr(fh).size == 30
+
+
+def test_a_crash_between_recording_a_truncation_and_switching_forms_leaves_it_undone(env):
+    # SETATTR writes the record (pending trunc_to) and then ftruncates the
+    # metafile to the record's length. Killed between the two: a metafile
+    # sized by its length, whose record's pending cut is ignored, so the file
+    # is as before the (unanswered) SETATTR and no cut is ever carried out.
+    fh = env.create(b"f")
+    run(env.fs.write, fh, ROOT, 0, b"y" * 100, True)
+    meta = of_file((env.root / "f").read_bytes())
+    with open(env.root / "f", "r+b") as f:
+        f.write(meta.replace(size=10, trunc_to=10).encode())
+    env.fs.close()
+    env.fs = env.make()
+    assert env.fs.getattr(fh).size == 100
+    data, _, attr = run(env.fs.read, fh, ROOT, 0, 200)
+    assert data == b"y" * 100 and attr.size == 100
+
+
+def test_a_failed_write_gives_back_the_metafiles_length(env):
+    fh = env.create(b"f")
+    run(env.fs.write, fh, ROOT, 0, b"a" * 100, True)
+    w = env.fs.write_plan_now(fh, ROOT, 100, 100, 2)
+    assert sizes_on_disk(env, "f")[0] == META_HEADER + 200
+    env.fs.write_failed(w)
+    assert sizes_on_disk(env, "f")[0] == META_HEADER + 100
+    env.fs.close()
+    env.fs = env.make()
+    assert env.fs.getattr(fh).size == 100
+
+
 def test_metafile_cache_notices_a_metafile_rewritten_behind_our_back(env):
     fh = env.create(b"f")
     assert env.fs.getattr(fh).size == 0
-    m = Metafile.decode((env.root / "f").read_bytes())
+    m = of_file((env.root / "f").read_bytes())
     (env.root / "f").write_bytes(m.replace(size=777).encode())
     assert env.fs.getattr(fh).size == 777
 
@@ -339,7 +424,7 @@ def test_exclusive_create_retransmission(env):
     assert status_of(fs.create, fs.root_fh, b"x", ROOT, EXCLUSIVE, SetAttr(),
                      verf=b"87654321") == nfsstat3.NFS3ERR_EXIST
     fs.setattr(fh, ROOT, SetAttr(mode=0o640))
-    assert Metafile.decode((env.root / "x").read_bytes()).create_verf is None
+    assert of_file((env.root / "x").read_bytes()).create_verf is None
     assert status_of(fs.create, fs.root_fh, b"x", ROOT, EXCLUSIVE, SetAttr(),
                      verf=b"12345678") == nfsstat3.NFS3ERR_EXIST
 
@@ -386,7 +471,7 @@ def test_create_sets_the_exact_mode_and_other_attributes(env):
 def test_a_created_metafile_is_never_seen_half_made(env):
     # O_TMPFILE + link: the name appears with its content.
     fh = env.create(b"f")
-    assert Metafile.decode((env.root / "f").read_bytes()).size == 0
+    assert of_file((env.root / "f").read_bytes()).size == 0
     assert env.fs.getattr(fh).size == 0
 
 
@@ -394,7 +479,7 @@ def test_a_created_metafile_is_never_seen_half_made(env):
 
 
 def seed_of(path):
-    return Metafile.decode(open(path, "rb").read()).seed
+    return of_file(open(path, "rb").read()).seed
 
 
 def test_removing_the_last_link_purges(env):

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from common.metafile import Metafile
+from common.metafile import of_file
 from nfspd.datapath import LocalDataPath
 from nfspd.fs.metafs import MetaFS
 from nfspd.fs.types import Caller, CreateHow, SetAttr
@@ -33,7 +33,7 @@ class Env:
 
     def identity(self, name):
         path = self.root / os.fsdecode(name)
-        return os.stat(path).st_ino, Metafile.decode(path.read_bytes()).seed
+        return os.stat(path).st_ino, of_file(path.read_bytes()).seed
 
     def journaled(self):
         return purgejournal.JournalReader(self.queue.directory).pending()

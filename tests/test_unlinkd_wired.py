@@ -6,7 +6,7 @@ import signal
 import subprocess
 
 from common import nfs3
-from common.metafile import Metafile
+from common.metafile import of_file
 from common.nfs3 import NFSPROC3
 from tools.dev.netns import wait_until
 
@@ -14,7 +14,7 @@ from tools.dev.netns import wait_until
 def identity(export, name):
     path = os.path.join(export, name)
     with open(path, "rb") as f:
-        return os.stat(path).st_ino, Metafile.decode(f.read()).seed
+        return os.stat(path).st_ino, of_file(f.read()).seed
 
 
 def remove(client, root, name):

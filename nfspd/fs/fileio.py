@@ -121,7 +121,7 @@ class FileIO:
                     fd, cfh, st, meta = self._regular(cfh)
                     if meta.trunc_to is not None and meta.trunc_to >= target:
                         self._metafiles.store(fd, meta.replace(trunc_to=None),
-                                              self._objects.sync_metadata)
+                                              self._objects.sync_metadata, st)
                         return
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
@@ -252,7 +252,7 @@ class FileIO:
         pre = WccAttr(meta.size, st.st_mtime_ns, st.st_ctime_ns)
         if end > meta.size:
             meta = meta.replace(size=end)
-            self._metafiles.store(fd, meta, bool(stable))
+            self._metafiles.store(fd, meta, bool(stable), st)
             if not stable:
                 self._metafiles.unsynced.add((st.st_dev, st.st_ino))
         set_times(fd, None, SET_TO_SERVER_TIME)
@@ -296,7 +296,8 @@ class FileIO:
                     default=0)
         size = max(before, later)
         if size < end:
-            self._metafiles.store(fd, meta.replace(size=size), self._objects.sync_metadata)
+            self._metafiles.store(fd, meta.replace(size=size), self._objects.sync_metadata,
+                                  st)
 
     @maps_oserror
     async def write_data(self, plan, data):

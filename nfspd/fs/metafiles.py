@@ -2,10 +2,14 @@
 
 A regular file of the export is a small metafile (common/metafile.py) holding
 the real size, a seed and the stripe parameters. Nearly every reply carries a
-file's size, so its metafile is cached under (dev, ino) with the mtime, ctime
-and st_size it had: a change to any of them means the file was written by
-someone else, and it is read again. Only this process writes metafiles and it
-updates the cache when it does, so a cached entry is the metafile's content.
+file's size, and a stat tells it (``size``: the metafile's length) except for
+a metafile sized by its record. The record itself is needed by READ, WRITE and
+SETATTR; it is cached under (dev, ino) with the mtime, ctime and st_size it
+had: a change to any of them means the file was written by someone else, and
+it is read again. Only this process writes metafiles and it updates the cache
+when it does, so a cached entry is the metafile's content.
+
+``reads`` counts the metafiles read (for tests: a listing reads none).
 """
 
 import collections
@@ -13,8 +17,10 @@ import errno
 import logging
 import os
 
+from common.metafile import HEADER as META_HEADER
 from common.metafile import SIZE as META_SIZE
-from common.metafile import Metafile, MetafileError
+from common.metafile import MetafileError
+from common.metafile import read as read_metafile
 from common.nfs3 import nfsstat3
 from nfspd.fs.syscalls import proc_path
 from nfspd.fs.types import FsError
@@ -36,6 +42,7 @@ class Metafiles:
         self.unsynced = set()
         self.lookups = 0
         self.hits = 0
+        self.reads = 0
 
     def get(self, fd, st):
         """The Metafile of the regular file fd (readable) with stat st; IO when
@@ -47,8 +54,9 @@ class Metafiles:
                 and hit[2] == st.st_size:
             self.hits += 1
             return hit[3]
+        self.reads += 1
         try:
-            meta = Metafile.decode(os.pread(fd, META_SIZE + 1, 0))
+            meta = read_metafile(os.pread(fd, META_SIZE + 1, 0), st.st_size)
         except (OSError, MetafileError) as e:
             bad = (st.st_dev, st.st_ino, st.st_ctime_ns)
             if bad not in self._bad:
@@ -85,16 +93,51 @@ class Metafiles:
         self.remember(st, hit[3])
         return hit[3]
 
-    def store(self, fd, meta, sync):
-        """Rewrite a metafile (fd open for writing); returns its new stat."""
-        data = meta.encode()
-        if os.pwrite(fd, data, 0) != len(data):
-            raise OSError(errno.EIO, "short metafile write")
+    def store(self, fd, meta, sync, st=None):
+        """Rewrite a metafile (fd open for writing, ``st`` its current stat if
+        known); returns its new stat. Usually a size change is one ftruncate
+        and nothing else (the record stays as it is); a pending truncation is
+        written into the record first and then made to count by the switch to
+        the form sized by its record (see common/metafile.py), so that a crash
+        leaves the change entirely undone or entirely done."""
+        if st is None:
+            st = os.fstat(fd)
+        hit = self._cache.get((st.st_dev, st.st_ino))
+        old = hit[3] if hit is not None else None
+        length = st.st_size
+        if meta.trunc_to is None:
+            by_length = length >= META_HEADER
+            if by_length and (old is None or not _same_record(old, meta)):
+                self._write_record(fd, meta)  # its size field is ignored
+            try:
+                if length != META_HEADER + meta.size:
+                    os.ftruncate(fd, META_HEADER + meta.size)
+                if not by_length:
+                    # Now sized by its length; the record's stale fields are
+                    # ignored until this tidies them.
+                    self._write_record(fd, meta)
+            except OSError as e:
+                if e.errno != errno.EFBIG:
+                    raise
+                # Beyond the largest file here: the record keeps the size.
+                self._write_record(fd, meta)
+                if length != META_SIZE:
+                    os.ftruncate(fd, META_SIZE)
+        else:
+            self._write_record(fd, meta)
+            if length != META_SIZE:
+                os.ftruncate(fd, META_SIZE)
         if sync:
             os.fdatasync(fd)
         st = os.fstat(fd)
         self.remember(st, meta)
         return st
+
+    @staticmethod
+    def _write_record(fd, meta):
+        data = meta.encode()
+        if os.pwrite(fd, data, 0) != len(data):
+            raise OSError(errno.EIO, "short metafile write")
 
     def make(self, dir_fd, name, mode, meta, sync):
         """Create the metafile ``name`` in dir_fd with ``mode`` and content
@@ -102,7 +145,7 @@ class Metafiles:
         O_TMPFILE linked in), so nobody ever sees a half-made metafile, even
         after a crash. The caller's credentials apply (creds.as_caller around
         this); FileExistsError when the name exists."""
-        data = meta.encode()
+        data = meta.encode() + bytes(META_HEADER - META_SIZE)
         try:
             fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, mode, dir_fd=dir_fd)
         except OSError as e:
@@ -117,6 +160,8 @@ class Metafiles:
                 if os.fstat(fd).st_mode & 0o7777 != mode:
                     os.fchmod(fd, mode)
                 os.pwrite(fd, data, 0)
+                if meta.size:
+                    os.ftruncate(fd, META_HEADER + meta.size)
                 if sync:
                     os.fdatasync(fd)
             except BaseException:
@@ -128,6 +173,8 @@ class Metafiles:
                 if os.fstat(fd).st_mode & 0o7777 != mode:
                     os.fchmod(fd, mode)  # the daemon's umask must not apply
                 os.pwrite(fd, data, 0)
+                if meta.size:
+                    os.ftruncate(fd, META_HEADER + meta.size)
                 if sync:
                     os.fdatasync(fd)
                 os.link(proc_path(fd), name, dst_dir_fd=dir_fd, follow_symlinks=True)
@@ -143,3 +190,10 @@ class Metafiles:
         key = (st.st_dev, st.st_ino)
         self._cache.pop(key, None)
         self.unsynced.discard(key)
+
+
+def _same_record(a, b):
+    """Whether two Metafiles differ at most in size (a record sized by its
+    length need not be rewritten then)."""
+    return (a.seed, a.stripe_unit, a.layout_gen, a.create_verf, a.trunc_to) == \
+        (b.seed, b.stripe_unit, b.layout_gen, b.create_verf, b.trunc_to)

@@ -21,6 +21,7 @@ here.
 import os
 import stat
 
+from common.metafile import HEADER as META_HEADER
 from common.metafile import MAX_SIZE
 from common.nfs3 import nfsstat3
 from nfspd.fs.access import R, X, access3, check_writable, may_write, permitted
@@ -171,6 +172,11 @@ class MetaFS:
     def meta_hits(self):
         return self._metafiles.hits
 
+    @property
+    def meta_reads(self):
+        """Metafiles read (a stat told the size of the others)."""
+        return self._metafiles.reads
+
     # -- attributes ---------------------------------------------------------------
 
     # getattr, lookup and access map OSError themselves: maps_oserror's
@@ -224,7 +230,7 @@ class MetaFS:
                 if size < meta.size:
                     pending = size if meta.trunc_to is None else min(meta.trunc_to, size)
                     new = new.replace(trunc_to=pending)
-            self._metafiles.store(fd, new, self._objects.sync_metadata)
+            self._metafiles.store(fd, new, self._objects.sync_metadata, st)
             if size is not None:
                 # A truncate changes mtime/ctime (even to the same size) and
                 # costs an unprivileged caller its setuid/setgid bits.
@@ -283,6 +289,14 @@ class MetaFS:
                 hit = self._codec.cached_inode(st.st_ino)
                 if hit is not None:
                     return hit[1], self._attr(hit[0], st), dattr
+                if not stat.S_ISREG(st.st_mode) or st.st_size >= META_HEADER:
+                    # Nothing to read: the handle from the name, no open (a
+                    # READDIRPLUS makes one of these per entry). The stat
+                    # after it shows the name still led to that inode.
+                    cfh = self._codec.encode_at(dfd, name)
+                    again = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    if again.st_ino == st.st_ino and again.st_dev == st.st_dev:
+                        return cfh, self._attr(None, again), dattr
             pfd, _ = self._pin(dfd, name, caller)
         st = os.fstat(pfd)
         if st.st_dev != self.dev:

@@ -14,6 +14,7 @@ import os
 import resource
 import stat
 
+from common.metafile import HEADER as META_HEADER
 from common.nfs3 import nfsstat3
 from nfspd.fs.creds import as_caller
 from nfspd.fs.handles import HandleCodec
@@ -187,17 +188,23 @@ class Objects:
     # -- attributes ----------------------------------------------------------------
 
     def attr(self, fd, st, meta=None):
-        """The Attr of an object from its stat (size and used bytes from the
-        metafile for a regular file: ``meta``, or read through fd)."""
+        """The Attr of an object from its stat (a regular file's size and used
+        bytes from its metafile: ``meta``, else the metafile's length, else
+        its record read through fd; fd may be None when the length tells)."""
         # Made for nearly every reply: fields set directly, not through
         # Attr's keyword constructor (a third of a GETATTR's cost).
         mode = st.st_mode
         fmt = mode & 0o170000
         a = _new(Attr)
         if fmt == stat.S_IFREG:
-            if meta is None:
-                meta = self._metafile(fd, st)
-            a.size = size = meta.size
+            if meta is not None:
+                size = meta.size
+            else:
+                # The metafile's length, unless its record tells the size.
+                size = st.st_size - META_HEADER
+                if size < 0:
+                    size = self._metafile(fd, st).size
+            a.size = size
             a.used = -(-size // USED_UNIT) * USED_UNIT
         else:
             a.size = st.st_size
@@ -222,7 +229,9 @@ class Objects:
     def wcc_attr(self, fd, st):
         """Pre-operation attributes."""
         if stat.S_ISREG(st.st_mode):
-            size = self._metafile(fd, st).size
+            size = st.st_size - META_HEADER
+            if size < 0:
+                size = self._metafile(fd, st).size
         else:
             size = st.st_size
         return WccAttr(size, st.st_mtime_ns, st.st_ctime_ns)

@@ -15,7 +15,7 @@ import sys
 
 from common import keyfile
 from common.iodproto import Op
-from common.metafile import Metafile
+from common.metafile import of_file
 from common.runtime import purgejournal
 from common.runtime.purgewaker import socket_path
 from nfspd.datapath import LocalDataPath
@@ -81,7 +81,7 @@ class Cluster:
 
     def identity(self, relpath):
         path = os.path.join(self.export, os.fsdecode(relpath))
-        return os.stat(path).st_ino, Metafile.decode(open(path, "rb").read()).seed
+        return os.stat(path).st_ino, of_file(open(path, "rb").read()).seed
 
     def create_with_data(self, names, stripes=1):
         """Create files and write ``stripes`` stripes of each on the iods; returns
