@@ -364,7 +364,7 @@ class ExportRegistry:
             uid, gid, gids = opts.anonymous()
         else:
             uid, gid, gids = opts.squash(cred.uid, cred.gid, cred.gids)
-        found = entry.fs, Caller(uid, gid, gids, readonly=opts.readonly)
+        found = entry.fs, Caller(uid, gid, gids, readonly=opts.readonly, sync=opts.sync)
         if not table.by_hostname[eid]:
             if len(table.resolved) >= _MATCH_CACHE_MAX:
                 table.resolved.clear()

@@ -33,6 +33,7 @@ from common.nfs3 import nfsstat3
 from common.xdr import Void
 from nfspd import replies
 from nfspd.dispatch import NO_REPLY, procedure_table
+from nfspd.durable import when_stable
 from nfspd.fs.types import FILE_SYNC, SET_TO_SERVER_TIME, CreateHow, FileType, FsError, SetAttr, \
     fs_error_of
 from nfspd.nfs2attrs import (
@@ -235,14 +236,15 @@ def CREATE(ctx, args):
                 rdev = new_decode_dev(s.size)
         fh, attr, _ = fs.mknod(where.dir, where.name, caller, ftype,
                                setattr_from_sattr(s, with_size=False), rdev)
-    return diropres(nfsstat.NFS_OK, nfs2.diropok(fh_out(fh), fattr(attr)))
+    return when_stable(fs, caller,
+                       diropres(nfsstat.NFS_OK, nfs2.diropok(fh_out(fh), fattr(attr))))
 
 
 def REMOVE(ctx, args):
     _check_name(args.name)
     fs, caller = ctx.service.resolve(ctx, args.dir)
     fs.remove(args.dir, args.name, caller)
-    return nfsstat.NFS_OK
+    return when_stable(fs, caller, nfsstat.NFS_OK)
 
 
 def RENAME(ctx, args):
@@ -254,7 +256,7 @@ def RENAME(ctx, args):
     fs2, _ = resolve(ctx, to.dir)
     _same_fs(fs, fs2)
     fs.rename(frm.dir, frm.name, to.dir, to.name, caller)
-    return nfsstat.NFS_OK
+    return when_stable(fs, caller, nfsstat.NFS_OK)
 
 
 def LINK(ctx, args):
@@ -265,7 +267,7 @@ def LINK(ctx, args):
     fs2, _ = resolve(ctx, args.from_)
     _same_fs(fs, fs2)
     fs.link(args.from_, to.dir, to.name, caller)
-    return nfsstat.NFS_OK
+    return when_stable(fs, caller, nfsstat.NFS_OK)
 
 
 def SYMLINK(ctx, args):
@@ -274,7 +276,7 @@ def SYMLINK(ctx, args):
     fs, caller = ctx.service.resolve(ctx, frm.dir)
     fs.symlink(frm.dir, frm.name, caller, args.to,
                setattr_from_sattr(args.attributes, with_size=False))
-    return nfsstat.NFS_OK
+    return when_stable(fs, caller, nfsstat.NFS_OK)
 
 
 def MKDIR(ctx, args):
@@ -283,14 +285,15 @@ def MKDIR(ctx, args):
     fs, caller = ctx.service.resolve(ctx, where.dir)
     fh, attr, _ = fs.mkdir(where.dir, where.name, caller,
                            setattr_from_sattr(args.attributes, with_size=False))
-    return diropres(nfsstat.NFS_OK, nfs2.diropok(fh_out(fh), fattr(attr)))
+    return when_stable(fs, caller,
+                       diropres(nfsstat.NFS_OK, nfs2.diropok(fh_out(fh), fattr(attr))))
 
 
 def RMDIR(ctx, args):
     _check_name(args.name)
     fs, caller = ctx.service.resolve(ctx, args.dir)
     fs.rmdir(args.dir, args.name, caller)
-    return nfsstat.NFS_OK
+    return when_stable(fs, caller, nfsstat.NFS_OK)
 
 
 # Bytes of a readdirok around the entries (the list terminator and eof), and

@@ -32,6 +32,7 @@ from common.nfs3 import (
 from common.xdr import Void
 from nfspd import replies
 from nfspd.dispatch import NO_REPLY, Encoded, Wait, procedure_table
+from nfspd.durable import when_stable
 from nfspd.fs.types import CreateHow, FileType, FsError, SetAttr, fs_error_of
 from nfspd.nfs3attrs import OK, fattr, post_op, status_of, time_ns, to_setattr, wcc
 
@@ -294,21 +295,22 @@ def CREATE(ctx, args):
         fh, attr, w = fs.create(d, name, caller, CreateHow.EXCLUSIVE, SetAttr(), verf=how.body)
     else:
         fh, attr, w = fs.create(d, name, caller, CreateHow(int(how.disc)), to_setattr(how.body))
-    return nfs3.CREATE3res(OK, nfs3.CREATE3resok(fh, fattr(attr), wcc(w)))
+    return when_stable(fs, caller, nfs3.CREATE3res(OK, nfs3.CREATE3resok(fh, fattr(attr), wcc(w))))
 
 
 def MKDIR(ctx, args):
     d, name = args.where.dir, args.where.name
     fs, caller = ctx.service.resolve(ctx, d)
     fh, attr, w = fs.mkdir(d, name, caller, to_setattr(args.attributes))
-    return nfs3.MKDIR3res(OK, nfs3.MKDIR3resok(fh, fattr(attr), wcc(w)))
+    return when_stable(fs, caller, nfs3.MKDIR3res(OK, nfs3.MKDIR3resok(fh, fattr(attr), wcc(w))))
 
 
 def SYMLINK(ctx, args):
     d, name, s = args.where.dir, args.where.name, args.symlink
     fs, caller = ctx.service.resolve(ctx, d)
     fh, attr, w = fs.symlink(d, name, caller, s.symlink_data, to_setattr(s.symlink_attributes))
-    return nfs3.SYMLINK3res(OK, nfs3.SYMLINK3resok(fh, fattr(attr), wcc(w)))
+    return when_stable(fs, caller,
+                       nfs3.SYMLINK3res(OK, nfs3.SYMLINK3resok(fh, fattr(attr), wcc(w))))
 
 
 def MKNOD(ctx, args):
@@ -323,19 +325,21 @@ def MKNOD(ctx, args):
         fh, attr, w = fs.mknod(d, name, caller, FileType(int(what.disc)), to_setattr(what.body))
     else:
         raise FsError(nfsstat3.NFS3ERR_BADTYPE, f"MKNOD of {what.disc.name}")
-    return nfs3.MKNOD3res(OK, nfs3.MKNOD3resok(fh, fattr(attr), wcc(w)))
+    return when_stable(fs, caller, nfs3.MKNOD3res(OK, nfs3.MKNOD3resok(fh, fattr(attr), wcc(w))))
 
 
 def REMOVE(ctx, args):
     d = args.object.dir
     fs, caller = ctx.service.resolve(ctx, d)
-    return nfs3.REMOVE3res(OK, nfs3.REMOVE3resok(wcc(fs.remove(d, args.object.name, caller))))
+    w = fs.remove(d, args.object.name, caller)
+    return when_stable(fs, caller, nfs3.REMOVE3res(OK, nfs3.REMOVE3resok(wcc(w))))
 
 
 def RMDIR(ctx, args):
     d = args.object.dir
     fs, caller = ctx.service.resolve(ctx, d)
-    return nfs3.RMDIR3res(OK, nfs3.RMDIR3resok(wcc(fs.rmdir(d, args.object.name, caller))))
+    w = fs.rmdir(d, args.object.name, caller)
+    return when_stable(fs, caller, nfs3.RMDIR3res(OK, nfs3.RMDIR3resok(wcc(w))))
 
 
 def RENAME(ctx, args):
@@ -345,7 +349,7 @@ def RENAME(ctx, args):
     fs_to, _ = resolve(ctx, t.dir)
     _xdev(fs, fs_to)
     wf, wt = fs.rename(f.dir, f.name, t.dir, t.name, caller)
-    return nfs3.RENAME3res(OK, nfs3.RENAME3resok(wcc(wf), wcc(wt)))
+    return when_stable(fs, caller, nfs3.RENAME3res(OK, nfs3.RENAME3resok(wcc(wf), wcc(wt))))
 
 
 def LINK(ctx, args):
@@ -355,7 +359,7 @@ def LINK(ctx, args):
     fs_dir, _ = resolve(ctx, d)
     _xdev(fs, fs_dir)
     attr, w = fs.link(fh, d, args.link.name, caller)
-    return nfs3.LINK3res(OK, nfs3.LINK3resok(fattr(attr), wcc(w)))
+    return when_stable(fs, caller, nfs3.LINK3res(OK, nfs3.LINK3resok(fattr(attr), wcc(w))))
 
 
 def READDIR(ctx, args):

@@ -37,6 +37,7 @@ from nfspd.dispatch import Dispatcher, Program
 from nfspd.drc import DuplicateRequestCache
 from nfspd.exports import ExportRegistry
 from nfspd.fs.handles import export_id_for_path
+from nfspd.fs.commit import GroupCommit
 from nfspd.fs.metafs import MetaFS
 from nfspd.iodpath import IodDataPath
 from nfspd.nfs3proc import MAX_IO_TCP
@@ -122,6 +123,7 @@ class Metaserver:
         self.unlinkd = None
         self.purge = self._purge_sink()
         self._filesystems = weakref.WeakSet()  # every MetaFS made, for status()
+        self.group_commit = GroupCommit()  # shared by the exports: one flush for all
         self.registry = ExportRegistry(config.exports, self._make_fs,
                                        rmtab_path=os.path.join(config.state_dir, "rmtab"))
         self.registry.load()
@@ -178,11 +180,19 @@ class Metaserver:
                 # store; (ino, seed) names at most one of the two, and purging
                 # an absent datafile is a no-op.
                 local.purge(ino, seed)
+
+        def append_batch(records):  # the group commit's: one journal flush
+            self.purges.append_batch(records)
+            if local is not None:
+                for ino, seed in records:
+                    local.purge(ino, seed)
+        purge.append_batch = append_batch
+        purge.wake = self.purges.wake
         return purge
 
     def _make_fs(self, path):
         fs = MetaFS(path, export_id_for_path(path), self.handle_key, self.datapath,
-                    purge=self.purge)
+                    purge=self.purge, commit=self.group_commit)
         self._filesystems.add(fs)
         return fs
 

@@ -1140,3 +1140,73 @@ def test_a_truncation_waits_for_a_relayed_write_planned_before_it(tmp_path):
         trio.run(main)
     finally:
         env.fs.close()
+
+
+# --- group commit (issue 15) --------------------------------------------------------------
+
+
+class CommitEnv(Env):
+    def __init__(self, tmp_path):
+        from nfspd.fs.commit import GroupCommit
+        self.commit = GroupCommit()
+        super().__init__(tmp_path)
+
+    def make(self):
+        return MetaFS(str(self.root), 42, KEY, self.dp,
+                      purge=lambda ino, seed: self.purged.append((ino, seed)),
+                      commit=self.commit)
+
+
+@pytest.fixture
+def cenv(tmp_path):
+    e = CommitEnv(tmp_path)
+    yield e
+    e.fs.close()
+
+
+def test_a_namespace_change_waits_for_a_flush_and_the_purge_for_the_removal_to_be_durable(cenv):
+    fs = cenv.fs
+    assert fs.stable_ticket() is None
+    fh = cenv.create(b"f")
+    run(fs.write, fh, ROOT, 0, b"x", True)
+    ticket = fs.stable_ticket()
+    assert ticket is not None
+    run(fs.stable, ticket)
+    assert fs.stable_ticket() is None and cenv.commit.batches == 1
+    ino = os.stat(cenv.root / "f").st_ino
+    fs.remove(fs.root_fh, b"f", ROOT)
+    assert cenv.purged == []            # not before the removal is on disk
+    run(fs.stable, fs.stable_ticket())
+    assert [i for i, _ in cenv.purged] == [ino]
+
+
+def test_one_flush_covers_every_change_that_arrived_while_the_previous_ran(cenv):
+    fs = cenv.fs
+    d, _, _ = fs.mkdir(fs.root_fh, b"d", ROOT, SetAttr())
+    first = fs.stable_ticket()
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fs.stable, first)   # the flush of the mkdir
+            await trio.sleep(0)
+            # Made while it runs: all in the next batch, one flush.
+            for i in range(20):
+                fs.create(d, b"f%d" % i, ROOT, UNCHECKED, SetAttr())
+                fs.rename(d, b"f%d" % i, fs.root_fh, b"g%d" % i, ROOT)
+            tickets = {fs.stable_ticket() for _ in range(3)}
+            assert len(tickets) == 1
+            for _ in range(5):
+                nursery.start_soon(fs.stable, tickets.pop() if tickets else first + 1)
+    run(main)
+    assert cenv.commit.batches == 2
+    assert sorted(os.listdir(cenv.root)) == sorted(["d"] + ["g%d" % i for i in range(20)])
+
+
+def test_an_async_callers_changes_wait_for_nothing_and_purge_at_once(cenv):
+    fs = cenv.fs
+    lazy = Caller(0, 0, sync=False)
+    fh, _, _ = fs.create(fs.root_fh, b"f", lazy, UNCHECKED, SetAttr())
+    run(fs.write, fh, lazy, 0, b"x", True)
+    fs.rename(fs.root_fh, b"f", fs.root_fh, b"g", lazy)
+    fs.remove(fs.root_fh, b"g", lazy)
+    assert fs.stable_ticket() is None and len(cenv.purged) == 1

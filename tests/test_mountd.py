@@ -292,6 +292,14 @@ def test_resolve_gives_the_fs_and_a_squashed_caller(tmp_path):
     assert (caller.uid, caller.gid) == (0, 0)
 
 
+def test_resolve_tells_whether_the_callers_changes_must_be_durable_before_the_reply(tmp_path):
+    f = Fixture(tmp_path, "/srv 10.0.0.1(rw,async) 10.0.0.0/8(rw)\n")
+    _, caller = f.registry.resolve(ctx(ip="10.0.0.1"), f.fs("/srv").root_fh)
+    assert caller.sync is False
+    _, caller = f.registry.resolve(ctx(ip="10.0.0.2"), f.fs("/srv").root_fh)
+    assert caller.sync is True
+
+
 def test_resolve_ro_export_and_anonymous_callers(tmp_path):
     f = Fixture(tmp_path, "/pub *(ro,anonuid=7,anongid=8)\n")
     _, caller = f.registry.resolve(ctx(cred=None), f.fs("/pub").root_fh)

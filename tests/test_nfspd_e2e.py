@@ -236,3 +236,27 @@ def test_an_unprivileged_rpc_client_is_refused_on_a_secure_export(ns, nfspd):
     rpcc = ns.inside(RpcClient, "127.0.0.1", 2049, "udp", cred=RpcClient.default_cred(0, 0))
     res = nfsclient.Nfs3(rpcc).call(NFSPROC3.GETATTR, nfs3.GETATTR3args(ok))
     assert res.disc == nfsstat3.NFS3ERR_PERM
+
+
+@pytest.mark.parametrize("option", ["sync", "async"])
+def test_changes_answered_survive_a_kill_9_of_nfspd(ns, nfspd, option):
+    # What the reply promises is made before it: with group commit (issue 15)
+    # the change is in the kernel when the call is answered, durable for a
+    # machine crash too with "sync"; a kill -9 of the process loses nothing.
+    d = nfspd(clients=f"127.0.0.0/8(rw,no_root_squash,insecure,{option})")
+    c, root = connect(ns, d)
+    kept = c.create(root, b"kept")
+    c.write_all(kept, b"data")
+    c.create(root, b"moved")
+    c.ok(NFSPROC3.RENAME, nfs3.RENAME3args(nfs3.diropargs3(root, b"moved"),
+                                           nfs3.diropargs3(root, b"renamed")))
+    c.create(root, b"gone")
+    c.ok(NFSPROC3.REMOVE, nfs3.REMOVE3args(nfs3.diropargs3(root, b"gone")))
+    sub = c.ok(NFSPROC3.MKDIR, nfs3.MKDIR3args(nfs3.diropargs3(root, b"sub"),
+                                               nfs3.sattr3.unchanged())).obj
+    os.kill(d.pid, signal.SIGKILL)
+    d.restart()
+    c, root = connect(ns, d)
+    assert sorted(os.listdir(d.export)) == ["kept", "renamed", "sub"]
+    assert c.read_all(kept) == b"data"
+    assert c.lookup(root, b"sub") == sub

@@ -131,6 +131,7 @@ class JournalWriter:
             raise JournalError(errno.EBUSY, f"{self.directory}: another process writes this "
                                             f"purge journal (is another nfspd running?)") from None
         self._fd = None
+        self._unsynced = False
         for name in os.listdir(self.directory):
             if name.startswith(".new-"):  # a segment we died creating
                 os.unlink(os.path.join(self.directory, name))
@@ -147,6 +148,9 @@ class JournalWriter:
 
     def _open_segment(self, first):
         if self._fd is not None:
+            if self._unsynced:
+                os.fdatasync(self._fd)
+                self._unsynced = False
             os.close(self._fd)
             self._fd = None
         size = self.segment_records * RECORD.size
@@ -175,8 +179,10 @@ class JournalWriter:
     def next_seq(self):
         return self._first + self._index
 
-    def append(self, ino, seed):
-        """Make the purge of (ino, seed) durable; returns its sequence number."""
+    def append(self, ino, seed, sync=True):
+        """Make the purge of (ino, seed) durable (with ``sync`` False: once
+        sync() is next called, so that one flush covers many records);
+        returns its sequence number."""
         if not (0 <= ino < 1 << 64 and 0 < seed < 1 << 64):
             raise ValueError(f"bad purge record ({ino}, {seed})")
         if self._index >= self.segment_records:
@@ -185,9 +191,18 @@ class JournalWriter:
         data = encode_record(seq, ino, seed)
         if os.pwrite(self._fd, data, self._index * RECORD.size) != len(data):
             raise JournalError(errno.EIO, "short journal write")
-        os.fdatasync(self._fd)
         self._index += 1
+        if sync:
+            os.fdatasync(self._fd)
+        else:
+            self._unsynced = True
         return seq
+
+    def sync(self):
+        """Make every record appended so far durable."""
+        if self._unsynced:
+            os.fdatasync(self._fd)
+            self._unsynced = False
 
     def close(self):
         if self._fd is not None:

@@ -7,10 +7,12 @@ bottom; each imports only modules listed before it:
 
     types.py      the values taken and returned, FsError and the errno mapping
     access.py     permission decisions the kernel cannot make for us
-    syscalls.py   utimensat, fchownat, name_to_handle_at/open_by_handle_at
+    syscalls.py   utimensat, fchownat, name_to_handle_at/open_by_handle_at,
+                  sync_file_range
     creds.py      acting as the caller (setfsuid/setfsgid/setgroups, per thread)
     handles.py    file handles and the cache of the objects they opened
     metafiles.py  reading, caching and writing the metafiles
+    commit.py     group commit: namespace changes made durable many to a flush
     objects.py    handle -> open object, stat -> attributes, last links
     listings.py   directory listings, READDIR cookies and paging
     inflight.py   the WRITEs on their way to the data, which truncations wait for

@@ -94,13 +94,21 @@ class MetaFS:
     ``purge(ino, seed)`` receives the data of files whose last link went away
     (default: datapath.purge). ``sync_metadata``: namespace changes and metafile
     size changes are made durable (fsync) before replying, as an NFS server must
-    unless exported "async"."""
+    unless exported "async" (or the Caller's ``sync`` is False: its export
+    entry says "async").
+
+    ``commit``: a GroupCommit (nfspd/fs/commit.py). Without one, each
+    namespace change is flushed before its call returns. With one, it is
+    noted there, and the front-end answers once ``await stable(ticket)``
+    returns, the ticket taken with ``stable_ticket()`` right after the call
+    (None: nothing to wait for)."""
 
     def __init__(self, export_path, export_id, handle_key, datapath, purge=None, *,
-                 sync_metadata=True, cache_size=4096):
+                 sync_metadata=True, cache_size=4096, commit=None):
         objects = Objects(export_path, export_id, handle_key,
                           purge if purge is not None else datapath.purge,
-                          sync_metadata=sync_metadata, cache_size=cache_size)
+                          sync_metadata=sync_metadata, cache_size=cache_size, commit=commit)
+        self._commit = commit
         self._objects = objects
         self.export_path = objects.export_path
         self.export_id = export_id
@@ -154,6 +162,19 @@ class MetaFS:
     def release(self, fh):
         """Undo one hold() (a file whose last link went meanwhile goes now)."""
         self._objects.release(fh)
+
+    def stable_ticket(self):
+        """What to pass to stable() for the changes made so far to be
+        durable; None if there is nothing to wait for."""
+        return self._commit.ticket() if self._commit is not None else None
+
+    async def stable(self, ticket):
+        """Return once the changes before stable_ticket() gave ``ticket`` are
+        durable. IO if the flush failed."""
+        try:
+            await self._commit.stable(ticket)
+        except OSError as e:
+            raise fs_error_of(e) from None
 
     @property
     def sync_metadata(self):
@@ -230,7 +251,7 @@ class MetaFS:
                 if size < meta.size:
                     pending = size if meta.trunc_to is None else min(meta.trunc_to, size)
                     new = new.replace(trunc_to=pending)
-            self._metafiles.store(fd, new, self._objects.sync_metadata, st)
+            self._metafiles.store(fd, new, self._objects.durable(caller), st)
             if size is not None:
                 # A truncate changes mtime/ctime (even to the same size) and
                 # costs an unprivileged caller its setuid/setgid bits.
@@ -342,12 +363,15 @@ class MetaFS:
         pre = self._wcc_attr(dfd, dst)
         mode = 0o644 if sattr.mode is None else sattr.mode & 0o7777
         meta = self._io.new_metafile(create_verf=verf)
+        durable = self._objects.durable(caller)
         try:
             with as_caller(caller.uid, caller.gid, caller.gids):
                 fd, st = self._metafiles.make(dfd, name, mode, meta,
-                                              self._objects.sync_metadata)
+                                              durable and self._commit is None)
         except FileExistsError:
             return self._create_existing(dfd, dst, name, caller, how, sattr, verf, pre)
+        if durable and self._commit is not None:
+            self._commit.metafile(fd, st)
         fd, cfh = self._adopt(fd, st)
         self._listing_changed(dst, dfd, added=((name, st.st_ino),))
         rest = SetAttr(uid=sattr.uid, gid=sattr.gid, atime=sattr.atime, mtime=sattr.mtime,
@@ -357,7 +381,7 @@ class MetaFS:
 
         if any(v is not None for v in (rest.uid, rest.gid, rest.atime, rest.mtime, rest.size)):
             self.setattr(cfh, caller, rest)
-        self._sync_dir(dfd)
+        self._sync_dir(dfd, dst, caller)
         return cfh, self._attr_of(cfh), Wcc(pre, self._post(dfd))
 
     def _create_existing(self, dfd, dst, name, caller, how, sattr, verf, pre):
@@ -389,7 +413,7 @@ class MetaFS:
                                                              sattr.mtime)):
             self.setattr(cfh, caller, SetAttr(uid=sattr.uid, gid=sattr.gid, atime=sattr.atime,
                                               mtime=sattr.mtime))
-        self._sync_dir(dfd)
+        self._sync_dir(dfd, dst, caller)
         return cfh, self._attr_of(cfh), Wcc(pre, self._post(dfd))
 
     @maps_oserror
@@ -465,7 +489,7 @@ class MetaFS:
         with as_caller(caller.uid, caller.gid, caller.gids):
             os.link(proc_path(fd), name, dst_dir_fd=dfd, follow_symlinks=True)
         self._listing_changed(dst, dfd, added=((name, st.st_ino),))
-        self._sync_dir(dfd)
+        self._sync_dir(dfd, dst, caller)
         return self._attr_of(cfh), Wcc(pre, self._post(dfd))
 
     # -- removing objects ---------------------------------------------------------------
@@ -495,9 +519,9 @@ class MetaFS:
         # The removal must be durable before the data is handed to the purge
         # sink: after a crash, a metafile whose stripes were purged would come
         # back (data loss); the other order can only leak, which scrub finds.
-        self._sync_dir(dfd)
+        self._sync_dir(dfd, dst, caller)
         if after.st_nlink == 0:
-            self._gone(after, meta)
+            self._gone(after, meta, caller)
         return Wcc(pre, self._post(dfd))
 
     @maps_oserror
@@ -522,7 +546,7 @@ class MetaFS:
             os.close(pin)
         self._listing_changed(dst, dfd, removed=(name,))
         self._gone(st, None)
-        self._sync_dir(dfd)
+        self._sync_dir(dfd, dst, caller)
         return Wcc(pre, self._post(dfd))
 
     @maps_oserror
@@ -567,11 +591,11 @@ class MetaFS:
             else:
                 self._listing_changed(fst, ffd, removed=(from_name,))
                 self._listing_changed(tst, tfd, added=((to_name, sst.st_ino),))
-        self._sync_dir(ffd)  # durable before purging: see remove()
+        self._sync_dir(ffd, fst, caller)  # durable before purging: see remove()
         if not same_dir:
-            self._sync_dir(tfd)
+            self._sync_dir(tfd, tst, caller)
         if after is not None and after.st_nlink == 0:
-            self._gone(after, tmeta)
+            self._gone(after, tmeta, caller)
         return Wcc(fpre, self._post(ffd)), Wcc(tpre, self._post(tfd))
 
     # -- listing a directory -------------------------------------------------------------

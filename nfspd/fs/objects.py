@@ -35,15 +35,17 @@ class Objects:
     """``purge(ino, seed)`` receives the data of files whose last link went
     away. ``sync_metadata``: namespace changes and metafile size changes are
     made durable (fsync) before replying, as an NFS server must unless
-    exported "async"."""
+    exported "async". ``commit``: a GroupCommit (nfspd/fs/commit.py) that
+    namespace changes are noted in, the reply waiting for its flush."""
 
     def __init__(self, export_path, export_id, handle_key, purge, *, sync_metadata=True,
-                 cache_size=4096):
+                 cache_size=4096, commit=None):
         self.export_path = os.path.abspath(export_path)
         self.export_id = export_id
         self.fsid = export_id
         self.purge = purge
         self.sync_metadata = sync_metadata
+        self.commit = commit  # a GroupCommit, or None: each change flushed on its own
         self.root_fd = os.open(self.export_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         st = os.fstat(self.root_fd)
         self.dev = st.st_dev
@@ -252,9 +254,18 @@ class Objects:
 
     # -- changes -------------------------------------------------------------------
 
-    def sync_dir(self, dir_fd):
-        """Make a change to a directory durable (unless exported "async")."""
-        if not self.sync_metadata:
+    def durable(self, caller):
+        """Whether the caller's changes must be durable before the reply
+        (exports(5) ``sync``, the default; ``async`` clears it)."""
+        return self.sync_metadata and caller.sync
+
+    def sync_dir(self, dir_fd, st, caller):
+        """Make a change to a directory (stat ``st``) durable, unless the
+        caller's export is "async": now, or noted for the group commit."""
+        if not self.durable(caller):
+            return
+        if self.commit is not None:
+            self.commit.directory(dir_fd, st)
             return
         fd = os.open(proc_path(dir_fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -262,15 +273,19 @@ class Objects:
         finally:
             os.close(fd)
 
-    def gone(self, st, meta):
+    def gone(self, st, meta, caller=None):
         """An object lost its last link: drop what we cached about it, and hand
-        a metafile's data to the purge sink (once released, if it is held)."""
+        a metafile's data to the purge sink (once released, if it is held;
+        once the removal is durable, when the group commit makes it so)."""
         if st.st_ino in self._held_inos:
             self._pending[st.st_ino] = (st, meta)
             return
         self.codec.forget_ino(st.st_ino)
         self.metafiles.forget(st)
         if meta is not None:
+            if self.commit is not None and caller is not None and self.durable(caller):
+                self.commit.purge(self.purge, st.st_ino, meta.seed)
+                return
             try:
                 self.purge(st.st_ino, meta.seed)
             except Exception:

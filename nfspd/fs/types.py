@@ -84,16 +84,19 @@ def maps_oserror(fn):
 
 
 class Caller:
-    """Who is asking, after the export's squash options were applied, and
-    whether this client may modify the export (ro/rw)."""
+    """Who is asking, after the export's squash options were applied, whether
+    this client may modify the export (ro/rw), and whether its changes must be
+    durable before the reply (sync/async)."""
 
-    __slots__ = ("uid", "gid", "gids", "readonly")
+    __slots__ = ("uid", "gid", "gids", "readonly", "sync")
 
-    def __init__(self, uid, gid, gids=(), readonly=False):
+    def __init__(self, uid, gid, gids=(), readonly=False, sync=True):
         self.uid, self.gid, self.gids, self.readonly = uid, gid, tuple(gids), readonly
+        self.sync = sync
 
     def __repr__(self):
-        return f"Caller(uid={self.uid}, gid={self.gid}, gids={self.gids}, ro={self.readonly})"
+        return (f"Caller(uid={self.uid}, gid={self.gid}, gids={self.gids}, ro={self.readonly}, "
+                f"sync={self.sync})")
 
 
 class Attr:

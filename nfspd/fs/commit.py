@@ -1,0 +1,165 @@
+"""Group commit: namespace changes made durable many to a flush (issue 15).
+
+An NFS server answers a CREATE, REMOVE, RENAME, MKDIR... only once the change
+would survive a crash of the machine (exports(5) ``sync``, the default). A
+change is made at once (later calls see it) and noted here: the metafile whose
+record must be on disk, the directory whose entries changed, the purge whose
+journal record must be durable. Its reply waits (``await stable(ticket)``)
+until a flush covers it. One flush runs at a time, in a thread (fsync releases
+the GIL); whatever is noted while it runs goes into the next, so under load
+one flush covers every change that arrived during the previous one.
+
+A flush, in this order:
+
+1. new metafiles' pages written out (sync_file_range: all started, then all
+   waited for), so that their blocks are allocated in the journal transaction
+   the directories' fsync commits;
+2. each changed directory fsynced once (on ext4 and xfs the first commits the
+   journal with every change before it, the others find it done);
+3. each metafile fdatasynced (usually nothing left to do after 2: what POSIX
+   asks, not what ext4 needs);
+4. purges appended to the purge journal with one fdatasync (after 2: a
+   removal must be durable before its data is handed over, or a crash could
+   bring back a file whose data was purged), then unlinkd woken.
+
+A kill -9 of nfspd loses nothing the kernel already has (the page cache
+survives the process), so the flush is for the machine's crash; what it costs
+is the journal commit, once per batch instead of once or twice per call.
+
+A flush that fails (EIO from the disk) fails the calls waiting on it (IO);
+their changes may or may not be durable.
+"""
+
+import logging
+import os
+
+import trio
+
+from nfspd.fs.syscalls import finish_writeback, proc_path, start_writeback
+
+log = logging.getLogger(__name__)
+
+
+class GroupCommit:
+    """``batches`` and ``changes`` count the flushes and what they covered."""
+
+    def __init__(self):
+        self._files = {}     # (dev, ino) -> our dup of an fd on a metafile
+        self._dirs = {}      # (dev, ino) -> our dup of an fd on a directory
+        self._purges = {}    # sink -> [(ino, seed)]
+        self._filling = 1    # the batch changes are noted in now
+        self._stable = 0     # every batch up to this one has been flushed
+        self._failed = {}    # batch -> the error its flush raised (recent ones)
+        self._flushing = None  # trio.Event of the flush running, if one is
+        self.batches = 0
+        self.changes = 0
+
+    # -- noting changes --------------------------------------------------------------
+
+    def metafile(self, fd, st):
+        """A metafile whose content must be durable (one just made)."""
+        key = (st.st_dev, st.st_ino)
+        if key not in self._files:
+            self._files[key] = os.dup(fd)
+        self.changes += 1
+
+    def directory(self, fd, st):
+        """A directory whose entries changed (fd may be O_PATH)."""
+        key = (st.st_dev, st.st_ino)
+        if key not in self._dirs:
+            self._dirs[key] = os.dup(fd)
+        self.changes += 1
+
+    def purge(self, sink, ino, seed):
+        """Hand (ino, seed) to the purge sink once the batch's removals are
+        durable."""
+        self._purges.setdefault(sink, []).append((ino, seed))
+
+    def ticket(self):
+        """What stable() takes to wait for every change noted so far; None
+        when nothing noted waits for a flush."""
+        if self._files or self._dirs or self._purges:
+            return self._filling
+        if self._flushing is not None:
+            return self._filling - 1
+        return None
+
+    # -- flushing --------------------------------------------------------------------
+
+    async def stable(self, ticket):
+        """Return once the batch ``ticket`` (and every one before) is durable;
+        OSError if its flush failed."""
+        while self._stable < ticket:
+            if self._flushing is not None:
+                await self._flushing.wait()
+            else:
+                await self._flush()
+        error = self._failed.get(ticket)
+        if error is not None:
+            raise error
+
+    async def _flush(self):
+        number = self._filling
+        self._filling += 1
+        files, dirs, purges = self._files, self._dirs, self._purges
+        self._files, self._dirs, self._purges = {}, {}, {}
+        done = self._flushing = trio.Event()
+        try:
+            await trio.to_thread.run_sync(_flush, list(files.values()), list(dirs.values()),
+                                          purges)
+            for sink in purges:
+                wake = getattr(sink, "wake", None)
+                if wake is not None:
+                    wake()
+        except OSError as e:
+            log.error("group commit of %d files, %d directories failed: %s",
+                      len(files), len(dirs), e)
+            if len(self._failed) > 64:
+                self._failed.clear()
+            self._failed[number] = e
+        finally:
+            for fd in (*files.values(), *dirs.values()):
+                os.close(fd)
+            self.batches += 1
+            self._stable = number
+            self._flushing = None
+            done.set()
+
+    def flush_now(self):
+        """Flush what is noted, on this thread (no event loop: at close)."""
+        files, dirs, purges = self._files, self._dirs, self._purges
+        self._files, self._dirs, self._purges = {}, {}, {}
+        try:
+            _flush(list(files.values()), list(dirs.values()), purges)
+        finally:
+            for fd in (*files.values(), *dirs.values()):
+                os.close(fd)
+        self._stable = self._filling
+        self._filling += 1
+
+
+def _flush(files, dirs, purges):
+    for fd in files:
+        start_writeback(fd)
+    for fd in files:
+        finish_writeback(fd)
+    for fd in dirs:
+        rfd = os.open(proc_path(fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(rfd)
+        finally:
+            os.close(rfd)
+    for fd in files:
+        os.fdatasync(fd)
+    for sink, records in purges.items():
+        # The removals are durable: a purge that fails only leaks data
+        # (`nfsp scrub` finds it), as in Objects.gone.
+        try:
+            batch = getattr(sink, "append_batch", None)
+            if batch is not None:
+                batch(records)
+            else:
+                for ino, seed in records:
+                    sink(ino, seed)
+        except Exception:
+            log.exception("purge of %d files failed", len(records))
