@@ -44,6 +44,20 @@ def test_appended_records_are_read_back_in_order(tmp_path):
     assert r.read(seqs[3], seqs[6]) == pairs(10)[3:6]
 
 
+def test_a_group_commits_records_flushed_together_are_read_back_across_segments(tmp_path):
+    # The group commit appends a batch of purges, then flushes once; a
+    # segment filled meanwhile is flushed before the next is started.
+    d = str(tmp_path / "j")
+    w = JournalWriter(d, segment_records=4)
+    seqs = [w.append(ino, seed, sync=False) for ino, seed in pairs(10)]
+    w.sync()
+    w.close()
+    assert seqs == list(range(seqs[0], seqs[0] + 10))
+    r = JournalReader(d)
+    r.refresh()
+    assert r.read(r.oldest, r.tail) == pairs(10)
+
+
 def test_rejects_seed_zero_and_out_of_range(tmp_path):
     w = JournalWriter(str(tmp_path / "j"))
     with pytest.raises(ValueError):
