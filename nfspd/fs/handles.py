@@ -192,8 +192,9 @@ class HandleCodec:
             raise
         return self.adopt(fd, cfh), cfh
 
-    def adopt(self, fd, cfh, st=None):
-        """Put an fd we opened ourselves (O_PATH) into the cache under its
+    def adopt(self, fd, cfh, st=None, readwrite=False):
+        """Put an fd we opened ourselves (O_PATH, or ``readwrite``: a regular
+        file's, open O_RDWR | O_NOATIME already) into the cache under its
         canonical handle; the cache owns it from now on. Returns the cached fd
         (perhaps a reopened one, or one that was there already)."""
         with self._lock:
@@ -209,7 +210,7 @@ class HandleCodec:
                 raise FsError(nfsstat3.NFS3ERR_STALE, "object is not on the export")
             if st.st_nlink == 0:
                 raise FsError(nfsstat3.NFS3ERR_STALE, "object was removed")
-            if (st.st_mode & 0o170000) == 0o100000:
+            if (st.st_mode & 0o170000) == 0o100000 and not readwrite:
                 # Regular files are metafiles that we read and rewrite: keep a
                 # read-write descriptor instead of the O_PATH one.
                 # O_NOATIME: reading a metafile must not set its atime, which is

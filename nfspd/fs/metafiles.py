@@ -141,20 +141,23 @@ class Metafiles:
 
     def make(self, dir_fd, name, mode, meta, sync):
         """Create the metafile ``name`` in dir_fd with ``mode`` and content
-        ``meta``: (fd open O_RDWR, stat). Written before it gets its name (an
+        ``meta``: (fd open O_RDWR | O_NOATIME, stat). Written before it gets its name (an
         O_TMPFILE linked in), so nobody ever sees a half-made metafile, even
         after a crash. The caller's credentials apply (creds.as_caller around
         this); FileExistsError when the name exists."""
         data = meta.encode() + bytes(META_HEADER - META_SIZE)
         try:
-            fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+            # O_NOATIME: the fd goes to the handle cache as it is (see
+            # HandleCodec.adopt); the caller owns the new file, so it may.
+            fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_NOATIME | os.O_CLOEXEC, mode,
+                         dir_fd=dir_fd)
         except OSError as e:
             if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 raise
             fd = None
         if fd is None:
             # No O_TMPFILE here: the name exists for a moment with no content.
-            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NOATIME | os.O_CLOEXEC
             fd = os.open(name, flags, mode, dir_fd=dir_fd)
             try:
                 if os.fstat(fd).st_mode & 0o7777 != mode:

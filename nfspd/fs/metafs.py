@@ -372,7 +372,7 @@ class MetaFS:
             return self._create_existing(dfd, dst, name, caller, how, sattr, verf, pre)
         if durable and self._commit is not None:
             self._commit.metafile(fd, st)
-        fd, cfh = self._adopt(fd, st)
+        fd, cfh = self._adopt(fd, st, readwrite=True)
         self._listing_changed(dst, dfd, added=((name, st.st_ino),))
         rest = SetAttr(uid=sattr.uid, gid=sattr.gid, atime=sattr.atime, mtime=sattr.mtime,
                        size=sattr.size or None)

@@ -127,15 +127,16 @@ class Objects:
             raise FsError(nfsstat3.NFS3ERR_NOTDIR)
         return fd, cfh, st
 
-    def adopt(self, fd, st=None):
-        """Hand an fd we opened on an object of the export to the handle cache:
-        (cached fd, canonical fh)."""
+    def adopt(self, fd, st=None, readwrite=False):
+        """Hand an fd we opened on an object of the export (O_PATH; or a
+        regular file's open O_RDWR | O_NOATIME, ``readwrite``) to the handle
+        cache: (cached fd, canonical fh)."""
         try:
             cfh = self.codec.encode_fd(fd)
         except BaseException:
             os.close(fd)
             raise
-        return self.codec.adopt(fd, cfh, st), cfh
+        return self.codec.adopt(fd, cfh, st, readwrite), cfh
 
     def pin(self, dir_fd, name, caller):
         """An O_PATH fd on name (not following a symlink) opened with the caller's
