@@ -25,7 +25,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import trio
@@ -46,25 +45,22 @@ class PurgeQueue:
         self.directory = os.path.abspath(directory)
         self._writer = JournalWriter(self.directory)
         self._waker = Waker(self.directory)
-        self._lock = threading.Lock()  # the group commit appends from its thread
         self.appended = 0
 
     def __call__(self, ino, seed):
         # An OSError here (a full or failing metaserver disk) propagates to
         # MetaFS, which logs it: the datafiles then leak until `nfsp scrub`.
-        with self._lock:
-            self._writer.append(ino, seed)
-            self.appended += 1
+        self._writer.append(ino, seed)
+        self.appended += 1
         self._waker.wake()
 
     def append_batch(self, records):
-        """Many purges, durable with one flush (a group commit's, from its
-        thread); wake() tells unlinkd after."""
-        with self._lock:
-            for ino, seed in records:
-                self._writer.append(ino, seed, sync=False)
-            self._writer.sync()
-            self.appended += len(records)
+        """Many purges, durable with one flush (a group commit's); wake()
+        tells unlinkd after."""
+        for ino, seed in records:
+            self._writer.append(ino, seed, sync=False)
+        self._writer.sync()
+        self.appended += len(records)
 
     def wake(self):
         self._waker.wake()

@@ -5,9 +5,17 @@ would survive a crash of the machine (exports(5) ``sync``, the default). A
 change is made at once (later calls see it) and noted here: the metafile whose
 record must be on disk, the directory whose entries changed, the purge whose
 journal record must be durable. Its reply waits (``await stable(ticket)``)
-until a flush covers it. One flush runs at a time, in a thread (fsync releases
-the GIL); whatever is noted while it runs goes into the next, so under load
-one flush covers every change that arrived during the previous one.
+until a flush covers it. The first call to wait lets the calls already
+received run first (and note their changes), then flushes: one flush covers
+the changes of every call that arrived while the previous one ran.
+
+The flush runs on the event loop's thread. Measured on ext4 here, a flush in
+a worker thread gained nothing: while the journal commits, the loop's own
+namespace calls (open, link, unlink start journal handles) wait for it anyway
+(open() took 380 us on average during flushes), and each trip to a thread and
+back cost 120-200 us on this busy 2-core machine. Over NFS (loopback, sync
+export, 1 and 8 clients) the loop flushed up to 40% more CREATE+REMOVE and
+RENAME per second than the thread, at 20-35% less CPU per call.
 
 A flush, in this order:
 
@@ -16,8 +24,8 @@ A flush, in this order:
    the directories' fsync commits;
 2. each changed directory fsynced once (on ext4 and xfs the first commits the
    journal with every change before it, the others find it done);
-3. each metafile fdatasynced (usually nothing left to do after 2: what POSIX
-   asks, not what ext4 needs);
+3. each metafile fdatasynced (what POSIX asks; on ext4 only a device cache
+   flush is left to do after 2, about 50 us each here);
 4. purges appended to the purge journal with one fdatasync (after 2: a
    removal must be durable before its data is handed over, or a crash could
    bring back a file whose data was purged), then unlinkd woken.
@@ -50,7 +58,6 @@ class GroupCommit:
         self._filling = 1    # the batch changes are noted in now
         self._stable = 0     # every batch up to this one has been flushed
         self._failed = {}    # batch -> the error its flush raised (recent ones)
-        self._flushing = None  # trio.Event of the flush running, if one is
         self.batches = 0
         self.changes = 0
 
@@ -80,8 +87,6 @@ class GroupCommit:
         when nothing noted waits for a flush."""
         if self._files or self._dirs or self._purges:
             return self._filling
-        if self._flushing is not None:
-            return self._filling - 1
         return None
 
     # -- flushing --------------------------------------------------------------------
@@ -89,24 +94,24 @@ class GroupCommit:
     async def stable(self, ticket):
         """Return once the batch ``ticket`` (and every one before) is durable;
         OSError if its flush failed."""
-        while self._stable < ticket:
-            if self._flushing is not None:
-                await self._flushing.wait()
-            else:
-                await self._flush()
+        if self._stable < ticket:
+            # Calls already received get to note their changes first.
+            await trio.sleep(0)
+            await trio.sleep(0)
+            if self._stable < ticket:
+                self.flush_now()
         error = self._failed.get(ticket)
         if error is not None:
             raise error
 
-    async def _flush(self):
+    def flush_now(self):
+        """Flush every change noted so far, now."""
         number = self._filling
         self._filling += 1
         files, dirs, purges = self._files, self._dirs, self._purges
         self._files, self._dirs, self._purges = {}, {}, {}
-        done = self._flushing = trio.Event()
         try:
-            await trio.to_thread.run_sync(_flush, list(files.values()), list(dirs.values()),
-                                          purges)
+            _flush(list(files.values()), list(dirs.values()), purges)
             for sink in purges:
                 wake = getattr(sink, "wake", None)
                 if wake is not None:
@@ -122,20 +127,6 @@ class GroupCommit:
                 os.close(fd)
             self.batches += 1
             self._stable = number
-            self._flushing = None
-            done.set()
-
-    def flush_now(self):
-        """Flush what is noted, on this thread (no event loop: at close)."""
-        files, dirs, purges = self._files, self._dirs, self._purges
-        self._files, self._dirs, self._purges = {}, {}, {}
-        try:
-            _flush(list(files.values()), list(dirs.values()), purges)
-        finally:
-            for fd in (*files.values(), *dirs.values()):
-                os.close(fd)
-        self._stable = self._filling
-        self._filling += 1
 
 
 def _flush(files, dirs, purges):
