@@ -54,7 +54,7 @@ TCP_TIMEOUT = 60.0
 JUKEBOX_DELAY = 1.0   # Linux waits 5 s; a load generator need not idle that long
 JUKEBOX_WAIT = 120.0
 WORKLOADS = ("seqread", "seqwrite", "rewrite", "randread", "meta", "mixed", "smallfiles")
-META_OPS = ("getattr", "lookup", "create_remove", "readdirplus")
+META_OPS = ("getattr", "lookup", "create_remove", "readdirplus", "mkdir_rmdir", "rename")
 DEFAULT_OPS = {
     "meta": "getattr=1,lookup=1,create_remove=1,readdirplus=1",
     "mixed": "read=4,write=2,getattr=2,lookup=2,create_remove=1,readdirplus=1",
@@ -441,6 +441,21 @@ class Client:
         await self.ok("remove", NFSPROC3.REMOVE, nfs3.REMOVE3args,
                       nfs3.REMOVE3args(nfs3.diropargs3(dir_fh, name.encode())), nfs3.REMOVE3res)
 
+    async def mkdir(self, dir_fh, name):
+        await self.ok("mkdir", NFSPROC3.MKDIR, nfs3.MKDIR3args,
+                      nfs3.MKDIR3args(nfs3.diropargs3(dir_fh, name.encode()),
+                                      nfs3.sattr3.unchanged().replace(mode=0o755)),
+                      nfs3.MKDIR3res)
+
+    async def rmdir(self, dir_fh, name):
+        await self.ok("rmdir", NFSPROC3.RMDIR, nfs3.RMDIR3args,
+                      nfs3.RMDIR3args(nfs3.diropargs3(dir_fh, name.encode())), nfs3.RMDIR3res)
+
+    async def rename(self, dir_fh, old, new):
+        await self.ok("rename", NFSPROC3.RENAME, nfs3.RENAME3args,
+                      nfs3.RENAME3args(nfs3.diropargs3(dir_fh, old.encode()),
+                                       nfs3.diropargs3(dir_fh, new.encode())), nfs3.RENAME3res)
+
     async def mkdir_p(self, path):
         fh = self.root
         for part in [p for p in path.split("/") if p]:
@@ -759,6 +774,23 @@ class Meta(Workload):
             client.stats.done("create_remove", time.perf_counter() - started)
         elif op == "readdirplus":
             await self.readdirplus_page(client, ctx)
+        elif op == "mkdir_rmdir":
+            ctx["n"] += 1
+            name = f"d{client.cid}w{w}n{ctx['n']}"
+            started = time.perf_counter()
+            with trio.CancelScope(shield=True), trio.move_on_after(TCP_TIMEOUT):
+                await client.mkdir(self.scratch_fh, name)
+                await client.rmdir(self.scratch_fh, name)
+            client.stats.done("mkdir_rmdir", time.perf_counter() - started)
+        elif op == "rename":
+            # One file per worker, renamed back and forth.
+            names = (f"r{client.cid}w{w}a", f"r{client.cid}w{w}b")
+            if "renamed" not in ctx:
+                await client.create(self.scratch_fh, names[0])
+                ctx["renamed"] = 0
+            i = ctx["renamed"]
+            await client.rename(self.scratch_fh, names[i % 2], names[(i + 1) % 2])
+            ctx["renamed"] = i + 1
 
     async def readdirplus_page(self, client, ctx):
         """One READDIRPLUS call, continuing this worker's walk of the

@@ -1,14 +1,18 @@
-"""Metadata rates on loopback, no link caps: GETATTR, LOOKUP (random names of
-a 10,000-entry directory), CREATE+REMOVE (a pair counts as one), and
-READDIRPLUS calls walking that directory (dircount 4 KiB, maxcount 32 KiB,
-as Linux asks), with 1 and 16 concurrent clients, each one call at a time.
-NFSP against nfs-ganesha.
+"""Metadata rates on loopback, no link caps (issue 15's table): GETATTR,
+LOOKUP (random names of a 10,000-entry directory), CREATE+REMOVE,
+MKDIR+RMDIR, RENAME (a file of each worker's, back and forth), and
+READDIRPLUS calls walking that directory (dircount 4 KiB, maxcount 32 KiB, as
+Linux asks), with 1 and 8 concurrent clients, each one call at a time. NFSP
+with a ``sync`` export (the default: answered once durable) and an ``async``
+one, against nfs-ganesha (VFS FSAL: it answers once the system calls are
+made, with no flush of its own, i.e. like an ``async`` export).
 
-16 clients run as 2 loadgen processes of 8 (one per core): a Python client
+8 clients run as 2 loadgen processes of 4 (one per core): a Python client
 costs about as much CPU per call as nfspd does, so against a C server the
 clients may be what saturates; each row says how busy they were. The
 server's own CPU per call (from /proc/PID/stat) is the figure that does not
-depend on who else uses the machine.
+depend on who else uses the machine. Every row gives the rate of each
+procedure in it (creates/s and removes/s of CREATE+REMOVE, ...).
 """
 
 from tools.dev.benchmarks import ganesha as ganesha_mod
@@ -16,9 +20,12 @@ from tools.dev.benchmarks.harness import combine, loadgen_argv, proc_cpu, run_lo
 from tools.dev.benchmarks.links import CpuSampler
 from tools.dev.benchmarks.servers import LoopbackGanesha, LoopbackNfsp
 
-OPS = ("getattr", "lookup", "create_remove", "readdirplus")
-CLIENTS = (1, 16)
+OPS = ("getattr", "lookup", "create_remove", "mkdir_rmdir", "rename", "readdirplus")
+# The NFS procedures each workload op is made of.
+PROCS = {"create_remove": ("create", "remove"), "mkdir_rmdir": ("mkdir", "rmdir")}
+CLIENTS = (1, 8)
 NFSP_IODS = 2
+EXPORT_OPTIONS = "rw,no_root_squash,insecure"
 
 
 def measure(ctx, srv, op, n_clients, entries, seconds):
@@ -30,50 +37,72 @@ def measure(ctx, srv, op, n_clients, entries, seconds):
     cpu0 = proc_cpu(srv.pid)
     with CpuSampler() as sampler:
         reports = run_loadgens(specs, timeout=seconds + 120, log_dir=ctx.logs,
-                               tag=f"meta-{srv.kind}-{op}-{n_clients}")
+                               tag=f"meta-{srv.label}-{op}-{n_clients}")
     cpu = proc_cpu(srv.pid) - cpu0
     total = combine(reports)
-    count = sum(r["per_op"].get(op, {}).get("count", 0) for r in reports)
+    secs = total["seconds"]
+
+    def count(name):
+        return sum(r["per_op"].get(name, {}).get("count", 0) for r in reports)
     calls = total["calls"]
-    row = {"server": srv.kind, "op": op, "clients": n_clients,
-           "ops_per_s": round(count / total["seconds"], 1),
+    row = {"server": srv.label, "op": op, "clients": n_clients,
+           "ops_per_s": round(count(op) / secs, 1),
+           "per_proc_per_s": {p: round(count(p) / secs, 1) for p in PROCS.get(op, (op,))},
            "p50_ms": max(r["per_op"].get(op, {}).get("p50_ms") or 0 for r in reports),
            "p99_ms": max(r["per_op"].get(op, {}).get("p99_ms") or 0 for r in reports),
-           "entries_per_s": round(sum(r["entries"] for r in reports) / total["seconds"], 1),
+           "entries_per_s": round(sum(r["entries"] for r in reports) / secs, 1),
            "server_cpu_us_per_call": round(cpu / calls * 1e6, 1) if calls else None,
            "calls_per_server_cpu_s": round(calls / cpu) if cpu else None,
            "loadgen_cpu_util": total["loadgen_cpu_util"],
            "machine_busy": sampler.busy(min(r["start"] for r in reports),
                                         max(r["end"] for r in reports)),
            "errors": total["error_count"], "error_samples": total["error_samples"]}
-    ctx.log(f"meta {srv.kind} {op} x{n_clients}: {row['ops_per_s']}/s, server "
+    ctx.log(f"meta {srv.label} {op} x{n_clients}: {row['ops_per_s']}/s "
+            f"{row['per_proc_per_s']}, {row['entries_per_s']} entries/s, server "
             f"{row['server_cpu_us_per_call']} us CPU/call, {row['errors']} errors")
     return row
+
+
+class _Labelled:
+    def __init__(self, label, make):
+        self.label, self.make = label, make
+
+    def __enter__(self):
+        self.srv = self.make().__enter__()
+        self.srv.label = self.label
+        return self.srv
+
+    def __exit__(self, *exc):
+        return self.srv.__exit__(*exc)
 
 
 def run(ctx):
     p = ctx.params
     seconds = 2.0 if ctx.quick else p.meta_seconds
     entries = 1000 if ctx.quick else p.dir_entries
-    setups = [("nfsp", lambda: LoopbackNfsp(ctx.workdir("meta-nfsp"), NFSP_IODS))]
+    setups = [
+        ("nfsp", lambda: LoopbackNfsp(ctx.workdir("meta-nfsp"), NFSP_IODS, EXPORT_OPTIONS)),
+        ("nfsp-async", lambda: LoopbackNfsp(ctx.workdir("meta-nfsp-async"), NFSP_IODS,
+                                            EXPORT_OPTIONS + ",async")),
+    ]
     missing = ganesha_mod.unavailable(p)
     if missing is None:
         setups.append(("ganesha", lambda: LoopbackGanesha(ctx.workdir("meta-ganesha"))))
     rows = []
-    for kind, make in setups:
+    for label, make in setups:
         try:
-            with make() as srv:
-                ctx.log(f"meta {kind}: preparing a directory of {entries} entries")
+            with _Labelled(label, make) as srv:
+                ctx.log(f"meta {label}: preparing a directory of {entries} entries")
                 prep, = run_loadgens([(srv.client_prefix(), loadgen_argv(
                     srv.server, srv.export, workload="meta", dir_entries=entries,
                     prepare_only=True, window=16))], timeout=3600, log_dir=ctx.logs,
-                    tag=f"meta-{kind}-prepare")
+                    tag=f"meta-{label}-prepare")
                 if prep.get("errors"):
-                    raise RuntimeError(f"preparing the metadata tree on {kind} failed: {prep}")
+                    raise RuntimeError(f"preparing the metadata tree on {label} failed: {prep}")
                 for op in OPS:
                     for n in CLIENTS:
                         rows.append(measure(ctx, srv, op, n, entries, seconds))
         finally:
-            ctx.cleanup(ctx.workdir(f"meta-{kind}"))
+            ctx.cleanup(ctx.workdir(f"meta-{label}"))
     return {"dir_entries": entries, "seconds": seconds, "nfsp_iods": NFSP_IODS,
             "baseline_missing": missing, "rows": rows}

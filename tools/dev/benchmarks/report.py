@@ -152,29 +152,56 @@ def bonnie_section(res):
                       _table(head, body), ""])
 
 
+# Issue 15's table: (label, workload op, figure of the row).
+_META_LINES = (("GETATTR /s", "getattr", "getattr"), ("LOOKUP /s", "lookup", "lookup"),
+               ("CREATE /s", "create_remove", "create"),
+               ("REMOVE /s", "create_remove", "remove"),
+               ("MKDIR /s", "mkdir_rmdir", "mkdir"), ("RMDIR /s", "mkdir_rmdir", "rmdir"),
+               ("RENAME /s", "rename", "rename"),
+               ("READDIRPLUS entries/s", "readdirplus", "entries"))
+
+
+def _meta_figure(r, what):
+    if what == "entries":
+        return r["entries_per_s"]
+    return r.get("per_proc_per_s", {}).get(what, r["ops_per_s"] if what == r["op"] else None)
+
+
 def metadata_section(res):
     rows = res["rows"]
     if not rows:
         return ""
-    servers = sorted({r["server"] for r in rows}, key=lambda s: s != "nfsp")
+    servers = sorted({r["server"] for r in rows}, key=lambda s: (s == "ganesha", s))
     clients = sorted({r["clients"] for r in rows})
-    head = ["operation"] + [f"{s} x{c} /s" for s in servers for c in clients] + \
-        [f"{s} CPU us/call" for s in servers]
+    head = ["operation"] + [f"{s} x{c}" for c in clients for s in servers]
+    if "ganesha" in servers:
+        head += [f"{s}/ganesha x{c}" for c in clients for s in servers if s != "ganesha"]
     body = []
-    for op in ("getattr", "lookup", "create_remove", "readdirplus"):
-        cells = [op.upper().replace("_", "+")]
-        for s in servers:
-            for c in clients:
+    for label, op, what in _META_LINES:
+        cells = [label]
+        found = {}
+        for c in clients:
+            for s in servers:
                 r = [x for x in rows if (x["server"], x["op"], x["clients"]) == (s, op, c)]
-                cells.append(r[0]["ops_per_s"] if r else None)
-        for s in servers:
-            r = [x for x in rows if (x["server"], x["op"]) == (s, op)]
-            cells.append(min((x["server_cpu_us_per_call"] or 0) for x in r) if r else None)
+                found[s, c] = _meta_figure(r[0], what) if r else None
+                cells.append(found[s, c])
+        if "ganesha" in servers:
+            for c in clients:
+                for s in servers:
+                    if s != "ganesha":
+                        a, b = found[s, c], found["ganesha", c]
+                        cells.append(round(a / b, 2) if a and b else None)
         body.append(cells)
-    note = ("Loopback, no caps; each client one call at a time; READDIRPLUS rows are calls "
-            f"(each about 32 KiB of a {res['dir_entries']:,}-entry directory). Load generators' "
-            "CPU use per row is in the JSON (`loadgen_cpu_util`).")
-    return "\n".join(["### Metadata operations", "", _table(head, body), "", note, ""])
+    cpu = [["server CPU us/call, " + op.replace("_", "+")] +
+           [next((x["server_cpu_us_per_call"] for x in rows
+                  if (x["server"], x["op"], x["clients"]) == (s, op, c)), None)
+            for c in clients for s in servers]
+           for op in dict.fromkeys(o for _, o, _ in _META_LINES)]
+    note = ("Loopback, no caps; each client one call at a time; READDIRPLUS walks a "
+            f"{res['dir_entries']:,}-entry directory in 32 KiB calls. nfsp: a sync export, "
+            "nfsp-async: an async one; ganesha flushes nothing itself (as async). Load "
+            "generators' CPU use per row is in the JSON (`loadgen_cpu_util`).")
+    return "\n".join(["### Metadata operations", "", _table(head, body + cpu), "", note, ""])
 
 
 def mscost_section(res):
@@ -328,9 +355,9 @@ def plot_fig5(res, path):
 def plot_metadata(res, path):
     rows = res["rows"]
     plt = _plt()
-    ops = ("getattr", "lookup", "create_remove", "readdirplus")
+    ops = ("getattr", "lookup", "create_remove", "mkdir_rmdir", "rename", "readdirplus")
     series = sorted({(r["server"], r["clients"]) for r in rows},
-                    key=lambda s: (s[0] != "nfsp", s[1]))
+                    key=lambda s: (s[0] == "ganesha", s[0], s[1]))
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / max(1, len(series))
     for n, (server, c) in enumerate(series):

@@ -29,14 +29,16 @@ class LoopbackNfsp:
     kind = "nfsp"
     server = "127.0.0.1"
 
-    def __init__(self, workdir, n_iods):
+    def __init__(self, workdir, n_iods, export_options="rw,no_root_squash,insecure"):
         self.workdir, self.n_iods = workdir, n_iods
+        self.export_options = export_options  # exports(5), e.g. with "async"
 
     def __enter__(self):
         self.ns = Namespace()
         try:
             self.cluster = Cluster(self.ns, self.workdir, n_iods=self.n_iods, stripe_unit=65536,
-                                   iod_args=IOD_ARGS, nfspd_args=NFSPD_ARGS).start()
+                                   iod_args=IOD_ARGS, nfspd_args=NFSPD_ARGS,
+                                   clients=f"127.0.0.0/8({self.export_options})").start()
         except BaseException:
             self.ns.close()
             raise
