@@ -186,7 +186,13 @@ class Metaserver:
             if local is not None:
                 for ino, seed in records:
                     local.purge(ino, seed)
+
+        def append_unsynced(ino, seed):  # an async export's: not flushed
+            self.purges.append_unsynced(ino, seed)
+            if local is not None:
+                local.purge(ino, seed)
         purge.append_batch = append_batch
+        purge.append_unsynced = append_unsynced
         purge.wake = self.purges.wake
         return purge
 

@@ -59,6 +59,22 @@ def test_removing_the_last_link_journals_inode_and_seed(env):
     assert env.journaled() == [ident]
 
 
+def test_with_a_group_commit_removals_journal_once_durable_or_at_once_for_async(env):
+    import trio
+    from nfspd.fs.commit import GroupCommit
+    env.fs.close()
+    env.fs = MetaFS(str(env.root), 7, KEY, env.dp, purge=env.queue, commit=GroupCommit())
+    env.create(b"f")
+    env.create(b"g")
+    f, g = env.identity(b"f"), env.identity(b"g")
+    env.fs.remove(env.fs.root_fh, b"f", ROOT)
+    assert env.journaled() == []          # waits for the removal's flush
+    trio.run(env.fs.stable, env.fs.stable_ticket())
+    assert env.journaled() == [f]
+    env.fs.remove(env.fs.root_fh, b"g", Caller(0, 0, sync=False))
+    assert env.journaled() == [f, g]      # async: journaled at once, unflushed
+
+
 def test_removing_one_of_several_hard_links_journals_nothing(env):
     fh = env.create(b"f")
     ident = env.identity(b"f")

@@ -284,11 +284,15 @@ class Objects:
         self.codec.forget_ino(st.st_ino)
         self.metafiles.forget(st)
         if meta is not None:
-            if self.commit is not None and caller is not None and self.durable(caller):
-                self.commit.purge(self.purge, st.st_ino, meta.seed)
-                return
+            purge = self.purge
+            if caller is not None and self.commit is not None:
+                if self.durable(caller):
+                    self.commit.purge(purge, st.st_ino, meta.seed)
+                    return
+                # async: not flushed either, if the sink can (README).
+                purge = getattr(purge, "append_unsynced", purge)
             try:
-                self.purge(st.st_ino, meta.seed)
+                purge(st.st_ino, meta.seed)
             except Exception:
                 log.exception("purge of inode %d seed %#x failed", st.st_ino, meta.seed)
 
