@@ -211,11 +211,11 @@ def _run(c, argarray, i, ops):
                 return Wait(_run_async, c, argarray, i, ops)
             status = _step(c, op, a)
             if status != nfsstat4.NFS4_OK:
-                return _reply(c, status)
+                return _answer(c, status)
             i += 1
     except Replay as r:
         return Encoded(r.reply)
-    return _reply(c, nfsstat4.NFS4_OK)
+    return _answer(c, nfsstat4.NFS4_OK)
 
 
 async def _run_async(c, argarray, i, ops):
@@ -233,7 +233,7 @@ async def _run_async(c, argarray, i, ops):
             else:
                 status = _step(c, op, a)
             if status != nfsstat4.NFS4_OK:
-                return _reply(c, status)
+                return await _answer_async(c, status)
             i += 1
     except Replay as r:
         return Encoded(r.reply)
@@ -242,7 +242,7 @@ async def _run_async(c, argarray, i, ops):
             # Cancelled while waiting (the connection went): the slot must not
             # stay busy, or the client's retry would get DELAY forever.
             c.server.sequence_done(c, None)
-    return _reply(c, nfsstat4.NFS4_OK)
+    return await _answer_async(c, nfsstat4.NFS4_OK)
 
 
 def _step(c, op, a):
@@ -318,6 +318,31 @@ def _append(c, resop):
     data = resop if isinstance(resop, bytes) else nfs4.encode_resop(resop)
     c.results.append(data)
     c.size += len(data)
+
+
+def _answer(c, status):
+    """_reply once the changes the operations made are durable (a sync
+    export's group commit, nfspd/fs/commit.py): at once, or a Wait."""
+    fs = c.current_fs or c.saved_fs
+    ticket = fs.stable_ticket() if fs is not None else None
+    if ticket is None:
+        return _reply(c, status)
+    return Wait(_answer_async, c, status)
+
+
+async def _answer_async(c, status):
+    fs = c.current_fs or c.saved_fs
+    ticket = fs.stable_ticket() if fs is not None else None
+    if ticket is not None:
+        try:
+            await fs.stable(ticket)
+        except FsError:
+            pass  # the flush failed (logged there); the changes were made
+        except BaseException:
+            if c.slot is not None:
+                c.server.sequence_done(c, None)  # as _run_async: never a busy slot
+            raise
+    return _reply(c, status)
 
 
 def _reply(c, status):

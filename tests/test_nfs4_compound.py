@@ -2,6 +2,7 @@
 sessions, the pseudo root, files through the data path, and the COMPOUND rules."""
 
 import os
+import signal
 
 import pytest
 
@@ -594,3 +595,20 @@ def test_change_moves_with_the_size_even_within_one_clock_tick():
     assert change_of(10, t, t) != change_of(11, t, t)
     assert change_of(10, t, t) != change_of(10, t, t + 4_000_000)
     assert 0 <= change_of(1 << 63, t, t) < 1 << 64
+
+
+def test_changes_answered_survive_a_kill_9_of_nfspd(ns, nfspd):
+    # A sync export answers a COMPOUND once its changes are durable (the
+    # group commit, issue 15); a kill -9 of the process loses none of them.
+    d = nfspd()
+    c = mounted(ns)
+    dirfh = _export_dir(c, d)
+    for name in (b"kept", b"moved", b"gone"):
+        sid, fh = c.open(dirfh, name)
+        c.close_file(fh, sid)
+    put = op(O.OP_PUTFH, nfs4.PUTFH4args(dirfh))
+    c.ok(put, op(O.OP_SAVEFH), op(O.OP_RENAME, nfs4.RENAME4args(b"moved", b"renamed")))
+    c.ok(put, op(O.OP_REMOVE, nfs4.REMOVE4args(b"gone")))
+    os.kill(d.pid, signal.SIGKILL)
+    d.restart()
+    assert sorted(os.listdir(d.export)) == ["kept", "renamed"]
