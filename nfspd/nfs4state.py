@@ -1,7 +1,8 @@
 """NFSv4.1 server state, pure: client ids, sessions, leases, grace, opens and locks.
 
 Parts: common/nfs4sessions (channel attributes, slots, SEQUENCE), nfs4opens (stateids,
-share reservations, locks: a mixin of Nfs4State), nfs4locks (byte ranges),
+share reservations, locks: a mixin of Nfs4State), nfs4layoutstate (pNFS layouts, a
+mixin too), nfs4locks (byte ranges),
 nfs4stateid (stateid minting and the special stateids), nfs4record (the durable
 client record; nfs4recovery stores it), common/nfs4error (Nfs4Error).
 
@@ -33,6 +34,10 @@ API (one method per operation, named as RFC 8881 names it):
           open_stateid=, lock_owner=  |  lock_stateid=) -> Stateid
   st.locku(clientid, stateid, file, locktype, offset, length) -> Stateid
   st.lockt(clientid, owner, file, locktype, offset, length, now)  (None or DENIED)
+  st.layoutget(clientid, stateid, file, iomode, now, fsid=, ip=, data=) -> Stateid
+  st.layoutreturn_file(clientid, stateid, file, iomode, offset, length) -> Stateid|None
+  st.layoutreturn_all(clientid, fsid=None)   st.layoutcommit(clientid, stateid, file)
+  st.layouts_of_file(file)  st.forget_file_layouts(file)  st.take_revocations()
   st.test_stateid(clientid, stateids) -> [nfsstat4]
   st.free_stateid(clientid, stateid)       st.delegreturn(clientid, stateid)
   st.in_grace(now)    st.expire(now) -> [ExpiredClient]
@@ -73,6 +78,7 @@ import struct
 
 from common.nfs4 import NFS4_VERIFIER_SIZE, nfsstat4
 from common.nfs4error import Nfs4Error
+from nfspd.nfs4layoutstate import LayoutState
 from nfspd.nfs4locks import LockDenied
 from nfspd.nfs4opens import (  # noqa: F401 (re-exported for the COMPOUND layer)
     MAX_LOCK_RANGES,
@@ -211,10 +217,10 @@ def _lease_expired(client, lease_time, now):
     return now - client.last_renew >= lease_time
 
 
-class Nfs4State(OpensAndLocks):
+class Nfs4State(OpensAndLocks, LayoutState):
     def __init__(self, *, now, boot_epoch, secret=None, previous_record=None,
                  lease_time=DEFAULT_LEASE_TIME, grace_time=None,
-                 server_limits=DEFAULT_SERVER_LIMITS):
+                 server_limits=DEFAULT_SERVER_LIMITS, pnfs=False):
         previous_epoch, previous = (0, frozenset())
         if previous_record:
             previous_epoch, previous = decode_record(previous_record)
@@ -234,6 +240,11 @@ class Nfs4State(OpensAndLocks):
         self._sessions = {}
         self._reply_budget = ReplyCacheBudget()
         self._init_opens_and_locks()
+        self._init_layouts()
+        # A metadata server of pNFS or a plain server: Linux refuses a reply
+        # with both USE_PNFS_MDS and USE_NON_PNFS (nfs4_check_cl_exchange_flags),
+        # though RFC 8881 13.1 allows it.
+        self._pnfs_flag = EXCHGID4_FLAG_USE_PNFS_MDS if pnfs else EXCHGID4_FLAG_USE_NON_PNFS
         self._next_client = 1
         self._next_session = 1
         # Grace (RFC 8881 8.4.2): only clients of the previous record may reclaim.
@@ -311,7 +322,7 @@ class Nfs4State(OpensAndLocks):
         return client
 
     def _exchange_result(self, client):
-        flags = EXCHGID4_FLAG_USE_NON_PNFS
+        flags = self._pnfs_flag
         if client.confirmed:
             flags |= EXCHGID4_FLAG_CONFIRMED_R
         return ExchangeIdResult(client.clientid, (client.cs_seq + 1) & UINT32_MAX, flags)
@@ -467,6 +478,7 @@ class Nfs4State(OpensAndLocks):
         return False
 
     def _drop_client(self, client):
+        self._drop_client_layouts(client.clientid)
         for indices in list(client.open_owners.values()):
             for index in list(indices):
                 self._remove_open(self._states[index])
