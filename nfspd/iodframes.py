@@ -42,8 +42,8 @@ _HEAD_MAP = struct.Struct(">4sBBHIB")
 _BIN8, _BIN16, _BIN32 = struct.Struct(">BB"), struct.Struct(">BH"), struct.Struct(">BI")
 _LARGE = 4096   # bodies from this size on are sliced as views, not copies
 
-PING, READ, WRITE, COMMIT, TRUNCATE, PURGE = (int(op) for op in (
-    Op.PING, Op.READ, Op.WRITE, Op.COMMIT, Op.TRUNCATE, Op.PURGE))
+PING, READ, WRITE, COMMIT, TRUNCATE, PURGE, REVOKE = (int(op) for op in (
+    Op.PING, Op.READ, Op.WRITE, Op.COMMIT, Op.TRUNCATE, Op.PURGE, Op.REVOKE))
 
 
 def _states(key):
@@ -178,6 +178,11 @@ class Signer:
         if stamp is None:
             return self.flat(["op", PURGE, "id", msg_id, "files", files])
         return self.flat(["op", PURGE, "id", msg_id, "stamp", stamp, "files", files])
+
+    def revoke(self, msg_id, files=(), clients=(), everything=False, stamp=None):
+        files = [[ino, seed] for ino, seed in files]
+        return self.flat(["op", REVOKE, "id", msg_id, "stamp", stamp, "files", files,
+                          "clients", list(clients), "everything", bool(everything)])
 
 
 class Verifier:

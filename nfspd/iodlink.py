@@ -137,6 +137,7 @@ class IodLink:
         self.verifier = None
         self.version = None
         self.free = self.total = None
+        self.ds_port = None      # its pNFS data server's TCP port (PONG), None: none
         self.restarts = 0        # verifier changes seen
         self.timeouts = 0
         self.rtt = None          # seconds, PING to PONG, last heartbeat (`nfsp status`)
@@ -502,6 +503,7 @@ class IodLink:
 
     def _set_up(self, pong):
         self.version, self.free, self.total = pong.version, pong.free, pong.total
+        self.ds_port = pong.ds_port
         changed = pong.verifier != self.verifier
         restarted = changed and self.verifier is not None
         if restarted:

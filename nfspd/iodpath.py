@@ -305,6 +305,21 @@ class IodDataPath(DataPath):
                 self.signer.truncate, msg_id, ino, meta.seed, size)))
         await self._gather(requests, self.sync_timeout, "TRUNCATE")
 
+    async def revoke(self, files=(), clients=(), everything=False, layout_gen=None):
+        """Tell the iods' pNFS data servers to refuse, from now on, the
+        handles of ``files`` [(ino, seed)], those minted before now for
+        ``clients`` [ip] or for anyone (``everything``): the iods of
+        ``layout_gen``, or all. Returns once every iod has it in force;
+        OSError (EAGAIN for one that is down) otherwise."""
+        links = self.links if layout_gen is None else self._gen_links.get(layout_gen, [])
+        requests = []
+        for link in links:
+            msg_id = link.next_id()
+            requests.append((link, msg_id, functools.partial(
+                self.signer.revoke, msg_id, list(files), list(clients), everything)))
+        await self._gather(requests, self.sync_timeout, "REVOKE")
+        self.counters["revocations"] += 1
+
     def space(self):
         known = [link for link in self.links if link.total is not None]
         if not known:
