@@ -127,6 +127,18 @@ class FileIO:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._settling.pop(key, None)
 
+    @maps_oserror
+    async def settled(self, fh):
+        """(Metafile, inode) of a regular file, a pending truncation carried
+        out first: what a pNFS layout describes. Data a client writes through
+        a layout never passes here to settle it, and a cut carried out after
+        such a write would take its bytes away."""
+        fd, cfh, st, meta = self._regular(fh)
+        if meta.trunc_to is not None:
+            await self._settle(cfh)
+            fd, cfh, st, meta = self._regular(cfh)
+        return meta, st.st_ino
+
     # -- READ ----------------------------------------------------------------------
 
     @maps_oserror

@@ -89,7 +89,8 @@ class MetaFS:
     ``read_data(plan)`` its bytes; ``write_plan(fh, caller, offset, length,
     stable)`` / ``write_plan_now`` a WritePlan and ``write_data(plan, data)``
     the verifier; ``read`` and ``write`` do both; ``commit(fh, caller, offset,
-    count)`` gives (verifier, Wcc).
+    count)`` gives (verifier, Wcc); ``settled(fh)`` the (Metafile, inode) a pNFS
+    layout describes, any pending truncation carried out.
 
     ``purge(ino, seed)`` receives the data of files whose last link went away
     (default: datapath.purge). ``sync_metadata``: namespace changes and metafile
@@ -145,6 +146,7 @@ class MetaFS:
         self.write_landed = io.write_landed
         self.write = io.write
         self.commit = io.commit
+        self.settled = io.settled
 
     def close(self):
         self._objects.close()
