@@ -66,10 +66,13 @@ from nfspd.server import Config, Metaserver
               help="NFSv4 idmapping domain: owners are sent as user@DOMAIN (from this host's "
                    "passwd and group). Default: numeric ids, as Linux clients expect with "
                    "AUTH_SYS.")
+@click.option("--pnfs", is_flag=True,
+              help="Hand NFSv4.1 clients pNFS files layouts: they read and write the iods' "
+                   "data servers (iod --ds-port) directly. Needs --iods.")
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--syslog", is_flag=True, help="Log to syslog/journald instead of stderr.")
 def main(exports, state_dir, data_dir, bind, port, mount_port, portmap, iods, key, unlinkd,
-         stripe_unit, metrics, v4_lease, v4_domain, log_level, syslog):
+         stripe_unit, metrics, v4_lease, v4_domain, pnfs, log_level, syslog):
     """NFSP metaserver: an NFSv2/NFSv3/NFSv4.1 server (with MOUNT and a portmapper)
     whose regular files are metafiles and whose data lives in a data store."""
     logs.setup("nfspd", log_level, syslog)
@@ -79,7 +82,7 @@ def main(exports, state_dir, data_dir, bind, port, mount_port, portmap, iods, ke
         raise click.BadParameter(str(e), param_hint="--metrics")
     config = Config(exports, state_dir, data_dir, bind, port, mount_port, portmap,
                     iods=iods, key=key, stripe_unit=stripe_unit, unlinkd=unlinkd,
-                    metrics=metrics, v4_lease=v4_lease, v4_domain=v4_domain)
+                    metrics=metrics, v4_lease=v4_lease, v4_domain=v4_domain, pnfs=pnfs)
     try:
         server = Metaserver(config)
     except (ExportsError, IodsConfError, KeyFileError, LayoutError, OSError, ValueError) as e:

@@ -371,6 +371,16 @@ class ExportRegistry:
             table.resolved[key] = found
         return found
 
+    def secure_port_required(self, ctx, fh):
+        """Whether the export of ``fh`` wants this client on a port below 1024
+        (`secure`, the default): a pNFS data server holds it to that too."""
+        table = self._table
+        entry = table.by_id.get(export_id_of(fh))
+        if entry is None:
+            return True
+        opts = self._options(table, entry, ctx.client[0], self.dns_wait)
+        return opts is None or bool(opts.secure)
+
     def visible_exports(self, ctx):
         """[(export path, MetaFS)] that this client may mount (MNT's client
         rules), for the NFSv4 pseudo root; JUKEBOX while a host name needed to

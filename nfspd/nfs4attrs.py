@@ -46,7 +46,8 @@ SUPPORTED = _bits(
     A.FATTR4_NUMLINKS, A.FATTR4_OWNER, A.FATTR4_OWNER_GROUP, A.FATTR4_RAWDEV,
     A.FATTR4_SPACE_AVAIL, A.FATTR4_SPACE_FREE, A.FATTR4_SPACE_TOTAL, A.FATTR4_SPACE_USED,
     A.FATTR4_TIME_ACCESS, A.FATTR4_TIME_DELTA, A.FATTR4_TIME_METADATA, A.FATTR4_TIME_MODIFY,
-    A.FATTR4_MOUNTED_ON_FILEID, A.FATTR4_FS_LAYOUT_TYPES, A.FATTR4_SUPPATTR_EXCLCREAT,
+    A.FATTR4_MOUNTED_ON_FILEID, A.FATTR4_FS_LAYOUT_TYPES, A.FATTR4_LAYOUT_BLKSIZE,
+    A.FATTR4_SUPPATTR_EXCLCREAT,
     A.FATTR4_TIME_ACCESS_SET, A.FATTR4_TIME_MODIFY_SET,
 )
 # What a client may set (SETATTR, and CREATE/OPEN's createattrs).
@@ -96,12 +97,17 @@ class Obj:
 
 
 class AttrConfig:
-    """Server-wide figures: lease time, transfer sizes, owner naming."""
+    """Server-wide figures: lease time, transfer sizes, owner naming, the
+    pNFS layout types the exports' files can be given (none without --pnfs)
+    and the preferred size of I/O through a layout (the stripe unit)."""
 
-    def __init__(self, lease_time=90, max_io=1 << 20, domain=None):
+    def __init__(self, lease_time=90, max_io=1 << 20, domain=None, layout_types=(),
+                 layout_blksize=None):
         self.lease_time = lease_time
         self.max_io = max_io
         self.domain = domain
+        self.layout_types = [int(t) for t in layout_types]
+        self.layout_blksize = max_io if layout_blksize is None else layout_blksize
 
 
 def change_of(size, mtime_ns, ctime_ns):
@@ -208,7 +214,9 @@ _GET = {
     A.FATTR4_TIME_MODIFY: lambda o, a, c, st: _time(a.mtime_ns),
     A.FATTR4_MOUNTED_ON_FILEID:
         lambda o, a, c, st: a.fileid if o.mounted_on is None else o.mounted_on,
-    A.FATTR4_FS_LAYOUT_TYPES: lambda o, a, c, st: [],
+    # The pseudo file system holds no file data: no layouts there.
+    A.FATTR4_FS_LAYOUT_TYPES: lambda o, a, c, st: c.layout_types if o.fs is not None else [],
+    A.FATTR4_LAYOUT_BLKSIZE: lambda o, a, c, st: c.layout_blksize,
     A.FATTR4_SUPPATTR_EXCLCREAT: lambda o, a, c, st: bitmap(EXCLCREAT),
 }
 assert set(_GET) == SUPPORTED - WRITE_ONLY

@@ -13,7 +13,10 @@ The operations are nfs4proc's; each row of its table is an Op: the handler,
 ``handler(c, args) -> resok`` (a Compound ``c``), or a coroutine function for
 those that wait on the data path. Metadata-only requests run to the end in the
 dispatcher's receive loop; the first operation that has to wait turns the rest
-of the request into a task (a Wait), as nfs3proc's READ does.
+of the request into a task (a Wait), as nfs3proc's READ does. An operation
+that only sometimes has to wait (a REMOVE whose file has pNFS layouts out) is
+synchronous and returns a Later when it does: the rest of its work, awaited
+in the task the request then becomes.
 """
 
 import logging
@@ -64,6 +67,16 @@ def status_of_fs(e):
         return nfsstat4(int(s))
     except ValueError:
         return nfsstat4.NFS4ERR_SERVERFAULT
+
+
+class Later:
+    """What a synchronous handler returns when it must wait after all:
+    ``finish()``, a coroutine function, returns the operation's resok."""
+
+    __slots__ = ("finish",)
+
+    def __init__(self, finish):
+        self.finish = finish
 
 
 class Op:
@@ -210,6 +223,8 @@ def _run(c, argarray, i, ops):
             if op is not None and op.is_async and nfs4.argop_status(a) is None:
                 return Wait(_run_async, c, argarray, i, ops)
             status = _step(c, op, a)
+            if type(status) is Later:
+                return Wait(_run_async, c, argarray, i, ops, status)
             if status != nfsstat4.NFS4_OK:
                 return _answer(c, status)
             i += 1
@@ -218,8 +233,19 @@ def _run(c, argarray, i, ops):
     return _answer(c, nfsstat4.NFS4_OK)
 
 
-async def _run_async(c, argarray, i, ops):
+async def _run_async(c, argarray, i, ops, later=None):
     try:
+        if later is not None:
+            op = ops[argarray[i].disc]
+            try:
+                status = _ok(c, op, await later.finish())
+            except (Nfs4Error, FsError, XdrError) as e:
+                status = _failed(c, op, e)
+            except Exception:  # noqa: BLE001 (a bug: see _fault)
+                status = _fault(c, op)
+            if status != nfsstat4.NFS4_OK:
+                return _reply(c, status)
+            i += 1
         while i < len(argarray):
             a = argarray[i]
             op = ops.get(a.disc)
@@ -232,6 +258,13 @@ async def _run_async(c, argarray, i, ops):
                     status = _fault(c, op)
             else:
                 status = _step(c, op, a)
+                if type(status) is Later:
+                    try:
+                        status = _ok(c, op, await status.finish())
+                    except (Nfs4Error, FsError, XdrError) as e:
+                        status = _failed(c, op, e)
+                    except Exception:  # noqa: BLE001 (a bug: see _fault)
+                        status = _fault(c, op)
             if status != nfsstat4.NFS4_OK:
                 return await _answer_async(c, status)
             i += 1
@@ -262,6 +295,8 @@ def _step(c, op, a):
         raise
     except Exception:  # noqa: BLE001 (a bug: see _fault)
         return _fault(c, op)
+    if type(body) is Later:
+        return body
     return _ok(c, op, body)
 
 

@@ -13,7 +13,9 @@ the directories above the exports are the pseudo file system's
 and open/lock state are nfspd/nfs4state.py's, reached through ``c.server``.
 """
 
-from common import nfs4
+import logging
+
+from common import fileslayout, nfs4
 from common.nfs3 import (
     ACCESS3_DELETE,
     ACCESS3_EXECUTE,
@@ -28,6 +30,8 @@ from common.nfs4 import (
     change_info4,
     createmode4,
     data_content4,
+    layoutiomode4,
+    layoutreturn_type4,
     nfs_ftype4,
     nfs_opnum4,
     nfsstat4,
@@ -38,10 +42,27 @@ from common.xdr import Void
 from nfspd import nfs4attrs
 from nfspd.dispatch import procedure_table
 from nfspd.fs.access import may_read, may_write
-from nfspd.fs.types import CreateHow, FileType, FsError, Wcc
+from nfspd.fs.types import (
+    FILE_SYNC,
+    SET_TO_SERVER_TIME,
+    CreateHow,
+    FileType,
+    FsError,
+    SetAttr,
+    Wcc,
+)
 from nfspd.nfs3proc import data_io
-from nfspd.nfs4compound import CompoundArgs, Nfs4Error, Op, compound, status_of_fs
+from nfspd.nfs4compound import (
+    CompoundArgs,
+    Later,
+    Nfs4Error,
+    Op,
+    compound,
+    status_of_fs,
+)
 from nfspd.nfs4pseudo import is_pseudo, mounted_on_fileid
+
+log = logging.getLogger(__name__)
 
 AUTH_SYS = 1
 ACCESS4_ALL = (ACCESS3_READ | ACCESS3_LOOKUP | ACCESS3_MODIFY | ACCESS3_EXTEND | ACCESS3_DELETE
@@ -523,14 +544,14 @@ def REMOVE(c, args):
     dfh, fs, caller = _real(c)
     name = _dir_name(c, args.target)
     c.server.check_grace(c)
-    _before_unlink(c, fs, dfh, name, caller)
+    fh = _before_unlink(c, fs, dfh, name, caller)
     try:
         w = fs.remove(dfh, name, caller)
     except FsError as e:
         if e.status != nfsstat3.NFS3ERR_ISDIR:
             raise
         w = fs.rmdir(dfh, name, caller)
-    return nfs4.REMOVE4resok(_cinfo(w))
+    return _after_unlink(c, fs, fh, nfs4.REMOVE4resok(_cinfo(w)))
 
 
 def RENAME(c, args):
@@ -544,20 +565,50 @@ def RENAME(c, args):
         raise Nfs4Error(nfsstat4.NFS4ERR_XDEV)
     c.server.check_grace(c)
     newname = _dir_name(c, args.newname)
-    _before_unlink(c, fs, tfh, newname, caller)
+    fh = _before_unlink(c, fs, tfh, newname, caller)
     wf, wt = fs.rename(c.saved_fh, _dir_name(c, args.oldname), tfh, newname, caller)
-    return nfs4.RENAME4resok(_cinfo(wf), _cinfo(wt))
+    return _after_unlink(c, fs, fh, nfs4.RENAME4resok(_cinfo(wf), _cinfo(wt)))
 
 
 def _before_unlink(c, fs, dfh, name, caller):
     """A file about to lose a name stays usable by the opens it has (OPEN
-    promised OPEN4_RESULT_PRESERVE_UNLINKED)."""
+    promised OPEN4_RESULT_PRESERVE_UNLINKED). Its handle, if a regular file."""
     try:
         fh, attr, _ = fs.lookup(dfh, name, caller)
     except FsError:
-        return  # the REMOVE or RENAME itself says what is wrong
-    if attr.type == FileType.REG:
-        c.server.before_unlink(fs, fh)
+        return None  # the REMOVE or RENAME itself says what is wrong
+    if attr.type != FileType.REG:
+        return None
+    c.server.before_unlink(fs, fh)
+    return fh
+
+
+def _after_unlink(c, fs, fh, resok):
+    """A file gone with its last name (not held for its opens) has its pNFS
+    layouts revoked at the iods before the reply: a client writing through
+    one gets NFS4ERR_STALE from the data server from then on, never a datafile
+    brought back after the purge."""
+    if fh is None or c.server.pnfs is None:
+        return resok
+    held = c.server.layouts_of_file(fh)
+    if not held:
+        return resok
+    try:
+        fs.getattr(fh)
+        return resok     # another link, or held for its opens: still in use
+    except FsError:
+        pass
+    files = {data for _, _, data in held}
+    c.server.forget_file_layouts(fh)
+
+    async def finish():
+        try:
+            await c.server.pnfs.revoke_files(files)
+        except OSError as e:
+            # The PURGE of its data revokes it too, once that iod is back.
+            log.warning("pNFS: revoking the layouts of a removed file: %s", e)
+        return resok
+    return Later(finish)
 
 
 def RESTOREFH(c, args):
@@ -623,8 +674,8 @@ async def WRITE(c, args):
 
 
 def BACKCHANNEL_CTL(c, args):
-    """Accepted and ignored: this server never calls back (no delegations, no
-    layouts to recall)."""
+    """Accepted and ignored: this server never calls back (no delegations; a
+    layout is revoked at the data servers instead of recalled: nfspd/pnfs.py)."""
 
 
 def BIND_CONN_TO_SESSION(c, args):
@@ -641,6 +692,124 @@ def CREATE_SESSION(c, args):
 
 def DESTROY_SESSION(c, args):
     c.server.state_destroy_session(c, args)
+
+
+def _pnfs(c):
+    """The metaserver's pNFS (nfspd/pnfs.py); NOTSUPP without --pnfs, as before."""
+    pnfs = c.server.pnfs
+    if pnfs is None:
+        raise Nfs4Error(nfsstat4.NFS4ERR_NOTSUPP)
+    return pnfs
+
+
+def _layout_type(t):
+    if t != fileslayout.FILES:
+        raise Nfs4Error(nfsstat4.NFS4ERR_UNKNOWN_LAYOUTTYPE)
+
+
+def GETDEVICEINFO(c, args):
+    """The data servers of a device (one per layout generation: its iods);
+    no notifications (no back channel to send them on)."""
+    pnfs = _pnfs(c)
+    _layout_type(args.gdia_layout_type)
+    addr = pnfs.device_address(args.gdia_device_id)
+    # device_addr4 and an empty bitmap4, as they go on the wire; 0 asks for
+    # no check (as Linux nfsd reads it).
+    needed = 4 + 4 + _pad4(len(addr.da_addr_body)) + 4
+    if args.gdia_maxcount and needed > args.gdia_maxcount:
+        raise Nfs4Error(nfsstat4.NFS4ERR_TOOSMALL, denied=needed)
+    return nfs4.GETDEVICEINFO4resok(addr, [])
+
+
+async def LAYOUTGET(c, args):
+    """A whole-file files layout (common/fileslayout.py) with a handle minted
+    for this client (common/dsfh.py); LAYOUTUNAVAILABLE when the file cannot
+    have one now (its data in the local store, an iod of its generation down
+    or without a data server, grace), so the client's I/O goes through the
+    metaserver."""
+    pnfs = _pnfs(c)
+    fh, fs, caller = _real(c, nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE)
+    _layout_type(args.loga_layout_type)
+    iomode = args.loga_iomode
+    if iomode not in (layoutiomode4.LAYOUTIOMODE4_READ, layoutiomode4.LAYOUTIOMODE4_RW):
+        raise Nfs4Error(nfsstat4.NFS4ERR_BADIOMODE)
+    if args.loga_length < args.loga_minlength or (
+            args.loga_minlength != nfs4.NFS4_UINT64_MAX
+            and args.loga_offset + args.loga_minlength > nfs4.NFS4_UINT64_MAX):
+        raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)
+    attr = fs.getattr(fh)
+    if attr.type == FileType.DIR:
+        raise Nfs4Error(nfsstat4.NFS4ERR_ISDIR)
+    if attr.type != FileType.REG:
+        raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)
+    write = iomode == layoutiomode4.LAYOUTIOMODE4_RW
+    _open_permission(OPEN4_SHARE_ACCESS_WRITE if write else OPEN4_SHARE_ACCESS_READ, attr,
+                     caller)
+    sid = _stateid(c, args.loga_stateid)
+    meta, ino = await fs.settled(fh)
+    devid, n = pnfs.device(meta)
+    handle = pnfs.handle(meta, ino, c.ctx.client[0], write,
+                         c.server.secure_port_required(c, fh))
+    layout = fileslayout.whole_file_layout(iomode, devid, meta.stripe_unit, meta.seed, n,
+                                           handle)
+    # LAYOUTGET4resok as it goes on the wire: return_on_close, stateid, one layout4.
+    size = 4 + 16 + 4 + 8 + 8 + 4 + 4 + 4 + _pad4(len(layout.lo_content.loc_body))
+    if args.loga_maxcount and size > args.loga_maxcount:
+        raise Nfs4Error(nfsstat4.NFS4ERR_TOOSMALL)
+    sid = c.server.state_layoutget(c, sid, fh, iomode, fs, (ino, meta.seed, meta.layout_gen))
+    c.current_stateid = sid
+    # Return on close, as Linux nfsd: the client gives the layout back with
+    # its last CLOSE, which keeps the layouts held to the files in use.
+    return nfs4.LAYOUTGET4resok(True, sid, [layout])
+
+
+def LAYOUTRETURN(c, args):
+    _pnfs(c)
+    _layout_type(args.lora_layout_type)
+    iomode = args.lora_iomode
+    if iomode not in (layoutiomode4.LAYOUTIOMODE4_READ, layoutiomode4.LAYOUTIOMODE4_RW,
+                      layoutiomode4.LAYOUTIOMODE4_ANY):
+        raise Nfs4Error(nfsstat4.NFS4ERR_BADIOMODE)
+    how = args.lora_layoutreturn
+    if how.disc == layoutreturn_type4.LAYOUTRETURN4_FILE:
+        fh, fs, _ = _real(c, nfsstat4.NFS4ERR_ISDIR)
+        r = how.body
+        sid = c.server.state_layoutreturn_file(c, _stateid(c, r.lrf_stateid), fh, iomode,
+                                               r.lrf_offset, r.lrf_length)
+        if sid is not None:
+            c.current_stateid = sid
+        return sid
+    if how.disc == layoutreturn_type4.LAYOUTRETURN4_FSID:
+        fh, fs = c.fh()
+        if fs is not None:
+            c.server.state_layoutreturn_all(c, fs)
+        return None
+    c.server.state_layoutreturn_all(c)
+    return None
+
+
+async def LAYOUTCOMMIT(c, args):
+    """What the client wrote through its layout reaches the metafile: the size
+    grows to loca_last_write_offset + 1 (never shrinks) and mtime moves, as a
+    WRITE extending the file through the metaserver does."""
+    _pnfs(c)
+    fh, fs, caller = _real(c, nfsstat4.NFS4ERR_ISDIR)
+    _layout_type(args.loca_layoutupdate.lou_type)
+    if args.loca_reclaim:
+        # Layouts do not outlive a restart here: nothing to reclaim.
+        raise Nfs4Error(nfsstat4.NFS4ERR_NO_GRACE)
+    c.server.state_layoutcommit(c, _stateid(c, args.loca_stateid), fh)
+    last = args.loca_last_write_offset
+    attr = fs.getattr(fh)
+    if last is not None and last >= attr.size:
+        plan = fs.write_plan_now(fh, caller, last, 1, FILE_SYNC)
+        if plan is None:
+            plan = await fs.write_plan(fh, caller, last, 1, FILE_SYNC)
+        fs.write_landed(plan)   # no data goes with it: nothing to wait for
+        return nfs4.LAYOUTCOMMIT4resok(last + 1)
+    if args.loca_time_modify is not None:
+        fs.setattr(fh, caller, SetAttr(mtime=SET_TO_SERVER_TIME))
+    return nfs4.LAYOUTCOMMIT4resok(None)
 
 
 def FREE_STATEID(c, args):
@@ -719,14 +888,17 @@ _HANDLERS = {
     nfs_opnum4.OP_SECINFO_NO_NAME: SECINFO_NO_NAME, nfs_opnum4.OP_SEQUENCE: SEQUENCE,
     nfs_opnum4.OP_TEST_STATEID: TEST_STATEID, nfs_opnum4.OP_DESTROY_CLIENTID: DESTROY_CLIENTID,
     nfs_opnum4.OP_RECLAIM_COMPLETE: RECLAIM_COMPLETE, nfs_opnum4.OP_SEEK: SEEK,
+    nfs_opnum4.OP_GETDEVICEINFO: GETDEVICEINFO, nfs_opnum4.OP_LAYOUTGET: LAYOUTGET,
+    nfs_opnum4.OP_LAYOUTRETURN: LAYOUTRETURN, nfs_opnum4.OP_LAYOUTCOMMIT: LAYOUTCOMMIT,
 }
 # Everything else the XDR knows answers NOTSUPP: NFSv4.0's client-id and
 # confirmation operations (RENEW, SETCLIENTID[_CONFIRM], OPEN_CONFIRM,
 # RELEASE_LOCKOWNER: RFC 8881 section 18 says NOTSUPP in 4.1), delegations,
-# pNFS layouts and devices, SSV, 4.2's copy/clone/allocate/xattr family.
+# GETDEVICELIST (Linux asks devices by id only), SSV, 4.2's
+# copy/clone/allocate/xattr family.
+_WAITING = (READ, WRITE, COMMIT, LAYOUTGET, LAYOUTCOMMIT)
 OPERATIONS = {
-    op: Op(op, _HANDLERS.get(op, NOTSUPP), res, is_async=_HANDLERS.get(op) in (READ, WRITE,
-                                                                               COMMIT))
+    op: Op(op, _HANDLERS.get(op, NOTSUPP), res, is_async=_HANDLERS.get(op) in _WAITING)
     for op, (_, res) in nfs4.OPERATIONS.items() if op != nfs_opnum4.OP_ILLEGAL
 }
 

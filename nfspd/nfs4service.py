@@ -87,10 +87,16 @@ def _sid4(s):
 
 class Nfs4Service:
     def __init__(self, registry, state_dir, lease_time=90, grace_time=None, max_io=1 << 20,
-                 domain=None, clock=time.monotonic, wall_clock=time.time):
+                 domain=None, clock=time.monotonic, wall_clock=time.time, pnfs=None):
+        self.registry = registry
         self.pseudo = PseudoFS(registry)
         self.pseudo_fsid = PSEUDO_FSID
-        self.attrs = AttrConfig(lease_time=lease_time, max_io=max_io, domain=domain)
+        # nfspd/pnfs.py's Pnfs when layouts are handed out (--pnfs), else None.
+        self.pnfs = pnfs
+        self.attrs = AttrConfig(
+            lease_time=lease_time, max_io=max_io, domain=domain,
+            layout_types=list(pnfs.layout_types) if pnfs is not None else [],
+            layout_blksize=pnfs.blksize if pnfs is not None else max_io)
         self.server_id = server_identity(state_dir)
         self.clock = clock
         self.recovery = RecoveryStore(state_dir)
@@ -100,7 +106,7 @@ class Nfs4Service:
         self.held = {}
         self.state = Nfs4State(now=clock(), boot_epoch=int(wall_clock()),
                                previous_record=self.recovery.load(), lease_time=lease_time,
-                               grace_time=grace_time)
+                               grace_time=grace_time, pnfs=pnfs is not None)
         self._save_record()
 
     def _save_record(self):
@@ -110,12 +116,14 @@ class Nfs4Service:
             log.error("cannot store the NFSv4 client record: %s", e)
 
     def expire(self):
-        """The lease timer's tick (nfspd/server.py)."""
+        """The lease timer's tick (nfspd/server.py): (client addresses whose
+        layouts must be revoked at the data servers, whether all must be)."""
         for gone in self.state.expire(self.clock()):
-            log.info("NFSv4 client %#x (%s) expired: its opens and locks are released",
-                     gone.clientid, gone.principal)
+            log.info("NFSv4 client %#x (%s) expired: its opens, locks and layouts are "
+                     "released", gone.clientid, gone.principal)
         self._forget_closed()
         self._save_record()
+        return self.state.take_revocations()
 
     # -- removed while open (OPEN4_RESULT_PRESERVE_UNLINKED) ---------------------------
     # An OPEN promises the client that a REMOVE (or RENAME over the file) will
@@ -296,6 +304,37 @@ class Nfs4Service:
 
     def state_free_stateid(self, c, sid):
         self.state.free_stateid(self._clientid(c), _sid(sid))
+
+    # -- layouts (pNFS) ---------------------------------------------------------------
+
+    def state_layoutget(self, c, sid, fh, iomode, fs, data):
+        if self.state.in_grace(self.clock()):
+            # Not GRACE: Linux would hold the I/O back until grace ends;
+            # through the metaserver it goes on at once.
+            raise Nfs4Error(nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE)
+        return _sid4(self.state.layoutget(self._clientid(c), _sid(sid), bytes(fh), iomode,
+                                          self.clock(), fsid=fs.fsid, ip=c.ctx.client[0],
+                                          data=data))
+
+    def state_layoutreturn_file(self, c, sid, fh, iomode, offset, length):
+        sid = self.state.layoutreturn_file(self._clientid(c), _sid(sid), bytes(fh), iomode,
+                                           offset, length)
+        return None if sid is None else _sid4(sid)
+
+    def state_layoutreturn_all(self, c, fs=None):
+        self.state.layoutreturn_all(self._clientid(c), None if fs is None else fs.fsid)
+
+    def state_layoutcommit(self, c, sid, fh):
+        self.state.layoutcommit(self._clientid(c), _sid(sid), bytes(fh))
+
+    def layouts_of_file(self, fh):
+        return self.state.layouts_of_file(bytes(fh))
+
+    def forget_file_layouts(self, fh):
+        self.state.forget_file_layouts(bytes(fh))
+
+    def secure_port_required(self, c, fh):
+        return self.registry.secure_port_required(c.ctx, fh)
 
     def state_delegreturn(self, c, sid):
         self.state.delegreturn(self._clientid(c), _sid(sid))

@@ -43,6 +43,7 @@ from nfspd.iodpath import IodDataPath
 from nfspd.nfs3proc import MAX_IO_TCP
 from nfspd.nfs4service import Nfs4Service
 from nfspd.nfsservice import NfsService
+from nfspd.pnfs import Pnfs
 from nfspd.purgequeue import open_purge_queue, spawn_unlinkd
 from nfspd.transport import Limits, bind_tcp, bind_udp, serve_tcp, serve_udp
 
@@ -58,7 +59,8 @@ class Config:
     def __init__(self, exports, state_dir, data_dir=None, bind="0.0.0.0", port=2049,
                  mount_port=20048, portmap="auto", portmap_port=111, limits=None,
                  iods=None, key=None, stripe_unit=DEFAULT_STRIPE_UNIT, iod_options=None,
-                 unlinkd="spawn", metrics=None, v4_lease=90, v4_grace=None, v4_domain=None):
+                 unlinkd="spawn", metrics=None, v4_lease=90, v4_grace=None, v4_domain=None,
+                 pnfs=False):
         self.exports = exports
         self.state_dir = state_dir
         self.data_dir = data_dir or os.path.join(state_dir, "data")
@@ -77,6 +79,7 @@ class Config:
         self.v4_lease = v4_lease  # NFSv4 lease time, seconds
         self.v4_grace = v4_lease if v4_grace is None else v4_grace
         self.v4_domain = v4_domain  # NFSv4 owner names user@domain; None: numeric ids
+        self.pnfs = pnfs          # hand out pNFS files layouts (needs iods)
 
 
 def load_or_create_key(path, nbytes=32):
@@ -128,9 +131,14 @@ class Metaserver:
                                        rmtab_path=os.path.join(config.state_dir, "rmtab"))
         self.registry.load()
         self.drc = DuplicateRequestCache()
+        self.pnfs = None
+        if config.pnfs:
+            if not isinstance(self.datapath, IodDataPath):
+                raise ValueError("--pnfs needs --iods: the iods are the data servers")
+            self.pnfs = Pnfs(self.datapath)
         self.v4 = Nfs4Service(self.registry, config.state_dir, lease_time=config.v4_lease,
                               grace_time=config.v4_grace, max_io=MAX_IO_TCP,
-                              domain=config.v4_domain)
+                              domain=config.v4_domain, pnfs=self.pnfs)
         nfs = Program(NFS_PROGRAM, "nfs", {2: nfs2proc.PROCEDURES, 3: nfs3proc.PROCEDURES,
                                            4: nfs4proc.PROCEDURES},
                       NfsService(self.registry, self.datapath, v4=self.v4), tcp_only=(4,))
@@ -292,7 +300,10 @@ class Metaserver:
         period = max(1.0, self.config.v4_lease / 4)
         while True:
             await trio.sleep(period)
-            self.v4.expire()
+            ips, everything = self.v4.expire()
+            if self.pnfs is not None and (ips or everything):
+                # What they wrote through layouts must not land any more.
+                await self.pnfs.revoke_clients(ips, everything)
 
     async def _signals(self, cancel_scope):
         # trio re-raises the signals still pending when the receiver closes: a

@@ -1,0 +1,123 @@
+"""The metaserver's side of pNFS (files layout, RFC 8881 sections 12-13) over
+the iods' data servers (iod --ds-port): which files can be given a layout, the
+device of each layout generation, the data-server handles, and revocation at
+the iods. The NFSv4.1 operations (nfspd/nfs4proc.py: LAYOUTGET, GETDEVICEINFO,
+LAYOUTRETURN, LAYOUTCOMMIT) call it; the layout state is nfs4layoutstate's.
+Off unless nfspd runs with --pnfs and --iods.
+
+A layout can be given for a file when every iod of its layout generation is
+up and told its data server's port (PONG ds_port, nfspd/iodlink.py);
+otherwise, and for a file of generation 0 (the local store), LAYOUTGET is
+NFS4ERR_LAYOUTUNAVAILABLE and the client does its I/O through the metaserver
+(Linux: pnfs_update_layout falls back to the MDS and asks again later).
+
+Handles (common/dsfh.py) are minted in the iods' time (the earliest clock
+among the generation's iods, from the link's clock offsets): a revocation
+stamped at an iod in its own time then covers every handle minted before it,
+whatever the skew between iods. ``revoke_*`` waits until a millisecond has
+passed since the last handle was minted, so a handle minted just before a
+revocation is never stamped as late as it.
+"""
+
+import logging
+import time
+
+import trio
+
+from common import dsfh, fileslayout
+from common.nfs4 import NFS4_DEVICEID4_SIZE, nfsstat4
+from common.nfs4error import Nfs4Error
+
+log = logging.getLogger(__name__)
+
+
+class Pnfs:
+    """``datapath`` an IodDataPath (nfspd/iodpath.py)."""
+
+    layout_types = (fileslayout.FILES,)
+
+    def __init__(self, datapath, wall=time.time):
+        self.datapath = datapath
+        self.keys = datapath.keys
+        self.blksize = datapath.stripe_unit
+        self._wall = wall
+        self.last_mint = 0          # ms, the iods' time, of the last handle minted
+
+    # -- devices -----------------------------------------------------------------
+
+    def _addresses(self, gen):
+        """[(ip, ds_port)] of generation ``gen``'s iods, or None when one of
+        them is down or serves no data server."""
+        links = self.datapath._gen_links.get(gen)
+        if not links:
+            return None
+        out = []
+        for link in links:
+            if not link.up or link.ds_port is None or link.ip is None:
+                return None
+            out.append((link.ip, link.ds_port))
+        return out
+
+    def device(self, meta):
+        """(device id, data-server count) for a file, or LAYOUTUNAVAILABLE."""
+        if meta.layout_gen == 0:
+            raise Nfs4Error(nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE)
+        addresses = self._addresses(meta.layout_gen)
+        if addresses is None:
+            raise Nfs4Error(nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE)
+        return fileslayout.device_id(meta.layout_gen, addresses), len(addresses)
+
+    def device_address(self, devid):
+        """GETDEVICEINFO's device_addr4 for ``devid``; NOENT for an id that
+        names no generation, or one whose data servers have moved since."""
+        devid = bytes(devid)
+        if len(devid) != NFS4_DEVICEID4_SIZE:
+            raise Nfs4Error(nfsstat4.NFS4ERR_NOENT)
+        gen = int.from_bytes(devid[:4], "big")
+        addresses = self._addresses(gen)
+        if addresses is None or fileslayout.device_id(gen, addresses) != devid:
+            raise Nfs4Error(nfsstat4.NFS4ERR_NOENT)
+        return fileslayout.device_address(addresses)
+
+    # -- handles -------------------------------------------------------------------
+
+    def _iod_now_ms(self, gen):
+        links = self.datapath._gen_links.get(gen) or self.datapath.links
+        offset = min((link.clock_offset or 0.0) for link in links)
+        return int((self._wall() + offset) * 1000)
+
+    def handle(self, meta, ino, client, write, secure):
+        minted = self._iod_now_ms(meta.layout_gen)
+        self.last_mint = max(self.last_mint, minted)
+        return dsfh.mint(self.keys, ino=ino, seed=meta.seed, layout_gen=meta.layout_gen,
+                         minted=minted, client=client, write=write, secure=secure)
+
+    # -- revocation -----------------------------------------------------------------
+
+    async def _after_last_mint(self):
+        while self._iod_now_ms(self.datapath.layout_gen) <= self.last_mint + 1:
+            await trio.sleep(0.001)
+
+    async def revoke_files(self, files):
+        """Every handle of ``files`` [(ino, seed, layout_gen)] refused by the
+        iods holding them, once this returns (OSError if an iod could not be
+        told: it is down)."""
+        await self._after_last_mint()
+        by_gen = {}
+        for ino, seed, gen in files:
+            by_gen.setdefault(gen, []).append((ino, seed))
+        for gen, pairs in by_gen.items():
+            await self.datapath.revoke(files=pairs, layout_gen=gen)
+
+    async def revoke_clients(self, ips, everything=False):
+        """The handles minted so far for the clients at ``ips`` (or for
+        anyone): refused by every iod. Best effort: an iod that cannot be told
+        now is down, and one that restarts refuses every older handle anyway."""
+        if not ips and not everything:
+            return
+        await self._after_last_mint()
+        try:
+            await self.datapath.revoke(clients=ips, everything=everything)
+        except OSError as e:
+            log.warning("pNFS: revoking the layouts of %s at the iods: %s",
+                        "every client" if everything else ", ".join(ips), e)

@@ -1,0 +1,333 @@
+"""nfspd --pnfs as a pNFS metadata server (files layout) in front of real
+iods serving as data servers (iod --ds-port): a client following the layout
+writes a striped file straight to the iods, LAYOUTCOMMIT brings its size to
+the metaserver, and the metaserver's own READ (the relay) reads it back;
+the cases where no layout can be had and the client does its I/O through the
+metaserver; and a removed file's handle refused by the data servers."""
+
+import os
+
+import pytest
+
+from common import fileslayout, nfs4
+from common.nfs4 import layoutiomode4, layoutreturn_type4, nfsstat4
+from common.nfs4 import nfs_opnum4 as O
+from common.xdr import decode
+from tools.dev.cluster import Cluster
+from tools.dev.netns import wait_until
+from tools.dev.nfs4client import Nfs4Client, Nfs4Failed, op
+from tools.dev.nfs4dsclient import DsClient, ok_result, over_tcp, status
+from tools.rpcclient import RpcClient
+
+pytestmark = pytest.mark.netns
+
+UNIT = 65536
+DS_BASE = 3050
+RW, READ, ANY = (layoutiomode4.LAYOUTIOMODE4_RW, layoutiomode4.LAYOUTIOMODE4_READ,
+                 layoutiomode4.LAYOUTIOMODE4_ANY)
+
+
+@pytest.fixture
+def pnfs_cluster(ns, tmp_path):
+    """A factory: iods with data servers (``ds``: which of them) and an nfspd."""
+    started = []
+
+    def start(n_iods=2, ds=None, nfspd_args=("--pnfs",)):
+        c = Cluster(ns, str(tmp_path / f"cluster{len(started)}"), n_iods=n_iods,
+                    stripe_unit=UNIT, nfspd_args=list(nfspd_args))
+        for i, iod in enumerate(c.iods):
+            if ds is None or i in ds:
+                iod.extra_args += ["--ds-port", str(DS_BASE + i)]
+        started.append(c)
+        return c.start()
+    yield start
+    for c in started:
+        c.stop()
+
+
+def mds(c, **kw):
+    return c.ns.inside(Nfs4Client, "127.0.0.1", **kw).mount()
+
+
+def layoutget_op(sid, iomode=RW, layout_type=fileslayout.FILES, maxcount=65536,
+                 offset=0, length=nfs4.NFS4_UINT64_MAX, minlength=0):
+    return op(O.OP_LAYOUTGET, nfs4.LAYOUTGET4args(False, layout_type, iomode, offset, length,
+                                                  minlength, sid, maxcount))
+
+
+def layoutget(client, fh, sid, **kw):
+    """The LAYOUTGET4resok of the file; Nfs4Failed with the status otherwise."""
+    return client.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), layoutget_op(sid, **kw))[-1].body
+
+
+def layoutget_status(client, fh, sid, **kw):
+    try:
+        layoutget(client, fh, sid, **kw)
+    except Nfs4Failed as e:
+        return e.status
+    return nfsstat4.NFS4_OK
+
+
+def getdeviceinfo(client, devid, maxcount=65536):
+    res = client.seq(op(O.OP_GETDEVICEINFO, nfs4.GETDEVICEINFO4args(
+        devid, fileslayout.FILES, maxcount, [])))
+    return res
+
+
+def layoutcommit(client, fh, sid, last_write):
+    return client.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), op(O.OP_LAYOUTCOMMIT,
+                     nfs4.LAYOUTCOMMIT4args(0, nfs4.NFS4_UINT64_MAX, False, sid, last_write,
+                                            None, nfs4.layoutupdate4(fileslayout.FILES, b""))))[-1]
+
+
+def layoutreturn_file(client, fh, sid, iomode=ANY):
+    """The layout stateid left, None when no layout of the file is."""
+    return client.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), op(O.OP_LAYOUTRETURN,
+                     nfs4.LAYOUTRETURN4args(False, fileslayout.FILES, iomode, nfs4.layoutreturn4(
+                         layoutreturn_type4.LAYOUTRETURN4_FILE,
+                         nfs4.layoutreturn_file4(0, nfs4.NFS4_UINT64_MAX, sid, b"")))))[-1].body
+
+
+def port_of(netaddr):
+    _, hi, lo = netaddr.na_r_addr.decode().rsplit(".", 2)
+    return int(hi) << 8 | int(lo)
+
+
+class DataServers:
+    """Sessions with the data servers of a device, and the striping of
+    RFC 8881 13.4.1 as Linux computes it (nfs4_fl_calc_j_index)."""
+
+    def __init__(self, ns, layout, device):
+        self.layout, self.device = layout, device
+        self.conns, self.sessions = [], {}
+        for entry in device.nflda_multipath_ds_list:
+            port = port_of(entry[0])
+            conn = ns.inside(RpcClient, "127.0.0.1", port, "tcp", timeout=10.0,
+                             cred=RpcClient.default_cred(0, 0, [0]))
+            self.conns.append(conn)
+            self.sessions[port] = DsClient(over_tcp(conn)).setup()
+
+    def of(self, offset):
+        lo, dev = self.layout, self.device
+        j = (offset // lo.nfl_util + lo.nfl_first_stripe_index) % len(dev.nflda_stripe_indices)
+        return self.sessions[port_of(dev.nflda_multipath_ds_list[dev.nflda_stripe_indices[j]][0])]
+
+    def close(self):
+        for conn in self.conns:
+            conn.close()
+
+
+def the_layout(lg):
+    (layout,) = lg.logr_layout
+    assert (layout.lo_offset, layout.lo_length) == (0, nfs4.NFS4_UINT64_MAX)
+    assert layout.lo_content.loc_type == fileslayout.FILES
+    return decode(nfs4.nfsv4_1_file_layout4, layout.lo_content.loc_body)
+
+
+def device_of(client, layout):
+    res = getdeviceinfo(client, layout.nfl_deviceid)
+    assert res.status == nfsstat4.NFS4_OK
+    addr = res.resarray[-1].body.body.gdir_device_addr
+    assert addr.da_layout_type == fileslayout.FILES
+    return decode(nfs4.nfsv4_1_file_layout_ds_addr4, addr.da_addr_body)
+
+
+def open_new(client, c, name):
+    dirfh = client.lookup_path(c.export)
+    return client.open(dirfh, name)
+
+
+def read_all(client, fh, sid, size):
+    out = bytearray()
+    while len(out) < size:
+        res = client.seq(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)),
+                         op(O.OP_READ, nfs4.READ4args(sid, len(out), 1 << 20)), cachethis=False)
+        assert res.status == nfsstat4.NFS4_OK
+        data = res.resarray[-1].body.body.data
+        assert data, "short file"
+        out += data
+    return bytes(out)
+
+
+def test_a_file_written_through_the_data_servers_reads_back_through_the_metaserver(
+        pnfs_cluster):
+    c = pnfs_cluster(n_iods=3)
+    client = mds(c)
+    dirfh = client.lookup_path(c.export)
+    attrs = client.getattr(dirfh, [nfs4.FATTR4_FS_LAYOUT_TYPES, nfs4.FATTR4_LAYOUT_BLKSIZE])
+    assert attrs[nfs4.FATTR4_FS_LAYOUT_TYPES] == [fileslayout.FILES]
+    assert attrs[nfs4.FATTR4_LAYOUT_BLKSIZE] == UNIT
+    sid, fh = client.open(dirfh, b"striped")
+    lg = layoutget(client, fh, sid)
+    assert lg.logr_return_on_close
+    assert lg.logr_stateid.other != sid.other       # a layout stateid of its own
+    layout = the_layout(lg)
+    assert layout.nfl_util == UNIT and layout.nfl_pattern_offset == 0
+    device = device_of(client, layout)
+    assert sorted(port_of(e[0]) for e in device.nflda_multipath_ds_list) == \
+        [DS_BASE, DS_BASE + 1, DS_BASE + 2]
+    ds = DataServers(c.ns, layout, device)
+    data = os.urandom(7 * UNIT + 12345)
+    handle = layout.nfl_fh_list[0]
+    for off in range(0, len(data), UNIT):
+        w = ok_result(ds.of(off).write(handle, off, data[off:off + UNIT]))
+        assert w.count == len(data[off:off + UNIT])
+    for session in ds.sessions.values():
+        ok_result(session.commit(handle))
+    ds.close()
+    # Nothing reached the metaserver yet: the file is still empty there.
+    assert client.getattr(fh, [nfs4.FATTR4_SIZE])[nfs4.FATTR4_SIZE] == 0
+    lc = layoutcommit(client, fh, lg.logr_stateid, len(data) - 1)
+    assert lc.body.locr_newsize == len(data)
+    assert client.getattr(fh, [nfs4.FATTR4_SIZE])[nfs4.FATTR4_SIZE] == len(data)
+    assert read_all(client, fh, sid, len(data)) == data       # the relay, from the iods
+    # Every stripe went to the iod NFSP's striping puts it on, none through nfspd.
+    held = c.datafiles()
+    assert all(len(files) == 1 for files in held.values())
+    # Returned whole: no layout stateid left (lrs_present false).
+    assert layoutreturn_file(client, fh, lg.logr_stateid) is None
+    client.close_file(fh, sid)
+
+
+def test_layoutcommit_never_shrinks_and_a_read_layout_cannot_commit(pnfs_cluster):
+    c = pnfs_cluster()
+    client = mds(c)
+    sid, fh = open_new(client, c, b"sized")
+    client.write(fh, sid, 0, b"x" * 5000)
+    lg = layoutget(client, fh, sid)
+    assert layoutcommit(client, fh, lg.logr_stateid, 99).body.locr_newsize is None
+    assert client.getattr(fh, [nfs4.FATTR4_SIZE])[nfs4.FATTR4_SIZE] == 5000
+    layoutreturn_file(client, fh, lg.logr_stateid, RW)
+    rd = layoutget(client, fh, sid, iomode=READ)
+    with pytest.raises(Nfs4Failed) as e:
+        layoutcommit(client, fh, rd.logr_stateid, 10000)
+    assert e.value.status == nfsstat4.NFS4ERR_BADLAYOUT
+
+
+def test_layout_stateids_follow_rfc_8881_12_5_3(pnfs_cluster):
+    c = pnfs_cluster()
+    client = mds(c)
+    sid, fh = open_new(client, c, b"seq")
+    first = layoutget(client, fh, sid).logr_stateid
+    assert first.seqid == 1
+    # The open stateid again, or the layout stateid: the same layout, one seqid on.
+    second = layoutget(client, fh, sid).logr_stateid
+    assert (second.other, second.seqid) == (first.other, 2)
+    third = layoutget(client, fh, first).logr_stateid       # an older seqid is accepted
+    assert third.seqid == 3
+    future = nfs4.stateid4(9, first.other)
+    assert layoutget_status(client, fh, future) == nfsstat4.NFS4ERR_BAD_STATEID
+    forged = nfs4.stateid4(1, first.other[:8] + bytes(4))      # this boot's, a bad MAC
+    assert layoutget_status(client, fh, forged) == nfsstat4.NFS4ERR_BAD_STATEID
+    # Another file's open stateid names no layout of this one.
+    sid2, _ = open_new(client, c, b"other")
+    assert layoutget_status(client, fh, sid2) == nfsstat4.NFS4ERR_BAD_STATEID
+    # Returning one iomode of two leaves the layout, one seqid on.
+    layoutget(client, fh, sid, iomode=READ)
+    left = layoutreturn_file(client, fh, third, RW)
+    assert left is not None and left.other == first.other and left.seqid == 5
+    assert layoutreturn_file(client, fh, left, READ) is None
+    # Gone: returning it again, or committing through it, is BAD_STATEID.
+    with pytest.raises(Nfs4Failed) as e:
+        layoutreturn_file(client, fh, left)
+    assert e.value.status == nfsstat4.NFS4ERR_BAD_STATEID
+
+
+def test_return_all_and_fsid_drop_every_layout(pnfs_cluster):
+    c = pnfs_cluster()
+    client = mds(c)
+    sids = [open_new(client, c, name) for name in (b"a", b"b")]
+    lgs = [layoutget(client, fh, sid) for sid, fh in sids]
+    for how in (layoutreturn_type4.LAYOUTRETURN4_FSID, layoutreturn_type4.LAYOUTRETURN4_ALL):
+        client.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(sids[0][1])), op(O.OP_LAYOUTRETURN,
+                  nfs4.LAYOUTRETURN4args(False, fileslayout.FILES, ANY,
+                                         nfs4.layoutreturn4(how))))
+        for (sid, fh), lg in zip(sids, lgs):
+            with pytest.raises(Nfs4Failed) as e:
+                layoutreturn_file(client, fh, lg.logr_stateid)
+            assert e.value.status == nfsstat4.NFS4ERR_BAD_STATEID
+        lgs = [layoutget(client, fh, sid) for sid, fh in sids]
+
+
+def test_what_cannot_be_given_is_told_as_rfc_8881_says(pnfs_cluster):
+    c = pnfs_cluster()
+    client = mds(c)
+    sid, fh = open_new(client, c, b"f")
+    assert layoutget_status(client, fh, sid, layout_type=nfs4.layouttype4.LAYOUT4_FLEX_FILES) \
+        == nfsstat4.NFS4ERR_UNKNOWN_LAYOUTTYPE
+    assert layoutget_status(client, fh, sid, iomode=ANY) == nfsstat4.NFS4ERR_BADIOMODE
+    assert layoutget_status(client, fh, sid, length=10, minlength=20) == nfsstat4.NFS4ERR_INVAL
+    assert layoutget_status(client, fh, sid, maxcount=40) == nfsstat4.NFS4ERR_TOOSMALL
+    dirfh = client.lookup_path(c.export)
+    assert layoutget_status(client, dirfh, sid) == nfsstat4.NFS4ERR_ISDIR
+    devid = the_layout(layoutget(client, fh, sid)).nfl_deviceid
+    res = getdeviceinfo(client, devid, maxcount=16)
+    assert res.status == nfsstat4.NFS4ERR_TOOSMALL
+    assert res.resarray[-1].body.body > 16          # gdir_mincount: what it needs
+    unknown = bytes(4) + devid[4:]
+    assert getdeviceinfo(client, unknown).status == nfsstat4.NFS4ERR_NOENT
+    assert getdeviceinfo(client, devid[:4] + bytes(12)).status == nfsstat4.NFS4ERR_NOENT
+
+
+def test_an_iod_without_a_data_server_means_io_through_the_metaserver(pnfs_cluster):
+    c = pnfs_cluster(n_iods=2, ds={0})
+    client = mds(c)
+    sid, fh = open_new(client, c, b"f")
+    assert layoutget_status(client, fh, sid) == nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE
+    client.write(fh, sid, 0, b"still written")      # through the metaserver, as before
+    assert client.read(fh, sid, 0, 100).data == b"still written"
+
+
+def test_an_iod_down_means_io_through_the_metaserver(pnfs_cluster):
+    c = pnfs_cluster(n_iods=2)
+    client = mds(c)
+    sid, fh = open_new(client, c, b"g")
+    assert layoutget_status(client, fh, sid) == nfsstat4.NFS4_OK
+    c.iods[1].stop()
+    wait_until(lambda: layoutget_status(client, fh, sid) ==
+               nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE, 30, what="nfspd to see the iod down")
+
+
+def test_without_pnfs_nothing_changes(pnfs_cluster):
+    c = pnfs_cluster(nfspd_args=())
+    client = c.ns.inside(Nfs4Client, "127.0.0.1")
+    flags = client.exchange_id().eir_flags
+    assert flags & nfs4.EXCHGID4_FLAG_USE_NON_PNFS
+    assert not flags & nfs4.EXCHGID4_FLAG_USE_PNFS_MDS
+    client.create_session()
+    dirfh = client.lookup_path(c.export)
+    assert client.getattr(dirfh, [nfs4.FATTR4_FS_LAYOUT_TYPES])[
+        nfs4.FATTR4_FS_LAYOUT_TYPES] == []
+    sid, fh = client.open(dirfh, b"f")
+    assert layoutget_status(client, fh, sid) == nfsstat4.NFS4ERR_NOTSUPP
+
+
+def test_a_metadata_server_says_so_and_only_so(pnfs_cluster):
+    """Linux refuses an EXCHANGE_ID reply with both USE_PNFS_MDS and
+    USE_NON_PNFS (nfs4_check_cl_exchange_flags)."""
+    c = pnfs_cluster()
+    flags = c.ns.inside(Nfs4Client, "127.0.0.1").exchange_id().eir_flags
+    assert flags & nfs4.EXCHGID4_FLAG_USE_PNFS_MDS
+    assert not flags & nfs4.EXCHGID4_FLAG_USE_NON_PNFS
+
+
+def test_a_removed_files_handle_is_stale_at_the_data_servers(pnfs_cluster):
+    c = pnfs_cluster()
+    client = mds(c)
+    dirfh = client.lookup_path(c.export)
+    sid, fh = client.open(dirfh, b"doomed")
+    keep_sid, keep_fh = client.open(dirfh, b"kept")
+    lg, keep = layoutget(client, fh, sid), layoutget(client, keep_fh, keep_sid)
+    layout, kept = the_layout(lg), the_layout(keep)
+    ds = DataServers(c.ns, layout, device_of(client, layout))
+    handle = layout.nfl_fh_list[0]
+    ok_result(ds.of(0).write(handle, 0, b"before"))
+    client.close_file(fh, sid)
+    client.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(dirfh)), op(O.OP_REMOVE, nfs4.REMOVE4args(
+        b"doomed")))
+    # Refused by every data server as soon as REMOVE is answered.
+    for off in range(0, 2 * UNIT, UNIT):
+        assert status(ds.of(off).write(handle, off, b"after")) == nfsstat4.NFS4ERR_STALE
+    # Another file's handle is untouched.
+    ok_result(ds.of(0).write(kept.nfl_fh_list[0], 0, b"kept"))
+    ds.close()
