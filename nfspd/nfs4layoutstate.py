@@ -172,9 +172,12 @@ class LayoutState:
     # ---- who holds what -----------------------------------------------------
 
     def layouts_of_file(self, file):
-        """[(clientid, ip, data)] of the layouts held on ``file``."""
-        return [(cid, self._layout_of[(cid, file)].ip, self._layout_of[(cid, file)].data)
-                for cid in self._layouts_by_file.get(file, ())]
+        """[(clientid, ip, data, writable)] of the layouts held on ``file``."""
+        out = []
+        for cid in self._layouts_by_file.get(file, ()):
+            layout = self._layout_of[(cid, file)]
+            out.append((cid, layout.ip, layout.data, int(RW) in layout.iomodes))
+        return out
 
     def forget_file_layouts(self, file):
         """The file is gone (its handles revoked at the data servers): its

@@ -333,7 +333,7 @@ def OPEN(c, args):
     kind = claim.disc
     cinfo = change_info4(False, 0, 0)
     attrset = []
-    created = False
+    created = truncated = False
     if kind != open_claim_type4.CLAIM_PREVIOUS:
         c.server.check_grace(c)
     if kind == open_claim_type4.CLAIM_NULL:
@@ -347,6 +347,9 @@ def OPEN(c, args):
             fh, attr, w, attrset, created = _open_create(c, fs, caller, dfh, name,
                                                          args.openhow.body)
             cinfo = _cinfo(w)
+            # UNCHECKED4 with a size (O_TRUNC) cuts an existing file.
+            truncated = not created and args.openhow.body.disc == createmode4.UNCHECKED4 \
+                and nfs4.FATTR4_SIZE in nfs4.decode_attrs(args.openhow.body.body)
         else:
             dattr = fs.getattr(dfh)
             if dattr.type != FileType.DIR:
@@ -364,9 +367,12 @@ def OPEN(c, args):
     c.server.opened(c, fh, fs, sid)
     c.set_fh(fh, fs)
     c.current_stateid = sid
-    return nfs4.OPEN4resok(
+    resok = nfs4.OPEN4resok(
         sid, cinfo, OPEN4_RESULT_LOCKTYPE_POSIX | OPEN4_RESULT_PRESERVE_UNLINKED, attrset,
         nfs4.open_delegation4(nfs4.open_delegation_type4.OPEN_DELEGATE_NONE))
+    if truncated:
+        return _after_truncation(c, fh, resok)
+    return resok
 
 
 def _open_create(c, fs, caller, dfh, name, how):
@@ -598,7 +604,7 @@ def _after_unlink(c, fs, fh, resok):
         return resok     # another link, or held for its opens: still in use
     except FsError:
         pass
-    files = {data for _, _, data in held}
+    files = {data for _, _, data, _ in held}
     c.server.forget_file_layouts(fh)
 
     async def finish():
@@ -651,7 +657,32 @@ def SETATTR(c, args):
     if sattr.size is not None:
         _check_io_stateid(c, args.stateid, fh, write=True)
     fs.setattr(fh, caller, sattr)
+    if sattr.size is not None:
+        return _after_truncation(c, fh, nfs4attrs.bitmap(given))
     return nfs4attrs.bitmap(given)
+
+
+def _after_truncation(c, fh, resok):
+    """The fence of nfspd/fs/inflight.py's rule for writes through layouts,
+    without a back channel to recall them: before a file with RW layouts out
+    is answered as cut, the writers' handles are revoked at the iods. A DS
+    WRITE sent before the truncation either landed before the fence, and is
+    cut with the rest when the truncation is carried out, or is refused with
+    NFS4ERR_STALE; Linux then drops the layout, sends that WRITE through the
+    metaserver (after the truncation) and asks for a new layout, whose
+    LAYOUTGET carries the truncation out first (MetaFS.settled). Never bytes
+    past the new end that no LAYOUTCOMMIT accounts for."""
+    if c.server.pnfs is None:
+        return resok
+    writers = sorted({ip for _, ip, _, writable in c.server.layouts_of_file(fh)
+                      if writable and ip is not None})
+    if not writers:
+        return resok
+
+    async def finish():
+        await c.server.pnfs.fence(writers)
+        return resok
+    return Later(finish)
 
 
 def VERIFY(c, args):

@@ -109,6 +109,22 @@ class Pnfs:
         for gen, pairs in by_gen.items():
             await self.datapath.revoke(files=pairs, layout_gen=gen)
 
+    async def fence(self, ips):
+        """Before a truncation: every handle minted so far for the clients at
+        ``ips`` refused by every iod, or NFS4ERR_DELAY (an iod that cannot be
+        told is down, and the truncation could not be carried out either:
+        the client retries). All of those clients' handles, not only the
+        file's: the iods' revocation of a file (iod/dsrevoked.py) is for
+        good, as fits a removed file, and would refuse its new layouts too.
+        Their other layouts fail once with NFS4ERR_STALE and are fetched
+        again."""
+        await self._after_last_mint()
+        try:
+            await self.datapath.revoke(clients=ips)
+        except OSError as e:
+            log.warning("pNFS: fencing %s before a truncation: %s", ", ".join(ips), e)
+            raise Nfs4Error(nfsstat4.NFS4ERR_DELAY) from None
+
     async def revoke_clients(self, ips, everything=False):
         """The handles minted so far for the clients at ``ips`` (or for
         anyone): refused by every iod. Best effort: an iod that cannot be told

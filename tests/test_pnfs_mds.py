@@ -331,3 +331,57 @@ def test_a_removed_files_handle_is_stale_at_the_data_servers(pnfs_cluster):
     # Another file's handle is untouched.
     ok_result(ds.of(0).write(kept.nfl_fh_list[0], 0, b"kept"))
     ds.close()
+
+
+def setattr_size(client, fh, sid, size):
+    return client.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), op(O.OP_SETATTR, nfs4.SETATTR4args(
+        sid, nfs4.encode_attrs({nfs4.FATTR4_SIZE: size}))))
+
+
+def test_a_truncation_fences_the_writers_and_is_carried_out_before_its_reply(pnfs_cluster):
+    """Issue 16 case 1's rule with layouts: a DS WRITE from before a SETATTR
+    that shrinks the file never lands after it (its handle is refused), and
+    one sent after the reply is never cut by a truncation carried out late."""
+    c = pnfs_cluster()
+    writer, other = mds(c), mds(c)
+    dirfh = writer.lookup_path(c.export)
+    sid, fh = writer.open(dirfh, b"cut")
+    lg = layoutget(writer, fh, sid)
+    layout = the_layout(lg)
+    ds = DataServers(c.ns, layout, device_of(writer, layout))
+    old = layout.nfl_fh_list[0]
+    data = os.urandom(4 * UNIT)
+    for off in range(0, len(data), UNIT):
+        ok_result(ds.of(off).write(old, off, data[off:off + UNIT]))
+    layoutcommit(writer, fh, lg.logr_stateid, len(data) - 1)
+    osid, _ = other.open(dirfh, b"cut", create=False, owner=b"other")
+    setattr_size(other, fh, osid, UNIT)
+    # The writer's old handle is refused by every data server from now on.
+    for off in range(0, len(data), UNIT):
+        assert status(ds.of(off).write(old, off, b"late")) == nfsstat4.NFS4ERR_STALE
+    # A new layout works, and what is written through it after the reply stays.
+    lg2 = layoutget(writer, fh, lg.logr_stateid)
+    new = the_layout(lg2).nfl_fh_list[0]
+    ok_result(ds.of(2 * UNIT).write(new, 2 * UNIT, b"after the cut"))
+    layoutcommit(writer, fh, lg2.logr_stateid, 2 * UNIT + len(b"after the cut") - 1)
+    ds.close()
+    got = read_all(writer, fh, sid, 2 * UNIT + 13)
+    assert got[:UNIT] == data[:UNIT]
+    assert got[UNIT:2 * UNIT] == bytes(UNIT)            # cut, not the old bytes
+    assert got[2 * UNIT:] == b"after the cut"
+
+
+def test_an_expired_clients_handles_are_stale_at_the_data_servers(pnfs_cluster):
+    c = pnfs_cluster(nfspd_args=("--pnfs", "--v4-lease", "2"))
+    client = mds(c)
+    sid, fh = open_new(client, c, b"leased")
+    layout = the_layout(layoutget(client, fh, sid))
+    ds = DataServers(c.ns, layout, device_of(client, layout))
+    handle = layout.nfl_fh_list[0]
+    ok_result(ds.of(0).write(handle, 0, b"while renewed"))
+    # Silent on the metaserver (the data servers' sessions renew nothing
+    # there): the lease runs out, the lease timer revokes its handles.
+    wait_until(lambda: status(ds.of(0).write(handle, 0, b"x")) == nfsstat4.NFS4ERR_STALE,
+               30, what="the expired client's handle refused")
+    assert client.seq(op(O.OP_PUTROOTFH)).status == nfsstat4.NFS4ERR_BADSESSION
+    ds.close()
