@@ -314,6 +314,10 @@ class Metaserver:
                 if signum == signal.SIGHUP:
                     if self.registry.reload():
                         log.info("exports reloaded: %s", ", ".join(self.registry.export_paths()))
+                        if self.pnfs is not None:
+                            # Who may use what changed: no layout handed out
+                            # under the old rules is honoured any more.
+                            await self.pnfs.revoke_clients([], everything=True)
                     self._reload_keys()
                 else:
                     log.info("%s: shutting down", signal.Signals(signum).name)
