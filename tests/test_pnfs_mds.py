@@ -14,6 +14,7 @@ from common.nfs4 import layoutiomode4, layoutreturn_type4, nfsstat4
 from common.nfs4 import nfs_opnum4 as O
 from common.xdr import decode
 from tools.dev.cluster import Cluster
+from tools.dev.daemons import NfspUp
 from tools.dev.netns import wait_until
 from tools.dev.nfs4client import Nfs4Client, Nfs4Failed, op
 from tools.dev.nfs4dsclient import DsClient, ok_result, over_tcp, status
@@ -385,3 +386,19 @@ def test_an_expired_clients_handles_are_stale_at_the_data_servers(pnfs_cluster):
                30, what="the expired client's handle refused")
     assert client.seq(op(O.OP_PUTROOTFH)).status == nfsstat4.NFS4ERR_BADSESSION
     ds.close()
+
+
+def test_nfsp_up_pnfs_gives_layouts_over_its_iods(ns, tmp_path):
+    directory = str(tmp_path / "up")
+    up = NfspUp(ns, directory, str(tmp_path / "up.log"), ["--iods", "2", "--pnfs"]).start(60)
+    try:
+        client = ns.inside(Nfs4Client, "127.0.0.1").mount()
+        sid, fh = client.open(client.lookup_path(f"{directory}/export"), b"f")
+        wait_until(lambda: layoutget_status(client, fh, sid) == nfsstat4.NFS4_OK, 30,
+                   what="the iods' data servers known to nfspd")
+        device = device_of(client, the_layout(layoutget(client, fh, sid)))
+        assert sorted(port_of(e[0]) for e in device.nflda_multipath_ds_list) == [3050, 3051]
+        client.close()
+    finally:
+        up.proc.send_signal(15)
+        assert up.proc.wait(timeout=60) == 0

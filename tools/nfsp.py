@@ -15,6 +15,7 @@ from tools.supervisor import ChildDied, Stopped, Supervisor
 DEFAULT_DIR = "nfsp-data"
 DEFAULT_IODS = 2           # for a new directory; an existing one keeps what it has
 FIRST_IOD_PORT = 2050      # iod i listens on FIRST_IOD_PORT + i
+DS_PORT_OFFSET = 1000      # and, with --pnfs, serves pNFS clients on its port + this
 MAX_IODS = 64
 IOD_READY_SECONDS = 20.0   # bounds on each start-up wait...
 NFSPD_READY_SECONDS = 30.0
@@ -171,8 +172,11 @@ def _ipv4(ctx, param, value):
               help="Address the metaserver listens on (and the iods, unless it is 0.0.0.0: "
                    "then they stay on 127.0.0.1).")
 @click.option("--port", default=2049, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--pnfs", is_flag=True,
+              help=f"NFSv4.1 clients get pNFS layouts and read and write the iods directly "
+                   f"(each iod serves them on its port + {DS_PORT_OFFSET}).")
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
-def up(directory, n_iods, bind, port, log_level):
+def up(directory, n_iods, bind, port, pnfs, log_level):
     """Run an embedded NFSP cluster on this host in the foreground.
 
     On first run DIRECTORY is created with the exported tree (export/), the
@@ -195,7 +199,7 @@ def up(directory, n_iods, bind, port, log_level):
     status_file = embedded.DaemonsFile(paths["state"])
     sup = Supervisor(env, on_change=status_file.write)
     try:
-        _start(sup, paths, bind, port, log_level)
+        _start(sup, paths, bind, port, log_level, pnfs)
         sup.served(sup.children)
         with _recorded(paths["directory"], bind, port) as found:
             _banner(paths, bind, found)
@@ -227,15 +231,17 @@ def _stop_all(sup, status_file):
     return problems
 
 
-def _start(sup, paths, bind, port, log_level):
+def _start(sup, paths, bind, port, log_level, pnfs=False):
     """Start everything and wait until it answers. Raises Stopped (a signal),
     ChildDied, or ClickException (a start-up bound passed)."""
     iod_children = []
+    pnfs = pnfs and bool(paths["iods"])
     for i, (host, iod_port) in enumerate(paths["iods"]):
+        ds = ["--ds-port", str(iod_port + DS_PORT_OFFSET)] if pnfs else []
         iod_children.append(sup.start(f"iod {i} ({host}:{iod_port})", [
             sys.executable, "-m", "iod.cli", "--data-dir", paths["data_dirs"][i],
             "--key", paths["key"], "--listen", host, "--port", str(iod_port),
-            "--ip-id-slot", f"{i}/{len(paths['iods'])}", "--log-level", log_level]))
+            "--ip-id-slot", f"{i}/{len(paths['iods'])}", "--log-level", log_level] + ds))
     if iod_children:
         _wait_for_iods(sup, paths, iod_children)
     cmd = [sys.executable, "-m", "nfspd.cli", "--exports", paths["exports"],
@@ -243,6 +249,8 @@ def _start(sup, paths, bind, port, log_level):
            "--log-level", log_level]
     if paths["iods"]:
         cmd += ["--iods", paths["iods_conf"], "--key", paths["key"]]
+    if pnfs:
+        cmd.append("--pnfs")
     sup.nfspd = sup.start("nfspd", cmd)
     _wait_for_nfspd(sup, _iod_host(bind), port)
 
