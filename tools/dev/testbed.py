@@ -156,7 +156,7 @@ class Testbed:
 
     def __init__(self, name="nfsp", n_iods=0, n_clients=1, rate=None, delay=None, loss=None,
                  workdir=None, subnet=DEFAULT_SUBNET, stripe_unit=65536, log_level="info",
-                 nfspd_args=()):
+                 nfspd_args=(), iod_args=()):
         if not name or len(name) > 24 or not all(c.isalnum() or c in "-_" for c in name):
             raise TestbedError(f"testbed name {name!r}: use up to 24 letters, digits, - or _")
         self.name = name
@@ -170,6 +170,7 @@ class Testbed:
         self.stripe_unit = stripe_unit
         self.log_level = log_level
         self.nfspd_args = [str(a) for a in nfspd_args]   # more options for nfspd, as given
+        self.iod_args = [str(a) for a in iod_args]       # and for every iod
         self.bridge_netns = f"{name}-br"
         self.bridge_path = os.path.join(NETNS_DIR, self.bridge_netns)
         self.ms = Host(self, "ms", self.address("ms", 0))
@@ -451,7 +452,7 @@ class Testbed:
         return [sys.executable, "-m", "iod.cli", "--data-dir", data, "--init",
                 "--key", files["key"], "--listen", self.iods[i].ip, "--port", str(IOD_PORT),
                 "--user", "nobody", "--ip-id-slot", f"{i}/{self.n_iods}",
-                "--log-level", self.log_level]
+                "--log-level", self.log_level] + self.iod_args
 
     def _wait_iod(self, i, rec, timeout):
         host = self.iods[i]
