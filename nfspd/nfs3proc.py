@@ -131,7 +131,20 @@ def SETATTR(ctx, args):
     sattr = to_setattr(args.new_attributes)
     guard = None if args.guard is None else time_ns(args.guard)
     w = fs.setattr(fh, caller, sattr, guard_ctime_ns=guard)
-    return nfs3.SETATTR3res(OK, nfs3.SETATTR3resok(wcc(w)))
+    res = nfs3.SETATTR3res(OK, nfs3.SETATTR3resok(wcc(w)))
+    v4 = ctx.service.v4
+    if sattr.size is not None and v4 is not None:
+        # NFSv4.1 clients writing this file through pNFS layouts are fenced
+        # first (nfspd/nfs4service.py, truncation_fence).
+        fence = v4.truncation_fence(fh)
+        if fence is not None:
+            return Wait(_fenced, fence, res)
+    return res
+
+
+async def _fenced(fence, res):
+    await fence()
+    return res
 
 
 def LOOKUP(ctx, args):

@@ -663,24 +663,14 @@ def SETATTR(c, args):
 
 
 def _after_truncation(c, fh, resok):
-    """The fence of nfspd/fs/inflight.py's rule for writes through layouts,
-    without a back channel to recall them: before a file with RW layouts out
-    is answered as cut, the writers' handles are revoked at the iods. A DS
-    WRITE sent before the truncation either landed before the fence, and is
-    cut with the rest when the truncation is carried out, or is refused with
-    NFS4ERR_STALE; Linux then drops the layout, sends that WRITE through the
-    metaserver (after the truncation) and asks for a new layout, whose
-    LAYOUTGET carries the truncation out first (MetaFS.settled). Never bytes
-    past the new end that no LAYOUTCOMMIT accounts for."""
-    if c.server.pnfs is None:
-        return resok
-    writers = sorted({ip for _, ip, _, writable in c.server.layouts_of_file(fh)
-                      if writable and ip is not None})
-    if not writers:
+    """A file cut with RW layouts out: the writers fenced first
+    (Nfs4Service.truncation_fence says why)."""
+    fence = c.server.truncation_fence(fh)
+    if fence is None:
         return resok
 
     async def finish():
-        await c.server.pnfs.fence(writers)
+        await fence()
         return resok
     return Later(finish)
 

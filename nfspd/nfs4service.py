@@ -8,6 +8,7 @@ of the wire (XDR arguments and results) are converted here, so the state
 machine sees only plain values and nfs4proc only its own types.
 """
 
+import functools
 import logging
 import os
 import secrets
@@ -332,6 +333,26 @@ class Nfs4Service:
 
     def forget_file_layouts(self, fh):
         self.state.forget_file_layouts(bytes(fh))
+
+    def truncation_fence(self, fh):
+        """What must happen before a file cut by any protocol's SETATTR is
+        answered, as a coroutine function (None: nothing): the handles of
+        the clients holding RW layouts on it revoked at the iods. The fence
+        of nfspd/fs/inflight.py's rule for writes through layouts, without a
+        back channel to recall them: a DS WRITE sent before the truncation
+        either landed before the fence, and is cut with the rest when the
+        truncation is carried out, or is refused with NFS4ERR_STALE; Linux
+        then drops the layout, sends that WRITE through the metaserver (after
+        the truncation) and asks for a new layout, whose LAYOUTGET carries
+        the truncation out first (MetaFS.settled). Never bytes past the new
+        end that no LAYOUTCOMMIT accounts for."""
+        if self.pnfs is None:
+            return None
+        writers = sorted({ip for _, ip, _, writable in self.state.layouts_of_file(bytes(fh))
+                          if writable and ip is not None})
+        if not writers:
+            return None
+        return functools.partial(self.pnfs.fence, writers)
 
     def secure_port_required(self, c, fh):
         return self.registry.secure_port_required(c.ctx, fh)

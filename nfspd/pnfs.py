@@ -25,8 +25,10 @@ import time
 import trio
 
 from common import dsfh, fileslayout
+from common.nfs3 import nfsstat3
 from common.nfs4 import NFS4_DEVICEID4_SIZE, nfsstat4
 from common.nfs4error import Nfs4Error
+from nfspd.fs.types import FsError
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +113,9 @@ class Pnfs:
 
     async def fence(self, ips):
         """Before a truncation: every handle minted so far for the clients at
-        ``ips`` refused by every iod, or NFS4ERR_DELAY (an iod that cannot be
-        told is down, and the truncation could not be carried out either:
-        the client retries). All of those clients' handles, not only the
+        ``ips`` refused by every iod, or FsError JUKEBOX (NFS4ERR_DELAY: an
+        iod that cannot be told is down, and the truncation could not be
+        carried out either; the client retries). All of those clients' handles, not only the
         file's: the iods' revocation of a file (iod/dsrevoked.py) is for
         good, as fits a removed file, and would refuse its new layouts too.
         Their other layouts fail once with NFS4ERR_STALE and are fetched
@@ -123,7 +125,7 @@ class Pnfs:
             await self.datapath.revoke(clients=ips)
         except OSError as e:
             log.warning("pNFS: fencing %s before a truncation: %s", ", ".join(ips), e)
-            raise Nfs4Error(nfsstat4.NFS4ERR_DELAY) from None
+            raise FsError(nfsstat3.NFS3ERR_JUKEBOX, "an iod is unavailable") from None
 
     async def revoke_clients(self, ips, everything=False):
         """The handles minted so far for the clients at ``ips`` (or for

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from common import fileslayout, nfs4
+from common import fileslayout, nfs3, nfs4
 from common.nfs4 import layoutiomode4, layoutreturn_type4, nfsstat4
 from common.nfs4 import nfs_opnum4 as O
 from common.xdr import decode
@@ -402,3 +402,19 @@ def test_nfsp_up_pnfs_gives_layouts_over_its_iods(ns, tmp_path):
     finally:
         up.proc.send_signal(15)
         assert up.proc.wait(timeout=60) == 0
+
+
+def test_an_nfsv3_truncation_fences_the_pnfs_writers_too(pnfs_cluster):
+    c = pnfs_cluster()
+    writer = mds(c)
+    sid, fh = open_new(writer, c, b"shared")
+    layout = the_layout(layoutget(writer, fh, sid))
+    ds = DataServers(c.ns, layout, device_of(writer, layout))
+    handle = layout.nfl_fh_list[0]
+    ok_result(ds.of(0).write(handle, 0, b"x" * 1000))
+    v3, _ = c.connect(vers=3, transport="tcp")
+    cut = nfs3.sattr3.unchanged()
+    cut.size = 10
+    v3.ok(nfs3.NFSPROC3.SETATTR, nfs3.SETATTR3args(fh, cut, None))
+    assert status(ds.of(0).write(handle, 0, b"late")) == nfsstat4.NFS4ERR_STALE
+    ds.close()
