@@ -10,12 +10,16 @@ with --ds-port; marker pnfs."""
 import hashlib
 import os
 import re
+import signal
+import threading
+import time
 
 import pytest
 
 from tests.e2e.test_nfsp_property import MIB, SIZE_MIB, _content, _delta
 from tests.support import vm as vmlib
 from tools.dev import testbed as tblib
+from tools.dev.netns import wait_until
 
 pytestmark = pytest.mark.pnfs
 
@@ -110,3 +114,61 @@ def test_a_striped_file_goes_to_and_from_the_data_servers(pnfs_testbed, kernel, 
         sends = int(re.search(r"xprt:\s+tcp(?:\s+\d+){5}\s+(\d+)", stats).group(1))
         assert io >= 2 * SIZE_MIB and sends < io / 10, stats
         g.check(f"umount {mnt}", 60)
+
+
+def _kill(tb, role):
+    """SIGKILL, as a crash: the daemon gets no chance to close its connections."""
+    rec = tb._load_state()["daemons"][role]
+    os.kill(rec["pid"], signal.SIGKILL)
+    tb.stop_daemon(role, timeout=10)    # reaped and forgotten, so start_daemons restarts it
+
+
+def _under(g, script, timeout=900):
+    """Run ``script`` in the guest in a thread: (thread, outcome dict)."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["out"] = g.check(script, timeout)
+        except BaseException as e:  # noqa: BLE001 (reported by the test's thread)
+            outcome["error"] = e
+    t = threading.Thread(target=run)
+    t.start()
+    return t, outcome
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_an_iod_killed_mid_write_and_mid_read_costs_the_application_nothing(
+        pnfs_testbed, kernel, tmp_path, rand):
+    """The client falls back to the metaserver (Linux: a data server's
+    connection error marks its device unavailable and resends through the
+    MDS), which answers DELAY while the iod is down; once it is back (restarted
+    here, as nfsp up's supervisor would) everything completes, data intact."""
+    tb = pnfs_testbed
+    content, script = _content(rand)
+    written = hashlib.md5(content).hexdigest()
+    mnt = f"/mnt/pnfs-kill-{kernel}"
+    name = f"killed-{kernel}"
+    with vmlib.VM(tb, 0, _kernel(kernel), str(tmp_path), data={"rand": rand}) as g:
+        if g.sh("command -v mount.nfs")[0] != 0:
+            pytest.skip("the guest has no mount.nfs (tools/install-deps --test)")
+        g.check(f"mkdir -p {mnt} && mount -t nfs {tb.ms.ip}:{tb.export} {mnt}", 120)
+        t, outcome = _under(g, f"{script} > {mnt}/{name} && sync")
+        wait_until(lambda: os.path.exists(os.path.join(tb.export, name)) or not t.is_alive(),
+                   120, what="the write under way")
+        _kill(tb, "iod1")
+        print(f"{kernel}: iod1 killed {'during' if t.is_alive() else 'after'} the write")
+        time.sleep(2)       # down for a while: the client must notice
+        tb.start_daemons()
+        t.join(900)
+        assert not t.is_alive() and "error" not in outcome, outcome
+        t, outcome = _under(g, f"dropcaches; md5sum < {mnt}/{name}")
+        time.sleep(1)
+        _kill(tb, "iod2")
+        print(f"{kernel}: iod2 killed {'during' if t.is_alive() else 'after'} the read")
+        time.sleep(2)
+        tb.start_daemons()
+        t.join(900)
+        assert not t.is_alive() and "error" not in outcome, outcome
+        assert outcome["out"].split()[0] == written, "other bytes after an iod was killed"
+        g.check(f"umount {mnt}", 120)
