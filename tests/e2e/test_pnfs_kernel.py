@@ -59,6 +59,19 @@ def _op_count(stats, op):
     return int(m.group(1)) if m else 0
 
 
+def _cpu_ns(tb, role="nfspd"):
+    """CPU time a daemon of the testbed has used so far, all its threads."""
+    pid = tb._load_state()["daemons"][role]["pid"]
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass        # a thread that ended meanwhile
+    return total
+
+
 def _split(what, d, tb, direction):
     client = d["vm0"][direction]
     ms = d["ms"]["rx_bytes"] + d["ms"]["tx_bytes"]
@@ -83,22 +96,24 @@ def test_a_striped_file_goes_to_and_from_the_data_servers(pnfs_testbed, kernel, 
         line = g.check(f"grep ' {mnt} ' /proc/mounts")
         assert re.search(r"[ ,]vers=4\.[12][ ,]", line), line
         path = f"{mnt}/big-{kernel}"
-        before = tb.counters()
+        before, cpu = tb.counters(), _cpu_ns(tb)
         g.check(f"{script} > {path} && sync", timeout=900)
+        cpu = _cpu_ns(tb) - cpu
         client_tx, ms, iods, split = _split("write", _delta(before, tb.counters()), tb,
                                             "tx_bytes")
-        print(split)
+        print(f"{split}; nfspd CPU {cpu / 1e6:.1f} ms, {cpu / 1e6 / SIZE_MIB:.3f} ms/MiB")
         assert client_tx >= SIZE_MIB * MIB, split
         assert iods >= 0.95 * SIZE_MIB * MIB, split
         assert ms < 0.05 * client_tx, split
 
-        before = tb.counters()
+        before, cpu = tb.counters(), _cpu_ns(tb)
         got = g.results(f"dropcaches; R read $(md5sum < {path} | cut -d' ' -f1)",
                         timeout=900)["read"]
+        cpu = _cpu_ns(tb) - cpu
         assert got == written, "the client read other bytes than it wrote (pNFS)"
         client_rx, ms, iods, split = _split("read", _delta(before, tb.counters()), tb,
                                             "rx_bytes")
-        print(split)
+        print(f"{split}; nfspd CPU {cpu / 1e6:.1f} ms, {cpu / 1e6 / SIZE_MIB:.3f} ms/MiB")
         assert client_rx >= SIZE_MIB * MIB, split
         assert ms < 0.05 * client_rx, split
 
