@@ -146,6 +146,10 @@ class IodDataPath(DataPath):
             return self.local
         return None
 
+    def links_of(self, layout_gen):
+        """The IodLinks of a layout generation, in its order (empty if unknown)."""
+        return self._gen_links.get(layout_gen, [])
+
     def iod_count(self, meta):
         if meta.layout_gen == 0:
             return 1

@@ -50,7 +50,7 @@ class Pnfs:
     def _addresses(self, gen):
         """[(ip, ds_port)] of generation ``gen``'s iods, or None when one of
         them is down or serves no data server."""
-        links = self.datapath._gen_links.get(gen)
+        links = self.datapath.links_of(gen)
         if not links:
             return None
         out = []
@@ -84,7 +84,7 @@ class Pnfs:
     # -- handles -------------------------------------------------------------------
 
     def _iod_now_ms(self, gen):
-        links = self.datapath._gen_links.get(gen) or self.datapath.links
+        links = self.datapath.links_of(gen) or self.datapath.links
         offset = min((link.clock_offset or 0.0) for link in links)
         return int((self._wall() + offset) * 1000)
 

@@ -140,7 +140,9 @@ class FakeDataPath:
         self.stripe_unit = 65536
         self.links = links
         self.layout_gen = 1
-        self._gen_links = {1: links}
+
+    def links_of(self, gen):
+        return self.links if gen == 1 else []
 
 
 def meta(gen=1):
