@@ -817,9 +817,12 @@ async def LAYOUTCOMMIT(c, args):
     fh, fs, caller = _real(c, nfsstat4.NFS4ERR_ISDIR)
     _layout_type(args.loca_layoutupdate.lou_type)
     if args.loca_reclaim:
-        # Layouts do not outlive a restart here: nothing to reclaim.
-        raise Nfs4Error(nfsstat4.NFS4ERR_NO_GRACE)
-    c.server.state_layoutcommit(c, _stateid(c, args.loca_stateid), fh)
+        # Writes sent to the data servers before this server restarted
+        # (RFC 8881 18.42.3): during grace their size is taken without the
+        # layout stateid, which went with the restart.
+        c.server.check_reclaim(c)
+    else:
+        c.server.state_layoutcommit(c, _stateid(c, args.loca_stateid), fh)
     last = args.loca_last_write_offset
     attr = fs.getattr(fh)
     if last is not None and last >= attr.size:

@@ -251,6 +251,12 @@ class Nfs4Service:
         if self.state.in_grace(self.clock()):
             raise Nfs4Error(nfsstat4.NFS4ERR_GRACE)
 
+    def check_reclaim(self, c):
+        """NO_GRACE unless a reclaim is still possible (a LAYOUTCOMMIT with
+        loca_reclaim)."""
+        if not self.state.in_grace(self.clock()):
+            raise Nfs4Error(nfsstat4.NFS4ERR_NO_GRACE)
+
     def state_open(self, c, fh, args, reclaim=False):
         owner = args.owner
         if owner.clientid != self._clientid(c):

@@ -232,6 +232,11 @@ class Metaserver:
                 await nursery.start(self.datapath.run)
                 log.info("data on %d iods (layout generation %d, stripe unit %d)",
                          len(self.datapath.links), self.datapath.layout_gen, c.stripe_unit)
+                if self.pnfs is not None:
+                    # Layouts handed out before this start are not in its
+                    # state (no fence would cover them): the iods refuse them,
+                    # and their holders fetch new ones.
+                    nursery.start_soon(self.pnfs.revoke_clients, [], True)
                 if self.purges is not None and c.unlinkd == "spawn":
                     self.unlinkd = await nursery.start(
                         spawn_unlinkd(self.purges.directory, c.iods, c.key,

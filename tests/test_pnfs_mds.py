@@ -418,3 +418,38 @@ def test_an_nfsv3_truncation_fences_the_pnfs_writers_too(pnfs_cluster):
     v3.ok(nfs3.NFSPROC3.SETATTR, nfs3.SETATTR3args(fh, cut, None))
     assert status(ds.of(0).write(handle, 0, b"late")) == nfsstat4.NFS4ERR_STALE
     ds.close()
+
+
+def test_after_a_metaserver_restart_old_layouts_are_refused_and_their_writes_reclaimed(
+        pnfs_cluster):
+    c = pnfs_cluster()
+    client = mds(c)
+    sid, fh = open_new(client, c, b"across")
+    lg = layoutget(client, fh, sid)
+    layout = the_layout(lg)
+    ds = DataServers(c.ns, layout, device_of(client, layout))
+    handle = layout.nfl_fh_list[0]
+    ok_result(ds.of(0).write(handle, 0, b"written before the restart"))
+    ok_result(ds.of(0).commit(handle))
+    client.close()
+    c.nfspd.stop()
+    c.nfspd.start()
+    # Not in the new nfspd's state, so no fence could cover it: refused.
+    wait_until(lambda: status(ds.of(0).write(handle, 0, b"x")) == nfsstat4.NFS4ERR_STALE, 30,
+               what="the previous boot's layouts revoked")
+    ds.close()
+    again = c.ns.inside(Nfs4Client, "127.0.0.1", owner=client.owner)
+    again.verifier = client.verifier
+    again.exchange_id()
+    again.create_session()
+    # In grace: the size of what was written before the restart is reclaimed.
+    commit = op(O.OP_LAYOUTCOMMIT, nfs4.LAYOUTCOMMIT4args(
+        0, nfs4.NFS4_UINT64_MAX, True, nfs4.stateid4(0, bytes(12)), 25, None,
+        nfs4.layoutupdate4(fileslayout.FILES, b"")))
+    res = again.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), commit)
+    assert res[-1].body.locr_newsize == 26
+    again.ok(op(O.OP_RECLAIM_COMPLETE, nfs4.RECLAIM_COMPLETE4args(False)))
+    assert again.getattr(fh, [nfs4.FATTR4_SIZE])[nfs4.FATTR4_SIZE] == 26
+    # Out of grace a reclaim is refused.
+    assert again.seq(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), commit).status == \
+        nfsstat4.NFS4ERR_NO_GRACE
