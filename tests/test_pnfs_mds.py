@@ -6,6 +6,7 @@ the cases where no layout can be had and the client does its I/O through the
 metaserver; and a removed file's handle refused by the data servers."""
 
 import os
+import signal
 
 import pytest
 
@@ -453,3 +454,21 @@ def test_after_a_metaserver_restart_old_layouts_are_refused_and_their_writes_rec
     # Out of grace a reclaim is refused.
     assert again.seq(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), commit).status == \
         nfsstat4.NFS4ERR_NO_GRACE
+
+
+def test_exports_reloaded_revoke_every_layout(pnfs_cluster):
+    c = pnfs_cluster()
+    client = mds(c)
+    sid, fh = open_new(client, c, b"f")
+    layout = the_layout(layoutget(client, fh, sid))
+    ds = DataServers(c.ns, layout, device_of(client, layout))
+    handle = layout.nfl_fh_list[0]
+    ok_result(ds.of(0).write(handle, 0, b"before"))
+    other = os.path.join(os.path.dirname(c.export), "another")
+    os.makedirs(other)
+    with open(c.nfspd.exports, "a") as f:      # the rules change: one more export
+        f.write(f"{other} 127.0.0.0/8(ro,insecure)\n")
+    os.kill(c.nfspd.proc.pid, signal.SIGHUP)
+    wait_until(lambda: status(ds.of(0).write(handle, 0, b"x")) == nfsstat4.NFS4ERR_STALE, 30,
+               what="the layouts revoked on the reload")
+    ds.close()
