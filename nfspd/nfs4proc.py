@@ -9,8 +9,11 @@ file-system layer (mapped by the loop). Files are the exports' MetaFS objects
 with the same handles, permission checks and data path as NFSv3 (a READ or
 WRITE runs through MetaFS's read/write halves, as nfs3proc's TCP relay does);
 the directories above the exports are the pseudo file system's
-(nfspd/nfs4pseudo.py), which ``c.current_fs`` None marks. Client, session
-and open/lock state are nfspd/nfs4state.py's, reached through ``c.server``.
+(nfspd/nfs4pseudo.py), which ``c.current_fs`` None marks. Client, session,
+open/lock and layout state are nfspd/nfs4state.py's, reached through
+``c.server``; the pNFS operations (LAYOUTGET, GETDEVICEINFO, LAYOUTRETURN,
+LAYOUTCOMMIT) hand out the iods' data servers through nfspd/pnfs.py, and
+answer NOTSUPP as before without --pnfs.
 """
 
 import logging
