@@ -244,7 +244,7 @@ async def _run_async(c, argarray, i, ops, later=None):
             except Exception:  # noqa: BLE001 (a bug: see _fault)
                 status = _fault(c, op)
             if status != nfsstat4.NFS4_OK:
-                return _reply(c, status)
+                return await _answer_async(c, status)
             i += 1
         while i < len(argarray):
             a = argarray[i]
