@@ -268,14 +268,15 @@ async def _run_async(c, argarray, i, ops, later=None):
             if status != nfsstat4.NFS4_OK:
                 return await _answer_async(c, status)
             i += 1
+        return await _answer_async(c, nfsstat4.NFS4_OK)
     except Replay as r:
         return Encoded(r.reply)
     finally:
         if c.slot is not None:
-            # Cancelled while waiting (the connection went): the slot must not
-            # stay busy, or the client's retry would get DELAY forever.
+            # Cancelled while waiting (the connection went), or a bug: the
+            # slot must not stay busy, or the client's retry would get DELAY
+            # forever. A reply built has completed the slot already, cached.
             c.server.sequence_done(c, None)
-    return await _answer_async(c, nfsstat4.NFS4_OK)
 
 
 def _step(c, op, a):

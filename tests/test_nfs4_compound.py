@@ -72,6 +72,22 @@ def test_a_retransmitted_request_is_answered_from_the_slot_not_run_again(ns, nfs
     assert c.seq(op(O.OP_PUTROOTFH)).status == nfsstat4.NFS4ERR_SEQ_MISORDERED
 
 
+def test_a_retransmitted_write_is_answered_from_the_slot(ns, nfspd):
+    """WRITE waits on the data path (an operation that finishes later): its
+    reply is cached in the slot all the same, so the retry gets the same bytes."""
+    d = nfspd()
+    c = mounted(ns)
+    sid, fh = c.open(_export_dir(c, d), b"w")
+    seq = c.sequence_op(cachethis=True)
+    write = op(O.OP_WRITE, nfs4.WRITE4args(sid, 0, nfs4.stable_how4.FILE_SYNC4, b"once"))
+    args = nfs4.encode_compound(nfs4.COMPOUND4args(b"", 1, [seq, op(O.OP_PUTFH,
+                                                   nfs4.PUTFH4args(fh)), write]))
+    first = c.compound_raw(args)
+    again = c.compound_raw(args)
+    assert nfs4.decode_compound_res(first).status == nfsstat4.NFS4_OK
+    assert again == first
+
+
 def test_sequence_on_a_destroyed_session_is_badsession(ns, nfspd):
     nfspd()
     c = mounted(ns)
