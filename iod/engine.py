@@ -229,8 +229,7 @@ class Engine:
         if self.revoked is not None:
             # Before the datafiles go: a data-server WRITE in between would
             # bring one back, and nothing would ever purge it again.
-            for ino, seed in msg.files:
-                self.revoked.revoke_file(ino, seed, int(wall * 1000))
+            self.revoked.revoke(int(wall * 1000), files=msg.files)
         gone = sum(self.store.purge(ino, seed) for ino, seed in msg.files)
         if gone:
             # unlinkd trims its journal on this reply: a crash right after it
@@ -242,12 +241,8 @@ class Engine:
     def REVOKE(self, msg, peer, udp, wall, mono):
         if self.revoked is not None:
             at = int(msg.stamp.time * 1000)     # stamped: needs_stamp
-            for ip in msg.clients:
-                self.revoked.revoke_client(ip, at)
-            for ino, seed in msg.files:
-                self.revoked.revoke_file(ino, seed, at)
-            if msg.everything:
-                self.revoked.revoke_all(at)
+            self.revoked.revoke(at, files=msg.files, clients=msg.clients,
+                                everything=msg.everything)
         return iodproto.reply(msg)
 
     def LIST(self, msg, peer, udp, wall, mono):

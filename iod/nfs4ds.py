@@ -59,6 +59,7 @@ from common.nfs4error import Nfs4Error
 from common.nfs4sessions import ChannelAttrs, Replay
 from common.runtime.resvport import PRIVILEGED_PORTS
 from common.xdr import Packer, Unpacker, XdrError
+from iod.dsrevoked import Stale
 from iod.nfs4dsstate import DsState
 
 MAX_IO = 1 << 20                 # bytes of one READ or WRITE, as the iod protocol's
@@ -493,7 +494,15 @@ class DataServer:
         if args.offset + len(data) > NFS4_MAXFILEOFF + 1:
             raise Nfs4Error(nfsstat4.NFS4ERR_FBIG)
         sync = args.stable != stable_how4.UNSTABLE4
-        _io(self.store.write, fh.ino, fh.seed, args.offset, data, sync=sync)
+        try:
+            # Checked again as it lands: a REVOKE may have come since PUTFH,
+            # and once the iod has acknowledged one, the metaserver may cut
+            # the file (iod/dsrevoked.py).
+            with self.revoked.writing(fh):
+                _io(self.store.write, fh.ino, fh.seed, args.offset, data, sync=sync)
+        except Stale:
+            self._count("ds_refused_stale")
+            raise Nfs4Error(nfsstat4.NFS4ERR_STALE) from None
         self._count("ds_write")
         self._count("ds_write_bytes", len(data))
         committed = stable_how4.FILE_SYNC4 if sync else stable_how4.UNSTABLE4

@@ -3,13 +3,15 @@
 one client, and nothing without the key makes or bends one."""
 
 import ipaddress
+import threading
 
 import pytest
 
 from common import dsfh
 from common.iodproto import Keys
 from common.nfs4 import nfsstat4
-from iod.dsrevoked import Revoked
+from iod.dsrevoked import Revoked, Stale
+from tools.dev.netns import wait_until
 
 KEYS = Keys((3, b"k" * 32))
 OTHER_KEYS = Keys((3, b"x" * 32))
@@ -145,3 +147,36 @@ def test_revoking_everything_raises_the_floor_and_never_lowers_it():
     r.revoke_all(3000)
     r.revoke_all(2000)
     assert r.floor == 3000 and r.stale(handle(minted=2999)) and not r.stale(handle(minted=3000))
+
+
+def test_a_revocation_returns_only_once_the_writes_admitted_before_it_have_landed():
+    """What lets the metaserver truncate right after an iod acknowledged its
+    REVOKE: no write through a revoked handle lands after that."""
+    r = Revoked(floor=0)
+    h = handle(1, 1, minted=100)
+    landing, landed, revoked = threading.Event(), threading.Event(), threading.Event()
+
+    def write():
+        with r.writing(h):
+            landing.set()
+            landed.wait(60)
+
+    def revoke():
+        r.revoke(5000, files=[(1, 1)])
+        revoked.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert landing.wait(60)
+    revoker = threading.Thread(target=revoke)
+    revoker.start()
+    # The revocation is in (a new write is refused) but has not returned.
+    wait_until(lambda: r.stale(h), 60, what="the revocation recorded")
+    with pytest.raises(Stale), r.writing(h):
+        pass
+    assert not revoked.is_set()
+    landed.set()
+    assert revoked.wait(60)
+    writer.join(60)
+    revoker.join(60)
+
