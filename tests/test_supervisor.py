@@ -105,3 +105,17 @@ def test_sigterm_stops_the_wait(supervisor):
     os.kill(os.getpid(), signal.SIGTERM)
     with pytest.raises(Stopped):
         supervisor.wait(5)
+
+
+def test_stopping_one_still_starting_is_no_problem_even_before_its_handler(supervisor):
+    """Our SIGTERM ends a daemon still importing (no handler yet): that is
+    the stop asked for, not a failure to report."""
+    child = supervisor.start("starting", python("import time; time.sleep(60)"))
+    assert supervisor.stop([child], 5) == []
+    assert child.proc.returncode == -signal.SIGTERM
+
+
+def test_one_that_served_and_dies_of_sigterm_while_stopping_is_reported(supervisor):
+    child = supervisor.start("served", python("import time; time.sleep(60)"))
+    supervisor.served([child])
+    assert supervisor.stop([child], 5) == ["served was killed by SIGTERM while stopping"]

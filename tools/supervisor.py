@@ -259,6 +259,10 @@ class Supervisor:
                 c.proc.wait()
                 problems.append(f"{c.name} did not stop within {timeout:g} s; killed it")
                 continue
+            if c.proc.returncode == -signal.SIGTERM and not c.served:
+                # Still starting (its handler not yet installed): our SIGTERM
+                # ended it as asked, before it held anything to shut down.
+                continue
             if c.proc.returncode != 0:
                 problems.append(f"{c.name} {c.describe_exit()} while stopping")
         return problems
