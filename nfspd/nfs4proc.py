@@ -30,6 +30,11 @@ from common.nfs3 import (
 )
 from common.nfs4 import (
     NFSPROC4,
+    OPEN4_RESULT_LOCKTYPE_POSIX,
+    OPEN4_RESULT_PRESERVE_UNLINKED,
+    OPEN4_SHARE_ACCESS_BOTH,
+    OPEN4_SHARE_ACCESS_READ,
+    OPEN4_SHARE_ACCESS_WRITE,
     change_info4,
     createmode4,
     data_content4,
@@ -70,11 +75,6 @@ log = logging.getLogger(__name__)
 AUTH_SYS = 1
 ACCESS4_ALL = (ACCESS3_READ | ACCESS3_LOOKUP | ACCESS3_MODIFY | ACCESS3_EXTEND | ACCESS3_DELETE
                | ACCESS3_EXECUTE)
-OPEN4_SHARE_ACCESS_READ = 1
-OPEN4_SHARE_ACCESS_WRITE = 2
-OPEN4_SHARE_ACCESS_BOTH = 3
-OPEN4_RESULT_LOCKTYPE_POSIX = 0x4
-OPEN4_RESULT_PRESERVE_UNLINKED = 0x8
 READDIR_MAX_ENTRIES = 512
 # MetaFS lists "." and ".." first (cookies 1 and 2); NFSv4 READDIR never does.
 _DOT_NAMES = (b".", b"..")
@@ -268,6 +268,15 @@ def _check_lock_target(c, fh, fs):
         raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)
 
 
+def _must_be_dir(fs, fh):
+    """LOOKUP and LOOKUPP from a symlink are SYMLINK, from anything else NOTDIR."""
+    kind = fs.getattr(fh).type
+    if kind == FileType.LNK:
+        raise Nfs4Error(nfsstat4.NFS4ERR_SYMLINK)
+    if kind != FileType.DIR:
+        raise Nfs4Error(nfsstat4.NFS4ERR_NOTDIR)
+
+
 def LOOKUP(c, args):
     fh, fs = c.fh()
     name = _dir_name(c, args.objname)
@@ -279,11 +288,7 @@ def LOOKUP(c, args):
         c.set_fh(nfh, nfs)
         return
     fs, caller = c.ctx.service.resolve(c.ctx, fh)
-    attr = fs.getattr(fh)
-    if attr.type == FileType.LNK:
-        raise Nfs4Error(nfsstat4.NFS4ERR_SYMLINK)
-    if attr.type != FileType.DIR:
-        raise Nfs4Error(nfsstat4.NFS4ERR_NOTDIR)
+    _must_be_dir(fs, fh)
     nfh, _, _ = fs.lookup(fh, name, caller)
     c.set_fh(nfh, fs)
 
@@ -295,11 +300,7 @@ def LOOKUPP(c, args):
         c.set_fh(nfh, nfs)
         return
     fs, caller = c.ctx.service.resolve(c.ctx, fh)
-    attr = fs.getattr(fh)
-    if attr.type == FileType.LNK:
-        raise Nfs4Error(nfsstat4.NFS4ERR_SYMLINK)
-    if attr.type != FileType.DIR:
-        raise Nfs4Error(nfsstat4.NFS4ERR_NOTDIR)
+    _must_be_dir(fs, fh)
     if fh == fs.root_fh:
         parent = c.view.parent_of_export(fs)
         if parent is None:
