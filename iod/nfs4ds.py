@@ -49,6 +49,7 @@ from common.nfs4 import (
     NFS4_COMPOUND_MAX_OPS,
     NFS4_MAXFILEOFF,
     NFS4_PROGRAM,
+    NFS_V4,
     nfs_argop4,
     nfs_resop4,
     nfsstat4,
@@ -63,7 +64,6 @@ from iod.dsrevoked import Stale
 from iod.nfs4dsstate import DsState
 
 MAX_IO = 1 << 20                 # bytes of one READ or WRITE, as the iod protocol's
-NFS_V4 = 4
 MINOR_VERSIONS = (1, 2)          # the client speaks to a data server its mount's minor version
 # What a COMPOUND4res and the RPC reply head cost around READ data, at most
 # (tag aside): a READ reply must fit the session's ca_maxresponsesize.

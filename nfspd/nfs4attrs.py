@@ -17,11 +17,10 @@ import grp
 import pwd
 
 from common import nfs4
-from common.nfs4 import fsid4, nfsstat4, nfstime4, specdata4, time_how4
+from common.nfs4 import FH4_PERSISTENT, fsid4, nfsstat4, nfstime4, specdata4, time_how4
 from nfspd.fs.types import SET_TO_SERVER_TIME, FsError, SetAttr
 from nfspd.nfs4compound import Nfs4Error
 
-FH4_PERSISTENT = 0
 NAME_MAX = 255
 LINK_MAX = 32000
 MAXFILESIZE = (1 << 63) - 1

@@ -13,10 +13,9 @@ byte-range locks), as with the Linux client's POSIX and flock locks.
 
 import dataclasses
 
-from common.nfs4 import nfsstat4
+from common.nfs4 import NFS4_UINT64_MAX, nfsstat4
 from common.nfs4error import Nfs4Error
 
-NFS4_UINT64_MAX = 0xFFFFFFFFFFFFFFFF
 TO_EOF = 1 << 64
 
 # nfs_lock_type4

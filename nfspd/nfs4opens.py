@@ -17,7 +17,7 @@ seqids, so an owner is forgotten with its last stateid.
 
 import dataclasses
 
-from common.nfs4 import nfsstat4
+from common.nfs4 import OPEN4_SHARE_ACCESS_READ, OPEN4_SHARE_ACCESS_WRITE, nfsstat4
 from common.nfs4error import Nfs4Error
 from nfspd.nfs4locks import (
     READ_LT,
@@ -38,14 +38,6 @@ from nfspd.nfs4stateid import (
     next_seqid,
     special_kind,
 )
-
-OPEN4_SHARE_ACCESS_READ = 0x1
-OPEN4_SHARE_ACCESS_WRITE = 0x2
-OPEN4_SHARE_ACCESS_BOTH = 0x3
-OPEN4_SHARE_DENY_NONE = 0x0
-OPEN4_SHARE_DENY_READ = 0x1
-OPEN4_SHARE_DENY_WRITE = 0x2
-OPEN4_SHARE_DENY_BOTH = 0x3
 
 # Bounds (see nfs4state on DELAY versus SERVERFAULT).
 MAX_STATEIDS = 65536               # open and lock stateids, all clients (DELAY)

@@ -10,10 +10,11 @@ it, so a torn or edited file is detected rather than half-believed.
 import struct
 import zlib
 
+from common.nfs4 import NFS4_OPAQUE_LIMIT
+
 MAGIC = b"NFSP4CL\n"
 VERSION = 1
 MAX_RECORD_CLIENTS = 4096
-NFS4_OPAQUE_LIMIT = 1024
 
 
 class RecordError(ValueError):

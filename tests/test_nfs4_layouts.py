@@ -7,13 +7,15 @@ import pytest
 
 from common import dsfh, fileslayout, iodproto
 from common.metafile import Metafile
-from common.nfs4 import nfsstat4
-from nfspd import nfs4layoutstate
-from nfspd.nfs4layoutstate import ANY, READ, RW
-from nfspd.nfs4state import (
+from common.nfs4 import (
     EXCHGID4_FLAG_USE_NON_PNFS,
     EXCHGID4_FLAG_USE_PNFS_MDS,
     OPEN4_SHARE_ACCESS_BOTH,
+    nfsstat4,
+)
+from nfspd import nfs4layoutstate
+from nfspd.nfs4layoutstate import ANY, READ, RW
+from nfspd.nfs4state import (
     Nfs4Error,
     Nfs4State,
 )

@@ -10,10 +10,33 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.nfs4 import nfsstat4
+from common.nfs4 import (
+    CREATE_SESSION4_FLAG_CONN_BACK_CHAN,
+    CREATE_SESSION4_FLAG_PERSIST,
+    EXCHGID4_FLAG_CONFIRMED_R,
+    EXCHGID4_FLAG_UPD_CONFIRMED_REC_A,
+    EXCHGID4_FLAG_USE_NON_PNFS,
+    NFS4_UINT64_MAX,
+    OPEN4_SHARE_ACCESS_BOTH,
+    OPEN4_SHARE_ACCESS_READ,
+    OPEN4_SHARE_ACCESS_WRITE,
+    OPEN4_SHARE_DENY_NONE,
+    OPEN4_SHARE_DENY_READ,
+    OPEN4_SHARE_DENY_WRITE,
+    nfsstat4,
+)
+from common.nfs4sessions import (
+    CDFC4_BACK,
+    CDFC4_FORE_OR_BOTH,
+    CDFS4_FORE,
+    ChannelAttrs,
+    Replay,
+    ReplyCacheBudget,
+    Session,
+    SlotHandle,
+)
 from nfspd import nfs4opens, nfs4state
 from nfspd.nfs4locks import (
-    NFS4_UINT64_MAX,
     READ_LT,
     READW_LT,
     WRITE_LT,
@@ -22,29 +45,8 @@ from nfspd.nfs4locks import (
     lock_range,
 )
 from nfspd.nfs4record import RecordError, decode_record
-from common.nfs4sessions import (
-    CDFC4_BACK,
-    CDFC4_FORE_OR_BOTH,
-    CDFS4_FORE,
-    CREATE_SESSION4_FLAG_CONN_BACK_CHAN,
-    CREATE_SESSION4_FLAG_PERSIST,
-    ChannelAttrs,
-    Replay,
-    ReplyCacheBudget,
-    Session,
-    SlotHandle,
-)
 from nfspd.nfs4state import (
-    EXCHGID4_FLAG_CONFIRMED_R,
-    EXCHGID4_FLAG_UPD_CONFIRMED_REC_A,
-    EXCHGID4_FLAG_USE_NON_PNFS,
     MAX_SESSIONS_PER_CLIENT,
-    OPEN4_SHARE_ACCESS_BOTH,
-    OPEN4_SHARE_ACCESS_READ,
-    OPEN4_SHARE_ACCESS_WRITE,
-    OPEN4_SHARE_DENY_NONE,
-    OPEN4_SHARE_DENY_READ,
-    OPEN4_SHARE_DENY_WRITE,
     Nfs4Error,
     Nfs4State,
 )
