@@ -1,6 +1,7 @@
 """NFSv4.1 server state, pure: client ids, sessions, leases, grace, opens and locks.
 
-Parts: common/nfs4sessions (channel attributes, slots, SEQUENCE), nfs4opens (stateids,
+Parts: common/nfs4clients (client ids and sessions, shared with the iods' data
+servers), common/nfs4sessions (channel attributes, slots, SEQUENCE), nfs4opens (stateids,
 share reservations, locks: a mixin of Nfs4State), nfs4layoutstate (pNFS layouts, a
 mixin too), nfs4locks (byte ranges),
 nfs4stateid (stateid minting and the special stateids), nfs4record (the durable
@@ -71,32 +72,19 @@ Decisions:
 """
 
 import dataclasses
-import hashlib
-import hmac
-import secrets
-import struct
 
 from common.nfs4 import (
-    EXCHGID4_FLAG_CONFIRMED_R,
-    EXCHGID4_FLAG_UPD_CONFIRMED_REC_A,
     EXCHGID4_FLAG_USE_NON_PNFS,
     EXCHGID4_FLAG_USE_PNFS_MDS,
-    NFS4_VERIFIER_SIZE,
     nfsstat4,
 )
+from common.nfs4clients import Client, ClientTable
 from common.nfs4error import Nfs4Error
 from common.nfs4sessions import (
-    CDFC4_FORE,
-    CDFC4_FORE_OR_BOTH,
-    CDFS4_FORE,
     DEFAULT_SERVER_LIMITS,
     ChannelAttrs,
     Replay,
-    ReplyCacheBudget,
-    Session,
     SlotHandle,
-    negotiate_back,
-    negotiate_fore,
 )
 from nfspd.nfs4layoutstate import LayoutState
 from nfspd.nfs4locks import LockDenied
@@ -109,7 +97,7 @@ from nfspd.nfs4opens import (  # noqa: F401 (re-exported for the COMPOUND layer)
     OpenResult,
     OpensAndLocks,
 )
-from nfspd.nfs4record import NFS4_OPAQUE_LIMIT, decode_record, encode_record
+from nfspd.nfs4record import decode_record, encode_record
 from nfspd.nfs4stateid import (
     INVALID_STATEID,
     Stateid,
@@ -147,54 +135,28 @@ MAX_SESSIONS_PER_CLIENT = 8        # (SERVERFAULT)
 
 
 @dataclasses.dataclass(frozen=True)
-class ExchangeIdResult:
-    clientid: int
-    sequenceid: int
-    flags: int
-
-
-@dataclasses.dataclass(frozen=True)
-class CreateSessionResult:
-    sessionid: bytes
-    sequenceid: int
-    flags: int
-    fore: ChannelAttrs
-    back: ChannelAttrs
-
-
-@dataclasses.dataclass(frozen=True)
 class ExpiredClient:
     clientid: int
     owner: bytes
     principal: str
 
 
-class _Client:
+class _Client(Client):
     def __init__(self, clientid, owner, verifier, principal, now):
-        self.clientid = clientid
-        self.owner = owner
-        self.verifier = verifier
-        self.principal = principal
-        self.confirmed = False
-        self.cs_seq = 0          # CREATE_SESSION's one slot: last executed sequence
-        self.cs_reply = None
-        self.last_renew = now
-        self.sessions = {}
+        super().__init__(clientid, owner, verifier, principal, now)
         self.open_owners = {}    # owner bytes -> set of open state indices
         self.lock_owners = {}    # owner bytes -> set of lock state indices
         self.nstates = 0
-        self.reclaim_complete = False
-
-    @property
-    def identity(self):
-        return (self.owner, self.principal)
 
 
 def _lease_expired(client, lease_time, now):
-    return now - client.last_renew >= lease_time
+    return now - client.last_heard >= lease_time
 
 
-class Nfs4State(OpensAndLocks, LayoutState):
+class Nfs4State(ClientTable, OpensAndLocks, LayoutState):
+    client_class = _Client
+    max_sessions_per_client = MAX_SESSIONS_PER_CLIENT
+
     def __init__(self, *, now, boot_epoch, secret=None, previous_record=None,
                  lease_time=DEFAULT_LEASE_TIME, grace_time=None,
                  server_limits=DEFAULT_SERVER_LIMITS, pnfs=False):
@@ -206,24 +168,15 @@ class Nfs4State(OpensAndLocks, LayoutState):
         epoch = boot_epoch & UINT32_MAX
         if previous_record and epoch <= previous_epoch:
             epoch = (previous_epoch + 1) & UINT32_MAX
-        self.epoch = epoch
-        self._secret = bytes(secret) if secret is not None else secrets.token_bytes(16)
-        self._minter = StateidMinter(epoch, self._secret)
+        self._init_clients(epoch, secret, server_limits)
+        self._minter = StateidMinter(self.epoch, self._secret)
         self.lease_time = lease_time
-        self.server_limits = server_limits
-        self._clients = {}
-        self._confirmed_by_owner = {}
-        self._unconfirmed_by_owner = {}
-        self._sessions = {}
-        self._reply_budget = ReplyCacheBudget()
         self._init_opens_and_locks()
         self._init_layouts()
         # A metadata server of pNFS or a plain server: Linux refuses a reply
         # with both USE_PNFS_MDS and USE_NON_PNFS (nfs4_check_cl_exchange_flags),
         # though RFC 8881 13.1 allows it.
-        self._pnfs_flag = EXCHGID4_FLAG_USE_PNFS_MDS if pnfs else EXCHGID4_FLAG_USE_NON_PNFS
-        self._next_client = 1
-        self._next_session = 1
+        self.role_flag = EXCHGID4_FLAG_USE_PNFS_MDS if pnfs else EXCHGID4_FLAG_USE_NON_PNFS
         # Grace (RFC 8881 8.4.2): only clients of the previous record may reclaim.
         self._previous = set(previous)
         self._completed = set()
@@ -279,156 +232,36 @@ class Nfs4State(OpensAndLocks, LayoutState):
     def reclaim_complete(self, clientid, one_fs, now):
         """RECLAIM_COMPLETE (RFC 8881 18.51); rca_one_fs is accepted and ignored
         (we reclaim per client, not per file system)."""
-        client = self._client(clientid)
-        if one_fs:
+        client = self._mark_reclaim_complete(clientid, one_fs)
+        if client is None:
             return
-        if client.reclaim_complete:
-            raise Nfs4Error(nfsstat4.NFS4ERR_COMPLETE_ALREADY)
-        client.reclaim_complete = True
         if client.identity in self._previous:
             self._completed.add(client.identity)
         self._touch_record()
         self._end_grace_if_over(now)
 
-    # ---- client ids ---------------------------------------------------------
+    # ---- client ids: common/nfs4clients, with leases ------------------------
 
-    def _client(self, clientid):
-        client = self._clients.get(clientid)
-        if client is None:
-            raise Nfs4Error(nfsstat4.NFS4ERR_STALE_CLIENTID)
-        return client
+    def _holds_owner(self, client, now):
+        return not _lease_expired(client, self.lease_time, now)
 
-    def _exchange_result(self, client):
-        flags = self._pnfs_flag
-        if client.confirmed:
-            flags |= EXCHGID4_FLAG_CONFIRMED_R
-        return ExchangeIdResult(client.clientid, (client.cs_seq + 1) & UINT32_MAX, flags)
-
-    def exchange_id(self, owner, verifier, principal, flags, now):
-        """EXCHANGE_ID, the case table of RFC 8881 18.35.5. Only SP4_NONE state
-        protection is handled here; the COMPOUND layer refuses the others."""
-        owner, verifier = bytes(owner), bytes(verifier)
-        if not 0 < len(owner) <= NFS4_OPAQUE_LIMIT or len(verifier) != NFS4_VERIFIER_SIZE:
-            raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)
-        if flags & EXCHGID4_FLAG_CONFIRMED_R:
-            raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)
-        confirmed = self._confirmed_by_owner.get(owner)
-        if flags & EXCHGID4_FLAG_UPD_CONFIRMED_REC_A:
-            if confirmed is None:
-                raise Nfs4Error(nfsstat4.NFS4ERR_NOENT)
-            if confirmed.principal != principal:
-                raise Nfs4Error(nfsstat4.NFS4ERR_PERM)
-            if confirmed.verifier != verifier:
-                raise Nfs4Error(nfsstat4.NFS4ERR_NOT_SAME)
-            confirmed.last_renew = now
-            return self._exchange_result(confirmed)
-        if confirmed is not None:
-            if confirmed.principal != principal:
-                if not _lease_expired(confirmed, self.lease_time, now):
-                    raise Nfs4Error(nfsstat4.NFS4ERR_CLID_INUSE)
-            elif confirmed.verifier == verifier:
-                confirmed.last_renew = now
-                return self._exchange_result(confirmed)
-            # Otherwise the client restarted (or the squatted owner's lease ran
-            # out): a new record, and the old one goes when the new is confirmed.
-        unconfirmed = self._unconfirmed_by_owner.pop(owner, None)
-        if unconfirmed is not None:
-            self._drop_client(unconfirmed)
+    def _make_room(self, now):
         if len(self._clients) >= MAX_CLIENTS:
             self.expire(now)
             if len(self._clients) >= MAX_CLIENTS:
                 raise Nfs4Error(nfsstat4.NFS4ERR_DELAY)
-        if self._next_client > UINT32_MAX:
-            raise Nfs4Error(nfsstat4.NFS4ERR_SERVERFAULT)
-        clientid = (self.epoch << 32) | self._next_client
-        self._next_client += 1
-        client = _Client(clientid, owner, verifier, principal, now)
-        self._clients[clientid] = client
-        self._unconfirmed_by_owner[owner] = client
-        return self._exchange_result(client)
 
-    def create_session(self, clientid, sequenceid, flags, fore, back, principal, now,
-                       connection=None, cb_program=0):
-        """CREATE_SESSION (RFC 8881 18.36) with its own one-slot replay cache;
-        the first one confirms the client id."""
-        client = self._client(clientid)
-        if client.cs_reply is not None and sequenceid == client.cs_seq:
-            return client.cs_reply
-        if sequenceid != (client.cs_seq + 1) & UINT32_MAX:
-            raise Nfs4Error(nfsstat4.NFS4ERR_SEQ_MISORDERED)
-        if principal != client.principal:
-            raise Nfs4Error(nfsstat4.NFS4ERR_CLID_INUSE)
-        if len(client.sessions) >= MAX_SESSIONS_PER_CLIENT:
-            raise Nfs4Error(nfsstat4.NFS4ERR_SERVERFAULT)
-        fore = negotiate_fore(fore, self.server_limits)
-        back = negotiate_back(back)
-        if not client.confirmed:
-            old = self._confirmed_by_owner.get(client.owner)
-            if old is not None:
-                self._drop_client(old)
-            del self._unconfirmed_by_owner[client.owner]
-            self._confirmed_by_owner[client.owner] = client
-            client.confirmed = True
-        counter = self._next_session
-        self._next_session += 1
-        head = struct.pack(">QI", clientid, counter & UINT32_MAX)
-        sessionid = head + hmac.new(self._secret, head, hashlib.sha256).digest()[:4]
-        session = Session(sessionid, clientid, 0, fore, back, cb_program, self._reply_budget)
-        session.bind(connection)
-        client.sessions[sessionid] = session
-        self._sessions[sessionid] = session
-        client.cs_seq = sequenceid
-        client.cs_reply = CreateSessionResult(sessionid, sequenceid, 0, fore, back)
-        client.last_renew = now
+    def _busy(self, client):
+        return bool(client.sessions or client.nstates)
+
+    def _confirmed(self, client):
         self._touch_record()
-        return client.cs_reply
-
-    def destroy_session(self, sessionid):
-        session = self._sessions.pop(bytes(sessionid), None)
-        if session is None:
-            raise Nfs4Error(nfsstat4.NFS4ERR_BADSESSION)
-        self._clients[session.clientid].sessions.pop(session.sessionid, None)
-        session.destroy()
-
-    def destroy_clientid(self, clientid):
-        client = self._client(clientid)
-        if client.sessions or client.nstates:
-            raise Nfs4Error(nfsstat4.NFS4ERR_CLIENTID_BUSY)
-        self._drop_client(client)
-
-    def bind_conn_to_session(self, sessionid, connection, direction, now):
-        """BIND_CONN_TO_SESSION: fore channel only (no back channel, see nfs4sessions)."""
-        session = self._sessions.get(bytes(sessionid))
-        if session is None:
-            raise Nfs4Error(nfsstat4.NFS4ERR_BADSESSION)
-        if direction not in (CDFC4_FORE, CDFC4_FORE_OR_BOTH):
-            raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)
-        session.bind(connection)
-        self._clients[session.clientid].last_renew = now
-        return CDFS4_FORE
-
-    def connection_closed(self, connection):
-        for session in self._sessions.values():
-            session.connections.pop(connection, None)
-
-    def session_connections(self, sessionid):
-        session = self._sessions.get(bytes(sessionid))
-        if session is None:
-            raise Nfs4Error(nfsstat4.NFS4ERR_BADSESSION)
-        return list(session.connections)
 
     def sequence(self, sessionid, sequenceid, slotid, highest_slotid, cachethis, now,
                  connection=None):
         """SEQUENCE (RFC 8881 18.46). sa_highest_slotid and sa_cachethis are
         accepted for the record: the shell decides what to cache (see SlotHandle)."""
-        session = self._sessions.get(bytes(sessionid))
-        if session is None:
-            raise Nfs4Error(nfsstat4.NFS4ERR_BADSESSION)
-        outcome = session.sequence(sequenceid, slotid, status_flags=0)
-        # SP4_NONE: a SEQUENCE binds the connection it came on (RFC 8881 2.10.5.1).
-        session.bind(connection)
-        self._clients[session.clientid].last_renew = now
-        return outcome
+        return self._sequence(sessionid, sequenceid, slotid, now, connection)
 
     # ---- leases -------------------------------------------------------------
 
@@ -462,12 +295,5 @@ class Nfs4State(OpensAndLocks, LayoutState):
         for indices in list(client.lock_owners.values()):
             for index in list(indices):
                 self._remove_lock(self._states[index])
-        for session in client.sessions.values():
-            self._sessions.pop(session.sessionid, None)
-            session.destroy()
-        client.sessions.clear()
-        self._clients.pop(client.clientid, None)
-        for table in (self._confirmed_by_owner, self._unconfirmed_by_owner):
-            if table.get(client.owner) is client:
-                del table[client.owner]
+        super()._drop_client(client)
         self._touch_record()
