@@ -352,6 +352,7 @@ def status_of(server):
                                 sum(fs.meta_lookups for fs in fss)),
         "clients": [{"host": host, "ip": ip, "path": os.fsdecode(path)}
                     for host, ip, path in server.registry.mounts._entries],
+        "v4_clients": server.v4.clients(),
         "counters": {"nfs": server.nfs.counters.as_dict(),
                      "mount": server.mount.counters.as_dict(),
                      "data": data_counters},

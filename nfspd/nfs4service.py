@@ -133,6 +133,10 @@ class Nfs4Service:
     # with opens is held (MetaFS.hold: usable by handle, data kept); the last
     # CLOSE, or the state going with its client, releases it.
 
+    def clients(self):
+        """Each NFSv4.1 client id, for `nfsp status`."""
+        return self.state.clients_view(self.clock())
+
     def opened(self, c, fh, fs, sid):
         clients = self.opens.setdefault(bytes(fh), (fs, set()))[1]
         clients.add((self._clientid(c), bytes(sid.other)))

@@ -263,6 +263,27 @@ class Nfs4State(ClientTable, OpensAndLocks, LayoutState):
         accepted for the record: the shell decides what to cache (see SlotHandle)."""
         return self._sequence(sessionid, sequenceid, slotid, now, connection)
 
+    def clients_view(self, now):
+        """What `nfsp status` shows of each client id: plain values, newest last."""
+        view = []
+        for client in self._clients.values():
+            addresses = {conn[1] for session in client.sessions.values()
+                         for conn in session.connections
+                         if isinstance(conn, tuple) and len(conn) > 1}
+            view.append({
+                "clientid": f"{client.clientid:016x}",
+                "owner": client.owner.decode("utf-8", "replace"),
+                "principal": client.principal,
+                "confirmed": client.confirmed,
+                "addresses": sorted(str(a[0] if isinstance(a, tuple) else a) for a in addresses),
+                "sessions": len(client.sessions),
+                "states": client.nstates,
+                "layouts": self._nlayouts.get(client.clientid, 0),
+                "idle": round(now - client.last_heard, 3),
+                "lease_left": round(max(0.0, client.last_heard + self.lease_time - now), 3),
+            })
+        return view
+
     # ---- leases -------------------------------------------------------------
 
     def expire(self, now):

@@ -21,6 +21,7 @@ from nfspd import admin
 
 from tools import status as status_tool
 from tools.dev.netns import wait_until
+from tools.dev.nfs4client import Nfs4Client
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -153,6 +154,20 @@ def test_status_shows_mounts_rtt_and_cache_counters(cluster):
     assert "REQUESTS  READ" in out and "WRITTEN" in out
 
 
+def test_status_shows_nfsv4_clients_with_their_state(cluster):
+    c = cluster(n_iods=1)
+    v4 = c.ns.inside(Nfs4Client, "127.0.0.1").mount()
+    dirfh = v4.lookup_path(c.export)
+    v4.open(dirfh, b"held")
+    _, st = status_json(c)
+    [mine] = st["v4_clients"]
+    assert mine["confirmed"] and mine["sessions"] == 1 and mine["states"] == 1
+    assert mine["addresses"] == ["127.0.0.1"] and mine["principal"] == "sys:0"
+    assert 0 < mine["lease_left"] <= 90
+    _, out, _ = run_status(c)
+    assert "NFSv4.1 clients: 1" in out and mine["clientid"] in out
+
+
 @pytest.fixture
 def open_state_dir():
     """A state directory every user may traverse, so that only the socket's own
@@ -201,6 +216,10 @@ def test_render_is_a_compact_table():
           "drc": {"hits": 1, "lookups": 4, "rate": 0.25, "entries": 4},
           "metafile_cache": {"hits": 0, "lookups": 0, "rate": None},
           "clients": [{"host": "n1", "ip": "10.0.1.1", "path": "/e"}],
+          "v4_clients": [{"clientid": "5f00000100000002", "owner": "Linux NFSv4.1 n2",
+                          "principal": "sys:0", "confirmed": True, "addresses": ["10.0.1.2"],
+                          "sessions": 1, "states": 3, "layouts": 2, "idle": 1.5,
+                          "lease_left": 88.5}],
           "counters": {"nfs": {"calls": 9, "dropped": 0, "garbage_args": 0, "auth_errors": 0,
                                "system_err": 0},
                        "mount": {"calls": 1, "dropped": 0, "garbage_args": 0,
@@ -213,6 +232,8 @@ def test_render_is_a_compact_table():
     assert "1234      5.0 MiB  1.5 KiB" in out
     assert "purges pending: 3" in out and "10.0.0.2:2050 3" in out and "25.0% of 4" in out
     assert "n1 (10.0.1.1) /e" in out
+    assert "NFSv4.1 clients: 1" in out
+    assert "5f00000100000002  10.0.1.2  Linux NFSv4.1 n2  1         3            2" in out
     assert "01234567" in out and "wrong store" not in out
     refused = dict(st["iods"][1], state="wrong store", store="ffff" * 8,
                    wrong_store="serves data store ffff... where it had store 0123...")

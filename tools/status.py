@@ -85,6 +85,15 @@ def render(st):
     clients = st["clients"]
     lines.append(f"clients: {len(clients)} mount(s)")
     lines += [f"  {c['host']} ({c['ip']}) {c['path']}" for c in clients]
+    v4 = st.get("v4_clients", [])
+    lines.append(f"NFSv4.1 clients: {len(v4)}")
+    if v4:
+        rows = [[c["clientid"], ",".join(c["addresses"]) or "-", c["owner"][:40],
+                 c["sessions"], c["states"], c["layouts"], f"{c['lease_left']:.0f} s"]
+                for c in v4]
+        lines += ["  " + l for l in _table(
+            rows, ["CLIENTID", "ADDRESS", "OWNER", "SESSIONS", "OPENS+LOCKS", "LAYOUTS",
+                   "LEASE LEFT"])]
     nfs, mnt = st["counters"]["nfs"], st["counters"]["mount"]
     lines.append(f"calls: nfs {nfs['calls']}, mount {mnt['calls']}; refused or bad: "
                  + ", ".join(f"{k}={nfs[k] + mnt.get(k, 0)}" for k in
@@ -108,7 +117,8 @@ def cli(up_dir, state_dir, as_json, timeout):
     """Show the metaserver's view: each iod up/down (or kept down for a
     wrong data store) with its round-trip time, free space, its store id, and
     the requests and bytes it served (counted by nfspd since it started),
-    pending purges, cache hit rates, mounted clients, counters; for the
+    pending purges, cache hit rates, mounted clients, NFSv4.1 clients (address, sessions, opens and
+    locks, layouts, lease left), counters; for the
     cluster of `nfsp up`, also each daemon it runs with its pid, uptime,
     restarts and time spent down.
 
