@@ -99,8 +99,10 @@ class Nfs4Client:
         self._csa_seq = body.eir_sequenceid
         return body
 
-    def create_session(self, maxresponsesize=1 << 20, cached=8192, maxoperations=16):
-        attrs = nfs4.channel_attrs4(0, 1 << 20, maxresponsesize, cached, maxoperations, 8, [])
+    def create_session(self, maxresponsesize=1 << 20, cached=8192, maxoperations=16,
+                       maxrequestsize=1 << 20, maxrequests=8):
+        attrs = nfs4.channel_attrs4(0, maxrequestsize, maxresponsesize, cached, maxoperations,
+                                    maxrequests, [])
         args = nfs4.CREATE_SESSION4args(self.clientid, self._csa_seq, 0, attrs, attrs,
                                         0x40000000, [nfs4.callback_sec_parms4(0)])
         res = self.compound([op(O.OP_CREATE_SESSION, args)])
@@ -111,10 +113,11 @@ class Nfs4Client:
         self.seqid = 0
         return body
 
-    def mount(self):
-        """EXCHANGE_ID, CREATE_SESSION, RECLAIM_COMPLETE: what a client does first."""
+    def mount(self, **session):
+        """EXCHANGE_ID, CREATE_SESSION (``session``: its channel's sizes),
+        RECLAIM_COMPLETE: what a client does first."""
         self.exchange_id()
-        self.create_session()
+        self.session = self.create_session(**session)
         self.ok(op(O.OP_RECLAIM_COMPLETE, nfs4.RECLAIM_COMPLETE4args(False)))
         return self
 
@@ -158,6 +161,28 @@ class Nfs4Client:
     def close_file(self, fh, stateid):
         return self.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)),
                        op(O.OP_CLOSE, nfs4.CLOSE4args(0, stateid)))[-1].body
+
+    # -- pNFS (RFC 8881 section 12) ------------------------------------------------------
+
+    def layoutget(self, fh, stateid, iomode=nfs4.layoutiomode4.LAYOUTIOMODE4_RW,
+                  layout_type=nfs4.layouttype4.LAYOUT4_NFSV4_1_FILES, maxcount=65536):
+        """LAYOUTGET4resok for the whole file; Nfs4Failed when none is given."""
+        return self.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), op(O.OP_LAYOUTGET, nfs4.LAYOUTGET4args(
+            False, layout_type, iomode, 0, nfs4.NFS4_UINT64_MAX, 0, stateid, maxcount)))[-1].body
+
+    def getdeviceinfo(self, devid, layout_type=nfs4.layouttype4.LAYOUT4_NFSV4_1_FILES,
+                      maxcount=65536):
+        """The device's device_addr4."""
+        return self.ok(op(O.OP_GETDEVICEINFO, nfs4.GETDEVICEINFO4args(
+            devid, layout_type, maxcount, [])))[-1].body.gdir_device_addr
+
+    def layoutcommit(self, fh, layout_stateid, last_write_offset,
+                     layout_type=nfs4.layouttype4.LAYOUT4_NFSV4_1_FILES):
+        """LAYOUTCOMMIT of the whole file: the size its data servers' WRITEs made."""
+        return self.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), op(O.OP_LAYOUTCOMMIT,
+                       nfs4.LAYOUTCOMMIT4args(0, nfs4.NFS4_UINT64_MAX, False, layout_stateid,
+                                              last_write_offset, None,
+                                              nfs4.layoutupdate4(layout_type, b""))))[-1].body
 
     def readdir(self, fh, attrs=(), maxcount=65536):
         names, cookie, verf = [], 0, bytes(8)

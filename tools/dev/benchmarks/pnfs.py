@@ -1,0 +1,226 @@
+"""pNFS side by side (issue 14): aggregate WRITE and READ of 1, 2, 4, 8
+clients, in one run on loopback, against
+
+- nfs-ganesha (Debian's, VFS back end) over NFSv4.1: the single server;
+- NFSP with 4 iods over pNFS: layouts from nfspd --pnfs, the data straight
+  to and from the iods' data servers (iod --ds-port);
+- the same NFSP cluster over NFSv3/TCP: every byte relayed by nfspd.
+
+Each client is a process of its own (tools/dev/benchmarks/pnfsload.py) with
+a file of its own, 1 MiB calls (pNFS: cut at the stripe unit, as Linux's
+files layout driver cuts them) and the same bytes in flight whatever the
+server. The servers and all clients are started first, then each client
+count is measured on every server in turn, so a change in the machine's
+other load falls on all three alike. A write phase writes the files whole
+(again from the start until the phase's time is up), then COMMITs (pNFS: to
+every data server, then LAYOUTCOMMIT); the read phase reads them back, every
+reply checked against the pattern they were written with.
+
+Figures: aggregate MB/s over the span from the first client's start to the
+last one's end; CPU time per MiB moved of the metaserver (nfspd, or
+ganesha), of the iods together, and of the load generators together (from
+/proc/PID/task/*/schedstat and the clients' own rusage), and how busy the
+machine was: everything shares this machine's cores, so when the load
+generators' CPU is near what is free the client, not the server, bounded
+the figure.
+"""
+
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+
+from tools.dev import REPO
+from tools.dev.bench_datapath import cpu_seconds
+from tools.dev.benchmarks import ganesha as ganesha_mod
+from tools.dev.benchmarks.harness import MachineCpu, child_env
+from tools.dev.benchmarks.servers import IOD_ARGS, NFSPD_ARGS
+from tools.dev.cluster import Cluster
+from tools.dev.netns import Namespace
+
+IODS = 4
+DS_PORT_BASE = 3050
+STRIPE_UNIT = 1 << 20
+INFLIGHT_MIB = 8
+FILE_MIB, QUICK_FILE_MIB = 32, 8
+SECONDS, QUICK_SECONDS = 2.0, 0.5
+QUICK_CLIENTS = (1, 2)
+KINDS = ("write", "read")
+
+
+class Workers:
+    """``n`` pnfsload processes of one mode, each with its file, set up and
+    waiting for a phase."""
+
+    def __init__(self, ctx, prefix, mode, server, export, n, file_mib, tag):
+        self.mode, self.procs, self.logs = mode, [], []
+        for i in range(n):
+            argv = [sys.executable, "-m", "tools.dev.benchmarks.pnfsload", mode, server, export,
+                    f"{tag}.{i}", "--file-mib", str(file_mib), "--inflight-mib",
+                    str(INFLIGHT_MIB)]
+            log = open(os.path.join(ctx.logs, f"pnfs-{tag}-{i}.log"), "wb")
+            self.logs.append(log)
+            self.procs.append(subprocess.Popen(prefix(argv), stdin=subprocess.PIPE,
+                                               stdout=subprocess.PIPE, stderr=log, text=True,
+                                               env=child_env(), cwd=REPO, start_new_session=True))
+        self.setup = [self._line(p, 120) for p in self.procs]
+
+    def _line(self, p, timeout):
+        if not select.select([p.stdout], [], [], timeout)[0]:
+            raise RuntimeError(f"pnfsload {self.mode}: no answer within {timeout:.0f}s")
+        line = p.stdout.readline()
+        if not line:
+            p.wait()
+            with open(self.logs[self.procs.index(p)].name, "rb") as f:
+                tail = f.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"pnfsload {self.mode} exited {p.returncode}:\n{tail}")
+        if line.startswith("ready"):
+            return json.loads(line.split(" ", 1)[1])
+        return json.loads(line)
+
+    def phase(self, n, kind, seconds):
+        for p in self.procs[:n]:
+            p.stdin.write(f"{kind} {seconds}\n")
+            p.stdin.flush()
+        return [self._line(p, seconds + 300) for p in self.procs[:n]]
+
+    def close(self):
+        for p in self.procs:
+            try:
+                p.stdin.write("quit\n")
+                p.stdin.close()
+                p.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                p.kill()
+                p.wait()
+        for log in self.logs:
+            log.close()
+
+
+class NfspPnfs:
+    """One NFSP cluster (4 iods, each a data server; nfspd --pnfs), in a
+    namespace: measured as pNFS and as the NFSv3/TCP relay."""
+
+    def __init__(self, workdir, n_iods, stripe_unit):
+        self.workdir, self.n_iods, self.stripe_unit = workdir, n_iods, stripe_unit
+
+    def __enter__(self):
+        self.ns = Namespace()
+        try:
+            self.cluster = Cluster(self.ns, self.workdir, n_iods=self.n_iods,
+                                   stripe_unit=self.stripe_unit, iod_args=IOD_ARGS,
+                                   nfspd_args=NFSPD_ARGS + ["--pnfs"])
+            for i, iod in enumerate(self.cluster.iods):
+                iod.extra_args += ["--ds-port", str(DS_PORT_BASE + i)]
+            self.cluster.start()
+        except BaseException:
+            self.ns.close()
+            raise
+        self.export = self.cluster.export
+        return self
+
+    def cpu(self):
+        return {"server": cpu_seconds(self.cluster.nfspd.pid),
+                "iods": sum(cpu_seconds(iod.pid) for iod in self.cluster.iods)}
+
+    def __exit__(self, *exc):
+        try:
+            self.cluster.stop()
+        finally:
+            self.ns.close()
+
+
+class GaneshaV41:
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.export = os.path.join(workdir, "export")
+
+    def __enter__(self):
+        self.ns = Namespace()
+        try:
+            self.ganesha = ganesha_mod.Ganesha(self.ns.argv, self.workdir, self.export,
+                                               nfsv4=True).start()
+        except BaseException:
+            self.ns.close()
+            raise
+        return self
+
+    def cpu(self):
+        return {"server": cpu_seconds(self.ganesha.pid), "iods": 0.0}
+
+    def __exit__(self, *exc):
+        try:
+            self.ganesha.stop()
+        finally:
+            self.ns.close()
+
+
+def measure(ctx, name, srv, workers, n, kind, seconds):
+    cpu0, machine = srv.cpu(), MachineCpu().start()
+    reports = workers.phase(n, kind, seconds)
+    busy, cpu1 = machine.stop(), srv.cpu()
+    start, end = min(r["start"] for r in reports), max(r["end"] for r in reports)
+    moved = sum(r["bytes"] for r in reports)
+    mib = moved / (1 << 20)
+    span = max(end - start, 1e-9)
+    loadgen = sum(r["cpu_s"] for r in reports)
+
+    def per_mib(seconds_):
+        return round(seconds_ / mib * 1e3, 3) if mib else None
+    errors = [e for r in reports for e in r["errors"]]
+    row = {"server": name, "clients": n, "kind": kind, "MBps": round(moved / span / 1e6, 1),
+           "MiB": round(mib, 1), "seconds": round(span, 3),
+           "server_ms_per_MiB": per_mib(cpu1["server"] - cpu0["server"]),
+           "iods_ms_per_MiB": per_mib(cpu1["iods"] - cpu0["iods"]) if cpu1["iods"] else None,
+           "loadgen_ms_per_MiB": per_mib(loadgen),
+           "loadgen_cores": round(loadgen / span, 2), "machine_busy": busy,
+           "per_client_MBps": [r["MBps"] for r in reports], "errors": errors[:5],
+           "error_count": len(errors)}
+    ctx.log(f"pnfs {name} {n} clients {kind}: {row['MBps']} MB/s, server "
+            f"{row['server_ms_per_MiB']} ms/MiB, iods {row['iods_ms_per_MiB']}, loadgen "
+            f"{row['loadgen_cores']} cores, machine {busy}, {len(errors)} errors")
+    return row
+
+
+def run(ctx):
+    clients = QUICK_CLIENTS if ctx.quick else tuple(ctx.params.clients)
+    seconds = QUICK_SECONDS if ctx.quick else SECONDS
+    file_mib = QUICK_FILE_MIB if ctx.quick else FILE_MIB
+    top = max(clients)
+    why_not = ganesha_mod.unavailable(ctx.params)
+    rows, setups, opened, workers = [], {}, [], []
+    for d in ("pnfs-nfsp", "pnfs-ganesha"):     # a server on old state would be in grace
+        shutil.rmtree(os.path.join(ctx.work, d), ignore_errors=True)
+    try:
+        nfsp = NfspPnfs(ctx.workdir("pnfs-nfsp"), IODS, STRIPE_UNIT).__enter__()
+        opened.append(nfsp)
+        ways = []
+        if why_not is None:
+            gan = GaneshaV41(ctx.workdir("pnfs-ganesha")).__enter__()
+            opened.append(gan)
+            ways.append(("ganesha NFSv4.1", gan, "v41"))
+        ways += [("NFSP pNFS", nfsp, "pnfs"), ("NFSP NFSv3 relay", nfsp, "v3")]
+        started = []
+        for name, srv, mode in ways:
+            w = Workers(ctx, srv.ns.argv, mode, "127.0.0.1", srv.export, top, file_mib, mode)
+            workers.append(w)
+            started.append((name, srv, w))
+            setups[name] = w.setup[0]
+        for n in clients:
+            for kind in KINDS:
+                for name, srv, w in started:
+                    rows.append(measure(ctx, name, srv, w, n, kind, seconds))
+    finally:
+        for w in workers:
+            w.close()
+        for srv in reversed(opened):
+            srv.__exit__(None, None, None)
+        if not ctx.keep:
+            for d in ("pnfs-nfsp", "pnfs-ganesha"):
+                ctx.cleanup(os.path.join(ctx.work, d))
+    return {"iods": IODS, "stripe_unit": STRIPE_UNIT, "inflight_MiB": INFLIGHT_MIB,
+            "file_MiB": file_mib, "seconds": seconds, "ganesha": why_not or "NFSv4.1",
+            "setup": setups, "rows": rows, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
