@@ -38,7 +38,6 @@ import json
 import os
 import resource
 import select
-import socket
 import struct
 import sys
 import threading
@@ -50,7 +49,7 @@ from common import nfs3, nfs4, rpc, striping
 from common.nfs4 import nfs_opnum4 as O
 from common.portmap import parse_uaddr
 from common.xdr import decode
-from tools.dev.loadgen import MAX_IO, PATTERN, PATTERN_PERIOD
+from tools.dev.loadgen import PATTERN, PATTERN_PERIOD
 from tools.dev.nfs4client import Nfs4Client, Nfs4Failed
 from tools.dev.nfs4dsclient import DsClient, over_tcp
 from tools.dev.nfsclient import connect as nfs3_connect
@@ -59,7 +58,7 @@ from tools.rpcclient import RpcClient
 IO = 1 << 20
 REPLY_ROOM = IO + 8192         # the largest reply: a 1 MiB READ and its headers
 SAMPLE = 64                    # bytes of a READ reply compared at each of 3 places
-UNSTABLE, FILE_SYNC = 0, 2
+UNSTABLE = 0
 GRACE_WAIT = 120.0           # seconds; NFSP's grace period is its 90 s lease
 RENEW_EVERY = 10.0           # seconds; leases are 60 s or more
 

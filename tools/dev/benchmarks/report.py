@@ -261,6 +261,56 @@ def profile_section(res):
     return "\n".join(parts)
 
 
+def pnfs_section(res):
+    rows = res["rows"]
+    if not rows:
+        return ""
+    servers = list(dict.fromkeys(r["server"] for r in rows))
+    cell = {(r["server"], r["clients"], r["kind"]): r for r in rows}
+    keys = sorted({(r["clients"], r["kind"]) for r in rows}, key=lambda k: (k[1] != "write", k[0]))
+    def ms(r, key):
+        return None if r is None or r[key] is None else f"{r[key]:.3f}"
+    head = ["clients", "op"] + [f"{s} MB/s" for s in servers]
+    cpu_head = ["clients", "op"] + [f"{s}: server" for s in servers] + \
+        [f"{s}: iods" for s in servers if s.startswith("NFSP")] + ["loadgens (cores)"]
+    body, cpu = [], []
+    for n, kind in keys:
+        got = [cell.get((s, n, kind)) for s in servers]
+        body.append([n, kind] + [g["MBps"] if g else None for g in got])
+        cpu.append([n, kind] + [ms(g, "server_ms_per_MiB") for g in got]
+                   + [ms(g, "iods_ms_per_MiB") for s, g in zip(servers, got)
+                      if s.startswith("NFSP")]
+                   + [" / ".join(f"{g['loadgen_cores']:.2f}" if g else "-" for g in got)])
+    errors = sum(r["error_count"] for r in rows)
+    busy = [r["machine_busy"] for r in rows if r["machine_busy"] is not None]
+    parts = [f"### pNFS side by side (issue 14; {res['iods']} iods, stripe unit "
+             f"{res['stripe_unit'] // 1024} KiB, loopback): aggregate MB/s", "",
+             _table(head, body), "", "CPU time per MiB moved (ms), of the server (nfspd or "
+             "ganesha), of the iods together, and the load generators' CPU (cores, in the "
+             "order of the columns above):", "", _table(cpu_head, cpu), "",
+             f"Each client a process with a {res['file_MiB']} MiB file of its own, "
+             f"{res['inflight_MiB']} MiB in flight in 1 MiB calls (pNFS: spread over its "
+             f"connections to the data servers), {res['seconds']} s per phase; a write phase "
+             "includes its COMMITs (and pNFS's LAYOUTCOMMIT). The machine's CPUs were "
+             f"{min(busy, default=0):.0%}-{max(busy, default=0):.0%} busy during the phases "
+             f"(other work included); every READ reply checked at sampled offsets: "
+             f"{errors} errors.", ""]
+    pn = [r for r in rows if r["server"] == "NFSP pNFS"]
+    gan = {(r["clients"], r["kind"]): r for r in rows if r["server"].startswith("ganesha")}
+    if pn:
+        worst = max(r["server_ms_per_MiB"] or 0 for r in pn)
+        ahead = [r for r in pn if (r["clients"], r["kind"]) in gan
+                 and r["MBps"] > gan[(r["clients"], r["kind"])]["MBps"]]
+        t = [("metaserver CPU per MiB moved by pNFS < 0.1 ms", f"at most {worst:.3f} ms",
+              worst < 0.1)]
+        if gan:
+            t.append(("NFSP pNFS ahead of ganesha NFSv4.1 in aggregate",
+                      f"{len(ahead)} of {len(pn)} points", len(ahead) == len(pn)))
+        parts += [_table(["target", "measured", ""], [[a, b, "met" if ok else "missed"]
+                                                         for a, b, ok in t]), ""]
+    return "\n".join(parts)
+
+
 def quick_section(res):
     body = [[c["check"], c["value"], c["bound"],
              "skipped: " + c["skipped"] if c.get("skipped") else ("ok" if c["ok"] else "FAILED")]
@@ -294,7 +344,8 @@ def markdown(results):
                          [[a, b, "met" if ok else "missed"] for a, b, ok in t]), ""]
     sections = (("quick", quick_section), ("fig5", fig5_section), ("bonnie", bonnie_section),
                 ("metadata", metadata_section), ("mscost", mscost_section),
-                ("bootstorm", bootstorm_section), ("profile", profile_section))
+                ("bootstorm", bootstorm_section), ("profile", profile_section),
+                ("pnfs", pnfs_section))
     for key, fn in sections:
         if key in results and "error" not in results[key]:
             parts.append(fn(results[key]))
