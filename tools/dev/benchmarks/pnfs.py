@@ -34,16 +34,17 @@ import sys
 import time
 
 from tools.dev import REPO
-from tools.dev.bench_datapath import cpu_seconds
 from tools.dev.benchmarks import ganesha as ganesha_mod
-from tools.dev.benchmarks.harness import MachineCpu, child_env
+from tools.dev.benchmarks.harness import MachineCpu, child_env, proc_cpu
 from tools.dev.benchmarks.servers import IOD_ARGS, NFSPD_ARGS
 from tools.dev.cluster import Cluster
 from tools.dev.netns import Namespace
 
 IODS = 4
 DS_PORT_BASE = 3050
-STRIPE_UNIT = 1 << 20
+# 1 MiB stripes: a pNFS client's 1 MiB call goes to one data server whole;
+# 64 KiB (nfspd's default): Linux cuts it into 16 calls, one per stripe.
+STRIPE_UNITS = (1 << 20, 64 << 10)
 INFLIGHT_MIB = 8
 FILE_MIB, QUICK_FILE_MIB = 32, 8
 SECONDS, QUICK_SECONDS = 2.0, 0.5
@@ -123,8 +124,10 @@ class NfspPnfs:
         return self
 
     def cpu(self):
-        return {"server": cpu_seconds(self.cluster.nfspd.pid),
-                "iods": sum(cpu_seconds(iod.pid) for iod in self.cluster.iods)}
+        # /proc/PID/stat, not the threads' schedstat: it keeps the time of
+        # threads that have ended (nfspd's relay threads come and go).
+        return {"server": proc_cpu(self.cluster.nfspd.pid),
+                "iods": sum(proc_cpu(iod.pid) for iod in self.cluster.iods)}
 
     def __exit__(self, *exc):
         try:
@@ -149,7 +152,7 @@ class GaneshaV41:
         return self
 
     def cpu(self):
-        return {"server": cpu_seconds(self.ganesha.pid), "iods": 0.0}
+        return {"server": proc_cpu(self.ganesha.pid), "iods": 0.0}
 
     def __exit__(self, *exc):
         try:
@@ -185,6 +188,10 @@ def measure(ctx, name, srv, workers, n, kind, seconds):
     return row
 
 
+def _size(unit):
+    return f"{unit >> 20}M" if unit >= 1 << 20 else f"{unit >> 10}K"
+
+
 def run(ctx):
     clients = QUICK_CLIENTS if ctx.quick else tuple(ctx.params.clients)
     seconds = QUICK_SECONDS if ctx.quick else SECONDS
@@ -192,20 +199,24 @@ def run(ctx):
     top = max(clients)
     why_not = ganesha_mod.unavailable(ctx.params)
     rows, setups, opened, workers = [], {}, [], []
-    for d in ("pnfs-nfsp", "pnfs-ganesha"):     # a server on old state would be in grace
+    dirs = [f"pnfs-nfsp-{unit >> 10}k" for unit in STRIPE_UNITS] + ["pnfs-ganesha"]
+    for d in dirs:      # a server restarted on old state would be in its grace period
         shutil.rmtree(os.path.join(ctx.work, d), ignore_errors=True)
     try:
-        nfsp = NfspPnfs(ctx.workdir("pnfs-nfsp"), IODS, STRIPE_UNIT).__enter__()
-        opened.append(nfsp)
         ways = []
         if why_not is None:
             gan = GaneshaV41(ctx.workdir("pnfs-ganesha")).__enter__()
             opened.append(gan)
             ways.append(("ganesha NFSv4.1", gan, "v41"))
-        ways += [("NFSP pNFS", nfsp, "pnfs"), ("NFSP NFSv3 relay", nfsp, "v3")]
+        for unit, d in zip(STRIPE_UNITS, dirs):
+            nfsp = NfspPnfs(ctx.workdir(d), IODS, unit).__enter__()
+            opened.append(nfsp)
+            ways += [(f"NFSP pNFS {_size(unit)}", nfsp, "pnfs"),
+                     (f"NFSP v3 relay {_size(unit)}", nfsp, "v3")]
         started = []
         for name, srv, mode in ways:
-            w = Workers(ctx, srv.ns.argv, mode, "127.0.0.1", srv.export, top, file_mib, mode)
+            tag = name.split()[-1] + "-" + mode if mode != "v41" else mode
+            w = Workers(ctx, srv.ns.argv, mode, "127.0.0.1", srv.export, top, file_mib, tag)
             workers.append(w)
             started.append((name, srv, w))
             setups[name] = w.setup[0]
@@ -218,9 +229,8 @@ def run(ctx):
             w.close()
         for srv in reversed(opened):
             srv.__exit__(None, None, None)
-        if not ctx.keep:
-            for d in ("pnfs-nfsp", "pnfs-ganesha"):
-                ctx.cleanup(os.path.join(ctx.work, d))
-    return {"iods": IODS, "stripe_unit": STRIPE_UNIT, "inflight_MiB": INFLIGHT_MIB,
+        for d in dirs:
+            ctx.cleanup(os.path.join(ctx.work, d))
+    return {"iods": IODS, "stripe_units": list(STRIPE_UNITS), "inflight_MiB": INFLIGHT_MIB,
             "file_MiB": file_mib, "seconds": seconds, "ganesha": why_not or "NFSv4.1",
             "setup": setups, "rows": rows, "when": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -283,8 +283,9 @@ def pnfs_section(res):
                    + [" / ".join(f"{g['loadgen_cores']:.2f}" if g else "-" for g in got)])
     errors = sum(r["error_count"] for r in rows)
     busy = [r["machine_busy"] for r in rows if r["machine_busy"] is not None]
-    parts = [f"### pNFS side by side (issue 14; {res['iods']} iods, stripe unit "
-             f"{res['stripe_unit'] // 1024} KiB, loopback): aggregate MB/s", "",
+    parts = [f"### pNFS side by side (issue 14; {res['iods']} iods, loopback): aggregate MB/s",
+             "", "NFSP with a stripe unit of 1 MiB (1M) and of 64 KiB (64K, nfspd's default: a "
+             "pNFS client cuts its calls there, one per stripe).", "",
              _table(head, body), "", "CPU time per MiB moved (ms), of the server (nfspd or "
              "ganesha), of the iods together, and the load generators' CPU (cores, in the "
              "order of the columns above):", "", _table(cpu_head, cpu), "",
@@ -295,19 +296,21 @@ def pnfs_section(res):
              f"{min(busy, default=0):.0%}-{max(busy, default=0):.0%} busy during the phases "
              f"(other work included); every READ reply checked at sampled offsets: "
              f"{errors} errors.", ""]
-    pn = [r for r in rows if r["server"] == "NFSP pNFS"]
     gan = {(r["clients"], r["kind"]): r for r in rows if r["server"].startswith("ganesha")}
-    if pn:
+    t = []
+    for way in (s for s in servers if s.startswith("NFSP pNFS")):
+        pn = [r for r in rows if r["server"] == way]
         worst = max(r["server_ms_per_MiB"] or 0 for r in pn)
-        ahead = [r for r in pn if (r["clients"], r["kind"]) in gan
-                 and r["MBps"] > gan[(r["clients"], r["kind"])]["MBps"]]
-        t = [("metaserver CPU per MiB moved by pNFS < 0.1 ms", f"at most {worst:.3f} ms",
-              worst < 0.1)]
+        t.append((f"{way}: metaserver CPU per MiB moved < 0.1 ms", f"at most {worst:.3f} ms",
+                  worst < 0.1))
         if gan:
-            t.append(("NFSP pNFS ahead of ganesha NFSv4.1 in aggregate",
+            ahead = [r for r in pn if (r["clients"], r["kind"]) in gan
+                     and r["MBps"] > gan[(r["clients"], r["kind"])]["MBps"]]
+            t.append((f"{way}: ahead of ganesha NFSv4.1 in aggregate",
                       f"{len(ahead)} of {len(pn)} points", len(ahead) == len(pn)))
+    if t:
         parts += [_table(["target", "measured", ""], [[a, b, "met" if ok else "missed"]
-                                                         for a, b, ok in t]), ""]
+                                                     for a, b, ok in t]), ""]
     return "\n".join(parts)
 
 
