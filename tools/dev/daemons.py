@@ -59,7 +59,12 @@ class DaemonProcess:
 
     @property
     def pid(self):
-        """The daemon's own pid (the popen'd process is nsenter, its parent)."""
+        """The daemon's own pid. nsenter without --fork execs the daemon, so
+        once it has, the popen'd process is the daemon (and its children are
+        the daemon's own: nfspd's unlinkd, which is not the daemon)."""
+        with open(f"/proc/{self.proc.pid}/comm") as f:
+            if f.read().strip() != "nsenter":
+                return self.proc.pid
         with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
             children = f.read().split()
         return int(children[0]) if children else self.proc.pid
