@@ -25,6 +25,7 @@ generators' CPU is near what is free the client, not the server, bounded
 the figure.
 """
 
+import glob
 import json
 import os
 import select
@@ -34,6 +35,7 @@ import sys
 import time
 
 from tools.dev import REPO
+from tools.dev import testbed as tb_mod
 from tools.dev.benchmarks import ganesha as ganesha_mod
 from tools.dev.benchmarks.harness import MachineCpu, child_env, proc_cpu
 from tools.dev.benchmarks.servers import IOD_ARGS, NFSPD_ARGS
@@ -49,6 +51,12 @@ INFLIGHT_MIB = 8
 FILE_MIB, QUICK_FILE_MIB = 32, 8
 SECONDS, QUICK_SECONDS = 2.0, 0.5
 QUICK_CLIENTS = (1, 2)
+# The testbed (not in --quick): every host's link capped, so that ganesha's
+# one link and the iods' four are what bound the aggregates.
+TESTBED = True
+TESTBED_NAME = "nfsppnfs"
+TESTBED_RATE = "1gbit"
+TESTBED_FILE_MIB = 16
 KINDS = ("write", "read")
 
 
@@ -57,6 +65,7 @@ class Workers:
     waiting for a phase."""
 
     def __init__(self, ctx, prefix, mode, server, export, n, file_mib, tag):
+        """``prefix(i)``: client i's argv as run on its host."""
         self.mode, self.procs, self.logs = mode, [], []
         for i in range(n):
             argv = [sys.executable, "-m", "tools.dev.benchmarks.pnfsload", mode, server, export,
@@ -64,7 +73,7 @@ class Workers:
                     str(INFLIGHT_MIB)]
             log = open(os.path.join(ctx.logs, f"pnfs-{tag}-{i}.log"), "wb")
             self.logs.append(log)
-            self.procs.append(subprocess.Popen(prefix(argv), stdin=subprocess.PIPE,
+            self.procs.append(subprocess.Popen(prefix(i)(argv), stdin=subprocess.PIPE,
                                                stdout=subprocess.PIPE, stderr=log, text=True,
                                                env=child_env(), cwd=REPO, start_new_session=True))
         self.setup = [self._line(p, 120) for p in self.procs]
@@ -123,6 +132,11 @@ class NfspPnfs:
         self.export = self.cluster.export
         return self
 
+    server = "127.0.0.1"
+
+    def client_prefix(self, i):
+        return self.ns.argv
+
     def cpu(self):
         # /proc/PID/stat, not the threads' schedstat: it keeps the time of
         # threads that have ended (nfspd's relay threads come and go).
@@ -151,6 +165,11 @@ class GaneshaV41:
             raise
         return self
 
+    server = "127.0.0.1"
+
+    def client_prefix(self, i):
+        return self.ns.argv
+
     def cpu(self):
         return {"server": proc_cpu(self.ganesha.pid), "iods": 0.0}
 
@@ -161,7 +180,82 @@ class GaneshaV41:
             self.ns.close()
 
 
-def measure(ctx, name, srv, workers, n, kind, seconds):
+def _remove_leftovers():
+    """Namespaces of this benchmark's testbed an interrupted run left behind."""
+    from pyroute2 import netns
+    for path in glob.glob(os.path.join(tb_mod.NETNS_DIR, TESTBED_NAME + "-*")):
+        netns.remove(os.path.basename(path))
+
+
+class TestbedNfsp:
+    """NFSP on the testbed: nfspd --pnfs on the metaserver's host, each iod a
+    data server on a host of its own, ``n_clients`` client hosts."""
+
+    def __init__(self, workdir, n_iods, n_clients, rate, stripe_unit):
+        self.tb = tb_mod.Testbed(TESTBED_NAME, n_iods=n_iods, n_clients=n_clients, rate=rate,
+                                 workdir=os.path.join(workdir, "nfsp"), stripe_unit=stripe_unit,
+                                 nfspd_args=NFSPD_ARGS + ["--pnfs"],
+                                 iod_args=IOD_ARGS + ["--ds-port", str(DS_PORT_BASE)])
+
+    def __enter__(self):
+        _remove_leftovers()
+        try:
+            self.tb.up(daemons=True, timeout=60)
+        except BaseException:
+            self.tb.down()
+            raise
+        self.server, self.export = self.tb.ms.ip, self.tb.export
+        daemons = self.tb.status()["daemons"]
+        self.pid = daemons["nfspd"]["pid"]
+        self.iod_pids = [d["pid"] for role, d in daemons.items() if role.startswith("iod")]
+        return self
+
+    def client_prefix(self, i):
+        return self.tb.clients[i].argv
+
+    def cpu(self):
+        return {"server": proc_cpu(self.pid), "iods": sum(proc_cpu(p) for p in self.iod_pids)}
+
+    def __exit__(self, *exc):
+        self.tb.down()
+
+
+class TestbedGanesha:
+    """ganesha (NFSv4.1) on the testbed's metaserver host, no iods."""
+
+    def __init__(self, workdir, n_clients, rate):
+        self.workdir = os.path.join(workdir, "ganesha")
+        self.tb = tb_mod.Testbed(TESTBED_NAME, n_iods=0, n_clients=n_clients, rate=rate,
+                                 workdir=os.path.join(self.workdir, "testbed"))
+        self.ganesha = None
+
+    def __enter__(self):
+        _remove_leftovers()
+        try:
+            self.tb.up(daemons=False, timeout=60)
+            self.server, self.export = self.tb.ms.ip, os.path.join(self.workdir, "export")
+            self.ganesha = ganesha_mod.Ganesha(self.tb.ms.argv, self.workdir, self.export,
+                                               nfsv4=True).start()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def client_prefix(self, i):
+        return self.tb.clients[i].argv
+
+    def cpu(self):
+        return {"server": proc_cpu(self.ganesha.pid), "iods": 0.0}
+
+    def __exit__(self, *exc):
+        try:
+            if self.ganesha is not None:
+                self.ganesha.stop()
+        finally:
+            self.tb.down()
+
+
+def measure(ctx, where, name, srv, workers, n, kind, seconds):
     cpu0, machine = srv.cpu(), MachineCpu().start()
     reports = workers.phase(n, kind, seconds)
     busy, cpu1 = machine.stop(), srv.cpu()
@@ -174,18 +268,94 @@ def measure(ctx, name, srv, workers, n, kind, seconds):
     def per_mib(seconds_):
         return round(seconds_ / mib * 1e3, 3) if mib else None
     errors = [e for r in reports for e in r["errors"]]
-    row = {"server": name, "clients": n, "kind": kind, "MBps": round(moved / span / 1e6, 1),
+    row = {"where": where, "server": name, "clients": n, "kind": kind, "MBps": round(moved / span / 1e6, 1),
            "MiB": round(mib, 1), "seconds": round(span, 3),
+           "server_cpu_s": round(cpu1["server"] - cpu0["server"], 3),
            "server_ms_per_MiB": per_mib(cpu1["server"] - cpu0["server"]),
            "iods_ms_per_MiB": per_mib(cpu1["iods"] - cpu0["iods"]) if cpu1["iods"] else None,
            "loadgen_ms_per_MiB": per_mib(loadgen),
            "loadgen_cores": round(loadgen / span, 2), "machine_busy": busy,
            "per_client_MBps": [r["MBps"] for r in reports], "errors": errors[:5],
            "error_count": len(errors)}
-    ctx.log(f"pnfs {name} {n} clients {kind}: {row['MBps']} MB/s, server "
+    ctx.log(f"pnfs {where}: {name} {n} clients {kind}: {row['MBps']} MB/s, server "
             f"{row['server_ms_per_MiB']} ms/MiB, iods {row['iods_ms_per_MiB']}, loadgen "
             f"{row['loadgen_cores']} cores, machine {busy}, {len(errors)} errors")
     return row
+
+
+def _size(unit):
+    return f"{unit >> 20}M" if unit >= 1 << 20 else f"{unit >> 10}K"
+
+
+def side_by_side(ctx, where, ways, clients, seconds, file_mib):
+    """Rows of every (client count, phase, way): ``ways`` [(name, server,
+    mode, prefix)], the servers already up, their clients started here."""
+    rows, setups, workers = [], {}, []
+    try:
+        for name, srv, mode, prefix in ways:
+            tag = f"{where}-{mode}-{name.split()[-1]}"
+            w = Workers(ctx, prefix, mode, srv.server, srv.export, max(clients), file_mib, tag)
+            workers.append((name, srv, w))
+            setups[name] = w.setup[0]
+        for n in clients:
+            for kind in KINDS:
+                for name, srv, w in workers:
+                    rows.append(measure(ctx, where, name, srv, w, n, kind, seconds))
+    finally:
+        for _, _, w in workers:
+            w.close()
+    return rows, setups
+
+
+def loopback(ctx, clients, seconds, file_mib):
+    why_not = ganesha_mod.unavailable(ctx.params)
+    opened = []
+    dirs = [f"pnfs-nfsp-{unit >> 10}k" for unit in STRIPE_UNITS] + ["pnfs-ganesha"]
+    for d in dirs:      # a server restarted on old state would be in its grace period
+        shutil.rmtree(os.path.join(ctx.work, d), ignore_errors=True)
+    try:
+        ways = []
+        if why_not is None:
+            gan = GaneshaV41(ctx.workdir("pnfs-ganesha")).__enter__()
+            opened.append(gan)
+            ways.append(("ganesha NFSv4.1", gan, "v41", gan.client_prefix))
+        for unit, d in zip(STRIPE_UNITS, dirs):
+            nfsp = NfspPnfs(ctx.workdir(d), IODS, unit).__enter__()
+            opened.append(nfsp)
+            ways += [(f"NFSP pNFS {_size(unit)}", nfsp, "pnfs", nfsp.client_prefix),
+                     (f"NFSP v3 relay {_size(unit)}", nfsp, "v3", nfsp.client_prefix)]
+        return side_by_side(ctx, "loopback", ways, clients, seconds, file_mib)
+    finally:
+        for srv in reversed(opened):
+            srv.__exit__(None, None, None)
+        for d in dirs:
+            ctx.cleanup(os.path.join(ctx.work, d))
+
+
+def testbed(ctx, clients, seconds, file_mib, rate):
+    """The same on the testbed: every host its own link capped at ``rate``;
+    NFSP first (its iods on hosts of their own), then ganesha on the
+    metaserver's host (the same address and port: one after the other)."""
+    rows, setups = [], {}
+    workdir = ctx.workdir("pnfs-testbed")
+    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        with TestbedNfsp(workdir, IODS, max(clients), rate, STRIPE_UNITS[0]) as tb:
+            ways = [(f"NFSP pNFS {_size(STRIPE_UNITS[0])}", tb, "pnfs", tb.client_prefix),
+                    (f"NFSP v3 relay {_size(STRIPE_UNITS[0])}", tb, "v3", tb.client_prefix)]
+            r, s = side_by_side(ctx, f"testbed {rate}", ways, clients, seconds, file_mib)
+            rows += r
+            setups.update(s)
+        if ganesha_mod.unavailable(ctx.params) is None:
+            with TestbedGanesha(workdir, max(clients), rate) as tb:
+                r, s = side_by_side(ctx, f"testbed {rate}",
+                                    [("ganesha NFSv4.1", tb, "v41", tb.client_prefix)],
+                                    clients, seconds, file_mib)
+                rows += r
+                setups.update(s)
+    finally:
+        ctx.cleanup(workdir)
+    return rows, setups
 
 
 def _size(unit):
@@ -196,41 +366,13 @@ def run(ctx):
     clients = QUICK_CLIENTS if ctx.quick else tuple(ctx.params.clients)
     seconds = QUICK_SECONDS if ctx.quick else SECONDS
     file_mib = QUICK_FILE_MIB if ctx.quick else FILE_MIB
-    top = max(clients)
-    why_not = ganesha_mod.unavailable(ctx.params)
-    rows, setups, opened, workers = [], {}, [], []
-    dirs = [f"pnfs-nfsp-{unit >> 10}k" for unit in STRIPE_UNITS] + ["pnfs-ganesha"]
-    for d in dirs:      # a server restarted on old state would be in its grace period
-        shutil.rmtree(os.path.join(ctx.work, d), ignore_errors=True)
-    try:
-        ways = []
-        if why_not is None:
-            gan = GaneshaV41(ctx.workdir("pnfs-ganesha")).__enter__()
-            opened.append(gan)
-            ways.append(("ganesha NFSv4.1", gan, "v41"))
-        for unit, d in zip(STRIPE_UNITS, dirs):
-            nfsp = NfspPnfs(ctx.workdir(d), IODS, unit).__enter__()
-            opened.append(nfsp)
-            ways += [(f"NFSP pNFS {_size(unit)}", nfsp, "pnfs"),
-                     (f"NFSP v3 relay {_size(unit)}", nfsp, "v3")]
-        started = []
-        for name, srv, mode in ways:
-            tag = name.split()[-1] + "-" + mode if mode != "v41" else mode
-            w = Workers(ctx, srv.ns.argv, mode, "127.0.0.1", srv.export, top, file_mib, tag)
-            workers.append(w)
-            started.append((name, srv, w))
-            setups[name] = w.setup[0]
-        for n in clients:
-            for kind in KINDS:
-                for name, srv, w in started:
-                    rows.append(measure(ctx, name, srv, w, n, kind, seconds))
-    finally:
-        for w in workers:
-            w.close()
-        for srv in reversed(opened):
-            srv.__exit__(None, None, None)
-        for d in dirs:
-            ctx.cleanup(os.path.join(ctx.work, d))
+    rows, setups = loopback(ctx, clients, seconds, file_mib)
+    rates = [] if ctx.quick or not TESTBED else [TESTBED_RATE]
+    for rate in rates:
+        r, s = testbed(ctx, clients, seconds, TESTBED_FILE_MIB, rate)
+        rows += r
+        setups.update({f"testbed {k}": v for k, v in s.items()})
     return {"iods": IODS, "stripe_units": list(STRIPE_UNITS), "inflight_MiB": INFLIGHT_MIB,
-            "file_MiB": file_mib, "seconds": seconds, "ganesha": why_not or "NFSv4.1",
-            "setup": setups, "rows": rows, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "file_MiB": file_mib, "testbed_file_MiB": TESTBED_FILE_MIB, "seconds": seconds,
+            "ganesha": ganesha_mod.unavailable(ctx.params) or "NFSv4.1", "setup": setups,
+            "rows": rows, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
