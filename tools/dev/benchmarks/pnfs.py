@@ -1,10 +1,16 @@
 """pNFS side by side (issue 14): aggregate WRITE and READ of 1, 2, 4, 8
-clients, in one run on loopback, against
+clients, in one run, against
 
 - nfs-ganesha (Debian's, VFS back end) over NFSv4.1: the single server;
 - NFSP with 4 iods over pNFS: layouts from nfspd --pnfs, the data straight
   to and from the iods' data servers (iod --ds-port);
-- the same NFSP cluster over NFSv3/TCP: every byte relayed by nfspd.
+- the same NFSP cluster over NFSv3/TCP: every byte relayed by nfspd;
+
+first on loopback (no caps: what bounds the figures is this machine's CPUs,
+so they compare CPU per byte; NFSP at two stripe units), then on the
+testbed with every host's link capped at 1 Gbit/s (what bounds them is
+whose links carry the bytes: ganesha's one, or the iods' four). --quick:
+loopback only, 1 and 2 clients, smaller files, shorter phases.
 
 Each client is a process of its own (tools/dev/benchmarks/pnfsload.py) with
 a file of its own, 1 MiB calls (pNFS: cut at the stripe unit, as Linux's
@@ -49,7 +55,7 @@ DS_PORT_BASE = 3050
 STRIPE_UNITS = (1 << 20, 64 << 10)
 INFLIGHT_MIB = 8
 FILE_MIB, QUICK_FILE_MIB = 32, 8
-SECONDS, QUICK_SECONDS = 2.0, 0.5
+SECONDS, QUICK_SECONDS = 1.5, 0.5
 QUICK_CLIENTS = (1, 2)
 # The testbed (not in --quick): every host's link capped, so that ganesha's
 # one link and the iods' four are what bound the aggregates.
