@@ -292,7 +292,8 @@ def _pnfs_where(res, where, rows):
     testbed = where.startswith("testbed")
     parts = [f"### pNFS side by side (issue 14; {res['iods']} iods, {where}): aggregate MB/s",
              "", ("Every host (metaserver, each iod, each client) on a link of its own capped "
-                  f"at {where.split()[-1]}; ganesha on the metaserver's host." if testbed else
+                  f"at {where.split()[-1]}; ganesha on the metaserver's host. With one client, "
+                  "that client's own link bounds every server alike." if testbed else
                   "NFSP with a stripe unit of 1 MiB (1M) and of 64 KiB (64K, nfspd's default: "
                   "a pNFS client cuts its calls there, one per stripe)."), "",
              _table(head, body), "", "CPU time per MiB moved (ms), of the server (nfspd or "
