@@ -192,6 +192,53 @@ def fattr3_bytes(a):
                         (ct // _NS) & _U32_MAX, ct % _NS)
 
 
+
+# An entryplus3 as three packs around the name (READDIRPLUS sends hundreds a
+# call): what follows the name is one struct when the entry has attributes
+# and a handle (the usual case), cookie to handle length.
+_entry_head = struct.Struct(">IQI")  # value follows (of the list), fileid, name length
+_entryplus3_tail = struct.Struct(">QI IIIII QQ II QQ IIIIII II")
+_entry_pad = (b"", b"\0\0\0", b"\0\0", b"\0")
+_TRUE = b"\0\0\0\1"
+_FALSE = b"\0\0\0\0"
+_u64 = struct.Struct(">Q").pack
+
+
+def entryplus3_bytes(fileid, name, cookie, a, fh):
+    """The XDR of one entryplus3 of a dirlistplus3 (the value-follows word
+    before it included), with the fattr3 of ``a`` (as fattr3_bytes takes it)
+    and handle ``fh``, either None for none: what packing
+    entryplus3(fileid, name, cookie, fattr, fh) in a LinkedList gives."""
+    n = len(name)
+    if n > FILENAME3_MAX or (fh is not None and len(fh) > NFS3_FHSIZE):
+        raise XdrError("entryplus3: name or handle too long")
+    head = _entry_head.pack(1, fileid, n) + name + _entry_pad[n & 3]
+    if a is not None and fh is not None:
+        at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
+        m = len(fh)
+        return head + _entryplus3_tail.pack(
+            cookie, 1, a.type, a.mode & 0o7777, a.nlink, a.uid, a.gid, a.size, a.used,
+            a.rdev_major, a.rdev_minor, a.fsid, a.fileid,
+            (at // _NS) & _U32_MAX, at % _NS, (mt // _NS) & _U32_MAX, mt % _NS,
+            (ct // _NS) & _U32_MAX, ct % _NS, 1, m) + fh + _entry_pad[m & 3]
+    return b"".join((
+        head, _u64(cookie),
+        _FALSE if a is None else _TRUE + fattr3_bytes(a),
+        _FALSE if fh is None else _TRUE + struct.pack(">I", len(fh)) + fh + _entry_pad[len(fh) & 3]))
+
+
+def entry3_bytes(fileid, name, cookie):
+    """The XDR of one entry3 of a dirlist3, value-follows word included."""
+    n = len(name)
+    if n > FILENAME3_MAX:
+        raise XdrError("entry3: name too long")
+    return _entry_head.pack(1, fileid, n) + name + _entry_pad[n & 3] + _u64(cookie)
+
+
+def dirlist_end(eof):
+    """What ends a dirlist3 or dirlistplus3: no more entries, then eof."""
+    return _FALSE + (_TRUE if eof else _FALSE)
+
 class fattr3(Struct):
     type: Enum(ftype3)
     mode: mode3

@@ -397,41 +397,45 @@ def READDIR(ctx, args):
 
 
 def READDIRPLUS(ctx, args):
+    """dircount bounds the entry3 part of the entries (names, fileids and
+    cookies), maxcount the whole reply. The first entry is always let
+    through by dircount, so a tiny dircount still makes progress; TOOSMALL is
+    about maxcount alone."""
     d = args.dir
     fs, caller = ctx.service.resolve(ctx, d)
     limit = min(args.maxcount, max_io(ctx))
-    # Sized for entries with attributes and a handle like the directory's.
+    # At most what maxcount holds of entries with attributes and a handle
+    # like the directory's (the page is cut exactly below): each one fetched
+    # costs a lookup.
     typical = _ENTRY_MIN + _POST_OP_ATTR + 4 + _pad4(len(d))
-    want = min(args.dircount // _ENTRY_MIN, max(limit - _RESOK_FIXED, 0) // typical) + 1
-    entries, eof, verf, dattr = fs.readdir(d, args.cookie, args.cookieverf, caller, want)
-    size, dirsize = _RESOK_FIXED, 0
+    want = max(limit - _RESOK_FIXED, 0) // typical + 1
+    try:
+        rows, eof, verf, dattr = fs.readdirplus(d, args.cookie, args.cookieverf, caller, want,
+                                                budget=args.dircount, entry_size=_entry_size)
+    except FsError as e:
+        if e.status != nfsstat3.NFS3ERR_TOOSMALL:
+            raise
+        rows = eof = None
+    if not rows and not eof:  # not even one entry within dircount: one goes anyway
+        rows, eof, verf, dattr = fs.readdirplus(d, args.cookie, args.cookieverf, caller, 1)
+    size = _RESOK_FIXED
     out = []
-    for e in entries:
-        esize = _entry_size(e.name)
-        # dircount covers the entry3 part only. The first entry is always let
-        # through by it, so a tiny dircount still makes progress; TOOSMALL is
-        # about maxcount alone.
-        if out and dirsize + esize > args.dircount:
-            break
-        try:
-            fh, attr, _ = fs.lookup(d, e.name, caller)
-            attrs = fattr(attr)
-        except FsError:
-            fh = attrs = None  # gone meanwhile or not searchable: name and fileid still go
-        size += esize + 4 + 4
-        if attrs is not None:
-            size += 84
-        if fh is not None:
-            size += 4 + _pad4(len(fh))
+    encode = nfs3.entryplus3_bytes
+    for e, fh, attr in rows:
+        entry = encode(e.fileid, e.name, e.cookie, attr, fh)
+        size += len(entry)
         if size > limit:
             break
-        dirsize += esize
-        out.append(nfs3.entryplus3(e.fileid, e.name, e.cookie, attrs, fh))
-    n = _cut(entries, len(out))
-    if entries and not n:
-        raise FsError(nfsstat3.NFS3ERR_TOOSMALL)
-    reply = nfs3.dirlistplus3(out[:n], bool(eof) and n == len(entries))
-    return nfs3.READDIRPLUS3res(OK, nfs3.READDIRPLUS3resok(post_op(dattr), verf, reply))
+        out.append(entry)
+    n = len(out)
+    if n < len(rows):
+        n = _cut([r[0] for r in rows], n)
+        if not n:
+            raise FsError(nfsstat3.NFS3ERR_TOOSMALL)
+    # eof only if nothing fetched was left out.
+    return Encoded(b"".join((
+        _OK_WORD, _FALSE_WORD if dattr is None else _TRUE_WORD + fattr3_bytes(dattr), verf,
+        *out[:n], nfs3.dirlist_end(bool(eof) and n == len(rows)))))
 
 
 def FSSTAT(ctx, args):

@@ -38,10 +38,28 @@ _HEADER = struct.Struct(">BIBB")  # version, export_id, handle_type, n
 MIN_MAC = 8
 MAX_MAC = 16
 MAX_KERNEL_HANDLE = FHSIZE2 - _HEADER.size - MIN_MAC  # 17
+# Handles made lately, by kernel handle (the whole input of the MAC, so a hit
+# is exactly what sealing again gives; the MAC, an HMAC-SHA256, costs 1-3 us)
+# and by (inode, ctime) (see HandleCodec.known): a READDIRPLUS needs one per
+# entry, the same ones each time a directory is listed again. Each cache is
+# bounded to this many rows of ~200 bytes.
+SEALED_CACHED = 16384
 
 
 def mac_len(n):
     return min(MAX_MAC, FHSIZE2 - _HEADER.size - n)
+
+
+def _bounded_put(cache, key, value):
+    """cache[key] = value, the oldest entry dropped beyond SEALED_CACHED: dicts
+    keep insertion order, so no LRU bookkeeping on the hit path (which is
+    every entry of a listing read again)."""
+    if len(cache) >= SEALED_CACHED:
+        try:
+            del cache[next(iter(cache))]
+        except (KeyError, StopIteration, RuntimeError):
+            cache.clear()  # (another thread changed it meanwhile)
+    cache[key] = value
 
 
 def export_id_for_path(path):
@@ -117,10 +135,21 @@ class HandleCodec:
         # descriptors the process may have, so the cache never causes EMFILE.
         self._cache_size = max(16, min(cache_size, _fd_budget() // 4))
         self._lock = threading.Lock()
+        self._sealed = {}  # (htype, kernel handle) -> canonical fh; first in, first out
+        self._minted = {}  # (ino, ctime_ns) -> canonical fh; first in, first out
 
     # -- making handles ------------------------------------------------------
 
     def _seal(self, htype, data):
+        sealed = self._sealed
+        fh = sealed.get((htype, data))
+        if fh is not None:
+            return fh
+        fh = self._mac_seal(htype, data)
+        _bounded_put(sealed, (htype, data), fh)
+        return fh
+
+    def _mac_seal(self, htype, data):
         n = len(data)
         if n > MAX_KERNEL_HANDLE or not 0 <= htype < 256:
             # A file system with long handles (e.g. btrfs with 64-bit subvolume
@@ -128,6 +157,23 @@ class HandleCodec:
             raise FsError(nfsstat3.NFS3ERR_NOTSUPP, f"kernel handle of {n} bytes is too long")
         body = _HEADER.pack(VERSION, self.export_id, htype, n) + data
         return body + hmac.digest(self._key, body, "sha256")[:mac_len(n)]
+
+    def known(self, st):
+        """The handle made lately (remember()) for the object whose lstat is
+        ``st``, or None. An inode number alone could have been freed and
+        given to a new object since; with its ctime it names one object: the
+        ctime changes when the object loses a link, and a new object's ctime
+        is later still (Linux >= 6.13 hands out a finer timestamp after one
+        was looked at, see listings.Listing.stamp; older kernels may repeat a
+        ctime within one clock tick, a window only changes made outside this
+        server can reach, and that costs the client an ESTALE and a new
+        LOOKUP)."""
+        return self._minted.get((st.st_ino, st.st_ctime_ns))
+
+    def remember(self, st, fh):
+        """Note that ``fh`` is the handle of the object whose lstat, taken
+        before and after the handle was made and the same both times, is ``st``."""
+        _bounded_put(self._minted, (st.st_ino, st.st_ctime_ns), fh)
 
     def encode_fd(self, fd):
         """The handle of the object fd refers to."""
@@ -148,6 +194,8 @@ class HandleCodec:
         fh = bytes(fh[:length])
         if export_id != self.export_id:
             raise FsError(nfsstat3.NFS3ERR_BADHANDLE, "handle of another export")
+        if self._sealed.get((htype, data)) == fh:
+            return fh  # we made it: its MAC is right
         n = len(data)
         body_len = _HEADER.size + n
         want = hmac.digest(self._key, fh[:body_len], "sha256")[:mac_len(n)]

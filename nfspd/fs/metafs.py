@@ -26,6 +26,7 @@ from common.metafile import MAX_SIZE
 from common.nfs3 import nfsstat3
 from nfspd.fs.access import R, X, access3, check_writable, may_write, permitted
 from nfspd.fs.creds import as_caller
+from nfspd.fs.dirplus import lookup_entries
 from nfspd.fs.fileio import FileIO
 from nfspd.fs.listings import Listings
 from nfspd.fs.objects import Objects, clear_setid
@@ -639,6 +640,20 @@ class MetaFS:
         entries, eof = listing.page(cookie, max(1, max_entries), budget, entry_size,
                                     dst.st_ino, parent_ino)
         return entries, eof, verf, self._attr(dfd, dst)
+
+    def readdirplus(self, dir_fh, cookie, cookieverf, caller, max_entries, cookie_bits=64,
+                    budget=None, entry_size=None):
+        """readdir, each entry with what a LOOKUP of it gives: (rows, eof,
+        cookie verifier, directory Attr), rows (DirEntry, handle, Attr) with
+        handle and Attr None for a name that cannot be looked up (gone
+        meanwhile, a mount point, not searchable). nfspd/fs/dirplus.py."""
+        entries, eof, verf, dattr = self.readdir(dir_fh, cookie, cookieverf, caller, max_entries,
+                                                 cookie_bits, budget, entry_size)
+        try:
+            rows = lookup_entries(self._objects, self.lookup, dir_fh, entries, caller)
+        except OSError as e:
+            raise fs_error_of(e) from None
+        return rows, eof, verf, dattr
 
     def cookieverf(self, dir_fh):
         """The cookie verifier of a directory: fixed for its lifetime, so that

@@ -1,0 +1,101 @@
+"""The lookups of a READDIRPLUS page (and of an NFSv4 READDIR asking for
+attributes): each entry's handle and attributes, at one stat per entry when
+its handle is known.
+
+MetaFS.lookup of every name would resolve the directory's handle, stat it and
+build its attributes again for each entry, then stat the name twice (once for
+the attributes, once to check that the handle it made in between is of the
+same object). Here the directory is resolved once per page, and each name
+stat'ed once:
+
+- an object whose descriptor is in the handle cache (its inode pinned, so its
+  number names no other object) gets the cached handle;
+- an object whose handle was made lately gets it again: the handle codec
+  remembers handles by inode number and ctime (HandleCodec.known), which name
+  one object; listing a directory again costs a stat per entry, no more;
+- any other object gets its handle from its name (name_to_handle_at), then a
+  second stat must find the same inode with the same ctime behind the name,
+  so that handle and attributes are of one object (a rename changes the
+  ctime too), and the handle is remembered.
+
+Whatever does not fit those cases (a regular file whose metafile must be read
+for its size, a name that changed under the second stat, a directory the
+caller may only search under its own credentials) takes MetaFS.lookup, as
+before. A name that cannot be looked up at all (gone meanwhile, a mount
+point, no search permission) comes back without handle and attributes, as
+RFC 1813 allows.
+"""
+
+import os
+import stat
+
+from common.metafile import HEADER as META_HEADER
+from nfspd.fs.types import FsError
+
+_S_IFMT = 0o170000
+_S_IFREG = stat.S_IFREG
+_DOTS = (b".", b"..")
+
+
+def lookup_entries(objects, lookup, dir_fh, entries, caller):
+    """[(DirEntry, handle, Attr)] for entries of the directory dir_fh, handle
+    and Attr None for a name that cannot be looked up. ``lookup`` is
+    MetaFS.lookup, for the cases done the long way."""
+    out = []
+    if not entries:
+        return out
+    dfd, _, dst = objects.dir(dir_fh)
+    if (caller.uid or caller.gid) and not objects.searchable_by_all(dfd, dst):
+        # Each lookup under the caller's credentials (it may not search here).
+        for e in entries:
+            out.append(_looked_up(lookup, dir_fh, e, caller))
+        return out
+    codec = objects.codec
+    cached_inode, encode_at, known, remember = (codec.cached_inode, codec.encode_at, codec.known,
+                                                codec.remember)
+    attr, dev = objects.attr, objects.dev
+    lstat = os.stat
+    append = out.append
+    for e in entries:
+        name = e.name
+        if name in _DOTS:
+            append(_looked_up(lookup, dir_fh, e, caller))
+            dfd = objects.dir(dir_fh)[0]  # (the borrowed fd may have been evicted)
+            continue
+        try:
+            st = lstat(name, dir_fd=dfd, follow_symlinks=False)
+        except OSError:
+            append((e, None, None))  # gone meanwhile: name and fileid still go
+            continue
+        if st.st_dev == dev:
+            hit = cached_inode(st.st_ino)
+            if hit is not None:
+                append((e, hit[1], attr(hit[0], st)))
+                continue
+            if st.st_mode & _S_IFMT != _S_IFREG or st.st_size >= META_HEADER:
+                fh = known(st)
+                if fh is not None:
+                    append((e, fh, attr(None, st)))
+                    continue
+                try:
+                    fh = encode_at(dfd, name)
+                    again = lstat(name, dir_fd=dfd, follow_symlinks=False)
+                except (OSError, FsError):
+                    append((e, None, None))
+                    continue
+                if again.st_ino == st.st_ino and again.st_ctime_ns == st.st_ctime_ns and \
+                        again.st_dev == dev:
+                    remember(again, fh)
+                    append((e, fh, attr(None, again)))
+                    continue
+        append(_looked_up(lookup, dir_fh, e, caller))
+        dfd = objects.dir(dir_fh)[0]
+    return out
+
+
+def _looked_up(lookup, dir_fh, e, caller):
+    try:
+        fh, a, _ = lookup(dir_fh, e.name, caller)
+    except FsError:
+        return e, None, None
+    return e, fh, a
