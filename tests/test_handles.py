@@ -1,6 +1,7 @@
 """File handles: kernel handles sealed with a MAC, at most 32 bytes."""
 
 import os
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -171,3 +172,36 @@ def test_export_id_of_malformed_is_none():
     assert export_id_of(b"") is None
     assert export_id_of(b"\2" + bytes(31)) is None
     assert export_id_of(None) is None
+
+
+def test_handles_made_again_are_the_same_bytes(tree):
+    # Sealing is cached by kernel handle: a cached handle must be exactly the
+    # one a codec that never saw the object makes (clients keep handles).
+    _, root, mfd = tree
+    codec = HandleCodec(7, KEY, mfd)
+    dfd = os.open(root / "a" / "b", os.O_PATH | os.O_DIRECTORY)
+    try:
+        first = codec.encode_at(dfd, "f")
+        assert codec.encode_at(dfd, "f") == first
+        assert HandleCodec(7, KEY, mfd).encode_at(dfd, "f") == first
+        assert codec.canonical(first) == first
+        forged = first[:-1] + bytes([first[-1] ^ 1])
+        with pytest.raises(FsError) as e:
+            codec.canonical(forged)
+        assert status(e) == nfsstat3.NFS3ERR_BADHANDLE
+    finally:
+        os.close(dfd)
+
+
+def test_a_remembered_handle_is_found_by_inode_and_ctime_only(tree):
+    _, root, mfd = tree
+    codec = HandleCodec(7, KEY, mfd)
+    path = root / "a" / "b" / "f"
+    st = os.lstat(path)
+    assert codec.known(st) is None
+    fh = fh_of(codec, path)
+    codec.remember(st, fh)
+    assert codec.known(os.lstat(path)) == fh
+    # The same inode number with another ctime: changed, or another object.
+    later = SimpleNamespace(st_ino=st.st_ino, st_ctime_ns=st.st_ctime_ns + 1)
+    assert codec.known(later) is None

@@ -417,3 +417,49 @@ def test_property_fast_fattr3_matches_generic(data):
     value = data.draw(strategy(fattr3))
     assert encode(fattr3, value) == generic_struct_pack(value)
     assert decode(fattr3, generic_struct_pack(value)) == value
+
+
+_server_attrs = st.builds(
+    ServerAttrs, type=st.integers(1, 7), mode=st.integers(0, 0o177777),
+    nlink=st.integers(0, 0xFFFFFFFF), uid=st.integers(0, 0xFFFFFFFF),
+    gid=st.integers(0, 0xFFFFFFFF), size=st.integers(0, (1 << 64) - 1),
+    used=st.integers(0, (1 << 64) - 1), rdev_major=st.integers(0, 0xFFFFFFFF),
+    rdev_minor=st.integers(0, 0xFFFFFFFF), fsid=st.integers(0, (1 << 64) - 1),
+    fileid=st.integers(0, (1 << 64) - 1), atime_ns=st.integers(-(1 << 70), 1 << 70),
+    mtime_ns=st.integers(-(1 << 70), 1 << 70), ctime_ns=st.integers(-(1 << 70), 1 << 70))
+
+
+def _fattr3_of(a):
+    def time3(t):
+        return nfstime3((t // 10**9) & 0xFFFFFFFF, t % 10**9)
+    return fattr3(ftype3(a.type), a.mode & 0o7777, a.nlink, a.uid, a.gid, a.size, a.used,
+                  specdata3(a.rdev_major, a.rdev_minor), a.fsid, a.fileid,
+                  time3(a.atime_ns), time3(a.mtime_ns), time3(a.ctime_ns))
+
+
+@given(st.lists(st.tuples(st.integers(0, (1 << 64) - 1), st.binary(min_size=1, max_size=255),
+                          st.integers(0, (1 << 64) - 1), st.none() | _server_attrs,
+                          st.none() | st.binary(max_size=64)), max_size=4),
+       st.booleans())
+def test_hand_packed_dirlistplus3_is_what_the_codec_gives(rows, eof):
+    # READDIRPLUS packs its entries one by one (entryplus3_bytes) with the
+    # list's end after them: the same bytes as the generic LinkedList.
+    wire = b"".join(nfs3.entryplus3_bytes(*row) for row in rows) + nfs3.dirlist_end(eof)
+    entries = [nfs3.entryplus3(fileid, name, cookie, None if a is None else _fattr3_of(a), fh)
+               for fileid, name, cookie, a, fh in rows]
+    assert wire == encode(nfs3.dirlistplus3, nfs3.dirlistplus3(entries, eof))
+
+
+@given(st.lists(st.tuples(st.integers(0, (1 << 64) - 1), st.binary(min_size=1, max_size=255),
+                          st.integers(0, (1 << 64) - 1)), max_size=4), st.booleans())
+def test_hand_packed_dirlist3_is_what_the_codec_gives(rows, eof):
+    wire = b"".join(nfs3.entry3_bytes(*row) for row in rows) + nfs3.dirlist_end(eof)
+    entries = [nfs3.entry3(*row) for row in rows]
+    assert wire == encode(nfs3.dirlist3, nfs3.dirlist3(entries, eof))
+
+
+def test_hand_packed_entries_refuse_what_the_codec_refuses():
+    with pytest.raises(XdrError):
+        nfs3.entryplus3_bytes(1, b"n", 2, None, bytes(65))
+    with pytest.raises(XdrError):
+        nfs3.entry3_bytes(1, b"n" * (nfs3.FILENAME3_MAX + 1), 2)

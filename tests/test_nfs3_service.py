@@ -628,6 +628,93 @@ def test_readdirplus_gives_handles_and_attributes(client, root_fh, export):
             assert client.getattr(e.name_handle).fileid == e.fileid
 
 
+def entry3_size(name):
+    return 4 + 8 + 4 + (len(name) + 3) // 4 * 4 + 8
+
+
+def mixed_tree(client, root_fh, export):
+    """A directory with an object of every kind, some made through the server
+    (in its handle cache), some behind its back (not)."""
+    d = made(client.mkdir(root_fh, b"mixed"))
+    made(client.create(d, b"regular"))
+    path = export[1] / "mixed"
+    for i in range(40):
+        (path / f"dir-{i:02d}").mkdir()
+    os.symlink("regular", path / "link")
+    os.mkfifo(path / "fifo")
+    return d
+
+
+def test_readdirplus_reply_is_the_codecs_encoding(client, root_fh, export):
+    d = mixed_tree(client, root_fh, export)
+    for cookie, verf in ((0, bytes(8)), (None, None)):
+        if cookie is None:  # a page that starts after the dot entries
+            first = client.ok(NFSPROC3.READDIRPLUS, nfs3.READDIRPLUS3args(d, 0, bytes(8), 300, 4096))
+            cookie, verf = first.reply.entries[-1].cookie, first.cookieverf
+        body = client.body(NFSPROC3.READDIRPLUS, nfs3.READDIRPLUS3args(d, cookie, verf, 4096, 8192))
+        res = decode(nfs3.READDIRPLUS3res, body)
+        assert res.disc == OK and res.body.reply.entries
+        assert encode(nfs3.READDIRPLUS3res, res) == body
+
+
+def test_readdirplus_entries_are_what_lookup_gives(client, root_fh, export, tmp_path):
+    d = mixed_tree(client, root_fh, export)
+    first = readdirplus_all(client, d, 65536, 65536)
+    again = readdirplus_all(client, d, 65536, 65536)  # handles remembered by now
+    # A server started afresh (nothing cached) makes the same handles.
+    fresh = MetaFS(str(export[1]), export[0].export_id, b"k" * 32, NO_FORWARDING)
+    try:
+        restarted = readdirplus_all(Client(Resolver(fresh)), d, 65536, 65536)
+    finally:
+        fresh.close()
+    assert len(first) == 45
+    for listing in (again, restarted):
+        assert [(e.name, e.fileid, e.cookie, e.name_handle) for e in listing] == \
+            [(e.name, e.fileid, e.cookie, e.name_handle) for e in first]
+    for e in again:
+        looked_up = client.ok(NFSPROC3.LOOKUP, nfs3.LOOKUP3args(diropargs3(d, e.name)))
+        assert e.name_handle == looked_up.object, e.name
+        assert e.name_attributes == looked_up.obj_attributes, e.name
+        assert e.name_attributes.fileid == e.fileid
+
+
+def test_readdirplus_gives_a_name_replaced_behind_its_back_its_new_handle(client, root_fh,
+                                                                          export):
+    d = mixed_tree(client, root_fh, export)
+    path = export[1] / "mixed"
+    before = {e.name: e for e in readdirplus_all(client, d, 65536, 65536)}
+    os.rmdir(path / "dir-07")
+    (path / "dir-07").mkdir()  # (the inode number may well come back)
+    os.chmod(path / "dir-08", 0o700)  # same object, new ctime
+    after = {e.name: e for e in readdirplus_all(client, d, 65536, 65536)}
+    assert after[b"dir-07"].name_handle != before[b"dir-07"].name_handle
+    assert client.getattr(after[b"dir-07"].name_handle).fileid == \
+        os.stat(path / "dir-07").st_ino
+    res = client.call(NFSPROC3.GETATTR, nfs3.GETATTR3args(before[b"dir-07"].name_handle))
+    assert res.disc == nfsstat3.NFS3ERR_STALE
+    assert after[b"dir-08"].name_handle == before[b"dir-08"].name_handle
+    assert after[b"dir-08"].name_attributes.mode == 0o700
+
+
+@pytest.mark.parametrize("dircount", [0, 60, 200, 1000])
+def test_readdirplus_keeps_within_dircount(client, root_fh, export, dircount):
+    d = mixed_tree(client, root_fh, export)
+    entries, cookie, verf, pages = [], 0, bytes(8), 0
+    while True:
+        page = client.ok(NFSPROC3.READDIRPLUS,
+                         nfs3.READDIRPLUS3args(d, cookie, verf, dircount, 65536))
+        got = page.reply.entries
+        pages += 1
+        # The entry3 part within dircount, but a page always has one entry.
+        assert len(got) == 1 or sum(entry3_size(e.name) for e in got) <= dircount
+        entries += got
+        if page.reply.eof:
+            break
+        cookie, verf = got[-1].cookie, page.cookieverf
+    assert len(entries) == 45 and len({e.name for e in entries}) == 45
+    assert pages > 1
+
+
 def test_readdirplus_too_small(client, root_fh):
     res = client.call(NFSPROC3.READDIRPLUS, nfs3.READDIRPLUS3args(root_fh, 0, bytes(8), 4096, 150))
     assert res.disc == nfsstat3.NFS3ERR_TOOSMALL

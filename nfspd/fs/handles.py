@@ -293,6 +293,8 @@ class HandleCodec:
         """(fd, canonical fh) of a cached object with this inode number, or None.
         The cached fd keeps its inode alive, so the number cannot have been
         reused by another object meanwhile: no handle needs to be made."""
+        if ino not in self._by_ino:
+            return None  # (most entries of a big listing: no lock for them)
         with self._lock:
             keys = self._by_ino.get(ino)
             if not keys:

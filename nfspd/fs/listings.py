@@ -102,11 +102,20 @@ class Listing:
         keys, names, inos = self.keys, self.names, self.inos
         n = len(keys)
         i = 0 if cookie <= 2 else bisect.bisect_right(keys, cookie)
+        append = out.append
         while not stop and i < n and len(out) < max_entries:
-            # Entries sharing a cookie go out together or not at all.
             j = i + 1
-            if j < n and keys[j] == keys[i]:
-                j = bisect.bisect_right(keys, keys[i], i)
+            if j >= n or keys[j] != keys[i]:
+                # (A cookie of its own, nearly always: no group to look at.)
+                if not fits(names[i]):
+                    if not out:
+                        raise FsError(nfsstat3.NFS3ERR_TOOSMALL)
+                    break
+                append(DirEntry(inos[i], names[i], keys[i]))
+                i = j
+                continue
+            # Entries sharing a cookie go out together or not at all.
+            j = bisect.bisect_right(keys, keys[i], i)
             if out and len(out) + (j - i) > max_entries:
                 break
             if not all(fits(names[k]) for k in range(i, j)):
