@@ -22,6 +22,7 @@ goes.
 """
 
 import enum
+import struct
 
 from common.rpc import AUTHSYS_MAX_GIDS, AUTHSYS_MAX_MACHINENAME
 from common.xdr import (
@@ -2160,6 +2161,33 @@ def encode_resop(resop):
     """One operation's result as XDR, so the server can add up the reply's size
     (compound_res_size) before it commits to sending it."""
     return encode(nfs_resop4, resop)
+
+
+_resop_ok_head = struct.Struct(">Ii")  # nfs_resop4's opnum, then its result's status
+
+
+def resop_ok_bytes(opnum, resok):
+    """encode_resop of a successful result whose resok arm is already XDR
+    (GETATTR's fattr4, READDIR's entries, packed without the generic codec)."""
+    return _resop_ok_head.pack(opnum, nfsstat4.NFS4_OK) + resok
+
+
+_entry4_head = struct.Struct(">IQI")  # value follows (of the list), cookie, name length
+_PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
+
+
+def entry4_bytes(cookie, name, fattr):
+    """One entry4 of a dirlist4 as XDR, the value-follows word before it
+    included; ``fattr`` is its fattr4 already encoded."""
+    n = len(name)
+    if n > NFS4_UTF8STRING_MAX:
+        raise XdrError("entry4: name too long")
+    return _entry4_head.pack(1, cookie, n) + name + _PAD[n & 3] + fattr
+
+
+def dirlist4_end(eof):
+    """What ends a dirlist4: no more entries, then eof."""
+    return b"\0\0\0\0" + (b"\0\0\0\1" if eof else b"\0\0\0\0")
 
 
 def compound_res_size(tag, encoded_resops):

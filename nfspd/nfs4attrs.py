@@ -15,6 +15,7 @@ name. Either form is accepted back.
 
 import grp
 import pwd
+import struct
 
 from common import nfs4
 from common.nfs4 import FH4_PERSISTENT, fsid4, nfsstat4, nfstime4, specdata4, time_how4
@@ -256,6 +257,155 @@ def values(obj, words):
         if v is not _ABSENT:
             out[n] = v
     return out
+
+
+# --- the fattr4 of a bitmap, compiled ----------------------------------------------------
+#
+# GETATTR and READDIR encode the same few bitmaps over and over (Linux asks one
+# when it revalidates an inode, another per READDIR entry). values() +
+# nfs4.encode_attrs builds a dict, calls a getter and a generic XDR type per
+# attribute and sorts; here each bitmap becomes, once, a Python function that
+# packs the attributes' fixed-size fields with one struct.pack per run between
+# variable-length ones (owner names, the handle). Its bytes are exactly what
+# the generic path gives (tests/test_nfs4_attrs_fast.py holds them equal); an
+# fsstat figure that cannot be had (the generic path leaves it out) sends the
+# call the generic way.
+#
+# attribute number -> (struct format, Python expressions for its fields), or
+# (None, one expression giving its XDR bytes). In scope: o (Obj), a (Attr),
+# c (AttrConfig), st (FsStat or None, where None is 0: the pseudo file system).
+_SEC = "(%s // 1000000000)"
+_NSEC = "(%s %% 1000000000)"
+_FAST = {
+    A.FATTR4_SUPPORTED_ATTRS: (None, "_SUPPORTED_BITMAP"),
+    A.FATTR4_TYPE: ("I", "a.type"),
+    A.FATTR4_FH_EXPIRE_TYPE: ("I", str(int(FH4_PERSISTENT))),
+    A.FATTR4_CHANGE: ("Q", "(a.ctime_ns + a.mtime_ns + a.size * 1000003) & 0xFFFFFFFFFFFFFFFF"),
+    A.FATTR4_SIZE: ("Q", "a.size"),
+    **{n: ("I", "1") for n in _TRUE},
+    **{n: ("I", "0") for n in _FALSE},
+    A.FATTR4_FSID: ("QQ", "o.fsid[0]", "o.fsid[1]"),
+    A.FATTR4_LEASE_TIME: ("I", "c.lease_time"),
+    A.FATTR4_RDATTR_ERROR: ("I", "0"),
+    A.FATTR4_ACLSUPPORT: ("I", "0"),
+    A.FATTR4_FILEHANDLE: (None, "_opaque(o.fh)"),
+    A.FATTR4_FILEID: ("Q", "a.fileid"),
+    A.FATTR4_FILES_AVAIL: ("Q", "(0 if st is None else st.afiles)"),
+    A.FATTR4_FILES_FREE: ("Q", "(0 if st is None else st.ffiles)"),
+    A.FATTR4_FILES_TOTAL: ("Q", "(0 if st is None else st.tfiles)"),
+    A.FATTR4_SPACE_AVAIL: ("Q", "(0 if st is None else st.abytes)"),
+    A.FATTR4_SPACE_FREE: ("Q", "(0 if st is None else st.fbytes)"),
+    A.FATTR4_SPACE_TOTAL: ("Q", "(0 if st is None else st.tbytes)"),
+    A.FATTR4_MAXFILESIZE: ("Q", str(MAXFILESIZE)),
+    A.FATTR4_MAXLINK: ("I", str(LINK_MAX)),
+    A.FATTR4_MAXNAME: ("I", str(NAME_MAX)),
+    A.FATTR4_MAXREAD: ("Q", "c.max_io"),
+    A.FATTR4_MAXWRITE: ("Q", "c.max_io"),
+    A.FATTR4_MODE: ("I", "a.mode & 0o7777"),
+    A.FATTR4_NUMLINKS: ("I", "a.nlink"),
+    A.FATTR4_OWNER: (None, "_opaque(owner_name(a.uid, c.domain))"),
+    A.FATTR4_OWNER_GROUP: (None, "_opaque(group_name(a.gid, c.domain))"),
+    A.FATTR4_RAWDEV: ("II", "a.rdev_major", "a.rdev_minor"),
+    A.FATTR4_SPACE_USED: ("Q", "a.used"),
+    A.FATTR4_TIME_ACCESS: ("qI", _SEC % "a.atime_ns", _NSEC % "a.atime_ns"),
+    A.FATTR4_TIME_DELTA: ("qI", "0", "1"),
+    A.FATTR4_TIME_METADATA: ("qI", _SEC % "a.ctime_ns", _NSEC % "a.ctime_ns"),
+    A.FATTR4_TIME_MODIFY: ("qI", _SEC % "a.mtime_ns", _NSEC % "a.mtime_ns"),
+    A.FATTR4_MOUNTED_ON_FILEID: ("Q", "(a.fileid if o.mounted_on is None else o.mounted_on)"),
+    A.FATTR4_FS_LAYOUT_TYPES: (None, "_u32_array(c.layout_types if o.fs is not None else ())"),
+    A.FATTR4_LAYOUT_BLKSIZE: ("I", "c.layout_blksize"),
+    A.FATTR4_SUPPATTR_EXCLCREAT: (None, "_EXCLCREAT_BITMAP"),
+}
+assert set(_FAST) == set(_GET)
+_u32 = struct.Struct(">I").pack
+_PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
+
+
+def _opaque(data):
+    n = len(data)
+    if n > nfs4.NFS4_UTF8STRING_MAX:
+        raise nfs4.XdrError("attribute value too long")  # (as the generic path would)
+    return _u32(n) + data + _PAD[n & 3]
+
+
+def _u32_array(values):
+    return _u32(len(values)) + b"".join(_u32(v) for v in values)
+
+
+def _bitmap_bytes(words):
+    return _u32(len(words)) + b"".join(_u32(w) for w in words)
+
+
+_SCOPE = {"_opaque": _opaque, "_u32_array": _u32_array, "owner_name": owner_name,
+          "group_name": group_name, "_SUPPORTED_BITMAP": _bitmap_bytes(bitmap(SUPPORTED)),
+          "_EXCLCREAT_BITMAP": _bitmap_bytes(bitmap(EXCLCREAT))}
+_ENCODERS = {}  # bitmap words -> (encoder or None, whether it needs the fsstat)
+
+
+def _compile(nums):
+    """The Python function (o, a, c, st) -> the fattr4 of attributes ``nums``
+    (ascending, all in _FAST), as XDR."""
+    scope = dict(_SCOPE, _MASK=_bitmap_bytes(bitmap(nums)), _u32=_u32, _PAD=_PAD)
+    parts, fmt, args = [], "", []
+
+    def packed():  # the fixed-size run so far, as one struct.pack
+        name = f"_S{len(parts)}"
+        scope[name] = struct.Struct(">" + fmt)
+        parts.append(f"{name}.pack({', '.join(args)})")
+
+    for n in nums:
+        kind, *exprs = _FAST[n]
+        if kind is not None:
+            fmt += kind
+            args += exprs
+            continue
+        if fmt:
+            packed()
+            fmt, args = "", []
+        parts.append(exprs[0])
+    if fmt:
+        packed()
+    value = " + ".join(parts) or "b''"
+    src = ("def encode(o, a, c, st):\n"
+           f"    v = {value}\n"
+           "    return _MASK + _u32(len(v)) + v + _PAD[len(v) & 3]\n")
+    exec(compile(src, f"<fattr4 of {list(nums)}>", "exec"), scope)  # noqa: S102 (our own text)
+    return scope["encode"]
+
+
+def encoder(words):
+    """(the function (o, a, c, st) -> fattr4 XDR of what bitmap4 ``words`` asks,
+    whether it needs the file system's figures): compiled once per bitmap."""
+    key = tuple(words)
+    hit = _ENCODERS.get(key)
+    if hit is None:
+        nums, needs_fsstat = plan(words)
+        hit = (_compile(nums), needs_fsstat)
+        if len(_ENCODERS) >= _PLANS_MAX:
+            _ENCODERS.clear()
+        _ENCODERS[key] = hit
+    return hit
+
+
+def fattr4_bytes(obj, words):
+    """The XDR of the fattr4 of the attributes bitmap4 ``words`` asks (those
+    supported): what nfs4.encode_attrs(values(obj, words)) encodes to."""
+    encode, needs_fsstat = encoder(words)
+    st = None
+    if needs_fsstat and obj.fs is not None:
+        try:
+            st = obj.fs.fsstat(obj.fh)
+        except (FsError, OSError):
+            st = None
+        if st is None:  # figures unavailable: left out, as values() does
+            return nfs4.encode(nfs4.fattr4, nfs4.encode_attrs(values(obj, words)))
+    return encode(obj, obj.attr, obj.config, st)
+
+
+def rdattr_error_fattr4(status):
+    """The fattr4 of a READDIR entry whose attributes cannot be had: its
+    rdattr_error alone (RFC 8881 5.8.1.12)."""
+    return nfs4.encode(nfs4.fattr4, nfs4.encode_attrs({A.FATTR4_RDATTR_ERROR: int(status)}))
 
 
 def to_setattr(attrs, domain=None, allowed=WRITABLE):

@@ -310,7 +310,11 @@ def _fault(c, op):
 
 
 def _ok(c, op, body):
-    data = nfs4.encode_resop(nfs4.nfs_resop4(op.num, _res(op.res_type, nfsstat4.NFS4_OK, body)))
+    if type(body) is Encoded:  # the resok arm, packed by the operation itself
+        data = nfs4.resop_ok_bytes(op.num, body)
+    else:
+        data = nfs4.encode_resop(nfs4.nfs_resop4(op.num, _res(op.res_type, nfsstat4.NFS4_OK,
+                                                              body)))
     if c.max_response is not None:
         # RFC 8881 2.10.6.4: the operation that would overflow the reply (or,
         # when the client asked for it to be cached, the slot's cache) fails.

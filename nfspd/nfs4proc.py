@@ -48,7 +48,7 @@ from common.nfs4 import (
 )
 from common.xdr import Void
 from nfspd import nfs4attrs
-from nfspd.dispatch import procedure_table
+from nfspd.dispatch import Encoded, procedure_table
 from nfspd.fs.access import may_read, may_write
 from nfspd.fs.types import (
     FILE_SYNC,
@@ -213,7 +213,8 @@ def DELEGRETURN(c, args):
 
 def GETATTR(c, args):
     fh, fs = c.fh()
-    return nfs4.GETATTR4resok(fattr_of(obj_of(c, fh, fs), args.attr_request))
+    # GETATTR4resok is its fattr4 alone: packed by the bitmap's compiled encoder.
+    return Encoded(nfs4attrs.fattr4_bytes(obj_of(c, fh, fs), args.attr_request))
 
 
 def GETFH(c, args):
@@ -471,8 +472,9 @@ async def READ(c, args):
 
 
 def READDIR(c, args):
-    """Entries with the attributes asked, bounded by dircount (names and
-    cookies) and maxcount (the whole reply), never "." or ".."."""
+    """Entries with the attributes asked, never "." or "..", bounded by maxcount
+    (the whole reply) and, when not 0, dircount (their names and cookies, as
+    Linux's nfsd counts it; the first entry goes whatever its size)."""
     fh, fs = c.fh()
     wanted = args.attr_request
     maxcount = min(args.maxcount, c.server.attrs.max_io)
@@ -484,31 +486,64 @@ def READDIR(c, args):
     # Each entry costs a lookup on the event loop: a page is kept to a few
     # hundred entries, however large the client's buffer (Linux's is 1 MiB).
     want = min(max(limit // 32, 1), READDIR_MAX_ENTRIES) + 2
-    entries, eof, verf, _ = fs.readdir(fh, args.cookie, bytes(args.cookieverf), caller, want)
+    cookie, verf = args.cookie, bytes(args.cookieverf)
+    budget = args.dircount or None
+    if budget is not None and cookie == 0:
+        budget += 2 * _name_and_cookie(b"..")  # MetaFS's "." and "..", not sent
+    rows = eof = None
+    try:
+        rows, eof, verf, _ = fs.readdirplus(fh, cookie, verf, caller, want, budget=budget,
+                                            entry_size=_name_and_cookie)
+    except FsError as e:
+        if e.status != nfsstat3.NFS3ERR_TOOSMALL:
+            raise
+    if not eof and not any(r[0].name not in _DOT_NAMES for r in rows or ()):
+        # Not one entry within dircount: one goes anyway (after the dots).
+        rows, eof, verf, _ = fs.readdirplus(fh, cookie, verf, caller, 3 if cookie == 0 else 1)
+    encode, needs_fsstat = nfs4attrs.encoder(wanted)
+    st = None
+    if needs_fsstat:
+        try:
+            st = fs.fsstat(fh)
+        except (FsError, OSError):
+            encode = None  # figures unavailable: each entry the generic way, which leaves them out
+    obj = nfs4attrs.Obj(None, None, fs, (fs.fsid, 0), None, c.server.attrs)
+    config = obj.config
     out = []
-    cut = False
-    for e in entries:
+    cut = None  # the cookie of the first entry left out
+    for e, efh, eattr in rows:
         if e.name in _DOT_NAMES:
             continue
-        try:
-            efh, eattr, _ = fs.lookup(fh, e.name, caller)
-            attrs = fattr_of(obj_of(c, efh, fs, eattr), wanted)
-        except FsError as err:
-            if nfs4.FATTR4_RDATTR_ERROR not in nfs4attrs.plan(wanted)[0]:
-                raise
-            attrs = nfs4.encode_attrs({nfs4.FATTR4_RDATTR_ERROR: int(status_of_fs(err))})
-        # dircount is a hint (Linux sends maxcount / 32 and its nfsd ignores
-        # it too); maxcount bounds the reply.
-        esize = 4 + 8 + 4 + _pad4(len(e.name)) + 4 + 4 * len(attrs.attrmask) + 4 + \
-            _pad4(len(attrs.attr_vals))
-        if size + esize > limit:
-            cut = True
+        if efh is None:
+            try:  # (what went wrong: the fast lookups do not say)
+                efh, eattr, _ = fs.lookup(fh, e.name, caller)
+            except FsError as err:
+                if nfs4.FATTR4_RDATTR_ERROR not in nfs4attrs.plan(wanted)[0]:
+                    raise
+                attrs = nfs4attrs.rdattr_error_fattr4(status_of_fs(err))
+        if efh is not None:
+            obj.fh, obj.attr, obj.fsid = efh, eattr, (eattr.fsid, 0)
+            attrs = encode(obj, eattr, config, st) if encode is not None else \
+                nfs4attrs.fattr4_bytes(obj, wanted)
+        entry = nfs4.entry4_bytes(e.cookie, e.name, attrs)
+        if size + len(entry) > limit:
+            cut = e.cookie
             break
-        size += esize
-        out.append(nfs4.entry4(e.cookie, e.name, attrs))
-    if cut and not out:
-        raise Nfs4Error(nfsstat4.NFS4ERR_TOOSMALL)
-    return nfs4.READDIR4resok(verf, nfs4.dirlist4(out, bool(eof) and not cut))
+        size += len(entry)
+        out.append((e.cookie, entry))
+    if cut is not None:
+        # Entries sharing a cookie go together: the client resumes after the last.
+        while out and out[-1][0] == cut:
+            out.pop()
+        if not out:
+            raise Nfs4Error(nfsstat4.NFS4ERR_TOOSMALL)
+    return Encoded(b"".join((verf, *(entry for _, entry in out),
+                             nfs4.dirlist4_end(bool(eof) and cut is None))))
+
+
+def _name_and_cookie(name):
+    """What an entry costs of a READDIR's dircount."""
+    return 4 + _pad4(len(name)) + 8
 
 
 def _readdir_pseudo(c, fh, args, wanted, size, limit):
