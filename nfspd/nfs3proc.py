@@ -379,21 +379,18 @@ def READDIR(ctx, args):
     d = args.dir
     fs, caller = ctx.service.resolve(ctx, d)
     limit = min(args.count, max_io(ctx))
-    want = max(limit - _RESOK_FIXED, 0) // _ENTRY_MIN + 1
-    entries, eof, verf, dattr = fs.readdir(d, args.cookie, args.cookieverf, caller, want)
-    size, n = _RESOK_FIXED, 0
-    for e in entries:
-        size += _entry_size(e.name)
-        if size > limit:
-            break
-        n += 1
-    n = _cut(entries, n)
-    if entries and not n:
+    # The page is cut to what count holds as it is read (entries sharing a
+    # cookie kept together); TOOSMALL if not even the first entry fits.
+    entries, eof, verf, dattr = fs.readdir(d, args.cookie, args.cookieverf, caller,
+                                           max(limit - _RESOK_FIXED, 0) // _ENTRY_MIN + 1,
+                                           budget=max(limit - _RESOK_FIXED, 0),
+                                           entry_size=_entry_size)
+    if not entries and not eof:
         raise FsError(nfsstat3.NFS3ERR_TOOSMALL)
-    out = [nfs3.entry3(e.fileid, e.name, e.cookie) for e in entries[:n]]
-    # eof only if nothing fetched was left out.
-    reply = nfs3.dirlist3(out, bool(eof) and n == len(entries))
-    return nfs3.READDIR3res(OK, nfs3.READDIR3resok(post_op(dattr), verf, reply))
+    encode = nfs3.entry3_bytes
+    return Encoded(b"".join((
+        _OK_WORD, _FALSE_WORD if dattr is None else _TRUE_WORD + fattr3_bytes(dattr), verf,
+        *[encode(e.fileid, e.name, e.cookie) for e in entries], nfs3.dirlist_end(bool(eof)))))
 
 
 def READDIRPLUS(ctx, args):

@@ -645,6 +645,20 @@ def mixed_tree(client, root_fh, export):
     return d
 
 
+def test_readdir_reply_is_the_codecs_encoding(client, root_fh, export):
+    d = mixed_tree(client, root_fh, export)
+    cookie, verf, pages = 0, bytes(8), 0
+    while True:
+        body = client.body(NFSPROC3.READDIR, nfs3.READDIR3args(d, cookie, verf, 300))
+        res = decode(nfs3.READDIR3res, body)
+        assert res.disc == OK and encode(nfs3.READDIR3res, res) == body
+        pages += 1
+        if res.body.reply.eof:
+            break
+        cookie, verf = res.body.reply.entries[-1].cookie, res.body.cookieverf
+    assert pages > 2
+
+
 def test_readdirplus_reply_is_the_codecs_encoding(client, root_fh, export):
     d = mixed_tree(client, root_fh, export)
     for cookie, verf in ((0, bytes(8)), (None, None)):
