@@ -205,3 +205,7 @@ def test_a_remembered_handle_is_found_by_inode_and_ctime_only(tree):
     # The same inode number with another ctime: changed, or another object.
     later = SimpleNamespace(st_ino=st.st_ino, st_ctime_ns=st.st_ctime_ns + 1)
     assert codec.known(later) is None
+    assert codec.known(st) == fh
+    # An object removed here is forgotten, whatever its ctime would say.
+    codec.forget_ino(st.st_ino)
+    assert codec.known(st) is None

@@ -710,6 +710,25 @@ def test_readdirplus_gives_a_name_replaced_behind_its_back_its_new_handle(client
     assert after[b"dir-08"].name_attributes.mode == 0o700
 
 
+def test_readdirplus_forgets_the_handle_of_a_file_removed_through_the_server(client, root_fh,
+                                                                            export):
+    # A new file may get the removed one's inode number, and (on kernels
+    # before 6.13, within one clock tick) its ctime too: what READDIRPLUS
+    # remembered of the old one must not be given out for it.
+    d = mixed_tree(client, root_fh, export)
+    before = {e.name: e for e in readdirplus_all(client, d, 65536, 65536)}
+    old = before[b"dir-05"]
+    codec = export[0]._codec
+    assert old.fileid in codec._minted  # remembered by the listing
+    res = client.call(NFSPROC3.RMDIR, nfs3.RMDIR3args(diropargs3(d, b"dir-05")))
+    assert res.disc == OK
+    assert old.fileid not in codec._minted
+    made(client.mkdir(d, b"dir-05"))
+    after = {e.name: e for e in readdirplus_all(client, d, 65536, 65536)}
+    assert client.getattr(after[b"dir-05"].name_handle).fileid == \
+        os.stat(export[1] / "mixed" / "dir-05").st_ino
+
+
 @pytest.mark.parametrize("dircount", [0, 60, 200, 1000])
 def test_readdirplus_keeps_within_dircount(client, root_fh, export, dircount):
     d = mixed_tree(client, root_fh, export)

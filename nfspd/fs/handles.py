@@ -40,7 +40,7 @@ MAX_MAC = 16
 MAX_KERNEL_HANDLE = FHSIZE2 - _HEADER.size - MIN_MAC  # 17
 # Handles made lately, by kernel handle (the whole input of the MAC, so a hit
 # is exactly what sealing again gives; the MAC, an HMAC-SHA256, costs 1-3 us)
-# and by (inode, ctime) (see HandleCodec.known): a READDIRPLUS needs one per
+# and by inode and ctime (see HandleCodec.known): a READDIRPLUS needs one per
 # entry, the same ones each time a directory is listed again. Each cache is
 # bounded to this many rows of ~200 bytes.
 SEALED_CACHED = 16384
@@ -136,7 +136,7 @@ class HandleCodec:
         self._cache_size = max(16, min(cache_size, _fd_budget() // 4))
         self._lock = threading.Lock()
         self._sealed = {}  # (htype, kernel handle) -> canonical fh; first in, first out
-        self._minted = {}  # (ino, ctime_ns) -> canonical fh; first in, first out
+        self._minted = {}  # ino -> (ctime_ns, canonical fh); first in, first out
 
     # -- making handles ------------------------------------------------------
 
@@ -163,17 +163,21 @@ class HandleCodec:
         ``st``, or None. An inode number alone could have been freed and
         given to a new object since; with its ctime it names one object: the
         ctime changes when the object loses a link, and a new object's ctime
-        is later still (Linux >= 6.13 hands out a finer timestamp after one
-        was looked at, see listings.Listing.stamp; older kernels may repeat a
-        ctime within one clock tick, a window only changes made outside this
-        server can reach, and that costs the client an ESTALE and a new
-        LOOKUP)."""
-        return self._minted.get((st.st_ino, st.st_ctime_ns))
+        is later still (Linux >= 6.13 hands out a finer timestamp once one
+        was looked at, see listings.Listing.stamp). Older kernels may repeat a
+        ctime within one clock tick: an object removed here is forgotten
+        (forget_ino), so only a removal and re-creation made outside this
+        server within one tick can reach that window, and it costs the
+        client an ESTALE and a new LOOKUP."""
+        hit = self._minted.get(st.st_ino)
+        if hit is not None and hit[0] == st.st_ctime_ns:
+            return hit[1]
+        return None
 
     def remember(self, st, fh):
         """Note that ``fh`` is the handle of the object whose lstat, taken
         before and after the handle was made and the same both times, is ``st``."""
-        _bounded_put(self._minted, (st.st_ino, st.st_ctime_ns), fh)
+        _bounded_put(self._minted, st.st_ino, (st.st_ctime_ns, fh))
 
     def encode_fd(self, fd):
         """The handle of the object fd refers to."""
@@ -319,6 +323,7 @@ class HandleCodec:
                 os.close(hit[0])
 
     def forget_ino(self, ino):
+        self._minted.pop(ino, None)
         with self._lock:
             for cfh in self._by_ino.pop(ino, ()):
                 hit = self._cache.pop(cfh, None)
