@@ -1207,3 +1207,23 @@ def test_an_async_callers_changes_wait_for_nothing_and_purge_at_once(cenv):
     fs.rename(fs.root_fh, b"f", fs.root_fh, b"g", lazy)
     fs.remove(fs.root_fh, b"g", lazy)
     assert fs.stable_ticket() is None and len(cenv.purged) == 1
+
+
+def test_a_flushed_directory_stays_open_for_the_next_flush_until_it_is_removed(cenv):
+    fs = cenv.fs
+    d, _, _ = fs.mkdir(fs.root_fh, b"d", ROOT, SetAttr())
+    run(fs.stable, fs.stable_ticket())
+    ino = os.stat(cenv.root / "d").st_ino
+
+    def kept():
+        return {os.fstat(fd).st_ino for fd in cenv.commit._kept.values()}
+    for i in range(3):
+        fs.create(d, b"f%d" % i, ROOT, UNCHECKED, SetAttr())
+        run(fs.stable, fs.stable_ticket())
+    assert ino in kept()
+    for i in range(3):
+        fs.remove(d, b"f%d" % i, ROOT)
+    fs.rmdir(fs.root_fh, b"d", ROOT)
+    run(fs.stable, fs.stable_ticket())
+    # Kept open, a removed directory's inode could not be freed.
+    assert ino not in kept()

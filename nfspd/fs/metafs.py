@@ -384,8 +384,11 @@ class MetaFS:
 
         if any(v is not None for v in (rest.uid, rest.gid, rest.atime, rest.mtime, rest.size)):
             self.setattr(cfh, caller, rest)
+            attr = self._attr_of(cfh)
+        else:
+            attr = self._attr(fd, st, meta)  # st is from after the link: current
         self._sync_dir(dfd, dst, caller)
-        return cfh, self._attr_of(cfh), Wcc(pre, self._post(dfd))
+        return cfh, attr, Wcc(pre, self._post(dfd))
 
     def _create_existing(self, dfd, dst, name, caller, how, sattr, verf, pre):
         if how == CreateHow.GUARDED:

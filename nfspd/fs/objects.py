@@ -283,6 +283,8 @@ class Objects:
             return
         self.codec.forget_ino(st.st_ino)
         self.metafiles.forget(st)
+        if self.commit is not None and stat.S_ISDIR(st.st_mode):
+            self.commit.forget(st)
         if meta is not None:
             purge = self.purge
             if caller is not None and self.commit is not None:
