@@ -57,10 +57,10 @@ class PurgeQueue:
     def append_unsynced(self, ino, seed):
         """A purge for an ``async`` export's REMOVE: in the journal (unlinkd
         reads it from the page cache) but not flushed; a crash of the machine
-        may lose it, leaking the data until `nfsp scrub`."""
+        may lose it, leaking the data until `nfsp scrub`. wake() tells unlinkd
+        after (the group commit: once for the REMOVEs of a loop turn)."""
         self._writer.append(ino, seed, sync=False)
         self.appended += 1
-        self._waker.wake()
 
     def append_batch(self, records):
         """Many purges, durable with one flush (a group commit's); wake()

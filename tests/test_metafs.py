@@ -1227,3 +1227,47 @@ def test_a_flushed_directory_stays_open_for_the_next_flush_until_it_is_removed(c
     run(fs.stable, fs.stable_ticket())
     # Kept open, a removed directory's inode could not be freed.
     assert ino not in kept()
+
+
+class JournalSink:
+    """A purge sink like nfspd's: a journal, and a reader to wake."""
+
+    def __init__(self):
+        self.journal, self.wakes = [], 0
+
+    def __call__(self, ino, seed):
+        self.journal.append(ino)
+        self.wakes += 1
+
+    def append_unsynced(self, ino, seed):
+        self.journal.append(ino)
+
+    def wake(self):
+        self.wakes += 1
+
+
+def test_an_async_removal_is_in_the_journal_at_once_and_its_reader_woken_once_per_loop_turn(
+        tmp_path):
+    from nfspd.fs.commit import GroupCommit
+    env = Env(tmp_path)
+    sink = JournalSink()
+    env.fs.close()
+    env.fs = fs = MetaFS(str(env.root), 42, KEY, env.dp, purge=sink, commit=GroupCommit())
+    lazy = Caller(0, 0, sync=False)
+    try:
+        for i in range(6):
+            fs.create(fs.root_fh, b"f%d" % i, lazy, UNCHECKED, SetAttr())
+        inos = [os.stat(env.root / ("f%d" % i)).st_ino for i in range(6)]
+        fs.remove(fs.root_fh, b"f0", lazy)   # no event loop: woken at once
+        assert (sink.journal, sink.wakes) == (inos[:1], 1)
+
+        async def main():
+            for i in range(1, 6):
+                fs.remove(fs.root_fh, b"f%d" % i, lazy)
+            # In the journal before the REMOVEs are answered (kill -9 keeps it).
+            assert sink.journal == inos and sink.wakes == 1
+            await trio.testing.wait_all_tasks_blocked()
+            assert sink.wakes == 2
+        run(main)
+    finally:
+        fs.close()

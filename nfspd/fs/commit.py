@@ -71,6 +71,7 @@ class GroupCommit:
         self._kept = collections.OrderedDict()  # (dev, ino) -> readable fd, LRU
         self._drop = []      # of _kept: removed directories to close once flushed
         self._purges = {}    # sink -> [(ino, seed)]
+        self._to_wake = []   # sinks given unsynced purges since they were woken
         self._filling = 1    # the batch changes are noted in now
         self._stable = 0     # every batch up to this one has been flushed
         self._failed = {}    # batch -> the error its flush raised (recent ones)
@@ -125,6 +126,37 @@ class GroupCommit:
         """Hand (ino, seed) to the purge sink once the batch's removals are
         durable."""
         self._purges.setdefault(sink, []).append((ino, seed))
+
+    def unsynced(self, sink, ino, seed):
+        """An ``async`` export's purge: appended to the sink's journal now
+        (unflushed; the page cache keeps it through a kill -9 of nfspd), its
+        reader woken once the loop has run the calls already received, one
+        wake-up for them all. Each wake-up costs unlinkd a journal read, on
+        the cores the REMOVEs need: one per REMOVE was a sixth of nfspd's
+        time and more of unlinkd's under 8 clients."""
+        sink.append_unsynced(ino, seed)
+        wake = getattr(sink, "wake", None)
+        if wake is None or sink in self._to_wake:
+            return
+        self._to_wake.append(sink)
+        if len(self._to_wake) == 1:
+            try:
+                trio.lowlevel.spawn_system_task(self._wake_soon)
+            except RuntimeError:  # no event loop: at once
+                self._wake_now()
+
+    async def _wake_soon(self):
+        await trio.sleep(0)
+        await trio.sleep(0)
+        self._wake_now()
+
+    def _wake_now(self):
+        sinks, self._to_wake = self._to_wake, []
+        for sink in sinks:
+            try:
+                sink.wake()
+            except Exception:
+                log.exception("waking the purge sink failed")
 
     def ticket(self):
         """What stable() takes to wait for every change noted so far; None

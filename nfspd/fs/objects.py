@@ -291,8 +291,15 @@ class Objects:
                 if self.durable(caller):
                     self.commit.purge(purge, st.st_ino, meta.seed)
                     return
-                # async: not flushed either, if the sink can (README).
-                purge = getattr(purge, "append_unsynced", purge)
+                if hasattr(purge, "append_unsynced"):
+                    # async: not flushed either (README); unlinkd woken once
+                    # for the removals of a loop turn.
+                    try:
+                        self.commit.unsynced(purge, st.st_ino, meta.seed)
+                    except Exception:
+                        log.exception("purge of inode %d seed %#x failed", st.st_ino,
+                                      meta.seed)
+                    return
             try:
                 purge(st.st_ino, meta.seed)
             except Exception:
