@@ -494,6 +494,18 @@ def test_removing_the_last_link_purges(env):
     assert env.purged == [(ino, seed)]
 
 
+def test_removing_a_file_no_handle_reached_since_the_start_purges_it_too(env):
+    env.create(b"f")
+    env.create(b"keep")
+    ino, seed = os.stat(env.root / "f").st_ino, seed_of(env.root / "f")
+    os.link(env.root / "keep", env.root / "k2")
+    env.fs.close()
+    env.fs = fs = env.make()             # nothing cached: the name is opened
+    fs.remove(fs.root_fh, b"f", ROOT)
+    fs.remove(fs.root_fh, b"k2", ROOT)   # a link left: no purge
+    assert env.purged == [(ino, seed)] and os.listdir(env.root) == ["keep"]
+
+
 def test_rename_over_a_file_purges_it(env):
     fs = env.fs
     env.create(b"a")
