@@ -520,6 +520,20 @@ def test_rename_over_a_file_purges_it(env):
     assert len(env.purged) == 1
 
 
+def test_rename_over_a_file_with_another_link_purges_nothing_handle_cached_or_not(env):
+    fs = env.fs
+    for name in (b"a", b"b", b"x", b"y"):
+        env.create(name)
+    fs.link(fs.lookup(fs.root_fh, b"b", ROOT)[0], fs.root_fh, b"b2", ROOT)
+    fs.rename(fs.root_fh, b"a", fs.root_fh, b"b", ROOT)      # b's handle is cached
+    os.link(env.root / "y", env.root / "y2")
+    env.fs.close()
+    env.fs = fs = env.make()                                  # y's is not
+    fs.rename(fs.root_fh, b"x", fs.root_fh, b"y", ROOT)
+    assert env.purged == []
+    assert sorted(os.listdir(env.root)) == ["b", "b2", "y", "y2"]
+
+
 def test_a_held_file_outlives_its_last_link_until_released(env):
     fs = env.fs
     fh = env.create(b"f")

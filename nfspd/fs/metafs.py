@@ -500,6 +500,23 @@ class MetaFS:
 
     # -- removing objects ---------------------------------------------------------------
 
+    def _pin_victim(self, dfd, name, caller):
+        """What name (about to lose its link) is, pinned: (fd, stat, owned),
+        owned telling whether the caller closes fd. A file just made or used
+        is in the handle cache, whose descriptor pins it as well as one
+        opened here would: a stat of the name instead of an O_PATH open, its
+        fstat and close (the cache closes its own once the file is gone). Were
+        the name another inode's by the unlink, that one's data would leak
+        (scrub finds it), as with an opened pin; none is purged while reachable."""
+        with as_caller(caller.uid, caller.gid, caller.gids):
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        if stat.S_ISREG(st.st_mode) and st.st_dev == self.dev:
+            cached = self._codec.cached_inode(st.st_ino)
+            if cached is not None:
+                return cached[0], st, False
+        fd, st = self._pin(dfd, name, caller)
+        return fd, st, True
+
     @maps_oserror
     def remove(self, dir_fh, name, caller):
         """Remove a non-directory as the caller: directory Wcc. ISDIR for a
@@ -509,36 +526,18 @@ class MetaFS:
         dfd, _, dst = self._dir(dir_fh)
         name = _name(name)
         pre = self._wcc_attr(dfd, dst)
-        with as_caller(caller.uid, caller.gid, caller.gids):
-            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-        if stat.S_ISDIR(st.st_mode):
-            raise FsError(nfsstat3.NFS3ERR_ISDIR)
-        # A file just made or used is in the handle cache: its descriptor
-        # there pins the inode as well as one opened here would (two system
-        # calls fewer; the cache closes it once the file is gone).
-        cached = self._codec.cached_inode(st.st_ino) \
-            if stat.S_ISREG(st.st_mode) and st.st_dev == self.dev else None
-        if cached is not None:
-            pin = cached[0]
-            meta = self._objects.meta_of_pinned(pin, st)
+        pin, st, owned = self._pin_victim(dfd, name, caller)
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                raise FsError(nfsstat3.NFS3ERR_ISDIR)
+            meta = self._objects.meta_of_pinned(pin, st) if stat.S_ISREG(st.st_mode) else None
             with as_caller(caller.uid, caller.gid, caller.gids):
                 os.unlink(name, dir_fd=dfd)
             # Counted after the unlink, on the pinned inode: a LINK racing with
-            # us cannot make us purge data that is still reachable. (Were the
-            # name another inode's by the time of the unlink, that one's data
-            # would leak, which scrub finds; never be purged while reachable.)
+            # us cannot make us purge data that is still reachable.
             after = os.fstat(pin)
-        else:
-            pin, st = self._pin(dfd, name, caller)
-            try:
-                if stat.S_ISDIR(st.st_mode):
-                    raise FsError(nfsstat3.NFS3ERR_ISDIR)
-                meta = self._objects.meta_of_pinned(pin, st) \
-                    if stat.S_ISREG(st.st_mode) else None
-                with as_caller(caller.uid, caller.gid, caller.gids):
-                    os.unlink(name, dir_fd=dfd)
-                after = os.fstat(pin)
-            finally:
+        finally:
+            if owned:
                 os.close(pin)
         self._listing_changed(dst, dfd, removed=(name,))
         # The removal must be durable before the data is handed to the purge
@@ -588,25 +587,25 @@ class MetaFS:
         if from_name in (b".", b"..") or to_name in (b".", b".."):
             raise FsError(nfsstat3.NFS3ERR_INVAL)
         fpre, tpre = self._wcc_attr(ffd, fst), self._wcc_attr(tfd, tst)
-        spin, sst = self._pin(ffd, from_name, caller)
+        with as_caller(caller.uid, caller.gid, caller.gids):
+            # What it is, for the listings (the source keeps its inode).
+            sst = os.stat(from_name, dir_fd=ffd, follow_symlinks=False)
         try:
-            try:
-                tpin, tpst = self._pin(tfd, to_name, caller)
-            except FileNotFoundError:
-                tpin = tpst = None
-            try:
-                tmeta = None
-                if tpst is not None and stat.S_ISREG(tpst.st_mode) and \
-                        (tpst.st_dev, tpst.st_ino) != (sst.st_dev, sst.st_ino):
-                    tmeta = self._objects.meta_of_pinned(tpin, tpst)
-                with as_caller(caller.uid, caller.gid, caller.gids):
-                    os.rename(from_name, to_name, src_dir_fd=ffd, dst_dir_fd=tfd)
-                after = os.fstat(tpin) if tpin is not None else None
-            finally:
-                if tpin is not None:
-                    os.close(tpin)
+            tpin, tpst, owned = self._pin_victim(tfd, to_name, caller)
+        except FileNotFoundError:
+            tpin = tpst = None
+            owned = False
+        try:
+            tmeta = None
+            if tpst is not None and stat.S_ISREG(tpst.st_mode) and \
+                    (tpst.st_dev, tpst.st_ino) != (sst.st_dev, sst.st_ino):
+                tmeta = self._objects.meta_of_pinned(tpin, tpst)
+            with as_caller(caller.uid, caller.gid, caller.gids):
+                os.rename(from_name, to_name, src_dir_fd=ffd, dst_dir_fd=tfd)
+            after = os.fstat(tpin) if tpin is not None else None
         finally:
-            os.close(spin)
+            if owned:
+                os.close(tpin)
         same_dir = (fst.st_dev, fst.st_ino) == (tst.st_dev, tst.st_ino)
         onto_itself = tpst is not None and (sst.st_dev, sst.st_ino) == (tpst.st_dev, tpst.st_ino)
         if not onto_itself:
