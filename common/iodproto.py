@@ -2,12 +2,14 @@
 daemons (paper 5.6), sans-IO: no sockets, no clocks (the time is always an
 argument), no files.
 
-A frame is::
+A frame (protocol version 2) is::
 
-    header  magic b"NFSi" | version u8 | key_id u8 | flags u16 | body_len u32   (12 bytes)
+    header  magic b"NFSi" | version u8 | key_id u8 | flags u16 | body_len u32
+            | data_len u32                                                     (16 bytes)
     body    msgpack map: {"op": Op, "id": request id, ["stamp": [sender, seq, time]],
                           ...fields of that op}
     mac     HMAC-SHA256(key[key_id], header || body)                           (32 bytes)
+    data    data_len raw bytes: a REPLY's ``data`` (0 for every other op)
 
 The same frame travels in one UDP datagram or back to back on a TCP stream
 (FrameReader reassembles those). Every frame is authenticated with the cluster
@@ -18,6 +20,28 @@ be accepted at once: Keys signs with one and verifies with all, and
 Keys.update swaps them in place for every holder (a SIGHUP re-reading the key
 file), so a key is rotated without downtime -- add the new key everywhere,
 then make it the signing one everywhere, then drop the old one.
+
+What the MAC covers (version 2)
+-------------------------------
+Everything but a REPLY's data: the header (so data_len too), the body (op, id,
+status, verifier: everything the metaserver acts on). A relayed READ's data
+follows the MAC as a raw trailer, so that the iod can send it with
+os.sendfile straight from the datafile and the metaserver can receive it into
+the NFS reply's buffer and send it on without ever touching it (hashing a MiB
+costs ~0.8 ms of CPU on each side here, ten times copying it: it was most of
+the relay's cost). What this gives up is the integrity of READ data on the
+iod-to-metaserver hop only -- the same data crosses the metaserver-to-client hop
+unauthenticated (NFS over AUTH_SYS), and the UDP-forwarded and pNFS
+data-server READs send it from the iod to the client with no MAC at all. What
+an attacker on the path still cannot do: make the metaserver accept a reply
+that no iod sent, with another status, verifier (COMMIT) or request id, or of
+another length (data_len is signed, so the stream's framing cannot be moved);
+nor make an iod act on anything: requests keep their data inside the body,
+under the MAC (a WRITE's data is authenticated, it is stored).
+
+Version 1 (a 12-byte header, a REPLY's data inside the body) is refused with
+a message saying so: the metaserver, its iods, unlinkd and the tools are
+upgraded together.
 
 The one exception to authentication: a PING (and the PONG answering it) may
 travel unsigned (flag UNSIGNED, MAC all zeros) for monitoring without the key.
@@ -105,7 +129,8 @@ Ops and their fields (every request carries "id", echoed in its REPLY/PONG):
             handle of those files (removed, restriped), those minted before the frame's
             stamp for those clients (lease expired) or for anyone (exports changed);
             acknowledged once in force)
-- REPLY     status: int (0 or an errno), data: bytes|None, verifier: bytes(8)|None,
+- REPLY     status: int (0 or an errno), data: bytes|None (the trailer; None when
+            data_len is 0), verifier: bytes(8)|None,
             files: [[ino, seed], ...]|None, cursor: bytes|None, message: str
 
 addr is [ip, port]. Integers are bounded to 64 bits; byte strings and lists
@@ -123,8 +148,8 @@ import struct
 import msgpack
 
 MAGIC = b"NFSi"
-VERSION = 1
-HEADER = struct.Struct(">4sBBHI")
+VERSION = 2
+HEADER = struct.Struct(">4sBBHII")
 MAC_SIZE = 32
 MAX_DATA = 1 << 20          # one READ/WRITE carries at most 1 MiB (NFSv3 over TCP's rtmax)
 MAX_BODY = MAX_DATA + 65536  # data plus the reply head and fields
@@ -417,36 +442,68 @@ class Keys:
 
 def encode(msg, keys):
     """The frame of ``msg``, signed with ``keys``; keys None makes an
-    unsigned frame, which only a PING or a PONG may be."""
+    unsigned frame, which only a PING or a PONG may be. A REPLY's data
+    becomes the frame's trailer."""
+    data = msg.data if msg.op == Op.REPLY and msg.data else b""
+    return _signed(msg, keys, len(data)) + data
+
+
+def encode_head(msg, data_len, keys):
+    """A REPLY's frame up to its trailer, announcing ``data_len`` bytes of
+    data, which the caller sends right after it (os.sendfile from the
+    datafile); ``msg.data`` must be None."""
+    if msg.op != Op.REPLY or msg.data is not None:
+        raise IodProtoError("only a REPLY without data in it announces a trailer")
+    return _signed(msg, keys, data_len)
+
+
+def _signed(msg, keys, data_len):
+    """Header, body and MAC of ``msg``, announcing ``data_len`` bytes of trailer."""
     body = {"op": int(msg.op), "id": _uint(msg.id)}
     if msg.stamp is not None:
         s = msg.stamp
         body["stamp"] = [_uint(s.sender), _uint(s.seq), _time(float(s.time))]
+    reply = msg.op == Op.REPLY
     for k, v in msg.fields().items():
+        if reply and k == "data":
+            continue
         body[k] = list(v) if isinstance(v, tuple) else v
     packed = msgpack.packb(body, use_bin_type=True)
     if len(packed) > MAX_BODY:
         raise IodProtoError(f"body of {len(packed)} bytes exceeds {MAX_BODY}")
+    if not 0 <= data_len <= MAX_DATA:
+        raise IodProtoError(f"data of {data_len} bytes exceeds {MAX_DATA}")
     if keys is None:
         if msg.op not in (Op.PING, Op.PONG):
             raise IodProtoError(f"only PING and PONG may be unsigned, not {msg.op.name}")
-        return HEADER.pack(MAGIC, VERSION, 0, UNSIGNED, len(packed)) + packed + _NO_MAC
+        return HEADER.pack(MAGIC, VERSION, 0, UNSIGNED, len(packed), 0) + packed + _NO_MAC
     key_id, key = keys.signing
-    header = HEADER.pack(MAGIC, VERSION, key_id, 0, len(packed))
+    header = HEADER.pack(MAGIC, VERSION, key_id, 0, len(packed), data_len)
     mac = hmac.new(key, header + packed, hashlib.sha256).digest()
     return header + packed + mac
 
 
-def frame_length(header_bytes):
-    """Total frame length announced by a 12-byte header (checked against the bound)."""
-    magic, version, _, _, body_len = HEADER.unpack(header_bytes)
+def frame_sizes(header_bytes):
+    """(signed, data_len) announced by a HEADER.size-byte header: the bytes
+    up to the end of the MAC, and the trailer's after them (both bounded)."""
+    magic, version, _, _, body_len, data_len = HEADER.unpack(header_bytes)
     if magic != MAGIC:
         raise IodProtoError("bad magic")
     if version != VERSION:
-        raise IodProtoError(f"unsupported protocol version {version}")
+        raise IodProtoError(f"iod protocol version {version} from the peer, but this side "
+                            f"speaks version {VERSION}: nfspd, the iods, unlinkd and the "
+                            f"tools must be upgraded together")
     if body_len > MAX_BODY:
         raise IodProtoError(f"announced body of {body_len} bytes exceeds {MAX_BODY}")
-    return HEADER.size + body_len + MAC_SIZE
+    if data_len > MAX_DATA:
+        raise IodProtoError(f"announced data of {data_len} bytes exceeds {MAX_DATA}")
+    return HEADER.size + body_len + MAC_SIZE, data_len
+
+
+def frame_length(header_bytes):
+    """Total frame length announced by a HEADER.size-byte header (checked against the bounds)."""
+    signed, data_len = frame_sizes(header_bytes)
+    return signed + data_len
 
 
 def decode(frame, keys, unsigned_ok=False):
@@ -455,13 +512,14 @@ def decode(frame, keys, unsigned_ok=False):
     ``authenticated`` False)."""
     if len(frame) < HEADER.size + MAC_SIZE:
         raise IodProtoError(f"short frame ({len(frame)} bytes)")
-    total = frame_length(frame[:HEADER.size])
-    if len(frame) != total:
-        raise IodProtoError(f"frame length {len(frame)} does not match its header ({total})")
+    signed_len, data_len = frame_sizes(frame[:HEADER.size])
+    if len(frame) != signed_len + data_len:
+        raise IodProtoError(f"frame length {len(frame)} does not match its header "
+                            f"({signed_len + data_len})")
     flags = HEADER.unpack_from(frame)[3]
     if flags & ~_KNOWN_FLAGS:
         raise IodProtoError(f"unknown flags {flags:#x}")
-    signed, mac = frame[:-MAC_SIZE], frame[-MAC_SIZE:]
+    signed, mac = frame[:signed_len - MAC_SIZE], frame[signed_len - MAC_SIZE:signed_len]
     if flags & UNSIGNED:
         if not unsigned_ok:
             raise BadMac("unsigned frame")
@@ -474,12 +532,14 @@ def decode(frame, keys, unsigned_ok=False):
             raise BadMac(f"unknown key id {key_id}")
         if not hmac.compare_digest(hmac.new(key, signed, hashlib.sha256).digest(), mac):
             raise BadMac("authentication failed")
-    return message_of(_unpack(signed[HEADER.size:]), flags)
+    return message_of(_unpack(signed[HEADER.size:]), flags,
+                      bytes(frame[signed_len:]) if data_len else None)
 
 
-def message_of(body, flags):
-    """The Message of an unpacked body (a verified frame's, header ``flags``):
-    the op's schema checked, as decode does (shared with nfspd/iodframes.py)."""
+def message_of(body, flags, data=None):
+    """The Message of an unpacked body (a verified frame's, header ``flags``)
+    and its trailer ``data`` (None: data_len 0): the op's schema checked, as
+    decode does (shared with nfspd/iodframes.py)."""
     if type(body) is not dict:
         raise IodProtoError("body is not a map")
     try:
@@ -495,6 +555,12 @@ def message_of(body, flags):
         # fill a receiver's ReplayGuard with invented senders.
         raise BadMac("unsigned frame with a stamp")
     stamp = None if stamp is None else _stamp(stamp)
+    if op == Op.REPLY:
+        if "data" in body:
+            raise IodProtoError("REPLY with its data in the body: data travels after the MAC")
+        body["data"] = data
+    elif data is not None:
+        raise IodProtoError(f"{op.name} with a trailer: only a REPLY carries one")
     schema = SCHEMAS[op]
     fields = dict(DEFAULTS.get(op, {}))
     for k, v in body.items():

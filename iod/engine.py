@@ -55,6 +55,7 @@ from common.runtime.version import VERSION
 from iod import ipv4
 from iod.counters import Counters
 from iod.errorlog import ErrorLog
+from iod.nfs4ds import FileRange, Reply
 
 log = logging.getLogger("iod")
 
@@ -98,7 +99,10 @@ class Engine:
 
     def handle(self, frame, peer, udp, wall, mono):
         """The answer to ``frame`` from ``peer`` (over UDP if ``udp``, else
-        TCP), as the frame to send back to ``peer``, or None."""
+        TCP), as the frame to send back to ``peer``, or None. A READ relayed
+        over TCP is answered with a Reply (iod/nfs4ds.py): the frame up to
+        its MAC, then its data trailer as a FileRange, which the connection
+        sends with os.sendfile and then release()s."""
         try:
             msg = iodproto.decode(frame, self.keys, unsigned_ok=udp)
             # (decode refuses a stamp in an unsigned frame; checked again
@@ -138,6 +142,9 @@ class Engine:
             answer = iodproto.reply(msg, errno.EINVAL, message=str(e)[:1000])
         if answer is None:
             return None
+        if type(answer) is _Relayed:
+            return Reply([iodproto.encode_head(answer.reply, answer.range.count, self.keys),
+                          answer.range])
         data = iodproto.encode(answer, self.keys)
         if udp and len(data) > ipv4.MAX_UDP_PAYLOAD:
             self.counters.add("error_emsgsize")
@@ -183,6 +190,12 @@ class Engine:
             if len(msg.head) + msg.count + pad > ipv4.MAX_UDP_PAYLOAD:
                 raise OSError(errno.EMSGSIZE, f"a READ reply of {msg.count} bytes does not fit "
                                               f"a UDP datagram")
+        if msg.client is None and not udp:
+            # Sent from the datafile by the connection (os.sendfile), never
+            # read here; zeros past its end (FileRange).
+            pinned = self.store.pin(msg.ino, msg.seed)
+            self.counters.add("read_bytes", msg.count)
+            return _Relayed(iodproto.reply(msg), FileRange(pinned, msg.offset, msg.count))
         data = self.store.read(msg.ino, msg.seed, msg.offset, msg.count)
         # Holes and bytes past the datafile's end read as zeros: the
         # metaserver already clamped count to the file's size.
@@ -311,6 +324,14 @@ class Engine:
         finally:
             self._store_check_lock.release()
         return self.store_lost is None
+
+
+class _Relayed:
+    """READ's answer over TCP: the REPLY, and the data to send after it."""
+    __slots__ = ("reply", "range")
+
+    def __init__(self, reply, file_range):
+        self.reply, self.range = reply, file_range
 
 
 def _spoof_target(msg):

@@ -59,12 +59,13 @@ from iod.dsserver import DsServer
 from iod.engine import Engine, store_name
 from iod.errorlog import ErrorLog
 from iod.metrics import serve_metrics
-from iod.nfs4ds import DataServer
+from iod.nfs4ds import DataServer, FileRange, Reply
 from iod.workqueue import WorkQueue
 
 log = logging.getLogger("iod")
 
 UDP_MAX_DATAGRAM = 65535
+_ZEROS = memoryview(bytes(1 << 16))
 UDP_BURST = 64          # datagrams taken in a row before letting other tasks run
 
 
@@ -86,7 +87,8 @@ class _Connection:
         self.send_channel, self.receive_channel = trio.open_memory_channel(inflight)
 
     def finish(self, data):
-        """A job of this connection is done (in trio, via run_sync_soon)."""
+        """A job of this connection is done (in trio, via run_sync_soon):
+        ``data`` is the answer's bytes, a Reply (engine.handle), or None."""
         if data is None:
             self.inflight.release()
             return
@@ -94,7 +96,17 @@ class _Connection:
             # Never blocks: a slot of ``inflight`` is held per queued reply.
             self.send_channel.send_nowait(data)
         except (trio.ClosedResourceError, trio.BrokenResourceError, trio.WouldBlock):
+            _release(data)
             self.inflight.release()
+
+    def drain(self):
+        """Let go of the answers never sent (the connection ended)."""
+        while True:
+            try:
+                _release(self.receive_channel.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError,
+                    trio.BrokenResourceError):
+                return
 
 
 class Server:
@@ -390,25 +402,66 @@ class Server:
         finally:
             self.connections -= 1
             conn.send_channel.close()
+            conn.drain()
+            conn.receive_channel.close()
             slots.release()
             log.info("connection from %s:%d ended: %s", peer[0], peer[1], reason)
 
     async def _connection_writer(self, stream, conn, scope):
-        async with conn.receive_channel:
-            async for data in conn.receive_channel:
-                with trio.move_on_after(self.config.send_timeout) as timeout:
-                    try:
+        receive = conn.receive_channel.receive
+        while True:
+            try:
+                data = await receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            with trio.move_on_after(self.config.send_timeout) as timeout:
+                try:
+                    if type(data) is Reply:
+                        await self._send_reply(stream, data)
+                    else:
                         await stream.send_all(data)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        scope.cancel()
-                        return
-                conn.inflight.release()
-                if timeout.cancelled_caught:
-                    # Half a frame may be on the wire: the stream is unusable.
-                    log.warning("closing connection from %s:%d: answer not taken within %ss",
-                                conn.peer[0], conn.peer[1], self.config.send_timeout)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     scope.cancel()
                     return
+                finally:
+                    _release(data)
+            conn.inflight.release()
+            if timeout.cancelled_caught:
+                # Half a frame may be on the wire: the stream is unusable.
+                log.warning("closing connection from %s:%d: answer not taken within %ss",
+                            conn.peer[0], conn.peer[1], self.config.send_timeout)
+                scope.cancel()
+                return
+
+    async def _send_reply(self, stream, reply):
+        """A relayed READ's frame, its data by os.sendfile from the datafile
+        (zeros past its end): the data never enters this process."""
+        for part in reply.parts:
+            if type(part) is not FileRange:
+                await stream.send_all(part)
+                continue
+            sock = stream.socket
+            out, sent, count = sock.fileno(), 0, part.count
+            if part.pinned is not None:
+                while sent < count:
+                    try:
+                        n = os.sendfile(out, part.pinned.fd, part.offset + sent, count - sent)
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(sock)
+                        continue
+                    if n == 0:     # the datafile ends here
+                        break
+                    sent += n
+                self.counters.add("relay_sendfile_bytes", sent)
+            while sent < count:
+                n = min(len(_ZEROS), count - sent)
+                await stream.send_all(_ZEROS[:n])
+                sent += n
+
+
+def _release(data):
+    if type(data) is Reply:
+        data.release()
 
 
 def _plausible(data):

@@ -22,8 +22,10 @@ the Keys object was updated (a reloaded key file).
 
 Verifier is the other direction: REPLY and PONG frames from an iod, checked
 with the same prepared key states and decoded from a view of the received
-bytes (a relayed READ's MiB is hashed in place and copied once, out of the
-msgpack body), giving what iodproto.decode gives, errors included.
+bytes, giving what iodproto.decode gives, errors included. A relayed READ's
+data is the frame's trailer, outside the MAC (common/iodproto.py says why):
+decode_signed checks the frame up to its MAC, and the link receives the
+trailer straight into the NFS reply's buffer (nfspd/iodlink.py).
 """
 
 import hashlib
@@ -38,7 +40,7 @@ from common.iodproto import HEADER, MAC_SIZE, MAGIC, MAX_BODY, VERSION, BadMac, 
 _BLOCK = 64  # SHA-256 block size
 # The frame header followed by the body's first byte, the map header (a fixmap:
 # no op has more than 15 fields).
-_HEAD_MAP = struct.Struct(">4sBBHIB")
+_HEAD_MAP = struct.Struct(">4sBBHIIB")
 _BIN8, _BIN16, _BIN32 = struct.Struct(">BB"), struct.Struct(">BH"), struct.Struct(">BI")
 _LARGE = 4096   # bodies from this size on are sliced as views, not copies
 
@@ -90,7 +92,7 @@ class Signer:
         n = len(rest) + 1
         if n > MAX_BODY:
             raise IodProtoError(f"body of {n} bytes exceeds {MAX_BODY}")
-        head = _HEAD_MAP.pack(MAGIC, VERSION, self._key_id, 0, n, 0x80 | len(items) >> 1)
+        head = _HEAD_MAP.pack(MAGIC, VERSION, self._key_id, 0, n, 0, 0x80 | len(items) >> 1)
         inner = self._inner.copy()
         inner.update(head)
         inner.update(rest)
@@ -150,7 +152,7 @@ class Signer:
         if n > MAX_BODY:
             raise IodProtoError(f"body of {n} bytes exceeds {MAX_BODY}")
         pairs = 10 if stamp is None else 11
-        head = _HEAD_MAP.pack(MAGIC, VERSION, self._key_id, 0, n, 0x80 | pairs)
+        head = _HEAD_MAP.pack(MAGIC, VERSION, self._key_id, 0, n, 0, 0x80 | pairs)
         inner = self._inner.copy()
         inner.update(head)
         inner.update(before)
@@ -201,14 +203,34 @@ class Verifier:
         self._states = {kid: _states(key) for kid, key in self._keys.by_id.items()}
 
     def decode(self, frame):
-        """``frame``: bytes or a memoryview of exactly one frame."""
+        """``frame``: bytes or a memoryview of exactly one whole frame (a
+        datagram); a REPLY's trailer, if any, is its ``data`` (bytes)."""
         total = len(frame)
         if total < HEADER.size + MAC_SIZE:
             raise IodProtoError(f"short frame ({total} bytes)")
-        if iodproto.frame_length(frame[:HEADER.size]) != total:
+        signed, data_len = iodproto.frame_sizes(frame[:HEADER.size])
+        if signed + data_len != total:
             return iodproto.decode(bytes(frame), self._keys)   # says what is wrong
+        msg = self.decode_signed(frame[:signed])
+        if data_len:
+            msg.data = bytes(frame[signed:])
+        return msg
+
+    def decode_signed(self, frame):
+        """A frame up to the end of its MAC (bytes or a memoryview), the
+        trailer its header announces left to the caller (a REPLY's data,
+        received straight where it goes): the Message, ``data`` None."""
+        total = len(frame)
+        if total < HEADER.size + MAC_SIZE:
+            raise IodProtoError(f"short frame ({total} bytes)")
+        signed_len, data_len = iodproto.frame_sizes(frame[:HEADER.size])
+        if signed_len != total:
+            raise IodProtoError(f"frame length {total} does not match its header "
+                                f"({signed_len})")
         flags = frame[6] << 8 | frame[7]
         if flags:
+            if data_len:
+                raise IodProtoError("an unsigned frame or unknown flags, with a trailer")
             return iodproto.decode(bytes(frame), self._keys)   # unsigned or unknown flags
         if self._generation != self._keys.generation:
             self._prepare()
@@ -226,6 +248,8 @@ class Verifier:
             raise BadMac("authentication failed")
         body = iodproto.unpack_body(signed[HEADER.size:])
         op = body.get("op") if type(body) is dict else None
+        if data_len and op != Op.REPLY:
+            raise IodProtoError("only a REPLY carries a trailer")
         if op != Op.REPLY and op != Op.PONG:
             return iodproto.decode(bytes(frame), self._keys)
         return iodproto.message_of(body, flags)

@@ -19,8 +19,9 @@ skew between the metaserver and an iod never gets frames refused).
 The hot path: frames queued while the writer was busy leave together, in
 one sendmsg of all their buffers (a relayed WRITE's data is never joined into
 its frame); answers are received into one buffer and decoded from views of it
-(iodframes.Verifier); both work on the plain socket, as nfspd/transport.py
-does, parking in trio only when the socket would block.
+(iodframes.Verifier), a READ's data trailer straight into the buffer its
+caller gave (``sink``: the NFS reply's); both work on the plain socket, as
+nfspd/transport.py does, parking in trio only when the socket would block.
 
 Store identity (common/runtime/iodstores.py): every PONG names the data store the
 iod serves; an iod whose store is not the one remembered for it stays down
@@ -79,12 +80,15 @@ class Gathering:
 
 
 class _Slot:
-    __slots__ = ("id", "counted", "event", "reply", "error", "done", "gathering")
+    __slots__ = ("id", "counted", "event", "reply", "error", "done", "gathering", "sink")
 
-    def __init__(self, msg_id, counted, gathering=None):
+    def __init__(self, msg_id, counted, gathering=None, sink=None):
         self.id = msg_id
         self.counted = counted   # holds one of the link's in-flight tokens (until answered)
         self.gathering = gathering
+        # Where the answer's data trailer is received (a writable memoryview),
+        # or None: a buffer of its own.
+        self.sink = sink
         self.event = trio.Event() if gathering is None else gathering.event
         self.reply = None
         self.error = None
@@ -165,7 +169,7 @@ class IodLink:
     def next_id(self):
         return next(self._ids)
 
-    async def submit(self, msg_id, frame, gathering=None):
+    async def submit(self, msg_id, frame, gathering=None, sink=None):
         """Queue ``frame`` (carrying request id ``msg_id``) for sending and
         return the slot its answer will fill; several submitted at once travel
         together and are answered in parallel. ``frame`` is bytes, or a
@@ -173,7 +177,10 @@ class IodLink:
         the frame's turn has come; a frame may be a list of buffers
         (Signer.write_parts), sent without joining them. Every slot must be given back with
         release(). Raises IodUnavailable when the link is down. With a
-        Gathering, its event (counting this slot) is the slot's event."""
+        Gathering, its event (counting this slot) is the slot's event. With a
+        ``sink`` (a writable memoryview), the answer's data is received
+        straight into it (its ``data`` is then a view of the sink) when it
+        fits."""
         if not self.up:
             raise IodUnavailable(self)
         try:
@@ -190,7 +197,7 @@ class IodLink:
                 self._inflight.release()
                 raise
         self.requests += 1
-        return self._enqueue(msg_id, frame, True, gathering)
+        return self._enqueue(msg_id, frame, True, gathering, sink)
 
     def forward_stamp(self):
         """A stamp for a frame forwarded to this iod over UDP (Sequencer.stamp_list)."""
@@ -198,8 +205,8 @@ class IodLink:
         seq.seq += 1
         return [seq.sender, seq.seq, _wall() + seq.offset]
 
-    def _enqueue(self, msg_id, frame, counted, gathering=None):
-        slot = _Slot(msg_id, counted, gathering)
+    def _enqueue(self, msg_id, frame, counted, gathering=None, sink=None):
+        slot = _Slot(msg_id, counted, gathering, sink)
         self._waiting[msg_id] = slot
         # The writer task sends whole frames back to back (several per system
         # call when requests come together): a caller that gives up only stops
@@ -376,18 +383,20 @@ class IodLink:
             self._lose(f"connection lost: {e}")
 
     async def _read_frames(self, sock):
-        """Frames from the iod, received straight into one buffer and decoded
-        from views of it: a relayed MiB is copied once, out of the msgpack
-        body (iodproto.FrameReader copies it four times)."""
-        decode = self._verifier.decode
+        """Frames from the iod, received into one buffer and decoded from
+        views of it. A REPLY's data trailer goes where its slot's sink says
+        (the NFS reply's buffer): what of it came with the frame is copied
+        there, the rest is received straight into it, so a relayed MiB is
+        never copied in Python but for that first part."""
+        decode = self._verifier.decode_signed
         waiting = self._waiting
         buf = bytearray(RECV_MIN)
         start = end = 0      # buf[start:end]: received, not yet decoded
-        need = 0             # size of the frame at start, once its header is in
+        need = 0             # bytes of the frame at start up to its MAC, once its header is in
         streak = 0           # receives since this task last let others run
         while True:
             if len(buf) - start < max(need, RECV_MIN):
-                # Room for the frame being received (frame_length bounds it)
+                # Room for the frame being received (frame_sizes bounds it)
                 # and a good receive after it; only its first part moves.
                 size = max(len(buf), need + RECV_MIN)
                 if size > len(buf):
@@ -406,20 +415,34 @@ class IodLink:
                 await trio.lowlevel.wait_readable(sock)
                 continue
             if not n:
-                self._lose("connection closed by the iod" + (
-                    " (it takes connections only from ports below 1024 with "
-                    "--secure-port: is nfspd root?)" if self.reserved_port is False else ""))
+                self._closed()
                 return
             self.bytes_in += n
             end += n
             while end - start >= HEADER_SIZE:
-                need = iodproto.frame_length(bytes(buf[start:start + HEADER_SIZE]))
+                need, data_len = iodproto.frame_sizes(bytes(buf[start:start + HEADER_SIZE]))
                 if end - start < need:
                     break
                 with memoryview(buf) as view:
                     msg = decode(view[start:start + need])
                 start += need
                 need = 0
+                if data_len:
+                    slot = waiting.get(msg.id)
+                    sink = slot.sink if slot is not None else None
+                    if sink is not None and data_len <= len(sink):
+                        target = sink[:data_len]
+                    else:
+                        # Not wanted any more, or not where it should fit
+                        # (the caller refuses it: it knows what it asked).
+                        target = memoryview(bytearray(data_len))
+                    have = min(end - start, data_len)
+                    with memoryview(buf) as view:
+                        target[:have] = view[start:start + have]
+                    start += have
+                    if have < data_len and not await self._receive_into(sock, target[have:]):
+                        return
+                    msg.data = target
                 slot = waiting.get(msg.id)
                 if slot is not None and not slot.done and (msg.op == Op.REPLY
                                                            or msg.op == Op.PONG):
@@ -433,6 +456,27 @@ class IodLink:
                 # rest of the server from running.
                 streak = 0
                 await trio.lowlevel.checkpoint()
+
+    async def _receive_into(self, sock, view):
+        """Fill ``view`` from the socket; False once the iod closed it."""
+        got, size = 0, len(view)
+        while got < size:
+            try:
+                n = sock.recv_into(view[got:])
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            if not n:
+                self._closed()
+                return False
+            self.bytes_in += n
+            got += n
+        return True
+
+    def _closed(self):
+        self._lose("connection closed by the iod" + (
+            " (it takes connections only from ports below 1024 with "
+            "--secure-port: is nfspd root?)" if self.reserved_port is False else ""))
 
     async def _heartbeat(self):
         while True:

@@ -202,8 +202,9 @@ class IodDataPath(DataPath):
     async def _call(self, link, msg_id, frame, timeout, what):
         return self._checked(link, await link.call(msg_id, frame, timeout, what))
 
-    async def _gather(self, requests, timeout, what):
-        """Send every (link, msg_id, frame) at once, then collect the answers in
+    async def _gather(self, requests, timeout, what, sinks=None):
+        """Send every (link, msg_id, frame) at once (the answer to the i-th
+        received into ``sinks[i]``, see IodLink.submit), then collect the answers in
         order: the iods work on all of them in parallel, without a task per
         request, and this task wakes once for all of them (a Gathering). The
         first failure (an error answer, a lost link, ``timeout`` for the whole
@@ -214,8 +215,9 @@ class IodDataPath(DataPath):
         gathering = Gathering(len(requests))
         try:
             with trio.move_on_after(timeout):
-                for link, msg_id, frame in requests:
-                    slots.append((link, await link.submit(msg_id, frame, gathering)))
+                for i, (link, msg_id, frame) in enumerate(requests):
+                    sink = None if sinks is None else sinks[i]
+                    slots.append((link, await link.submit(msg_id, frame, gathering, sink)))
                 await gathering.event.wait()
             if gathering.event.is_set():
                 # Everything answered, or a failure (raised here) woke us --
@@ -232,6 +234,9 @@ class IodDataPath(DataPath):
                 link.release(slot)
 
     async def read(self, meta, ino, offset, count):
+        """The data as a bytearray, which every piece's answer is received
+        straight into (zeros where an iod sends less: holes, datafile end):
+        the NFS reply sends it on from there (nfspd/transport.py)."""
         local = self._local_for(meta)
         if local is not None:
             return await local.read(meta, ino, offset, count)
@@ -241,28 +246,29 @@ class IodDataPath(DataPath):
             return b""
         pieces = striping.split(offset, count, meta.stripe_unit, meta.seed, len(links))
         self.counters["relayed_reads"] += 1
-        requests = []
+        buf = bytearray(count)
+        view = memoryview(buf)
+        requests, sinks = [], []
         read = self.signer.read
         for piece in pieces:
             link = links[piece.iod]
             msg_id = link.next_id()
             requests.append((link, msg_id, functools.partial(
                 read, msg_id, ino, meta.seed, piece.offset, piece.length)))
-        replies = await self._gather(requests, self.request_timeout, "READ")
-        if len(pieces) == 1:
-            data = _data(links[pieces[0].iod], replies[0], count)
-            links[pieces[0].iod].read_bytes += count
-            return data if len(data) == count else data + bytes(count - len(data))
-        datas = []
-        for piece, reply in zip(pieces, replies):
+            start = piece.offset - offset
+            sinks.append(view[start:start + piece.length])
+        replies = await self._gather(requests, self.request_timeout, "READ", sinks)
+        for piece, sink, reply in zip(pieces, sinks, replies):
             link = links[piece.iod]
-            data = _data(link, reply, piece.length)
+            data = reply.data
+            if data is not None:
+                if len(data) > piece.length:
+                    raise OSError(errno.EIO, f"iod {link.name} sent {len(data)} bytes for "
+                                             f"{piece.length}")
+                if not (type(data) is memoryview and data.obj is buf):
+                    sink[:len(data)] = data   # not received in place (a test's iod, UDP)
             link.read_bytes += piece.length
-            if len(data) < piece.length:
-                # What an iod does not send is zeros (holes, datafile end).
-                data += bytes(piece.length - len(data))
-            datas.append(data)
-        return b"".join(datas)
+        return buf
 
     async def write(self, meta, ino, offset, data, stable):
         local = self._local_for(meta)
@@ -620,13 +626,6 @@ class IodDataPath(DataPath):
             self._warned.clear()
         self._warned[key] = now
         log.warning(fmt, *args)
-
-
-def _data(link, reply, length):
-    data = reply.data or b""
-    if len(data) > length:
-        raise OSError(errno.EIO, f"iod {link.name} sent {len(data)} bytes for {length}")
-    return data
 
 
 def _iod_error(link, reply):

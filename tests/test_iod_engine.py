@@ -17,6 +17,7 @@ from common.runtime.datastore import MARKER, open_store
 from common.runtime.version import VERSION
 from iod.dsrevoked import Revoked
 from iod.engine import STORE_CHECK_INTERVAL, Engine
+from iod.nfs4ds import FileRange, Reply
 from iod.ipv4 import MAX_UDP_PAYLOAD
 
 KEYS = iodproto.Keys.single(b"cluster key for the engine tests")
@@ -81,8 +82,22 @@ def signed(msg, keys=KEYS):
 
 
 def tcp(engine, msg, at=1.0, peer=METASERVER):
-    """The engine's answer to ``msg`` over TCP, ``at`` seconds after its start."""
-    return engine.handle(signed(msg), peer, False, START + at, BOOT + at)
+    """The engine's answer to ``msg`` over TCP, ``at`` seconds after its start,
+    as the bytes the connection sends (a Reply's FileRange as os.sendfile
+    sends it: what the datafile has, zeros past it)."""
+    answer = engine.handle(signed(msg), peer, False, START + at, BOOT + at)
+    if not isinstance(answer, Reply):
+        return answer
+    out = []
+    for part in answer.parts:
+        if isinstance(part, FileRange):
+            data = b"" if part.pinned is None else os.pread(part.pinned.fd, part.count,
+                                                              part.offset)
+            out.append(data + bytes(part.count - len(data)))
+        else:
+            out.append(part)
+    answer.release()
+    return b"".join(out)
 
 
 def udp(engine, frame, at=1.0, peer=METASERVER):

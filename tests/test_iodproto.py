@@ -40,10 +40,10 @@ def test_every_message_round_trips(op):
 
 def test_frame_layout():
     frame = iodproto.encode(sample(Op.COMMIT), KEYS)
-    magic, version, key_id, flags, body_len = struct.unpack(">4sBBHI", frame[:12])
-    assert (magic, version, key_id, flags) == (b"NFSi", 1, 0, 0)
-    assert len(frame) == 12 + body_len + 32
-    assert msgpack.unpackb(frame[12:-32]) == {"op": 5, "id": 4, "ino": 5, "seed": 9}
+    magic, version, key_id, flags, body_len, data_len = struct.unpack(">4sBBHII", frame[:16])
+    assert (magic, version, key_id, flags, data_len) == (b"NFSi", 2, 0, 0, 0)
+    assert len(frame) == 16 + body_len + 32
+    assert msgpack.unpackb(frame[16:-32]) == {"op": 5, "id": 4, "ino": 5, "seed": 9}
 
 
 def test_a_frame_signed_with_another_key_is_rejected():
@@ -55,7 +55,7 @@ def test_a_frame_signed_with_another_key_is_rejected():
 
 def test_any_flipped_bit_is_rejected():
     frame = bytearray(iodproto.encode(sample(Op.WRITE), KEYS))
-    for i in (0, 5, 12, len(frame) // 2, len(frame) - 1):
+    for i in (0, 5, 12, 15, 16, len(frame) // 2, len(frame) - 1):
         bad = bytearray(frame)
         bad[i] ^= 1
         with pytest.raises(IodProtoError):
@@ -70,7 +70,7 @@ def test_key_rotation_accepts_old_and_new_keys():
 
 
 def test_oversized_frames_are_refused_from_the_header():
-    header = struct.pack(">4sBBHI", b"NFSi", 1, 0, 0, iodproto.MAX_BODY + 1)
+    header = struct.pack(">4sBBHII", b"NFSi", 2, 0, 0, iodproto.MAX_BODY + 1, 0)
     with pytest.raises(IodProtoError, match="exceeds"):
         FrameReader().feed(header)
 
@@ -79,7 +79,7 @@ def signed(body):
     packed = msgpack.packb(body, use_bin_type=True)
     import hashlib
     import hmac
-    header = struct.pack(">4sBBHI", b"NFSi", 1, 0, 0, len(packed))
+    header = struct.pack(">4sBBHII", b"NFSi", 2, 0, 0, len(packed), 0)
     return header + packed + hmac.new(b"k" * 32, header + packed, hashlib.sha256).digest()
 
 
@@ -118,7 +118,7 @@ def test_garbage_only_ever_raises_iodproto_error(blob):
 def test_authentic_garbage_bodies_only_ever_raise_iodproto_error(blob):
     import hashlib
     import hmac
-    header = struct.pack(">4sBBHI", b"NFSi", 1, 0, 0, len(blob))
+    header = struct.pack(">4sBBHII", b"NFSi", 2, 0, 0, len(blob), 0)
     frame = header + blob + hmac.new(b"k" * 32, header + blob, hashlib.sha256).digest()
     try:
         iodproto.decode(frame, KEYS)
@@ -133,7 +133,7 @@ def test_stamps_travel_inside_the_signed_body():
     msg = Message(Op.WRITE, 3, Stamp(2**64 - 1, 7, 1700000000.25), ino=1, seed=2, offset=0,
                   data=b"x", stable=False)
     frame = iodproto.encode(msg, KEYS)
-    assert msgpack.unpackb(frame[12:-32])["stamp"] == [2**64 - 1, 7, 1700000000.25]
+    assert msgpack.unpackb(frame[16:-32])["stamp"] == [2**64 - 1, 7, 1700000000.25]
     assert iodproto.decode(frame, KEYS) == msg
     # the stamp is covered by the MAC: changing it (same length) breaks it
     forged = frame.replace(b"\x07", b"\x08", 1)
@@ -163,7 +163,7 @@ def test_unsigned_ping_and_pong_only_when_allowed():
         iodproto.encode(sample(Op.PURGE), None)
     # An unsigned header around a PURGE body is refused even where unsigned PINGs are not.
     body = msgpack.packb({"op": 7, "id": 1, "files": [[1, 2]]})
-    frame = struct.pack(">4sBBHI", b"NFSi", 1, 0, 1, len(body)) + body + bytes(32)
+    frame = struct.pack(">4sBBHII", b"NFSi", 2, 0, 1, len(body), 0) + body + bytes(32)
     with pytest.raises(IodProtoError) as e:
         iodproto.decode(frame, KEYS, unsigned_ok=True)
     assert e.value.reason == "bad_mac"

@@ -516,7 +516,7 @@ def _frames():
 
 
 def _header(body, key_id, flags=0):
-    return iodproto.HEADER.pack(iodproto.MAGIC, iodproto.VERSION, key_id, flags, len(body))
+    return iodproto.HEADER.pack(iodproto.MAGIC, iodproto.VERSION, key_id, flags, len(body), 0)
 
 
 def _check_message(msg):
@@ -548,7 +548,9 @@ def iod_frame(data):
 def _iod_body_seeds():
     for frame in _frames():
         flags = iodproto.HEADER.unpack_from(frame)[3]
-        yield bytes([flags & iodproto.UNSIGNED]) + frame[iodproto.HEADER.size:-iodproto.MAC_SIZE]
+        signed, _ = iodproto.frame_sizes(frame[:iodproto.HEADER.size])
+        yield bytes([flags & iodproto.UNSIGNED]) + frame[iodproto.HEADER.size:
+                                                         signed - iodproto.MAC_SIZE]
 
 
 @target("iod_body", _iod_body_seeds, max_len=8192)
@@ -575,7 +577,7 @@ def _iod_stream_seeds():
     frames = _frames()
     yield b"\x05" + b"".join(frames[:4])
     yield b"\x3f" + b"".join(frames[4:])
-    yield b"\x00" + frames[0][:12]
+    yield b"\x00" + frames[0][:iodproto.HEADER.size]
 
 
 @target("iod_stream", _iod_stream_seeds, max_len=8192)
@@ -587,7 +589,7 @@ def iod_stream(data):
         return
     chunk = 1 + data[0] % 64
     reader = iodproto.FrameReader()
-    limit = iodproto.HEADER.size + iodproto.MAX_BODY + iodproto.MAC_SIZE
+    limit = iodproto.HEADER.size + iodproto.MAX_BODY + iodproto.MAC_SIZE + iodproto.MAX_DATA
     for i in range(1, len(data), chunk):
         try:
             frames = reader.feed(data[i:i + chunk])
