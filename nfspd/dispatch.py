@@ -108,6 +108,15 @@ class Encoded(bytes):
     __slots__ = ()
 
 
+class ReplyParts(tuple):
+    """A handler's result that is the whole RPC reply (header included) as
+    buffers, sent with one sendmsg and never joined: a relayed READ's data
+    goes out from the buffer the data path received it into
+    (nfspd/transport.py)."""
+
+    __slots__ = ()
+
+
 class Wait:
     """What a plain-function handler returns when this call has to wait after
     all (say a READ that cannot be forwarded and must relay the data): the call
@@ -198,7 +207,7 @@ class Deferred:
             reply = d._failed(self.program, proc, ctx, call.xid)
         finally:
             if drc_key is not None:
-                d.drc.finish(drc_key, reply)
+                d.drc.finish(drc_key, b"".join(reply) if type(reply) is ReplyParts else reply)
         return reply
 
 
@@ -219,7 +228,9 @@ class Dispatcher:
         """Return the reply bytes for a received message, or None to send nothing."""
         reply = self.handle_now(data, ctx)
         if type(reply) is Deferred:
-            return await reply.run()
+            reply = await reply.run()
+        if type(reply) is ReplyParts:
+            return b"".join(reply)
         return reply
 
     def handle_now(self, data, ctx):
@@ -326,6 +337,8 @@ class Dispatcher:
     def _encode(proc, xid, result):
         if result is NO_REPLY:
             return None
+        if type(result) is ReplyParts:
+            return result
         if type(result) is Encoded:
             return rpc.success_head(xid) + result
         p = Packer()

@@ -31,7 +31,7 @@ from common.nfs3 import (
 )
 from common.xdr import Void
 from nfspd import replies
-from nfspd.dispatch import NO_REPLY, Encoded, Wait, procedure_table
+from nfspd.dispatch import NO_REPLY, Encoded, ReplyParts, Wait, procedure_table
 from nfspd.durable import when_stable
 from nfspd.fs.types import CreateHow, FileType, FsError, SetAttr, fs_error_of
 from nfspd.nfs3attrs import OK, fattr, post_op, status_of, time_ns, to_setattr, wcc
@@ -182,7 +182,7 @@ def READ(ctx, args):
     # A server may return less than asked; rtmax is the most it offers.
     count = min(args.count, data_io(ctx))
     if ctx.transport != "udp" or not ctx.service.datapath.forwards:
-        return Wait(_read, fs, caller, fh, args.offset, count)
+        return Wait(_read, ctx, fs, caller, fh, args.offset, count)
     # Cut at the stripe boundary, so one iod holds it all (a short read,
     # which the client continues), and let that iod answer.
     plan = fs.read_plan_now(fh, caller, args.offset, count, at_stripe=True)
@@ -192,7 +192,7 @@ def READ(ctx, args):
         return nfs3.READ3res(OK, nfs3.READ3resok(fattr(plan.attr), 0, bool(plan.eof), b""))
     if _forward_read(ctx, plan):
         return NO_REPLY
-    return Wait(_relay, fs, plan)
+    return Wait(_relay, ctx, fs, plan)
 
 
 def _forward_read(ctx, plan):
@@ -222,17 +222,24 @@ async def _read_forwarded(ctx, fs, caller, fh, offset, count):
     plan = await fs.read_plan(fh, caller, offset, count, at_stripe=True)
     if _forward_read(ctx, plan):
         return NO_REPLY
-    return await _relay(fs, plan)
+    return await _relay(ctx, fs, plan)
 
 
-async def _relay(fs, plan):
-    data = await fs.read_data(plan)
-    return nfs3.READ3res(OK, nfs3.READ3resok(fattr(plan.attr), len(data), bool(plan.eof), data))
+async def _relay(ctx, fs, plan):
+    return _read_reply(ctx.xid, plan.attr, await fs.read_data(plan), plan.eof)
 
 
-async def _read(fs, caller, fh, offset, count):
+async def _read(ctx, fs, caller, fh, offset, count):
     data, eof, attr = await fs.read(fh, caller, offset, count)
-    return nfs3.READ3res(OK, nfs3.READ3resok(fattr(attr), len(data), bool(eof), data))
+    return _read_reply(ctx.xid, attr, data, eof)
+
+
+def _read_reply(xid, attr, data, eof):
+    """READ3res NFS3_OK as the buffers of the whole reply: the data goes out
+    from where the data path received it, never copied into an encoding
+    (the head is the forwarded READ's, byte for byte the codec's)."""
+    n = len(data)
+    return ReplyParts((replies.read3_head(xid, attr, n, eof), data, _PAD[n % 4]))
 
 
 def WRITE(ctx, args):

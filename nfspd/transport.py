@@ -12,16 +12,18 @@ import errno
 import ipaddress
 import logging
 import socket
+import struct
 
 import trio
 
 from common import rpc
 from common.runtime import pktinfo
-from nfspd.dispatch import CallContext, Deferred
+from nfspd.dispatch import CallContext, Deferred, ReplyParts
 
 log = logging.getLogger(__name__)
 
 UDP_MAX_DATAGRAM = 65535
+_MARK = struct.Struct(">I")   # an RPC record's fragment mark (RFC 5531 11)
 
 
 
@@ -171,9 +173,11 @@ def _anc(local_ip):
 
 
 def _send_now(sock, reply, ctx):
-    """Send without waiting; False if the socket's buffer is full."""
+    """Send without waiting; False if the socket's buffer is full. A
+    ReplyParts leaves as one datagram, gathered by the kernel."""
     try:
-        sock.sendmsg([reply], _anc(ctx.local[0]), 0, ctx.client)
+        sock.sendmsg(reply if type(reply) is ReplyParts else [reply], _anc(ctx.local[0]), 0,
+                     ctx.client)
     except BlockingIOError:
         return False
     except OSError as e:
@@ -251,36 +255,42 @@ class _Connection:
         """Send ``data`` (whole records); False when the connection is unusable
         (broken, or shut down here because the client did not take a reply
         in time: half a record may be on the wire)."""
+        return await self.send_parts([data])
+
+    async def send_parts(self, bufs):
+        """send() of the records that ``bufs`` (a list of buffers) make
+        together, gathered by sendmsg: a relayed READ's data leaves from the
+        buffer it was received into."""
         if self.broken:
             return False
         lock = self.lock
         if not lock.locked():
             # Usually the socket takes it all at once: nothing to wait for.
             try:
-                n = self.sock.send(data)
+                n = self.sock.sendmsg(bufs)
             except BlockingIOError:
                 n = 0
             except OSError as e:
                 return self._broke(e)
-            if n == len(data):
+            bufs = _after(bufs, n)
+            if not bufs:
                 return True
-            data = memoryview(data)[n:]
             lock.acquire_nowait()  # free: nothing ran since it was checked
         else:
             await lock.acquire()
         try:
             with trio.move_on_after(self.send_timeout):
-                while data:
+                while bufs:
                     if self.broken:
                         return False
                     try:
-                        n = self.sock.send(data)
+                        n = self.sock.sendmsg(bufs)
                     except BlockingIOError:
                         await trio.lowlevel.wait_writable(self.sock)
                         continue
                     except OSError as e:
                         return self._broke(e)
-                    data = data[n:]
+                    bufs = _after(bufs, n)
                 return True
             log.warning("closing connection to %s: reply not taken within %ss",
                         self.client, self.send_timeout)
@@ -386,10 +396,27 @@ async def _serve_connection(sock, dispatcher, limits, connections):
 async def _answer_tcp(conn, deferred, inflight):
     try:
         reply = await deferred.run()
-        if reply is not None:
+        if type(reply) is ReplyParts:
+            # One fragment, its mark before the first buffer; the rest (a
+            # relayed READ's MiB) is never joined.
+            size = sum(map(len, reply))
+            await conn.send_parts([_MARK.pack(rpc.LAST_FRAGMENT | size) + reply[0], *reply[1:]])
+        elif reply is not None:
             await conn.send(rpc.encode_record(reply))
     finally:
         inflight.release()
+
+
+def _after(bufs, sent):
+    """What of the buffers ``bufs`` remains once ``sent`` bytes went out."""
+    i = 0
+    while i < len(bufs) and sent >= len(bufs[i]):
+        sent -= len(bufs[i])
+        i += 1
+    rest = bufs[i:]
+    if sent:
+        rest[0] = memoryview(rest[0])[sent:]
+    return rest
 
 
 def is_loopback(ip):
