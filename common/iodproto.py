@@ -102,7 +102,7 @@ The iod knows nothing of NFS: for a READ it gets the reply's pre-encoded head
 (RPC header, status, attributes, count, eof, opaque length) and sends head +
 data + XDR padding; for a WRITE it gets the complete pre-encoded reply. So the
 metaserver stays the only place that speaks NFS, and the iod's hot path is a
-pread and a send.
+pread and a send (for a READ relayed over TCP, a sendfile of the trailer).
 
 Ops and their fields (every request carries "id", echoed in its REPLY/PONG):
 
@@ -114,7 +114,7 @@ Ops and their fields (every request carries "id", echoed in its REPLY/PONG):
             None from an iod whose store is lost, or one older than the field),
             ds_port: int|None (the TCP port of its pNFS data server, iod --ds-port; None: off)
 - READ      ino, seed, offset, count, client: addr|None, source: addr|None, head: bytes
-            (client None = relay: data comes back in the REPLY over TCP)
+            (client None = relay: data comes back as the REPLY's trailer)
 - WRITE     ino, seed, offset, data, stable: bool, client: addr|None, source: addr|None,
             reply: bytes|None (what to send the client once the data is written; a
             forwarded WRITE is then acknowledged to its sender too, with a REPLY: the

@@ -12,7 +12,10 @@ threads, off the event loop; the engine does the disk I/O and the spoofed
 sends through the raw socket, iod/spoof.py) and sends the engine's answer:
 UDP answers on the receiving socket, from a plain blocking call in the
 thread. Only TCP answers go back through trio (run_sync_soon: no waiting in
-the thread), since the connection's stream belongs to the event loop.
+the thread), since the connection's stream belongs to the event loop. A READ
+relayed over TCP is answered with its REPLY's frame up to the MAC and then
+the data trailer by os.sendfile from the datafile (zeros past its end;
+common/iodproto.py): its data never enters this process.
 
 Back-pressure: when the buffer is full a UDP request is dropped and counted
 (the NFS client retransmits, the metaserver times out); a TCP connection
