@@ -370,6 +370,9 @@ class Message:
         missing = set(schema) - set(values)
         if missing:
             raise TypeError(f"{op.name}: missing fields {sorted(missing)}")
+        if op == Op.REPLY and values["data"] is not None and not len(values["data"]):
+            # The trailer's length is all a frame says: no data is None.
+            values["data"] = None
         self.op = op
         self.id = id
         self.stamp = stamp if stamp is None or type(stamp) is Stamp else Stamp(*stamp)
