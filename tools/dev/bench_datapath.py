@@ -1,7 +1,7 @@
 """Throughput of the data path and the metaserver's CPU cost per request
 (figures, not pass/fail; prints JSON lines).
 
-    sudo python3 -m tools.dev.bench_datapath [--iods 1,4] [--mib 128]
+    sudo python3 -m tools.dev.bench_datapath [--iods 1,4] [--mib 128] [--transports tcp]
 
 One client, sequential I/O on one file, requests pipelined the way a kernel
 client keeps several RPCs in flight (``WINDOW``), transfer sizes as nfspd's
@@ -9,8 +9,8 @@ FSINFO advertises them (UDP: 32 KiB, TCP: 1 MiB). Every reply's xid and
 status are checked, and the data read back is compared with what was
 written. The metaserver's CPU time is the run time of every nfspd thread
 over the run (/proc/PID/task/*/schedstat, in nanoseconds; clock ticks of
-/proc/PID/stat where that is missing), divided by the number of requests or
-MiB. Everything runs on one machine (the iods, nfspd and the client share its
+/proc/PID/stat where that is missing or a thread came or went), divided by
+the number of requests or MiB. Everything runs on one machine (the iods, nfspd and the client share its
 cores and its loopback), so these are the metaserver's costs more than what a
 cluster would reach.
 """
@@ -36,20 +36,29 @@ WINDOW = 16
 
 
 def cpu_seconds(pid):
-    """CPU time of every thread of ``pid`` so far: nanoseconds from schedstat
-    (the clock ticks of /proc/PID/stat are 10 ms, too coarse for a few
-    thousand calls of tens of microseconds), ticks where it is missing."""
-    total = 0
+    """CPU time of ``pid`` so far, as a snapshot for cpu_used."""
+    threads = {}
     try:
         for tid in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        return total / 1e9
+                threads[tid] = int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
-        pass
+        threads = None
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return threads, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_used(before, after):
+    """Seconds of CPU between two cpu_seconds snapshots: nanoseconds from
+    every thread's schedstat (the clock ticks of /proc/PID/stat are 10 ms,
+    too coarse for a few thousand calls of tens of microseconds), unless a
+    thread came or went in between (a thread that exits takes its schedstat
+    with it: trio's idle worker threads do), then the process's ticks."""
+    (t0, ticks0), (t1, ticks1) = before, after
+    if t0 is not None and t1 is not None and t0.keys() == t1.keys():
+        return sum(t1[k] - t0[k] for k in t0) / 1e9
+    return ticks1 - ticks0
 
 
 def child_pid(popen):
@@ -166,18 +175,20 @@ def measure(c, transport, io, data, fh, cred):
     return {"write_MBps": round(size / (t1 - t0) / 1e6, 1),
             "read_MBps": round(size / (t3 - t2) / 1e6, 1),
             "writes": n_writes, "reads": n_reads,
-            "ms_cpu_per_write": round((cpu1 - cpu0) / n_writes * 1e3, 3),
-            "ms_cpu_per_read": round((cpu3 - cpu2) / n_reads * 1e3, 3),
-            "ms_cpu_per_MiB_written": round((cpu1 - cpu0) / mib * 1e3, 2),
-            "ms_cpu_per_MiB_read": round((cpu3 - cpu2) / mib * 1e3, 2)}
+            "ms_cpu_per_write": round(cpu_used(cpu0, cpu1) / n_writes * 1e3, 3),
+            "ms_cpu_per_read": round(cpu_used(cpu2, cpu3) / n_reads * 1e3, 3),
+            "ms_cpu_per_MiB_written": round(cpu_used(cpu0, cpu1) / mib * 1e3, 2),
+            "ms_cpu_per_MiB_read": round(cpu_used(cpu2, cpu3) / mib * 1e3, 2)}
 
 
-def sequential_throughput(ns, workdir, n_iods):
+def sequential_throughput(ns, workdir, n_iods, transports=("udp", "tcp")):
     c = Cluster(ns, workdir, n_iods=n_iods, stripe_unit=65536,
                 iod_args=["--log-level", "info"]).start()
     try:
         data = os.urandom(FILE_MIB << 20)
         for transport, io in (("udp", 32768), ("tcp", 1 << 20)):
+            if transport not in transports:
+                continue
             client, root = c.connect(3, transport)
             fh = client.create(root, f"bench-{transport}".encode())
             fsinfo = client.ok(NFSPROC3.FSINFO, nfs3.FSINFO3args(root))
@@ -223,8 +234,8 @@ def reference_costs(ns, workdir, n=8192):
                       nfs3.READ3args(fh, (i * 32768) % len(data), 32768)) for i in range(n))
             pipe.run(reads, nfs3.READ3res, lambda a, r: None)
             cpu2 = cpu_seconds(pid)
-            out[f"{name}_us_cpu_per_getattr"] = round((cpu1 - cpu0) / n * 1e6)
-            out[f"{name}_us_cpu_per_read32k"] = round((cpu2 - cpu1) / n * 1e6)
+            out[f"{name}_us_cpu_per_getattr"] = round(cpu_used(cpu0, cpu1) / n * 1e6)
+            out[f"{name}_us_cpu_per_read32k"] = round(cpu_used(cpu1, cpu2) / n * 1e6)
     finally:
         c.stop()
         if local is not None:
@@ -238,13 +249,16 @@ def main():
     ap.add_argument("--iods", default="1,4", help="iod counts to measure, comma-separated")
     ap.add_argument("--mib", type=int, default=FILE_MIB, help="file size in MiB")
     ap.add_argument("--window", type=int, default=WINDOW, help="requests in flight")
+    ap.add_argument("--transports", default="udp,tcp", help="transports to measure, "
+                    "comma-separated")
     ap.add_argument("--no-reference", action="store_true", help="skip the per-call CPU costs")
     ap.add_argument("--calls", type=int, default=8192, help="calls per per-call CPU cost")
     a = ap.parse_args()
     FILE_MIB, WINDOW = a.mib, a.window
     with tempfile.TemporaryDirectory() as tmp, Namespace() as ns:
         for n in (int(x) for x in a.iods.split(",")):
-            sequential_throughput(ns, os.path.join(tmp, f"seq{n}"), n)
+            sequential_throughput(ns, os.path.join(tmp, f"seq{n}"), n,
+                                  tuple(a.transports.split(",")))
         if not a.no_reference:
             reference_costs(ns, os.path.join(tmp, "ref"), a.calls)
 
