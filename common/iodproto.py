@@ -113,8 +113,12 @@ Ops and their fields (every request carries "id", echoed in its REPLY/PONG):
             store: bytes(16)|None (the id of the data store it serves, common/runtime/datastore.py;
             None from an iod whose store is lost, or one older than the field),
             ds_port: int|None (the TCP port of its pNFS data server, iod --ds-port; None: off)
-- READ      ino, seed, offset, count, client: addr|None, source: addr|None, head: bytes
-            (client None = relay: data comes back as the REPLY's trailer)
+- READ      ino, seed, offset, count, client: addr|None, source: addr|None, head: bytes,
+            more: bytes (further ranges of the same datafile, relay only: packed
+            EXTENT pairs, at most MAX_EXTENTS; one READ fetches every stripe an iod
+            holds of a relayed READ, not one frame per stripe unit)
+            (client None = relay: data comes back as the REPLY's trailer, the
+            ranges' data back to back; count plus the ranges' counts at most MAX_DATA)
 - WRITE     ino, seed, offset, data, stable: bool, client: addr|None, source: addr|None,
             reply: bytes|None (what to send the client once the data is written; a
             forwarded WRITE is then acknowledged to its sender too, with a REPLY: the
@@ -154,6 +158,8 @@ MAC_SIZE = 32
 MAX_DATA = 1 << 20          # one READ/WRITE carries at most 1 MiB (NFSv3 over TCP's rtmax)
 MAX_BODY = MAX_DATA + 65536  # data plus the reply head and fields
 MAX_FILES = 65536            # (ino, seed) pairs in one PURGE or LIST reply
+EXTENT = struct.Struct(">QI")  # a READ's further range: offset, count
+MAX_EXTENTS = 256            # further ranges in one READ
 DEFAULT_PORT = 2050
 
 UNSIGNED = 0x0001            # header flag: no MAC (PING/PONG only, see above)
@@ -302,6 +308,22 @@ def _ips(v):
     return list(v)
 
 
+def _extents(v):
+    if type(v) is not bytes or len(v) > EXTENT.size * MAX_EXTENTS or len(v) % EXTENT.size:
+        raise IodProtoError(f"expected at most {MAX_EXTENTS} packed extents")
+    return v
+
+
+def extents(more):
+    """A READ's ``more`` as [(offset, count), ...]."""
+    return list(EXTENT.iter_unpack(more))
+
+
+def pack_extents(ranges):
+    """``more`` for the ranges [(offset, count), ...]."""
+    return b"".join(EXTENT.pack(o, c) for o, c in ranges)
+
+
 def _optional(check):
     def opt(v):
         return None if v is None else check(v)
@@ -314,7 +336,8 @@ SCHEMAS = {
               "verifier": _bytes(8), "time": _optional(_time), "store": _optional(_bytes(16)),
               "ds_port": _optional(_port)},
     Op.READ: {"ino": _uint, "seed": _uint, "offset": _uint, "count": _uint,
-              "client": _optional(_addr), "source": _optional(_addr), "head": _bytes(4096)},
+              "client": _optional(_addr), "source": _optional(_addr), "head": _bytes(4096),
+              "more": _extents},
     Op.WRITE: {"ino": _uint, "seed": _uint, "offset": _uint, "data": _bytes(MAX_DATA),
                "stable": _bool, "client": _optional(_addr), "source": _optional(_addr),
                "reply": _optional(_bytes(4096))},
@@ -331,7 +354,7 @@ SCHEMAS = {
 DEFAULTS = {
     Op.PING: {"spoof_from": None, "pad": None},
     Op.PONG: {"time": None, "store": None, "ds_port": None},
-    Op.READ: {"client": None, "source": None, "head": b""},
+    Op.READ: {"client": None, "source": None, "head": b"", "more": b""},
     Op.WRITE: {"client": None, "source": None, "reply": None},
     Op.LIST: {"cursor": None},
     Op.REVOKE: {"files": [], "clients": [], "everything": False},

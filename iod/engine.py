@@ -143,8 +143,8 @@ class Engine:
         if answer is None:
             return None
         if type(answer) is _Relayed:
-            return Reply([iodproto.encode_head(answer.reply, answer.range.count, self.keys),
-                          answer.range])
+            total = sum(r.count for r in answer.ranges)
+            return Reply([iodproto.encode_head(answer.reply, total, self.keys), *answer.ranges])
         data = iodproto.encode(answer, self.keys)
         if udp and len(data) > ipv4.MAX_UDP_PAYLOAD:
             self.counters.add("error_emsgsize")
@@ -180,31 +180,40 @@ class Engine:
     #    when the answer went to someone else (spoofed) ----------------------
 
     def READ(self, msg, peer, udp, wall, mono):
-        if msg.count > iodproto.MAX_DATA:
-            raise ValueError(f"count {msg.count} exceeds {iodproto.MAX_DATA}")
-        if msg.client is None and udp and msg.count > ipv4.MAX_UDP_PAYLOAD:
+        ranges = [(msg.offset, msg.count)]
+        if msg.more:
+            if msg.client is not None:
+                raise ValueError("a READ of several ranges is relayed, never forwarded")
+            ranges += iodproto.extents(msg.more)
+        total = sum(count for _, count in ranges)
+        if total > iodproto.MAX_DATA:
+            raise ValueError(f"count {total} exceeds {iodproto.MAX_DATA}")
+        if msg.client is None and udp and total > ipv4.MAX_UDP_PAYLOAD:
             raise OSError(errno.EMSGSIZE, "answer too large for UDP; ask over TCP")
+        if msg.client is None and not udp:
+            # Sent from the datafile by the connection (os.sendfile), never
+            # read here; zeros past its end (FileRange).
+            pinned = self.store.pin(msg.ino, msg.seed)
+            self.counters.add("read_bytes", total)
+            return _Relayed(iodproto.reply(msg), [FileRange(pinned, offset, count)
+                                                  for offset, count in ranges])
         if msg.client is not None:
             source, client = _spoof_target(msg)
             pad = -msg.count % 4
             if len(msg.head) + msg.count + pad > ipv4.MAX_UDP_PAYLOAD:
                 raise OSError(errno.EMSGSIZE, f"a READ reply of {msg.count} bytes does not fit "
                                               f"a UDP datagram")
-        if msg.client is None and not udp:
-            # Sent from the datafile by the connection (os.sendfile), never
-            # read here; zeros past its end (FileRange).
-            pinned = self.store.pin(msg.ino, msg.seed)
-            self.counters.add("read_bytes", msg.count)
-            return _Relayed(iodproto.reply(msg), FileRange(pinned, msg.offset, msg.count))
-        data = self.store.read(msg.ino, msg.seed, msg.offset, msg.count)
-        # Holes and bytes past the datafile's end read as zeros: the
-        # metaserver already clamped count to the file's size.
-        short = msg.count - len(data)
+        datas = []
+        for offset, count in ranges:
+            data = self.store.read(msg.ino, msg.seed, offset, count)
+            # Holes and bytes past the datafile's end read as zeros: the
+            # metaserver already clamped count to the file's size.
+            datas.append(data + bytes(count - len(data)) if len(data) < count else data)
         if msg.client is None:
-            self.counters.add("read_bytes", msg.count)
-            return iodproto.reply(msg, data=data + bytes(short) if short else data)
-        self._spoof(source, client, (msg.head, data, bytes(short + pad)))
-        self.counters.add("read_bytes", msg.count)
+            self.counters.add("read_bytes", total)
+            return iodproto.reply(msg, data=datas[0] if len(datas) == 1 else b"".join(datas))
+        self._spoof(source, client, (msg.head, datas[0], bytes(pad)))
+        self.counters.add("read_bytes", total)
         return None
 
     def WRITE(self, msg, peer, udp, wall, mono):
@@ -327,11 +336,11 @@ class Engine:
 
 
 class _Relayed:
-    """READ's answer over TCP: the REPLY, and the data to send after it."""
-    __slots__ = ("reply", "range")
+    """READ's answer over TCP: the REPLY, and the FileRanges to send after it."""
+    __slots__ = ("reply", "ranges")
 
-    def __init__(self, reply, file_range):
-        self.reply, self.range = reply, file_range
+    def __init__(self, reply, ranges):
+        self.reply, self.ranges = reply, ranges
 
 
 def _spoof_target(msg):

@@ -116,16 +116,16 @@ class Signer:
                           "pad", None])
 
     def read(self, msg_id, ino, seed, offset, count, client=None, source=None, head=b"",
-             stamp=None):
+             stamp=None, more=b""):
         # Addresses are (ip, port) tuples: msgpack packs a tuple as the array
         # iodproto.encode makes of it.
         if stamp is None:
             return self.flat(["op", READ, "id", msg_id, "ino", ino, "seed", seed,
                               "offset", offset, "count", count, "client", client,
-                              "source", source, "head", head])
+                              "source", source, "head", head, "more", more])
         return self.flat(["op", READ, "id", msg_id, "stamp", stamp, "ino", ino, "seed", seed,
                           "offset", offset, "count", count, "client", client,
-                          "source", source, "head", head])
+                          "source", source, "head", head, "more", more])
 
     def write(self, msg_id, ino, seed, offset, data, stable, client=None, source=None,
               reply=None, stamp=None):

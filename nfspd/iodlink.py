@@ -86,8 +86,8 @@ class _Slot:
         self.id = msg_id
         self.counted = counted   # holds one of the link's in-flight tokens (until answered)
         self.gathering = gathering
-        # Where the answer's data trailer is received (a writable memoryview),
-        # or None: a buffer of its own.
+        # Where the answer's data trailer is received (writable memoryviews,
+        # filled in order), or None: a buffer of its own.
         self.sink = sink
         self.event = trio.Event() if gathering is None else gathering.event
         self.reply = None
@@ -178,9 +178,10 @@ class IodLink:
         (Signer.write_parts), sent without joining them. Every slot must be given back with
         release(). Raises IodUnavailable when the link is down. With a
         Gathering, its event (counting this slot) is the slot's event. With a
-        ``sink`` (a writable memoryview), the answer's data is received
-        straight into it (its ``data`` is then a view of the sink) when it
-        fits."""
+        ``sink`` (a list of writable memoryviews), the answer's data is
+        received straight into them, in order, when it fits (its ``data`` is
+        then the list of the views filled); otherwise ``data`` is a buffer
+        of its own, which the caller refuses or copies."""
         if not self.up:
             raise IodUnavailable(self)
         try:
@@ -429,20 +430,22 @@ class IodLink:
                 need = 0
                 if data_len:
                     slot = waiting.get(msg.id)
-                    sink = slot.sink if slot is not None else None
-                    if sink is not None and data_len <= len(sink):
-                        target = sink[:data_len]
-                    else:
+                    targets = _scatter(slot.sink if slot is not None else None, data_len)
+                    if targets is None:
                         # Not wanted any more, or not where it should fit
                         # (the caller refuses it: it knows what it asked).
-                        target = memoryview(bytearray(data_len))
-                    have = min(end - start, data_len)
-                    with memoryview(buf) as view:
-                        target[:have] = view[start:start + have]
-                    start += have
-                    if have < data_len and not await self._receive_into(sock, target[have:]):
-                        return
-                    msg.data = target
+                        msg.data = memoryview(bytearray(data_len))
+                        targets = [msg.data]
+                    else:
+                        msg.data = targets
+                    for target in targets:
+                        have = min(end - start, len(target))
+                        with memoryview(buf) as view:
+                            target[:have] = view[start:start + have]
+                        start += have
+                        if have < len(target) and not await self._receive_into(
+                                sock, target[have:]):
+                            return
                 slot = waiting.get(msg.id)
                 if slot is not None and not slot.done and (msg.op == Op.REPLY
                                                            or msg.op == Op.PONG):
@@ -599,6 +602,22 @@ class IodLink:
                         "JUKEBOX (v3) or no reply (v2) until it is back", self.name, self.index,
                         reason)
             self._on_change(self)
+
+
+def _scatter(sink, size):
+    """The views of ``sink`` (a list of memoryviews) that ``size`` bytes fill,
+    the last one cut; None when they do not fit (or no sink)."""
+    if sink is None:
+        return None
+    out = []
+    for view in sink:
+        if size <= 0:
+            break
+        if len(view) > size:
+            view = view[:size]
+        out.append(view)
+        size -= len(view)
+    return out if size <= 0 else None
 
 
 def _after(bufs, sent):

@@ -56,7 +56,7 @@ import time
 import trio
 
 from common import striping
-from common.iodproto import FORWARD_MAX_AGE, IodProtoError, Op
+from common.iodproto import FORWARD_MAX_AGE, MAX_EXTENTS, IodProtoError, Op, pack_extents
 from nfspd.datapath import DataPath
 from nfspd.iodframes import Signer, Verifier
 from nfspd.iodlink import Gathering, IodLink, IodUnavailable
@@ -234,9 +234,11 @@ class IodDataPath(DataPath):
                 link.release(slot)
 
     async def read(self, meta, ino, offset, count):
-        """The data as a bytearray, which every piece's answer is received
+        """The data as a bytearray, which the iods' answers are received
         straight into (zeros where an iod sends less: holes, datafile end):
-        the NFS reply sends it on from there (nfspd/transport.py)."""
+        the NFS reply sends it on from there (nfspd/transport.py). Each iod
+        gets one READ for all its stripes of the range (``more``), not one
+        per stripe unit."""
         local = self._local_for(meta)
         if local is not None:
             return await local.read(meta, ino, offset, count)
@@ -248,26 +250,37 @@ class IodDataPath(DataPath):
         self.counters["relayed_reads"] += 1
         buf = bytearray(count)
         view = memoryview(buf)
-        requests, sinks = [], []
-        read = self.signer.read
+        held = {}   # iod -> its pieces, in order
         for piece in pieces:
-            link = links[piece.iod]
-            msg_id = link.next_id()
-            requests.append((link, msg_id, functools.partial(
-                read, msg_id, ino, meta.seed, piece.offset, piece.length)))
-            start = piece.offset - offset
-            sinks.append(view[start:start + piece.length])
+            held.setdefault(piece.iod, []).append(piece)
+        requests, sinks, sizes = [], [], []
+        read = self.signer.read
+        for iod, mine in held.items():
+            link = links[iod]
+            for at in range(0, len(mine), MAX_EXTENTS + 1):
+                group = mine[at:at + MAX_EXTENTS + 1]
+                first = group[0]
+                more = pack_extents((p.offset, p.length) for p in group[1:])
+                msg_id = link.next_id()
+                requests.append((link, msg_id, functools.partial(
+                    read, msg_id, ino, meta.seed, first.offset, first.length, more=more)))
+                sinks.append([view[p.offset - offset:p.offset - offset + p.length]
+                              for p in group])
+                sizes.append(sum(p.length for p in group))
         replies = await self._gather(requests, self.request_timeout, "READ", sinks)
-        for piece, sink, reply in zip(pieces, sinks, replies):
-            link = links[piece.iod]
+        for (link, _, _), sink, size, reply in zip(requests, sinks, sizes, replies):
             data = reply.data
-            if data is not None:
-                if len(data) > piece.length:
+            if type(data) is not list and data is not None:
+                # Not received in place (too long, or from a test's iod).
+                if len(data) > size:
                     raise OSError(errno.EIO, f"iod {link.name} sent {len(data)} bytes for "
-                                             f"{piece.length}")
-                if not (type(data) is memoryview and data.obj is buf):
-                    sink[:len(data)] = data   # not received in place (a test's iod, UDP)
-            link.read_bytes += piece.length
+                                             f"{size}")
+                pos = 0
+                for part in sink:
+                    n = min(len(part), len(data) - pos)
+                    part[:n] = data[pos:pos + n]
+                    pos += n
+            link.read_bytes += size
         return buf
 
     async def write(self, meta, ino, offset, data, stable):

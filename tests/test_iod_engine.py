@@ -130,6 +130,28 @@ def test_read_answers_count_bytes_holes_and_the_end_as_zeros(engine, store):
     assert tcp(engine, absent) == reply(absent, data=bytes(3))
 
 
+def test_a_read_of_several_ranges_answers_them_back_to_back(engine, store):
+    store.write(42, 7, 0, b"0123456789")
+    more = iodproto.pack_extents([(8, 4), (0, 2), (100, 1)])
+    r = request(Op.READ, ino=42, seed=7, offset=3, count=2, more=more, stamp_time=None)
+    want = b"34" + b"89\0\0" + b"01" + b"\0"
+    assert tcp(engine, r) == reply(r, data=want)
+    r = request(Op.READ, ino=42, seed=7, offset=3, count=2, more=more)   # stamped: over UDP
+    assert udp(engine, signed(r)) == reply(r, data=want)
+    assert count(engine, "read_bytes") == 2 * 9
+
+
+def test_a_read_of_several_ranges_is_bounded_and_never_forwarded(engine, store, spoofer):
+    too_much = iodproto.pack_extents([(0, iodproto.MAX_DATA)])
+    r = request(Op.READ, ino=42, seed=7, offset=0, count=1, more=too_much, stamp_time=None)
+    assert tcp(engine, r) == reply(r, errno.EINVAL, message=f"count {iodproto.MAX_DATA + 1} "
+                                                            f"exceeds {iodproto.MAX_DATA}")
+    f = request(Op.READ, ino=42, seed=7, offset=0, count=1, client=("10.0.0.9", 700),
+                source=("10.0.0.1", 2049), head=b"h", more=iodproto.pack_extents([(5, 1)]))
+    assert udp(engine, signed(f)).startswith(b"NFSi")   # an error REPLY, nothing spoofed
+    assert not spoofer.sent
+
+
 def test_commit_answers_the_verifier(engine, store):
     store.write(42, 7, 0, b"x")
     c = request(Op.COMMIT, ino=42, seed=7, stamp_time=None)

@@ -178,6 +178,18 @@ def test_the_metaservers_verifier_decodes_what_the_codec_does():
     assert e.value.reason == "bad_mac"
 
 
+def test_a_reads_further_ranges_are_packed_extents_bounded_in_number():
+    more = iodproto.pack_extents([(1 << 40, 7), (0, 65536)])
+    assert more == struct.pack(">QIQI", 1 << 40, 7, 0, 65536)
+    assert iodproto.extents(more) == [(1 << 40, 7), (0, 65536)]
+    r = Message(Op.READ, 1, ino=1, seed=2, offset=3, count=4, more=more)
+    assert iodproto.decode(iodproto.encode(r, KEYS), KEYS) == r
+    body = {"op": 3, "id": 1, "ino": 1, "seed": 1, "offset": 0, "count": 1}
+    for bad in (b"x" * 11, bytes(iodproto.EXTENT.size * (iodproto.MAX_EXTENTS + 1)), [1, 2]):
+        with pytest.raises(IodProtoError):
+            iodproto.decode(signed_frame(dict(body, more=bad)), KEYS)
+
+
 # --- the link: the trailer received where the caller said ------------------------------
 
 
@@ -192,7 +204,7 @@ def test_trailers_land_in_their_sinks_whatever_the_fragmentation():
             msg_id = link.next_id()
             slots.append(await link.submit(
                 msg_id, functools.partial(link.signer.read, msg_id, 1, 2, 0, n),
-                sink=memoryview(buf)))
+                sink=[memoryview(buf)[:n // 3], memoryview(buf)[n // 3:]]))
         requests = await iod.receive(len(sizes))
         answers = {r.id: os.urandom(r.count) for r in requests}
         stream = b"".join(iodproto.encode(iodproto.reply(r, data=answers[r.id]), KEYS)
@@ -201,7 +213,8 @@ def test_trailers_land_in_their_sinks_whatever_the_fragmentation():
         for slot, buf in zip(slots, buffers):
             await slot.event.wait()
             data = link.answer(slot).data
-            assert data.obj is buf and bytes(buf) == answers[slot.id]
+            assert all(view.obj is buf for view in data)
+            assert bytes(buf) == answers[slot.id]
             link.release(slot)
 
     trio.run(_with_link, test)
@@ -212,7 +225,7 @@ def test_a_trailer_larger_than_its_sink_stays_out_of_it():
         buf = bytearray(b"-" * 8)
         msg_id = link.next_id()
         slot = await link.submit(msg_id, functools.partial(link.signer.read, msg_id, 1, 2, 0, 8),
-                                 sink=memoryview(buf))
+                                 sink=[memoryview(buf)])
         (read,) = await iod.receive(1)
         await iod.send_all(iodproto.encode(iodproto.reply(read, data=b"0123456789"), KEYS))
         await slot.event.wait()
@@ -239,59 +252,92 @@ def test_an_iod_speaking_version_1_takes_the_link_down_with_a_clear_reason():
 
 def relay_read(size, offset, count, answer, n_iods=3, unit=16):
     """IodDataPath.read of a file of ``size`` bytes over ``n_iods`` with the
-    iods' answers made by ``answer(piece) -> data`` (bytes, None, or
-    "sink": the right bytes received into the sink, as the link does)."""
+    iods' answers made by ``answer(pieces) -> data`` for the pieces one READ
+    asks of one iod (bytes, None, or "sink": the right bytes received into
+    the sinks, as the link does). Returns the data and the READs: [(iod,
+    [Piece, ...]), ...]."""
     layouts = Layouts({1: [("127.0.0.1", 9 + i) for i in range(n_iods)]})
     dp = IodDataPath(layouts, KEYS, unit)
     meta = types.SimpleNamespace(layout_gen=1, size=size, stripe_unit=unit, seed=1)
-    seen = []
+    reads = []
 
     async def gather(requests, timeout, what, sinks=None):
-        pieces = striping.split(offset, min(count, size - offset), unit, meta.seed, n_iods)
-        assert [link.index for link, _, _ in requests] == [p.iod for p in pieces]
         replies = []
-        for piece, sink in zip(pieces, sinks):
-            assert len(sink) == piece.length
-            seen.append(piece)
-            data = answer(piece)
+        for (link, msg_id, make), sink in zip(requests, sinks):
+            msg = iodproto.decode(make(stamp=[1, 1, 1.0]), KEYS)
+            ranges = [(msg.offset, msg.count)] + iodproto.extents(msg.more)
+            pieces = [striping.Piece(link.index, o, n) for o, n in ranges]
+            assert [len(v) for v in sink] == [n for _, n in ranges]
+            reads.append((link.index, pieces))
+            data = answer(pieces)
             if data == "sink":
-                sink[:] = CONTENT[piece.offset:piece.offset + piece.length]
-                data = sink
-            replies.append(Message(Op.REPLY, 1, status=0, data=data))
+                for p, v in zip(pieces, sink):
+                    v[:] = CONTENT[p.offset:p.offset + p.length]
+                data = list(sink)
+            replies.append(Message(Op.REPLY, msg_id, status=0, data=data)
+                           if type(data) is not list else _with_data(msg_id, data))
         return replies
 
     dp._gather = gather
-    return trio.run(dp.read, meta, 5, offset, count), seen
+    return trio.run(dp.read, meta, 5, offset, count), reads
+
+
+def _with_data(msg_id, views):
+    msg = Message(Op.REPLY, msg_id, status=0)
+    msg.data = views   # what the link gives: the sink's views it filled
+    return msg
+
+
+def joined(pieces):
+    return b"".join(CONTENT[p.offset:p.offset + p.length] for p in pieces)
 
 
 CONTENT = bytes(range(256)) * 4
 
 
 @pytest.mark.parametrize("offset, count", [(0, 100), (5, 40), (15, 2), (16, 16), (30, 900)])
-def test_a_read_across_stripes_puts_every_piece_in_its_place(offset, count):
+def test_a_read_across_stripes_asks_each_iod_once_and_puts_every_piece_in_its_place(
+        offset, count):
     size = 100
-    got, seen = relay_read(size, offset, count, lambda p: "sink")
-    assert got == CONTENT[offset:min(size, offset + count)]
-    assert len(seen) == len(range(offset // 16, (min(size, offset + count) - 1) // 16 + 1))
-    copied, _ = relay_read(size, offset, count,
-                           lambda p: CONTENT[p.offset:p.offset + p.length])
+    end = min(size, offset + count)
+    got, reads = relay_read(size, offset, count, lambda pieces: "sink")
+    assert got == CONTENT[offset:end]
+    # One READ per iod holding part of it, its stripes in file order.
+    stripes = range(offset // 16, (end - 1) // 16 + 1)
+    assert sorted(iod for iod, _ in reads) == sorted({(1 + s) % 3 for s in stripes})
+    assert sorted(p.offset for _, pieces in reads for p in pieces) == \
+        [max(offset, s * 16) for s in stripes]
+    copied, _ = relay_read(size, offset, count, joined)
     assert copied == got
 
 
 def test_what_an_iod_does_not_send_reads_as_zeros_and_nothing_past_the_end():
-    def short(piece):
-        return None if piece.iod == 1 else CONTENT[piece.offset:piece.offset + piece.length - 1]
+    def short(pieces):
+        return None if pieces[0].iod == 1 else joined(pieces)[:-1]
 
-    got, seen = relay_read(60, 10, 1000, short)
+    got, reads = relay_read(60, 10, 1000, short)
     assert len(got) == 50
-    for p in seen:
-        part = got[p.offset - 10:p.offset - 10 + p.length]
-        want = bytes(p.length) if p.iod == 1 else CONTENT[p.offset:p.offset + p.length - 1] + b"\0"
-        assert part == want
+    for iod, pieces in reads:
+        want = bytes(sum(p.length for p in pieces)) if iod == 1 else joined(pieces)[:-1] + b"\0"
+        assert b"".join(got[p.offset - 10:p.offset - 10 + p.length] for p in pieces) == want
     assert relay_read(60, 60, 10, short)[0] == b""
 
 
 def test_an_iod_sending_more_than_asked_is_an_io_error():
     with pytest.raises(OSError) as e:
-        relay_read(100, 0, 100, lambda p: bytes(p.length + 1))
+        relay_read(100, 0, 100, lambda pieces: joined(pieces) + b"!")
     assert e.value.errno == errno.EIO
+
+
+def test_more_stripes_than_one_read_may_name_take_several_reads():
+    unit, n = 4, 2
+    size = unit * n * (iodproto.MAX_EXTENTS + 10)
+    content = os.urandom(size)
+
+    def answer(pieces):
+        return b"".join(content[p.offset:p.offset + p.length] for p in pieces)
+
+    got, reads = relay_read(size, 0, size, answer, n_iods=n, unit=unit)
+    assert got == content
+    assert sorted(len(pieces) for _, pieces in reads) == [9, 9, iodproto.MAX_EXTENTS + 1,
+                                                          iodproto.MAX_EXTENTS + 1]
