@@ -46,6 +46,7 @@ import ipaddress
 import itertools
 import logging
 import math
+import os
 import struct
 import threading
 
@@ -194,6 +195,14 @@ class Engine:
             # Sent from the datafile by the connection (os.sendfile), never
             # read here; zeros past its end (FileRange).
             pinned = self.store.pin(msg.ino, msg.seed)
+            if pinned is not None:
+                # The connection's sendfile runs on the event loop: have the
+                # disk reads started here, in the I/O thread, not there.
+                try:
+                    for offset, count in ranges:
+                        os.posix_fadvise(pinned.fd, offset, count, os.POSIX_FADV_WILLNEED)
+                except OSError:
+                    pass    # only a hint
             self.counters.add("read_bytes", total)
             return _Relayed(iodproto.reply(msg), [FileRange(pinned, offset, count)
                                                   for offset, count in ranges])
