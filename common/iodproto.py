@@ -718,12 +718,15 @@ class FrameReader:
         frames = []
         pos = 0
         buf = self._buf
-        while len(buf) - pos >= HEADER.size:
-            total = frame_length(bytes(buf[pos:pos + HEADER.size]))
-            if len(buf) - pos < total:
-                break
-            frames.append(bytes(buf[pos:pos + total]))
-            pos += total
+        with memoryview(buf) as view:
+            while len(buf) - pos >= HEADER.size:
+                total = frame_length(view[pos:pos + HEADER.size])
+                if len(buf) - pos < total:
+                    break
+                # One copy out of the buffer (a WRITE's MiB), not a slice
+                # of it copied again.
+                frames.append(bytes(view[pos:pos + total]))
+                pos += total
         del buf[:pos]
         return frames
 
