@@ -10,9 +10,9 @@ status are checked, and the data read back is compared with what was
 written. The metaserver's CPU time is the run time of every nfspd thread
 over the run (/proc/PID/task/*/schedstat, in nanoseconds; clock ticks of
 /proc/PID/stat where that is missing or a thread came or went), divided by
-the number of requests or MiB. Everything runs on one machine (the iods, nfspd and the client share its
-cores and its loopback), so these are the metaserver's costs more than what a
-cluster would reach.
+the number of requests or MiB. Everything runs on one machine (the iods,
+nfspd and the client share its cores and its loopback), so these are the
+metaserver's costs more than what a cluster would reach.
 """
 
 import argparse
