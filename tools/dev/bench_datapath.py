@@ -61,12 +61,6 @@ def cpu_used(before, after):
     return ticks1 - ticks0
 
 
-def child_pid(popen):
-    with open(f"/proc/{popen.pid}/task/{popen.pid}/children") as f:
-        children = f.read().split()
-    return int(children[0]) if children else popen.pid
-
-
 class Pipeline:
     """Raw RPC calls with up to ``window`` outstanding, over UDP or TCP.
 
@@ -138,7 +132,7 @@ def _recv_exactly(sock, view):
 
 
 def measure(c, transport, io, data, fh, cred):
-    pid = child_pid(c.nfspd.proc)
+    pid = c.nfspd.pid
     size = len(data)
     pipe = c.ns.inside(Pipeline, transport, cred)
 
@@ -213,13 +207,13 @@ def reference_costs(ns, workdir, n=8192):
     try:
         for name in ("iods", "local"):
             if name == "iods":
-                pid = child_pid(c.nfspd.proc)
+                pid = c.nfspd.pid
                 client, root = c.connect(3, "udp")
             else:
                 c.stop()
                 local = Nfspd(ns, os.path.join(workdir, "local"),
                               extra_args=["--log-level", "info"]).start()
-                pid = child_pid(local.proc)
+                pid = local.pid
                 client, root = ns.inside(nfsclient.connect, "127.0.0.1", local.export)
             fh = client.create(root, b"ref")
             pipe = ns.inside(Pipeline, "udp", client.rpc.cred)
