@@ -10,9 +10,10 @@ status are checked, and the data read back is compared with what was
 written. The metaserver's CPU time is the run time of every nfspd thread
 over the run (/proc/PID/task/*/schedstat, in nanoseconds; clock ticks of
 /proc/PID/stat where that is missing or a thread came or went), divided by
-the number of requests or MiB. Everything runs on one machine (the iods,
-nfspd and the client share its cores and its loopback), so these are the
-metaserver's costs more than what a cluster would reach.
+the number of requests or MiB (and the iods' together, per MiB read).
+Everything runs on one machine (the iods, nfspd and the client share its
+cores and its loopback), so these are the metaserver's costs more than what
+a cluster would reach.
 """
 
 import argparse
@@ -161,9 +162,12 @@ def measure(c, transport, io, data, fh, cred):
         assert res.disc == nfs3.nfsstat3.NFS3_OK
         got[args.offset] = res.body.data
 
+    iods = [iod.pid for iod in c.iods]
+    iods0 = [cpu_seconds(p) for p in iods]
     cpu2, t2 = cpu_seconds(pid), time.perf_counter()
     n_reads = pipe.run(reads(), nfs3.READ3res, read_ok)
     t3, cpu3 = time.perf_counter(), cpu_seconds(pid)
+    iods_read = sum(cpu_used(before, cpu_seconds(p)) for p, before in zip(iods, iods0))
     assert b"".join(got[k] for k in sorted(got)) == data
     mib = size / (1 << 20)
     return {"write_MBps": round(size / (t1 - t0) / 1e6, 1),
@@ -172,7 +176,8 @@ def measure(c, transport, io, data, fh, cred):
             "ms_cpu_per_write": round(cpu_used(cpu0, cpu1) / n_writes * 1e3, 3),
             "ms_cpu_per_read": round(cpu_used(cpu2, cpu3) / n_reads * 1e3, 3),
             "ms_cpu_per_MiB_written": round(cpu_used(cpu0, cpu1) / mib * 1e3, 2),
-            "ms_cpu_per_MiB_read": round(cpu_used(cpu2, cpu3) / mib * 1e3, 2)}
+            "ms_cpu_per_MiB_read": round(cpu_used(cpu2, cpu3) / mib * 1e3, 2),
+            "ms_iods_cpu_per_MiB_read": round(iods_read / mib * 1e3, 2)}
 
 
 def sequential_throughput(ns, workdir, n_iods, transports=("udp", "tcp")):
