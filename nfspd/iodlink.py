@@ -393,6 +393,7 @@ class IodLink:
         waiting = self._waiting
         buf = bytearray(RECV_MIN)
         start = end = 0      # buf[start:end]: received, not yet decoded
+        received_before = self.bytes_in
         need = 0             # bytes of the frame at start up to its MAC, once its header is in
         streak = 0           # receives since this task last let others run
         while True:
@@ -416,7 +417,7 @@ class IodLink:
                 await trio.lowlevel.wait_readable(sock)
                 continue
             if not n:
-                self._closed()
+                self._closed(silent=self.bytes_in == received_before)
                 return
             self.bytes_in += n
             end += n
@@ -476,10 +477,18 @@ class IodLink:
             got += n
         return True
 
-    def _closed(self):
-        self._lose("connection closed by the iod" + (
-            " (it takes connections only from ports below 1024 with "
-            "--secure-port: is nfspd root?)" if self.reserved_port is False else ""))
+    def _closed(self, silent=False):
+        if self.reserved_port is False:
+            why = (" (it takes connections only from ports below 1024 with --secure-port: "
+                   "is nfspd root?)")
+        elif silent:
+            # An iod of another protocol version closes at our first frame
+            # (its log says which version it got).
+            why = (" before answering anything (an iod of another release, speaking another "
+                   "iod protocol version? see its log)")
+        else:
+            why = ""
+        self._lose("connection closed by the iod" + why)
 
     async def _heartbeat(self):
         while True:

@@ -247,6 +247,16 @@ def test_an_iod_speaking_version_1_takes_the_link_down_with_a_clear_reason():
     trio.run(_with_link, test)
 
 
+def test_an_iod_closing_before_answering_anything_is_suspected_of_another_version():
+    async def test(link, iod):
+        iod.sock.close()   # what an iod refusing our version's first frame does
+        while link._lost is None:
+            await trio.sleep(0.001)
+        assert "another iod protocol version" in link._lost
+
+    trio.run(_with_link, test)
+
+
 # --- the data path: a READ across stripes, into one buffer -----------------------------
 
 
