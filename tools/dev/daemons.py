@@ -188,7 +188,7 @@ class Iod(DaemonProcess):
         fields = lines[-1].split("counters:", 1)[1].split()
         return {k: int(v) for k, v in (f.split("=", 1) for f in fields if "=" in f)}
 
-    def counters_now(self, want=None, timeout=10):
+    def counters_now(self, want=None, timeout=30):
         """Ask for a summary (SIGUSR1) and return it; with ``want`` (name ->
         value), until the summary shows those values (the iod counts in its
         threads, after the answer may already be out)."""
