@@ -31,6 +31,20 @@ and the file size keep clients within the file). eof is never set: a data
 server does not know where the file ends (other stripes are elsewhere). WRITE
 data is a view into the received record, written with pwrite.
 
+The fast path (_fast): nearly every call a client makes of a data server is
+SEQUENCE, PUTFH, then READ, WRITE or COMMIT, and decoding it into objects,
+running it through the operation table and encoding the results cost about
+as much Python as the I/O itself (a Linux client sends one call per stripe
+unit, 16 per MiB at nfspd's default 64 KiB). So that one shape is read with
+struct at fixed offsets and its successful results packed straight to
+bytes; anything else, or anything that does not read exactly as expected,
+takes the generic path, and errors are answered by the generic _finish, so
+the replies are the same bytes either way (tests/test_iod_nfs4ds.py holds
+them to it). A handle's MAC is checked once: the handles that verified are
+remembered (bounded, _VerifiedHandles); whether one is revoked is still
+asked of iod/dsrevoked.py on every PUTFH, so a revocation takes effect at
+once.
+
 A COMPOUND whose SEQUENCE asked for its reply to be cached (Linux never does
 for READ or WRITE) gets its READ data copied into the reply, within the
 slot's cache size (else NFS4ERR_REP_TOO_BIG_TO_CACHE).
@@ -73,6 +87,24 @@ SESSIONLESS = frozenset((O.OP_EXCHANGE_ID, O.OP_CREATE_SESSION, O.OP_DESTROY_SES
 _RECORD_MARK = struct.Struct(">I")
 _READ_HEAD = struct.Struct(">IiII")    # opnum, status, eof, data length
 _LAST_FRAGMENT = 0x80000000
+VERIFIED_HANDLES = 4096          # handles whose MAC is remembered as checked
+
+# The fast path's shapes (RFC 8881 XDR): the COMPOUND4args head with an empty
+# tag and SEQUENCE4args; then PUTFH's opnum and handle length; then the READ,
+# WRITE or COMMIT arguments.
+_FAST_HEAD = struct.Struct(">IIII16sIIII")   # taglen, minorversion, count, opnum, sessionid,
+#                                              sequenceid, slotid, highest_slotid, cachethis
+_FAST_PUTFH = struct.Struct(">II")           # opnum, handle length
+_FAST_READ = struct.Struct(">I16xQI")        # opnum, stateid, offset, count
+_FAST_WRITE = struct.Struct(">I16xQII")      # opnum, stateid, offset, stable, data length
+_FAST_COMMIT = struct.Struct(">IQI")         # opnum, offset, count
+_U32 = struct.Struct(">I")
+# Replies: COMPOUND4res head (status, empty tag, count) and the results.
+_FAST_REPLY_HEAD = struct.pack(">iII", 0, 0, 3)
+_SEQUENCE_OK = struct.Struct(">Ii16sIIIII")
+_PUTFH_OK = struct.pack(">Ii", O.OP_PUTFH, 0)
+_WRITE_OK = struct.Struct(">IiII8s")         # opnum, status, count, committed, verifier
+_COMMIT_OK = struct.Struct(">Ii8s")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,14 +170,59 @@ class _ReadData:
 
 
 class _Compound:
-    __slots__ = ("conn", "now", "fh", "slot", "cachethis", "principal", "count", "size")
+    __slots__ = ("conn", "now", "fh", "fh_bytes", "slot", "cachethis", "principal", "count",
+                 "size")
 
     def __init__(self, conn, now, principal, count, size):
         self.conn, self.now, self.principal = conn, now, principal
         self.count, self.size = count, size       # operations, bytes of the RPC message
         self.fh = None
+        self.fh_bytes = None
         self.slot = None
         self.cachethis = False
+
+
+class _VerifiedHandles:
+    """Handle bytes -> the DsHandle they verified to, under which key, and the
+    last connection address it was found to be for. A cache of pure answers
+    (dsfh.verify, DsHandle.client_matches), bounded: the oldest goes first.
+    Whether a handle is revoked is not cached. Safe across threads: each
+    step is one dict operation (the GIL), and losing a race only costs a
+    second verification."""
+
+    def __init__(self, keys, limit=VERIFIED_HANDLES):
+        self.keys = keys
+        self.limit = limit
+        self._entries = {}
+
+    def verify(self, fh):
+        """The DsHandle of ``fh``, or DsHandleError (as dsfh.verify)."""
+        entry = self._entries.get(fh)
+        if entry is not None and self.keys.by_id.get(fh[1]) is entry[0]:
+            return entry[1]
+        handle = dsfh.verify(self.keys, fh)
+        self._remember(fh, (self.keys.by_id.get(fh[1]), handle, None))
+        return handle
+
+    def client_matches(self, fh_bytes, handle, ip):
+        entry = self._entries.get(fh_bytes)
+        if entry is not None and entry[1] is handle and entry[2] == ip:
+            return True
+        if not handle.client_matches(ip):
+            return False
+        if entry is not None and entry[1] is handle:
+            self._entries[fh_bytes] = (entry[0], handle, ip)
+        return True
+
+    def _remember(self, fh, entry):
+        entries = self._entries
+        while len(entries) >= self.limit:
+            try:
+                del entries[next(iter(entries))]
+            except (KeyError, RuntimeError, StopIteration):
+                # Another thread changed the dict under the iteration.
+                pass
+        entries[fh] = entry
 
 
 def _channel(attrs):
@@ -213,6 +290,46 @@ def decode_compound(args):
     return tag, minorversion, ops
 
 
+def _parse_fast(args):
+    """(sessionid, sequenceid, slotid, handle, opnum, a, b, data) of a COMPOUND
+    of SEQUENCE (not asking for its reply to be cached), PUTFH and READ
+    (a, b: offset, count), WRITE (offset, stable; data a view into ``args``)
+    or COMMIT (offset, count), with an empty tag and a minor version this
+    server speaks; None for anything else (the generic path decides). Bytes
+    after the last operation are ignored, as decode_compound ignores them."""
+    n = len(args)
+    if n < _FAST_HEAD.size + _FAST_PUTFH.size:
+        return None
+    taglen, minorversion, count, opnum, sessionid, sequenceid, slotid, _, cachethis = \
+        _FAST_HEAD.unpack_from(args, 0)
+    if (taglen or count != 3 or opnum != O.OP_SEQUENCE or cachethis
+            or minorversion not in MINOR_VERSIONS):
+        return None
+    pos = _FAST_HEAD.size
+    opnum, fhlen = _FAST_PUTFH.unpack_from(args, pos)
+    pos += _FAST_PUTFH.size
+    if opnum != O.OP_PUTFH or fhlen > nfs4.NFS4_FHSIZE:
+        return None
+    fh = bytes(args[pos:pos + fhlen])
+    pos += fhlen + (-fhlen & 3)
+    if pos + 4 > n:
+        return None
+    opnum = _U32.unpack_from(args, pos)[0]
+    if opnum == O.OP_READ and pos + _FAST_READ.size <= n:
+        _, offset, count = _FAST_READ.unpack_from(args, pos)
+        return sessionid, sequenceid, slotid, fh, opnum, offset, count, None
+    if opnum == O.OP_WRITE and pos + _FAST_WRITE.size <= n:
+        _, offset, stable, length = _FAST_WRITE.unpack_from(args, pos)
+        start = pos + _FAST_WRITE.size
+        if stable > stable_how4.FILE_SYNC4 or start + length + (-length & 3) > n:
+            return None
+        return sessionid, sequenceid, slotid, fh, opnum, offset, stable, args[start:start + length]
+    if opnum == O.OP_COMMIT and pos + _FAST_COMMIT.size <= n:
+        _, offset, count = _FAST_COMMIT.unpack_from(args, pos)
+        return sessionid, sequenceid, slotid, fh, opnum, offset, count, None
+    return None
+
+
 class DataServer:
     """The data server of one iod. ``store`` is its DataStore, ``revoked``
     its Revoked, ``verifier`` the iod's write verifier (the one its own
@@ -232,6 +349,7 @@ class DataServer:
         self.store_usable = store_usable
         self.counters = counters
         self.state = DsState(boot_epoch=boot_epoch)
+        self.handles = _VerifiedHandles(keys)
         self._lock = threading.Lock()
         self._handlers = {
             O.OP_EXCHANGE_ID: self.EXCHANGE_ID, O.OP_CREATE_SESSION: self.CREATE_SESSION,
@@ -264,6 +382,9 @@ class DataServer:
             return _rpc_error(rpc.reply_success(call.xid))
         if call.proc != 1:
             return _rpc_error(rpc.reply_accepted_error(call.xid, rpc.accept_stat.PROC_UNAVAIL))
+        fast = _parse_fast(call.args)
+        if fast is not None:
+            return self._fast(call.xid, fast, conn, now, len(record))
         try:
             tag, _, ops = decode_compound(call.args)
         except nfs4.CompoundTooLong as e:
@@ -287,6 +408,58 @@ class DataServer:
                 # one; this covers every other way out.
                 with self._lock:
                     c.slot.complete(None)
+
+    def _fast(self, xid, fast, conn, now, size):
+        """The COMPOUND _parse_fast read, as _compound would run it."""
+        sessionid, sequenceid, slotid, fh, op, a, b, data = fast
+        self._count("ds_compounds")
+        c = _Compound(conn, now, None, 3, size)
+        results = []
+        op_now = O.OP_SEQUENCE
+        try:
+            status = nfsstat4.NFS4_OK
+            try:
+                seq = self._sequence(sessionid, sequenceid, slotid, False, c)
+                if isinstance(seq, Replay):
+                    self._count("ds_replays")
+                    return _record([rpc.success_head(xid) + seq.reply])
+                results.append(_SEQUENCE_OK.pack(
+                    O.OP_SEQUENCE, 0, seq.sessionid, seq.sequenceid, seq.slotid,
+                    seq.highest_slotid, seq.target_highest_slotid, seq.status_flags))
+                op_now = O.OP_PUTFH
+                self._putfh(fh, c)
+                results.append(_PUTFH_OK)
+                op_now = op
+                if op == O.OP_READ:
+                    results.append(self._read(c, a, b))
+                elif op == O.OP_WRITE:
+                    count, committed = self._write(c, a, b, data)
+                    results.append(_WRITE_OK.pack(O.OP_WRITE, 0, count, committed, self.verifier))
+                else:
+                    self._commit(c)
+                    results.append(_COMMIT_OK.pack(O.OP_COMMIT, 0, self.verifier))
+            except Nfs4Error as e:
+                status = e.status
+                results.append(nfs4.resop_error(op_now, status))
+            if status == nfsstat4.NFS4_OK and op == O.OP_READ:
+                return self._fast_read_reply(xid, results)
+            return self._finish(xid, b"", results, status, c)
+        except BaseException:
+            _release(results)
+            raise
+        finally:
+            if c.slot is not None:
+                with self._lock:
+                    c.slot.complete(None)
+
+    def _fast_read_reply(self, xid, results):
+        data = results[2].data
+        count = data.count if isinstance(data, FileRange) else len(data)
+        head = (rpc.success_head(xid) + _FAST_REPLY_HEAD + results[0] + _PUTFH_OK
+                + _READ_HEAD.pack(O.OP_READ, 0, 0, count))
+        if isinstance(data, FileRange):
+            return _record([head, data, bytes(-count & 3)] if count & 3 else [head, data])
+        return _record([head + data + bytes(-count & 3)])
 
     def _compound(self, xid, tag, ops, c):
         results = []
@@ -349,6 +522,8 @@ class DataServer:
                 parts.append(_READ_HEAD.pack(O.OP_READ, 0, 0, count))
                 parts.append(data)
                 parts.append(bytes(-count & 3))
+            elif isinstance(result, bytes):       # packed by the fast path
+                parts.append(result)
             else:
                 parts.append(nfs4.encode_resop(result))
         body = []
@@ -409,13 +584,23 @@ class DataServer:
                 args.bctsa_sessid, nfs4.channel_dir_from_server4(direction), False)))
 
     def SEQUENCE(self, args, c):
+        outcome = self._sequence(args.sa_sessionid, args.sa_sequenceid, args.sa_slotid,
+                                 args.sa_cachethis, c)
+        if isinstance(outcome, Replay):
+            return outcome
+        return nfs_resop4(O.OP_SEQUENCE, nfs4.SEQUENCE4res(nfsstat4.NFS4_OK, nfs4.SEQUENCE4resok(
+            outcome.sessionid, outcome.sequenceid, outcome.slotid, outcome.highest_slotid,
+            outcome.target_highest_slotid, outcome.status_flags)))
+
+    def _sequence(self, sessionid, sequenceid, slotid, cachethis, c):
+        """The SlotHandle (also c.slot) or the Replay of a SEQUENCE."""
         with self._lock:
-            outcome = self.state.sequence(args.sa_sessionid, args.sa_sequenceid, args.sa_slotid,
-                                          c.now, connection=c.conn.id)
+            outcome = self.state.sequence(sessionid, sequenceid, slotid, c.now,
+                                          connection=c.conn.id)
         if isinstance(outcome, Replay):
             return outcome
         c.slot = outcome
-        c.cachethis = bool(args.sa_cachethis)
+        c.cachethis = bool(cachethis)
         fore = outcome.session.fore
         # Checked once the slot is taken, as RFC 8881 18.46.3 orders it: the
         # slot's seqid advances, the client sees the error on this request.
@@ -423,9 +608,7 @@ class DataServer:
             raise Nfs4Error(nfsstat4.NFS4ERR_TOO_MANY_OPS)
         if c.size > fore.maxrequestsize:
             raise Nfs4Error(nfsstat4.NFS4ERR_REQ_TOO_BIG)
-        return nfs_resop4(O.OP_SEQUENCE, nfs4.SEQUENCE4res(nfsstat4.NFS4_OK, nfs4.SEQUENCE4resok(
-            outcome.sessionid, outcome.sequenceid, outcome.slotid, outcome.highest_slotid,
-            outcome.target_highest_slotid, outcome.status_flags)))
+        return outcome
 
     def RECLAIM_COMPLETE(self, args, c):
         with self._lock:
@@ -439,8 +622,12 @@ class DataServer:
     # -- the file ---------------------------------------------------------------------
 
     def PUTFH(self, args, c):
+        self._putfh(bytes(args.object), c)
+        return nfs_resop4(O.OP_PUTFH, nfs4.PUTFH4res(nfsstat4.NFS4_OK))
+
+    def _putfh(self, fh, c):
         try:
-            handle = dsfh.verify(self.keys, args.object)
+            handle = self.handles.verify(fh)
         except dsfh.DsHandleError as e:
             self._count("ds_refused_badhandle")
             raise Nfs4Error(e.status) from None
@@ -448,14 +635,14 @@ class DataServer:
             self._count("ds_refused_stale")
             raise Nfs4Error(nfsstat4.NFS4ERR_STALE)
         c.fh = handle
-        return nfs_resop4(O.OP_PUTFH, nfs4.PUTFH4res(nfsstat4.NFS4_OK))
+        c.fh_bytes = fh
 
     def _file(self, c, write=False):
         """The current handle, if this connection may do this with it."""
         fh = c.fh
         if fh is None:
             raise Nfs4Error(nfsstat4.NFS4ERR_NOFILEHANDLE)
-        if not fh.client_matches(c.conn.ip):
+        if not self.handles.client_matches(c.fh_bytes, fh, c.conn.ip):
             self._count("ds_refused_client")
             raise Nfs4Error(nfsstat4.NFS4ERR_ACCESS)
         if fh.secure and c.conn.port >= PRIVILEGED_PORTS:
@@ -469,52 +656,62 @@ class DataServer:
         return fh
 
     def READ(self, args, c):
+        return self._read(c, args.offset, args.count)
+
+    def _read(self, c, offset, count):
         fh = self._file(c)
-        count = min(args.count, MAX_IO)
+        count = min(count, MAX_IO)
         if c.slot is not None:
             count = min(count, max(0, c.slot.session.fore.maxresponsesize - READ_REPLY_OVERHEAD))
-        if args.offset > NFS4_MAXFILEOFF:
+        if offset > NFS4_MAXFILEOFF:
             raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)
-        count = min(count, NFS4_MAXFILEOFF + 1 - args.offset)
+        count = min(count, NFS4_MAXFILEOFF + 1 - offset)
         self._count("ds_read")
         self._count("ds_read_bytes", count)
         if c.cachethis:
             if count + READ_REPLY_OVERHEAD > c.slot.cachethis_limit:
                 raise Nfs4Error(nfsstat4.NFS4ERR_REP_TOO_BIG_TO_CACHE)
-            data = _io(self.store.read, fh.ino, fh.seed, args.offset, count)
+            data = _io(self.store.read, fh.ino, fh.seed, offset, count)
             return _ReadData(data + bytes(count - len(data)))
         pinned = _io(self.store.pin, fh.ino, fh.seed)
-        return _ReadData(FileRange(pinned, args.offset, count))
+        return _ReadData(FileRange(pinned, offset, count))
 
     def WRITE(self, args, c):
+        count, committed = self._write(c, args.offset, args.stable, args.data)
+        return nfs_resop4(O.OP_WRITE, nfs4.WRITE4res(nfsstat4.NFS4_OK, nfs4.WRITE4resok(
+            count, stable_how4(committed), self.verifier)))
+
+    def _write(self, c, offset, stable, data):
+        """(count, committed) of a WRITE."""
         fh = self._file(c, write=True)
-        data = args.data
         if len(data) > MAX_IO:
             raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)
-        if args.offset + len(data) > NFS4_MAXFILEOFF + 1:
+        if offset + len(data) > NFS4_MAXFILEOFF + 1:
             raise Nfs4Error(nfsstat4.NFS4ERR_FBIG)
-        sync = args.stable != stable_how4.UNSTABLE4
+        sync = stable != stable_how4.UNSTABLE4
         try:
             # Checked again as it lands: a REVOKE may have come since PUTFH,
             # and once the iod has acknowledged one, the metaserver may cut
             # the file (iod/dsrevoked.py).
             with self.revoked.writing(fh):
-                _io(self.store.write, fh.ino, fh.seed, args.offset, data, sync=sync)
+                _io(self.store.write, fh.ino, fh.seed, offset, data, sync=sync)
         except Stale:
             self._count("ds_refused_stale")
             raise Nfs4Error(nfsstat4.NFS4ERR_STALE) from None
         self._count("ds_write")
         self._count("ds_write_bytes", len(data))
         committed = stable_how4.FILE_SYNC4 if sync else stable_how4.UNSTABLE4
-        return nfs_resop4(O.OP_WRITE, nfs4.WRITE4res(nfsstat4.NFS4_OK, nfs4.WRITE4resok(
-            len(data), committed, self.verifier)))
+        return len(data), committed
 
     def COMMIT(self, args, c):
+        self._commit(c)
+        return nfs_resop4(O.OP_COMMIT, nfs4.COMMIT4res(nfsstat4.NFS4_OK,
+                                                       nfs4.COMMIT4resok(self.verifier)))
+
+    def _commit(self, c):
         fh = self._file(c)
         _io(self.store.commit, fh.ino, fh.seed)
         self._count("ds_commit")
-        return nfs_resop4(O.OP_COMMIT, nfs4.COMMIT4res(nfsstat4.NFS4_OK,
-                                                       nfs4.COMMIT4resok(self.verifier)))
 
 
 _ERRNO_STATUS = {errno.ENOSPC: nfsstat4.NFS4ERR_NOSPC, errno.EDQUOT: nfsstat4.NFS4ERR_DQUOT,

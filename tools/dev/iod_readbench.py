@@ -11,10 +11,12 @@ delivered and the iod's CPU time (user + system, from /proc) per request:
 
 - relay: 1 MiB READs over TCP with the data in the REPLY (what the metaserver
   does for TCP clients);
-- pnfs: 1 MiB NFSv4.1 READs (SEQUENCE, PUTFH, READ) from the iod's pNFS data
-  server (--ds-port), one session, 4 slots in flight: what a pNFS client's
-  reads cost the iod (the data goes out with sendfile); and 1 MiB unstable
-  WRITEs both ways (relayed frames, NFSv4.1 to the data server);
+- pnfs: NFSv4.1 READs (SEQUENCE, PUTFH, READ) of --ds-kib KiB from the iod's
+  pNFS data server (--ds-port), one session, 4 slots in flight: what a pNFS
+  client's reads cost the iod (the data goes out with sendfile); and unstable
+  WRITEs both ways (1 MiB relayed frames, --ds-kib NFSv4.1 to the data server).
+  A Linux client sends the layout's stripe unit per call (nfspd's default
+  64 KiB), so `--ds-kib 64 --no-relay --no-spoofed` shows the per-call cost;
 - spoofed: 32 KiB (or 8 KiB) READs over UDP whose replies the iod sends from
   its raw socket, at loopback MTUs of 1500, 9000 and 65536, received by this
   process's UDP socket as a client would.
@@ -216,7 +218,12 @@ def spoofed(keys, size, seconds, count, window=16):
 @click.option("--threads", default=8, show_default=True, help="The iod's I/O threads.")
 @click.option("--spoofed/--no-spoofed", "spoofed_too", default=True, show_default=True,
               help="Also the spoofed UDP cases.")
-def main(mib, seconds, threads, spoofed_too):
+@click.option("--relay/--no-relay", "relay_too", default=True, show_default=True,
+              help="Also the relayed (iod protocol) cases.")
+@click.option("--ds-kib", default=1024, show_default=True,
+              help="KiB of one data-server READ or WRITE (a Linux client sends the "
+                   "layout's stripe unit, nfspd's default 64).")
+def main(mib, seconds, threads, spoofed_too, relay_too, ds_kib):
     if os.geteuid() != 0:
         sys.exit("run as root in a namespace of its own: unshare --net python3 -m tools.dev.iod_readbench")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
@@ -241,28 +248,23 @@ def main(mib, seconds, threads, spoofed_too):
             assert c.receive().status == 0
         c.close()
         print(f"iod pid {proc.pid}, {threads} I/O threads, {mib} MiB file (in the page cache)")
-        cpu = cpu_seconds(proc.pid)
-        n, nbytes, elapsed = relay(keys, size, seconds)
-        used = cpu_seconds(proc.pid) - cpu
-        print(f"relay   1 MiB READs over TCP, 4 in flight: {nbytes / elapsed / 1e6:7.1f} MB/s, "
-              f"iod CPU {used / n * 1e3:.2f} ms per READ ({n} READs)")
-        cpu = cpu_seconds(proc.pid)
-        n, nbytes, elapsed = pnfs(keys, size, seconds)
-        used = cpu_seconds(proc.pid) - cpu
-        print(f"pnfs    1 MiB NFSv4.1 READs from the data server, 4 slots in flight: "
-              f"{nbytes / elapsed / 1e6:7.1f} MB/s, iod CPU {used / n * 1e3:.2f} ms per READ "
-              f"({n} READs)")
-        cpu = cpu_seconds(proc.pid)
-        n, nbytes, elapsed = relay_write(keys, size, seconds)
-        used = cpu_seconds(proc.pid) - cpu
-        print(f"relay   1 MiB unstable WRITEs over TCP, 4 in flight: {nbytes / elapsed / 1e6:7.1f} "
-              f"MB/s, iod CPU {used / n * 1e3:.2f} ms per WRITE ({n} WRITEs)")
-        cpu = cpu_seconds(proc.pid)
-        n, nbytes, elapsed = pnfs(keys, size, seconds, write=True)
-        used = cpu_seconds(proc.pid) - cpu
-        print(f"pnfs    1 MiB unstable NFSv4.1 WRITEs to the data server, 4 slots in flight: "
-              f"{nbytes / elapsed / 1e6:7.1f} MB/s, iod CPU {used / n * 1e3:.2f} ms per WRITE "
-              f"({n} WRITEs)")
+        ds_count = ds_kib << 10
+        for write in (False, True):
+            if relay_too:
+                cpu = cpu_seconds(proc.pid)
+                n, nbytes, elapsed = (relay_write if write else relay)(keys, size, seconds)
+                used = cpu_seconds(proc.pid) - cpu
+                what = "unstable WRITEs" if write else "READs"
+                print(f"relay   1 MiB {what} over TCP, 4 in flight: "
+                      f"{nbytes / elapsed / 1e6:7.1f} MB/s, iod CPU {used / n * 1e6:.0f} us "
+                      f"per call ({n} calls)")
+            cpu = cpu_seconds(proc.pid)
+            n, nbytes, elapsed = pnfs(keys, size, seconds, count=ds_count, write=write)
+            used = cpu_seconds(proc.pid) - cpu
+            what = "unstable NFSv4.1 WRITEs to" if write else "NFSv4.1 READs from"
+            print(f"pnfs    {ds_kib} KiB {what} the data server, 4 slots in flight: "
+                  f"{nbytes / elapsed / 1e6:7.1f} MB/s, iod CPU {used / n * 1e6:.0f} us per call "
+                  f"({n} calls)")
         if not spoofed_too:
             return
         for mtu in (1500, 9000, 65536):
