@@ -3,6 +3,7 @@ wants them, the file handle as a capability, and each refusal with the status
 a client acts on. The real daemon over TCP: tests/test_iod_ds_daemon.py."""
 
 import os
+from unittest import mock
 
 import pytest
 
@@ -12,8 +13,10 @@ from common.nfs4 import nfs_opnum4 as O
 from common.nfs4 import nfsstat4
 from common.runtime.datastore import DataStore
 from iod.dsrevoked import Revoked
+from iod import nfs4ds
 from iod.nfs4ds import Connection, DataServer, FileRange
-from tools.dev.nfs4dsclient import DsClient, call_message, ok_result, op, status
+from iod.nfs4dsstate import DsState
+from tools.dev.nfs4dsclient import ANY_STATEID, CRED, DsClient, call_message, ok_result, op, status
 
 KEYS = Keys((1, b"c" * 32))
 VERIFIER = b"verifier"
@@ -270,3 +273,106 @@ def test_io_without_a_file_handle(h):
     c = h.client().setup()
     res = c.seq(op(O.OP_READ, nfs4.READ4args(nfs4.stateid4(0, bytes(12)), 0, 1)))
     assert status(res) == nfsstat4.NFS4ERR_NOFILEHANDLE
+
+
+# -- the fast path ----------------------------------------------------------------------
+
+class Twins:
+    """Two data servers fed the same records, one with the fast path
+    (SEQUENCE, PUTFH, READ | WRITE | COMMIT read at fixed offsets) and one
+    without: every reply must be the same bytes."""
+
+    def __init__(self, tmp_path):
+        self.fast, self.generic = Harness(tmp_path / "fast"), Harness(tmp_path / "generic")
+        for h in (self.fast, self.generic):
+            h.ds.state = DsState(boot_epoch=1, secret=b"s" * 16)
+        self.fast_taken = 0
+
+    def call(self, args, conn=CLIENT):
+        _, message = call_message(args)
+        if nfs4ds._parse_fast(memoryview(message)[40 + len(CRED.encode()):]) is not None:
+            self.fast_taken += 1
+        fast = self.fast.record(message, conn)
+        with mock.patch.object(nfs4ds, "_parse_fast", lambda args: None):
+            generic = self.generic.record(message, conn)
+        assert fast == generic
+        return rpc.decode_reply(fast).body
+
+    def client(self, conn=CLIENT, **kw):
+        return DsClient(lambda args: self.call(args, conn), **kw)
+
+    def revoke_file(self, ino, seed, at):
+        for h in (self.fast, self.generic):
+            h.revoked.revoke_file(ino, seed, at)
+
+
+def test_the_fast_path_answers_byte_for_byte_as_the_generic_path(tmp_path):
+    t = Twins(tmp_path)
+    c = t.client().setup()
+    assert status(c.write(fh(), 0, b"hello")) == 0
+    assert status(c.write(fh(), 8, b"stable!", stable=nfs4.stable_how4.FILE_SYNC4)) == 0
+    assert status(c.commit(fh())) == 0
+    for offset, count in ((0, 5), (1, 7), (3, 30), (1 << 20, 10), (1 << 40, 9),
+                          (nfs4.NFS4_MAXFILEOFF + 1, 1), (0, 2 << 20)):
+        c.read(fh(), offset, count)
+    c.read(fh(ino=8), 0, 6)                                  # no datafile
+    c.compound([c.sequence_op(), op(O.OP_PUTFH, nfs4.PUTFH4args(fh())),
+                op(O.OP_READ, nfs4.READ4args(ANY_STATEID, 0, 5))], minorversion=2)
+    # replays: a cached reply, an uncached one, a slot still in order
+    c.write(fh(), 0, b"abc", cachethis=True)
+    assert status(c.write(fh(), 0, b"abc", seqid=c.seqids[0])) == 0
+    c.read(fh(), 0, 3)
+    assert status(c.read(fh(), 0, 3, seqid=c.seqids[0])) == \
+        nfsstat4.NFS4ERR_RETRY_UNCACHED_REP
+    assert status(c.read(fh(), 0, 3, seqid=c.seqids[0] + 5)) == \
+        nfsstat4.NFS4ERR_SEQ_MISORDERED
+    assert status(c.read(fh(), 0, 3, slot=99)) == nfsstat4.NFS4ERR_BADSLOT
+    # handles refused
+    forged = fh(keys=Keys((1, b"f" * 32)))
+    for bad in (forged, b"", b"\0" * 64, bytes(128)):
+        assert status(c.read(bad, 0, 4)) == nfsstat4.NFS4ERR_BADHANDLE
+    for res in (c.read(fh(client="192.0.2.99"), 0, 4), c.write(fh(write=False), 0, b"x"),
+                c.commit(fh(client="192.0.2.99"))):
+        assert status(res) == nfsstat4.NFS4ERR_ACCESS
+    insecure = t.client(conn=Connection(id="conn-2", ip=CLIENT.ip, port=40000)).setup()
+    assert status(insecure.read(fh(secure=True), 0, 4)) == nfsstat4.NFS4ERR_ACCESS
+    t.revoke_file(7, 9, NOW_MS + 5)
+    for res in (c.read(fh(), 0, 4), c.write(fh(), 0, b"x"), c.commit(fh())):
+        assert status(res) == nfsstat4.NFS4ERR_STALE
+    # more than the session takes
+    small = t.client(fore=nfs4.channel_attrs4(0, 8192, 8192, 1024, 4, 2, [])).setup()
+    assert status(small.write(fh(ino=5), 0, b"x" * 9000)) == nfsstat4.NFS4ERR_REQ_TOO_BIG
+    assert status(small.read(fh(ino=5), 0, 9000)) == 0
+    # a session that is gone
+    c.compound([op(O.OP_DESTROY_SESSION, nfs4.DESTROY_SESSION4args(c.sessionid))])
+    assert status(c.read(fh(ino=5), 0, 4)) == nfsstat4.NFS4ERR_BADSESSION
+    assert t.fast_taken >= 30
+    for h in (t.fast, t.generic):
+        h.store.close()
+
+
+def test_a_handle_verified_once_is_still_refused_once_revoked(h):
+    c = h.client().setup()
+    assert status(c.read(fh(), 0, 4)) == 0        # its MAC now checked and remembered
+    h.revoked.revoke_file(7, 9, NOW_MS + 5)
+    assert status(c.read(fh(), 0, 4)) == nfsstat4.NFS4ERR_STALE
+    assert status(c.write(fh(), 0, b"x")) == nfsstat4.NFS4ERR_STALE
+
+
+def test_a_handle_verified_once_is_refused_once_its_key_is_retired(h):
+    keys = Keys((1, b"c" * 32))
+    h.ds.keys = h.ds.handles.keys = keys
+    c = h.client().setup()
+    old = fh(keys=keys)
+    assert status(c.read(old, 0, 4)) == 0
+    keys.update(Keys((2, b"n" * 32)))         # the key file now holds key 2 alone
+    assert status(c.read(old, 0, 4)) == nfsstat4.NFS4ERR_BADHANDLE
+    assert status(c.read(fh(keys=keys), 0, 4)) == 0
+
+
+def test_the_verified_handles_are_bounded(h):
+    h.ds.handles.limit = 4
+    c = h.client().setup()
+    for ino in range(10):
+        assert status(c.read(fh(ino=ino), 0, 1)) == 0
+    assert len(h.ds.handles._entries) == 4
