@@ -12,11 +12,19 @@ from common.iodproto import Keys
 from common.nfs4 import nfs_opnum4 as O
 from common.nfs4 import nfsstat4
 from common.runtime.datastore import DataStore
-from iod.dsrevoked import Revoked
 from iod import nfs4ds
+from iod.dsrevoked import Revoked
 from iod.nfs4ds import Connection, DataServer, FileRange
 from iod.nfs4dsstate import DsState
-from tools.dev.nfs4dsclient import ANY_STATEID, CRED, DsClient, call_message, ok_result, op, status
+from tools.dev.nfs4dsclient import (
+    ANY_STATEID,
+    CRED,
+    DsClient,
+    call_message,
+    ok_result,
+    op,
+    status,
+)
 
 KEYS = Keys((1, b"c" * 32))
 VERIFIER = b"verifier"
