@@ -61,7 +61,6 @@ import threading
 from common import dsfh, nfs4, rpc
 from common.nfs4 import (
     NFS4_COMPOUND_MAX_OPS,
-    NFS4_MAXFILEOFF,
     NFS4_PROGRAM,
     NFS_V4,
     nfs_argop4,
@@ -77,6 +76,7 @@ from common.xdr import Packer, Unpacker, XdrError
 from iod.dsrevoked import Stale
 from iod.nfs4dsstate import DsState
 
+MAX_OFF_T = (1 << 63) - 1        # the largest offset the kernel's pread/sendfile take
 MAX_IO = 1 << 20                 # bytes of one READ or WRITE, as the iod protocol's
 MINOR_VERSIONS = (1, 2)          # the client speaks to a data server its mount's minor version
 # What a COMPOUND4res and the RPC reply head cost around READ data, at most
@@ -663,9 +663,12 @@ class DataServer:
         count = min(count, MAX_IO)
         if c.slot is not None:
             count = min(count, max(0, c.slot.session.fore.maxresponsesize - READ_REPLY_OVERHEAD))
-        if offset > NFS4_MAXFILEOFF:
+        # The protocol's offsets reach 2^64 - 1, the kernel's off_t only
+        # 2^63 - 1 (pread and sendfile would raise): past it, INVAL, as Linux
+        # nfsd answers a READ at or past OFFSET_MAX.
+        if offset >= MAX_OFF_T:
             raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)
-        count = min(count, NFS4_MAXFILEOFF + 1 - offset)
+        count = min(count, MAX_OFF_T - offset)
         self._count("ds_read")
         self._count("ds_read_bytes", count)
         if c.cachethis:
@@ -686,7 +689,7 @@ class DataServer:
         fh = self._file(c, write=True)
         if len(data) > MAX_IO:
             raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)
-        if offset + len(data) > NFS4_MAXFILEOFF + 1:
+        if offset + len(data) > MAX_OFF_T:
             raise Nfs4Error(nfsstat4.NFS4ERR_FBIG)
         sync = stable != stable_how4.UNSTABLE4
         try:

@@ -321,8 +321,13 @@ def test_the_fast_path_answers_byte_for_byte_as_the_generic_path(tmp_path):
     assert status(c.write(fh(), 8, b"stable!", stable=nfs4.stable_how4.FILE_SYNC4)) == 0
     assert status(c.commit(fh())) == 0
     for offset, count in ((0, 5), (1, 7), (3, 30), (1 << 20, 10), (1 << 40, 9),
-                          (nfs4.NFS4_MAXFILEOFF + 1, 1), (0, 2 << 20)):
+                          (nfs4.NFS4_MAXFILEOFF + 1, 1), (0, 2 << 20),
+                          ((1 << 63) - 2, 4096)):
         c.read(fh(), offset, count)
+    # Offsets past the kernel's off_t are refused, not handed to pread.
+    for offset in ((1 << 63) - 1, nfs4.NFS4_MAXFILEOFF):
+        assert status(c.read(fh(), offset, 1)) == nfsstat4.NFS4ERR_INVAL
+    assert status(c.write(fh(), (1 << 63) - 2, b"xy")) == nfsstat4.NFS4ERR_FBIG
     c.read(fh(ino=8), 0, 6)                                  # no datafile
     c.compound([c.sequence_op(), op(O.OP_PUTFH, nfs4.PUTFH4args(fh())),
                 op(O.OP_READ, nfs4.READ4args(ANY_STATEID, 0, 5))], minorversion=2)
