@@ -137,6 +137,13 @@ Ops and their fields (every request carries "id", echoed in its REPLY/PONG):
             data_len is 0), verifier: bytes(8)|None,
             files: [[ino, seed], ...]|None, cursor: bytes|None, message: str
 
+PONG_TOLERANT: a PONG only informs, so iods and metaservers of different
+releases speaking the same VERSION keep understanding each other's (a field
+added later breaks no one): a PONG's unknown fields are
+ignored (the msgpack bounds still hold), its optional fields may be missing,
+and one whose value is None is left out (a peer from before the field
+refused it). Every other op's fields are exact.
+
 addr is [ip, port]. Integers are bounded to 64 bits; byte strings and lists
 to the limits below.
 """
@@ -493,6 +500,8 @@ def _signed(msg, keys, data_len):
     for k, v in msg.fields().items():
         if reply and k == "data":
             continue
+        if v is None and msg.op is Op.PONG:
+            continue    # left out: a peer older than the field takes the PONG
         body[k] = list(v) if isinstance(v, tuple) else v
     packed = msgpack.packb(body, use_bin_type=True)
     if len(packed) > MAX_BODY:
@@ -592,6 +601,8 @@ def message_of(body, flags, data=None):
     for k, v in body.items():
         check = schema.get(k)
         if check is None:
+            if op is Op.PONG:
+                continue    # a newer iod's news (module docstring: PONG_TOLERANT)
             raise IodProtoError(f"{op.name}: unknown field {k!r:.40}")
         fields[k] = check(v)
     missing = set(schema) - set(fields)

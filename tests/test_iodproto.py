@@ -293,3 +293,33 @@ def test_a_pong_with_no_real_uptime_is_refused(uptime):
     assert iodproto.message_of(body(1.0), 0).uptime == 1.0
     with pytest.raises(IodProtoError, match="finite number|duration"):
         iodproto.message_of(body(uptime), 0)
+
+
+def _pong_body(**extra):
+    return {"op": int(Op.PONG), "id": 1, "version": "0.1", "uptime": 1.0, "free": 1,
+            "total": 2, "verifier": b"v" * 8, **extra}
+
+
+def test_a_pong_from_a_newer_iod_is_taken_with_its_unknown_fields_ignored():
+    # Mixed releases during an upgrade: a PONG only informs, so news in it
+    # must not cut the metaserver off its iods.
+    msg = iodproto.message_of(_pong_body(ds_port=3050, future_field=[1, 2]), 0)
+    assert msg.ds_port == 3050 and not hasattr(msg, "future_field")
+
+
+def test_a_pong_from_an_older_iod_lacks_the_optional_fields():
+    msg = iodproto.message_of(_pong_body(), 0)
+    assert (msg.time, msg.store, msg.ds_port) == (None, None, None)
+
+
+def test_a_pong_leaves_its_unset_optional_fields_out_for_older_peers():
+    pong = Message(Op.PONG, 1, version="0.1", uptime=1.0, free=1, total=2, verifier=b"v" * 8)
+    frame = iodproto.encode(pong, KEYS)
+    body = iodproto.unpack_body(frame[iodproto.HEADER.size:-iodproto.MAC_SIZE])
+    assert not {"time", "store", "ds_port"} & set(body)
+    assert iodproto.decode(frame, KEYS) == pong
+
+
+def test_other_ops_still_refuse_unknown_fields():
+    with pytest.raises(IodProtoError, match="unknown field"):
+        iodproto.message_of({"op": int(Op.COMMIT), "id": 1, "ino": 1, "seed": 2, "x": 1}, 0)

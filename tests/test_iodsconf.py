@@ -1,6 +1,9 @@
 import pytest
 
-from common.iodsconf import IodsConfError, load_iods, parse_iods
+from common.iodsconf import (
+    WILDCARD, IodEntry, IodsConfError, format_iod, load_entries, load_iods, parse_entries,
+    parse_iods,
+)
 
 
 def test_hosts_ports_comments_blank_lines():
@@ -53,3 +56,46 @@ def test_load(tmp_path):
     p.write_bytes(b"\xff\xfe\n")
     with pytest.raises(IodsConfError, match="not UTF-8"):
         load_iods(str(p))
+
+
+def test_an_entry_may_name_its_data_server():
+    text = """node1
+node2:2051 ds=192.0.2.2:2049   # behind a forwarder
+127.0.0.1:2052 ds=0.0.0.0
+10.0.0.4 ds=192.0.2.4
+"""
+    assert parse_entries(text) == [
+        IodEntry("node1", 2050, None, None), IodEntry("node2", 2051, "192.0.2.2", 2049),
+        IodEntry("127.0.0.1", 2052, WILDCARD, None), IodEntry("10.0.0.4", 2050, "192.0.2.4", None)]
+    # The iods themselves are what they were: files find their stripes by them.
+    assert parse_iods(text) == [("node1", 2050), ("node2", 2051), ("127.0.0.1", 2052),
+                                ("10.0.0.4", 2050)]
+
+
+@pytest.mark.parametrize("entry", [IodEntry("node1", 2050, None, None),
+                                   IodEntry("10.0.0.1", 7, "10.0.0.9", None),
+                                   IodEntry("127.0.0.1", 2051, WILDCARD, 3051)])
+def test_format_reads_back(entry):
+    assert parse_entries(format_iod(*entry)) == [entry]
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ("node1 ds=storage.example", "IPv4 address"),
+    ("node1 ds=10.0.0.1:0", "not in 1..65535"),
+    ("node1 ds=10.0.0.1:x", "not in 1..65535"),
+    ("node1 ds=", "IPv4 address"),
+    ("node1 ds=10.0.0.1 ds=10.0.0.2", "ds= given twice"),
+    ("node1 mirror=node2", "optionally ds=ADDRESS[:PORT]"),
+])
+def test_a_bad_data_server_names_file_and_line(line, fragment):
+    with pytest.raises(IodsConfError) as e:
+        parse_entries(f"node0\n{line}\n", "f")
+    assert str(e.value).startswith("f:2: ") and fragment in str(e.value)
+
+
+def test_load_entries(tmp_path):
+    p = tmp_path / "iods.conf"
+    p.write_text("a ds=10.0.0.1:3050\nb:7\n")
+    assert load_entries(str(p)) == [IodEntry("a", 2050, "10.0.0.1", 3050),
+                                    IodEntry("b", 7, None, None)]
+    assert load_iods(str(p)) == [("a", 2050), ("b", 7)]
