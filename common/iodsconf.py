@@ -50,6 +50,16 @@ class IodEntry(collections.namedtuple("IodEntry", "host port ds_host ds_port")):
 
 
 WILDCARD = "0.0.0.0"
+# An iod serves its pNFS data server on its port + this unless told otherwise
+# (iod --ds-port): 2050 -> 3050, and iods sharing a host, on ports of their
+# own, get data-server ports of their own too.
+DS_PORT_OFFSET = 1000
+
+
+def default_ds_port(port):
+    """The data-server port of an iod on ``port``, or None past 65535."""
+    ds = port + DS_PORT_OFFSET
+    return ds if ds <= 65535 else None
 
 
 def _host(text, where):

@@ -7,6 +7,7 @@ import sys
 import click
 
 from common import iodproto, keyfile
+from common.iodsconf import DS_PORT_OFFSET, default_ds_port
 from common.runtime import logs
 from common.runtime.metrics import parse_address
 from iod import daemon
@@ -32,10 +33,10 @@ def _metrics(ctx, param, value):
 
 
 def _ds_port(ctx, param, value):
-    if value == "off":
-        return None
+    if value in ("off", "auto"):
+        return value
     if not value.isdigit() or not 1 <= int(value) <= 65535:
-        raise click.BadParameter("a port (1-65535) or off")
+        raise click.BadParameter("a port (1-65535), auto or off")
     return int(value)
 
 
@@ -69,12 +70,18 @@ def _slot(ctx, param, value):
 @click.option("--port", default=iodproto.DEFAULT_PORT, show_default=True,
               type=click.IntRange(1, 65535),
               help="Port, UDP and TCP (bound before dropping root, so below 1024 works).")
-@click.option("--ds-port", default="off", show_default=True, callback=_ds_port, metavar="PORT|off",
+@click.option("--ds-port", default="auto", show_default=True, callback=_ds_port,
+              metavar="PORT|auto|off",
               help="Serve NFSv4.1 clients as a pNFS data server (files layout) on this TCP "
-                   "port of --listen: they read and write the datafiles directly, with file "
-                   "handles the metaserver minted. 2049 is the natural choice on a host of "
-                   "its own; an iod sharing a host with nfspd or another iod needs a port of "
-                   "its own (the layout carries it).")
+                   "port: they read and write the datafiles directly, with file handles the "
+                   f"metaserver minted. auto: --port + {DS_PORT_OFFSET} (3050 for 2050), so "
+                   "iods sharing a host each get their own; the metaserver learns it from "
+                   "the PONGs and hands it out (unless iods.conf's ds= says otherwise). "
+                   "off: clients' data goes through the metaserver.")
+@click.option("--ds-listen", default=None, metavar="ADDRESS",
+              help="Address the data server listens on [default: --listen]. 0.0.0.0 lets "
+                   "clients reach an iod that talks to the metaserver on loopback (nfsp up "
+                   "--bind 0.0.0.0; iods.conf then says ds=0.0.0.0).")
 @click.option("--secure-port", is_flag=True,
               help="Take TCP connections and UDP frames only from source ports below 1024 "
                    "(senders running as root; paper 5.7). Needs --port below 1024; the "
@@ -118,7 +125,7 @@ def _slot(ctx, param, value):
                    "SIGUSR1 logs one at once).")
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--syslog", is_flag=True, help="Log to syslog/journald instead of stderr.")
-def main(data_dir, init, key_path, listen, port, ds_port, secure_port, max_clock_skew, pong_allow,
+def main(data_dir, init, key_path, listen, port, ds_port, ds_listen, secure_port, max_clock_skew, pong_allow,
          ping_rate, metrics, user, ip_id_slot, threads, queue_depth, queue_mib, stats_interval,
          log_level, syslog):
     """NFSP I/O daemon: stores stripes of file data by (inode, seed) and
@@ -131,6 +138,13 @@ def main(data_dir, init, key_path, listen, port, ds_port, secure_port, max_clock
     # pyroute2 logs every netlink message at debug level: not our events.
     logging.getLogger("pyroute2").setLevel(max(logging.WARNING, logging.getLogger().level))
     log = logging.getLogger("iod")
+    if ds_port == "auto":
+        ds_port = default_ds_port(port)
+        if ds_port is None:
+            raise click.BadParameter(f"--port {port} + {DS_PORT_OFFSET} is past 65535: give a "
+                                     f"port, or off", param_hint="--ds-port")
+    elif ds_port == "off":
+        ds_port = None
     try:
         keys = keyfile.load(key_path)
         config = daemon.Config(data_dir, keys, listen=listen, port=port, user=user,
@@ -139,7 +153,8 @@ def main(data_dir, init, key_path, listen, port, ds_port, secure_port, max_clock
                                key_path=key_path, max_clock_skew=max_clock_skew,
                                pong_allow=pong_allow, ping_rate=ping_rate,
                                ping_burst=max(1, int(2 * ping_rate)), secure_port=secure_port,
-                               metrics=metrics, init=init, ds_port=ds_port)
+                               metrics=metrics, init=init, ds_port=ds_port,
+                               ds_listen=ds_listen)
         daemon.run(config)
     except (keyfile.KeyFileError, daemon.StartupError, OSError) as e:
         log.error("%s", e)

@@ -49,7 +49,7 @@ class Config:
                  stats_interval=60.0, send_timeout=30.0, key_path=None,
                  max_clock_skew=iodproto.MAX_CLOCK_SKEW, pong_allow=DEFAULT_PONG_ALLOW,
                  ping_rate=10.0, ping_burst=20, secure_port=False, metrics=None, init=False,
-                 ds_port=None):
+                 ds_port=None, ds_listen=None):
         self.data_dir = data_dir
         self.init = init                  # --init: may initialise an existing directory
         self.keys = keys
@@ -74,6 +74,7 @@ class Config:
         self.secure_port = secure_port
         self.metrics = metrics            # (host, port) or None
         self.ds_port = ds_port            # the pNFS data server's TCP port, or None: off
+        self.ds_listen = ds_listen or listen  # and its address
 
 
 # -- privileged start-up ----------------------------------------------------------
@@ -153,7 +154,7 @@ def start(config):
                 raise StartupError(f"{config.key_path}: {e.strerror}") from None
         ds_sock = None
         if config.ds_port is not None:
-            ds_sock = bind_ds(config.listen, config.ds_port)
+            ds_sock = bind_ds(config.ds_listen, config.ds_port)
             extra.append(ds_sock)
         metrics_sock = None
         if config.metrics is not None:
@@ -210,7 +211,8 @@ def bind_ds(host, port):
         sock.listen(128)
     except OSError as e:
         sock.close()
-        raise StartupError(f"--ds-port: cannot listen on {host}:{port}: {e.strerror}") from None
+        raise StartupError(f"pNFS data server: cannot listen on {host}:{port}: {e.strerror} "
+                           f"(--ds-port PORT to choose another, --ds-port off for none)") from None
     return sock
 
 

@@ -66,9 +66,11 @@ from nfspd.server import Config, Metaserver
               help="NFSv4 idmapping domain: owners are sent as user@DOMAIN (from this host's "
                    "passwd and group). Default: numeric ids, as Linux clients expect with "
                    "AUTH_SYS.")
-@click.option("--pnfs", is_flag=True,
-              help="Hand NFSv4.1 clients pNFS files layouts: they read and write the iods' "
-                   "data servers (iod --ds-port) directly. Needs --iods.")
+@click.option("--pnfs/--no-pnfs", default=True, show_default=True,
+              help="With --iods, hand NFSv4.1 clients pNFS files layouts: they read and write "
+                   "the iods' data servers (iod --ds-port; where clients reach them: "
+                   "iods.conf's ds=) directly, and the metaserver carries only metadata. "
+                   "--no-pnfs: every byte through the metaserver, as over NFSv3/TCP.")
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--syslog", is_flag=True, help="Log to syslog/journald instead of stderr.")
 def main(exports, state_dir, data_dir, bind, port, mount_port, portmap, iods, key, unlinkd,

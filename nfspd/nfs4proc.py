@@ -13,7 +13,7 @@ the directories above the exports are the pseudo file system's
 open/lock and layout state are nfspd/nfs4state.py's, reached through
 ``c.server``; the pNFS operations (LAYOUTGET, GETDEVICEINFO, LAYOUTRETURN,
 LAYOUTCOMMIT) hand out the iods' data servers through nfspd/pnfs.py, and
-answer NOTSUPP as before without --pnfs.
+answer NOTSUPP with --no-pnfs or without iods.
 """
 
 import logging
@@ -755,7 +755,7 @@ def DESTROY_SESSION(c, args):
 
 
 def _pnfs(c):
-    """The metaserver's pNFS (nfspd/pnfs.py); NOTSUPP without --pnfs, as before."""
+    """The metaserver's pNFS (nfspd/pnfs.py); NOTSUPP with --no-pnfs or without iods."""
     pnfs = c.server.pnfs
     if pnfs is None:
         raise Nfs4Error(nfsstat4.NFS4ERR_NOTSUPP)
@@ -772,7 +772,7 @@ def GETDEVICEINFO(c, args):
     no notifications (no back channel to send them on)."""
     pnfs = _pnfs(c)
     _layout_type(args.gdia_layout_type)
-    addr = pnfs.device_address(args.gdia_device_id)
+    addr = pnfs.device_address(args.gdia_device_id, c.ctx.local[0])
     # device_addr4 and an empty bitmap4, as they go on the wire; 0 asks for
     # no check (as Linux nfsd reads it).
     needed = 4 + 4 + _pad4(len(addr.da_addr_body)) + 4
@@ -807,7 +807,7 @@ async def LAYOUTGET(c, args):
                      caller)
     sid = _stateid(c, args.loga_stateid)
     meta, ino = await fs.settled(fh)
-    devid, n = pnfs.device(meta)
+    devid, n = pnfs.device(meta, c.ctx.local[0])
     handle = pnfs.handle(meta, ino, c.ctx.client[0], write,
                          c.server.secure_port_required(c, fh))
     layout = fileslayout.whole_file_layout(iomode, devid, meta.stripe_unit, meta.seed, n,

@@ -3,13 +3,21 @@ the iods' data servers (iod --ds-port): which files can be given a layout, the
 device of each layout generation, the data-server handles, and revocation at
 the iods. The NFSv4.1 operations (nfspd/nfs4proc.py: LAYOUTGET, GETDEVICEINFO,
 LAYOUTRETURN, LAYOUTCOMMIT) call it; the layout state is nfs4layoutstate's.
-Off unless nfspd runs with --pnfs and --iods.
+On whenever nfspd has iods, unless it runs with --no-pnfs.
 
 A layout can be given for a file when every iod of its layout generation is
 up and told its data server's port (PONG ds_port, nfspd/iodlink.py);
 otherwise, and for a file of generation 0 (the local store), LAYOUTGET is
 NFS4ERR_LAYOUTUNAVAILABLE and the client does its I/O through the metaserver
 (Linux: pnfs_update_layout falls back to the MDS and asks again later).
+
+Where clients reach a data server: iods.conf's ds=ADDRESS[:PORT] for the iod
+when it has one (common/iodsconf.py), else the iod's own address, and the
+port its PONG reports. ADDRESS 0.0.0.0 is the address this client reached
+the metaserver at (an iod beside nfspd, serving its data server on every
+interface while the metaserver talks to it on loopback): a device's
+addresses, and so its id, then depend on that address, which one client's
+mount keeps.
 
 Handles (common/dsfh.py) are minted in the iods' time (the earliest clock
 among the generation's iods, from the link's clock offsets): a revocation
@@ -25,6 +33,7 @@ import time
 import trio
 
 from common import dsfh, fileslayout
+from common.iodsconf import WILDCARD
 from common.nfs3 import nfsstat3
 from common.nfs4 import NFS4_DEVICEID4_SIZE, nfsstat4
 from common.nfs4error import Nfs4Error
@@ -34,12 +43,15 @@ log = logging.getLogger(__name__)
 
 
 class Pnfs:
-    """``datapath`` an IodDataPath (nfspd/iodpath.py)."""
+    """``datapath`` an IodDataPath (nfspd/iodpath.py); ``data_servers``
+    {(iod host, port): (ds address or None, ds port or None)}, iods.conf's
+    ds= of the iods that have one."""
 
     layout_types = (fileslayout.FILES,)
 
-    def __init__(self, datapath, wall=time.time):
+    def __init__(self, datapath, data_servers=None, wall=time.time):
         self.datapath = datapath
+        self.data_servers = dict(data_servers or {})
         self.keys = datapath.keys
         self.blksize = datapath.stripe_unit
         self._wall = wall
@@ -47,9 +59,10 @@ class Pnfs:
 
     # -- devices -----------------------------------------------------------------
 
-    def _addresses(self, gen):
-        """[(ip, ds_port)] of generation ``gen``'s iods, or None when one of
-        them is down or serves no data server."""
+    def _addresses(self, gen, local):
+        """[(ip, port)] where a client that reached the metaserver at
+        ``local`` (an IPv4 address) finds generation ``gen``'s data servers,
+        or None when one of its iods is down or serves no data server."""
         links = self.datapath.links_of(gen)
         if not links:
             return None
@@ -57,26 +70,29 @@ class Pnfs:
         for link in links:
             if not link.up or link.ds_port is None or link.ip is None:
                 return None
-            out.append((link.ip, link.ds_port))
+            host, port = self.data_servers.get((link.host, link.port), (None, None))
+            if host == WILDCARD:
+                host = local
+            out.append((host or link.ip, port or link.ds_port))
         return out
 
-    def device(self, meta):
+    def device(self, meta, local):
         """(device id, data-server count) for a file, or LAYOUTUNAVAILABLE."""
         if meta.layout_gen == 0:
             raise Nfs4Error(nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE)
-        addresses = self._addresses(meta.layout_gen)
+        addresses = self._addresses(meta.layout_gen, local)
         if addresses is None:
             raise Nfs4Error(nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE)
         return fileslayout.device_id(meta.layout_gen, addresses), len(addresses)
 
-    def device_address(self, devid):
+    def device_address(self, devid, local):
         """GETDEVICEINFO's device_addr4 for ``devid``; NOENT for an id that
         names no generation, or one whose data servers have moved since."""
         devid = bytes(devid)
         if len(devid) != NFS4_DEVICEID4_SIZE:
             raise Nfs4Error(nfsstat4.NFS4ERR_NOENT)
         gen = int.from_bytes(devid[:4], "big")
-        addresses = self._addresses(gen)
+        addresses = self._addresses(gen, local)
         if addresses is None or fileslayout.device_id(gen, addresses) != devid:
             raise Nfs4Error(nfsstat4.NFS4ERR_NOENT)
         return fileslayout.device_address(addresses)

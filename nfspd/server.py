@@ -16,7 +16,7 @@ import trio
 
 from common import keyfile, striping
 from common import mount as mount_proto
-from common.iodsconf import load_iods
+from common.iodsconf import load_entries
 from common.metafile import DEFAULT_STRIPE_UNIT
 from common.runtime import iodstores
 from common.runtime.iodstores import IodStores
@@ -60,7 +60,7 @@ class Config:
                  mount_port=20048, portmap="auto", portmap_port=111, limits=None,
                  iods=None, key=None, stripe_unit=DEFAULT_STRIPE_UNIT, iod_options=None,
                  unlinkd="spawn", metrics=None, v4_lease=90, v4_grace=None, v4_domain=None,
-                 pnfs=False):
+                 pnfs=True):
         self.exports = exports
         self.state_dir = state_dir
         self.data_dir = data_dir or os.path.join(state_dir, "data")
@@ -79,7 +79,7 @@ class Config:
         self.v4_lease = v4_lease  # NFSv4 lease time, seconds
         self.v4_grace = v4_lease if v4_grace is None else v4_grace
         self.v4_domain = v4_domain  # NFSv4 owner names user@domain; None: numeric ids
-        self.pnfs = pnfs          # hand out pNFS files layouts (needs iods)
+        self.pnfs = pnfs          # hand out pNFS files layouts (when there are iods)
 
 
 def load_or_create_key(path, nbytes=32):
@@ -132,10 +132,9 @@ class Metaserver:
         self.registry.load()
         self.drc = DuplicateRequestCache()
         self.pnfs = None
-        if config.pnfs:
-            if not isinstance(self.datapath, IodDataPath):
-                raise ValueError("--pnfs needs --iods: the iods are the data servers")
-            self.pnfs = Pnfs(self.datapath)
+        if config.pnfs and isinstance(self.datapath, IodDataPath):
+            # The iods are the data servers: without them, no layouts.
+            self.pnfs = Pnfs(self.datapath, self._data_servers)
         self.v4 = Nfs4Service(self.registry, config.state_dir, lease_time=config.v4_lease,
                               grace_time=config.v4_grace, max_io=MAX_IO_TCP,
                               domain=config.v4_domain, pnfs=self.pnfs)
@@ -156,7 +155,10 @@ class Metaserver:
         if not striping.valid_stripe_unit(c.stripe_unit):
             raise ValueError(f"--stripe-unit {c.stripe_unit}: must be a multiple of 4096 "
                              f"between 4096 and {1 << 26}")
-        iods = load_iods(c.iods)
+        entries = load_entries(c.iods)
+        iods = [e.address for e in entries]
+        self._data_servers = {e.address: (e.ds_host, e.ds_port) for e in entries
+                              if e.ds_host is not None}
         keys = keyfile.load(c.key)
         found, change = layouts.open_layouts(c.state_dir, iods, c.iods)
         if change:

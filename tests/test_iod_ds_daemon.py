@@ -201,8 +201,39 @@ def test_the_data_server_port_taken_is_one_clear_line(iods, ns):
     with holder, pytest.raises(RuntimeError) as e:
         iods(extra_args=["--ds-port", str(DS_PORT)])
     assert "iod exited with 1" in str(e.value)
-    assert "ERROR iod: --ds-port: cannot listen on 127.0.0.1:2049: Address already in use" in \
-        str(e.value)
+    assert ("ERROR iod: pNFS data server: cannot listen on 127.0.0.1:2049: Address already in "
+            "use (--ds-port PORT to choose another, --ds-port off for none)") in str(e.value)
+
+
+def test_by_default_the_data_server_is_on_the_iods_port_plus_1000(iods):
+    """So that iods sharing a host (nfsp up) each get their own, and a stock
+    client gets the direct path without anyone turning it on."""
+    a, b = iods(), iods()
+    for iod in (a, b):
+        with iod.client("tcp") as c:
+            assert c.call(Op.PING).ds_port == iod.port + 1000
+        conn, c = session(iod, port=iod.port + 1000)
+        with conn:
+            ok_result(c.write(fh(iod, 90, 1), 0, b"default"))
+
+
+def test_ds_port_off_serves_no_data_server_and_says_so(iods, ns):
+    iod = iods(extra_args=["--ds-port", "off"])
+    with iod.client("tcp") as c:
+        assert c.call(Op.PING).ds_port is None
+    with pytest.raises(ConnectionRefusedError):
+        connect(iod, port=iod.port + 1000)
+
+
+def test_the_data_server_may_listen_elsewhere_than_the_iod(iods, ns):
+    """nfsp up --bind 0.0.0.0: the iod talks to nfspd on loopback, its data
+    server to clients on every interface."""
+    iod = iods(extra_args=["--ds-listen", "0.0.0.0"])
+    assert f"pNFS data server (NFSv4.1, files layout) on 0.0.0.0:{iod.port + 1000}" in \
+        iod.log_text()
+    conn, c = session(iod, port=iod.port + 1000)
+    with conn:
+        ok_result(c.write(fh(iod, 91, 1), 0, b"anywhere"))
 
 
 def test_the_metrics_page_counts_the_data_servers_work_and_refusals(iods, ns):
