@@ -132,8 +132,9 @@ def test_layouts_per_client_are_bounded(st, monkeypatch):
 
 
 class FakeLink:
-    def __init__(self, ip, ds_port, up=True, clock_offset=0.0):
+    def __init__(self, ip, ds_port, up=True, clock_offset=0.0, host=None, port=2050):
         self.ip, self.ds_port, self.up, self.clock_offset = ip, ds_port, up, clock_offset
+        self.host, self.port = host or ip, port
 
 
 class FakeDataPath:
@@ -147,6 +148,9 @@ class FakeDataPath:
         return self.links if gen == 1 else []
 
 
+LOCAL = "10.0.0.1"      # where the client reached the metaserver
+
+
 def meta(gen=1):
     return Metafile(seed=5, size=0, stripe_unit=65536, layout_gen=gen)
 
@@ -154,20 +158,42 @@ def meta(gen=1):
 def test_a_file_gets_a_device_only_when_every_iod_of_its_generation_serves_one():
     links = [FakeLink("10.0.1.1", 2049), FakeLink("10.0.1.2", 2049)]
     pnfs = Pnfs(FakeDataPath(links), wall=lambda: 1000.0)
-    devid, n = pnfs.device(meta())
+    devid, n = pnfs.device(meta(), LOCAL)
     assert n == 2 and devid == fileslayout.device_id(1, [("10.0.1.1", 2049),
                                                          ("10.0.1.2", 2049)])
-    assert pnfs.device_address(devid).da_addr_body == fileslayout.ds_addr_body(
+    assert pnfs.device_address(devid, LOCAL).da_addr_body == fileslayout.ds_addr_body(
         [("10.0.1.1", 2049), ("10.0.1.2", 2049)])
     for unavailable in (meta(gen=0), meta(gen=7)):
-        assert status_of(pnfs.device, unavailable) == nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE
+        assert status_of(pnfs.device, unavailable, LOCAL) == nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE
     links[1].ds_port = 3000         # restarted elsewhere: the old id names nothing now
-    assert status_of(pnfs.device_address, devid) == nfsstat4.NFS4ERR_NOENT
+    assert status_of(pnfs.device_address, devid, LOCAL) == nfsstat4.NFS4ERR_NOENT
     links[1].up = False
-    assert status_of(pnfs.device, meta()) == nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE
+    assert status_of(pnfs.device, meta(), LOCAL) == nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE
     links[1].up, links[0].ds_port = True, None
-    assert status_of(pnfs.device, meta()) == nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE
-    assert status_of(pnfs.device_address, b"short") == nfsstat4.NFS4ERR_NOENT
+    assert status_of(pnfs.device, meta(), LOCAL) == nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE
+    assert status_of(pnfs.device_address, b"short", LOCAL) == nfsstat4.NFS4ERR_NOENT
+
+
+def test_a_data_server_is_where_iods_conf_says_clients_reach_it():
+    """ds=ADDRESS[:PORT] (common/iodsconf.py): an address and port of its own,
+    an address alone (the port the iod reports), or 0.0.0.0: the address this
+    client reached the metaserver at (nfsp up --bind 0.0.0.0)."""
+    links = [FakeLink("127.0.0.1", 3050, host="127.0.0.1", port=2050),
+             FakeLink("127.0.0.1", 3051, host="127.0.0.1", port=2051),
+             FakeLink("10.0.1.3", 3052, host="node3", port=2052)]
+    pnfs = Pnfs(FakeDataPath(links), {("127.0.0.1", 2050): ("0.0.0.0", None),
+                                      ("127.0.0.1", 2051): ("192.0.2.9", 2049)},
+                wall=lambda: 1000.0)
+    for local in ("192.0.2.1", "127.0.0.1"):
+        expected = [(local, 3050), ("192.0.2.9", 2049), ("10.0.1.3", 3052)]
+        devid, n = pnfs.device(meta(), local)
+        assert devid == fileslayout.device_id(1, expected) and n == 3
+        assert pnfs.device_address(devid, local).da_addr_body == \
+            fileslayout.ds_addr_body(expected)
+    # An id handed out on one address names nothing on another.
+    assert status_of(pnfs.device_address, devid, "192.0.2.1") == nfsstat4.NFS4ERR_NOENT
+    links[1].ds_port = None     # the iod serves no data server: iods.conf cannot make one
+    assert status_of(pnfs.device, meta(), "192.0.2.1") == nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE
 
 
 def test_handles_are_minted_in_the_earliest_iod_clock():

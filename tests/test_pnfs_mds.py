@@ -1,5 +1,6 @@
-"""nfspd --pnfs as a pNFS metadata server (files layout) in front of real
-iods serving as data servers (iod --ds-port): a client following the layout
+"""nfspd as a pNFS metadata server (files layout, on by default) in front of
+real iods serving as data servers (iod --ds-port, by default their port +
+1000): a client following the layout
 writes a striped file straight to the iods, LAYOUTCOMMIT brings its size to
 the metaserver, and the metaserver's own READ (the relay) reads it back;
 the cases where no layout can be had and the client does its I/O through the
@@ -31,15 +32,16 @@ RW, READ, ANY = (layoutiomode4.LAYOUTIOMODE4_RW, layoutiomode4.LAYOUTIOMODE4_REA
 
 @pytest.fixture
 def pnfs_cluster(ns, tmp_path):
-    """A factory: iods with data servers (``ds``: which of them) and an nfspd."""
+    """A factory: iods with data servers (``ds``: which of them; the others
+    run with --ds-port off) and an nfspd, each with its defaults otherwise."""
     started = []
 
-    def start(n_iods=2, ds=None, nfspd_args=("--pnfs",)):
+    def start(n_iods=2, ds=None, nfspd_args=()):
         c = Cluster(ns, str(tmp_path / f"cluster{len(started)}"), n_iods=n_iods,
                     stripe_unit=UNIT, nfspd_args=list(nfspd_args))
         for i, iod in enumerate(c.iods):
-            if ds is None or i in ds:
-                iod.extra_args += ["--ds-port", str(DS_BASE + i)]
+            if ds is not None and i not in ds:
+                iod.extra_args += ["--ds-port", "off"]
         started.append(c)
         return c.start()
     yield start
@@ -290,8 +292,8 @@ def test_an_iod_down_means_io_through_the_metaserver(pnfs_cluster):
                nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE, 30, what="nfspd to see the iod down")
 
 
-def test_without_pnfs_nothing_changes(pnfs_cluster):
-    c = pnfs_cluster(nfspd_args=())
+def test_no_pnfs_gives_no_layouts(pnfs_cluster):
+    c = pnfs_cluster(nfspd_args=("--no-pnfs",))
     client = c.ns.inside(Nfs4Client, "127.0.0.1")
     flags = client.exchange_id().eir_flags
     assert flags & nfs4.EXCHGID4_FLAG_USE_NON_PNFS
@@ -374,7 +376,7 @@ def test_a_truncation_fences_the_writers_and_is_carried_out_before_its_reply(pnf
 
 
 def test_an_expired_clients_handles_are_stale_at_the_data_servers(pnfs_cluster):
-    c = pnfs_cluster(nfspd_args=("--pnfs", "--v4-lease", "2"))
+    c = pnfs_cluster(nfspd_args=("--v4-lease", "2"))
     client = mds(c)
     sid, fh = open_new(client, c, b"leased")
     layout = the_layout(layoutget(client, fh, sid))
@@ -389,20 +391,71 @@ def test_an_expired_clients_handles_are_stale_at_the_data_servers(pnfs_cluster):
     ds.close()
 
 
-def test_nfsp_up_pnfs_gives_layouts_over_its_iods(ns, tmp_path):
+def _up(ns, tmp_path, *args):
     directory = str(tmp_path / "up")
-    up = NfspUp(ns, directory, str(tmp_path / "up.log"), ["--iods", "2", "--pnfs"]).start(60)
+    up = NfspUp(ns, directory, str(tmp_path / "up.log"), ["--iods", "2", *args]).start(60)
+    return up, f"{directory}/export"
+
+
+def _down(up):
+    up.proc.send_signal(15)
+    assert up.proc.wait(timeout=60) == 0
+
+
+def test_nfsp_up_gives_layouts_over_its_iods_by_default(ns, tmp_path):
+    up, export = _up(ns, tmp_path)
     try:
         client = ns.inside(Nfs4Client, "127.0.0.1").mount()
-        sid, fh = client.open(client.lookup_path(f"{directory}/export"), b"f")
+        sid, fh = client.open(client.lookup_path(export), b"f")
         wait_until(lambda: layoutget_status(client, fh, sid) == nfsstat4.NFS4_OK, 30,
                    what="the iods' data servers known to nfspd")
         device = device_of(client, the_layout(layoutget(client, fh, sid)))
         assert sorted(port_of(e[0]) for e in device.nflda_multipath_ds_list) == [3050, 3051]
         client.close()
     finally:
-        up.proc.send_signal(15)
-        assert up.proc.wait(timeout=60) == 0
+        _down(up)
+
+
+def test_nfsp_up_no_pnfs_gives_none(ns, tmp_path):
+    up, export = _up(ns, tmp_path, "--no-pnfs")
+    try:
+        client = ns.inside(Nfs4Client, "127.0.0.1").mount()
+        sid, fh = client.open(client.lookup_path(export), b"f")
+        assert layoutget_status(client, fh, sid) == nfsstat4.NFS4ERR_NOTSUPP
+        client.close()
+    finally:
+        _down(up)
+
+
+def test_nfsp_up_on_every_interface_hands_out_the_address_the_client_used(ns, tmp_path):
+    """--bind 0.0.0.0: the iods talk to nfspd on loopback, but a remote
+    client must reach their data servers: they listen on every interface,
+    and a client is given the address it reached the metaserver at."""
+    ns.run(["ip", "addr", "add", "10.77.0.1/32", "dev", "lo"], check=True)
+    os.makedirs(tmp_path / "up")
+    with open(tmp_path / "up" / "exports", "w") as f:     # this test's client is root
+        f.write(f"{tmp_path}/up/export *(rw,no_root_squash,insecure)\n")
+    up, export = _up(ns, tmp_path, "--bind", "0.0.0.0")
+    try:
+        with open(str(tmp_path / "up" / "iods.conf")) as f:
+            assert [line.split()[1:] for line in f if not line.startswith("#")] == \
+                [["ds=0.0.0.0"], ["ds=0.0.0.0"]]
+        for address in ("10.77.0.1", "127.0.0.1"):
+            client = ns.inside(Nfs4Client, address).mount()
+            sid, fh = client.open(client.lookup_path(export), address.encode())
+            wait_until(lambda: layoutget_status(client, fh, sid) == nfsstat4.NFS4_OK, 30,
+                       what="the iods' data servers known to nfspd")
+            layout = the_layout(layoutget(client, fh, sid))
+            device = device_of(client, layout)
+            assert sorted(e[0].na_r_addr.decode() for e in device.nflda_multipath_ds_list) == \
+                [f"{address}.11.234", f"{address}.11.235"]      # ports 3050, 3051
+            ds = ns.inside(RpcClient, address, 3050, "tcp", timeout=10.0,
+                           cred=RpcClient.default_cred(0, 0, [0]))
+            with ds:
+                DsClient(over_tcp(ds)).setup()
+            client.close()
+    finally:
+        _down(up)
 
 
 def test_an_nfsv3_truncation_fences_the_pnfs_writers_too(pnfs_cluster):

@@ -14,8 +14,8 @@ from tools.supervisor import ChildDied, Stopped, Supervisor
 
 DEFAULT_DIR = "nfsp-data"
 DEFAULT_IODS = 2           # for a new directory; an existing one keeps what it has
-FIRST_IOD_PORT = 2050      # iod i listens on FIRST_IOD_PORT + i
-DS_PORT_OFFSET = 1000      # and, with --pnfs, serves pNFS clients on its port + this
+FIRST_IOD_PORT = 2050      # iod i listens on FIRST_IOD_PORT + i (its pNFS data server on
+                           # that + iodsconf.DS_PORT_OFFSET, the iod's own default)
 MAX_IODS = 64
 IOD_READY_SECONDS = 20.0   # bounds on each start-up wait...
 NFSPD_READY_SECONDS = 30.0
@@ -42,6 +42,20 @@ def _iod_host(bind):
     return "127.0.0.1" if ipaddress.ip_address(bind).is_unspecified else bind
 
 
+def _with_data_servers(entries, bind):
+    """iods.conf's entries with where clients reach their data servers: with
+    a wildcard bind, the iods talk to nfspd on loopback, which no remote
+    client reaches: their data servers then listen on every interface and
+    clients are given the address they reached the metaserver at
+    (ds=0.0.0.0). An entry naming its data server already keeps it."""
+    from common.iodsconf import WILDCARD
+    if not ipaddress.ip_address(bind).is_unspecified:
+        return entries
+    return [e._replace(ds_host=WILDCARD)
+            if e.ds_host is None and ipaddress.ip_address(e.host).is_loopback else e
+            for e in entries]
+
+
 def _write_atomically(path, text, mode=0o644):
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -55,11 +69,13 @@ def _write_atomically(path, text, mode=0o644):
 def _grown_iods(existing, n_iods, host):
     """iods.conf's entries with iods appended up to n_iods (never reordered:
     files find their stripes by position)."""
+    from common.iodsconf import IodEntry
     iods = list(existing)
+    taken = {e.address for e in iods}
     port = FIRST_IOD_PORT + len(iods)
     while len(iods) < n_iods:
-        if (host, port) not in iods:
-            iods.append((host, port))
+        if (host, port) not in taken:
+            iods.append(IodEntry(host, port, None, None))
         port += 1
     return iods
 
@@ -71,14 +87,14 @@ def prepare(directory, bind, n_iods=None, port=2049):
     than it has appends iods; fewer is refused (ClickException), before
     anything is written."""
     from common import keyfile
-    from common.iodsconf import IodsConfError, format_iod, load_iods
+    from common.iodsconf import IodsConfError, default_ds_port, format_iod, load_entries
     layout = embedded.directory(directory)
     directory, export_dir, state_dir = layout.path, layout.export, layout.state
     exports, iods_conf, key = layout.exports, layout.iods_conf, layout.key
     existing = []
     if os.path.exists(iods_conf):
         try:
-            existing = load_iods(iods_conf)
+            existing = load_entries(iods_conf)
         except IodsConfError as e:
             raise click.ClickException(str(e)) from None
     fresh = not os.path.exists(exports)
@@ -89,9 +105,12 @@ def prepare(directory, bind, n_iods=None, port=2049):
             f"{directory} has {len(existing)} iods ({iods_conf}); files keep stripes on every "
             f"iod they were written to, so iods can be added but never removed: run with "
             f"--iods {len(existing)} or more")
-    iods = _grown_iods(existing, n_iods, _iod_host(bind))
-    if port in {p for _, p in iods}:
+    iods = _with_data_servers(_grown_iods(existing, n_iods, _iod_host(bind)), bind)
+    if port in {e.port for e in iods}:
         raise click.ClickException(f"--port {port} is also an iod's port in {iods_conf}")
+    if port in {e.ds_port or default_ds_port(e.port) for e in iods}:
+        raise click.ClickException(f"--port {port} is also an iod's pNFS data-server port "
+                                   f"(its port + 1000, or ds= in {iods_conf})")
     for d in (directory, export_dir, state_dir):
         os.makedirs(d, exist_ok=True)
     if fresh:
@@ -100,11 +119,14 @@ def prepare(directory, bind, n_iods=None, port=2049):
         _write_atomically(iods_conf, (
             "# The iods of `nfsp up`, in stripe order: append only (files find their stripes\n"
             "# by position). `nfsp up --iods N` with a larger N appends more.\n"
-            + "".join(format_iod(*a) + "\n" for a in iods)))
+            "# ds=: where NFSv4.1 clients reach the iod's pNFS data server (0.0.0.0: the\n"
+            "# address they reached the metaserver at; none: the iod's, port + 1000).\n"
+            + "".join(format_iod(*e) + "\n" for e in iods)))
     if iods and not os.path.exists(key):
         keyfile.generate(key)
     return {"directory": directory, "export": export_dir, "state": state_dir,
-            "exports": exports, "iods_conf": iods_conf, "key": key, "iods": iods,
+            "exports": exports, "iods_conf": iods_conf, "key": key,
+            "iods": [e.address for e in iods], "entries": iods,
             "data_dirs": [layout.data_dir(i) for i in range(len(iods))]}
 
 
@@ -172,9 +194,10 @@ def _ipv4(ctx, param, value):
               help="Address the metaserver listens on (and the iods, unless it is 0.0.0.0: "
                    "then they stay on 127.0.0.1).")
 @click.option("--port", default=2049, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--pnfs", is_flag=True,
-              help=f"NFSv4.1 clients get pNFS layouts and read and write the iods directly "
-                   f"(each iod serves them on its port + {DS_PORT_OFFSET}).")
+@click.option("--pnfs/--no-pnfs", default=True, show_default=True,
+              help="NFSv4.1 clients get pNFS layouts and read and write the iods directly "
+                   "(each iod serves them on its port + 1000; with --bind 0.0.0.0 on every "
+                   "interface). --no-pnfs: all their data through the metaserver.")
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 def up(directory, n_iods, bind, port, pnfs, log_level):
     """Run an embedded NFSP cluster on this host in the foreground.
@@ -202,7 +225,7 @@ def up(directory, n_iods, bind, port, pnfs, log_level):
         _start(sup, paths, bind, port, log_level, pnfs)
         sup.served(sup.children)
         with _recorded(paths["directory"], bind, port) as found:
-            _banner(paths, bind, found)
+            _banner(paths, bind, found, pnfs)
             while True:
                 sup.wait(None)
     except Stopped:
@@ -236,8 +259,9 @@ def _start(sup, paths, bind, port, log_level, pnfs=False):
     ChildDied, or ClickException (a start-up bound passed)."""
     iod_children = []
     pnfs = pnfs and bool(paths["iods"])
-    for i, (host, iod_port) in enumerate(paths["iods"]):
-        ds = ["--ds-port", str(iod_port + DS_PORT_OFFSET)] if pnfs else []
+    for i, entry in enumerate(paths["entries"]):
+        host, iod_port = entry.address
+        ds = _ds_options(entry) if pnfs else ["--ds-port", "off"]
         iod_children.append(sup.start(f"iod {i} ({host}:{iod_port})", [
             sys.executable, "-m", "iod.cli", "--data-dir", paths["data_dirs"][i],
             "--key", paths["key"], "--listen", host, "--port", str(iod_port),
@@ -249,10 +273,21 @@ def _start(sup, paths, bind, port, log_level, pnfs=False):
            "--log-level", log_level]
     if paths["iods"]:
         cmd += ["--iods", paths["iods_conf"], "--key", paths["key"]]
-    if pnfs:
-        cmd.append("--pnfs")
+    if not pnfs:
+        cmd.append("--no-pnfs")
     sup.nfspd = sup.start("nfspd", cmd)
     _wait_for_nfspd(sup, _iod_host(bind), port)
+
+
+def _ds_options(entry):
+    """The iod's data server where iods.conf says clients reach it (its
+    defaults otherwise: its --listen address, its port + 1000)."""
+    out = []
+    if entry.ds_host is not None:
+        out += ["--ds-listen", entry.ds_host]
+    if entry.ds_port is not None:
+        out += ["--ds-port", str(entry.ds_port)]
+    return out
 
 
 @contextlib.contextmanager
@@ -273,7 +308,7 @@ def _recorded(directory, bind, port):
             embedded.forget(name)
 
 
-def _banner(paths, bind, found_by_default):
+def _banner(paths, bind, found_by_default, pnfs=True):
     host = _iod_host(bind)
     if paths["iods"]:
         where = (f"file data striped over {len(paths['iods'])} iods "
@@ -285,6 +320,9 @@ def _banner(paths, bind, found_by_default):
     click.echo("Mount it with:")
     # A client asking for nothing lands on NFSv4.2/4.1 over TCP.
     click.echo(f"  mount -t nfs {host}:{paths['export']} /mnt")
+    if paths["iods"] and pnfs:
+        click.echo("  (NFSv4.1 and later use pNFS: the client reads and writes the iods "
+                   "directly)")
     if paths["iods"]:
         click.echo(f"  (mount -t nfs -o vers=3,proto=udp {host}:{paths['export']} /mnt gives the "
                    "direct iod path,\n   the iods answering READ and WRITE straight to the "
