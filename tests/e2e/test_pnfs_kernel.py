@@ -1,11 +1,13 @@
-"""pNFS with a real Linux kernel client (issue 14): nfspd --pnfs hands the
-guest files layouts, and the guest's NFSv4.1 client writes and reads a
-striped 64 MiB file straight from the iods' data servers (iod --ds-port),
+"""pNFS with a real Linux kernel client (issue 14): with its defaults nfspd
+hands the guest files layouts, and the guest's NFSv4.1 client, mounting with
+a plain `mount -t nfs`, writes and reads a striped 64 MiB file straight from
+the iods' data servers (iod --ds-port, by default the iod's port + 1000),
 byte for byte, with the metaserver's link carrying a small fraction of the
 bytes each way (counted on the testbed's bridge ports, as the NFSv3/UDP
 property test counts them) and /proc/self/mountstats naming the files layout
-driver. Its own testbed runs nfspd with --pnfs (off by default) and the iods
-with --ds-port; marker pnfs."""
+driver. An iod killed mid-write and mid-read: the client goes through the
+metaserver meanwhile and the application sees no error. Its own testbed,
+every daemon with its defaults; marker pnfs."""
 
 import hashlib
 import os
@@ -24,7 +26,6 @@ from tools.dev.netns import wait_until
 pytestmark = pytest.mark.pnfs
 
 N_IODS = 4
-DS_PORT = 2049          # each iod has a host of its own on the testbed
 KERNELS = ("nfsudp", "debian")
 
 
@@ -34,8 +35,7 @@ def pnfs_testbed(vm_ready, tmp_path_factory):
         pytest.skip("no iod")
     tb = tblib.Testbed(f"pn{os.getpid()}", n_iods=N_IODS, n_clients=1,
                        workdir=str(tmp_path_factory.mktemp("pnfs")),
-                       nfspd_args=["--pnfs", "--v4-lease", "10"],
-                       iod_args=["--ds-port", str(DS_PORT)])
+                       nfspd_args=["--v4-lease", "10"])
     try:
         tb.up()
     except BaseException:
