@@ -351,8 +351,29 @@ def MKNOD(ctx, args):
 def REMOVE(ctx, args):
     d = args.object.dir
     fs, caller = ctx.service.resolve(ctx, d)
+    held = _layout_holder(ctx, fs, d, args.object.name, caller)
     w = fs.remove(d, args.object.name, caller)
-    return when_stable(fs, caller, nfs3.REMOVE3res(OK, nfs3.REMOVE3resok(wcc(w))))
+    return _unlinked(ctx, fs, caller, held,
+                     nfs3.REMOVE3res(OK, nfs3.REMOVE3resok(wcc(w))))
+
+
+def _layout_holder(ctx, fs, d, name, caller):
+    v4 = ctx.service.v4
+    return None if v4 is None else v4.layout_holder(fs, d, name, caller)
+
+
+def _unlinked(ctx, fs, caller, fh, res):
+    """A file whose last name went: its pNFS layouts revoked at the iods
+    before the reply, as NFSv4's REMOVE does (Nfs4Service.unlinked)."""
+    revoke = None if fh is None else ctx.service.v4.unlinked(fs, fh)
+    if revoke is None:
+        return when_stable(fs, caller, res)
+    return Wait(_revoked, revoke, when_stable(fs, caller, res))
+
+
+async def _revoked(revoke, res):
+    await revoke()
+    return await res.fn(*res.args) if isinstance(res, Wait) else res
 
 
 def RMDIR(ctx, args):
@@ -368,8 +389,10 @@ def RENAME(ctx, args):
     fs, caller = resolve(ctx, f.dir)
     fs_to, _ = resolve(ctx, t.dir)
     _xdev(fs, fs_to)
+    held = _layout_holder(ctx, fs, t.dir, t.name, caller)
     wf, wt = fs.rename(f.dir, f.name, t.dir, t.name, caller)
-    return when_stable(fs, caller, nfs3.RENAME3res(OK, nfs3.RENAME3resok(wcc(wf), wcc(wt))))
+    return _unlinked(ctx, fs, caller, held,
+                     nfs3.RENAME3res(OK, nfs3.RENAME3resok(wcc(wf), wcc(wt))))
 
 
 def LINK(ctx, args):

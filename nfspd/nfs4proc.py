@@ -630,28 +630,13 @@ def _before_unlink(c, fs, dfh, name, caller):
 
 def _after_unlink(c, fs, fh, resok):
     """A file gone with its last name (not held for its opens) has its pNFS
-    layouts revoked at the iods before the reply: a client writing through
-    one gets NFS4ERR_STALE from the data server from then on, never a datafile
-    brought back after the purge."""
-    if fh is None or c.server.pnfs is None:
+    layouts revoked at the iods before the reply (Nfs4Service.unlinked)."""
+    revoke = None if fh is None or c.server.pnfs is None else c.server.unlinked(fs, fh)
+    if revoke is None:
         return resok
-    held = c.server.layouts_of_file(fh)
-    if not held:
-        return resok
-    try:
-        fs.getattr(fh)
-        return resok     # another link, or held for its opens: still in use
-    except FsError:
-        pass
-    files = {data for _, _, data, _ in held}
-    c.server.forget_file_layouts(fh)
 
     async def finish():
-        try:
-            await c.server.pnfs.revoke_files(files)
-        except OSError as e:
-            # The PURGE of its data revokes it too, once that iod is back.
-            log.warning("pNFS: revoking the layouts of a removed file: %s", e)
+        await revoke()
         return resok
     return Later(finish)
 

@@ -19,6 +19,7 @@ from common.nfs4 import nfsstat4
 from common.nfs4error import Nfs4Error
 from common.nfs4sessions import ChannelAttrs
 from common.nfs4sessions import Replay as SlotReplay
+from nfspd.fs.types import FsError
 from nfspd.nfs4attrs import AttrConfig
 from nfspd.nfs4compound import Replay
 from nfspd.nfs4pseudo import PSEUDO_FSID, PseudoFS
@@ -338,11 +339,42 @@ class Nfs4Service:
     def state_layoutcommit(self, c, sid, fh):
         self.state.layoutcommit(self._clientid(c), _sid(sid), bytes(fh))
 
-    def layouts_of_file(self, fh):
-        return self.state.layouts_of_file(bytes(fh))
+    def layout_holder(self, fs, dfh, name, caller):
+        """Before any protocol's REMOVE or RENAME takes ``name``: the handle
+        it names when clients hold pNFS layouts on it (for unlinked), else
+        None, cheaply when nobody holds a layout."""
+        if self.pnfs is None or not self.state.layout_count():
+            return None
+        try:
+            fh, _, _ = fs.lookup(dfh, name, caller)
+        except FsError:
+            return None     # the REMOVE or RENAME itself says what is wrong
+        return fh if self.state.layouts_of_file(bytes(fh)) else None
 
-    def forget_file_layouts(self, fh):
+    def unlinked(self, fs, fh):
+        """After a REMOVE or RENAME: when that was ``fh``'s last name (and no
+        open holds it), what must happen before the reply, as a coroutine
+        function (None: nothing): its layouts revoked at the iods, so a
+        client writing through one gets NFS4ERR_STALE from the data server
+        from then on, never a datafile brought back after the purge."""
+        held = self.state.layouts_of_file(bytes(fh))
+        if not held:
+            return None
+        try:
+            fs.getattr(fh)
+            return None     # another link, or held for its opens: still in use
+        except FsError:
+            pass
+        files = {data for _, _, data, _ in held}
         self.state.forget_file_layouts(bytes(fh))
+        return functools.partial(self._revoke_removed, files)
+
+    async def _revoke_removed(self, files):
+        try:
+            await self.pnfs.revoke_files(files)
+        except OSError as e:
+            # The PURGE of its data revokes it too, once that iod is back.
+            log.warning("pNFS: revoking the layouts of a removed file: %s", e)
 
     def truncation_fence(self, fh):
         """What must happen before a file cut by any protocol's SETATTR is

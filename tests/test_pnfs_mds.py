@@ -525,3 +525,43 @@ def test_exports_reloaded_revoke_every_layout(pnfs_cluster):
     wait_until(lambda: status(ds.of(0).write(handle, 0, b"x")) == nfsstat4.NFS4ERR_STALE, 30,
                what="the layouts revoked on the reload")
     ds.close()
+
+
+@pytest.mark.parametrize("how", ["REMOVE", "RENAME over it"])
+def test_an_nfsv3_removal_revokes_the_layouts_before_its_reply(pnfs_cluster, how):
+    """As NFSv4's REMOVE does: not only once the PURGE reaches the iods."""
+    c = pnfs_cluster()
+    client = mds(c)
+    dirfh = client.lookup_path(c.export)
+    sid, fh = client.open(dirfh, b"victim")
+    layout = the_layout(layoutget(client, fh, sid))
+    ds = DataServers(c.ns, layout, device_of(client, layout))
+    handle = layout.nfl_fh_list[0]
+    ok_result(ds.of(0).write(handle, 0, b"before"))
+    client.close_file(fh, sid)
+    v3, _ = c.connect(vers=3, transport="tcp")
+    if how == "REMOVE":
+        v3.ok(nfs3.NFSPROC3.REMOVE, nfs3.REMOVE3args(nfs3.diropargs3(dirfh, b"victim")))
+    else:
+        v3.ok(nfs3.NFSPROC3.CREATE, nfs3.CREATE3args(nfs3.diropargs3(dirfh, b"other"),
+                                                   nfs3.createhow3(nfs3.createmode3.UNCHECKED,
+                                                                   nfs3.sattr3.unchanged())))
+        v3.ok(nfs3.NFSPROC3.RENAME, nfs3.RENAME3args(nfs3.diropargs3(dirfh, b"other"),
+                                                   nfs3.diropargs3(dirfh, b"victim")))
+    for off in range(0, 2 * UNIT, UNIT):
+        assert status(ds.of(off).write(handle, off, b"after")) == nfsstat4.NFS4ERR_STALE
+    ds.close()
+
+
+def test_an_nfsv3_removal_of_one_link_keeps_the_layouts(pnfs_cluster):
+    c = pnfs_cluster()
+    client = mds(c)
+    dirfh = client.lookup_path(c.export)
+    sid, fh = client.open(dirfh, b"twice")
+    layout = the_layout(layoutget(client, fh, sid))
+    ds = DataServers(c.ns, layout, device_of(client, layout))
+    v3, _ = c.connect(vers=3, transport="tcp")
+    v3.ok(nfs3.NFSPROC3.LINK, nfs3.LINK3args(fh, nfs3.diropargs3(dirfh, b"again")))
+    v3.ok(nfs3.NFSPROC3.REMOVE, nfs3.REMOVE3args(nfs3.diropargs3(dirfh, b"twice")))
+    ok_result(ds.of(0).write(layout.nfl_fh_list[0], 0, b"still mine"))
+    ds.close()
