@@ -703,7 +703,13 @@ class DataServer:
             raise Nfs4Error(nfsstat4.NFS4ERR_STALE) from None
         self._count("ds_write")
         self._count("ds_write_bytes", len(data))
-        committed = stable_how4.FILE_SYNC4 if sync else stable_how4.UNSTABLE4
+        # A stable WRITE is DATA_SYNC4, never FILE_SYNC4: the data is on the
+        # disk, but the file's size and mtime live on the metaserver, which
+        # learns them only from the client's LAYOUTCOMMIT. FILE_SYNC4 from a
+        # data server tells a files-layout client that none is needed (RFC
+        # 5661 erratum 2751; Linux's filelayout_set_layoutcommit), and a small
+        # file written in one stable WRITE would keep size 0 on the metaserver.
+        committed = stable_how4.DATA_SYNC4 if sync else stable_how4.UNSTABLE4
         return len(data), committed
 
     def COMMIT(self, args, c):
