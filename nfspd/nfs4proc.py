@@ -793,6 +793,10 @@ async def LAYOUTGET(c, args):
     sid = _stateid(c, args.loga_stateid)
     meta, ino = await fs.settled(fh)
     devid, n = pnfs.device(meta, c.ctx.local[0])
+    if not write:
+        # The READs go to the data servers: the file's atime moves now, as
+        # a READ here would move it (the export's relatime or strictatime).
+        await fs.read_plan(fh, caller, 0, 0)
     handle = pnfs.handle(meta, ino, c.ctx.client[0], write,
                          c.server.secure_port_required(c, fh))
     layout = fileslayout.whole_file_layout(iomode, devid, meta.stripe_unit, meta.seed, n,

@@ -565,3 +565,21 @@ def test_an_nfsv3_removal_of_one_link_keeps_the_layouts(pnfs_cluster):
     v3.ok(nfs3.NFSPROC3.REMOVE, nfs3.REMOVE3args(nfs3.diropargs3(dirfh, b"twice")))
     ok_result(ds.of(0).write(layout.nfl_fh_list[0], 0, b"still mine"))
     ds.close()
+
+
+def test_a_read_layout_moves_atime_as_a_read_would(pnfs_cluster):
+    """The READs go to the data servers, which know nothing of atime: the
+    metaserver moves it when it hands out a layout to read with."""
+    c = pnfs_cluster()
+    if os.statvfs(c.export).f_flag & os.ST_NOATIME:
+        pytest.skip("the export is on a noatime mount")
+    client = mds(c)
+    sid, fh = open_new(client, c, b"atime")
+    path = os.path.join(c.export, "atime")
+    st = os.stat(path)
+    old = st.st_mtime_ns - 3 * 24 * 3600 * 10**9       # before mtime: a read moves it
+    os.utime(path, ns=(old, st.st_mtime_ns))
+    layoutget(client, fh, sid, iomode=RW)
+    assert os.stat(path).st_atime_ns == old             # writing is no access
+    layoutget(client, fh, sid, iomode=READ)
+    assert os.stat(path).st_atime_ns > st.st_mtime_ns
