@@ -284,6 +284,8 @@ def _iods(datapath):
             # common/runtime/iodstores.py: the store its last PONG named, and why it is refused.
             "store": link.store.hex() if link.store is not None else None,
             "wrong_store": link.wrong_store,
+            # Its pNFS data server's port (its PONG), None: it serves none.
+            "ds_port": link.ds_port,
         })
     return out
 
@@ -346,6 +348,7 @@ def status_of(server):
         "exports": sorted(exported),
         "iods": _iods(server.datapath),
         "layout_gen": getattr(server.datapath, "layout_gen", 0),
+        "pnfs": server.pnfs is not None,
         "purges": _purges(server),
         "drc": {**_rate(drc.hits, drc.lookups), "entries": len(drc)},
         "metafile_cache": _rate(sum(fs.meta_hits for fs in fss),

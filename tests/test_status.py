@@ -94,6 +94,9 @@ def test_status_reports_iods_and_a_killed_one_down(cluster):
     stores = [i["store"] for i in st["iods"]]
     assert all(len(bytes.fromhex(s)) == 16 for s in stores) and len(set(stores)) == 3
     assert all(i["wrong_store"] is None for i in st["iods"])
+    # pNFS on by default, each iod's data server on its port + 1000.
+    assert st["pnfs"] and [i["ds_port"] for i in st["iods"]] == [iod.port + 1000
+                                                                for iod in c.iods]
     for i in st["iods"]:
         assert i["total"] > 0 and 0 <= i["free"] <= i["total"]
     assert st["exports"] == [os.path.abspath(c.export)]
@@ -235,6 +238,11 @@ def test_render_is_a_compact_table():
     assert "NFSv4.1 clients: 1" in out
     assert "5f00000100000002  10.0.1.2  Linux NFSv4.1 n2  1         3            2" in out
     assert "01234567" in out and "wrong store" not in out
+    assert "pNFS" not in out        # an nfspd from before pNFS says nothing of it
+    out = status_tool.render(dict(st, pnfs=True, iods=[dict(st["iods"][0], ds_port=3050),
+                                                       st["iods"][1]]))
+    assert "DS PORT" in out and "01234567  3050" in out
+    assert "pNFS: on: NFSv4.1 clients read and write the iods' data servers" in out
     refused = dict(st["iods"][1], state="wrong store", store="ffff" * 8,
                    wrong_store="serves data store ffff... where it had store 0123...")
     out = status_tool.render(dict(st, iods=[st["iods"][0], refused]))

@@ -62,11 +62,15 @@ def render(st):
                  f"{i['rtt_ms']:.2f} ms" if i["up"] and i["rtt_ms"] is not None else "-",
                  f"{_size(i['free'])} / {_size(i['total'])}", i.get("requests", "-"),
                  _size(i.get("read_bytes")), _size(i.get("written_bytes")),
-                 i["restarts"], i["timeouts"], (i.get("store") or "-")[:8]]
+                 i["restarts"], i["timeouts"], (i.get("store") or "-")[:8],
+                 i.get("ds_port") or "-"]
                 for i in iods]
         lines += ["  " + l for l in _table(
             rows, ["#", "ADDRESS", "STATE", "RTT", "FREE / TOTAL", "REQUESTS", "READ",
-                   "WRITTEN", "RESTARTS", "TIMEOUTS", "STORE"])]
+                   "WRITTEN", "RESTARTS", "TIMEOUTS", "STORE", "DS PORT"])]
+        if "pnfs" in st:    # not from an nfspd before pNFS
+            lines.append("pNFS: " + ("on: NFSv4.1 clients read and write the iods' data servers"
+                                     if st["pnfs"] else "off (--no-pnfs)"))
         # Why an iod is kept down for its data store, and what to do about it.
         lines += [f"  iod {i['address']}: wrong store: {i['wrong_store']}; restart it on its "
                   f"own disk, or `nfsp accept-iod-store {i['address']}` if that data is gone"
