@@ -123,6 +123,55 @@ def test_nfsp_up_serves_a_kernel_client_across_a_restart(testbed, guest, rand, t
     assert log_path.read_text().count("NFSP stopped.") == 2
 
 
+def test_nfsp_up_on_every_interface_gives_a_kernel_client_pnfs(testbed, guest, rand,
+                                                               tmp_path):
+    """--bind 0.0.0.0: the iods talk to nfspd on loopback, which the guest
+    cannot reach; their data servers listen on every interface and the guest
+    is given the address it mounted (iods.conf ds=0.0.0.0). A plain mount
+    then reads and writes the iods directly."""
+    host = testbed.clients[0]
+    directory = str(tmp_path / "nfsp-data")
+    export = f"{directory}/export"
+    log_path = tmp_path / "up.log"
+    size = 4 << 20
+    want = f"{size} {expect.sha(rand[:size])}"
+    p = None
+    mounted = False
+    before = log_path.read_text().count(READY) if log_path.exists() else 0
+    try:
+        with open(log_path, "ab") as log:
+            p = host.popen([sys.executable, "-m", "tools.nfsp", "up", directory,
+                            "--bind", "0.0.0.0"],
+                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                           env=dict(os.environ, PYTHONPATH=vmlib.REPO), cwd=vmlib.REPO)
+        wait_until(lambda: log_path.read_text().count(READY) > before, 60,
+                   what="nfsp up serving", abort=lambda: p.poll() is not None
+                   and f"nfsp up exited with status {p.returncode}:\n{log_path.read_text()}")
+        os.chmod(export, 0o1777)        # root_squash: a scratch area root may write too
+        if guest.sh("command -v mount.nfs")[0] != 0:
+            pytest.skip("the guest has no mount.nfs (tools/install-deps --test)")
+        guest.check(f"mkdir -p {MNT} && mount -t nfs {host.ip}:{export} {MNT}", 120)
+        mounted = True
+        guest.check(f"head -c {size} /data/rand > {MNT}/f && sync && dropcaches", 300)
+        assert _sha(guest, f"{MNT}/f") == want
+        stats = guest.check("cat /proc/self/mountstats").split(f" mounted on {MNT} ")[1]
+        stats = stats.split("\ndevice ")[0]
+        assert "pnfs=LAYOUT_NFSV4_1_FILES" in stats, stats
+        # The guest reached the iods' data servers at the address it mounted:
+        # most READs and WRITEs went there, not over the metaserver's
+        # connection (the xprt line: its sends).
+        io = sum(int(m) for m in re.findall(r"^\s*(?:READ|WRITE): (\d+) ", stats, re.M))
+        sends = int(re.search(r"xprt:\s+tcp(?:\s+\d+){5}\s+(\d+)", stats).group(1))
+        assert io >= 2 * size // (1 << 16) and sends < io / 2, stats
+        assert log_path.read_text().count("data server connection from ") >= 2
+        guest.check(f"umount {MNT}", 60)
+        mounted = False
+        assert _stop(p) == 0, log_path.read_text()
+        p = None
+    finally:
+        _leave_clean(guest, mounted, p)
+
+
 # --- issue 17: one part killed, the cluster restarts it ---------------------------------
 
 FILE_KIB = 256
