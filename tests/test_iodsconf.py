@@ -1,7 +1,13 @@
 import pytest
 
 from common.iodsconf import (
-    WILDCARD, IodEntry, IodsConfError, format_iod, load_entries, load_iods, parse_entries,
+    WILDCARD,
+    IodEntry,
+    IodsConfError,
+    format_iod,
+    load_entries,
+    load_iods,
+    parse_entries,
     parse_iods,
 )
 

@@ -443,8 +443,8 @@ def test_nfsp_up_on_every_interface_hands_out_the_address_the_client_used(ns, tm
         for address in ("10.77.0.1", "127.0.0.1"):
             client = ns.inside(Nfs4Client, address).mount()
             sid, fh = client.open(client.lookup_path(export), address.encode())
-            wait_until(lambda: layoutget_status(client, fh, sid) == nfsstat4.NFS4_OK, 30,
-                       what="the iods' data servers known to nfspd")
+            wait_until(lambda c=client, f=fh, s=sid: layoutget_status(c, f, s) ==
+                       nfsstat4.NFS4_OK, 30, what="the iods' data servers known to nfspd")
             layout = the_layout(layoutget(client, fh, sid))
             device = device_of(client, layout)
             assert sorted(e[0].na_r_addr.decode() for e in device.nflda_multipath_ds_list) == \

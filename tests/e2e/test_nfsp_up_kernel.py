@@ -160,7 +160,7 @@ def test_nfsp_up_on_every_interface_gives_a_kernel_client_pnfs(testbed, guest, r
         # The guest reached the iods' data servers at the address it mounted:
         # most READs and WRITEs went there, not over the metaserver's
         # connection (the xprt line: its sends).
-        io = sum(int(m) for m in re.findall(r"^\s*(?:READ|WRITE): (\d+) ", stats, re.M))
+        io = sum(int(m) for m in re.findall(r"^\s*(?:READ|WRITE): (\d+) ", stats, re.MULTILINE))
         sends = int(re.search(r"xprt:\s+tcp(?:\s+\d+){5}\s+(\d+)", stats).group(1))
         assert io >= 2 * size // (1 << 16) and sends < io / 2, stats
         assert log_path.read_text().count("data server connection from ") >= 2
