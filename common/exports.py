@@ -48,6 +48,7 @@ class ExportOptions:
     hide: bool = True
     crossmnt: bool = False
     fsid: "str | None" = None
+    pnfs: bool = True       # NFSv4.1 pNFS layouts for this client (no_pnfs: none)
 
     def squash(self, uid, gid, gids):
         """(uid, gid, gids) as the export lets this client act: the rules of
@@ -161,12 +162,13 @@ _FLAGS = {
     "subtree_check": ("subtree_check", True), "no_subtree_check": ("subtree_check", False),
     "hide": ("hide", True), "nohide": ("hide", False),
     "crossmnt": ("crossmnt", True), "nocrossmnt": ("crossmnt", False),
+    "pnfs": ("pnfs", True), "no_pnfs": ("pnfs", False),
 }
 # Accepted for compatibility with existing files; they concern NLM, ACLs,
 # NFSv4 or the kernel's export cache, none of which apply here.
 _IGNORED = {"secure_locks", "insecure_locks", "auth_nlm", "no_auth_nlm", "acl", "no_acl",
             "mp", "mountpoint", "nordirplus", "rdirplus", "security_label",
-            "no_security_label", "pnfs", "no_pnfs", "no_pubexp", "pubexp"}
+            "no_security_label", "no_pubexp", "pubexp"}
 _IGNORED_VALUED = {"mountpoint", "mp", "refer", "replicas", "uuid", "fsloc"}
 _SUPPORTED_SEC = {"sys", "none"}
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?$")

@@ -381,6 +381,16 @@ class ExportRegistry:
         opts = self._options(table, entry, ctx.client[0], self.dns_wait)
         return opts is None or bool(opts.secure)
 
+    def pnfs_allowed(self, ctx, fh):
+        """Whether the export gives this client pNFS layouts (``no_pnfs``:
+        not, say for clients that cannot reach the iods)."""
+        table = self._table
+        entry = table.by_id.get(export_id_of(fh))
+        if entry is None:
+            return False
+        opts = self._options(table, entry, ctx.client[0], self.dns_wait)
+        return opts is not None and bool(opts.pnfs)
+
     def visible_exports(self, ctx):
         """[(export path, MetaFS)] that this client may mount (MNT's client
         rules), for the NFSv4 pseudo root; JUKEBOX while a host name needed to

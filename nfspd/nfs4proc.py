@@ -791,6 +791,8 @@ async def LAYOUTGET(c, args):
     _open_permission(OPEN4_SHARE_ACCESS_WRITE if write else OPEN4_SHARE_ACCESS_READ, attr,
                      caller)
     sid = _stateid(c, args.loga_stateid)
+    if not c.server.pnfs_allowed(c, fh):
+        raise Nfs4Error(nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE)     # exports(5) no_pnfs
     meta, ino = await fs.settled(fh)
     devid, n = pnfs.device(meta, c.ctx.local[0])
     if not write:

@@ -399,6 +399,9 @@ class Nfs4Service:
     def secure_port_required(self, c, fh):
         return self.registry.secure_port_required(c.ctx, fh)
 
+    def pnfs_allowed(self, c, fh):
+        return self.registry.pnfs_allowed(c.ctx, fh)
+
     def state_delegreturn(self, c, sid):
         self.state.delegreturn(self._clientid(c), _sid(sid))
 

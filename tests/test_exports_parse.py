@@ -306,3 +306,10 @@ def test_ids_of_thousands_of_digits_are_out_of_range_or_their_value():
     assert o.anonuid == 5
     with pytest.raises(ExportsError, match="out of range"):
         parse_exports("/a h(anonuid=-" + "9" * 5000 + ")\n", "f")
+
+
+def test_no_pnfs_takes_layouts_away_from_a_client():
+    """On by default (nfspd hands out layouts whenever it has iods); the
+    knfsd spelling pnfs is accepted and means the default."""
+    (e,) = parse_exports("/srv a(rw) b(rw,no_pnfs) c(rw,pnfs)\n", "f")
+    assert [spec.options.pnfs for spec in e.clients] == [True, False, True]

@@ -36,9 +36,9 @@ def pnfs_cluster(ns, tmp_path):
     run with --ds-port off) and an nfspd, each with its defaults otherwise."""
     started = []
 
-    def start(n_iods=2, ds=None, nfspd_args=()):
+    def start(n_iods=2, ds=None, nfspd_args=(), **kw):
         c = Cluster(ns, str(tmp_path / f"cluster{len(started)}"), n_iods=n_iods,
-                    stripe_unit=UNIT, nfspd_args=list(nfspd_args))
+                    stripe_unit=UNIT, nfspd_args=list(nfspd_args), **kw)
         for i, iod in enumerate(c.iods):
             if ds is not None and i not in ds:
                 iod.extra_args += ["--ds-port", "off"]
@@ -304,6 +304,22 @@ def test_no_pnfs_gives_no_layouts(pnfs_cluster):
         nfs4.FATTR4_FS_LAYOUT_TYPES] == []
     sid, fh = client.open(dirfh, b"f")
     assert layoutget_status(client, fh, sid) == nfsstat4.NFS4ERR_NOTSUPP
+
+
+def test_an_export_may_give_some_clients_no_layouts(pnfs_cluster):
+    """exports(5) no_pnfs: for clients that cannot reach the iods, say; their
+    I/O goes through the metaserver."""
+    c = pnfs_cluster(clients="10.77.0.2(rw,no_root_squash,insecure) "
+                             "127.0.0.0/8(rw,no_root_squash,insecure,no_pnfs)")
+    c.ns.run(["ip", "addr", "add", "10.77.0.2/32", "dev", "lo"], check=True)
+    near = c.ns.inside(Nfs4Client, "10.77.0.2").mount()
+    far = c.ns.inside(Nfs4Client, "127.0.0.1").mount()
+    sid, fh = open_new(near, c, b"f")
+    assert layoutget_status(near, fh, sid) == nfsstat4.NFS4_OK
+    fsid, ffh = far.open(far.lookup_path(c.export), b"f", create=False)
+    assert layoutget_status(far, ffh, fsid) == nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE
+    far.write(ffh, fsid, 0, b"through the metaserver")
+    assert far.read(ffh, fsid, 0, 100).data == b"through the metaserver"
 
 
 def test_a_metadata_server_says_so_and_only_so(pnfs_cluster):
