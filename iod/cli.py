@@ -125,9 +125,9 @@ def _slot(ctx, param, value):
                    "SIGUSR1 logs one at once).")
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--syslog", is_flag=True, help="Log to syslog/journald instead of stderr.")
-def main(data_dir, init, key_path, listen, port, ds_port, ds_listen, secure_port, max_clock_skew, pong_allow,
-         ping_rate, metrics, user, ip_id_slot, threads, queue_depth, queue_mib, stats_interval,
-         log_level, syslog):
+def main(data_dir, init, key_path, listen, port, ds_port, ds_listen, secure_port,
+         max_clock_skew, pong_allow, ping_rate, metrics, user, ip_id_slot, threads, queue_depth,
+         queue_mib, stats_interval, log_level, syslog):
     """NFSP I/O daemon: stores stripes of file data by (inode, seed) and
     answers the metaserver's READ/WRITE/COMMIT/TRUNCATE/PURGE/LIST/PING over
     UDP and TCP. UDP READ and WRITE replies go straight to the NFS client from

@@ -121,6 +121,7 @@ class Metaserver:
         os.makedirs(config.data_dir, exist_ok=True)
         self.handle_key = load_or_create_key(os.path.join(config.state_dir, "handle.key"))
         self.iod_stores = None    # common/runtime/iodstores.IodStores, with iods
+        self._data_servers = {}   # iods.conf's ds= by iod address (nfspd/pnfs.py)
         self.datapath = self._datapath()
         self.purges = None
         self.unlinkd = None

@@ -51,9 +51,15 @@ def _with_data_servers(entries, bind):
     from common.iodsconf import WILDCARD
     if not ipaddress.ip_address(bind).is_unspecified:
         return entries
-    return [e._replace(ds_host=WILDCARD)
-            if e.ds_host is None and ipaddress.ip_address(e.host).is_loopback else e
+    return [e._replace(ds_host=WILDCARD) if e.ds_host is None and _loopback(e.host) else e
             for e in entries]
+
+
+def _loopback(host):
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False    # a host name an admin wrote: where it is, is theirs to say (ds=)
 
 
 def _write_atomically(path, text, mode=0o644):
