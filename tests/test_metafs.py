@@ -1006,7 +1006,8 @@ def test_no_space_is_nospc(tmp_path):
         env.fs.close()
         env.dp.store.close()
     finally:
-        os.system(f"umount {mnt}")
+        # Lazily: a purge thread of the data path may still hold a descriptor in it.
+        os.system(f"umount -l {mnt}")
 
 
 # --- the layers -------------------------------------------------------------------------
