@@ -52,9 +52,10 @@ from nfspd.server import Config, Metaserver
                    "is answered), external (the journal, drained by an unlinkd you run: "
                    "unlinkd --journal STATE_DIR/purge ...), off (nfspd tells the iods itself, "
                    "best effort; a crash leaks what was pending until `nfsp scrub --purge`).")
-@click.option("--stripe-unit", default=65536, show_default=True, type=int,
+@click.option("--stripe-unit", default=1 << 20, show_default=True, type=int,
               help="Bytes per stripe for files created from now on (a multiple of 4096); "
-                   "each file keeps the stripe unit it was created with.")
+                   "each file keeps the stripe unit it was created with. A pNFS client "
+                   "cuts its I/O at stripe boundaries, so 1 MiB lets it send 1 MiB calls.")
 @click.option("--metrics", "metrics", default=None, metavar="ADDR:PORT",
               help="Serve the counters of `nfsp status` for Prometheus at "
                    "http://ADDR:PORT/metrics (off by default).")

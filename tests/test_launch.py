@@ -205,7 +205,7 @@ def _nfspd_stores_on_them(site, conf, tmp_path):
                          what="nfspd serving",
                          abort=lambda: p.poll() is not None
                          and f"nfspd exited:\n{(tmp_path / 'nfspd.log').read_text()}")
-        data = os.urandom(300_000)    # 5 stripes of 64 KiB: some on each of the 3 iods
+        data = os.urandom((3 << 20) + 17)    # 4 stripes of 1 MiB: some on each of the 3 iods
         (tmp_path / "in").write_bytes(data)
         url = f"nfs://{tb.ms.ip}{export}/f"
         c0 = tb.clients[0]

@@ -66,14 +66,14 @@ def cluster_dir(tmp_path):
 
 def test_nfsp_up_stripes_over_its_iods_and_keeps_data_across_restarts(ns, tmp_path, cluster_dir):
     src = tmp_path / "data.bin"
-    src.write_bytes(os.urandom(300_000))
+    src.write_bytes(os.urandom((2 << 20) + 17))
     url = f"nfs://127.0.0.1{cluster_dir}/export/data.bin"
     with open(tmp_path / "up.log", "wb") as log:
         p = start_up(ns, cluster_dir, log, "--iods", "2")
         ns.run(["nfs-cp", str(src), url], check=True)
         stop_up(p, cluster_dir)
         stored = datafiles(cluster_dir)
-        # 300 000 bytes are 5 stripes of 64 KiB: both iods hold some, the
+        # 2 MiB + 17 bytes are 3 stripes of 1 MiB: both iods hold some, the
         # metaserver's local store (under state/) none.
         assert set(stored) == {"iod0", "iod1"}, stored
         p = start_up(ns, cluster_dir, log)

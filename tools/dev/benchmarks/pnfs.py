@@ -51,7 +51,7 @@ from tools.dev.netns import Namespace
 IODS = 4
 DS_PORT_BASE = 3050
 # 1 MiB stripes: a pNFS client's 1 MiB call goes to one data server whole;
-# 64 KiB (nfspd's default): Linux cuts it into 16 calls, one per stripe.
+# 64 KiB (nfspd's default before 1 MiB): Linux cuts it into 16 calls, one per stripe.
 STRIPE_UNITS = (1 << 20, 64 << 10)
 INFLIGHT_MIB = 8
 FILE_MIB, QUICK_FILE_MIB = 32, 8

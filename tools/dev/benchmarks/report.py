@@ -294,7 +294,7 @@ def _pnfs_where(res, where, rows):
              "", ("Every host (metaserver, each iod, each client) on a link of its own capped "
                   f"at {where.split()[-1]}; ganesha on the metaserver's host. With one client, "
                   "that client's own link bounds every server alike." if testbed else
-                  "NFSP with a stripe unit of 1 MiB (1M) and of 64 KiB (64K, nfspd's default: "
+                  "NFSP with a stripe unit of 1 MiB (1M) and of 64 KiB (64K, nfspd's default until 1 MiB: "
                   "a pNFS client cuts its calls there, one per stripe)."), "",
              _table(head, body), "", "CPU time per MiB moved (ms), of the server (nfspd or "
              "ganesha), of the iods together, and the load generators' CPU (cores, in the "
