@@ -12,7 +12,7 @@ from common.keyfile import KeyFileError
 from common.runtime import logs
 from common.runtime.metrics import parse_address
 from nfspd.layouts import LayoutError
-from nfspd.server import Config, Metaserver
+from nfspd.server import STRIPE_UNIT, Config, Metaserver
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,7 +52,7 @@ from nfspd.server import Config, Metaserver
                    "is answered), external (the journal, drained by an unlinkd you run: "
                    "unlinkd --journal STATE_DIR/purge ...), off (nfspd tells the iods itself, "
                    "best effort; a crash leaks what was pending until `nfsp scrub --purge`).")
-@click.option("--stripe-unit", default=1 << 20, show_default=True, type=int,
+@click.option("--stripe-unit", default=STRIPE_UNIT, show_default=True, type=int,
               help="Bytes per stripe for files created from now on (a multiple of 4096); "
                    "each file keeps the stripe unit it was created with. A pNFS client "
                    "cuts its I/O at stripe boundaries, so 1 MiB lets it send 1 MiB calls.")

@@ -17,7 +17,6 @@ import trio
 from common import keyfile, striping
 from common import mount as mount_proto
 from common.iodsconf import load_entries
-from common.metafile import DEFAULT_STRIPE_UNIT
 from common.runtime import iodstores
 from common.runtime.iodstores import IodStores
 from common.runtime.keyreload import KeyFile
@@ -36,8 +35,8 @@ from nfspd.datapath import LocalDataPath
 from nfspd.dispatch import Dispatcher, Program
 from nfspd.drc import DuplicateRequestCache
 from nfspd.exports import ExportRegistry
-from nfspd.fs.handles import export_id_for_path
 from nfspd.fs.commit import GroupCommit
+from nfspd.fs.handles import export_id_for_path
 from nfspd.fs.metafs import MetaFS
 from nfspd.iodpath import IodDataPath
 from nfspd.nfs3proc import MAX_IO_TCP
@@ -53,12 +52,15 @@ NFS_PROGRAM = 100003
 NFS_VERSIONS = (2, 3)
 NFS_TCP_VERSIONS = (2, 3, 4)  # NFSv4 is TCP only (RFC 8881 2.9.1)
 MOUNT_VERSIONS = (1, 2, 3)
+# For new files. A pNFS client cuts its I/O at stripe boundaries (Linux's
+# files layout driver), so 1 MiB lets it send 1 MiB calls; Lustre's default too.
+STRIPE_UNIT = 1 << 20
 
 
 class Config:
     def __init__(self, exports, state_dir, data_dir=None, bind="0.0.0.0", port=2049,
                  mount_port=20048, portmap="auto", portmap_port=111, limits=None,
-                 iods=None, key=None, stripe_unit=DEFAULT_STRIPE_UNIT, iod_options=None,
+                 iods=None, key=None, stripe_unit=STRIPE_UNIT, iod_options=None,
                  unlinkd="spawn", metrics=None, v4_lease=90, v4_grace=None, v4_domain=None,
                  pnfs=True):
         self.exports = exports
