@@ -6,6 +6,11 @@ it back unchanged when nothing waits for a flush (an ``async`` export, a
 MetaFS flushing on its own), or a dispatch Wait that returns it once the flush
 covering the change is done. A retransmission arriving meanwhile finds the
 call in progress in the duplicate request cache, and gets the same reply.
+
+A REMOVE, or a RENAME over a file, that takes a file's last name answers
+only once the file's pNFS layouts are revoked at the iods too
+(``when_unlinked``), so no data server serves the file after the reply: the
+same rule for NFSv2, NFSv3 and NFSv4 (Nfs4Service.unlinked).
 """
 
 from nfspd.dispatch import Wait
@@ -23,3 +28,24 @@ def when_stable(fs, caller, result):
 async def _stable_then(fs, ticket, result):
     await fs.stable(ticket)
     return result
+
+
+def layout_holder(ctx, fs, d, name, caller):
+    """The handle of the file ``name`` in directory ``d`` names, when clients
+    hold pNFS layouts on it (to be given to when_unlinked), else None."""
+    v4 = ctx.service.v4
+    return None if v4 is None else v4.layout_holder(fs, d, name, caller)
+
+
+def when_unlinked(ctx, fs, caller, held, result):
+    """when_stable, after revoking the layouts of ``held`` if the change
+    took its last name."""
+    revoke = None if held is None else ctx.service.v4.unlinked(fs, held)
+    if revoke is None:
+        return when_stable(fs, caller, result)
+    return Wait(_revoked_then, revoke, when_stable(fs, caller, result))
+
+
+async def _revoked_then(revoke, result):
+    await revoke()
+    return await result.fn(*result.args) if isinstance(result, Wait) else result

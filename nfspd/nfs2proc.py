@@ -33,7 +33,7 @@ from common.nfs3 import nfsstat3
 from common.xdr import Void
 from nfspd import replies
 from nfspd.dispatch import NO_REPLY, procedure_table
-from nfspd.durable import when_stable
+from nfspd.durable import layout_holder, when_stable, when_unlinked
 from nfspd.fs.types import FILE_SYNC, SET_TO_SERVER_TIME, CreateHow, FileType, FsError, SetAttr, \
     fs_error_of
 from nfspd.nfs2attrs import (
@@ -243,8 +243,9 @@ def CREATE(ctx, args):
 def REMOVE(ctx, args):
     _check_name(args.name)
     fs, caller = ctx.service.resolve(ctx, args.dir)
+    held = layout_holder(ctx, fs, args.dir, args.name, caller)
     fs.remove(args.dir, args.name, caller)
-    return when_stable(fs, caller, nfsstat.NFS_OK)
+    return when_unlinked(ctx, fs, caller, held, nfsstat.NFS_OK)
 
 
 def RENAME(ctx, args):
@@ -255,8 +256,9 @@ def RENAME(ctx, args):
     fs, caller = resolve(ctx, frm.dir)
     fs2, _ = resolve(ctx, to.dir)
     _same_fs(fs, fs2)
+    held = layout_holder(ctx, fs, to.dir, to.name, caller)
     fs.rename(frm.dir, frm.name, to.dir, to.name, caller)
-    return when_stable(fs, caller, nfsstat.NFS_OK)
+    return when_unlinked(ctx, fs, caller, held, nfsstat.NFS_OK)
 
 
 def LINK(ctx, args):

@@ -32,7 +32,7 @@ from common.nfs3 import (
 from common.xdr import Void
 from nfspd import replies
 from nfspd.dispatch import NO_REPLY, Encoded, ReplyParts, Wait, procedure_table
-from nfspd.durable import when_stable
+from nfspd.durable import layout_holder, when_stable, when_unlinked
 from nfspd.fs.types import CreateHow, FileType, FsError, SetAttr, fs_error_of
 from nfspd.nfs3attrs import OK, fattr, post_op, status_of, time_ns, to_setattr, wcc
 
@@ -351,29 +351,10 @@ def MKNOD(ctx, args):
 def REMOVE(ctx, args):
     d = args.object.dir
     fs, caller = ctx.service.resolve(ctx, d)
-    held = _layout_holder(ctx, fs, d, args.object.name, caller)
+    held = layout_holder(ctx, fs, d, args.object.name, caller)
     w = fs.remove(d, args.object.name, caller)
-    return _unlinked(ctx, fs, caller, held,
+    return when_unlinked(ctx, fs, caller, held,
                      nfs3.REMOVE3res(OK, nfs3.REMOVE3resok(wcc(w))))
-
-
-def _layout_holder(ctx, fs, d, name, caller):
-    v4 = ctx.service.v4
-    return None if v4 is None else v4.layout_holder(fs, d, name, caller)
-
-
-def _unlinked(ctx, fs, caller, fh, res):
-    """A file whose last name went: its pNFS layouts revoked at the iods
-    before the reply, as NFSv4's REMOVE does (Nfs4Service.unlinked)."""
-    revoke = None if fh is None else ctx.service.v4.unlinked(fs, fh)
-    if revoke is None:
-        return when_stable(fs, caller, res)
-    return Wait(_revoked, revoke, when_stable(fs, caller, res))
-
-
-async def _revoked(revoke, res):
-    await revoke()
-    return await res.fn(*res.args) if isinstance(res, Wait) else res
 
 
 def RMDIR(ctx, args):
@@ -389,9 +370,9 @@ def RENAME(ctx, args):
     fs, caller = resolve(ctx, f.dir)
     fs_to, _ = resolve(ctx, t.dir)
     _xdev(fs, fs_to)
-    held = _layout_holder(ctx, fs, t.dir, t.name, caller)
+    held = layout_holder(ctx, fs, t.dir, t.name, caller)
     wf, wt = fs.rename(f.dir, f.name, t.dir, t.name, caller)
-    return _unlinked(ctx, fs, caller, held,
+    return when_unlinked(ctx, fs, caller, held,
                      nfs3.RENAME3res(OK, nfs3.RENAME3resok(wcc(wf), wcc(wt))))
 
 

@@ -11,7 +11,7 @@ import signal
 
 import pytest
 
-from common import fileslayout, nfs3, nfs4
+from common import fileslayout, nfs2, nfs3, nfs4
 from common.nfs4 import layoutiomode4, layoutreturn_type4, nfsstat4
 from common.nfs4 import nfs_opnum4 as O
 from common.xdr import decode
@@ -564,6 +564,31 @@ def test_an_nfsv3_removal_revokes_the_layouts_before_its_reply(pnfs_cluster, how
                                                                    nfs3.sattr3.unchanged())))
         v3.ok(nfs3.NFSPROC3.RENAME, nfs3.RENAME3args(nfs3.diropargs3(dirfh, b"other"),
                                                    nfs3.diropargs3(dirfh, b"victim")))
+    for off in range(0, 2 * UNIT, UNIT):
+        assert status(ds.of(off).write(handle, off, b"after")) == nfsstat4.NFS4ERR_STALE
+    ds.close()
+
+
+@pytest.mark.parametrize("how", ["REMOVE", "RENAME over it"])
+def test_an_nfsv2_removal_revokes_the_layouts_before_its_reply(pnfs_cluster, how):
+    c = pnfs_cluster()
+    client = mds(c)
+    sid, fh = client.open(client.lookup_path(c.export), b"victim")
+    layout = the_layout(layoutget(client, fh, sid))
+    ds = DataServers(c.ns, layout, device_of(client, layout))
+    handle = layout.nfl_fh_list[0]
+    ok_result(ds.of(0).write(handle, 0, b"before"))
+    client.close_file(fh, sid)
+    v2, root = c.connect(vers=2, transport="tcp")
+    if how == "REMOVE":
+        assert v2.call(nfs2.NFSPROC.REMOVE, nfs2.diropargs(root, b"victim")) == \
+            nfs2.nfsstat.NFS_OK
+    else:
+        v2.call(nfs2.NFSPROC.CREATE, nfs2.createargs(nfs2.diropargs(root, b"other"),
+                                                     nfs2.sattr_unset().replace(mode=0o644)))
+        assert v2.call(nfs2.NFSPROC.RENAME, nfs2.renameargs(
+            nfs2.diropargs(root, b"other"), nfs2.diropargs(root, b"victim"))) == \
+            nfs2.nfsstat.NFS_OK
     for off in range(0, 2 * UNIT, UNIT):
         assert status(ds.of(off).write(handle, off, b"after")) == nfsstat4.NFS4ERR_STALE
     ds.close()
