@@ -48,6 +48,7 @@ import trio
 from common import iodproto
 from common.iodproto import IodProtoError, Op
 from nfspd.iodframes import Signer, Verifier
+from common.runtime.gather import unsent
 from common.runtime.iodclient import open_iod_stream
 
 log = logging.getLogger(__name__)
@@ -267,7 +268,7 @@ class IodLink:
             except OSError as e:
                 self._lose(f"send failed: {e}")
                 return
-            bufs = _after(bufs, sent)
+            bufs = unsent(bufs, sent)
             if not bufs:
                 continue
             with trio.move_on_after(self.send_timeout) as timer:
@@ -280,7 +281,7 @@ class IodLink:
                     except OSError as e:
                         self._lose(f"send failed: {e}")
                         return
-                    bufs = _after(bufs, sent)
+                    bufs = unsent(bufs, sent)
             if timer.cancelled_caught:
                 self._lose(f"the iod took no data for {self.send_timeout:g}s")
                 return
@@ -627,18 +628,6 @@ def _scatter(sink, size):
         out.append(view)
         size -= len(view)
     return out if size <= 0 else None
-
-
-def _after(bufs, sent):
-    """What of the buffers ``bufs`` remains once ``sent`` bytes went out."""
-    i = 0
-    while i < len(bufs) and sent >= len(bufs[i]):
-        sent -= len(bufs[i])
-        i += 1
-    rest = bufs[i:]
-    if sent:
-        rest[0] = memoryview(rest[0])[sent:]
-    return rest
 
 
 def _human(n):

@@ -18,6 +18,7 @@ import trio
 
 from common import rpc
 from common.runtime import pktinfo
+from common.runtime.gather import unsent
 from nfspd.dispatch import CallContext, Deferred, ReplyParts
 
 log = logging.getLogger(__name__)
@@ -272,7 +273,7 @@ class _Connection:
                 n = 0
             except OSError as e:
                 return self._broke(e)
-            bufs = _after(bufs, n)
+            bufs = unsent(bufs, n)
             if not bufs:
                 return True
             lock.acquire_nowait()  # free: nothing ran since it was checked
@@ -290,7 +291,7 @@ class _Connection:
                         continue
                     except OSError as e:
                         return self._broke(e)
-                    bufs = _after(bufs, n)
+                    bufs = unsent(bufs, n)
                 return True
             log.warning("closing connection to %s: reply not taken within %ss",
                         self.client, self.send_timeout)
@@ -405,18 +406,6 @@ async def _answer_tcp(conn, deferred, inflight):
             await conn.send(rpc.encode_record(reply))
     finally:
         inflight.release()
-
-
-def _after(bufs, sent):
-    """What of the buffers ``bufs`` remains once ``sent`` bytes went out."""
-    i = 0
-    while i < len(bufs) and sent >= len(bufs[i]):
-        sent -= len(bufs[i])
-        i += 1
-    rest = bufs[i:]
-    if sent:
-        rest[0] = memoryview(rest[0])[sent:]
-    return rest
 
 
 def is_loopback(ip):

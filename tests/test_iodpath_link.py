@@ -20,21 +20,11 @@ import trio
 
 from common import iodproto
 from common.iodproto import Keys, Op
-from nfspd import iodlink
 from nfspd.iodlink import Gathering, IodLink
 from nfspd.iodpath import IodDataPath
 from nfspd.layouts import Layouts
 
 KEYS = Keys.single(os.urandom(32))
-
-
-def test_after_a_partial_send_what_remains_is_the_rest_of_the_bytes():
-    bufs = [b"abc", memoryview(b"defgh"), b"", b"ij", b"klmnop"]
-    whole = b"".join(bufs)
-    for sent in range(len(whole) + 1):
-        rest = iodlink._after(list(bufs), sent)
-        assert b"".join(bytes(b) for b in rest) == whole[sent:]
-        assert not rest or len(rest[0])   # no empty buffer ahead of the rest
 
 
 class FakeIod:
