@@ -1664,6 +1664,20 @@ class SEQUENCE4resok(Struct):
 
 
 SEQUENCE4res = _res("SEQUENCE4res", SEQUENCE4resok)
+# A SEQUENCE4resok is fixed-size: the server packs it in one call.
+_sequence4resok = struct.Struct(">%dsIIIII" % NFS4_SESSIONID_SIZE)
+
+
+def sequence4resok_bytes(sessionid, sequenceid, slotid, highest_slotid, target_highest_slotid,
+                         status_flags):
+    """The XDR of SEQUENCE4resok(...), as encode would make it."""
+    if len(sessionid) != NFS4_SESSIONID_SIZE:
+        raise XdrError("sr_sessionid: not %d bytes" % NFS4_SESSIONID_SIZE)
+    try:
+        return _sequence4resok.pack(sessionid, sequenceid, slotid, highest_slotid,
+                                    target_highest_slotid, status_flags)
+    except struct.error as e:
+        raise XdrError(f"SEQUENCE4resok: {e}") from None
 
 
 class SET_SSV4args(Struct):
@@ -2066,7 +2080,6 @@ NFS4_LAST_OP = {
     2: nfs_opnum4.OP_REMOVEXATTR,
 }
 
-_opnum_by_value = {m.value: m for m in nfs_opnum4}
 _OP_ILLEGAL = nfs_opnum4.OP_ILLEGAL
 
 
@@ -2081,14 +2094,114 @@ class CompoundTooLong(XdrError):
         self.compound, self.opcount = compound, opcount
 
 
+# The operations each minor version defines, by number (OP_ILLEGAL is none).
+_OPS_OF_VERSION = {
+    v: {m.value: m for m in nfs_opnum4 if m is not _OP_ILLEGAL and m <= last}
+    for v, last in NFS4_LAST_OP.items()
+}
+_NO_OPS = {}
+
+
+# The arguments of the operations nearly every COMPOUND carries, unpacked with
+# one struct call each. A decoder takes (data, pos) and returns (args, the
+# position after them), or None for anything but a well-formed argument (too
+# short, a length beyond its bound, a bool not 0 or 1): the generic decoder
+# then decodes it from the same position, so a malformed argument gets the
+# error it always got.
+
+_sequence4args = struct.Struct(">16sIIII")
+_u32 = struct.Struct(">I")
+_i32 = struct.Struct(">i")
+
+
+def _fast_SEQUENCE(data, pos):
+    end = pos + _sequence4args.size
+    if end > len(data):
+        return None
+    sessionid, sequenceid, slotid, highest, cachethis = _sequence4args.unpack_from(data, pos)
+    if cachethis > 1:
+        return None
+    obj = SEQUENCE4args.__new__(SEQUENCE4args)
+    obj.sa_sessionid, obj.sa_sequenceid, obj.sa_slotid = sessionid, sequenceid, slotid
+    obj.sa_highest_slotid, obj.sa_cachethis = highest, cachethis == 1
+    return obj, end
+
+
+def _opaque_at(data, pos, maxlen):
+    """(bytes, end) of the variable-length opaque at pos, or None."""
+    if pos + 4 > len(data):
+        return None
+    n = _u32.unpack_from(data, pos)[0]
+    start = pos + 4
+    end = start + n + (-n & 3)
+    if n > maxlen or end > len(data):
+        return None
+    return bytes(data[start:start + n]), end
+
+
+def _fast_PUTFH(data, pos):
+    got = _opaque_at(data, pos, NFS4_FHSIZE)
+    if got is None:
+        return None
+    obj = PUTFH4args.__new__(PUTFH4args)
+    obj.object = got[0]
+    return obj, got[1]
+
+
+def _fast_LOOKUP(data, pos):
+    got = _opaque_at(data, pos, NFS4_UTF8STRING_MAX)
+    if got is None:
+        return None
+    obj = LOOKUP4args.__new__(LOOKUP4args)
+    obj.objname = got[0]
+    return obj, got[1]
+
+
+_bitmap_words = [struct.Struct(">%dI" % n) for n in range(NFS4_BITMAP4_MAX_WORDS + 1)]
+
+
+def _fast_GETATTR(data, pos):
+    if pos + 4 > len(data):
+        return None
+    n = _u32.unpack_from(data, pos)[0]
+    end = pos + 4 + 4 * n
+    if n > NFS4_BITMAP4_MAX_WORDS or end > len(data):
+        return None
+    obj = GETATTR4args.__new__(GETATTR4args)
+    obj.attr_request = list(_bitmap_words[n].unpack_from(data, pos + 4))
+    return obj, end
+
+
+def _fast_ACCESS(data, pos):
+    end = pos + 4
+    if end > len(data):
+        return None
+    obj = ACCESS4args.__new__(ACCESS4args)
+    obj.access = _u32.unpack_from(data, pos)[0]
+    return obj, end
+
+
+_FAST_ARGS = {
+    nfs_opnum4.OP_SEQUENCE: _fast_SEQUENCE, nfs_opnum4.OP_PUTFH: _fast_PUTFH,
+    nfs_opnum4.OP_GETATTR: _fast_GETATTR, nfs_opnum4.OP_ACCESS: _fast_ACCESS,
+    nfs_opnum4.OP_LOOKUP: _fast_LOOKUP,
+}
+
+
 def decode_argop(u, minorversion):
     """The next nfs_argop4 from Unpacker ``u``. XdrError only if the operation
     number itself is missing; an operation that cannot be executed comes back
     as nfs_argop4(OP_ILLEGAL) or with an XdrError as its body (argop_status)."""
     value = u.unpack_uint()
-    op = _opnum_by_value.get(value)
-    if op is None or op is _OP_ILLEGAL or op > NFS4_LAST_OP.get(minorversion, -1):
+    op = _OPS_OF_VERSION.get(minorversion, _NO_OPS).get(value)
+    if op is None:
         return nfs_argop4(_OP_ILLEGAL, None)
+    fast = _FAST_ARGS.get(op)
+    if fast is not None:
+        got = fast(u.data, u.pos)
+        if got is not None:
+            u.pos = got[1]
+            return nfs_argop4(op, got[0])
     try:
         body = OPERATIONS[op][0].unpack(u)
     except XdrError as e:
@@ -2201,13 +2314,11 @@ def compound_res_size(tag, encoded_resops):
 
 def compound_res_bytes(status, tag, encoded_resops):
     """A COMPOUND4res from results already encoded with encode_resop."""
-    p = Packer()
-    p.pack_int(status)
-    utf8str_cs.pack(p, tag)
-    p.pack_uint(len(encoded_resops))
-    for r in encoded_resops:
-        p.pack_raw(r)
-    return p.get_buffer()
+    n = len(tag)
+    if n > NFS4_UTF8STRING_MAX:
+        raise XdrError("COMPOUND4res: tag too long")
+    return b"".join((_i32.pack(status), _u32.pack(n), tag, _PAD[n & 3],
+                     _u32.pack(len(encoded_resops)), *encoded_resops))
 
 
 def encode_compound_res(res):

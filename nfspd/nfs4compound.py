@@ -82,11 +82,14 @@ class Later:
 class Op:
     """One row of the operation table."""
 
-    __slots__ = ("handler", "is_async", "num", "res_type")
+    __slots__ = ("handler", "is_async", "keeps_attr", "num", "res_type")
 
-    def __init__(self, num, handler, res_type, is_async=False):
+    def __init__(self, num, handler, res_type, is_async=False, keeps_attr=False):
         self.num, self.handler, self.res_type = num, handler, res_type
         self.is_async = is_async
+        # Changes no object: the current object's attributes fetched before
+        # it (Compound.current_attr) still hold after it.
+        self.keeps_attr = keeps_attr
 
 
 class Compound:
@@ -96,6 +99,7 @@ class Compound:
         "_view",
         "cachethis",
         "ctx",
+        "current_attr",
         "current_fh",
         "current_fs",
         "current_stateid",
@@ -116,6 +120,11 @@ class Compound:
     def __init__(self, ctx, server, minorversion, tag):
         self.ctx, self.server, self.minorversion, self.tag = ctx, server, minorversion, tag
         self.current_fh = self.saved_fh = None
+        # The current object's Attr as an operation of this request fetched it
+        # (PUTFH validating the handle), for the next ones not to fetch it
+        # again; dropped with the filehandle and after any operation that may
+        # change an object.
+        self.current_attr = None
         self.current_fs = self.saved_fs = None  # MetaFS, or None in the pseudo file system
         self.current_stateid = self.saved_stateid = None
         self.slot = None  # the SlotHandle SEQUENCE got, to complete with the reply
@@ -134,9 +143,18 @@ class Compound:
             self._view = self.server.pseudo.view(self.ctx)
         return self._view
 
-    def set_fh(self, fh, fs):
-        self.current_fh, self.current_fs = fh, fs
+    def set_fh(self, fh, fs, attr=None):
+        self.current_fh, self.current_fs, self.current_attr = fh, fs, attr
         self.current_stateid = None
+
+    def attr(self):
+        """The current object's Attr (an export's object; NOFILEHANDLE when
+        there is none), fetched at most once while nothing changes it."""
+        attr = self.current_attr
+        if attr is None:
+            fh, fs = self.fh()
+            attr = self.current_attr = fs.getattr(fh)
+        return attr
 
     def resolve_stateid(self, sid):
         """The stateid an operation names, the "current stateid" (seqid 1,
@@ -250,6 +268,7 @@ async def _run_async(c, argarray, i, ops, later=None):
             a = argarray[i]
             op = ops.get(a.disc)
             if op is not None and op.is_async and nfs4.argop_status(a) is None:
+                c.current_attr = None  # it may change the object while it waits
                 try:
                     status = _ok(c, op, await op.handler(c, a.body))
                 except (Nfs4Error, FsError, XdrError) as e:
@@ -288,6 +307,7 @@ def _step(c, op, a):
     if c.max_ops is not None and len(c.results) >= c.max_ops:
         # Beyond the session's ca_maxoperations (SEQUENCE let it start).
         return _append_error(c, op, nfsstat4.NFS4ERR_TOO_MANY_OPS)
+    attr = c.current_attr
     try:
         body = op.handler(c, a.body)
     except (Nfs4Error, FsError, XdrError) as e:
@@ -296,6 +316,9 @@ def _step(c, op, a):
         raise
     except Exception:  # noqa: BLE001 (a bug: see _fault)
         return _fault(c, op)
+    finally:
+        if attr is not None and not op.keeps_attr and c.current_attr is attr:
+            c.current_attr = None
     if type(body) is Later:
         return body
     return _ok(c, op, body)

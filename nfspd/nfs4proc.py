@@ -214,7 +214,8 @@ def DELEGRETURN(c, args):
 def GETATTR(c, args):
     fh, fs = c.fh()
     # GETATTR4resok is its fattr4 alone: packed by the bitmap's compiled encoder.
-    return Encoded(nfs4attrs.fattr4_bytes(obj_of(c, fh, fs), args.attr_request))
+    attr = None if fs is None else c.attr()
+    return Encoded(nfs4attrs.fattr4_bytes(obj_of(c, fh, fs, attr), args.attr_request))
 
 
 def GETFH(c, args):
@@ -269,9 +270,9 @@ def _check_lock_target(c, fh, fs):
         raise Nfs4Error(nfsstat4.NFS4ERR_INVAL)
 
 
-def _must_be_dir(fs, fh):
+def _must_be_dir(c):
     """LOOKUP and LOOKUPP from a symlink are SYMLINK, from anything else NOTDIR."""
-    kind = fs.getattr(fh).type
+    kind = c.attr().type
     if kind == FileType.LNK:
         raise Nfs4Error(nfsstat4.NFS4ERR_SYMLINK)
     if kind != FileType.DIR:
@@ -289,9 +290,9 @@ def LOOKUP(c, args):
         c.set_fh(nfh, nfs)
         return
     fs, caller = c.ctx.service.resolve(c.ctx, fh)
-    _must_be_dir(fs, fh)
-    nfh, _, _ = fs.lookup(fh, name, caller)
-    c.set_fh(nfh, fs)
+    _must_be_dir(c)
+    nfh, attr, _ = fs.lookup(fh, name, caller)
+    c.set_fh(nfh, fs, attr)
 
 
 def LOOKUPP(c, args):
@@ -301,7 +302,7 @@ def LOOKUPP(c, args):
         c.set_fh(nfh, nfs)
         return
     fs, caller = c.ctx.service.resolve(c.ctx, fh)
-    _must_be_dir(fs, fh)
+    _must_be_dir(c)
     if fh == fs.root_fh:
         parent = c.view.parent_of_export(fs)
         if parent is None:
@@ -370,7 +371,9 @@ def OPEN(c, args):
         _open_permission(args.share_access, attr, caller)
     sid = c.server.state_open(c, fh, args, reclaim=kind == open_claim_type4.CLAIM_PREVIOUS)
     c.server.opened(c, fh, fs, sid)
-    c.set_fh(fh, fs)
+    # The GETATTR after OPEN (Linux always sends one) takes the attributes
+    # the open found or made, unless it cut the file.
+    c.set_fh(fh, fs, None if truncated else attr)
     c.current_stateid = sid
     resok = nfs4.OPEN4resok(
         sid, cinfo, OPEN4_RESULT_LOCKTYPE_POSIX | OPEN4_RESULT_PRESERVE_UNLINKED, attrset,
@@ -450,8 +453,9 @@ def PUTFH(c, args):
         c.set_fh(fh, None)
         return
     fs, _ = c.ctx.service.resolve(c.ctx, fh)
-    fs.getattr(fh)  # STALE now rather than at the next operation
-    c.set_fh(fh, fs)
+    # STALE now rather than at the next operation; what it fetched is the
+    # GETATTR (or LOOKUP's directory check) that usually follows.
+    c.set_fh(fh, fs, fs.getattr(fh))
 
 
 def PUTPUBFH(c, args):
@@ -951,8 +955,11 @@ _HANDLERS = {
 # GETDEVICELIST (Linux asks devices by id only), SSV, 4.2's
 # copy/clone/allocate/xattr family.
 _WAITING = (READ, WRITE, COMMIT, LAYOUTGET, LAYOUTCOMMIT)
+# Those after which the current object's attributes fetched before still hold.
+_READ_ONLY = (SEQUENCE, PUTFH, GETATTR, GETFH, ACCESS, SAVEFH, VERIFY, NVERIFY)
 OPERATIONS = {
-    op: Op(op, _HANDLERS.get(op, NOTSUPP), res, is_async=_HANDLERS.get(op) in _WAITING)
+    op: Op(op, _HANDLERS.get(op, NOTSUPP), res, is_async=_HANDLERS.get(op) in _WAITING,
+           keeps_attr=_HANDLERS.get(op) in _READ_ONLY)
     for op, (_, res) in nfs4.OPERATIONS.items() if op != nfs_opnum4.OP_ILLEGAL
 }
 

@@ -19,6 +19,7 @@ from common.nfs4 import nfsstat4
 from common.nfs4error import Nfs4Error
 from common.nfs4sessions import ChannelAttrs
 from common.nfs4sessions import Replay as SlotReplay
+from nfspd.dispatch import Encoded
 from nfspd.fs.types import FsError
 from nfspd.nfs4attrs import AttrConfig
 from nfspd.nfs4compound import Replay
@@ -227,9 +228,10 @@ class Nfs4Service:
         c.max_response = fore.maxresponsesize
         c.max_cached = outcome.cachethis_limit
         c.max_ops = fore.maxoperations
-        return nfs4.SEQUENCE4resok(outcome.sessionid, outcome.sequenceid, outcome.slotid,
-                                   outcome.highest_slotid, outcome.target_highest_slotid,
-                                   outcome.status_flags)
+        # Fixed-size, packed in one call rather than through the generic codec.
+        return Encoded(nfs4.sequence4resok_bytes(
+            outcome.sessionid, outcome.sequenceid, outcome.slotid, outcome.highest_slotid,
+            outcome.target_highest_slotid, outcome.status_flags))
 
     def sequence_done(self, c, reply):
         """The COMPOUND's reply is ready: cache it in the slot when the client

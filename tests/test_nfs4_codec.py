@@ -460,3 +460,96 @@ def test_an_unknown_file_type_in_create_decodes_for_badtype():
         nfs4.createtype4(nfs4.nfs_ftype4.NF4DIR)
     assert decode(nfs4.createtype4, u32(5) + xdr_string(b"target")) == \
         nfs4.createtype4(nfs4.nfs_ftype4.NF4LNK, b"target")
+
+
+# --- the fast decoders of the common operations' arguments ---------------------------
+
+def _generic_argop(data, minorversion=1):
+    """decode_argop as it is without the fast decoders."""
+    saved = nfs4._FAST_ARGS
+    nfs4._FAST_ARGS = {}
+    try:
+        u = Unpacker(data)
+        return nfs4.decode_argop(u, minorversion), u.pos
+    finally:
+        nfs4._FAST_ARGS = saved
+
+
+def _same_argop(a, b):
+    """Equal argops; for an XdrError body (its own identity), the same kind of refusal."""
+    if isinstance(a.body, XdrError) or isinstance(b.body, XdrError):
+        return a.disc == b.disc and type(a.body) is type(b.body)
+    return a == b and type(a.body) is type(b.body) and all(
+        type(getattr(a.body, f)) is type(getattr(b.body, f)) for f, _ in a.body._fields)
+
+
+FAST_CASES = [
+    nfs_argop4(OP.OP_SEQUENCE, SEQUENCE4args(SESSION, 7, 0, 63, True)),
+    nfs_argop4(OP.OP_SEQUENCE, SEQUENCE4args(SESSION, 2**32 - 1, 3, 0, False)),
+    nfs_argop4(OP.OP_PUTFH, PUTFH4args(FH)),
+    nfs_argop4(OP.OP_PUTFH, PUTFH4args(FH_ODD)),
+    nfs_argop4(OP.OP_PUTFH, PUTFH4args(b"")),
+    nfs_argop4(OP.OP_PUTFH, PUTFH4args(b"\xff" * nfs4.NFS4_FHSIZE)),
+    nfs_argop4(OP.OP_GETATTR, GETATTR4args(LINUX_GETATTR_MASK)),
+    nfs_argop4(OP.OP_GETATTR, GETATTR4args([])),
+    nfs_argop4(OP.OP_GETATTR, GETATTR4args([0xFFFFFFFF] * nfs4.NFS4_BITMAP4_MAX_WORDS)),
+    nfs_argop4(OP.OP_ACCESS, nfs4.ACCESS4args(0x3F)),
+    nfs_argop4(OP.OP_LOOKUP, nfs4.LOOKUP4args(b"a")),
+    nfs_argop4(OP.OP_LOOKUP, nfs4.LOOKUP4args(b"name.txt")),
+]
+
+
+@pytest.mark.parametrize("argop", FAST_CASES, ids=lambda a: a.disc.name)
+def test_the_fast_decoders_give_what_the_generic_one_gives(argop):
+    data = encode(nfs_argop4, argop)
+    u = Unpacker(data + b"tail")
+    assert _same_argop(nfs4.decode_argop(u, 1), argop)
+    assert u.pos == len(data)
+    assert (nfs4.decode_argop(Unpacker(data + b"tail"), 1), len(data)) == \
+        _generic_argop(data + b"tail")
+
+
+@pytest.mark.parametrize("argop", FAST_CASES, ids=lambda a: a.disc.name)
+def test_the_fast_decoders_refuse_malformed_arguments_as_the_generic_one(argop):
+    # Every cut, and every byte of the arguments set to 0xff or 0x02 (lengths
+    # beyond their bound, a bool neither 0 nor 1).
+    data = encode(nfs_argop4, argop)
+    variants = [data[:n] for n in range(4, len(data))]
+    for i in range(4, len(data)):
+        for value in (0xFF, 0x02):
+            variants.append(data[:i] + bytes([value]) + data[i + 1:])
+    for v in variants:
+        u = Unpacker(v)
+        fast = nfs4.decode_argop(u, 1)
+        generic, pos = _generic_argop(v)
+        assert _same_argop(fast, generic), v
+        if not isinstance(generic.body, XdrError):
+            assert u.pos == pos
+
+
+def test_sequence_is_illegal_in_v40_even_with_its_fast_decoder():
+    data = encode(nfs_argop4, FAST_CASES[0])
+    assert nfs4.decode_argop(Unpacker(data), 0).disc == OP.OP_ILLEGAL
+
+
+def test_a_packed_sequence_result_is_the_codecs():
+    for fields in [(SESSION, 7, 0, 63, 63, 0), (SESSION, 2**32 - 1, 5, 9, 8, 0x1FF)]:
+        assert nfs4.sequence4resok_bytes(*fields) == encode(SEQUENCE4resok,
+                                                            SEQUENCE4resok(*fields))
+    with pytest.raises(XdrError):
+        nfs4.sequence4resok_bytes(SESSION[:15], 1, 0, 0, 0, 0)
+    with pytest.raises(XdrError):
+        nfs4.sequence4resok_bytes(SESSION, 2**32, 0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("tag", [b"", b"t", b"four", b"seven!!"])
+def test_a_joined_compound_reply_is_the_codecs(tag):
+    results = [nfs_resop4(OP.OP_SEQUENCE, SEQUENCE4res(nfsstat4.NFS4_OK,
+                                                      SEQUENCE4resok(SESSION, 1, 0, 0, 0, 0))),
+               nfs_resop4(OP.OP_PUTFH, PUTFH4res(nfsstat4.NFS4ERR_STALE))]
+    encoded = [nfs4.encode_resop(r) for r in results]
+    for status in (nfsstat4.NFS4_OK, nfsstat4.NFS4ERR_STALE):
+        assert nfs4.compound_res_bytes(status, tag, encoded) == \
+            nfs4.encode_compound_res(COMPOUND4res(status, tag, results))
+    assert nfs4.compound_res_bytes(nfsstat4.NFS4_OK, tag, []) == \
+        nfs4.encode_compound_res(COMPOUND4res(nfsstat4.NFS4_OK, tag, []))
