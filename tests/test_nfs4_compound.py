@@ -704,3 +704,92 @@ def test_readdir_keeps_names_and_cookies_within_dircount(ns, nfspd, dircount):
         cookie, verf = entries[-1].cookie, page.cookieverf
     assert sorted(names) == [f"entry-{i:02}".encode() for i in range(60)]
     assert pages > 1
+
+
+# What Linux asks in a GETATTR revalidating a file (nfs4_fattr_bitmap), change and times included.
+REVALIDATE = nfs4.attrs_to_bitmap4([
+    nfs4.FATTR4_TYPE, nfs4.FATTR4_CHANGE, nfs4.FATTR4_SIZE, nfs4.FATTR4_FSID,
+    nfs4.FATTR4_FILEID, nfs4.FATTR4_MODE, nfs4.FATTR4_NUMLINKS, nfs4.FATTR4_OWNER,
+    nfs4.FATTR4_OWNER_GROUP, nfs4.FATTR4_SPACE_USED, nfs4.FATTR4_TIME_ACCESS,
+    nfs4.FATTR4_TIME_METADATA, nfs4.FATTR4_TIME_MODIFY])
+GETATTR_REVALIDATE = op(O.OP_GETATTR, nfs4.GETATTR4args(REVALIDATE))
+
+
+def _raw(c, *ops):
+    """(reply bytes, decoded) of SEQUENCE + ops, the reply checked to be the codec's."""
+    raw = c.compound_raw(nfs4.encode_compound(nfs4.COMPOUND4args(
+        b"tag", 1, [c.sequence_op(cachethis=False), *ops])))
+    res = nfs4.decode_compound_res(raw)
+    assert nfs4.encode_compound_res(res) == raw
+    return raw, res
+
+
+def _attrs(res, i=-1):
+    return nfs4.decode_attrs(res.resarray[i].body.body.obj_attributes)
+
+
+def test_attributes_an_operation_fetched_serve_the_getattr_after_it_as_a_fresh_fetch_would(
+        ns, nfspd):
+    # PUTFH, LOOKUP and OPEN keep what they found for the GETATTR that follows:
+    # it must answer what a GETATTR in a request of its own answers.
+    d = nfspd()
+    c = mounted(ns)
+    dirfh = _export_dir(c, d)
+    put_dir = op(O.OP_PUTFH, nfs4.PUTFH4args(dirfh))
+    how = nfs4.createhow4(nfs4.createmode4.UNCHECKED4, nfs4.encode_attrs({nfs4.FATTR4_MODE: 0o640}))
+    _, opened = _raw(c, put_dir, op(O.OP_OPEN, _open_args(c, b"f", how)), op(O.OP_GETFH),
+                     GETATTR_REVALIDATE)
+    assert opened.status == nfsstat4.NFS4_OK
+    fh, sid = opened.resarray[3].body.body.object, opened.resarray[2].body.body.stateid
+    fresh = c.getattr(fh, nfs4.bitmap4_to_attrs(REVALIDATE))
+    assert _attrs(opened) == fresh and fresh[nfs4.FATTR4_MODE] == 0o640
+    _, looked_up = _raw(c, put_dir, op(O.OP_LOOKUP, nfs4.LOOKUP4args(b"f")), GETATTR_REVALIDATE)
+    _, put = _raw(c, op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), GETATTR_REVALIDATE, GETATTR_REVALIDATE)
+    assert _attrs(looked_up) == _attrs(put, 2) == _attrs(put, 3) == fresh
+    # Not past an operation that changes the file: a WRITE (which waits on the
+    # data path), a SETATTR.
+    _, written = _raw(c, op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), GETATTR_REVALIDATE,
+                      op(O.OP_WRITE, nfs4.WRITE4args(sid, 0, nfs4.stable_how4.FILE_SYNC4,
+                                                     b"12345")),
+                      GETATTR_REVALIDATE)
+    assert _attrs(written, 2)[nfs4.FATTR4_SIZE] == 0
+    assert _attrs(written)[nfs4.FATTR4_SIZE] == 5
+    assert _attrs(written)[nfs4.FATTR4_CHANGE] != _attrs(written, 2)[nfs4.FATTR4_CHANGE]
+    assert _attrs(written) == c.getattr(fh, nfs4.bitmap4_to_attrs(REVALIDATE))
+    _, cut = _raw(c, op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), GETATTR_REVALIDATE,
+                  op(O.OP_SETATTR, nfs4.SETATTR4args(sid, nfs4.encode_attrs({nfs4.FATTR4_SIZE: 2}))),
+                  GETATTR_REVALIDATE)
+    assert cut.status == nfsstat4.NFS4_OK
+    assert (_attrs(cut, 2)[nfs4.FATTR4_SIZE], _attrs(cut)[nfs4.FATTR4_SIZE]) == (5, 2)
+    # Nor for another object: SAVEFH keeps the current one, RESTOREFH changes it.
+    _, restored = _raw(c, put_dir, op(O.OP_SAVEFH), op(O.OP_PUTFH, nfs4.PUTFH4args(fh)),
+                       GETATTR_REVALIDATE, op(O.OP_RESTOREFH), GETATTR_REVALIDATE)
+    assert _attrs(restored, 4)[nfs4.FATTR4_TYPE] == nfs4.nfs_ftype4.NF4REG
+    assert _attrs(restored)[nfs4.FATTR4_TYPE] == nfs4.nfs_ftype4.NF4DIR
+    c.close_file(fh, sid)
+
+
+def test_putfh_refuses_bad_handles_and_nothing_runs_after_a_failed_operation(ns, nfspd):
+    d = nfspd()
+    c = mounted(ns)
+    dirfh = _export_dir(c, d)
+    sid, fh = c.open(dirfh, b"gone")
+    c.close_file(fh, sid)
+    c.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(dirfh)), op(O.OP_REMOVE, nfs4.REMOVE4args(b"gone")))
+    cases = [
+        ([op(O.OP_PUTFH, nfs4.PUTFH4args(fh)), GETATTR_REVALIDATE], nfsstat4.NFS4ERR_STALE),
+        ([op(O.OP_PUTFH, nfs4.PUTFH4args(b"\x01" + bytes(30))), GETATTR_REVALIDATE],
+         nfsstat4.NFS4ERR_BADHANDLE),
+        ([GETATTR_REVALIDATE, op(O.OP_PUTFH, nfs4.PUTFH4args(dirfh))],
+         nfsstat4.NFS4ERR_NOFILEHANDLE),
+        ([op(O.OP_PUTFH, nfs4.PUTFH4args(dirfh)), op(O.OP_LOOKUP, nfs4.LOOKUP4args(b"gone")),
+          GETATTR_REVALIDATE], nfsstat4.NFS4ERR_NOENT),
+    ]
+    for ops, status in cases:
+        raw, res = _raw(c, *ops)
+        assert res.status == status
+        failed = next(i for i, r in enumerate(res.resarray) if nfs4.resop_status(r) != 0)
+        assert failed == len(res.resarray) - 1 and nfs4.resop_status(res.resarray[failed]) == status
+    # A good PUTFH after all that: the session and the server go on.
+    _, ok = _raw(c, op(O.OP_PUTFH, nfs4.PUTFH4args(dirfh)), GETATTR_REVALIDATE)
+    assert ok.status == nfsstat4.NFS4_OK
