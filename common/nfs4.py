@@ -30,6 +30,9 @@ from common.xdr import (
     Struct, UInt32, UInt64, Union, Unpacker, Void, XdrError, decode, encode,
 )
 
+_u32 = struct.Struct(">I")
+_i32 = struct.Struct(">i")
+
 NFS4_PROGRAM = 100003
 NFS_V4 = 4
 
@@ -1008,6 +1011,14 @@ GETATTR4res = _res("GETATTR4res", GETATTR4resok)
 
 class GETFH4resok(Struct):
     object: nfs_fh4
+
+
+def getfh4resok_bytes(fh):
+    """The XDR of GETFH4resok(fh), packed without the generic codec."""
+    n = len(fh)
+    if n > NFS4_FHSIZE:
+        raise XdrError("GETFH4resok: handle too long")
+    return _u32.pack(n) + bytes(fh) + _PAD[n & 3]
 
 
 GETFH4res = _res("GETFH4res", GETFH4resok)
@@ -2110,8 +2121,6 @@ _NO_OPS = {}
 # error it always got.
 
 _sequence4args = struct.Struct(">16sIIII")
-_u32 = struct.Struct(">I")
-_i32 = struct.Struct(">i")
 
 
 def _fast_SEQUENCE(data, pos):

@@ -82,7 +82,7 @@ class Later:
 class Op:
     """One row of the operation table."""
 
-    __slots__ = ("handler", "is_async", "keeps_attr", "num", "res_type")
+    __slots__ = ("handler", "is_async", "keeps_attr", "num", "ok_bytes", "res_type")
 
     def __init__(self, num, handler, res_type, is_async=False, keeps_attr=False):
         self.num, self.handler, self.res_type = num, handler, res_type
@@ -90,6 +90,13 @@ class Op:
         # Changes no object: the current object's attributes fetched before
         # it (Compound.current_attr) still hold after it.
         self.keeps_attr = keeps_attr
+        # Its encoded success when that carries nothing (PUTFH, SAVEFH...),
+        # the same bytes every time; else None.
+        try:
+            self.ok_bytes = nfs4.encode_resop(nfs4.nfs_resop4(num, _res(res_type, nfsstat4.NFS4_OK,
+                                                                        None)))
+        except (XdrError, TypeError, AttributeError):
+            self.ok_bytes = None
 
 
 class Compound:
@@ -333,7 +340,9 @@ def _fault(c, op):
 
 
 def _ok(c, op, body):
-    if type(body) is Encoded:  # the resok arm, packed by the operation itself
+    if body is None and op.ok_bytes is not None:
+        data = op.ok_bytes
+    elif type(body) is Encoded:  # the resok arm, packed by the operation itself
         data = nfs4.resop_ok_bytes(op.num, body)
     else:
         data = nfs4.encode_resop(nfs4.nfs_resop4(op.num, _res(op.res_type, nfsstat4.NFS4_OK,

@@ -220,7 +220,7 @@ def GETATTR(c, args):
 
 def GETFH(c, args):
     fh, _ = c.fh()
-    return nfs4.GETFH4resok(fh)
+    return Encoded(nfs4.getfh4resok_bytes(fh))
 
 
 def LINK(c, args):

@@ -553,3 +553,13 @@ def test_a_joined_compound_reply_is_the_codecs(tag):
             nfs4.encode_compound_res(COMPOUND4res(status, tag, results))
     assert nfs4.compound_res_bytes(nfsstat4.NFS4_OK, tag, []) == \
         nfs4.encode_compound_res(COMPOUND4res(nfsstat4.NFS4_OK, tag, []))
+
+
+@pytest.mark.parametrize("fh", [b"", FH, FH_ODD, b"\xff" * nfs4.NFS4_FHSIZE])
+def test_a_packed_getfh_result_is_the_codecs(fh):
+    assert nfs4.getfh4resok_bytes(fh) == encode(nfs4.GETFH4resok, nfs4.GETFH4resok(fh))
+
+
+def test_a_packed_getfh_result_refuses_an_overlong_handle():
+    with pytest.raises(XdrError):
+        nfs4.getfh4resok_bytes(bytes(nfs4.NFS4_FHSIZE + 1))
