@@ -2228,15 +2228,25 @@ def argop_status(argop):
     return None
 
 
+_compound_head = struct.Struct(">II")  # minorversion, the operation count
+
+
 def decode_compound(data):
     """COMPOUND4args from an RPC call's arguments, as described above: the
     argarray stops after the first operation argop_status refuses. Trailing
     bytes after the last operation are ignored, as Linux nfsd does."""
     u = Unpacker(data)
-    tag = utf8str_cs.unpack(u)
-    minorversion = u.unpack_uint()
-    count = u.unpack_uint()
-    args = COMPOUND4args(tag, minorversion, [])
+    got = _opaque_at(data, 0, NFS4_UTF8STRING_MAX)
+    if got is not None and got[1] + 8 <= len(data):
+        tag, pos = got
+        minorversion, count = _compound_head.unpack_from(data, pos)
+        u.pos = pos + 8
+    else:  # malformed: the generic decoder says how
+        tag = utf8str_cs.unpack(u)
+        minorversion = u.unpack_uint()
+        count = u.unpack_uint()
+    args = COMPOUND4args.__new__(COMPOUND4args)
+    args.tag, args.minorversion, args.argarray = tag, minorversion, []
     if minorversion not in NFS4_LAST_OP:
         return args
     if count * 4 > u.remaining():  # every operation has at least its number
@@ -2245,7 +2255,19 @@ def decode_compound(data):
     if count > NFS4_COMPOUND_MAX_OPS:
         ops.append(decode_argop(u, minorversion))
         raise CompoundTooLong(args, count)
+    ops_of, fast_args, end = _OPS_OF_VERSION[minorversion], _FAST_ARGS, len(data)
     for _ in range(count):
+        # decode_argop's fast path inlined: most requests are only these.
+        pos = u.pos
+        if pos + 4 <= end:
+            op = ops_of.get(_u32.unpack_from(data, pos)[0])
+            fast = fast_args.get(op)
+            if fast is not None:
+                got = fast(data, pos + 4)
+                if got is not None:
+                    ops.append(nfs_argop4(op, got[0]))
+                    u.pos = got[1]
+                    continue
         op = decode_argop(u, minorversion)
         ops.append(op)
         if argop_status(op) is not None:

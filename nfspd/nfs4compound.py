@@ -36,6 +36,7 @@ MINOR_VERSIONS = (1, 2)
 # ca_maxresponsesize counts too (RFC 8881 2.10.6.4).
 RPC_REPLY_HEAD = 24
 _ZERO_OTHER = bytes(12)
+_OP_SEQUENCE = nfs_opnum4.OP_SEQUENCE
 
 # May come without a SEQUENCE, and then alone (RFC 8881 2.10.6.4 and the
 # DESCRIPTION of EXCHANGE_ID, CREATE_SESSION, DESTROY_SESSION,
@@ -227,10 +228,10 @@ def _first_op_rules(argarray, ops):
     if not argarray:
         return None
     first = argarray[0].disc
-    for a in argarray[1:]:
-        if a.disc == nfs_opnum4.OP_SEQUENCE:
+    for i in range(1, len(argarray)):
+        if argarray[i].disc == _OP_SEQUENCE:
             return nfsstat4.NFS4ERR_SEQUENCE_POS
-    if first == nfs_opnum4.OP_SEQUENCE:
+    if first == _OP_SEQUENCE:
         return None
     if first in SESSIONLESS:
         return nfsstat4.NFS4ERR_NOT_ONLY_OP if len(argarray) > 1 else None

@@ -563,3 +563,30 @@ def test_a_packed_getfh_result_is_the_codecs(fh):
 def test_a_packed_getfh_result_refuses_an_overlong_handle():
     with pytest.raises(XdrError):
         nfs4.getfh4resok_bytes(bytes(nfs4.NFS4_FHSIZE + 1))
+
+
+def _decoded_or_refused(data):
+    try:
+        args = nfs4.decode_compound(data)
+    except XdrError as e:
+        return type(e)
+    return (args.tag, args.minorversion,
+            [(a.disc, type(a.body) if isinstance(a.body, XdrError) else a.body)
+             for a in args.argarray])
+
+
+def test_a_compound_of_the_fast_operations_decodes_as_without_them_whatever_its_damage():
+    data = nfs4.encode_compound(COMPOUND4args(b"tag", 1, FAST_CASES[:4] + FAST_CASES[6:]))
+    variants = [data[:n] for n in range(len(data))]
+    for i in range(len(data)):
+        for value in (0xFF, 0x02, 0x00):
+            variants.append(data[:i] + bytes([value]) + data[i + 1:])
+    saved = nfs4._FAST_ARGS
+    for v in variants:
+        fast = _decoded_or_refused(v)
+        nfs4._FAST_ARGS = {}
+        try:
+            generic = _decoded_or_refused(v)
+        finally:
+            nfs4._FAST_ARGS = saved
+        assert fast == generic, v
