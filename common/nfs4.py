@@ -250,6 +250,8 @@ NFS4_LINKTEXT_MAX = 4096
 # Attributes are numbered up to 82 (three words); room for sixteen keeps a
 # bitmap from a newer client decodable.
 NFS4_BITMAP4_MAX_WORDS = 16
+# A bitmap4's words, by their count, in one struct call.
+_bitmap_words = [struct.Struct(">%dI" % n) for n in range(NFS4_BITMAP4_MAX_WORDS + 1)]
 
 NFS4_INT64_MAX = 0x7FFFFFFFFFFFFFFF
 NFS4_UINT64_MAX = 0xFFFFFFFFFFFFFFFF
@@ -1199,6 +1201,36 @@ class OPEN4resok(Struct):
 
 
 OPEN4res = _res("OPEN4res", OPEN4resok)
+# stateid4, change_info4 (atomic, before, after), rflags, the attrset's length.
+_open4resok_head = struct.Struct(">I%dsIQQII" % NFS4_OTHER_SIZE)
+_stateid4 = struct.Struct(">I%ds" % NFS4_OTHER_SIZE)
+
+
+def open4resok_bytes(stateid, cinfo, rflags, attrset):
+    """The XDR of OPEN4resok(stateid, cinfo, rflags, attrset,
+    open_delegation4(OPEN_DELEGATE_NONE)), packed without the generic codec."""
+    other, n = stateid.other, len(attrset)
+    if len(other) != NFS4_OTHER_SIZE or n > NFS4_BITMAP4_MAX_WORDS:
+        raise XdrError("OPEN4resok: malformed stateid or attrset")
+    try:
+        return b"".join((
+            _open4resok_head.pack(stateid.seqid, bytes(other), bool(cinfo.atomic), cinfo.before,
+                                  cinfo.after, rflags, n),
+            _bitmap_words[n].pack(*attrset),
+            _u32.pack(open_delegation_type4.OPEN_DELEGATE_NONE)))
+    except struct.error as e:
+        raise XdrError(f"OPEN4resok: {e}") from None
+
+
+def stateid4_bytes(stateid):
+    """The XDR of a stateid4 (CLOSE's result), packed without the generic codec."""
+    other = stateid.other
+    if len(other) != NFS4_OTHER_SIZE:
+        raise XdrError("stateid4: other is not %d bytes" % NFS4_OTHER_SIZE)
+    try:
+        return _stateid4.pack(stateid.seqid, bytes(other))
+    except struct.error as e:
+        raise XdrError(f"stateid4: {e}") from None
 
 
 class OPENATTR4args(Struct):
@@ -2164,9 +2196,6 @@ def _fast_LOOKUP(data, pos):
     obj = LOOKUP4args.__new__(LOOKUP4args)
     obj.objname = got[0]
     return obj, got[1]
-
-
-_bitmap_words = [struct.Struct(">%dI" % n) for n in range(NFS4_BITMAP4_MAX_WORDS + 1)]
 
 
 def _fast_GETATTR(data, pos):

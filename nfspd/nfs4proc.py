@@ -168,7 +168,7 @@ def ACCESS(c, args):
 def CLOSE(c, args):
     fh, _ = c.fh()
     sid = c.server.state_close(c, _stateid(c, args.open_stateid), fh)
-    return sid
+    return Encoded(nfs4.stateid4_bytes(sid))
 
 
 async def COMMIT(c, args):
@@ -375,9 +375,9 @@ def OPEN(c, args):
     # the open found or made, unless it cut the file.
     c.set_fh(fh, fs, None if truncated else attr)
     c.current_stateid = sid
-    resok = nfs4.OPEN4resok(
-        sid, cinfo, OPEN4_RESULT_LOCKTYPE_POSIX | OPEN4_RESULT_PRESERVE_UNLINKED, attrset,
-        nfs4.open_delegation4(nfs4.open_delegation_type4.OPEN_DELEGATE_NONE))
+    # No delegations here: OPEN4resok is packed in one go.
+    resok = Encoded(nfs4.open4resok_bytes(
+        sid, cinfo, OPEN4_RESULT_LOCKTYPE_POSIX | OPEN4_RESULT_PRESERVE_UNLINKED, attrset))
     if truncated:
         return _after_truncation(c, fh, resok)
     return resok

@@ -590,3 +590,30 @@ def test_a_compound_of_the_fast_operations_decodes_as_without_them_whatever_its_
         finally:
             nfs4._FAST_ARGS = saved
         assert fast == generic, v
+
+
+@pytest.mark.parametrize("attrset", [[], [0x10], [0, 2], [0xFFFFFFFF] * nfs4.NFS4_BITMAP4_MAX_WORDS])
+@pytest.mark.parametrize("atomic", [False, True])
+def test_a_packed_open_result_is_the_codecs(attrset, atomic):
+    sid = stateid4(7, b"o" * 12)
+    cinfo = nfs4.change_info4(atomic, 2**64 - 1, 5)
+    generic = nfs4.OPEN4resok(sid, cinfo, 0x24, attrset, nfs4.open_delegation4(
+        nfs4.open_delegation_type4.OPEN_DELEGATE_NONE))
+    assert nfs4.open4resok_bytes(sid, cinfo, 0x24, attrset) == encode(nfs4.OPEN4resok, generic)
+
+
+def test_a_packed_open_or_close_result_refuses_what_the_codec_refuses():
+    cinfo = nfs4.change_info4(False, 0, 0)
+    with pytest.raises(XdrError):
+        nfs4.open4resok_bytes(stateid4(1, b"short"), cinfo, 0, [])
+    with pytest.raises(XdrError):
+        nfs4.open4resok_bytes(stateid4(1, bytes(12)), cinfo, 0, [0] * 17)
+    with pytest.raises(XdrError):
+        nfs4.open4resok_bytes(stateid4(2**32, bytes(12)), cinfo, 0, [])
+    with pytest.raises(XdrError):
+        nfs4.stateid4_bytes(stateid4(1, bytes(11)))
+
+
+def test_a_packed_stateid_is_the_codecs():
+    sid = stateid4(2**32 - 1, bytes(range(12)))
+    assert nfs4.stateid4_bytes(sid) == encode(stateid4, sid)
