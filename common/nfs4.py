@@ -251,7 +251,7 @@ NFS4_LINKTEXT_MAX = 4096
 # bitmap from a newer client decodable.
 NFS4_BITMAP4_MAX_WORDS = 16
 # A bitmap4's words, by their count, in one struct call.
-_bitmap_words = [struct.Struct(">%dI" % n) for n in range(NFS4_BITMAP4_MAX_WORDS + 1)]
+_bitmap_words = [struct.Struct(f">{n}I") for n in range(NFS4_BITMAP4_MAX_WORDS + 1)]
 
 NFS4_INT64_MAX = 0x7FFFFFFFFFFFFFFF
 NFS4_UINT64_MAX = 0xFFFFFFFFFFFFFFFF
@@ -1202,8 +1202,8 @@ class OPEN4resok(Struct):
 
 OPEN4res = _res("OPEN4res", OPEN4resok)
 # stateid4, change_info4 (atomic, before, after), rflags, the attrset's length.
-_open4resok_head = struct.Struct(">I%dsIQQII" % NFS4_OTHER_SIZE)
-_stateid4 = struct.Struct(">I%ds" % NFS4_OTHER_SIZE)
+_open4resok_head = struct.Struct(f">I{NFS4_OTHER_SIZE}sIQQII")
+_stateid4 = struct.Struct(f">I{NFS4_OTHER_SIZE}s")
 
 
 def open4resok_bytes(stateid, cinfo, rflags, attrset):
@@ -1226,7 +1226,7 @@ def stateid4_bytes(stateid):
     """The XDR of a stateid4 (CLOSE's result), packed without the generic codec."""
     other = stateid.other
     if len(other) != NFS4_OTHER_SIZE:
-        raise XdrError("stateid4: other is not %d bytes" % NFS4_OTHER_SIZE)
+        raise XdrError(f"stateid4: other is not {NFS4_OTHER_SIZE} bytes")
     try:
         return _stateid4.pack(stateid.seqid, bytes(other))
     except struct.error as e:
@@ -1708,14 +1708,14 @@ class SEQUENCE4resok(Struct):
 
 SEQUENCE4res = _res("SEQUENCE4res", SEQUENCE4resok)
 # A SEQUENCE4resok is fixed-size: the server packs it in one call.
-_sequence4resok = struct.Struct(">%dsIIIII" % NFS4_SESSIONID_SIZE)
+_sequence4resok = struct.Struct(f">{NFS4_SESSIONID_SIZE}sIIIII")
 
 
 def sequence4resok_bytes(sessionid, sequenceid, slotid, highest_slotid, target_highest_slotid,
                          status_flags):
     """The XDR of SEQUENCE4resok(...), as encode would make it."""
     if len(sessionid) != NFS4_SESSIONID_SIZE:
-        raise XdrError("sr_sessionid: not %d bytes" % NFS4_SESSIONID_SIZE)
+        raise XdrError(f"sr_sessionid: not {NFS4_SESSIONID_SIZE} bytes")
     try:
         return _sequence4resok.pack(sessionid, sequenceid, slotid, highest_slotid,
                                     target_highest_slotid, status_flags)

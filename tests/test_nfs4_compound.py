@@ -786,7 +786,7 @@ def test_putfh_refuses_bad_handles_and_nothing_runs_after_a_failed_operation(ns,
           GETATTR_REVALIDATE], nfsstat4.NFS4ERR_NOENT),
     ]
     for ops, status in cases:
-        raw, res = _raw(c, *ops)
+        _, res = _raw(c, *ops)
         assert res.status == status
         failed = next(i for i, r in enumerate(res.resarray) if nfs4.resop_status(r) != 0)
         assert failed == len(res.resarray) - 1 and nfs4.resop_status(res.resarray[failed]) == status

@@ -8,7 +8,6 @@ from common import nfs4
 from common.nfs4 import nfs_opnum4, nfsstat4
 from nfspd.nfs4proc import OPERATIONS
 
-
 BARE = sorted(num for num, op in OPERATIONS.items() if op.ok_bytes is not None)
 
 
