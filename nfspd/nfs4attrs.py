@@ -109,6 +109,11 @@ class AttrConfig:
         self.layout_types = [int(t) for t in layout_types]
         self.layout_blksize = max_io if layout_blksize is None else layout_blksize
 
+    def without_layouts(self):
+        """The same figures for a client given no layouts (exports(5)
+        no_pnfs): fs_layout_types empty, so Linux does not try LAYOUTGET."""
+        return AttrConfig(self.lease_time, self.max_io, self.domain, (), self.layout_blksize)
+
 
 def change_of(size, mtime_ns, ctime_ns):
     """The change attribute of an object (and change_info4's before/after).

@@ -134,7 +134,7 @@ def obj_of(c, fh, fs, attr=None):
     if attr is None:
         attr = fs.getattr(fh)
     mounted_on = mounted_on_fileid(fs.export_path) if fh == fs.root_fh else None
-    return nfs4attrs.Obj(fh, attr, fs, (attr.fsid, 0), mounted_on, server.attrs)
+    return nfs4attrs.Obj(fh, attr, fs, (attr.fsid, 0), mounted_on, server.attrs_for(c, fh))
 
 
 def fattr_of(obj, words):
@@ -511,7 +511,7 @@ def READDIR(c, args):
             st = fs.fsstat(fh)
         except (FsError, OSError):
             encode = None  # figures unavailable: each entry the generic way, which leaves them out
-    obj = nfs4attrs.Obj(None, None, fs, (fs.fsid, 0), None, c.server.attrs)
+    obj = nfs4attrs.Obj(None, None, fs, (fs.fsid, 0), None, c.server.attrs_for(c, fh))
     config = obj.config
     out = []
     cut = None  # the cookie of the first entry left out

@@ -100,6 +100,7 @@ class Nfs4Service:
             lease_time=lease_time, max_io=max_io, domain=domain,
             layout_types=list(pnfs.layout_types) if pnfs is not None else [],
             layout_blksize=pnfs.blksize if pnfs is not None else max_io)
+        self.attrs_without_layouts = self.attrs.without_layouts()
         self.server_id = server_identity(state_dir)
         self.clock = clock
         self.recovery = RecoveryStore(state_dir)
@@ -403,6 +404,12 @@ class Nfs4Service:
 
     def pnfs_allowed(self, c, fh):
         return self.registry.pnfs_allowed(c.ctx, fh)
+
+    def attrs_for(self, c, fh):
+        """The AttrConfig this client sees for objects of fh's export."""
+        if self.attrs.layout_types and not self.pnfs_allowed(c, fh):
+            return self.attrs_without_layouts
+        return self.attrs
 
     def state_delegreturn(self, c, sid):
         self.state.delegreturn(self._clientid(c), _sid(sid))

@@ -320,6 +320,15 @@ def test_an_export_may_give_some_clients_no_layouts(pnfs_cluster):
     assert layoutget_status(far, ffh, fsid) == nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE
     far.write(ffh, fsid, 0, b"through the metaserver")
     assert far.read(ffh, fsid, 0, 100).data == b"through the metaserver"
+    # Nor is the far one told of layout types, so Linux does not ask for
+    # layouts at all; the pseudo root has none for anyone.
+    types = nfs4.FATTR4_FS_LAYOUT_TYPES
+    for who, want in ((near, [nfs4.layouttype4.LAYOUT4_NFSV4_1_FILES]), (far, [])):
+        dirfh = who.lookup_path(c.export)
+        assert who.getattr(dirfh, [types])[types] == want
+        assert who.getattr(fh if who is near else ffh, [types])[types] == want
+        entries = who.readdir(dirfh, [types])
+        assert [attrs[types] for _, attrs in entries] == [want], entries
 
 
 def test_a_metadata_server_says_so_and_only_so(pnfs_cluster):
