@@ -400,15 +400,10 @@ def _open_create(c, fs, caller, dfh, name, how):
             given = nfs4.decode_attrs(how.body.cva_attrs)
         sattr = nfs4attrs.to_setattr(given, domain, allowed=nfs4attrs.EXCLCREAT)
         cmode = CreateHow.EXCLUSIVE
-    # MetaFS reports a file that existed (UNCHECKED, or EXCLUSIVE's retry)
-    # exactly like one it made; the permission check and attrset differ.
-    try:
-        fs.lookup(dfh, name, caller)
-        existed = True
-    except FsError:
-        existed = False  # or the create says what is wrong
-    fh, attr, w = fs.create(dfh, name, caller, cmode, sattr, verf=verf)
-    if existed:
+    # A file that existed (UNCHECKED, or EXCLUSIVE's retry): the permission
+    # check and attrset differ from one made now.
+    fh, attr, w, created = fs.create_or_open(dfh, name, caller, cmode, sattr, verf=verf)
+    if not created:
         return fh, attr, Wcc(w.post, w.post), [], False
     return fh, attr, w, nfs4attrs.bitmap(given), True
 

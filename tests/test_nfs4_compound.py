@@ -454,6 +454,10 @@ def test_create_modes_guarded_and_exclusive_with_its_verifier(ns, nfspd):
     again = c.seq(put, op(O.OP_OPEN, _open_args(c, b"x", excl(b"verf0001"))), op(O.OP_GETFH))
     assert again.status == nfsstat4.NFS4_OK
     assert again.resarray[-1].body.body.object == first.resarray[-1].body.body.object
+    # Not made this time: no attributes set, the directory unchanged.
+    body = again.resarray[2].body.body
+    assert nfs4.bitmap4_to_attrs(body.attrset) == []
+    assert body.cinfo.before == body.cinfo.after
     other = c.seq(put, op(O.OP_OPEN, _open_args(c, b"x", excl(b"verf0002"))))
     assert other.status == nfsstat4.NFS4ERR_EXIST
 

@@ -353,6 +353,12 @@ class MetaFS:
         bytes, else INVAL) succeeds again only for the same verifier (kept
         until the first SETATTR). EXIST for an existing object of another type.
         Default mode 0644."""
+        return self.create_or_open(dir_fh, name, caller, how, sattr, verf)[:3]
+
+    def create_or_open(self, dir_fh, name, caller, how, sattr, verf=None):
+        """create, and whether it made the file: (handle, Attr, directory Wcc,
+        created). NFSv4's OPEN answers differently for a file that existed
+        (no attrset), and learning it here saves a lookup before."""
         check_writable(caller)
         how = CreateHow(how)
         sattr = sattr if sattr is not None else SetAttr()
@@ -372,7 +378,7 @@ class MetaFS:
                 fd, st = self._metafiles.make(dfd, name, mode, meta,
                                               durable and self._commit is None)
         except FileExistsError:
-            return self._create_existing(dfd, dst, name, caller, how, sattr, verf, pre)
+            return (*self._create_existing(dfd, dst, name, caller, how, sattr, verf, pre), False)
         if durable and self._commit is not None:
             self._commit.metafile(fd, st)
         fd, cfh = self._adopt(fd, st, readwrite=True)
@@ -388,7 +394,7 @@ class MetaFS:
         else:
             attr = self._attr(fd, st, meta)  # st is from after the link: current
         self._sync_dir(dfd, dst, caller)
-        return cfh, attr, Wcc(pre, self._post(dfd))
+        return cfh, attr, Wcc(pre, self._post(dfd)), True
 
     def _create_existing(self, dfd, dst, name, caller, how, sattr, verf, pre):
         if how == CreateHow.GUARDED:
