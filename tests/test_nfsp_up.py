@@ -90,7 +90,8 @@ def test_nfsp_up_stripes_over_its_iods_and_keeps_data_across_restarts(ns, tmp_pa
 
 
 def test_more_iods_are_appended_and_fewer_refused(ns, tmp_path, cluster_dir):
-    old, new = os.urandom(200_000), os.urandom(400_000)
+    # The new file spans 4 stripes of 1 MiB (nfspd's default): some on each of the 3 iods.
+    old, new = os.urandom(200_000), os.urandom((3 << 20) + 17)
     (tmp_path / "old").write_bytes(old)
     (tmp_path / "new").write_bytes(new)
     base = f"nfs://127.0.0.1{cluster_dir}/export"
@@ -125,7 +126,7 @@ def nfsp_status(ns, cluster_dir):
 def test_a_killed_daemon_is_restarted_and_the_data_stays_readable(ns, tmp_path, cluster_dir,
                                                                   daemon, argv_mark):
     src = tmp_path / "data.bin"
-    src.write_bytes(os.urandom(300_000))
+    src.write_bytes(os.urandom((2 << 20) + 17))   # stripes on both iods, the killed one's too
     url = f"nfs://127.0.0.1{cluster_dir}/export/data.bin"
     with open(tmp_path / "up.log", "wb") as log:
         p = start_up(ns, cluster_dir, log, "--iods", "2")
