@@ -356,6 +356,7 @@ def status_of(server):
         "clients": [{"host": host, "ip": ip, "path": os.fsdecode(path)}
                     for host, ip, path in server.registry.mounts._entries],
         "v4_clients": server.v4.clients(),
+        "workers": server.workers.status() if server.workers is not None else None,
         "counters": {"nfs": server.nfs.counters.as_dict(),
                      "mount": server.mount.counters.as_dict(),
                      "data": data_counters},

@@ -72,10 +72,13 @@ from nfspd.server import STRIPE_UNIT, Config, Metaserver
                    "the iods' data servers (iod --ds-port; where clients reach them: "
                    "iods.conf's ds=) directly, and the metaserver carries only metadata. "
                    "--no-pnfs: every byte through the metaserver, as over NFSv3/TCP.")
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(0, 64),
+              help="Worker processes that answer NFSv3 READDIR and READDIRPLUS (the costliest "
+                   "read-only calls) on other cores; 0: nfspd answers everything itself.")
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--syslog", is_flag=True, help="Log to syslog/journald instead of stderr.")
 def main(exports, state_dir, data_dir, bind, port, mount_port, portmap, iods, key, unlinkd,
-         stripe_unit, metrics, v4_lease, v4_domain, pnfs, log_level, syslog):
+         stripe_unit, metrics, v4_lease, v4_domain, pnfs, workers, log_level, syslog):
     """NFSP metaserver: an NFSv2/NFSv3/NFSv4.1 server (with MOUNT and a portmapper)
     whose regular files are metafiles and whose data lives in a data store."""
     logs.setup("nfspd", log_level, syslog)
@@ -85,7 +88,8 @@ def main(exports, state_dir, data_dir, bind, port, mount_port, portmap, iods, ke
         raise click.BadParameter(str(e), param_hint="--metrics")
     config = Config(exports, state_dir, data_dir, bind, port, mount_port, portmap,
                     iods=iods, key=key, stripe_unit=stripe_unit, unlinkd=unlinkd,
-                    metrics=metrics, v4_lease=v4_lease, v4_domain=v4_domain, pnfs=pnfs)
+                    metrics=metrics, v4_lease=v4_lease, v4_domain=v4_domain, pnfs=pnfs,
+                    workers=workers, log_level=log_level)
     try:
         server = Metaserver(config)
     except (ExportsError, IodsConfError, KeyFileError, LayoutError, OSError, ValueError) as e:

@@ -45,6 +45,7 @@ from nfspd.nfsservice import NfsService
 from nfspd.pnfs import Pnfs
 from nfspd.purgequeue import open_purge_queue, spawn_unlinkd
 from nfspd.transport import Limits, bind_tcp, bind_udp, serve_tcp, serve_udp
+from nfspd.workers import Pool
 
 log = logging.getLogger("nfspd")
 
@@ -62,7 +63,7 @@ class Config:
                  mount_port=20048, portmap="auto", portmap_port=111, limits=None,
                  iods=None, key=None, stripe_unit=STRIPE_UNIT, iod_options=None,
                  unlinkd="spawn", metrics=None, v4_lease=90, v4_grace=None, v4_domain=None,
-                 pnfs=True):
+                 pnfs=True, workers=0, log_level="info"):
         self.exports = exports
         self.state_dir = state_dir
         self.data_dir = data_dir or os.path.join(state_dir, "data")
@@ -82,6 +83,8 @@ class Config:
         self.v4_grace = v4_lease if v4_grace is None else v4_grace
         self.v4_domain = v4_domain  # NFSv4 owner names user@domain; None: numeric ids
         self.pnfs = pnfs          # hand out pNFS files layouts (when there are iods)
+        self.workers = workers    # processes answering NFSv3 READDIR(PLUS) (nfspd/workers.py)
+        self.log_level = log_level
 
 
 def load_or_create_key(path, nbytes=32):
@@ -146,6 +149,11 @@ class Metaserver:
                       NfsService(self.registry, self.datapath, v4=self.v4), tcp_only=(4,))
         self.nfs = Dispatcher([nfs], self.drc)
         self.mount = Dispatcher([mountd.program(self.registry)], self.drc)
+        self.workers = None
+        if config.workers:
+            self.workers = Pool(config.workers, os.path.abspath(config.exports),
+                                os.path.abspath(config.state_dir),
+                                os.path.abspath(config.data_dir), config.log_level)
         self.started = time.time()
 
     def _datapath(self):
@@ -246,8 +254,10 @@ class Metaserver:
                     self.unlinkd = await nursery.start(
                         spawn_unlinkd(self.purges.directory, c.iods, c.key,
                                       stores_path=self.iod_stores.path).run)
-            await nursery.start(serve_udp, nfs_udp, self.nfs, lim)
-            await nursery.start(serve_tcp, nfs_tcp, self.nfs, lim)
+            if self.workers is not None:
+                await nursery.start(self.workers.run)
+            await nursery.start(serve_udp, nfs_udp, self.nfs, lim, self.workers)
+            await nursery.start(serve_tcp, nfs_tcp, self.nfs, lim, self.workers)
             await nursery.start(serve_udp, mnt_udp, self.mount, lim)
             await nursery.start(serve_tcp, mnt_tcp, self.mount, lim)
             unregister = await self._portmapper(nursery)
@@ -324,6 +334,8 @@ class Metaserver:
                 if signum == signal.SIGHUP:
                     if self.registry.reload():
                         log.info("exports reloaded: %s", ", ".join(self.registry.export_paths()))
+                        if self.workers is not None:
+                            self.workers.reload()
                         if self.pnfs is not None:
                             # Who may use what changed: no layout handed out
                             # under the old rules is honoured any more.

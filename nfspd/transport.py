@@ -20,6 +20,7 @@ from common import rpc
 from common.runtime import pktinfo
 from common.runtime.gather import unsent
 from nfspd.dispatch import CallContext, Deferred, ReplyParts
+from nfspd.workers import takes as offload_takes
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,14 @@ turn: one trip through trio's scheduler per batch rather than per call."""
 _ICMP_ERRNOS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
 
-async def serve_udp(sock, dispatcher, limits, task_status=trio.TASK_STATUS_IGNORED):
+async def serve_udp(sock, dispatcher, limits, offload=None,
+                    task_status=trio.TASK_STATUS_IGNORED):
     """Receive datagrams and answer each from the address it was sent to.
 
     Calls that need no waiting are answered right here, in arrival order; the
     others (Deferred) run as tasks, at most ``limits.udp_inflight`` at once (the
-    loop stops taking datagrams while that many run)."""
+    loop stops taking datagrams while that many run). With ``offload`` (a
+    nfspd/workers.Pool), the calls it takes are answered by a worker process."""
     bound_host, port = sock.getsockname()[:2]
     limiter = trio.Semaphore(limits.udp_inflight)
     cmsg_space = pktinfo.ANCDATA_SIZE
@@ -119,6 +122,10 @@ async def serve_udp(sock, dispatcher, limits, task_status=trio.TASK_STATUS_IGNOR
                         destinations[key] = dest
                 else:
                     dest = no_pktinfo
+                if (offload is not None and offload_takes(data)
+                        and offload.submit(data, client, dest[0], 0, _offloaded_udp,
+                                           (sendmsg, dest[1], client))):
+                    continue
                 ctx = CallContext(client, dest[0], "udp", raw=data)
                 try:
                     reply = handle_now(data, ctx)
@@ -145,6 +152,15 @@ async def serve_udp(sock, dispatcher, limits, task_status=trio.TASK_STATUS_IGNOR
                 await trio.lowlevel.checkpoint()
                 continue
             await trio.lowlevel.wait_readable(sock)
+
+
+def _offloaded_udp(reply, sendmsg, anc, client):
+    # A worker's reply. A full socket buffer loses it, like a lost datagram:
+    # the client retransmits.
+    try:
+        sendmsg([reply], anc, 0, client)
+    except OSError as e:
+        log.debug("UDP reply to %s:%s from a worker not sent: %s", client[0], client[1], e)
 
 
 def _dispatch_failed(dispatcher, ctx):
@@ -212,7 +228,8 @@ _ACCEPT_SKIP = (errno.ECONNABORTED, errno.EPROTO, errno.EPERM)
 _ACCEPT_PAUSE = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
-async def serve_tcp(listener, dispatcher, limits, task_status=trio.TASK_STATUS_IGNORED):
+async def serve_tcp(listener, dispatcher, limits, offload=None,
+                    task_status=trio.TASK_STATUS_IGNORED):
     """Serve RPC over TCP on a socket from bind_tcp.
 
     Like serve_udp, on the plain sockets: trio's streams cost several times
@@ -238,7 +255,7 @@ async def serve_tcp(listener, dispatcher, limits, task_status=trio.TASK_STATUS_I
                         continue
                     connections.release()
                     raise
-            nursery.start_soon(_serve_connection, conn, dispatcher, limits, connections)
+            nursery.start_soon(_serve_connection, conn, dispatcher, limits, connections, offload)
 
 
 class _Connection:
@@ -312,7 +329,7 @@ class _Connection:
         return False
 
 
-async def _serve_connection(sock, dispatcher, limits, connections):
+async def _serve_connection(sock, dispatcher, limits, connections, offload=None):
     try:
         sock.setblocking(False)
         # Replies are small and answered at once: no waiting to fill segments.
@@ -362,6 +379,10 @@ async def _serve_connection(sock, dispatcher, limits, connections):
                         break
                     out = []
                     for record in records:
+                        if (offload is not None and offload_takes(record)
+                                and offload.submit(record, client, local, 1, _offloaded_tcp,
+                                                   (conn, nursery))):
+                            continue
                         ctx = CallContext(client, local, "tcp", raw=record)
                         try:
                             reply = handle_now(record, ctx)
@@ -389,9 +410,62 @@ async def _serve_connection(sock, dispatcher, limits, connections):
                 log.debug("closing idle connection from %s", client)
             nursery.cancel_scope.cancel()
     finally:
+        conn.broken = True  # a worker's late reply must not reach a reused fd
         trio.lowlevel.notify_closing(sock)
         sock.close()
         connections.release()
+
+
+def _offloaded_tcp(reply, conn, nursery):
+    # A worker's reply, sent at once when the connection is free (the usual
+    # case), else by a task that waits its turn like a Deferred's.
+    if conn.broken:
+        return
+    record = _MARK.pack(rpc.LAST_FRAGMENT | len(reply)) + reply
+    if not conn.lock.locked():
+        try:
+            n = conn.sock.send(record)
+        except BlockingIOError:
+            n = 0
+        except OSError as e:
+            conn._broke(e)
+            return
+        if n == len(record):
+            return
+        record = record[n:]
+        if n:
+            # Half a record is out: the rest must go before anyone else's.
+            conn.lock.acquire_nowait()
+            try:
+                nursery.start_soon(_finish_record, conn, record)
+            except RuntimeError:  # the connection's nursery has closed
+                conn.lock.release()
+            return
+    try:
+        nursery.start_soon(conn.send, record)
+    except RuntimeError:
+        pass
+
+
+async def _finish_record(conn, rest):
+    try:
+        with trio.move_on_after(conn.send_timeout):
+            while rest:
+                if conn.broken:
+                    return
+                try:
+                    n = conn.sock.send(rest)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(conn.sock)
+                    continue
+                except OSError as e:
+                    conn._broke(e)
+                    return
+                rest = rest[n:]
+            return
+        conn._broke(None)
+    finally:
+        conn.lock.release()
 
 
 async def _answer_tcp(conn, deferred, inflight):

@@ -1,0 +1,326 @@
+"""Worker processes that answer NFSv3 READDIR and READDIRPLUS (issue 15,
+`nfspd --workers N`): a second core for the costliest read-only procedure.
+
+nfspd is one Python process, and threads do not help (the GIL; see
+nfspd/fs/commit.py). READDIRPLUS costs 7-10 us of CPU per entry (about 1.2 ms
+per 127-entry page): listing directories saturates the one core. A worker is a
+process of its own (``python3 -m nfspd.workers``), with its own
+ExportRegistry and MetaFS over the same exports and the same handle key (read
+from the state directory), so the handles and cookies it gives are the ones
+nfspd would give: both are keyed hashes of that key (nfspd/fs/handles.py,
+nfspd/fs/listings.py). Everything with state (the DRC, NFSv4, MOUNT, writes,
+the group commit) stays in nfspd.
+
+The hand-off: nfspd's transport reads a whole RPC record; if its header says
+NFS v3 READDIR or READDIRPLUS (Pool.takes, a slice and a set lookup), the
+record goes, with the client's and the local address and the transport, to a
+worker over a SOCK_SEQPACKET socketpair (one message each way per call).
+The worker decodes and answers it with the same Dispatcher, handlers and
+ExportRegistry.resolve() as nfspd (so AUTH_SYS, squashing, the secure-port
+rule and who may use which export apply exactly alike), and sends back the
+reply bytes, which nfspd sends on the client's socket or connection.
+
+Bounds and failures: at most MAX_PENDING calls per worker are in flight; a
+call that finds every worker full (or its socket buffer full, or no worker
+ready yet) is answered by nfspd itself, as without workers, so nothing waits
+on a worker and nothing queues without bound. A worker that dies is started
+again (after RESTART_PAUSE); the calls it had are not answered, and their
+clients retransmit (READDIR and READDIRPLUS are idempotent: no DRC involved).
+A worker exits when nfspd's end of its socket closes.
+
+Coherence: a SIGHUP that reloads nfspd's exports sends the workers a reload
+message on the same socket as the calls, so every call received after the
+reload is answered under the new rules. What a worker caches and what can go
+stale:
+- listings (nfspd/fs/listings.py) are checked against the directory's mtime
+  and ctime on every call: a change nfspd made shows at once;
+- handles remembered by inode and ctime (HandleCodec.known): a removal or
+  rename here changes the ctime; as for changes made outside nfspd, only a
+  new object given the same inode number within one clock tick of the old
+  one's last change could be mistaken, the same exposure as today's
+  "outside change" rule (nfspd/fs/dirplus.py);
+- the descriptor cache: a handle whose object nfspd removed still resolves
+  in the worker while its descriptor is cached (the inode pinned), exactly as
+  it does in nfspd for a file removed by someone else; READDIRPLUS takes the
+  directory's handle only, and the entries come from the directory as it is.
+"""
+
+import argparse
+import errno
+import itertools
+import logging
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+
+import trio
+
+from common.runtime import logs
+from nfspd import nfs3proc
+from nfspd.datapath import LocalDataPath
+from nfspd.dispatch import CallContext, Deferred, Dispatcher, Program
+from nfspd.exports import ExportRegistry
+from nfspd.fs.handles import export_id_for_path
+from nfspd.fs.metafs import MetaFS
+from nfspd.nfsservice import NfsService
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = 64        # calls in flight per worker
+RESTART_PAUSE = 1.0     # seconds between a worker's death and its replacement
+MAX_MESSAGE = (1 << 20) + 8192  # a reply: at most max_io (1 MiB) and its header
+
+MAX_CALL = 1 << 16      # a READDIR* call is ~200 bytes; a bigger one is cut and
+                        # answered GARBAGE_ARGS
+NFS_PROGRAM = 100003
+READDIR, READDIRPLUS = 16, 17
+_CALL_HEAD = struct.Struct(">IIII")  # msg_type, rpcvers, prog, vers
+_TAKEN = frozenset(_CALL_HEAD.pack(0, 2, NFS_PROGRAM, 3) + struct.pack(">I", p)
+                   for p in (READDIR, READDIRPLUS))
+
+# nfspd -> worker: kind, id, tcp?, client ip, client port, local ip, local port.
+_CALL = struct.Struct(">BIB4sH4sH")
+_KIND_CALL, _KIND_RELOAD = 1, 2
+# worker -> nfspd: id (0: the worker is ready), then the reply (empty: none).
+_REPLY = struct.Struct(">I")
+
+
+def takes(data):
+    """Whether a received record is a call a worker answers."""
+    return data[4:24] in _TAKEN
+
+
+class _Worker:
+    __slots__ = ("index", "pending", "proc", "ready", "sock")
+
+    def __init__(self, index):
+        self.index = index
+        self.proc = None
+        self.sock = None
+        self.ready = False
+        self.pending = {}  # call id -> (reply_to, args)
+
+
+class Pool:
+    """nfspd's side: the workers, started by run(), fed by submit()."""
+
+    def __init__(self, n, exports, state_dir, data_dir, log_level="info"):
+        self.argv = [sys.executable, "-m", "nfspd.workers", "--exports", exports,
+                     "--state-dir", state_dir, "--data-dir", data_dir,
+                     "--log-level", log_level]
+        self.workers = [_Worker(i) for i in range(n)]
+        self._ids = itertools.count(1)
+        self._rr = 0
+        self.counters = {"offloaded": 0, "fallback": 0, "lost": 0, "restarts": 0}
+        self._nursery = None
+
+    def submit(self, data, client, local, tcp, reply_to, args):
+        """Hand a call to a worker: True if one took it, and its reply will be
+        given to ``reply_to(reply, *args)`` (a plain function; the transport's);
+        False when the caller must answer it itself."""
+        if len(data) > MAX_CALL - _CALL.size:
+            return False  # no READDIR call is that big: nfspd answers it
+        workers = self.workers
+        n = len(workers)
+        for _ in range(n):
+            w = workers[self._rr % n]
+            self._rr += 1
+            if not w.ready or len(w.pending) >= MAX_PENDING:
+                continue
+            call_id = next(self._ids) & 0xFFFFFFFF or 1
+            try:
+                head = _CALL.pack(_KIND_CALL, call_id, tcp, socket.inet_aton(client[0]),
+                                  client[1], socket.inet_aton(local[0]), local[1])
+                w.sock.sendmsg([head, data])
+            except BlockingIOError:
+                continue
+            except OSError:
+                continue  # the worker died: its reader notices
+            w.pending[call_id] = (reply_to, args)
+            self.counters["offloaded"] += 1
+            return True
+        self.counters["fallback"] += 1
+        return False
+
+    def status(self):
+        """For `nfsp status`: the workers' pids (None while one starts) and
+        what was handed to them, answered by nfspd instead, or lost."""
+        return {"pids": [w.proc.pid if w.ready else None for w in self.workers],
+                **self.counters}
+
+    def reload(self):
+        """Exports were reloaded: so are the workers', before their next call."""
+        msg = _CALL.pack(_KIND_RELOAD, 0, 0, bytes(4), 0, bytes(4), 0)
+        for w in self.workers:
+            if w.sock is not None:
+                try:
+                    w.sock.send(msg)
+                except OSError:
+                    # Full or dead: restarting it is the sure way to reload.
+                    self._kill(w)
+
+    @staticmethod
+    def _kill(w):
+        w.ready = False
+        if w.proc is not None and w.proc.poll() is None:
+            w.proc.kill()
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED):
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for w in self.workers:
+                nursery.start_soon(self._keep, w)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                for w in self.workers:
+                    self._kill(w)
+
+    async def _keep(self, w):
+        """Run worker ``w``, and again whenever it dies."""
+        first = True
+        while True:
+            if not first:
+                self.counters["restarts"] += 1
+                await trio.sleep(RESTART_PAUSE)
+            first = False
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            for s in (ours, theirs):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            ours.setblocking(False)
+            try:
+                # Popen returns once the child is forked: no wait worth a thread.
+                w.proc = subprocess.Popen(self.argv + ["--fd", str(theirs.fileno())],  # noqa: ASYNC220
+                                          pass_fds=[theirs.fileno()])
+            except OSError as e:
+                log.error("cannot start worker %d: %s", w.index, e)
+                ours.close()
+                theirs.close()
+                continue
+            finally:
+                theirs.close()
+            w.sock = ours
+            try:
+                await self._read_replies(w)
+            finally:
+                lost = len(w.pending)
+                self.counters["lost"] += lost
+                w.pending.clear()
+                w.ready = False
+                w.sock = None
+                trio.lowlevel.notify_closing(ours)
+                ours.close()
+                self._kill(w)
+                proc = w.proc
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(proc.wait)
+            log.warning("worker %d (pid %d) ended (status %s); %d calls unanswered",
+                        w.index, proc.pid, proc.returncode, lost)
+
+    async def _read_replies(self, w):
+        sock = w.sock
+        # recv(MAX_MESSAGE) would allocate a MiB per reply: one buffer, and
+        # each reply copied out of it at its size.
+        buf = bytearray(MAX_MESSAGE)
+        view = memoryview(buf)
+        while True:
+            try:
+                n = sock.recv_into(buf)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            except OSError:
+                return
+            if not n:
+                return
+            msg = view[:n]
+            (call_id,) = _REPLY.unpack_from(msg)
+            if call_id == 0:
+                w.ready = True
+                log.info("worker %d (pid %d) ready", w.index, w.proc.pid)
+                continue
+            entry = w.pending.pop(call_id, None)
+            if entry is None or len(msg) == _REPLY.size:
+                continue
+            reply_to, args = entry
+            try:
+                reply_to(bytes(msg[_REPLY.size:]), *args)
+            except Exception:
+                log.exception("a worker's reply could not be sent")
+
+
+# -- the worker process -------------------------------------------------------
+
+def _serve(sock, exports, state_dir, data_dir):
+    with open(os.path.join(state_dir, "handle.key"), "rb") as f:
+        key = f.read()  # nfspd made it before starting any worker
+    datapath = LocalDataPath(data_dir)  # never written or read here: READDIR* only
+
+    def make_fs(path):
+        # No purge and no commit: nothing here changes the file system.
+        return MetaFS(path, export_id_for_path(path), key, datapath)
+
+    registry = ExportRegistry(exports, make_fs)
+    registry.load()
+    procs = {p: nfs3proc.PROCEDURES[p] for p in (READDIR, READDIRPLUS)}
+    dispatcher = Dispatcher([Program(NFS_PROGRAM, "nfs", {3: procs},
+                                     NfsService(registry, datapath))])
+    sock.send(_REPLY.pack(0))
+    head_size = _CALL.size
+    while True:
+        msg = sock.recv(MAX_CALL)
+        if not msg:
+            return
+        kind, call_id, tcp, cip, cport, lip, lport = _CALL.unpack_from(msg)
+        if kind == _KIND_RELOAD:
+            try:
+                registry.reload()
+            except Exception:
+                log.exception("exports reload failed")
+            continue
+        ctx = CallContext((socket.inet_ntoa(cip), cport), (socket.inet_ntoa(lip), lport),
+                          "tcp" if tcp else "udp")
+        data = msg[head_size:]
+        ctx.raw = data
+        try:
+            reply = dispatcher.handle_now(data, ctx)
+        except Exception:
+            log.exception("worker failed a call from %s", ctx.client)
+            reply = None
+        if type(reply) is Deferred:  # not for READDIR*: no reply rather than a hang
+            reply = None
+        try:
+            sock.sendmsg([_REPLY.pack(call_id), reply or b""])
+        except OSError as e:
+            if e.errno != errno.EMSGSIZE:
+                raise
+            sock.send(_REPLY.pack(call_id))  # too big to hand back: no reply
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="nfspd.workers")
+    p.add_argument("--exports", required=True)
+    p.add_argument("--state-dir", required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--fd", type=int, required=True)
+    p.add_argument("--log-level", default="info")
+    a = p.parse_args(argv)
+    logs.setup("nfspd-worker", a.log_level, False)
+    # nfspd's signals are nfspd's: a Ctrl-C to the group must not kill a
+    # worker mid-reply; the end of its socket stops it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    sock = socket.socket(fileno=a.fd)
+    try:
+        _serve(sock, a.exports, a.state_dir, a.data_dir)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
+if __name__ == "__main__":
+    main()
