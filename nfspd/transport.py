@@ -99,6 +99,8 @@ async def serve_udp(sock, dispatcher, limits, offload=None,
     # from it): a few distinct values, so computed once each.
     destinations = {}
     no_pktinfo = ((bound_host, port), _anc(bound_host))
+    # A worker given this socket answers on it itself (nfspd/workers.py).
+    offloaded_reply = None if getattr(offload, "udp", None) is sock else _offloaded_udp
     task_status.started()
     async with trio.open_nursery() as nursery:
         while True:
@@ -123,7 +125,7 @@ async def serve_udp(sock, dispatcher, limits, offload=None,
                 else:
                     dest = no_pktinfo
                 if (offload is not None and offload_takes(data)
-                        and offload.submit(data, client, dest[0], 0, _offloaded_udp,
+                        and offload.submit(data, client, dest[0], 0, offloaded_reply,
                                            (sendmsg, dest[1], client))):
                     continue
                 ctx = CallContext(client, dest[0], "udp", raw=data)

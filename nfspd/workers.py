@@ -58,7 +58,7 @@ import sys
 
 import trio
 
-from common.runtime import logs
+from common.runtime import logs, pktinfo
 from nfspd import nfs3proc
 from nfspd.datapath import LocalDataPath
 from nfspd.dispatch import CallContext, Deferred, Dispatcher, Program
@@ -83,7 +83,7 @@ _TAKEN = frozenset(_CALL_HEAD.pack(0, 2, NFS_PROGRAM, 3) + struct.pack(">I", p)
 
 # nfspd -> worker: kind, id, tcp?, client ip, client port, local ip, local port.
 _CALL = struct.Struct(">BIB4sH4sH")
-_KIND_CALL, _KIND_RELOAD = 1, 2
+_KIND_CALL, _KIND_RELOAD, _KIND_UDP_CALL = 1, 2, 3
 # worker -> nfspd: id (0: the worker is ready), then the reply (empty: none).
 _REPLY = struct.Struct(">I")
 
@@ -111,6 +111,7 @@ class Pool:
         self.argv = [sys.executable, "-m", "nfspd.workers", "--exports", exports,
                      "--state-dir", state_dir, "--data-dir", data_dir,
                      "--log-level", log_level]
+        self.udp = None  # nfspd's NFS UDP socket, which the workers answer on
         self.workers = [_Worker(i) for i in range(n)]
         self._ids = itertools.count(1)
         self._rr = 0
@@ -120,7 +121,9 @@ class Pool:
     def submit(self, data, client, local, tcp, reply_to, args):
         """Hand a call to a worker: True if one took it, and its reply will be
         given to ``reply_to(reply, *args)`` (a plain function; the transport's);
-        False when the caller must answer it itself."""
+        False when the caller must answer it itself. A call received on the
+        UDP socket given to answer_udp_on() is answered by the worker itself,
+        from its copy of that socket (``reply_to`` None)."""
         if len(data) > MAX_CALL - _CALL.size:
             return False  # no READDIR call is that big: nfspd answers it
         workers = self.workers
@@ -130,20 +133,28 @@ class Pool:
             self._rr += 1
             if not w.ready or len(w.pending) >= MAX_PENDING:
                 continue
-            call_id = next(self._ids) & 0xFFFFFFFF or 1
+            call_id = 0 if reply_to is None else next(self._ids) & 0xFFFFFFFF or 1
             try:
-                head = _CALL.pack(_KIND_CALL, call_id, tcp, socket.inet_aton(client[0]),
-                                  client[1], socket.inet_aton(local[0]), local[1])
+                head = _CALL.pack(_KIND_CALL if call_id else _KIND_UDP_CALL, call_id, tcp,
+                                  socket.inet_aton(client[0]), client[1],
+                                  socket.inet_aton(local[0]), local[1])
                 w.sock.sendmsg([head, data])
             except BlockingIOError:
-                continue
+                continue  # its socket buffer (the bound of its UDP calls) is full
             except OSError:
                 continue  # the worker died: its reader notices
-            w.pending[call_id] = (reply_to, args)
+            if call_id:
+                w.pending[call_id] = (reply_to, args)
             self.counters["offloaded"] += 1
             return True
         self.counters["fallback"] += 1
         return False
+
+    def answer_udp_on(self, sock):
+        """UDP calls received on ``sock`` are answered by the workers from
+        their copy of it: nfspd never sees those replies (one message per call
+        instead of two, and no 32 KiB reply copied through nfspd)."""
+        self.udp = sock
 
     def status(self):
         """For `nfsp status`: the workers' pids (None while one starts) and
@@ -193,10 +204,17 @@ class Pool:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             ours.setblocking(False)
+            # The UDP calls a worker answers itself are bounded by what this
+            # buffer holds (a few hundred); the others by MAX_PENDING.
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 << 10)
+            argv = self.argv + ["--fd", str(theirs.fileno())]
+            fds = [theirs.fileno()]
+            if self.udp is not None:
+                argv += ["--udp-fd", str(self.udp.fileno())]
+                fds.append(self.udp.fileno())
             try:
                 # Popen returns once the child is forked: no wait worth a thread.
-                w.proc = subprocess.Popen(self.argv + ["--fd", str(theirs.fileno())],  # noqa: ASYNC220
-                                          pass_fds=[theirs.fileno()])
+                w.proc = subprocess.Popen(argv, pass_fds=fds)  # noqa: ASYNC220
             except OSError as e:
                 log.error("cannot start worker %d: %s", w.index, e)
                 ours.close()
@@ -256,7 +274,7 @@ class Pool:
 
 # -- the worker process -------------------------------------------------------
 
-def _serve(sock, exports, state_dir, data_dir):
+def _serve(sock, exports, state_dir, data_dir, udp=None):
     with open(os.path.join(state_dir, "handle.key"), "rb") as f:
         key = f.read()  # nfspd made it before starting any worker
     datapath = LocalDataPath(data_dir)  # never written or read here: READDIR* only
@@ -272,6 +290,7 @@ def _serve(sock, exports, state_dir, data_dir):
                                      NfsService(registry, datapath))])
     sock.send(_REPLY.pack(0))
     head_size = _CALL.size
+    sources = {}  # local ip -> the ancillary data a reply leaves from it with
     while True:
         msg = sock.recv(MAX_CALL)
         if not msg:
@@ -294,6 +313,20 @@ def _serve(sock, exports, state_dir, data_dir):
             reply = None
         if type(reply) is Deferred:  # not for READDIR*: no reply rather than a hang
             reply = None
+        if kind == _KIND_UDP_CALL:
+            if reply is not None and udp is not None:
+                local_ip = ctx.local[0]
+                anc = sources.get(local_ip)
+                if anc is None:
+                    anc = [] if local_ip in ("0.0.0.0", "") else pktinfo.source(local_ip)
+                    if len(sources) > 1024:
+                        sources.clear()
+                    sources[local_ip] = anc
+                try:
+                    udp.sendmsg([reply], anc, 0, ctx.client)
+                except OSError as e:  # lost like a datagram: the client retransmits
+                    log.debug("UDP reply to %s:%s not sent: %s", *ctx.client, e)
+            continue
         try:
             sock.sendmsg([_REPLY.pack(call_id), reply or b""])
         except OSError as e:
@@ -308,6 +341,7 @@ def main(argv=None):
     p.add_argument("--state-dir", required=True)
     p.add_argument("--data-dir", required=True)
     p.add_argument("--fd", type=int, required=True)
+    p.add_argument("--udp-fd", type=int, default=None)
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     logs.setup("nfspd-worker", a.log_level, False)
@@ -316,8 +350,13 @@ def main(argv=None):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sock = socket.socket(fileno=a.fd)
+    udp = None
+    if a.udp_fd is not None:
+        # Left non-blocking: the file description (and its O_NONBLOCK) is
+        # nfspd's too; a full buffer loses the reply like a lost datagram.
+        udp = socket.socket(fileno=a.udp_fd)
     try:
-        _serve(sock, a.exports, a.state_dir, a.data_dir)
+        _serve(sock, a.exports, a.state_dir, a.data_dir, udp)
     except (BrokenPipeError, ConnectionResetError):
         pass
 
