@@ -1,6 +1,6 @@
 """`nfspd --workers N` against N=0 in one session (issue 15): READDIRPLUS and
 GETATTR rates on loopback with 1 and 8 clients (tools/dev/benchmarks/metadata.py's
-workload, UDP, one call at a time per client), and the CPU per call of nfspd
+workload over UDP or TCP, one call at a time per client), and the CPU per call of nfspd
 and of its workers, the settings alternated so that the machine's other load
 hits both alike.
 
@@ -34,10 +34,10 @@ def _restart(srv, n):
     srv.pid = d.pid
 
 
-def _measure(srv, op, clients, entries, seconds, logs):
+def _measure(srv, op, clients, entries, seconds, logs, proto):
     procs = 1 if clients == 1 else 2
     specs = [(srv.client_prefix(), loadgen_argv(
-        srv.server, srv.export, proto="udp", workload="meta", ops=op, clients=clients // procs,
+        srv.server, srv.export, proto=proto, workload="meta", ops=op, clients=clients // procs,
         client_base=i * (clients // procs), window=1, duration=seconds, dir_entries=entries,
         no_prepare=True)) for i in range(procs)]
     pids = [srv.pid] + _workers(srv)["pids"]
@@ -59,7 +59,8 @@ def _measure(srv, op, clients, entries, seconds, logs):
 @click.option("--entries", default=1000)
 @click.option("--workers", "settings", default="0,1")
 @click.option("--ops", default="readdirplus,getattr")
-def main(seconds, rounds, entries, settings, ops):
+@click.option("--proto", type=click.Choice(["udp", "tcp"]), default="udp", show_default=True)
+def main(seconds, rounds, entries, settings, ops, proto):
     work = tempfile.mkdtemp(prefix="bench-workers-")
     logs = os.path.join(work, "logs")
     os.makedirs(logs)
@@ -67,13 +68,15 @@ def main(seconds, rounds, entries, settings, ops):
         prep, = run_loadgens([(srv.client_prefix(), loadgen_argv(
             srv.server, srv.export, workload="meta", dir_entries=entries, prepare_only=True,
             window=16))], timeout=3600, log_dir=logs, tag="prepare")
+        if prep.get("errors"):
+            raise RuntimeError(f"preparing the directory failed: {prep}")
         for r in range(rounds):
             for n in (int(s) for s in settings.split(",")):
                 _restart(srv, n)
                 for op in ops.split(","):
                     for clients in (1, 8):
-                        row = {"round": r, "workers": n,
-                               **_measure(srv, op, clients, entries, seconds, logs)}
+                        row = {"round": r, "workers": n, "proto": proto,
+                               **_measure(srv, op, clients, entries, seconds, logs, proto)}
                         print(json.dumps(row), flush=True)
 
 
