@@ -12,16 +12,40 @@ nfspd/fs/listings.py). Everything with state (the DRC, NFSv4, MOUNT, writes,
 the group commit) stays in nfspd.
 
 The hand-off: nfspd's transport reads a whole RPC record; if its header says
-NFS v3 READDIR or READDIRPLUS (Pool.takes, a slice and a set lookup), the
+NFS v3 READDIR or READDIRPLUS (takes(): a slice and a set lookup), the
 record goes, with the client's and the local address and the transport, to a
-worker over a SOCK_SEQPACKET socketpair (one message each way per call).
-The worker decodes and answers it with the same Dispatcher, handlers and
-ExportRegistry.resolve() as nfspd (so AUTH_SYS, squashing, the secure-port
-rule and who may use which export apply exactly alike), and sends back the
-reply bytes, which nfspd sends on the client's socket or connection.
+worker over a SOCK_SEQPACKET socketpair. The worker decodes and answers it
+with the same Dispatcher, handlers and ExportRegistry.resolve() as nfspd (so
+AUTH_SYS, squashing, the secure-port rule and who may use which export apply
+exactly alike). A UDP call's reply the worker sends itself, from its copy of
+nfspd's NFS UDP socket (inherited; IP_PKTINFO makes it leave from the address
+the call was sent to); a TCP call's reply comes back over the socketpair and
+nfspd sends it on the connection (only nfspd writes a connection, so records
+never interleave).
 
-Bounds and failures: at most MAX_PENDING calls per worker are in flight; a
-call that finds every worker full (or its socket buffer full, or no worker
+Measured (tools/dev/bench_workers.py, loopback, 1000-entry directory,
+32 KiB pages of ~125 entries, this 2-core machine shared with the Python
+load generators and other work; ranges over 2 alternating rounds):
+- nfspd's CPU per READDIRPLUS: 690-960 us answered by nfspd; 67-102 us over
+  UDP and 144-170 us over TCP handed to a worker (relaying a UDP reply
+  through nfspd cost ~150 us too, hence the worker's own send). The worker
+  spends 750-840 us on it, what nfspd did. So nfspd's core goes ~8x (UDP)
+  and ~5x (TCP) further on READDIRPLUS, and each worker with a core of its
+  own should add ~1,200 pages (~150,000 entries) a second (1/800 us: not
+  measured, this machine has no spare core).
+- On this 2-core machine, with the clients using one core, there is no core
+  for a worker: READDIRPLUS pages/s with 1 worker vs none were 407-467 vs
+  445-481 (1 client), 517-637 vs 406-740 (8 clients) over UDP; 367-445 vs
+  437-476 and 519-614 vs 572-715 over TCP. Hence the default of 0.
+- GETATTR (answered by nfspd either way) was unchanged: 4,496-4,718 vs
+  3,468-4,867 calls/s (1 client), 10,266-10,624 vs 9,717-10,445 (8), 75-79
+  vs 74-82 us of nfspd's CPU per call, over 3 rounds. GETATTR, LOOKUP and
+  ACCESS cost nfspd 40-80 us, about what the hand-off itself costs it (one
+  call per wakeup): not handed over.
+
+Bounds and failures: at most MAX_PENDING TCP calls per worker are in flight,
+and UDP calls at most what the socketpair's buffer holds; a call that finds
+every worker full (or its socket buffer full, or no worker
 ready yet) is answered by nfspd itself, as without workers, so nothing waits
 on a worker and nothing queues without bound. A worker that dies is started
 again (after RESTART_PAUSE); the calls it had are not answered, and their
@@ -39,10 +63,11 @@ stale:
   new object given the same inode number within one clock tick of the old
   one's last change could be mistaken, the same exposure as today's
   "outside change" rule (nfspd/fs/dirplus.py);
-- the descriptor cache: a handle whose object nfspd removed still resolves
-  in the worker while its descriptor is cached (the inode pinned), exactly as
-  it does in nfspd for a file removed by someone else; READDIRPLUS takes the
-  directory's handle only, and the entries come from the directory as it is.
+- the descriptor cache: every use fstat()s the cached descriptor, and an
+  object without links is STALE (nfspd/fs/objects.py open()), so a directory
+  nfspd removed is STALE in the worker at once, as in nfspd. (A regular file
+  nfspd holds after its last link, for an NFSv4 open, is STALE in a worker
+  where nfspd says NOTDIR: either way no listing.)
 """
 
 import argparse
