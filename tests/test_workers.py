@@ -13,6 +13,7 @@ from common.xdr import Unpacker, encode
 from nfspd import admin
 from tools.dev import nfsclient
 from tools.dev.netns import wait_until
+from tools.rpcclient import RpcClient
 
 
 def start(nfspd, workers, **kw):
@@ -163,3 +164,16 @@ def _alive(pid):
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_a_worker_refuses_an_unprivileged_port_on_a_secure_export(ns, nfspd, transport):
+    d = start(nfspd, 1, clients="127.0.0.0/8(rw,no_root_squash)")
+    root = ns.inside(nfsclient.mount_export, "127.0.0.1", d.export, transport=transport)
+    rpcc = ns.inside(RpcClient, "127.0.0.1", 2049, transport, cred=RpcClient.default_cred(0, 0),
+                     reserved_port=False)
+    assert readdirplus(nfsclient.Nfs3(rpcc), root).disc == nfsstat3.NFS3ERR_PERM
+    rpcc = ns.inside(RpcClient, "127.0.0.1", 2049, transport, cred=RpcClient.default_cred(0, 0),
+                     reserved_port=True)
+    assert readdirplus(nfsclient.Nfs3(rpcc), root).disc == nfsstat3.NFS3_OK
+    assert workers_of(d)["offloaded"] == 2
