@@ -419,55 +419,17 @@ async def _serve_connection(sock, dispatcher, limits, connections, offload=None)
 
 
 def _offloaded_tcp(reply, conn, nursery):
-    # A worker's reply, sent at once when the connection is free (the usual
-    # case), else by a task that waits its turn like a Deferred's.
+    # A worker's reply, sent by a task of the connection like a Deferred's:
+    # the connection's lock (a trio.Lock, released only by the task that took
+    # it) keeps it from interleaving with another reply, even when the socket
+    # takes only part of it.
     if conn.broken:
         return
     record = _MARK.pack(rpc.LAST_FRAGMENT | len(reply)) + reply
-    if not conn.lock.locked():
-        try:
-            n = conn.sock.send(record)
-        except BlockingIOError:
-            n = 0
-        except OSError as e:
-            conn._broke(e)
-            return
-        if n == len(record):
-            return
-        record = record[n:]
-        if n:
-            # Half a record is out: the rest must go before anyone else's.
-            conn.lock.acquire_nowait()
-            try:
-                nursery.start_soon(_finish_record, conn, record)
-            except RuntimeError:  # the connection's nursery has closed
-                conn.lock.release()
-            return
     try:
         nursery.start_soon(conn.send, record)
-    except RuntimeError:
+    except RuntimeError:  # the connection's nursery has closed
         pass
-
-
-async def _finish_record(conn, rest):
-    try:
-        with trio.move_on_after(conn.send_timeout):
-            while rest:
-                if conn.broken:
-                    return
-                try:
-                    n = conn.sock.send(rest)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_writable(conn.sock)
-                    continue
-                except OSError as e:
-                    conn._broke(e)
-                    return
-                rest = rest[n:]
-            return
-        conn._broke(None)
-    finally:
-        conn.lock.release()
 
 
 async def _answer_tcp(conn, deferred, inflight):
