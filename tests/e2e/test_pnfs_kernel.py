@@ -131,6 +131,59 @@ def test_a_striped_file_goes_to_and_from_the_data_servers(pnfs_testbed, kernel, 
         g.check(f"umount {mnt}", 60)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_an_export_without_pnfs_carries_the_data_through_the_metaserver(pnfs_testbed, kernel,
+                                                                        tmp_path, rand):
+    """exports(5) no_pnfs: the same plain mount gets no layout type, and the
+    kernel's NFSv4.1 READs and WRITEs go to nfspd, which relays them."""
+    tb = pnfs_testbed
+    exports = os.path.join(tb.workdir, "ms", "exports")
+    with open(exports) as f:
+        original = f.read()
+    nfspd = tb._load_state()["daemons"]["nfspd"]["pid"]
+    content, script = _content(rand)
+    written = hashlib.md5(content).hexdigest()
+    mnt = f"/mnt/nopnfs-{kernel}"
+    try:
+        with open(exports, "w") as f:
+            f.write(original.replace("insecure)", "insecure,no_pnfs)"))
+        os.kill(nfspd, signal.SIGHUP)
+        with vmlib.VM(tb, 0, _kernel(kernel), str(tmp_path), data={"rand": rand}) as g:
+            if g.sh("command -v mount.nfs")[0] != 0:
+                pytest.skip("the guest has no mount.nfs (tools/install-deps --test)")
+            # The reload is seen once a fresh mount finds no layout type.
+            def no_layout_types():
+                g.check(f"mkdir -p {mnt} && mount -t nfs {tb.ms.ip}:{tb.export} {mnt}", 120)
+                stats = g.check("cat /proc/self/mountstats").split(f" mounted on {mnt} ")[1]
+                if "pnfs=LAYOUT_NFSV4_1_FILES" not in stats.split("\ndevice ")[0]:
+                    return True
+                g.check(f"umount {mnt}", 60)
+                return False
+            wait_until(no_layout_types, 60, what="the export without pnfs", interval=1)
+            path = f"{mnt}/relayed-{kernel}"
+            before = tb.counters()
+            g.check(f"{script} > {path} && sync", timeout=900)
+            client_tx, ms, _, split = _split("write", _delta(before, tb.counters()), tb,
+                                             "tx_bytes")
+            print(split)
+            assert ms >= 0.95 * client_tx >= 0.95 * SIZE_MIB * MIB, split
+            before = tb.counters()
+            got = g.results(f"dropcaches; R read $(md5sum < {path} | cut -d' ' -f1)",
+                            timeout=900)["read"]
+            assert got == written, "the client read other bytes than it wrote (no pNFS)"
+            client_rx, ms, _, split = _split("read", _delta(before, tb.counters()), tb,
+                                             "rx_bytes")
+            print(split)
+            assert ms >= 0.95 * client_rx >= 0.95 * SIZE_MIB * MIB, split
+            stats = g.check("cat /proc/self/mountstats")
+            assert _op_count(stats, "LAYOUTGET") == 0, stats
+            g.check(f"umount {mnt}", 60)
+    finally:
+        with open(exports, "w") as f:
+            f.write(original)
+        os.kill(nfspd, signal.SIGHUP)
+
+
 def _kill(tb, role):
     """SIGKILL, as a crash: the daemon gets no chance to close its connections."""
     rec = tb._load_state()["daemons"][role]
