@@ -98,7 +98,7 @@ async def serve_udp(sock, dispatcher, limits, offload=None,
     # The IP_PKTINFO of a datagram -> (local address, ancdata that sends a reply
     # from it): a few distinct values, so computed once each.
     destinations = {}
-    no_pktinfo = ((bound_host, port), _anc(bound_host))
+    no_pktinfo = ((bound_host, port), pktinfo.reply_from(bound_host))
     # A worker given this socket answers on it itself (nfspd/workers.py).
     offloaded_reply = None if getattr(offload, "udp", None) is sock else _offloaded_udp
     task_status.started()
@@ -174,28 +174,14 @@ def _dispatch_failed(dispatcher, ctx):
 
 def _destination(ancdata, bound_host, port):
     local_ip = pktinfo.destination(ancdata) or bound_host
-    return (local_ip, port), _anc(local_ip)
-
-
-_anc_cache = {}
-
-
-def _anc(local_ip):
-    """The ancillary data that makes a reply leave from ``local_ip``."""
-    anc = _anc_cache.get(local_ip)
-    if anc is None:
-        anc = [] if local_ip in ("0.0.0.0", "") else pktinfo.source(local_ip)
-        if len(_anc_cache) > 1024:
-            _anc_cache.clear()
-        _anc_cache[local_ip] = anc
-    return anc
+    return (local_ip, port), pktinfo.reply_from(local_ip)
 
 
 def _send_now(sock, reply, ctx):
     """Send without waiting; False if the socket's buffer is full. A
     ReplyParts leaves as one datagram, gathered by the kernel."""
     try:
-        sock.sendmsg(reply if type(reply) is ReplyParts else [reply], _anc(ctx.local[0]), 0,
+        sock.sendmsg(reply if type(reply) is ReplyParts else [reply], pktinfo.reply_from(ctx.local[0]), 0,
                      ctx.client)
     except BlockingIOError:
         return False

@@ -315,7 +315,6 @@ def _serve(sock, exports, state_dir, data_dir, udp=None):
                                      NfsService(registry, datapath))])
     sock.send(_REPLY.pack(0))
     head_size = _CALL.size
-    sources = {}  # local ip -> the ancillary data a reply leaves from it with
     while True:
         msg = sock.recv(MAX_CALL)
         if not msg:
@@ -340,15 +339,8 @@ def _serve(sock, exports, state_dir, data_dir, udp=None):
             reply = None
         if kind == _KIND_UDP_CALL:
             if reply is not None and udp is not None:
-                local_ip = ctx.local[0]
-                anc = sources.get(local_ip)
-                if anc is None:
-                    anc = [] if local_ip in ("0.0.0.0", "") else pktinfo.source(local_ip)
-                    if len(sources) > 1024:
-                        sources.clear()
-                    sources[local_ip] = anc
                 try:
-                    udp.sendmsg([reply], anc, 0, ctx.client)
+                    udp.sendmsg([reply], pktinfo.reply_from(ctx.local[0]), 0, ctx.client)
                 except OSError as e:  # lost like a datagram: the client retransmits
                     log.debug("UDP reply to %s:%s not sent: %s", *ctx.client, e)
             continue

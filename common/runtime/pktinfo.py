@@ -32,3 +32,19 @@ def destination(ancdata):
 def source(ip):
     """Ancillary data for sendmsg that sends from ``ip`` (an IPv4 address string)."""
     return [(socket.IPPROTO_IP, IP_PKTINFO, _in_pktinfo.pack(0, socket.inet_aton(ip), bytes(4)))]
+
+
+_reply_from = {}
+
+
+def reply_from(local_ip):
+    """The ancillary data that makes a UDP reply leave from ``local_ip``, the
+    address the call came to (none for a wildcard): a few distinct values
+    per server, so built once each (the table is bounded all the same)."""
+    anc = _reply_from.get(local_ip)
+    if anc is None:
+        anc = [] if local_ip in ("0.0.0.0", "") else source(local_ip)
+        if len(_reply_from) > 1024:
+            _reply_from.clear()
+        _reply_from[local_ip] = anc
+    return anc
