@@ -33,6 +33,7 @@ log = logging.getLogger("unlinkd")
 MAX_BATCH = min(MAX_FILES, 32768)
 LOCK = "unlinkd.lock"
 REMIND = 600.0  # seconds between warnings about an iod that keeps failing
+COALESCE_MAX = 0.05  # seconds: at most this long between a wake-up and the journal read
 
 
 class Options:
@@ -202,12 +203,21 @@ class Unlinkd:
 
     async def _intake(self):
         opts = self.options
+        # Wake-ups within ``coalesce`` of one another are one journal read.
+        # nfspd wakes us once per event-loop turn that removed something: with
+        # one client removing files that is once per REMOVE, and a read (a
+        # thread hop and a look at the segments) per wake-up cost unlinkd
+        # about 0.2 ms of CPU per removed file, a quarter of a core at 1,100
+        # REMOVEs/s, on the cores nfspd needs. Arrival times are then known to
+        # within ``coalesce``, small against batch_delay.
+        coalesce = min(opts.batch_delay / 4, COALESCE_MAX)
         while True:
             deadline = self.batcher.deadline()
             timeout = opts.rescan if deadline is None else min(opts.rescan,
                                                                deadline - trio.current_time())
             with trio.move_on_after(max(0.0, timeout)):
                 await self._wake.wait()
+                await trio.sleep(coalesce)
             self._wake = trio.Event()
             tail = await self._journal(self.reader.refresh)
             now = trio.current_time()
