@@ -48,12 +48,18 @@ class Waker:
         self.path = socket_path(directory)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._sock.setblocking(False)
+        # A path short enough to be an address is used as it is (ShortPath's
+        # checks were a third of a wake-up, which nfspd may send per REMOVE).
+        self._addr = self.path if len(os.fsencode(self.path)) <= _SUN_PATH_MAX else None
         self.sent = self.dropped = 0
 
     def wake(self):
         try:
-            with ShortPath(self.path) as addr:
-                self._sock.sendto(WAKE, addr)
+            if self._addr is not None:
+                self._sock.sendto(WAKE, self._addr)
+            else:
+                with ShortPath(self.path) as addr:
+                    self._sock.sendto(WAKE, addr)
             self.sent += 1
         except OSError:
             self.dropped += 1
