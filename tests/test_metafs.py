@@ -1354,3 +1354,20 @@ def test_concurrent_creates_renames_and_removes_never_leave_a_torn_namespace(cen
     assert len(purged) == len(cenv.purged)                # each purged once
     assert not purged & live                              # no live file's data
     assert purged | live == made                          # every removed file's data
+
+
+def test_a_new_directory_is_flushed_with_its_parent(cenv, monkeypatch):
+    # Linux nfsd commits the object MKDIR made and its parent; without a
+    # journal the parent's fsync alone leaves the new directory unwritten.
+    import nfspd.fs.commit
+    fsynced = []
+    real = os.fsync
+
+    def fsync(fd):
+        fsynced.append(os.fstat(fd).st_ino)
+        real(fd)
+    monkeypatch.setattr(nfspd.fs.commit.os, "fsync", fsync)
+    fs = cenv.fs
+    fs.mkdir(fs.root_fh, b"d", ROOT, SetAttr())
+    run(fs.stable, fs.stable_ticket())
+    assert sorted(fsynced) == sorted([os.stat(cenv.root).st_ino, os.stat(cenv.root / "d").st_ino])

@@ -426,6 +426,13 @@ class MetaFS:
             self.setattr(cfh, caller, SetAttr(uid=sattr.uid, gid=sattr.gid, atime=sattr.atime,
                                               mtime=sattr.mtime))
         self._sync_dir(dfd, dst, caller)
+        if stat.S_ISDIR(st.st_mode):
+            # The new directory too, as Linux nfsd commits the object it made
+            # as well as its parent: on a file system without a journal (ext2,
+            # ext4 without one) the parent's fsync writes neither the new
+            # inode nor its block of "." and "..". With a journal the
+            # parent's commit has them already; this fsync then finds it done.
+            self._sync_dir(fd, st, caller)
         return cfh, self._attr_of(cfh), Wcc(pre, self._post(dfd))
 
     @maps_oserror
