@@ -1371,3 +1371,15 @@ def test_a_new_directory_is_flushed_with_its_parent(cenv, monkeypatch):
     fs.mkdir(fs.root_fh, b"d", ROOT, SetAttr())
     run(fs.stable, fs.stable_ticket())
     assert sorted(fsynced) == sorted([os.stat(cenv.root).st_ino, os.stat(cenv.root / "d").st_ino])
+
+
+def test_a_created_file_has_the_mode_asked_whatever_the_daemons_umask(env):
+    fs = env.fs
+    old = os.umask(0o077)
+    try:
+        for name, mode in ((b"open", 0o666), (b"kept", 0o600), (b"group", 0o664)):
+            _, attr, _ = fs.create(fs.root_fh, name, ROOT, UNCHECKED, SetAttr(mode=mode))
+            assert attr.mode == mode
+            assert stat.S_IMODE(os.stat(env.root / name.decode()).st_mode) == mode
+    finally:
+        os.umask(old)

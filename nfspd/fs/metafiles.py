@@ -173,8 +173,6 @@ class Metafiles:
                 raise
         else:
             try:
-                if os.fstat(fd).st_mode & 0o7777 != mode:
-                    os.fchmod(fd, mode)  # the daemon's umask must not apply
                 os.pwrite(fd, data, 0)
                 if meta.size:
                     os.ftruncate(fd, META_HEADER + meta.size)
@@ -182,6 +180,22 @@ class Metafiles:
                     os.fdatasync(fd)
                 os.link(proc_path(fd), name, dst_dir_fd=dir_fd, follow_symlinks=True)
             except BaseException:
+                os.close(fd)
+                raise
+            # The daemon's umask (or the directory's default ACL) must not
+            # apply: checked on the stat the reply needs anyway, one system
+            # call less than before the link. Until the fchmod the name has
+            # fewer permission bits than asked, never more.
+            st = os.fstat(fd)
+            if st.st_mode & 0o7777 == mode:
+                self.remember(st, meta)
+                return fd, st
+            try:
+                os.fchmod(fd, mode)
+                if sync:
+                    os.fsync(fd)
+            except BaseException:
+                os.unlink(name, dir_fd=dir_fd)
                 os.close(fd)
                 raise
         st = os.fstat(fd)
