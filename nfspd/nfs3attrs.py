@@ -5,7 +5,10 @@ The wire encoding itself is common/nfs3.py's, including the one-struct.pack
 fattr3 encoder (fattr3_bytes) the hot replies use instead of fattr().
 """
 
-from common.nfs3 import fattr3, ftype3, nfsstat3, nfstime3, specdata3, time_how, wcc_attr, wcc_data
+import struct
+
+from common.nfs3 import (fattr3, fattr3_bytes, ftype3, nfsstat3, nfstime3, specdata3, time_how,
+                         wcc_attr, wcc_data)
 from nfspd.fs.types import SET_TO_SERVER_TIME, FileType, FsError, SetAttr
 
 OK = nfsstat3.NFS3_OK
@@ -62,6 +65,25 @@ def wcc(w):
     pre = w.pre
     before = None if pre is None else wcc_attr(pre.size, time3(pre.mtime_ns), time3(pre.ctime_ns))
     return wcc_data(before, post_op(w.post))
+
+
+# A present wcc_attr with its value-follows word: size, mtime, ctime.
+_wcc_attr_bytes = struct.Struct(">IQIIII").pack
+_FALSE = b"\0\0\0\0"
+_TRUE = b"\0\0\0\1"
+
+
+def wcc_bytes(w):
+    """Wcc -> the XDR of its wcc_data, what packing wcc(w) gives, straight
+    from the values: every namespace change's reply carries one or two."""
+    pre, post = w.pre, w.post
+    if pre is None:
+        head = _FALSE
+    else:
+        mt, ct = pre.mtime_ns, pre.ctime_ns
+        head = _wcc_attr_bytes(1, pre.size, (mt // _NS) & _U32_MAX, mt % _NS,
+                               (ct // _NS) & _U32_MAX, ct % _NS)
+    return head + (_FALSE if post is None else _TRUE + fattr3_bytes(post))
 
 
 def _set_time(how):

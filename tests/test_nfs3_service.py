@@ -80,6 +80,32 @@ def test_wcc_data_from_wcc():
     assert nfs3attrs.wcc(Wcc()) == nfs3.wcc_data(None, None)
 
 
+WCCS = [Wcc(), Wcc(WccAttr(3, 4_000_000_001, 5), None), Wcc(None, make_attr()),
+        Wcc(WccAttr((1 << 64) - 1, -1, (1 << 32) * 10**9 + 5), make_attr(size=0, nlink=0))]
+
+
+@pytest.mark.parametrize("w", WCCS)
+def test_wcc_bytes_is_what_packing_wcc_gives(w):
+    assert nfs3attrs.wcc_bytes(w) == encode(nfs3.wcc_data, nfs3attrs.wcc(w))
+
+
+@pytest.mark.parametrize("w", WCCS)
+@pytest.mark.parametrize("fh", [b"", b"\x01" * 5, b"\x02" * 32])
+def test_the_packed_replies_of_namespace_changes_are_the_codecs(fh, w):
+    attr = make_attr(type=FileType.DIR)
+    made = nfs3.CREATE3res(OK, nfs3.CREATE3resok(fh, nfs3attrs.fattr(attr), nfs3attrs.wcc(w)))
+    for res_type in (nfs3.CREATE3res, nfs3.MKDIR3res, nfs3.SYMLINK3res, nfs3.MKNOD3res):
+        assert nfs3proc._made(fh, attr, w) == encode(res_type, made)
+    assert encode(nfs3.REMOVE3res, nfs3.REMOVE3res(OK, nfs3.REMOVE3resok(nfs3attrs.wcc(w)))) == \
+        nfs3proc._OK_WORD + nfs3attrs.wcc_bytes(w)
+    assert encode(nfs3.RENAME3res, nfs3.RENAME3res(OK, nfs3.RENAME3resok(
+        nfs3attrs.wcc(w), nfs3attrs.wcc(WCCS[1])))) == \
+        nfs3proc._OK_WORD + nfs3attrs.wcc_bytes(w) + nfs3attrs.wcc_bytes(WCCS[1])
+    assert encode(nfs3.LINK3res, nfs3.LINK3res(OK, nfs3.LINK3resok(
+        nfs3attrs.fattr(attr), nfs3attrs.wcc(w)))) == \
+        nfs3proc._OK_WORD + nfs3proc._TRUE_WORD + nfs3.fattr3_bytes(attr) + nfs3attrs.wcc_bytes(w)
+
+
 @pytest.mark.parametrize("kw", [
     {},
     dict(type=FileType.CHR, rdev_major=0xFFFFFFFF, rdev_minor=7, size=0, used=0),
