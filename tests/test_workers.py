@@ -177,3 +177,32 @@ def test_a_worker_refuses_an_unprivileged_port_on_a_secure_export(ns, nfspd, tra
                      reserved_port=True)
     assert readdirplus(nfsclient.Nfs3(rpcc), root).disc == nfsstat3.NFS3_OK
     assert workers_of(d)["offloaded"] == 2
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_retransmitted_changes_get_the_cached_reply_with_workers_running(ns, nfspd, transport):
+    # Workers answer only READDIR and READDIRPLUS (idempotent); every call
+    # that changes something stays with nfspd and its duplicate request
+    # cache, so a retransmission finds its first reply whatever else the
+    # workers are answering in between.
+    d = start(nfspd, 2)
+    c, root = connect(ns, d, transport)
+    c.create(root, b"victim")
+    remove = rpc.encode_call(4242, 100003, 3, NFSPROC3.REMOVE, encode(
+        nfs3.REMOVE3args, nfs3.REMOVE3args(nfs3.diropargs3(root, b"victim"))), c.rpc.cred)
+    how = nfs3.createhow3(nfs3.createmode3.GUARDED, nfs3.sattr3.unchanged())
+    create = rpc.encode_call(4343, 100003, 3, NFSPROC3.CREATE, encode(
+        nfs3.CREATE3args, nfs3.CREATE3args(nfs3.diropargs3(root, b"new"), how)), c.rpc.cred)
+    offloaded = workers_of(d)["offloaded"]
+    replies = {}
+    for msg, xid in ((remove, 4242), (create, 4343)):
+        first = c.rpc.call_raw(msg, xid)
+        assert entries(readdirplus(c, root))  # a worker's answer in between
+        replies[xid] = (first, c.rpc.call_raw(msg, xid))
+    for first, again in replies.values():
+        assert again == first  # byte for byte: the cached reply, not a second run
+    assert nfs3.REMOVE3res.unpack(Unpacker(rpc.decode_reply(replies[4242][0]).body)).disc == \
+        nfsstat3.NFS3_OK
+    assert nfs3.CREATE3res.unpack(Unpacker(rpc.decode_reply(replies[4343][0]).body)).disc == \
+        nfsstat3.NFS3_OK
+    assert workers_of(d)["offloaded"] >= offloaded + 2
