@@ -414,26 +414,31 @@ def READDIR(ctx, args):
 
 
 def READDIRPLUS(ctx, args):
-    """dircount bounds the entry3 part of the entries (names, fileids and
-    cookies), maxcount the whole reply. The first entry is always let
-    through by dircount, so a tiny dircount still makes progress; TOOSMALL is
-    about maxcount alone."""
+    """A page of entries with handles and attributes, filled up to maxcount
+    (the whole reply); dircount is not used. RFC 1813 lets a server take it
+    as a hint, and Linux's nfsd ignores it (nfsd3_proc_readdirplus sizes the
+    reply from maxcount alone), as does nfs-ganesha: the Linux client sends
+    dircount = maxcount / 8 (4 KiB against 32 KiB), which, honoured, cut a
+    page to ~127 small names where maxcount holds ~215, for half again as
+    many calls per listing and a per-call cost paid that much more often.
+    TOOSMALL when not even the first entry fits maxcount."""
     d = args.dir
     fs, caller = ctx.service.resolve(ctx, d)
     limit = min(args.maxcount, max_io(ctx))
-    # At most what maxcount holds of entries with attributes and a handle
-    # like the directory's (the page is cut exactly below): each one fetched
-    # costs a lookup.
-    typical = _ENTRY_MIN + _POST_OP_ATTR + 4 + _pad4(len(d))
-    want = max(limit - _RESOK_FIXED, 0) // typical + 1
+    # Entries are fetched (each costs a lookup) while they would fit with
+    # attributes and a handle as long as the directory's; the page is cut
+    # exactly below, as they are encoded.
+    per_entry = _POST_OP_ATTR + 4 + _pad4(len(d))
+    room = max(limit - _RESOK_FIXED, 0)
     try:
-        rows, eof, verf, dattr = fs.readdirplus(d, args.cookie, args.cookieverf, caller, want,
-                                                budget=args.dircount, entry_size=_entry_size)
+        rows, eof, verf, dattr = fs.readdirplus(
+            d, args.cookie, args.cookieverf, caller, room // (_ENTRY_MIN + per_entry) + 1,
+            budget=room, entry_size=lambda name: _entry_size(name) + per_entry)
     except FsError as e:
         if e.status != nfsstat3.NFS3ERR_TOOSMALL:
             raise
         rows = eof = None
-    if not rows and not eof:  # not even one entry within dircount: one goes anyway
+    if not rows and not eof:  # the first entry goes to the exact cut below
         rows, eof, verf, dattr = fs.readdirplus(d, args.cookie, args.cookieverf, caller, 1)
     size = _RESOK_FIXED
     out = []

@@ -756,22 +756,34 @@ def test_readdirplus_forgets_the_handle_of_a_file_removed_through_the_server(cli
 
 
 @pytest.mark.parametrize("dircount", [0, 60, 200, 1000])
-def test_readdirplus_keeps_within_dircount(client, root_fh, export, dircount):
+def test_readdirplus_ignores_dircount(client, root_fh, export, dircount):
+    # As Linux's nfsd does: maxcount alone sizes the reply, dircount is a hint.
     d = mixed_tree(client, root_fh, export)
-    entries, cookie, verf, pages = [], 0, bytes(8), 0
+    page = client.ok(NFSPROC3.READDIRPLUS, nfs3.READDIRPLUS3args(d, 0, bytes(8), dircount, 65536))
+    assert page.reply.eof
+    assert len({e.name for e in page.reply.entries}) == 45
+
+
+def test_readdirplus_fills_a_linux_sized_reply_up_to_maxcount(client, root_fh):
+    # The Linux client asks for dircount = maxcount / 8: honoured, that would
+    # cut a page of names like these at 128 entries.
+    d = made(client.mkdir(root_fh, b"many"))
+    for i in range(400):
+        made(client.create(d, f"f{i:05d}".encode()))
+    seen, cookie, verf = [], 0, bytes(8)
     while True:
-        page = client.ok(NFSPROC3.READDIRPLUS,
-                         nfs3.READDIRPLUS3args(d, cookie, verf, dircount, 65536))
-        got = page.reply.entries
-        pages += 1
-        # The entry3 part within dircount, but a page always has one entry.
-        assert len(got) == 1 or sum(entry3_size(e.name) for e in got) <= dircount
-        entries += got
-        if page.reply.eof:
+        body = client.body(NFSPROC3.READDIRPLUS,
+                           nfs3.READDIRPLUS3args(d, cookie, verf, 4096, 32768))
+        res = decode(nfs3.READDIRPLUS3res, body)
+        assert res.disc == OK
+        entries = res.body.reply.entries
+        assert len(body) - 4 <= 32768  # (the status word is not part of the resok)
+        seen += [e.name for e in entries]
+        if res.body.reply.eof:
             break
-        cookie, verf = got[-1].cookie, page.cookieverf
-    assert len(entries) == 45 and len({e.name for e in entries}) == 45
-    assert pages > 1
+        assert len(entries) > 180 and len(body) > 32768 - 2 * 160
+        cookie, verf = entries[-1].cookie, res.body.cookieverf
+    assert sorted(seen) == sorted([b".", b".."] + [f"f{i:05d}".encode() for i in range(400)])
 
 
 def test_readdirplus_too_small(client, root_fh):
