@@ -165,8 +165,10 @@ class nfstime3(Struct):
 
 
 _ftype3_by_value = {m.value: m for m in ftype3}
-# type mode nlink uid gid | size used | rdev.1 rdev.2 | fsid fileid | 3 x (sec, nsec)
-_fattr3_wire = struct.Struct(">IIIII QQ II QQ IIIIII")
+# type mode nlink uid gid | size used | rdev.1 rdev.2 | fsid fileid | 3 x (sec, nsec):
+# the one statement of fattr3's layout for the hand packers below.
+_FATTR3 = "IIIII QQ II QQ IIIIII"
+_fattr3_wire = struct.Struct(">" + _FATTR3)
 assert _fattr3_wire.size == 84
 fattr3_wire = _fattr3_wire
 """fattr3 as one struct.Struct, fields in wire order (the nested specdata3 and
@@ -193,11 +195,11 @@ def fattr3_bytes(a):
 
 
 
-# An entryplus3 as three packs around the name (READDIRPLUS sends hundreds a
+# An entryplus3 as two packs around the name (READDIRPLUS sends hundreds a
 # call): what follows the name is one struct when the entry has attributes
 # and a handle (the usual case), cookie to handle length.
 _entry_head = struct.Struct(">IQI")  # value follows (of the list), fileid, name length
-_entryplus3_tail = struct.Struct(">QI IIIII QQ II QQ IIIIII II")
+_entryplus3_tail = struct.Struct(">QI " + _FATTR3 + " II")
 _entry_pad = (b"", b"\0\0\0", b"\0\0", b"\0")
 _TRUE = b"\0\0\0\1"
 _FALSE = b"\0\0\0\0"
@@ -209,22 +211,34 @@ def entryplus3_bytes(fileid, name, cookie, a, fh):
     before it included), with the fattr3 of ``a`` (as fattr3_bytes takes it)
     and handle ``fh``, either None for none: what packing
     entryplus3(fileid, name, cookie, fattr, fh) in a LinkedList gives."""
+    if a is not None and fh is not None:
+        return entryplus3_values(fileid, name, cookie, fh, a.type, a.mode, a.nlink, a.uid, a.gid,
+                                 a.size, a.used, a.rdev_major, a.rdev_minor, a.fsid, a.fileid,
+                                 a.atime_ns, a.mtime_ns, a.ctime_ns)
     n = len(name)
     if n > FILENAME3_MAX or (fh is not None and len(fh) > NFS3_FHSIZE):
         raise XdrError("entryplus3: name or handle too long")
-    head = _entry_head.pack(1, fileid, n) + name + _entry_pad[n & 3]
-    if a is not None and fh is not None:
-        at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
-        m = len(fh)
-        return head + _entryplus3_tail.pack(
-            cookie, 1, a.type, a.mode & 0o7777, a.nlink, a.uid, a.gid, a.size, a.used,
-            a.rdev_major, a.rdev_minor, a.fsid, a.fileid,
-            (at // _NS) & _U32_MAX, at % _NS, (mt // _NS) & _U32_MAX, mt % _NS,
-            (ct // _NS) & _U32_MAX, ct % _NS, 1, m) + fh + _entry_pad[m & 3]
     return b"".join((
-        head, _u64(cookie),
+        _entry_head.pack(1, fileid, n), name, _entry_pad[n & 3], _u64(cookie),
         _FALSE if a is None else _TRUE + fattr3_bytes(a),
         _FALSE if fh is None else _TRUE + struct.pack(">I", len(fh)) + fh + _entry_pad[len(fh) & 3]))
+
+
+def entryplus3_values(fileid, name, cookie, fh, ftype, mode, nlink, uid, gid, size, used,
+                      rdev_major, rdev_minor, fsid, attr_fileid, atime_ns, mtime_ns, ctime_ns):
+    """entryplus3_bytes of an entry with attributes and a handle, the
+    attributes given as their values (as fattr3_bytes reads them from an
+    object, ``attr_fileid`` its fileid): for a server that has them at hand
+    without building an object per entry."""
+    n = len(name)
+    m = len(fh)
+    if n > FILENAME3_MAX or m > NFS3_FHSIZE:
+        raise XdrError("entryplus3: name or handle too long")
+    return _entry_head.pack(1, fileid, n) + name + _entry_pad[n & 3] + _entryplus3_tail.pack(
+        cookie, 1, ftype, mode & 0o7777, nlink, uid, gid, size, used, rdev_major, rdev_minor,
+        fsid, attr_fileid, (atime_ns // _NS) & _U32_MAX, atime_ns % _NS,
+        (mtime_ns // _NS) & _U32_MAX, mtime_ns % _NS, (ctime_ns // _NS) & _U32_MAX,
+        ctime_ns % _NS, 1, m) + fh + _entry_pad[m & 3]
 
 
 def entry3_bytes(fileid, name, cookie):

@@ -433,18 +433,17 @@ def READDIRPLUS(ctx, args):
     try:
         rows, eof, verf, dattr = fs.readdirplus(
             d, args.cookie, args.cookieverf, caller, room // (_ENTRY_MIN + per_entry) + 1,
-            budget=room, entry_size=lambda name: _entry_size(name) + per_entry)
+            budget=room, entry_size=lambda name: _entry_size(name) + per_entry, encoded=True)
     except FsError as e:
         if e.status != nfsstat3.NFS3ERR_TOOSMALL:
             raise
         rows = eof = None
     if not rows and not eof:  # the first entry goes to the exact cut below
-        rows, eof, verf, dattr = fs.readdirplus(d, args.cookie, args.cookieverf, caller, 1)
+        rows, eof, verf, dattr = fs.readdirplus(d, args.cookie, args.cookieverf, caller, 1,
+                                                encoded=True)
     size = _RESOK_FIXED
     out = []
-    encode = nfs3.entryplus3_bytes
-    for e, fh, attr in rows:
-        entry = encode(e.fileid, e.name, e.cookie, attr, fh)
+    for _, entry in rows:
         size += len(entry)
         if size > limit:
             break

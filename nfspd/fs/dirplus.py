@@ -24,12 +24,17 @@ caller may only search under its own credentials) takes MetaFS.lookup, as
 before. A name that cannot be looked up at all (gone meanwhile, a mount
 point, no search permission) comes back without handle and attributes, as
 RFC 1813 allows.
+
+For NFSv3's READDIRPLUS (``encoded``), an entry whose size its stat tells is
+packed straight from that stat (Objects.entryplus3), no Attr made for it: a
+page is some 200 entries.
 """
 
 import os
 import stat
 
 from common.metafile import HEADER as META_HEADER
+from common.nfs3 import entryplus3_bytes
 from nfspd.fs.types import FsError
 
 _S_IFMT = 0o170000
@@ -37,10 +42,12 @@ _S_IFREG = stat.S_IFREG
 _DOTS = (b".", b"..")
 
 
-def lookup_entries(objects, lookup, dir_fh, entries, caller):
+def lookup_entries(objects, lookup, dir_fh, entries, caller, encoded=False):
     """[(DirEntry, handle, Attr)] for entries of the directory dir_fh, handle
     and Attr None for a name that cannot be looked up. ``lookup`` is
-    MetaFS.lookup, for the cases done the long way."""
+    MetaFS.lookup, for the cases done the long way. ``encoded``: rows
+    (DirEntry, the XDR of its NFSv3 entryplus3) instead, packed straight from
+    the stat where it tells the size (Objects.entryplus3), with no Attr."""
     out = []
     if not entries:
         return out
@@ -48,54 +55,70 @@ def lookup_entries(objects, lookup, dir_fh, entries, caller):
     if (caller.uid or caller.gid) and not objects.searchable_by_all(dfd, dst):
         # Each lookup under the caller's credentials (it may not search here).
         for e in entries:
-            out.append(_looked_up(lookup, dir_fh, e, caller))
+            out.append(_looked_up(lookup, dir_fh, e, caller, encoded))
         return out
     codec = objects.codec
     cached_inode, encode_at, known, remember = (codec.cached_inode, codec.encode_at, codec.known,
                                                 codec.remember)
-    attr, dev = objects.attr, objects.dev
+    attr, dev, pack = objects.attr, objects.dev, objects.entryplus3
     lstat = os.stat
     append = out.append
     for e in entries:
         name = e.name
         if name in _DOTS:
-            append(_looked_up(lookup, dir_fh, e, caller))
+            append(_looked_up(lookup, dir_fh, e, caller, encoded))
             dfd = objects.dir(dir_fh)[0]  # (the borrowed fd may have been evicted)
             continue
         try:
             st = lstat(name, dir_fd=dfd, follow_symlinks=False)
         except OSError:
-            append((e, None, None))  # gone meanwhile: name and fileid still go
+            append(_nothing(e, encoded))  # gone meanwhile: name and fileid still go
             continue
         if st.st_dev == dev:
+            size_known = st.st_mode & _S_IFMT != _S_IFREG or st.st_size >= META_HEADER
             hit = cached_inode(st.st_ino)
             if hit is not None:
-                append((e, hit[1], attr(hit[0], st)))
+                fh = hit[1]
+                if encoded:
+                    append((e, pack(e.fileid, name, e.cookie, st, fh)) if size_known else
+                           (e, entryplus3_bytes(e.fileid, name, e.cookie, attr(hit[0], st), fh)))
+                else:
+                    append((e, fh, attr(hit[0], st)))
                 continue
-            if st.st_mode & _S_IFMT != _S_IFREG or st.st_size >= META_HEADER:
+            if size_known:
                 fh = known(st)
-                if fh is not None:
-                    append((e, fh, attr(None, st)))
-                    continue
-                try:
-                    fh = encode_at(dfd, name)
-                    again = lstat(name, dir_fd=dfd, follow_symlinks=False)
-                except (OSError, FsError):
-                    append((e, None, None))
-                    continue
-                if again.st_ino == st.st_ino and again.st_ctime_ns == st.st_ctime_ns and \
-                        again.st_dev == dev:
-                    remember(again, fh)
-                    append((e, fh, attr(None, again)))
-                    continue
-        append(_looked_up(lookup, dir_fh, e, caller))
+                if fh is None:
+                    try:
+                        fh = encode_at(dfd, name)
+                        again = lstat(name, dir_fd=dfd, follow_symlinks=False)
+                    except (OSError, FsError):
+                        append(_nothing(e, encoded))
+                        continue
+                    if again.st_ino != st.st_ino or again.st_ctime_ns != st.st_ctime_ns or \
+                            again.st_dev != dev:
+                        append(_looked_up(lookup, dir_fh, e, caller, encoded))
+                        dfd = objects.dir(dir_fh)[0]
+                        continue
+                    st = again
+                    remember(st, fh)
+                append((e, pack(e.fileid, name, e.cookie, st, fh)) if encoded else
+                       (e, fh, attr(None, st)))
+                continue
+        append(_looked_up(lookup, dir_fh, e, caller, encoded))
         dfd = objects.dir(dir_fh)[0]
     return out
 
 
-def _looked_up(lookup, dir_fh, e, caller):
+def _nothing(e, encoded):
+    return (e, entryplus3_bytes(e.fileid, e.name, e.cookie, None, None)) if encoded else \
+        (e, None, None)
+
+
+def _looked_up(lookup, dir_fh, e, caller, encoded):
     try:
         fh, a, _ = lookup(dir_fh, e.name, caller)
     except FsError:
-        return e, None, None
+        return _nothing(e, encoded)
+    if encoded:
+        return e, entryplus3_bytes(e.fileid, e.name, e.cookie, a, fh)
     return e, fh, a

@@ -676,15 +676,17 @@ class MetaFS:
         return entries, eof, verf, self._attr(dfd, dst)
 
     def readdirplus(self, dir_fh, cookie, cookieverf, caller, max_entries, cookie_bits=64,
-                    budget=None, entry_size=None):
+                    budget=None, entry_size=None, encoded=False):
         """readdir, each entry with what a LOOKUP of it gives: (rows, eof,
         cookie verifier, directory Attr), rows (DirEntry, handle, Attr) with
         handle and Attr None for a name that cannot be looked up (gone
-        meanwhile, a mount point, not searchable). nfspd/fs/dirplus.py."""
+        meanwhile, a mount point, not searchable). ``encoded``: rows
+        (DirEntry, its NFSv3 entryplus3 XDR), the cheaper way for NFSv3's
+        READDIRPLUS. nfspd/fs/dirplus.py."""
         entries, eof, verf, dattr = self.readdir(dir_fh, cookie, cookieverf, caller, max_entries,
                                                  cookie_bits, budget, entry_size)
         try:
-            rows = lookup_entries(self._objects, self.lookup, dir_fh, entries, caller)
+            rows = lookup_entries(self._objects, self.lookup, dir_fh, entries, caller, encoded)
         except OSError as e:
             raise fs_error_of(e) from None
         return rows, eof, verf, dattr
