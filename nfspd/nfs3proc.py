@@ -419,8 +419,8 @@ def READDIRPLUS(ctx, args):
     as a hint, and Linux's nfsd ignores it (nfsd3_proc_readdirplus sizes the
     reply from maxcount alone), as does nfs-ganesha: the Linux client sends
     dircount = maxcount / 8 (4 KiB against 32 KiB), which, honoured, cut a
-    page to ~127 small names where maxcount holds ~215, for half again as
-    many calls per listing and a per-call cost paid that much more often.
+    page to ~128 short names where maxcount holds ~200: half again as many
+    calls per listing, each with its own fixed cost to client and server.
     TOOSMALL when not even the first entry fits maxcount."""
     d = args.dir
     fs, caller = ctx.service.resolve(ctx, d)
@@ -428,12 +428,12 @@ def READDIRPLUS(ctx, args):
     # Entries are fetched (each costs a lookup) while they would fit with
     # attributes and a handle as long as the directory's; the page is cut
     # exactly below, as they are encoded.
-    per_entry = _POST_OP_ATTR + 4 + _pad4(len(d))
+    fixed = _ENTRY_FIXED + _POST_OP_ATTR + 4 + _pad4(len(d))
     room = max(limit - _RESOK_FIXED, 0)
     try:
         rows, eof, verf, dattr = fs.readdirplus(
-            d, args.cookie, args.cookieverf, caller, room // (_ENTRY_MIN + per_entry) + 1,
-            budget=room, entry_size=lambda name: _entry_size(name) + per_entry, encoded=True)
+            d, args.cookie, args.cookieverf, caller, room // (fixed + 4) + 1, budget=room,
+            entry_size=lambda name: fixed + ((len(name) + 3) & ~3), encoded=True)
     except FsError as e:
         if e.status != nfsstat3.NFS3ERR_TOOSMALL:
             raise

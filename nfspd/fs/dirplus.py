@@ -8,18 +8,19 @@ the attributes, once to check that the handle it made in between is of the
 same object). Here the directory is resolved once per page, and each name
 stat'ed once:
 
-- an object whose descriptor is in the handle cache (its inode pinned, so its
-  number names no other object) gets the cached handle;
 - an object whose handle was made lately gets it again: the handle codec
   remembers handles by inode number and ctime (HandleCodec.known), which name
   one object; listing a directory again costs a stat per entry, no more;
+- an object whose descriptor is in the handle cache (its inode pinned, so its
+  number names no other object) gets the cached handle (and a regular file
+  whose size is in its record has it read through that descriptor);
 - any other object gets its handle from its name (name_to_handle_at), then a
   second stat must find the same inode with the same ctime behind the name,
   so that handle and attributes are of one object (a rename changes the
   ctime too), and the handle is remembered.
 
-Whatever does not fit those cases (a regular file whose metafile must be read
-for its size, a name that changed under the second stat, a directory the
+Whatever does not fit those cases (a regular file whose metafile must be
+opened for its size, a name that changed under the second stat, a directory the
 caller may only search under its own credentials) takes MetaFS.lookup, as
 before. A name that cannot be looked up at all (gone meanwhile, a mount
 point, no search permission) comes back without handle and attributes, as
@@ -75,34 +76,37 @@ def lookup_entries(objects, lookup, dir_fh, entries, caller, encoded=False):
             append(_nothing(e, encoded))  # gone meanwhile: name and fileid still go
             continue
         if st.st_dev == dev:
-            size_known = st.st_mode & _S_IFMT != _S_IFREG or st.st_size >= META_HEADER
-            hit = cached_inode(st.st_ino)
-            if hit is not None:
-                fh = hit[1]
-                if encoded:
-                    append((e, pack(e.fileid, name, e.cookie, st, fh)) if size_known else
-                           (e, entryplus3_bytes(e.fileid, name, e.cookie, attr(hit[0], st), fh)))
-                else:
-                    append((e, fh, attr(hit[0], st)))
-                continue
-            if size_known:
+            if st.st_mode & _S_IFMT != _S_IFREG or st.st_size >= META_HEADER:
+                # The size is in the stat: only a handle to find. One made
+                # lately (the usual case when a listing is read again) is
+                # good whether or not the object is in the handle cache.
                 fh = known(st)
                 if fh is None:
-                    try:
-                        fh = encode_at(dfd, name)
-                        again = lstat(name, dir_fd=dfd, follow_symlinks=False)
-                    except (OSError, FsError):
-                        append(_nothing(e, encoded))
-                        continue
-                    if again.st_ino != st.st_ino or again.st_ctime_ns != st.st_ctime_ns or \
-                            again.st_dev != dev:
-                        append(_looked_up(lookup, dir_fh, e, caller, encoded))
-                        dfd = objects.dir(dir_fh)[0]
-                        continue
-                    st = again
-                    remember(st, fh)
+                    hit = cached_inode(st.st_ino)
+                    if hit is not None:
+                        fh = hit[1]
+                    else:
+                        try:
+                            fh = encode_at(dfd, name)
+                            again = lstat(name, dir_fd=dfd, follow_symlinks=False)
+                        except (OSError, FsError):
+                            append(_nothing(e, encoded))
+                            continue
+                        if again.st_ino != st.st_ino or again.st_ctime_ns != st.st_ctime_ns \
+                                or again.st_dev != dev:
+                            append(_looked_up(lookup, dir_fh, e, caller, encoded))
+                            dfd = objects.dir(dir_fh)[0]
+                            continue
+                        st = again
+                        remember(st, fh)
                 append((e, pack(e.fileid, name, e.cookie, st, fh)) if encoded else
                        (e, fh, attr(None, st)))
+                continue
+            hit = cached_inode(st.st_ino)
+            if hit is not None:  # its metafile read through the cached descriptor
+                a = attr(hit[0], st)
+                append((e, entryplus3_bytes(e.fileid, name, e.cookie, a, hit[1])) if encoded
+                       else (e, hit[1], a))
                 continue
         append(_looked_up(lookup, dir_fh, e, caller, encoded))
         dfd = objects.dir(dir_fh)[0]

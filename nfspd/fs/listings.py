@@ -106,12 +106,17 @@ class Listing:
         while not stop and i < n and len(out) < max_entries:
             j = i + 1
             if j >= n or keys[j] != keys[i]:
-                # (A cookie of its own, nearly always: no group to look at.)
-                if not fits(names[i]):
-                    if not out:
-                        raise FsError(nfsstat3.NFS3ERR_TOOSMALL)
-                    break
-                append(DirEntry(inos[i], names[i], keys[i]))
+                # A cookie of its own, nearly always (no group to look at):
+                # fits() inlined, this runs for every entry of a page.
+                name = names[i]
+                if budget is not None:
+                    cost = entry_size(name)
+                    if used + cost > budget:
+                        if not out:
+                            raise FsError(nfsstat3.NFS3ERR_TOOSMALL)
+                        break
+                    used += cost
+                append(DirEntry(inos[i], name, keys[i]))
                 i = j
                 continue
             # Entries sharing a cookie go out together or not at all.
