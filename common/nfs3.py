@@ -195,11 +195,8 @@ def fattr3_bytes(a):
 
 
 
-# An entryplus3 as two packs around the name (READDIRPLUS sends hundreds a
-# call): what follows the name is one struct when the entry has attributes
-# and a handle (the usual case), cookie to handle length.
+# entryplus3 and entry3 packed by hand (READDIRPLUS sends hundreds a call).
 _entry_head = struct.Struct(">IQI")  # value follows (of the list), fileid, name length
-_entryplus3_tail = struct.Struct(">QI " + _FATTR3 + " II")
 _entry_pad = (b"", b"\0\0\0", b"\0\0", b"\0")
 _TRUE = b"\0\0\0\1"
 _FALSE = b"\0\0\0\0"
@@ -234,11 +231,26 @@ def entryplus3_values(fileid, name, cookie, fh, ftype, mode, nlink, uid, gid, si
     m = len(fh)
     if n > FILENAME3_MAX or m > NFS3_FHSIZE:
         raise XdrError("entryplus3: name or handle too long")
-    return _entry_head.pack(1, fileid, n) + name + _entry_pad[n & 3] + _entryplus3_tail.pack(
-        cookie, 1, ftype, mode & 0o7777, nlink, uid, gid, size, used, rdev_major, rdev_minor,
-        fsid, attr_fileid, (atime_ns // _NS) & _U32_MAX, atime_ns % _NS,
-        (mtime_ns // _NS) & _U32_MAX, mtime_ns % _NS, (ctime_ns // _NS) & _U32_MAX,
-        ctime_ns % _NS, 1, m) + fh + _entry_pad[m & 3]
+    key = (n + 3) >> 2 << 5 | (m + 3) >> 2  # their lengths in XDR words
+    pack = _entryplus3_packs.get(key)
+    if pack is None:
+        pack = _entryplus3_packs[key] = _entryplus3_pack(n, m)
+    asec, ansec = divmod(atime_ns, _NS)
+    msec, mnsec = divmod(mtime_ns, _NS)
+    csec, cnsec = divmod(ctime_ns, _NS)
+    return pack(1, fileid, n, name, cookie, 1, ftype, mode & 0o7777, nlink, uid, gid, size, used,
+                rdev_major, rdev_minor, fsid, attr_fileid, asec & _U32_MAX, ansec,
+                msec & _U32_MAX, mnsec, csec & _U32_MAX, cnsec, 1, m, fh)
+
+
+def _entryplus3_pack(n, m):
+    # The whole entry in one pack, the name and the handle zero-padded by
+    # their "s" fields: one struct per pair of lengths in words (at most
+    # 64 x 17 of them).
+    return struct.Struct(f">IQI{(n + 3) & ~3}sQI {_FATTR3} II{(m + 3) & ~3}s").pack
+
+
+_entryplus3_packs = {}
 
 
 def entry3_bytes(fileid, name, cookie):
