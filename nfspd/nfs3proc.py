@@ -415,11 +415,12 @@ def READDIR(ctx, args):
 
 def READDIRPLUS(ctx, args):
     """A page of entries with handles and attributes, filled up to maxcount
-    (the whole reply); dircount is not used. RFC 1813 lets a server take it
-    as a hint, and Linux's nfsd ignores it (nfsd3_proc_readdirplus sizes the
-    reply from maxcount alone), as does nfs-ganesha: the Linux client sends
-    dircount = maxcount / 8 (4 KiB against 32 KiB), which, honoured, cut a
-    page to ~128 short names where maxcount holds ~200: half again as many
+    (the whole reply); dircount (RFC 1813: the bytes of names, fileids and
+    cookies) is not used, as Linux's nfsd does not use it
+    (nfsd3_proc_readdirplus sizes the reply from maxcount alone) and
+    nfs-ganesha's replies are not cut by it either. The Linux client sends
+    dircount = maxcount / 8 (4 KiB against 32 KiB): honoured, it cut a page
+    to ~128 short names where maxcount holds ~200, for half again as many
     calls per listing, each with its own fixed cost to client and server.
     TOOSMALL when not even the first entry fits maxcount."""
     d = args.dir
