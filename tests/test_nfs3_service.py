@@ -757,7 +757,7 @@ def test_readdirplus_forgets_the_handle_of_a_file_removed_through_the_server(cli
 
 @pytest.mark.parametrize("dircount", [0, 60, 200, 1000])
 def test_readdirplus_ignores_dircount(client, root_fh, export, dircount):
-    # As Linux's nfsd does: maxcount alone sizes the reply, dircount is a hint.
+    # As with Linux's nfsd: maxcount alone sizes the reply, dircount is not used.
     d = mixed_tree(client, root_fh, export)
     page = client.ok(NFSPROC3.READDIRPLUS, nfs3.READDIRPLUS3args(d, 0, bytes(8), dircount, 65536))
     assert page.reply.eof
