@@ -422,10 +422,13 @@ def READDIRPLUS(ctx, args):
     dircount = maxcount / 8 (4 KiB against 32 KiB): honoured, it cut a page
     to ~128 short names where maxcount holds ~200, for half again as many
     calls per listing, each with its own fixed cost to client and server.
-    TOOSMALL when not even the first entry fits maxcount."""
+    TOOSMALL when not even the first entry fits maxcount. A page holds at
+    most DTPREF bytes whatever maxcount asks (the size FSINFO tells clients
+    to use): its lookups run on the event loop, one per entry, and 1 MiB of
+    entries (~6,500) would hold every other call back for tens of ms."""
     d = args.dir
     fs, caller = ctx.service.resolve(ctx, d)
-    limit = min(args.maxcount, max_io(ctx))
+    limit = min(args.maxcount, max_io(ctx), DTPREF)
     # Entries are fetched (each costs a lookup) while they would fit with
     # attributes and a handle as long as the directory's; the page is cut
     # exactly below, as they are encoded.

@@ -828,3 +828,15 @@ def test_fsstat(client, root_fh):
     assert s.invarsec == 0 and s.obj_attributes.type == ftype3.NF3DIR
     res = client.call(NFSPROC3.FSSTAT, nfs3.FSSTAT3args(GARBAGE_FH))
     assert res.disc != OK and res.body.obj_attributes is None
+
+
+def test_a_readdirplus_page_holds_at_most_dtpref_whatever_maxcount_asks(client, root_fh):
+    # Its lookups run on the event loop: a page of 1 MiB would stall it.
+    d = made(client.mkdir(root_fh, b"huge"))
+    for i in range(700):
+        made(client.create(d, f"f{i:05d}".encode()))
+    body = client.body(NFSPROC3.READDIRPLUS,
+                       nfs3.READDIRPLUS3args(d, 0, bytes(8), 1 << 20, 1 << 20))
+    res = decode(nfs3.READDIRPLUS3res, body)
+    assert res.disc == OK and not res.body.reply.eof
+    assert nfs3proc.DTPREF - 2 * 160 < len(body) - 4 <= nfs3proc.DTPREF
