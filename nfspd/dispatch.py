@@ -120,12 +120,17 @@ class ReplyParts(tuple):
 class Wait:
     """What a plain-function handler returns when this call has to wait after
     all (say a READ that cannot be forwarded and must relay the data): the call
-    goes on as a task, and ``await fn(*args)`` gives its result."""
+    goes on as a task, and ``await fn(*args)`` gives its result.
 
-    __slots__ = ("fn", "args")
+    ``commit`` True says it waits for nothing but the group commit's flush
+    (nfspd/durable.py): a transport may then hold the call until the end of
+    its batch of received calls instead (nfspd/parked.py), since one flush
+    answers them all."""
 
-    def __init__(self, fn, *args):
-        self.fn, self.args = fn, args
+    __slots__ = ("fn", "args", "commit")
+
+    def __init__(self, fn, *args, commit=False):
+        self.fn, self.args, self.commit = fn, args, commit
 
 
 class Program:
@@ -185,6 +190,19 @@ class Deferred:
         # A Wait comes from a handler that already ran, the duplicate request
         # cache consulted (drc_key: its entry, to finish).
         self.wait, self.drc_key = wait, drc_key
+
+    @property
+    def waits_for_commit(self):
+        """Whether all it waits for is the group commit (a Wait's ``commit``)."""
+        return self.wait is not None and self.wait.commit
+
+    def abandon(self):
+        """Give up a call that will never run(): the duplicate request cache
+        forgets it, so a retransmission runs again (as when a task is
+        cancelled)."""
+        if self.drc_key is not None:
+            self.dispatcher.drc.finish(self.drc_key, None)
+            self.drc_key = None
 
     async def run(self):
         d, proc, ctx, call, wait = self.dispatcher, self.proc, self.ctx, self.call, self.wait

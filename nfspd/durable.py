@@ -4,8 +4,11 @@ MetaFS notes a change in its group commit (nfspd/fs/commit.py) and returns at
 once; the procedure's handler hands its result to ``when_stable``, which gives
 it back unchanged when nothing waits for a flush (an ``async`` export, a
 MetaFS flushing on its own), or a dispatch Wait that returns it once the flush
-covering the change is done. A retransmission arriving meanwhile finds the
-call in progress in the duplicate request cache, and gets the same reply.
+covering the change is done. That Wait says it waits for the group commit
+only (``commit``): the transport answers it at the end of its batch of
+received calls rather than in a task of its own (nfspd/parked.py). A
+retransmission arriving meanwhile finds the call in progress in the
+duplicate request cache, and gets the same reply.
 
 A REMOVE, or a RENAME over a file, that takes a file's last name answers
 only once the file's pNFS layouts are revoked at the iods too
@@ -22,7 +25,7 @@ def when_stable(fs, caller, result):
     ticket = fs.stable_ticket()
     if ticket is None:
         return result
-    return Wait(_stable_then, fs, ticket, result)
+    return Wait(_stable_then, fs, ticket, result, commit=True)
 
 
 async def _stable_then(fs, ticket, result):

@@ -2,7 +2,9 @@
 
 Thin I/O shells: every received message goes to Dispatcher.handle_now(); a
 reply is sent back at once, a Deferred call runs as a task that sends its reply
-when it has one. Concurrency and buffering are bounded everywhere: a
+when it has one, but for a call that waits only for the group commit: that one
+is parked until the end of the loop's batch, when one flush answers them all
+(nfspd/parked.py). Concurrency and buffering are bounded everywhere: a
 limited number of calls run at once per socket or connection (further
 datagrams wait in the kernel's socket buffer, further records in TCP's window),
 TCP records have a maximum size, idle connections are closed.
@@ -20,6 +22,7 @@ from common import rpc
 from common.runtime import pktinfo
 from common.runtime.gather import unsent
 from nfspd.dispatch import CallContext, Deferred, ReplyParts
+from nfspd.parked import Parked
 from nfspd.workers import takes as offload_takes
 
 log = logging.getLogger(__name__)
@@ -86,10 +89,12 @@ async def serve_udp(sock, dispatcher, limits, offload=None,
                     task_status=trio.TASK_STATUS_IGNORED):
     """Receive datagrams and answer each from the address it was sent to.
 
-    Calls that need no waiting are answered right here, in arrival order; the
-    others (Deferred) run as tasks, at most ``limits.udp_inflight`` at once (the
-    loop stops taking datagrams while that many run). With ``offload`` (a
-    nfspd/workers.Pool), the calls it takes are answered by a worker process."""
+    Calls that need no waiting are answered right here, in arrival order; so
+    are those that wait only for the group commit, at the end of the batch
+    (parked); the others (Deferred) run as tasks, at most
+    ``limits.udp_inflight`` at once (the loop stops taking datagrams while that
+    many run). With ``offload`` (a nfspd/workers.Pool), the calls it takes are
+    answered by a worker process."""
     bound_host, port = sock.getsockname()[:2]
     limiter = trio.Semaphore(limits.udp_inflight)
     cmsg_space = pktinfo.ANCDATA_SIZE
@@ -101,59 +106,83 @@ async def serve_udp(sock, dispatcher, limits, offload=None,
     no_pktinfo = ((bound_host, port), pktinfo.reply_from(bound_host))
     # A worker given this socket answers on it itself (nfspd/workers.py).
     offloaded_reply = None if getattr(offload, "udp", None) is sock else _offloaded_udp
+    parked = Parked(limits.udp_inflight)
     task_status.started()
-    async with trio.open_nursery() as nursery:
-        while True:
-            for _ in range(UDP_BATCH):
-                try:
-                    data, ancdata, _, client = recvmsg(UDP_MAX_DATAGRAM, cmsg_space)
-                except BlockingIOError:
-                    break
-                except OSError as e:
-                    # ICMP errors from earlier sends surface here on Linux; not fatal.
-                    if e.errno in _ICMP_ERRNOS:
-                        continue
-                    raise
-                if ancdata:
-                    key = ancdata[0][2]
-                    dest = destinations.get(key)
-                    if dest is None:
-                        dest = _destination(ancdata, bound_host, port)
-                        if len(destinations) > 1024:
-                            destinations.clear()
-                        destinations[key] = dest
-                else:
-                    dest = no_pktinfo
-                if (offload is not None and offload_takes(data)
-                        and offload.submit(data, client, dest[0], 0, offloaded_reply,
-                                           (sendmsg, dest[1], client))):
-                    continue
-                ctx = CallContext(client, dest[0], "udp", raw=data)
-                try:
-                    reply = handle_now(data, ctx)
-                except Exception:
-                    _dispatch_failed(dispatcher, ctx)
-                    continue
-                if reply is None:
-                    continue
-                if type(reply) is Deferred:
+    try:
+        async with trio.open_nursery() as nursery:
+            while True:
+                for _ in range(UDP_BATCH):
                     try:
-                        limiter.acquire_nowait()
-                    except trio.WouldBlock:
-                        await limiter.acquire()
-                    nursery.start_soon(_answer_udp, sock, reply, ctx, limiter, limits)
+                        data, ancdata, _, client = recvmsg(UDP_MAX_DATAGRAM, cmsg_space)
+                    except BlockingIOError:
+                        break
+                    except OSError as e:
+                        # ICMP errors from earlier sends surface here on Linux; not fatal.
+                        if e.errno in _ICMP_ERRNOS:
+                            continue
+                        raise
+                    if ancdata:
+                        key = ancdata[0][2]
+                        dest = destinations.get(key)
+                        if dest is None:
+                            dest = _destination(ancdata, bound_host, port)
+                            if len(destinations) > 1024:
+                                destinations.clear()
+                            destinations[key] = dest
+                    else:
+                        dest = no_pktinfo
+                    if (offload is not None and offload_takes(data)
+                            and offload.submit(data, client, dest[0], 0, offloaded_reply,
+                                               (sendmsg, dest[1], client))):
+                        continue
+                    ctx = CallContext(client, dest[0], "udp", raw=data)
+                    try:
+                        reply = handle_now(data, ctx)
+                    except Exception:
+                        _dispatch_failed(dispatcher, ctx)
+                        continue
+                    if reply is None:
+                        continue
+                    if type(reply) is Deferred:
+                        if parked.park(reply, (dest[1], ctx)):
+                            continue
+                        try:
+                            limiter.acquire_nowait()
+                        except trio.WouldBlock:
+                            await limiter.acquire()
+                        nursery.start_soon(_answer_udp, sock, reply, ctx, limiter, limits)
+                        continue
+                    try:
+                        sendmsg([reply], dest[1], 0, client)
+                    except BlockingIOError:
+                        await _send_udp(sock, reply, ctx, limits)
+                    except OSError as e:
+                        _send_failed(ctx, e)
+                else:
+                    # A full batch: let the rest of the server run before the next.
+                    if parked:
+                        await _settle_udp(sock, parked, limits)
+                    await trio.lowlevel.checkpoint()
                     continue
-                try:
-                    sendmsg([reply], dest[1], 0, client)
-                except BlockingIOError:
-                    await _send_udp(sock, reply, ctx, limits)
-                except OSError as e:
-                    _send_failed(ctx, e)
-            else:
-                # A full batch: let the rest of the server run before the next.
-                await trio.lowlevel.checkpoint()
-                continue
-            await trio.lowlevel.wait_readable(sock)
+                if parked:
+                    # Then straight back to the socket: more came during the flush.
+                    await _settle_udp(sock, parked, limits)
+                    continue
+                await trio.lowlevel.wait_readable(sock)
+    finally:
+        parked.abandon()
+
+
+async def _settle_udp(sock, parked, limits):
+    for reply, (anc, ctx) in await parked.settle():
+        if reply is None:
+            continue
+        try:
+            sock.sendmsg(reply if type(reply) is ReplyParts else [reply], anc, 0, ctx.client)
+        except BlockingIOError:
+            await _send_udp(sock, reply, ctx, limits)
+        except OSError as e:
+            _send_failed(ctx, e)
 
 
 def _offloaded_udp(reply, sendmsg, anc, client):
@@ -331,6 +360,7 @@ async def _serve_connection(sock, dispatcher, limits, connections, offload=None)
     client, local = conn.client, conn.local
     reader = rpc.RecordReader(limits.max_record)
     inflight = trio.Semaphore(limits.tcp_inflight_per_conn)
+    parked = Parked(limits.tcp_inflight_per_conn)
     handle_now = dispatcher.handle_now
     idle_timeout = limits.idle_timeout
     # The idle timeout needs no cancel scope per receive: one scope, whose
@@ -380,6 +410,8 @@ async def _serve_connection(sock, dispatcher, limits, connections, offload=None)
                         if reply is None:
                             continue
                         if type(reply) is Deferred:
+                            if parked.park(reply):
+                                continue
                             await inflight.acquire()
                             nursery.start_soon(_answer_tcp, conn, reply, inflight)
                         else:
@@ -388,6 +420,13 @@ async def _serve_connection(sock, dispatcher, limits, connections, offload=None)
                     # in one write (clients pipeline many small calls).
                     if out and not await conn.send(b"".join(out)):
                         break
+                    if parked:
+                        # Then the replies that waited for the flush, in order
+                        # between themselves (and, like a task's, after those).
+                        out = [_tcp_record(reply) for reply, _ in await parked.settle()
+                               if reply is not None]
+                        if out and not await conn.send(b"".join(out)):
+                            break
                     unyielded += len(records)
                     if unyielded >= UDP_BATCH:
                         # A client that keeps the socket full must not keep
@@ -399,6 +438,7 @@ async def _serve_connection(sock, dispatcher, limits, connections, offload=None)
             nursery.cancel_scope.cancel()
     finally:
         conn.broken = True  # a worker's late reply must not reach a reused fd
+        parked.abandon()
         trio.lowlevel.notify_closing(sock)
         sock.close()
         connections.release()
@@ -416,6 +456,12 @@ def _offloaded_tcp(reply, conn, nursery):
         nursery.start_soon(conn.send, record)
     except RuntimeError:  # the connection's nursery has closed
         pass
+
+
+def _tcp_record(reply):
+    if type(reply) is ReplyParts:
+        reply = b"".join(reply)
+    return rpc.encode_record(reply)
 
 
 async def _answer_tcp(conn, deferred, inflight):
