@@ -9,6 +9,12 @@ until a flush covers it. The first call to wait lets the calls already
 received run first (and note their changes), then flushes: one flush covers
 the changes of every call that arrived while the previous one ran.
 
+Who waits is usually a transport's receive loop, not a task per call: it
+parks the calls that wait only for this flush until its batch of received
+datagrams or records is done, then waits once for them all, the other loops
+(TCP connections, the other sockets) getting their turn to note their changes
+meanwhile, and answers them in arrival order (nfspd/parked.py).
+
 The flush runs on the event loop's thread. Measured on ext4 here, a flush in
 a worker thread gained nothing: while the journal commits, the loop's own
 namespace calls (open, link, unlink start journal handles) wait for it anyway
@@ -171,7 +177,9 @@ class GroupCommit:
         """Return once the batch ``ticket`` (and every one before) is durable;
         OSError if its flush failed."""
         if self._stable < ticket:
-            # Calls already received get to note their changes first.
+            # Calls already received get to note their changes first: the
+            # other receive loops run their batch (two passes: a loop woken
+            # with this one may run after it in the same pass).
             await trio.sleep(0)
             await trio.sleep(0)
             if self._stable < ticket:
