@@ -10,7 +10,9 @@ table) is the Program's ``service``, which it finds in ``ctx.service``.
 Most NFS procedures never wait (MetaFS is synchronous), and spawning a task per
 call cost more than the call itself; so the transports call handle_now(), which
 answers those on the spot and hands back a Deferred for the others (READ,
-WRITE, COMMIT, MNT...), which they run as tasks.
+WRITE, COMMIT, MNT...), which they run as tasks; but for those that wait only
+for the group commit (a ``sync`` export's CREATE, REMOVE...), which they
+finish themselves once their batch is flushed (nfspd/parked.py).
 """
 
 import inspect
