@@ -166,7 +166,7 @@ def test_a_burst_of_creates_is_answered_in_order_after_one_flush(export, no_task
     assert {decode(PROCEDURES[NFSPROC3.CREATE][2], r.body).disc for r in replies} == {
         nfsstat3.NFS3_OK}
     assert export.commit.batches == 1 and export.fs.stable_ticket() is None
-    assert sorted(p.name for p in export.root.iterdir()) == sorted("f%d" % i for i in range(10))
+    assert sorted(p.name for p in export.root.iterdir()) == sorted(f"f{i}" for i in range(10))
 
 
 def test_a_failed_flush_fails_the_parked_calls_of_its_batch_as_it_fails_a_task(
@@ -262,7 +262,7 @@ def test_calls_beyond_the_bound_run_as_tasks_and_all_are_answered(export):
             nursery.cancel_scope.cancel()
         return got
     assert trio.run(main) == list(range(6))
-    assert sorted(p.name for p in export.root.iterdir()) == sorted("f%d" % i for i in range(6))
+    assert sorted(p.name for p in export.root.iterdir()) == sorted(f"f{i}" for i in range(6))
 
 
 def test_parked_calls_given_up_are_forgotten_by_the_reply_cache(export):
