@@ -1383,3 +1383,33 @@ def test_a_created_file_has_the_mode_asked_whatever_the_daemons_umask(env):
             assert stat.S_IMODE(os.stat(env.root / name.decode()).st_mode) == mode
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_a_removed_files_last_descriptor_is_closed_after_the_replies_of_its_turn(cenv, sync):
+    # That close frees the inode (a discard on some mounts): not in REMOVE's
+    # latency, but once its reply (after the flush, under sync) is out.
+    fs = cenv.fs
+    caller = ROOT if sync else Caller(0, 0, sync=False)
+    fs.create(fs.root_fh, b"f", caller, UNCHECKED, SetAttr())
+    run(fs.stable, fs.stable_ticket() or 0)
+    ino = os.stat(cenv.root / "f").st_ino
+    fd = fs._objects.codec.cached_inode(ino)[0]
+
+    def is_open():
+        try:
+            return os.fstat(fd).st_ino == ino
+        except OSError:
+            return False
+
+    async def main():
+        fs.remove(fs.root_fh, b"f", caller)
+        assert is_open()  # the reply goes first
+        ticket = fs.stable_ticket()
+        if sync:
+            assert ticket is not None
+            await fs.stable(ticket)
+        for _ in range(3):
+            await trio.sleep(0)
+        assert not is_open()
+    run(main)

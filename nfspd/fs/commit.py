@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 # descriptor; the handle cache holds O_PATH ones): a dup, and a reopening
 # through /proc and a close at every flush, were four of a CREATE's system calls.
 DIRS_KEPT = 256
+CLOSE_LATER = 1024  # removed objects' descriptors waiting to be closed (close_later)
 
 
 class GroupCommit:
@@ -78,6 +79,7 @@ class GroupCommit:
         self._drop = []      # of _kept: removed directories to close once flushed
         self._purges = {}    # sink -> [(ino, seed)]
         self._to_wake = []   # sinks given unsynced purges since they were woken
+        self._closing = []   # last descriptors of removed objects (close_later)
         self._filling = 1    # the batch changes are noted in now
         self._stable = 0     # every batch up to this one has been flushed
         self._failed = {}    # batch -> the error its flush raised (recent ones)
@@ -124,6 +126,7 @@ class GroupCommit:
             os.close(rfd)
 
     def close(self):
+        self._close_now()
         for rfd in self._kept.values():
             os.close(rfd)
         self._kept.clear()
@@ -163,6 +166,40 @@ class GroupCommit:
                 sink.wake()
             except Exception:
                 log.exception("waking the purge sink failed")
+
+    def close_later(self, fd):
+        """Close the last descriptor of a removed object once the replies of
+        the calls received meanwhile are out (after the flush covering them,
+        under ``sync``). That close frees the inode, and with it the
+        metafile's block: ~190 us here, most of it the synchronous discard
+        of a file system mounted with ``discard``. Done before the reply it
+        was in every REMOVE's latency; after, it overlaps the clients' turn
+        to send their next calls (8 clients: CREATE+REMOVE pairs/s +3-5%
+        under sync, +10% under async, same nfspd CPU). At most CLOSE_LATER
+        wait; more are closed at once."""
+        closing = self._closing
+        closing.append(fd)
+        if len(closing) > CLOSE_LATER:
+            self._close_now()
+        elif len(closing) == 1:
+            try:
+                trio.lowlevel.spawn_system_task(self._close_soon, self._filling)
+            except RuntimeError:  # no event loop: at once
+                self._close_now()
+
+    async def _close_soon(self, batch):
+        # The calls already received run first; under sync, the flush of the
+        # batch the removal is in, and the replies it releases, come first.
+        await trio.sleep(0)
+        while self._stable < batch and self.ticket() is not None:
+            await trio.sleep(0)
+        await trio.sleep(0)
+        self._close_now()
+
+    def _close_now(self):
+        fds, self._closing = self._closing, []
+        for fd in fds:
+            os.close(fd)
 
     def ticket(self):
         """What stable() takes to wait for every change noted so far; None

@@ -322,13 +322,15 @@ class HandleCodec:
                 self._unindex(fh, hit[1])
                 os.close(hit[0])
 
-    def forget_ino(self, ino):
+    def forget_ino(self, ino, close=os.close):
+        """The object lost its last link: its cached descriptors go, through
+        ``close`` (the last one frees the inode: see GroupCommit.close_later)."""
         self._minted.pop(ino, None)
         with self._lock:
             for cfh in self._by_ino.pop(ino, ()):
                 hit = self._cache.pop(cfh, None)
                 if hit is not None:
-                    os.close(hit[0])
+                    close(hit[0])
 
     def close(self):
         with self._lock:

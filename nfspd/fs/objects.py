@@ -305,7 +305,7 @@ class Objects:
         if st.st_ino in self._held_inos:
             self._pending[st.st_ino] = (st, meta)
             return
-        self.codec.forget_ino(st.st_ino)
+        self.codec.forget_ino(st.st_ino, os.close if self.commit is None else self.commit.close_later)
         self.metafiles.forget(st)
         if self.commit is not None and stat.S_ISDIR(st.st_mode):
             self.commit.forget(st)
