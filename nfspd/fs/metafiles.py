@@ -160,36 +160,24 @@ class Metafiles:
             flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NOATIME | os.O_CLOEXEC
             fd = os.open(name, flags, mode, dir_fd=dir_fd)
             try:
-                if os.fstat(fd).st_mode & 0o7777 != mode:
-                    os.fchmod(fd, mode)
-                os.pwrite(fd, data, 0)
-                if meta.size:
-                    os.ftruncate(fd, META_HEADER + meta.size)
-                if sync:
-                    os.fdatasync(fd)
+                _fill(fd, data, meta.size, sync)
             except BaseException:
                 os.unlink(name, dir_fd=dir_fd)
                 os.close(fd)
                 raise
         else:
             try:
-                os.pwrite(fd, data, 0)
-                if meta.size:
-                    os.ftruncate(fd, META_HEADER + meta.size)
-                if sync:
-                    os.fdatasync(fd)
+                _fill(fd, data, meta.size, sync)
                 os.link(proc_path(fd), name, dst_dir_fd=dir_fd, follow_symlinks=True)
             except BaseException:
                 os.close(fd)
                 raise
-            # The daemon's umask (or the directory's default ACL) must not
-            # apply: checked on the stat the reply needs anyway, one system
-            # call less than before the link. Until the fchmod the name has
-            # fewer permission bits than asked, never more.
-            st = os.fstat(fd)
-            if st.st_mode & 0o7777 == mode:
-                self.remember(st, meta)
-                return fd, st
+        # The daemon's umask (or the directory's default ACL) must not apply:
+        # checked on the stat the reply needs anyway, one system call less
+        # than a check of its own before the link. Until the fchmod the name
+        # has fewer permission bits than asked, never more.
+        st = os.fstat(fd)
+        if st.st_mode & 0o7777 != mode:
             try:
                 os.fchmod(fd, mode)
                 if sync:
@@ -198,7 +186,7 @@ class Metafiles:
                 os.unlink(name, dir_fd=dir_fd)
                 os.close(fd)
                 raise
-        st = os.fstat(fd)
+            st = os.fstat(fd)
         self.remember(st, meta)
         return fd, st
 
@@ -214,3 +202,12 @@ def _same_record(a, b):
     length need not be rewritten then)."""
     return (a.seed, a.stripe_unit, a.layout_gen, a.create_verf, a.trunc_to) == \
         (b.seed, b.stripe_unit, b.layout_gen, b.create_verf, b.trunc_to)
+
+
+def _fill(fd, data, size, sync):
+    """A new metafile's record, and its length telling ``size``."""
+    os.pwrite(fd, data, 0)
+    if size:
+        os.ftruncate(fd, META_HEADER + size)
+    if sync:
+        os.fdatasync(fd)
