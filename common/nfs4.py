@@ -2180,22 +2180,21 @@ def _opaque_at(data, pos, maxlen):
     return bytes(data[start:start + n]), end
 
 
-def _fast_PUTFH(data, pos):
-    got = _opaque_at(data, pos, NFS4_FHSIZE)
-    if got is None:
-        return None
-    obj = PUTFH4args.__new__(PUTFH4args)
-    obj.object = got[0]
-    return obj, got[1]
+def _fast_one_opaque(cls, field, maxlen):
+    """The fast decoder of arguments that are one opaque<maxlen> (PUTFH's
+    handle, LOOKUP's name)."""
+    def decode(data, pos):
+        got = _opaque_at(data, pos, maxlen)
+        if got is None:
+            return None
+        obj = cls.__new__(cls)
+        setattr(obj, field, got[0])
+        return obj, got[1]
+    return decode
 
 
-def _fast_LOOKUP(data, pos):
-    got = _opaque_at(data, pos, NFS4_UTF8STRING_MAX)
-    if got is None:
-        return None
-    obj = LOOKUP4args.__new__(LOOKUP4args)
-    obj.objname = got[0]
-    return obj, got[1]
+_fast_PUTFH = _fast_one_opaque(PUTFH4args, "object", NFS4_FHSIZE)
+_fast_LOOKUP = _fast_one_opaque(LOOKUP4args, "objname", NFS4_UTF8STRING_MAX)
 
 
 def _fast_GETATTR(data, pos):
