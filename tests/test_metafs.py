@@ -1389,7 +1389,7 @@ def test_a_created_file_has_the_mode_asked_whatever_the_daemons_umask(env):
 @pytest.mark.parametrize("sync", [True, False])
 def test_a_removed_files_last_descriptor_is_closed_after_the_replies_of_its_turn(cenv, sync):
     # That close frees the inode (a discard on some mounts): not in REMOVE's
-    # latency, but once its reply (after the flush, under sync) is out.
+    # latency, but in the closing thread, once the loop turn's calls ran.
     fs = cenv.fs
     caller = ROOT if sync else Caller(0, 0, sync=False)
     fs.create(fs.root_fh, b"f", caller, UNCHECKED, SetAttr())

@@ -173,19 +173,21 @@ class GroupCommit:
                 log.exception("waking the purge sink failed")
 
     def close_later(self, fd):
-        """Close the last descriptor of a removed object once the replies of
-        the calls received meanwhile are out (after the flush covering them,
-        under ``sync``), in a thread of its own. That close frees the inode,
-        and with it the metafile's block: ~190 us here, most of it the
+        """Close the last descriptor of a removed object in a thread of its
+        own, one batch per loop turn, not inside REMOVE. That close frees the
+        inode, and with it the metafile's block: ~190 us here, most of it the
         synchronous discard of a file system mounted with ``discard``, which
-        ganesha's empty files never pay. Done inside REMOVE it was in every
-        reply's latency; after the replies, on the loop, it overlapped the
-        clients' turn (8 clients: CREATE+REMOVE pairs/s +3-5% under sync,
-        +10% under async); in the thread it also overlaps the next batch's
-        work, as the close waits for the device without the GIL (a batch of
-        closes per hand-over: +6-9% more under sync; one hand-over per close
-        had been slower than closing on the loop). At most CLOSE_LATER wait,
-        and CLOSER_BATCHES batches for the thread; beyond, closed at once.
+        ganesha's empty files never pay. Inside REMOVE it was in every
+        reply's latency; in the thread it waits for the device without the
+        GIL while the loop goes on (8 clients, alternating with closes made
+        on the loop after the replies: CREATE+REMOVE pairs/s 1,766-1,822 vs
+        1,662-1,670 under sync; those had gained 3-5% under sync and 10%
+        under async over closes inside REMOVE). One hand-over per close had
+        been slower than closing on the loop: the batch is what pays. The
+        batch need not wait for the flush (the loop does not wait for the
+        thread): waiting for it measured the same within noise. At most
+        CLOSE_LATER wait, and CLOSER_BATCHES batches for the thread;
+        beyond, closed at once.
         """
         closing = self._closing
         closing.append(fd)
@@ -193,16 +195,12 @@ class GroupCommit:
             self._close_now()
         elif len(closing) == 1:
             try:
-                trio.lowlevel.spawn_system_task(self._close_soon, self._filling)
+                trio.lowlevel.spawn_system_task(self._close_soon)
             except RuntimeError:  # no event loop: at once
                 self._close_now()
 
-    async def _close_soon(self, batch):
-        # The calls already received run first; under sync, the flush of the
-        # batch the removal is in, and the replies it releases, come first.
-        await trio.sleep(0)
-        while self._stable < batch and self.ticket() is not None:
-            await trio.sleep(0)
+    async def _close_soon(self):
+        # One hand-over for the closes of the calls already received.
         await trio.sleep(0)
         self._close_now()
 
