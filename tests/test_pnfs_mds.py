@@ -552,10 +552,9 @@ def test_exports_reloaded_revoke_every_layout(pnfs_cluster):
     ds.close()
 
 
-@pytest.mark.parametrize("how", ["REMOVE", "RENAME over it"])
-def test_an_nfsv3_removal_revokes_the_layouts_before_its_reply(pnfs_cluster, how):
-    """As NFSv4's REMOVE does: not only once the PURGE reaches the iods."""
-    c = pnfs_cluster()
+def _victim_written_through_a_layout(c):
+    """(export handle, DataServers, data-server handle) of a file "victim"
+    written through its layout by an NFSv4.1 client, then closed."""
     client = mds(c)
     dirfh = client.lookup_path(c.export)
     sid, fh = client.open(dirfh, b"victim")
@@ -564,6 +563,20 @@ def test_an_nfsv3_removal_revokes_the_layouts_before_its_reply(pnfs_cluster, how
     handle = layout.nfl_fh_list[0]
     ok_result(ds.of(0).write(handle, 0, b"before"))
     client.close_file(fh, sid)
+    return dirfh, ds, handle
+
+
+def _assert_revoked(ds, handle):
+    for off in range(0, 2 * UNIT, UNIT):
+        assert status(ds.of(off).write(handle, off, b"after")) == nfsstat4.NFS4ERR_STALE
+    ds.close()
+
+
+@pytest.mark.parametrize("how", ["REMOVE", "RENAME over it"])
+def test_an_nfsv3_removal_revokes_the_layouts_before_its_reply(pnfs_cluster, how):
+    """As NFSv4's REMOVE does: not only once the PURGE reaches the iods."""
+    c = pnfs_cluster()
+    dirfh, ds, handle = _victim_written_through_a_layout(c)
     v3, _ = c.connect(vers=3, transport="tcp")
     if how == "REMOVE":
         v3.ok(nfs3.NFSPROC3.REMOVE, nfs3.REMOVE3args(nfs3.diropargs3(dirfh, b"victim")))
@@ -573,21 +586,13 @@ def test_an_nfsv3_removal_revokes_the_layouts_before_its_reply(pnfs_cluster, how
                                                                    nfs3.sattr3.unchanged())))
         v3.ok(nfs3.NFSPROC3.RENAME, nfs3.RENAME3args(nfs3.diropargs3(dirfh, b"other"),
                                                    nfs3.diropargs3(dirfh, b"victim")))
-    for off in range(0, 2 * UNIT, UNIT):
-        assert status(ds.of(off).write(handle, off, b"after")) == nfsstat4.NFS4ERR_STALE
-    ds.close()
+    _assert_revoked(ds, handle)
 
 
 @pytest.mark.parametrize("how", ["REMOVE", "RENAME over it"])
 def test_an_nfsv2_removal_revokes_the_layouts_before_its_reply(pnfs_cluster, how):
     c = pnfs_cluster()
-    client = mds(c)
-    sid, fh = client.open(client.lookup_path(c.export), b"victim")
-    layout = the_layout(layoutget(client, fh, sid))
-    ds = DataServers(c.ns, layout, device_of(client, layout))
-    handle = layout.nfl_fh_list[0]
-    ok_result(ds.of(0).write(handle, 0, b"before"))
-    client.close_file(fh, sid)
+    _, ds, handle = _victim_written_through_a_layout(c)
     v2, root = c.connect(vers=2, transport="tcp")
     if how == "REMOVE":
         assert v2.call(nfs2.NFSPROC.REMOVE, nfs2.diropargs(root, b"victim")) == \
@@ -598,9 +603,7 @@ def test_an_nfsv2_removal_revokes_the_layouts_before_its_reply(pnfs_cluster, how
         assert v2.call(nfs2.NFSPROC.RENAME, nfs2.renameargs(
             nfs2.diropargs(root, b"other"), nfs2.diropargs(root, b"victim"))) == \
             nfs2.nfsstat.NFS_OK
-    for off in range(0, 2 * UNIT, UNIT):
-        assert status(ds.of(off).write(handle, off, b"after")) == nfsstat4.NFS4ERR_STALE
-    ds.close()
+    _assert_revoked(ds, handle)
 
 
 def test_an_nfsv3_removal_of_one_link_keeps_the_layouts(pnfs_cluster):
