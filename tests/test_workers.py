@@ -54,7 +54,7 @@ def raw_listing(c, fh, proc, xid):
         cookie, verf = body.reply.entries[-1].cookie, body.cookieverf
 
 
-def populate(c, root):
+def populate(c, root, export):
     """A directory of regular files (metafiles: made over NFS), a
     subdirectory and a symlink; its handle."""
     big = c.ok(NFSPROC3.MKDIR, nfs3.MKDIR3args(nfs3.diropargs3(root, b"big"),
@@ -64,7 +64,7 @@ def populate(c, root):
         if i % 10 == 0:
             c.write_all(f, b"x" * i)
     c.ok(NFSPROC3.MKDIR, nfs3.MKDIR3args(nfs3.diropargs3(big, b"sub"), nfs3.sattr3.unchanged()))
-    os.symlink("file-001", os.path.join(c.export_dir, "big", "link"))
+    os.symlink("file-001", os.path.join(export, "big", "link"))
     return big
 
 
@@ -81,8 +81,7 @@ def readdirplus(c, fh):
 def test_a_worker_answers_byte_for_byte_what_nfspd_answers(ns, nfspd, transport):
     d = start(nfspd, 0)
     c, root = connect(ns, d, transport)
-    c.export_dir = d.export
-    big = populate(c, root)
+    big = populate(c, root, d.export)
     # Listed once first: a directory's first read after a change sets its atime.
     raw_listing(c, big, NFSPROC3.READDIRPLUS, 1000)
     mine = {p: raw_listing(c, big, p, 1000) for p in (NFSPROC3.READDIRPLUS, NFSPROC3.READDIR)}
@@ -133,8 +132,7 @@ def test_export_rules_and_their_reload_reach_the_workers(ns, nfspd, transport):
 def test_a_killed_worker_is_replaced_and_calls_keep_being_answered(ns, nfspd, transport):
     d = start(nfspd, 1)
     c, root = connect(ns, d, transport)
-    c.export_dir = d.export
-    big = populate(c, root)
+    big = populate(c, root, d.export)
     before = entries(readdirplus(c, big))
     (pid,) = workers_of(d)["pids"]
     os.kill(pid, signal.SIGKILL)
