@@ -13,6 +13,7 @@ import time
 import click
 import pytest
 import trio
+import trio.testing
 
 from common import nfs3, rpc
 from common.xdr import encode
@@ -119,6 +120,44 @@ def test_replies_are_matched_by_xid_and_strays_counted(ns):
     assert stats.errors["getattr NFS3ERR_STALE"] == 3   # the NFS status is checked too
     assert stats.duplicates == 3                         # second answers to finished calls
     assert stats.errors["stray reply"] == 1
+
+
+def _cancelled_send_run():
+    """A WRITE given up while its record is half sent, then a GETATTR on the
+    same TCP connection: the procedures of the records the server reads."""
+    async def main():
+        near, far = socket.socketpair()
+        server = trio.SocketStream(trio.socket.from_stdlib_socket(far))
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(near))
+
+        async def connect():
+            return stream
+        chan = loadgen.Channel(connect, "tcp", None, loadgen.Stats(), 4, 1.0, 0, 1 << 20)
+        await chan.open()
+        big = b"x" * (8 << 20)   # far more than the socket buffers hold
+        async with trio.open_nursery() as nursery:
+            give_up = trio.CancelScope()
+            nursery.start_soon(_call_in, give_up, chan, nfs3.NFSPROC3.WRITE, big)
+            await trio.testing.wait_all_tasks_blocked()   # stuck in the send
+            give_up.cancel()
+            nursery.start_soon(_call_in, trio.CancelScope(), chan, nfs3.NFSPROC3.GETATTR, b"fh")
+            reader, procs = rpc.RecordReader(16 << 20), []
+            with trio.move_on_after(10):
+                while len(procs) < 2:
+                    procs += [rpc.decode_call(r).proc for r in reader.feed(
+                        await server.receive_some(1 << 20))]
+            nursery.cancel_scope.cancel()
+        return procs
+    return trio.run(main)
+
+
+async def _call_in(scope, chan, proc, args):
+    with scope:
+        await chan.call(proc, args)
+
+
+def test_a_call_given_up_mid_send_does_not_corrupt_the_connection():
+    assert _cancelled_send_run() == [nfs3.NFSPROC3.WRITE, nfs3.NFSPROC3.GETATTR]
 
 
 # -- the real loadgen against a real cluster ---------------------------------------

@@ -303,9 +303,20 @@ class Channel:
                 if self.transport == "udp":
                     await self.sock.send(message)
                 else:
-                    await self.sock.send_all(rpc.encode_record(message))
+                    await self._send_record(rpc.encode_record(message))
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
+
+    async def _send_record(self, record):
+        # A record cut short by a cancellation (the end of the run, a call
+        # given up) would swallow the next call's bytes as its own, and
+        # every call after it on the connection would go unanswered: a
+        # record is sent whole, or the connection is dropped (the receive
+        # loop makes it again).
+        with trio.CancelScope(shield=True), trio.move_on_after(TCP_TIMEOUT) as bound:
+            await self.sock.send_all(record)
+        if bound.cancelled_caught:
+            await trio.aclose_forcefully(self.sock)
 
     async def call(self, proc, args):
         """The raw reply to one NFSv3 call (raises CallFailed, counted)."""
@@ -768,9 +779,11 @@ class Meta(Workload):
             # The end of the run must not leave a file behind (cancelled
             # after the CREATE went out, say): runs after runs, as in a soak,
             # would fill the directory.
-            with trio.CancelScope(shield=True), trio.move_on_after(TCP_TIMEOUT):
+            with trio.CancelScope(shield=True), trio.move_on_after(TCP_TIMEOUT) as bound:
                 await client.create(self.scratch_fh, name)
                 await client.remove(self.scratch_fh, name)
+            if bound.cancelled_caught:
+                client.stats.error("create_remove", f"{name} not removed in {TCP_TIMEOUT:g} s")
             client.stats.done("create_remove", time.perf_counter() - started)
         elif op == "readdirplus":
             await self.readdirplus_page(client, ctx)
@@ -778,9 +791,11 @@ class Meta(Workload):
             ctx["n"] += 1
             name = f"d{client.cid}w{w}n{ctx['n']}"
             started = time.perf_counter()
-            with trio.CancelScope(shield=True), trio.move_on_after(TCP_TIMEOUT):
+            with trio.CancelScope(shield=True), trio.move_on_after(TCP_TIMEOUT) as bound:
                 await client.mkdir(self.scratch_fh, name)
                 await client.rmdir(self.scratch_fh, name)
+            if bound.cancelled_caught:
+                client.stats.error("mkdir_rmdir", f"{name} not removed in {TCP_TIMEOUT:g} s")
             client.stats.done("mkdir_rmdir", time.perf_counter() - started)
         elif op == "rename":
             # One file per worker, renamed back and forth.
