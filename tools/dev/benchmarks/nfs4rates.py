@@ -1,10 +1,14 @@
-"""GETATTR and CREATE over NFSv4.1 next to NFSv3, one client, one run, on loopback.
+"""GETATTR and CREATE over NFSv4.1 next to NFSv3, one run, on loopback.
 
-`python3 -m tools.dev.benchmarks.nfs4rates [--seconds S]` (root: namespaces)
-prints one JSON row per (protocol, operation) and a markdown table.
+`python3 -m tools.dev.benchmarks.nfs4rates [--seconds S] [--clients 1,8]`
+(root: namespaces) prints one JSON row per (protocol, operation, clients)
+and a markdown table.
 
-One Python client over TCP, one call at a time, against a loopback NFSP with
-two iods. What is counted as one operation is what the Linux client sends for it:
+Each client is a Python process of its own with its own TCP connection (and,
+over NFSv4.1, its own client ID and session), one call at a time, against a
+loopback NFSP with two iods; with several, a sync export's group commit
+answers many with one flush. What is counted as one operation is what the
+Linux client sends for it:
 
 * GETATTR: v3 GETATTR; v4.1 SEQUENCE+PUTFH+GETATTR with the attributes Linux
   asks when it revalidates an inode (LINUX_GETATTR).
@@ -46,7 +50,7 @@ LINUX_GETATTR = (
     nfs4.FATTR4_MOUNTED_ON_FILEID)
 
 
-def _v3(host, export):
+def _v3(host, export, index):
     client, root = connect(host, export, vers=3, transport="tcp")
     fh = client.create(root, b"getattr-v3")
     n = [0]
@@ -56,14 +60,14 @@ def _v3(host, export):
 
     def create():
         n[0] += 1
-        client.create(root, b"c3-%d" % n[0])
+        client.create(root, b"c3-%d-%d" % (index, n[0]))
     return {"getattr": getattr_, "create": create}
 
 
-def _v41(host, export):
+def _v41(host, export, index):
     client = Nfs4Client(host).mount()
     root = client.lookup_path(export)
-    sid, fh = client.open(root, b"getattr-v41")
+    sid, fh = client.open(root, b"getattr-v41-%d" % index)
     client.close_file(fh, sid)
     bitmap = nfs4.attrs_to_bitmap4(LINUX_GETATTR)
     n = [0]
@@ -76,7 +80,8 @@ def _v41(host, export):
         how = nfs4.openflag4(nfs4.opentype4.OPEN4_CREATE, nfs4.createhow4(
             nfs4.createmode4.UNCHECKED4, fattr({nfs4.FATTR4_MODE: 0o644})))
         args = nfs4.OPEN4args(0, 3, 0, nfs4.open_owner4(client.clientid, b"bench"), how,
-                              nfs4.open_claim4(nfs4.open_claim_type4.CLAIM_NULL, b"c4-%d" % n[0]))
+                              nfs4.open_claim4(nfs4.open_claim_type4.CLAIM_NULL,
+                                                              b"c4-%d-%d" % (index, n[0])))
         res = client.ok(op(O.OP_PUTFH, nfs4.PUTFH4args(root)), op(O.OP_OPEN, args),
                         op(O.OP_GETFH), op(O.OP_GETATTR, nfs4.GETATTR4args(bitmap)))
         client.close_file(res[2].body.object, res[1].body.stateid)
@@ -87,9 +92,10 @@ CLIENTS = {"v3": _v3, "v4.1": _v41}
 OPS = ("getattr", "create")
 
 
-def worker(host, export, proto, operation, seconds):
-    """Inside the server's namespace: the count of `operation` done in `seconds`."""
-    fn = CLIENTS[proto](host, export)[operation]
+def worker(host, export, proto, operation, seconds, index=0):
+    """Inside the server's namespace: the count of `operation` done in `seconds`
+    (``index`` tells apart the names of concurrent clients)."""
+    fn = CLIENTS[proto](host, export, index)[operation]
     fn()  # a first call outside the timing: connections and caches warm
     print("ready", flush=True)
     sys.stdin.readline()
@@ -100,52 +106,73 @@ def worker(host, export, proto, operation, seconds):
     print(json.dumps({"count": count, "seconds": time.monotonic() - t0}), flush=True)
 
 
-def measure(srv, proto, operation, seconds):
-    argv = srv.client_prefix()([sys.executable, "-m", "tools.dev.benchmarks.nfs4rates", "worker",
-                                srv.server, srv.export, proto, operation, str(seconds)])
-    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
-                         env=child_env())
+def measure(srv, proto, operation, seconds, clients=1):
+    procs = []
     try:
-        if p.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"{proto} {operation}: the client did not start")
+        for index in range(clients):
+            argv = srv.client_prefix()([sys.executable, "-m", "tools.dev.benchmarks.nfs4rates",
+                                        "worker", srv.server, srv.export, proto, operation,
+                                        str(seconds), "--index", str(index)])
+            procs.append(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          text=True, cwd=REPO, env=child_env()))
+        for p in procs:
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"{proto} {operation}: a client did not start")
         cpu0 = proc_cpu(srv.pid)
-        p.stdin.write("go\n")
-        p.stdin.flush()
-        out = json.loads(p.stdout.readline())
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outs = [json.loads(p.stdout.readline()) for p in procs]
         cpu = proc_cpu(srv.pid) - cpu0
     finally:
-        p.kill()
-        p.wait()
-    return {"protocol": proto, "op": operation,
-            "ops_per_s": round(out["count"] / out["seconds"], 1),
-            "server_cpu_us_per_op": round(cpu / out["count"] * 1e6, 1) if out["count"] else None}
+        for p in procs:
+            p.kill()
+            p.wait()
+    count = sum(o["count"] for o in outs)
+    return {"protocol": proto, "op": operation, "clients": clients,
+            "ops_per_s": round(sum(o["count"] / o["seconds"] for o in outs), 1),
+            "server_cpu_us_per_op": round(cpu / count * 1e6, 1) if count else None}
 
 
-def run(seconds):
+def run(seconds, clients=(1,)):
     rows = []
     with (tempfile.TemporaryDirectory(prefix="nfs4rates-") as work,
           LoopbackNfsp(work, NFSP_IODS) as srv):
         for operation in OPS:
-            for proto in CLIENTS:
-                rows.append(measure(srv, proto, operation, seconds))
+            for n in clients:
+                for proto in CLIENTS:
+                    rows.append(measure(srv, proto, operation, seconds, n))
     return rows
 
 
 def table(rows):
-    lines = ["| operation | protocol | ops/s | nfspd CPU per op (us) |", "|---|---|---|---|"]
-    lines += [f"| {r['op']} | {r['protocol']} | {r['ops_per_s']:,.0f} | "
+    lines = ["| operation | clients | protocol | ops/s | nfspd CPU per op (us) |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['op']} | {r['clients']} | {r['protocol']} | {r['ops_per_s']:,.0f} | "
               f"{r['server_cpu_us_per_op']} |" for r in rows]
     return "\n".join(lines)
 
 
+def _counts(ctx, param, value):
+    try:
+        counts = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise click.BadParameter("positive integers separated by commas, say 1,8")
+    return counts
+
+
 @click.group(invoke_without_command=True)
 @click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(0.5),
-              help="Time per (protocol, operation).")
+              help="Time per (protocol, operation, clients).")
+@click.option("--clients", default="1", show_default=True, callback=_counts,
+              help="Concurrent clients, comma-separated counts (a run for each).")
 @click.pass_context
-def cli(ctx, seconds):
+def cli(ctx, seconds, clients):
     """GETATTR and CREATE rates over NFSv4.1 next to NFSv3 (needs root)."""
     if ctx.invoked_subcommand is None:
-        rows = run(seconds)
+        rows = run(seconds, clients)
         for r in rows:
             print(json.dumps(r))
         print(table(rows))
@@ -157,8 +184,9 @@ def cli(ctx, seconds):
 @click.argument("proto", type=click.Choice(sorted(CLIENTS)))
 @click.argument("operation", type=click.Choice(OPS))
 @click.argument("seconds", type=float)
-def worker_cmd(host, export, proto, operation, seconds):
-    worker(host, export, proto, operation, seconds)
+@click.option("--index", default=0, type=click.IntRange(0))
+def worker_cmd(host, export, proto, operation, seconds, index):
+    worker(host, export, proto, operation, seconds, index)
 
 
 if __name__ == "__main__":
