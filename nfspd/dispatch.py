@@ -127,12 +127,14 @@ class Wait:
     ``commit`` True says it waits for nothing but the group commit's flush
     (nfspd/durable.py): a transport may then hold the call until the end of
     its batch of received calls instead (nfspd/parked.py), since one flush
-    answers them all."""
+    answers them all. ``abandon(*args)``, if given, is what must be undone
+    when the call is given up without ever running ``fn`` (an NFSv4 session
+    slot to free)."""
 
-    __slots__ = ("fn", "args", "commit")
+    __slots__ = ("fn", "args", "commit", "abandon")
 
-    def __init__(self, fn, *args, commit=False):
-        self.fn, self.args, self.commit = fn, args, commit
+    def __init__(self, fn, *args, commit=False, abandon=None):
+        self.fn, self.args, self.commit, self.abandon = fn, args, commit, abandon
 
 
 class Program:
@@ -205,6 +207,10 @@ class Deferred:
         if self.drc_key is not None:
             self.dispatcher.drc.finish(self.drc_key, None)
             self.drc_key = None
+        wait = self.wait
+        if wait is not None and wait.abandon is not None:
+            abandon, wait.abandon = wait.abandon, None
+            abandon(*wait.args)
 
     async def run(self):
         d, proc, ctx, call, wait = self.dispatcher, self.proc, self.ctx, self.call, self.wait

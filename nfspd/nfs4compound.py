@@ -395,12 +395,20 @@ def _append(c, resop):
 
 def _answer(c, status):
     """_reply once the changes the operations made are durable (a sync
-    export's group commit, nfspd/fs/commit.py): at once, or a Wait."""
+    export's group commit, nfspd/fs/commit.py): at once, or a Wait for the
+    flush alone, which the transport may park (nfspd/parked.py)."""
     fs = c.current_fs or c.saved_fs
     ticket = fs.stable_ticket() if fs is not None else None
     if ticket is None:
         return _reply(c, status)
-    return Wait(_answer_async, c, status)
+    return Wait(_answer_async, c, status, commit=True, abandon=_abandoned)
+
+
+def _abandoned(c, status):
+    """A parked request given up (its connection went): as for a task
+    cancelled in _answer_async, the slot must not stay busy."""
+    if c.slot is not None:
+        c.server.sequence_done(c, None)
 
 
 async def _answer_async(c, status):

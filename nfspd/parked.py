@@ -17,8 +17,12 @@ A parked call is finished by the same code as a task's (Deferred.run): the
 same reply bytes, the same failure for a flush that failed (the procedure's
 failure arm: NFS3ERR_IO...), the same duplicate request cache states (a
 retransmission that arrives while its call is parked finds it in progress
-and is dropped; one after gets the cached reply). Waits of other kinds (a
-layout revocation, a relayed READ, NFSv4) still run as tasks.
+and is dropped; one after gets the cached reply). An NFSv4 COMPOUND whose
+operations are all done and whose reply waits only for the flush is parked
+alike (its session slot, not the reply cache, catches retries; one given up
+frees its slot as a cancelled task does). Waits of other kinds (a layout
+revocation, a relayed READ, an NFSv4 operation that has to wait halfway)
+still run as tasks.
 
 Bounded: at most ``limit`` calls are parked; the transport runs any more as
 tasks, as before.

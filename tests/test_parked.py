@@ -9,7 +9,7 @@ import socket
 import pytest
 import trio
 
-from common import nfs3, rpc, xdr
+from common import nfs3, nfs4, rpc, xdr
 from common.nfs3 import NFSPROC3, PROCEDURES, createhow3, createmode3, diropargs3, nfsstat3
 from common.xdr import decode, encode
 from nfspd import nfs3proc, transport
@@ -278,3 +278,93 @@ def test_parked_calls_given_up_are_forgotten_by_the_reply_cache(export):
     # A retransmission runs again (the file exists now: GUARDED says so).
     again = d.handle_now(export.create(1, b"f"), ctx)
     assert status_of(again) == nfsstat3.NFS3ERR_EXIST
+
+
+# --- NFSv4.1: a COMPOUND whose reply waits only for the flush ----------------------------
+
+
+class Metaserver:
+    """nfspd's own NFS dispatcher (NFSv3 and NFSv4.1) over a sync export,
+    served in the test's trio loop; an NFSv4.1 client drives it from a thread."""
+
+    def __init__(self, tmp_path):
+        from nfspd.server import Config
+        from nfspd.server import Metaserver as Assembled
+        self.export = tmp_path / "export"
+        self.export.mkdir()
+        exports = tmp_path / "exports"
+        exports.write_text(f"{self.export} *(rw,sync,no_root_squash,insecure)\n")
+        self.ms = Assembled(Config(str(exports), str(tmp_path / "state"), v4_grace=0,
+                                   pnfs=False, unlinkd="off"))
+
+    async def serve(self, nursery):
+        listener = await bind_tcp("127.0.0.1", 0)
+        await nursery.start(serve_tcp, listener, self.ms.nfs, Limits())
+        return listener.getsockname()[1]
+
+    def client(self, port):
+        from tools.dev.nfs4client import Nfs4Client
+        c = Nfs4Client("127.0.0.1", port, reserved_port=False).mount()
+        return c, c.lookup_path(str(self.export))
+
+
+@pytest.fixture
+def metaserver(tmp_path):
+    m = Metaserver(tmp_path)
+    yield m
+    m.ms.group_commit.close()
+
+
+def open_create(c, dir_fh, name):
+    from tools.dev.nfs4client import op
+    how = nfs4.openflag4(nfs4.opentype4.OPEN4_CREATE, nfs4.createhow4(
+        nfs4.createmode4.UNCHECKED4, nfs4.encode_attrs({nfs4.FATTR4_MODE: 0o644})))
+    args = nfs4.OPEN4args(0, 3, 0, nfs4.open_owner4(c.clientid, b"o"), how,
+                          nfs4.open_claim4(nfs4.open_claim_type4.CLAIM_NULL, name))
+    return [c.sequence_op(), op(nfs4.nfs_opnum4.OP_PUTFH, nfs4.PUTFH4args(dir_fh)),
+            op(nfs4.nfs_opnum4.OP_OPEN, args)]
+
+
+def test_nfsv4_creates_are_answered_after_the_flush_without_a_task_each(metaserver, no_tasks):
+    def creates(port):
+        c, root = metaserver.client(port)
+        flushes = metaserver.ms.group_commit.batches
+        for i in range(3):
+            res = c.compound(open_create(c, root, b"f%d" % i))
+            assert res.status == nfs4.nfsstat4.NFS4_OK
+        return metaserver.ms.group_commit.batches - flushes
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            port = await metaserver.serve(nursery)
+            flushes = await trio.to_thread.run_sync(creates, port)
+            nursery.cancel_scope.cancel()
+        return flushes
+    assert trio.run(main) == 3   # each reply came after its flush
+    assert sorted(p.name for p in metaserver.export.iterdir()) == ["f0", "f1", "f2"]
+
+
+def test_a_parked_nfsv4_compound_given_up_frees_its_session_slot(metaserver):
+    from nfspd.parked import Parked
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            port = await metaserver.serve(nursery)
+            c, root = await trio.to_thread.run_sync(metaserver.client, port)
+            nursery.cancel_scope.cancel()
+        call = rpc.encode_call(7, NFS, 4, 1, nfs4.encode_compound(nfs4.COMPOUND4args(
+            b"", 1, open_create(c, root, b"f"))), cred=c.rpc.cred)
+        ctx = CallContext(("127.0.0.1", 1), ("127.0.0.1", 2049), "tcp", raw=call)
+        d = metaserver.ms.nfs
+        parked = Parked(4)
+        assert parked.park(d.handle_now(call, ctx))
+        assert first_status(d.handle_now(call, ctx)) == nfs4.nfsstat4.NFS4ERR_DELAY  # in progress
+        parked.abandon()   # its connection went
+        return first_status(d.handle_now(call, ctx))
+    # Not DELAY for ever: the slot is free, and holds no reply to give.
+    assert trio.run(main) == nfs4.nfsstat4.NFS4ERR_RETRY_UNCACHED_REP
+
+
+def first_status(reply):
+    r = rpc.decode_reply(reply)
+    return nfs4.decode_compound_res(r.body).status
