@@ -134,3 +134,21 @@ def test_a_file_whose_size_is_in_its_record_is_looked_up(fs, monkeypatch):
     fh, attr, _ = fs.lookup(fs.root_fh, b"old", ROOT)
     assert attr.size == 777
     assert entry == nfs3.entryplus3_bytes(e.fileid, e.name, e.cookie, attr, fh)
+
+
+def test_files_made_here_are_found_by_inode_and_ctime_from_the_second_listing_on(fs):
+    # A file CREATE made is in the handle cache only; the first listing takes
+    # its handle from there and remembers it, so that a listing read again
+    # finds every handle with one dict lookup (HandleCodec.known).
+    names = [b"f%d" % i for i in range(20)]
+    for name in names:
+        fs.create(fs.root_fh, name, ROOT, CreateHow.GUARDED, SetAttr())
+    codec, dfd = fs._objects.codec, os.open(fs._objects.export_path, os.O_RDONLY)
+    try:
+        stats = {n: os.stat(n, dir_fd=dfd, follow_symlinks=False) for n in names}
+        assert all(codec.known(st) is None for st in stats.values())
+        rows, _, _, _ = fs.readdirplus(fs.root_fh, 0, None, ROOT, 100, encoded=True)
+        handles = {e.name: fs.lookup(fs.root_fh, e.name, ROOT)[0] for e, _ in rows}
+        assert all(codec.known(stats[n]) == handles[n] for n in names)
+    finally:
+        os.close(dfd)

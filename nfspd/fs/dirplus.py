@@ -84,7 +84,11 @@ def lookup_entries(objects, lookup, dir_fh, entries, caller, encoded=False):
                 if fh is None:
                     hit = cached_inode(st.st_ino)
                     if hit is not None:
+                        # Its fd pins the inode, so st is of the object fh
+                        # names; remembered, the next listing finds it first
+                        # (a file made here is in the handle cache only).
                         fh = hit[1]
+                        remember(st, fh)
                     else:
                         try:
                             fh = encode_at(dfd, name)
