@@ -1374,6 +1374,34 @@ def test_a_new_directory_is_flushed_with_its_parent(cenv, monkeypatch):
     assert sorted(fsynced) == sorted([os.stat(cenv.root).st_ino, os.stat(cenv.root / "d").st_ino])
 
 
+@pytest.mark.parametrize("journalled", [False, True])
+def test_symlinks_and_device_nodes_are_flushed_by_syncing_a_file_system_without_a_journal(
+        cenv, monkeypatch, journalled):
+    # A symlink or a fifo cannot be fsynced from user space, and without a
+    # journal its parent's fsync does not write its inode: the flush syncs
+    # the file system, once for every such change in it (nfspd/fs/journal.py).
+    import nfspd.fs.commit
+    synced = []
+    monkeypatch.setattr(nfspd.fs.commit, "syncfs", lambda fd: synced.append(os.fstat(fd).st_dev))
+    fs = cenv.fs
+    fs._objects.parent_fsync_suffices = journalled
+    fs.symlink(fs.root_fh, b"l", ROOT, b"target", SetAttr())
+    fs.mknod(fs.root_fh, b"p", ROOT, FileType.FIFO, SetAttr())
+    run(fs.stable, fs.stable_ticket())
+    assert synced == ([] if journalled else [os.stat(cenv.root).st_dev])
+    fs.symlink(fs.root_fh, b"l2", Caller(0, 0, sync=False), b"target", SetAttr())
+    assert fs.stable_ticket() is None and len(synced) == (0 if journalled else 1)  # async: no
+
+
+def test_without_a_group_commit_a_symlink_syncs_the_file_system_at_once(env, monkeypatch):
+    import nfspd.fs.objects
+    synced = []
+    monkeypatch.setattr(nfspd.fs.objects, "syncfs", lambda fd: synced.append(os.fstat(fd).st_ino))
+    env.fs._objects.parent_fsync_suffices = False
+    env.fs.symlink(env.fs.root_fh, b"l", ROOT, b"target", SetAttr())
+    assert synced == [os.stat(env.root).st_ino]
+
+
 def test_a_created_file_has_the_mode_asked_whatever_the_daemons_umask(env):
     fs = env.fs
     old = os.umask(0o077)

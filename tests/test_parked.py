@@ -174,10 +174,10 @@ def test_a_failed_flush_fails_the_parked_calls_of_its_batch_as_it_fails_a_task(
     disk = {"broken": False}
     flush = commit_module._flush
 
-    def flaky(files, dirs):
+    def flaky(*batch):
         if disk["broken"]:
             raise OSError(errno.EIO, "disk gone")
-        flush(files, dirs)
+        flush(*batch)
     monkeypatch.setattr(commit_module, "_flush", flaky)
 
     async def main():

@@ -8,7 +8,8 @@ bottom; each imports only modules listed before it:
     types.py      the values taken and returned, FsError and the errno mapping
     access.py     permission decisions the kernel cannot make for us
     syscalls.py   utimensat, fchownat, name_to_handle_at/open_by_handle_at,
-                  sync_file_range
+                  sync_file_range, syncfs
+    journal.py    whether a directory's fsync writes an inode made in it too
     creds.py      acting as the caller (setfsuid/setfsgid/setgroups, per thread)
     handles.py    file handles and the cache of the objects they opened
     metafiles.py  reading, caching and writing the metafiles

@@ -34,12 +34,15 @@ A flush, in this order:
 1. new metafiles' pages written out (sync_file_range: all started, then all
    waited for), so that their blocks are allocated in the journal transaction
    the directories' fsync commits;
-2. each changed directory fsynced once (on ext4 and xfs the first commits the
+2. a file system where a symlink or device node was made and where its
+   directory's fsync would not write the new inode (no journal,
+   nfspd/fs/journal.py) synced whole, once;
+3. each changed directory fsynced once (on ext4 and xfs the first commits the
    journal with every change before it, the others find it done), through a
    descriptor kept open for it (DIRS_KEPT);
-3. each metafile fdatasynced (what POSIX asks; on ext4 only a device cache
-   flush is left to do after 2, about 50 us each here);
-4. purges appended to the purge journal with one fdatasync (after 2: a
+4. each metafile fdatasynced (what POSIX asks; on ext4 only a device cache
+   flush is left to do after 3, about 50 us each here);
+5. purges appended to the purge journal with one fdatasync (after 3: a
    removal must be durable before its data is handed over, or a crash could
    bring back a file whose data was purged), then unlinkd woken.
 
@@ -59,7 +62,7 @@ import threading
 
 import trio
 
-from nfspd.fs.syscalls import finish_writeback, proc_path, start_writeback
+from nfspd.fs.syscalls import finish_writeback, proc_path, start_writeback, syncfs
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ class GroupCommit:
     def __init__(self):
         self._files = {}     # (dev, ino) -> our dup of an fd on a metafile
         self._dirs = {}      # (dev, ino) -> a readable fd on a directory (one of _kept)
+        self._whole = {}     # dev -> one of _dirs, on a file system to syncfs (new_inode)
         self._kept = collections.OrderedDict()  # (dev, ino) -> readable fd, LRU
         self._drop = []      # of _kept: removed directories to close once flushed
         self._purges = {}    # sink -> [(ino, seed)]
@@ -117,6 +121,14 @@ class GroupCommit:
                 kept.move_to_end(key)
             self._dirs[key] = rfd
         self.changes += 1
+
+    def new_inode(self, dir_fd, dir_st):
+        """An inode made in the directory dir_fd (stat dir_st) that cannot be
+        fsynced (a symlink, a device node) on a file system where the
+        directory's fsync does not write it: the flush syncs the whole file
+        system, once for all such changes (nfspd/fs/journal.py)."""
+        self.directory(dir_fd, dir_st)
+        self._whole[dir_st.st_dev] = self._dirs[(dir_st.st_dev, dir_st.st_ino)]
 
     def forget(self, st):
         """A directory was removed: its kept descriptor goes (once flushed,
@@ -220,7 +232,7 @@ class GroupCommit:
     def ticket(self):
         """What stable() takes to wait for every change noted so far; None
         when nothing noted waits for a flush."""
-        if self._files or self._dirs or self._purges:
+        if self._files or self._dirs or self._purges:  # (_whole: within _dirs)
             return self._filling
         return None
 
@@ -244,8 +256,8 @@ class GroupCommit:
     def _take(self):
         number = self._filling
         self._filling += 1
-        batch = self._files, self._dirs, self._purges
-        self._files, self._dirs, self._purges = {}, {}, {}
+        batch = self._files, self._dirs, self._whole, self._purges
+        self._files, self._dirs, self._whole, self._purges = {}, {}, {}, {}
         return number, batch
 
     def _dropped(self):
@@ -257,9 +269,9 @@ class GroupCommit:
 
     def flush_now(self):
         """Flush every change noted so far, now."""
-        number, (files, dirs, purges) = self._take()
+        number, (files, dirs, whole, purges) = self._take()
         try:
-            _flush(list(files.values()), list(dirs.values()))
+            _flush(list(files.values()), list(dirs.values()), list(whole.values()))
             self._purge(purges)
         except OSError as e:
             self._fail(number, files, dirs, e)
@@ -303,11 +315,13 @@ class GroupCommit:
                 wake()
 
 
-def _flush(files, dirs):
+def _flush(files, dirs, whole):
     for fd in files:
         start_writeback(fd)
     for fd in files:
         finish_writeback(fd)
+    for fd in whole:
+        syncfs(fd)
     for fd in dirs:
         os.fsync(fd)
     for fd in files:

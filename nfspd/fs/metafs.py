@@ -433,6 +433,10 @@ class MetaFS:
             # inode nor its block of "." and "..". With a journal the
             # parent's commit has them already; this fsync then finds it done.
             self._sync_dir(fd, st, caller)
+        else:
+            # A symlink or a device node: no descriptor of its own can be
+            # fsynced, so without a journal the file system is (journal.py).
+            self._objects.sync_new_inode(dfd, dst, caller)
         return cfh, self._attr_of(cfh), Wcc(pre, self._post(dfd))
 
     @maps_oserror

@@ -18,8 +18,9 @@ from common.metafile import HEADER as META_HEADER
 from common.nfs3 import entryplus3_values, nfsstat3
 from nfspd.fs.creds import as_caller
 from nfspd.fs.handles import HandleCodec
+from nfspd.fs.journal import parent_fsync_suffices_at
 from nfspd.fs.metafiles import CACHED, Metafiles
-from nfspd.fs.syscalls import proc_path
+from nfspd.fs.syscalls import proc_path, syncfs
 from nfspd.fs.types import Attr, FileType, FsError, WccAttr
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class Objects:
         self.purge = purge
         self.sync_metadata = sync_metadata
         self.commit = commit  # a GroupCommit, or None: each change flushed on its own
+        # Whether a directory's fsync writes a symlink or device node made in
+        # it too, or the whole file system must be synced (nfspd/fs/journal.py).
+        self.parent_fsync_suffices = parent_fsync_suffices_at(self.export_path)
         self.root_fd = os.open(self.export_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         st = os.fstat(self.root_fd)
         self.dev = st.st_dev
@@ -297,6 +301,18 @@ class Objects:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def sync_new_inode(self, dir_fd, st, caller):
+        """Make an inode just made in a directory (stat ``st``) durable when
+        that directory's fsync would not and it cannot be fsynced itself (a
+        symlink, a device node, on a file system without a journal), unless
+        the caller's export is "async": now, or noted for the group commit."""
+        if self.parent_fsync_suffices or not self.durable(caller):
+            return
+        if self.commit is not None:
+            self.commit.new_inode(dir_fd, st)
+            return
+        syncfs(self.root_fd)  # (the export is one file system; dir_fd may be O_PATH)
 
     def gone(self, st, meta, caller=None):
         """An object lost its last link: drop what we cached about it, and hand

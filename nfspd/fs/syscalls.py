@@ -37,6 +37,12 @@ def _check(rc):
         raise OSError(e, os.strerror(e))
 
 
+def syncfs(fd):
+    """syncfs(2): write out the whole file system fd is on (what an inode
+    that cannot be fsynced needs, nfspd/fs/journal.py)."""
+    _check(_libc.syncfs(fd))
+
+
 # --- times --------------------------------------------------------------------
 
 

@@ -1,0 +1,37 @@
+"""Whether a directory's fsync also makes an inode just made in it durable
+(nfspd/fs/journal.py): where it does not, a SYMLINK or MKNOD under sync
+costs a syncfs of the file system."""
+
+import os
+import subprocess
+
+import pytest
+
+from nfspd.fs.journal import parent_fsync_suffices, parent_fsync_suffices_at
+
+
+@pytest.mark.parametrize("fstype, device, jbd2, suffices", [
+    ("xfs", "sda1", [], True),                        # a log, always
+    ("btrfs", None, [], True),
+    ("tmpfs", None, [], True),                        # nothing survives a crash anyway
+    ("ext4", "sda1", ["sda1-8"], True),               # mounted with its journal
+    ("ext4", "dm-0", ["sda1-8", "dm-0-8"], True),     # device names with a dash
+    ("ext4", "sda1", [], False),                      # made or mounted without one
+    ("ext4", "sda", ["sda1-8"], False),               # another device's journal
+    ("ext3", "vdb", ["vdb-8"], True),
+    ("ext2", "sda1", ["sda1-8"], False),              # never journals
+    ("fuse.sshfs", None, [], False),                  # unknown: sync to be safe
+    (None, None, [], False),
+])
+def test_which_file_systems_write_a_new_inode_with_its_directory(fstype, device, jbd2, suffices):
+    assert parent_fsync_suffices(fstype, device, jbd2) is suffices
+
+
+def test_the_file_system_of_a_path_is_found_from_the_mount_table(tmp_path):
+    # Checked against findmnt (util-linux) for the test's own directory.
+    found = subprocess.run(["findmnt", "-no", "FSTYPE,SOURCE", "-T", str(tmp_path)],
+                           capture_output=True, text=True, check=True).stdout.split()
+    fstype, source = found[0], found[1] if len(found) > 1 else ""
+    device = os.path.basename(os.path.realpath(source)) if source.startswith("/dev/") else None
+    entries = os.listdir("/proc/fs/jbd2") if os.path.isdir("/proc/fs/jbd2") else []
+    assert parent_fsync_suffices_at(tmp_path) is parent_fsync_suffices(fstype, device, entries)
