@@ -152,3 +152,20 @@ def test_files_made_here_are_found_by_inode_and_ctime_from_the_second_listing_on
         assert all(codec.known(stats[n]) == handles[n] for n in names)
     finally:
         os.close(dfd)
+
+
+@pytest.mark.parametrize("encoded", [True, False])
+def test_a_file_that_is_not_a_metafile_costs_its_own_entry_and_not_the_listing(fs, encoded):
+    # Say a file copied into the export by hand: its LOOKUP fails (IO), so its
+    # entry has no handle or attributes; the others keep theirs, on the first
+    # listing and on those after (once the file is in the handle cache too).
+    fs.create(fs.root_fh, b"good", ROOT, CreateHow.GUARDED, SetAttr())
+    pathlib.Path(fs._objects.export_path, "foreign").write_bytes(b"")
+    for _ in range(2):
+        rows, eof, _, _ = fs.readdirplus(fs.root_fh, 0, None, ROOT, 100, encoded=encoded)
+        assert eof
+        bare = {}
+        for e, *row in rows:
+            nothing = nfs3.entryplus3_bytes(e.fileid, e.name, e.cookie, None, None)
+            bare[e.name] = row == [nothing] if encoded else row == [None, None]
+        assert bare == {b".": False, b"..": False, b"good": False, b"foreign": True}

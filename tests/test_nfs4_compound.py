@@ -212,6 +212,21 @@ def test_readdir_lists_names_with_attributes_and_no_dot_entries(ns, nfspd):
     assert [n for n, _ in c.readdir(root, [nfs4.FATTR4_TYPE])] == [top]
 
 
+def test_a_file_that_is_not_a_metafile_gets_an_rdattr_error_and_the_listing_goes_on(ns, nfspd):
+    # A file put in the export by hand: as Linux's client asks rdattr_error
+    # with every READDIR, that entry carries the error and the others their
+    # attributes, every time (RFC 8881 18.23.4), not an IO for the directory.
+    d = nfspd()
+    os.mkdir(os.path.join(d.export, "dir"))
+    with open(os.path.join(d.export, "foreign"), "wb"):
+        pass
+    c = mounted(ns)
+    for _ in range(2):
+        names = dict(c.readdir(_export_dir(c, d), [nfs4.FATTR4_TYPE, nfs4.FATTR4_RDATTR_ERROR]))
+        assert names[b"foreign"] == {nfs4.FATTR4_RDATTR_ERROR: nfsstat4.NFS4ERR_IO}
+        assert names[b"dir"][nfs4.FATTR4_TYPE] == nfs4.nfs_ftype4.NF4DIR
+
+
 def test_namespace_operations(ns, nfspd):
     d = nfspd()
     c = mounted(ns)

@@ -108,7 +108,13 @@ def lookup_entries(objects, lookup, dir_fh, entries, caller, encoded=False):
                 continue
             hit = cached_inode(st.st_ino)
             if hit is not None:  # its metafile read through the cached descriptor
-                a = attr(hit[0], st)
+                try:
+                    a = attr(hit[0], st)
+                except FsError:
+                    # Not a valid metafile (logged): this entry goes without,
+                    # as its LOOKUP fails, and the rest of the page with theirs.
+                    append(_nothing(e, encoded))
+                    continue
                 append((e, entryplus3_bytes(e.fileid, name, e.cookie, a, hit[1])) if encoded
                        else (e, hit[1], a))
                 continue
