@@ -221,6 +221,10 @@ class Metaserver:
         fs = MetaFS(path, export_id_for_path(path), self.handle_key, self.datapath,
                     purge=self.purge, commit=self.group_commit)
         self._filesystems.add(fs)
+        if not fs.parent_fsync_suffices:
+            log.warning("%s: its file system journals no metadata (ext2, or ext4 without a "
+                        "journal): a sync SYMLINK or MKNOD syncs the whole file system, and "
+                        "creates slow down after mass removals (README: troubleshooting)", path)
         return fs
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED):

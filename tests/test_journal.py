@@ -35,3 +35,25 @@ def test_the_file_system_of_a_path_is_found_from_the_mount_table(tmp_path):
     device = os.path.basename(os.path.realpath(source)) if source.startswith("/dev/") else None
     entries = os.listdir("/proc/fs/jbd2") if os.path.isdir("/proc/fs/jbd2") else []
     assert parent_fsync_suffices_at(tmp_path) is parent_fsync_suffices(fstype, device, entries)
+
+
+@pytest.mark.parametrize("journalled", [False, True])
+def test_nfspd_warns_once_per_export_on_a_file_system_without_a_journal(
+        tmp_path, monkeypatch, caplog, journalled):
+    import logging
+
+    import nfspd.fs.objects
+    from nfspd.server import Config, Metaserver
+    monkeypatch.setattr(nfspd.fs.objects, "parent_fsync_suffices_at", lambda path: journalled)
+    export = tmp_path / "export"
+    export.mkdir()
+    exports = tmp_path / "exports"
+    exports.write_text(f"{export} *(rw,no_root_squash)\n")
+    with caplog.at_level(logging.WARNING, logger="nfspd"):
+        ms = Metaserver(Config(str(exports), str(tmp_path / "state"), pnfs=False, unlinkd="off"))
+    ms.group_commit.close()
+    warned = [r.getMessage() for r in caplog.records if "journals no metadata" in r.getMessage()]
+    if journalled:
+        assert warned == []
+    else:
+        assert len(warned) == 1 and warned[0].startswith(f"{export}: ")

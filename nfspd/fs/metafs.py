@@ -188,6 +188,12 @@ class MetaFS:
         self._objects.sync_metadata = value
 
     @property
+    def parent_fsync_suffices(self):
+        """Whether the export's file system writes an inode made in a
+        directory with that directory's fsync (it journals: journal.py)."""
+        return self._objects.parent_fsync_suffices
+
+    @property
     def meta_lookups(self):
         """Metafile-cache effectiveness, for `nfsp status`."""
         return self._metafiles.lookups
