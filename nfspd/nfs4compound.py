@@ -299,11 +299,7 @@ async def _run_async(c, argarray, i, ops, later=None):
     except Replay as r:
         return Encoded(r.reply)
     finally:
-        if c.slot is not None:
-            # Cancelled while waiting (the connection went), or a bug: the
-            # slot must not stay busy, or the client's retry would get DELAY
-            # forever. A reply built has completed the slot already, cached.
-            c.server.sequence_done(c, None)
+        _free_slot(c)
 
 
 def _step(c, op, a):
@@ -401,12 +397,14 @@ def _answer(c, status):
     ticket = fs.stable_ticket() if fs is not None else None
     if ticket is None:
         return _reply(c, status)
-    return Wait(_answer_async, c, status, commit=True, abandon=_abandoned)
+    return Wait(_answer_async, c, status, commit=True, abandon=_free_slot)
 
 
-def _abandoned(c, status):
-    """A parked request given up (its connection went): as for a task
-    cancelled in _answer_async, the slot must not stay busy."""
+def _free_slot(c, *_):
+    """A request that will have no reply: cancelled while waiting (its
+    connection went), given up while parked, or a bug. Its slot must not
+    stay busy, or the client's retry would get DELAY for ever; a reply
+    built has completed the slot already, cached."""
     if c.slot is not None:
         c.server.sequence_done(c, None)
 
@@ -420,8 +418,7 @@ async def _answer_async(c, status):
         except FsError:
             pass  # the flush failed (logged there); the changes were made
         except BaseException:
-            if c.slot is not None:
-                c.server.sequence_done(c, None)  # as _run_async: never a busy slot
+            _free_slot(c)
             raise
     return _reply(c, status)
 

@@ -127,8 +127,10 @@ class GroupCommit:
         fsynced (a symlink, a device node) on a file system where the
         directory's fsync does not write it: the flush syncs the whole file
         system, once for all such changes (nfspd/fs/journal.py)."""
-        self.directory(dir_fd, dir_st)
-        self._whole[dir_st.st_dev] = self._dirs[(dir_st.st_dev, dir_st.st_ino)]
+        key = (dir_st.st_dev, dir_st.st_ino)
+        if key not in self._dirs:  # (usually noted already, as the change it is)
+            self.directory(dir_fd, dir_st)
+        self._whole[dir_st.st_dev] = self._dirs[key]
 
     def forget(self, st):
         """A directory was removed: its kept descriptor goes (once flushed,
