@@ -35,6 +35,7 @@ from nfspd.datapath import LocalDataPath
 from nfspd.dispatch import Dispatcher, Program
 from nfspd.drc import DuplicateRequestCache
 from nfspd.exports import ExportRegistry
+from nfspd.fs.attrcache import Changes
 from nfspd.fs.commit import GroupCommit
 from nfspd.fs.handles import export_id_for_path
 from nfspd.fs.metafs import MetaFS
@@ -133,6 +134,10 @@ class Metaserver:
         self.purge = self._purge_sink()
         self._filesystems = weakref.WeakSet()  # every MetaFS made, for status()
         self.group_commit = GroupCommit()  # shared by the exports: one flush for all
+        # Shared too: exports may overlap, and a change through one is one
+        # through the other (nfspd/fs/attrcache.py). None with READDIR
+        # workers: their reads of directories move atimes nfspd cannot count.
+        self.changes = Changes() if not config.workers else None
         self.registry = ExportRegistry(config.exports, self._make_fs,
                                        rmtab_path=os.path.join(config.state_dir, "rmtab"))
         self.registry.load()
@@ -219,7 +224,7 @@ class Metaserver:
 
     def _make_fs(self, path):
         fs = MetaFS(path, export_id_for_path(path), self.handle_key, self.datapath,
-                    purge=self.purge, commit=self.group_commit)
+                    purge=self.purge, commit=self.group_commit, changes=self.changes)
         self._filesystems.add(fs)
         if not fs.parent_fsync_suffices:
             log.warning("%s: its file system journals no metadata (ext2, or ext4 without a "

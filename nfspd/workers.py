@@ -58,6 +58,8 @@ reload is answered under the new rules. What a worker caches and what can go
 stale:
 - listings (nfspd/fs/listings.py) are checked against the directory's mtime
   and ctime on every call: a change nfspd made shows at once;
+- nfspd keeps no READDIRPLUS lookups (nfspd/fs/attrcache.py) while workers
+  run: a worker's read of a directory may move its atime behind nfspd's back;
 - handles remembered by inode and ctime (HandleCodec.known): a removal or
   rename here changes the ctime; as for changes made outside nfspd, only a
   new object given the same inode number within one clock tick of the old

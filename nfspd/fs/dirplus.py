@@ -29,6 +29,11 @@ RFC 1813 allows.
 For NFSv3's READDIRPLUS (``encoded``), an entry whose size its stat tells is
 packed straight from that stat (Objects.entryplus3), no Attr made for it: a
 page is some 200 entries.
+
+With an AttrCache (attrcache.py), such an entry's lookup (handle, stat,
+packed entry) is kept, and a listing read again while nothing has changed
+reuses it: no stat at all, a dict lookup per entry (0.9 against 3.9 us of
+CPU per entry, in-process).
 """
 
 import os
@@ -43,12 +48,14 @@ _S_IFREG = stat.S_IFREG
 _DOTS = (b".", b"..")
 
 
-def lookup_entries(objects, lookup, dir_fh, entries, caller, encoded=False):
+def lookup_entries(objects, lookup, dir_fh, entries, caller, encoded=False, cache=None):
     """[(DirEntry, handle, Attr)] for entries of the directory dir_fh, handle
     and Attr None for a name that cannot be looked up. ``lookup`` is
     MetaFS.lookup, for the cases done the long way. ``encoded``: rows
     (DirEntry, the XDR of its NFSv3 entryplus3) instead, packed straight from
-    the stat where it tells the size (Objects.entryplus3), with no Attr."""
+    the stat where it tells the size (Objects.entryplus3), with no Attr.
+    ``cache``: an AttrCache (attrcache.py), whose lookups are reused and
+    filled where the stat alone made the entry."""
     out = []
     if not entries:
         return out
@@ -58,6 +65,11 @@ def lookup_entries(objects, lookup, dir_fh, entries, caller, encoded=False):
         for e in entries:
             out.append(_looked_up(lookup, dir_fh, e, caller, encoded))
         return out
+    # Keyed by the directory's times too: a name added, removed or renamed
+    # here, even behind nfspd's back, starts the directory over.
+    names = None if cache is None else \
+        cache.directory((dst.st_ino, dst.st_mtime_ns, dst.st_ctime_ns))
+    remembered = 0
     codec = objects.codec
     cached_inode, encode_at, known, remember = (codec.cached_inode, codec.encode_at, codec.known,
                                                 codec.remember)
@@ -70,6 +82,17 @@ def lookup_entries(objects, lookup, dir_fh, entries, caller, encoded=False):
             append(_looked_up(lookup, dir_fh, e, caller, encoded))
             dfd = objects.dir(dir_fh)[0]  # (the borrowed fd may have been evicted)
             continue
+        if names is not None:
+            hit = names.get(name)
+            if hit is not None:
+                fh, st, packed = hit
+                if not encoded:
+                    append((e, fh, attr(None, st)))
+                elif packed is not None and packed[0] == e.cookie and packed[1] == e.fileid:
+                    append((e, packed[2]))
+                else:
+                    append((e, pack(e.fileid, name, e.cookie, st, fh)))
+                continue
         try:
             st = lstat(name, dir_fd=dfd, follow_symlinks=False)
         except OSError:
@@ -103,8 +126,17 @@ def lookup_entries(objects, lookup, dir_fh, entries, caller, encoded=False):
                             continue
                         st = again
                         remember(st, fh)
-                append((e, pack(e.fileid, name, e.cookie, st, fh)) if encoded else
-                       (e, fh, attr(None, st)))
+                if encoded:
+                    entry = pack(e.fileid, name, e.cookie, st, fh)
+                    append((e, entry))
+                    if names is not None:
+                        names[name] = (fh, st, (e.cookie, e.fileid, entry))
+                        remembered += 1
+                else:
+                    append((e, fh, attr(None, st)))
+                    if names is not None:
+                        names[name] = (fh, st, None)
+                        remembered += 1
                 continue
             hit = cached_inode(st.st_ino)
             if hit is not None:  # its metafile read through the cached descriptor
@@ -120,6 +152,8 @@ def lookup_entries(objects, lookup, dir_fh, entries, caller, encoded=False):
                 continue
         append(_looked_up(lookup, dir_fh, e, caller, encoded))
         dfd = objects.dir(dir_fh)[0]
+    if remembered:
+        cache.added(remembered)
     return out
 
 

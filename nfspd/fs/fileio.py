@@ -56,8 +56,9 @@ class FileIO:
     regular file, ACCES, ROFS, FBIG, IO, JUKEBOX when a data server cannot
     take a write now)."""
 
-    def __init__(self, objects, datapath):
+    def __init__(self, objects, datapath, changed=None):
         self.datapath = datapath
+        self._changed = changed  # attrcache.Changes.made, for a READ's atime
         self._objects = objects
         self._open = objects.open
         self._attr = objects.attr
@@ -181,6 +182,8 @@ class FileIO:
                                     at_stripe)
         if self._atime != "noatime" and self._atime_moves(st):
             st = self._accessed(fd)
+            if self._changed is not None:
+                self._changed()
         return ReadPlan(meta, st.st_ino, offset, count, eof, self._attr(fd, st, meta))
 
     def _atime_moves(self, st):

@@ -136,7 +136,10 @@ class Listings:
     """The listings of one export's directories, most recently used kept,
     cookies and verifiers keyed by the export's secret."""
 
-    def __init__(self, handle_key):
+    def __init__(self, handle_key, read=None):
+        # read(): called after each read of a directory, which may move its
+        # atime (relatime, strictatime): a change to count (attrcache.py).
+        self._read = read
         self._cookie_key = hmac.digest(handle_key, b"nfsp readdir cookie", "sha256")[:32]
         self._verifier_key = hmac.digest(handle_key, b"nfsp readdir verifier", "sha256")
         self._cache = collections.OrderedDict()  # (dev, ino, bits) -> Listing
@@ -160,6 +163,8 @@ class Listings:
             return cached
         with os.scandir(proc_path(dir_fd).encode()) as it:  # bytes path: bytes names
             raw = {e.name: e.inode() for e in it}
+        if self._read is not None:
+            self._read()
         st = os.fstat(dir_fd)
         cookie = self.cookie
         if cached is not None:

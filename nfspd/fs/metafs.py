@@ -25,6 +25,7 @@ from common.metafile import HEADER as META_HEADER
 from common.metafile import MAX_SIZE
 from common.nfs3 import nfsstat3
 from nfspd.fs.access import R, X, access3, check_writable, may_write, permitted
+from nfspd.fs.attrcache import AttrCache
 from nfspd.fs.creds import as_caller
 from nfspd.fs.dirplus import lookup_entries
 from nfspd.fs.fileio import FileIO
@@ -37,6 +38,21 @@ from nfspd.fs.types import (NAME_MAX, PATH_MAX, SET_TO_SERVER_TIME, CreateHow, F
 _ZERO_VERF = bytes(8)
 _MKNOD_BITS = {FileType.CHR: stat.S_IFCHR, FileType.BLK: stat.S_IFBLK,
                FileType.SOCK: stat.S_IFSOCK, FileType.FIFO: stat.S_IFIFO}
+
+
+# What may change an attribute of something (attrcache.py): counted as a
+# change when ``changes`` is given. Every other public method of MetaFS is in
+# UNCHANGING; tests/test_attrcache.py holds the two lists to the class.
+CHANGING = ("setattr", "create", "create_or_open", "mkdir", "symlink", "mknod", "link",
+            "remove", "rmdir", "rename", "write_plan_now", "write_plan", "write_data",
+            "write", "write_failed", "write_landed", "commit", "settled", "read_plan", "read",
+            "readlink")
+# Atimes move on reads too: READLINK's (above); a metafile's on read_plan_now
+# and a directory's when readdir reads it, which FileIO and Listings count
+# themselves (only now and then is there a change: relatime).
+UNCHANGING = ("close", "hold", "release", "stable_ticket", "stable", "getattr", "access",
+              "lookup", "readdir", "readdirplus", "cookieverf", "fsstat", "pathconf",
+              "read_plan_now", "read_data")
 
 
 def _name(name, creating=False):
@@ -103,10 +119,16 @@ class MetaFS:
     namespace change is flushed before its call returns. With one, it is
     noted there, and the front-end answers once ``await stable(ticket)``
     returns, the ticket taken with ``stable_ticket()`` right after the call
-    (None: nothing to wait for)."""
+    (None: nothing to wait for).
+
+    ``changes``: an attrcache.Changes, one for every MetaFS of the process
+    (exports may overlap). Given, each change counts there, and READDIRPLUS
+    reuses the lookups of a listing read again while nothing has changed
+    (nfspd/fs/attrcache.py). Not for a process that others make changes
+    for (the READDIR workers)."""
 
     def __init__(self, export_path, export_id, handle_key, datapath, purge=None, *,
-                 sync_metadata=True, cache_size=4096, commit=None):
+                 sync_metadata=True, cache_size=4096, commit=None, changes=None):
         objects = Objects(export_path, export_id, handle_key,
                           purge if purge is not None else datapath.purge,
                           sync_metadata=sync_metadata, cache_size=cache_size, commit=commit)
@@ -120,7 +142,7 @@ class MetaFS:
         self._root_ino = objects.root_ino
         self._codec = objects.codec
         self._metafiles = objects.metafiles
-        self._listings = Listings(handle_key)
+        self._listings = Listings(handle_key, None if changes is None else changes.made)
         # Bound once: GETATTR and LOOKUP pay no extra call for the layering.
         self._open = objects.open
         self._dir = objects.dir
@@ -134,7 +156,7 @@ class MetaFS:
         self._gone = objects.gone
         self._searchable_by_all = objects.searchable_by_all
         self._listing_changed = self._listings.changed
-        io = FileIO(objects, datapath)
+        io = FileIO(objects, datapath, None if changes is None else changes.made)
         self._io = io
         self.read_plan = io.read_plan
         self.read_plan_now = io.read_plan_now
@@ -148,6 +170,11 @@ class MetaFS:
         self.write = io.write
         self.commit = io.commit
         self.settled = io.settled
+        self._attrcache = None
+        if changes is not None:
+            self._attrcache = AttrCache(changes)
+            for name in CHANGING:
+                setattr(self, name, changes.counting(getattr(self, name)))
 
     def close(self):
         self._objects.close()
@@ -696,7 +723,8 @@ class MetaFS:
         entries, eof, verf, dattr = self.readdir(dir_fh, cookie, cookieverf, caller, max_entries,
                                                  cookie_bits, budget, entry_size)
         try:
-            rows = lookup_entries(self._objects, self.lookup, dir_fh, entries, caller, encoded)
+            rows = lookup_entries(self._objects, self.lookup, dir_fh, entries, caller, encoded,
+                                  self._attrcache)
         except OSError as e:
             raise fs_error_of(e) from None
         return rows, eof, verf, dattr

@@ -1,0 +1,120 @@
+"""What READDIRPLUS looked up lately, reused while nothing has changed.
+
+A listing read again (8 clients walking one directory, ``ls -l`` in a loop,
+every node of a job reading the same input directory) costs a stat per entry,
+about half of nfspd's CPU per entry. nfs-ganesha keeps attributes for 60 s
+whatever happens meanwhile; here they are kept only while provably right:
+
+- Changes counts every change made through this process's MetaFS objects.
+  Each MetaFS method that may change an attribute of anything (a namespace
+  change, SETATTR, a WRITE's size and mtime, a READ's atime, a truncation
+  settled) bumps it when it returns; one that waits (the data path) counts
+  as busy from its start to its end, so that nothing it changes on the way
+  goes unseen. Classifying a new MetaFS method is not optional:
+  tests/test_attrcache.py fails on one that is in neither list.
+- AttrCache holds, per directory, what each name's lookup gave (stat and
+  handle, and the packed NFSv3 entry), and drops all of it at the first change
+  or while one is under way. A page either reuses a name's lookup or stats it
+  as before; it never mixes the two for one entry.
+- Changes made behind nfspd's back (an admin editing the export tree) are not
+  counted: those show within ``ttl`` (1 s), the age at which everything is
+  dropped anyway. A directory's own listing is checked against its mtime on
+  every page, as before, so added and removed names show at once.
+
+Only the process that makes the changes can keep such a cache: READDIR worker
+processes (nfspd/workers.py) stat every entry.
+"""
+
+import functools
+import inspect
+import time
+
+TTL = 1.0
+"""Seconds a lookup is reused at most: the bound for changes made outside
+nfspd (well under the Linux client's own acregmin of 3 s)."""
+
+MAX_ENTRIES = 65536
+"""Names remembered at most (all directories, give or take a page): some
+30 MB."""
+
+
+class Changes:
+    """The count of changes made through this process's file-system layer,
+    and how many are under way (a change that waits on the data path)."""
+
+    __slots__ = ("count", "busy")
+
+    def __init__(self):
+        self.count = 0
+        self.busy = 0
+
+    def made(self):
+        self.count += 1
+
+    def begin(self):
+        self.busy += 1
+        self.count += 1
+
+    def end(self):
+        self.busy -= 1
+        self.count += 1
+
+    def counting(self, fn):
+        """``fn`` (a function or an ``async def``) counted as a change: a
+        plain one when it returns or raises, an async one as busy from its
+        call to its end."""
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def changing(*args, **kwargs):
+                self.begin()
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    self.end()
+        else:
+            @functools.wraps(fn)
+            def changing(*args, **kwargs):
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    self.count += 1
+        return changing
+
+
+class AttrCache:
+    """Per directory (by inode number), per name: what its lookup gave,
+    reused while ``changes`` counts nothing new and for ``ttl`` seconds at
+    most. ``clock`` gives seconds (time.monotonic)."""
+
+    def __init__(self, changes, ttl=TTL, max_entries=MAX_ENTRIES, clock=time.monotonic):
+        self._changes = changes
+        self._ttl = ttl
+        self._max = max_entries
+        self._size = 0
+        self._clock = clock
+        self._dirs = {}
+        self._count = None
+        self._until = 0.0
+
+    def directory(self, dir_ino):
+        """The dict {name: what its lookup gave} of a directory for this page
+        to read and fill, or None while a change is under way (look every
+        name up, remember nothing)."""
+        changes = self._changes
+        if changes.busy:
+            return None
+        now = self._clock()
+        if changes.count != self._count or now >= self._until or self._size >= self._max:
+            self._dirs = {}
+            self._size = 0
+            self._count = changes.count
+            self._until = now + self._ttl
+        names = self._dirs.get(dir_ino)
+        if names is None:
+            names = self._dirs[dir_ino] = {}
+        return names
+
+    def added(self, n):
+        """A page remembered ``n`` more names: past max_entries (and one
+        page), the next page starts over empty."""
+        self._size += n

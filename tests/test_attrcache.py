@@ -1,0 +1,348 @@
+"""READDIRPLUS lookups reused while nothing changes (nfspd/fs/attrcache.py).
+
+The specification: a listing read through the cache is, byte for byte, the
+listing a MetaFS without one reads at the same moment, whatever was changed
+through MetaFS before it; and a listing read again with nothing changed costs
+no stat per entry."""
+
+import inspect
+import os
+
+import pytest
+import trio
+import trio.testing
+
+from nfspd.datapath import DataPath
+from nfspd.fs import attrcache, metafs
+from nfspd.fs.attrcache import AttrCache, Changes
+from nfspd.fs.metafs import MetaFS
+from nfspd.fs.types import Caller, CreateHow, FileType, SetAttr
+
+ROOT = Caller(0, 0)
+EXPORT_ID, KEY = 0x5EED_A77C, b"k" * 32
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+class GatedDataPath(DataPath):
+    """Data that goes nowhere, a WRITE held until ``gate`` is set."""
+
+    def __init__(self):
+        self.gate = None
+        self.writing = None
+
+    @property
+    def verifier(self):
+        return b"verifier"
+
+    async def read(self, meta, ino, offset, count):
+        return bytes(count)
+
+    async def write(self, meta, ino, offset, data, stable):
+        if self.gate is not None:
+            self.writing.set()
+            await self.gate.wait()
+
+    async def commit(self, meta, ino):
+        pass
+
+    async def truncate(self, meta, ino, size):
+        pass
+
+    def purge(self, ino, seed):
+        pass
+
+
+@pytest.fixture
+def export(tmp_path):
+    root = tmp_path / "export"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def pair(export):
+    """(MetaFS counting its changes, with its cache's clock; a MetaFS without
+    a cache over the same export, the same handles and cookies)."""
+    data = GatedDataPath()
+    cached = MetaFS(str(export), EXPORT_ID, KEY, data, changes=Changes())
+    clock = Clock()
+    cached._attrcache._clock = clock
+    fresh = MetaFS(str(export), EXPORT_ID, KEY, data)
+    yield cached, fresh, clock
+    cached.close()
+    fresh.close()
+
+
+def listing(fs, encoded=True, page=3):
+    """A whole listing of the export's root, page by page."""
+    out, cookie, verf = [], 0, None
+    while True:
+        rows, eof, verf, _ = fs.readdirplus(fs.root_fh, cookie, verf, ROOT, page,
+                                            encoded=encoded)
+        if encoded:
+            out += [(e.name, e.cookie, entry) for e, entry in rows]
+        else:
+            out += [(e.name, e.cookie, fh, None if a is None else {s: getattr(a, s) for s in a.__slots__})
+                    for e, fh, a in rows]
+        if eof:
+            return out
+        cookie = rows[-1][0].cookie
+
+
+def same_as_fresh(cached, fresh):
+    # fresh first: its own first read of the directory may move the
+    # directory's atime ("." and ".."), which cached could not know of.
+    listing(fresh)
+    for encoded in (True, False):
+        assert listing(cached, encoded) == listing(fresh, encoded)
+
+
+def populated(fs):
+    d = fs.root_fh
+    fhs = {}
+    for name in (b"a", b"b", b"c", b"d", b"e"):
+        fhs[name], _, _ = fs.create(d, name, ROOT, CreateHow.GUARDED, SetAttr(mode=0o644))
+    fhs[b"sub"], _, _ = fs.mkdir(d, b"sub", ROOT, SetAttr(mode=0o755))
+    fhs[b"link"], _, _ = fs.symlink(d, b"link", ROOT, b"a", SetAttr())
+    return fhs
+
+
+def count_stats(monkeypatch):
+    calls = []
+    real = os.stat
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+    monkeypatch.setattr(os, "stat", counting)
+    return calls
+
+
+# --- which MetaFS methods change something ------------------------------------------
+
+
+def test_every_public_method_of_metafs_is_counted_as_a_change_or_listed_as_none(export):
+    fs = MetaFS(str(export), EXPORT_ID, KEY, GatedDataPath())
+    try:
+        public = {name for name in dir(fs) if not name.startswith("_")
+                  and not isinstance(inspect.getattr_static(MetaFS, name, None), property)
+                  and callable(getattr(fs, name))}
+    finally:
+        fs.close()
+    assert not set(metafs.CHANGING) & set(metafs.UNCHANGING)
+    assert public == set(metafs.CHANGING) | set(metafs.UNCHANGING)
+
+
+def test_a_change_counts_when_it_returns_or_fails():
+    changes = Changes()
+
+    def change(fail):
+        assert changes.count == 0  # counted after, not before
+        if fail:
+            raise OSError("no")
+        return "done"
+    counted = changes.counting(change)
+    assert counted(False) == "done" and changes.count == 1
+    changes.count = 0
+    with pytest.raises(OSError):
+        counted(True)
+    assert changes.count == 1 and changes.busy == 0
+
+
+def test_a_change_that_waits_is_busy_from_its_start_to_its_end_even_cancelled():
+    changes = Changes()
+    seen = []
+
+    async def change(event):
+        seen.append(changes.busy)
+        await event.wait()
+
+    async def main():
+        counted = changes.counting(change)
+        event = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(counted, event)
+            await trio.testing.wait_all_tasks_blocked()
+            assert changes.busy == 1
+            event.set()
+        assert changes.busy == 0 and changes.count == 2
+        with trio.move_on_after(0):
+            await counted(trio.Event())
+        assert changes.busy == 0 and changes.count == 4
+    trio.run(main)
+    assert seen == [1, 1]
+
+
+# --- the cache itself -----------------------------------------------------------------
+
+
+def test_a_directory_is_kept_until_a_change_while_one_is_under_way_and_for_ttl_at_most():
+    changes, clock = Changes(), Clock()
+    cache = AttrCache(changes, ttl=1.0, clock=clock)
+    names = cache.directory(7)
+    names[b"x"] = "lookup"
+    assert cache.directory(7) is names
+    assert cache.directory(8) is not names and cache.directory(8) == {}
+
+    changes.made()
+    assert cache.directory(7) == {}
+
+    cache.directory(7)[b"x"] = "lookup"
+    changes.begin()
+    assert cache.directory(7) is None       # nothing read, nothing kept
+    changes.end()
+    assert cache.directory(7) == {}
+
+    cache.directory(7)[b"x"] = "lookup"
+    clock.now += 0.999
+    assert cache.directory(7) == {b"x": "lookup"}
+    clock.now += 0.001
+    assert cache.directory(7) == {}
+
+
+def test_past_max_entries_the_next_page_starts_over():
+    cache = AttrCache(Changes(), max_entries=4, clock=Clock())
+    cache.directory(1)[b"a"] = 1
+    cache.added(3)
+    assert cache.directory(1) == {b"a": 1}
+    cache.added(1)
+    assert cache.directory(1) == {}
+
+
+# --- through MetaFS -----------------------------------------------------------------
+
+
+def test_a_listing_read_again_with_nothing_changed_stats_no_entry(pair, monkeypatch):
+    cached, fresh, _ = pair
+    populated(cached)
+    first = listing(cached)
+    stats = count_stats(monkeypatch)
+    assert listing(cached) == first
+    assert stats == []
+    assert listing(cached, encoded=False) == listing(fresh, encoded=False)
+
+
+def test_a_change_behind_nfspds_back_shows_within_the_ttl(pair, export):
+    cached, fresh, clock = pair
+    populated(cached)
+    before = listing(cached)
+    os.chmod(export / "b", 0o600)           # not through MetaFS
+    assert listing(cached) == before        # (what ganesha does for 60 s)
+    clock.now += attrcache.TTL
+    assert listing(cached) == listing(fresh) != before
+
+
+def test_a_name_added_behind_nfspds_back_shows_at_once(pair, export):
+    cached, fresh, _ = pair
+    populated(cached)
+    listing(cached)
+    os.rename(export / "c", export / "c2")
+    os.rename(export / "b", export / "c")   # a name now of another object
+    assert listing(cached) == listing(fresh)
+
+
+def _changes(fs, fhs):
+    """(the metafs.CHANGING methods it calls, a change made with them): every
+    such method, some several ways; the async ones through trio."""
+    d = fs.root_fh
+    yield ("setattr",), lambda: fs.setattr(fhs[b"a"], ROOT, SetAttr(mode=0o600, uid=5, gid=6))
+    yield ("setattr",), lambda: fs.setattr(fhs[b"a"], ROOT, SetAttr(size=12345))
+    yield ("setattr",), lambda: fs.setattr(fhs[b"sub"], ROOT, SetAttr(atime=7 * 10**9 + 8,
+                                                                     mtime=9 * 10**9 + 10))
+    yield ("create",), lambda: fs.create(d, b"f", ROOT, CreateHow.UNCHECKED, SetAttr())
+    yield ("create_or_open",), lambda: fs.create_or_open(d, b"a", ROOT, CreateHow.UNCHECKED,
+                                                         SetAttr(size=0))
+    yield ("mkdir",), lambda: fs.mkdir(d, b"sub2", ROOT, SetAttr())
+    yield ("symlink",), lambda: fs.symlink(d, b"link2", ROOT, b"b", SetAttr())
+    yield ("mknod",), lambda: fs.mknod(d, b"fifo", ROOT, FileType.FIFO, SetAttr(mode=0o600))
+    yield ("link",), lambda: fs.link(fhs[b"b"], fhs[b"sub"], b"b-too", ROOT)   # b's nlink
+    yield ("remove",), lambda: fs.remove(fhs[b"sub"], b"b-too", ROOT)          # b's nlink
+    yield ("rename",), lambda: fs.rename(d, b"c", d, b"d", ROOT)
+    yield ("rename",), lambda: fs.rename(d, b"e", fhs[b"sub"], b"e", ROOT)   # sub's nlink
+    yield ("rmdir",), lambda: fs.rmdir(d, b"sub2", ROOT)
+
+    def write_landed():
+        fs.write_landed(fs.write_plan_now(fhs[b"b"], ROOT, 1000, 10, 0))
+    yield ("write_plan_now", "write_landed"), write_landed
+
+    def write_failed():
+        fs.write_failed(fs.write_plan_now(fhs[b"b"], ROOT, 5000, 10, 0))  # back to 1010 bytes
+    yield ("write_plan_now", "write_failed"), write_failed
+
+    async def write_plan_data():
+        plan = await fs.write_plan(fhs[b"b"], ROOT, 6000, 10, 2)
+        await fs.write_data(plan, b"x" * 10)
+    yield ("write_plan", "write_data"), lambda: trio.run(write_plan_data)
+    yield ("write",), lambda: trio.run(fs.write, fhs[b"b"], ROOT, 9000, b"y" * 3, 0)
+    yield ("commit",), lambda: trio.run(fs.commit, fhs[b"b"], ROOT, 0, 0)
+    yield ("settled",), lambda: trio.run(fs.settled, fhs[b"b"])
+    yield ("read_plan",), lambda: trio.run(fs.read_plan, fhs[b"b"], ROOT, 0, 10)
+    yield ("read",), lambda: trio.run(fs.read, fhs[b"b"], ROOT, 0, 10)
+    yield ("readlink",), lambda: fs.readlink(fhs[b"link"], ROOT)       # its atime
+    yield ("remove",), lambda: fs.remove(d, b"b", ROOT)
+
+
+def test_after_every_kind_of_change_the_listing_is_a_fresh_ones(pair):
+    cached, fresh, _ = pair
+    changes = cached._attrcache._changes
+    fhs = populated(cached)
+    called = set()
+    for methods, change in _changes(cached, fhs):
+        same_as_fresh(cached, fresh)        # (and fills the cache)
+        before = changes.count
+        change()
+        assert changes.count > before and changes.busy == 0, methods
+        same_as_fresh(cached, fresh)
+        called.update(methods)
+    assert called == set(metafs.CHANGING)
+
+
+def test_a_reads_atime_shows_in_the_next_listing(pair, export):
+    cached, fresh, _ = pair
+    fhs = populated(cached)
+    cached.setattr(fhs[b"a"], ROOT, SetAttr(atime=10**18, mtime=2 * 10**18))
+    before = listing(cached)
+    cached.read_plan_now(fhs[b"a"], ROOT, 0, 1)   # relatime too: atime <= mtime moves it
+    assert os.stat(export / "a").st_atime_ns != 10**18
+    assert listing(cached) == listing(fresh) != before
+
+
+def test_reading_a_directory_for_its_own_listing_shows_in_its_parents(pair, export):
+    cached, fresh, _ = pair
+    fhs = populated(cached)
+    sub = fhs[b"sub"]
+    cached.create(sub, b"new", ROOT, CreateHow.GUARDED, SetAttr())
+    os.utime(export / "sub", ns=(10**18, 2 * 10**18))   # relatime: the next read moves it
+    before = listing(cached)
+    cached.readdir(sub, 0, None, ROOT, 10)
+    assert os.stat(export / "sub").st_atime_ns != 10**18
+    assert listing(cached) == listing(fresh) != before
+
+
+def test_while_a_write_waits_for_its_data_a_listing_is_fresh_and_kept_by_nobody(pair, monkeypatch):
+    cached, fresh, _ = pair
+    fhs = populated(cached)
+    data = cached._io.datapath
+    data.gate, data.writing = trio.Event(), trio.Event()
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cached.write, fhs[b"c"], ROOT, 0, b"z" * 100, 2)
+            await data.writing.wait()
+            # The size grew before the data moved: seen, and not kept.
+            assert cached._attrcache.directory(0) is None
+            same_as_fresh(cached, fresh)
+            data.gate.set()
+        same_as_fresh(cached, fresh)
+        stats = count_stats(monkeypatch)
+        listing(cached)
+        assert stats == []
+    listing(cached)
+    trio.run(main)
