@@ -437,7 +437,8 @@ def READDIRPLUS(ctx, args):
     try:
         rows, eof, verf, dattr = fs.readdirplus(
             d, args.cookie, args.cookieverf, caller, room // (fixed + 4) + 1, budget=room,
-            entry_size=lambda name: fixed + ((len(name) + 3) & ~3), encoded=True)
+            entry_size=lambda name: fixed + ((len(name) + 3) & ~3), encoded=True,
+            page_key=fixed)
     except FsError as e:
         if e.status != nfsstat3.NFS3ERR_TOOSMALL:
             raise

@@ -80,12 +80,12 @@ def pair(export):
     fresh.close()
 
 
-def listing(fs, encoded=True, page=3):
-    """A whole listing of the export's root, page by page."""
+def listing(fs, encoded=True, page=3, page_key=None, caller=ROOT, dir_fh=None):
+    """A whole listing of a directory (the export's root), page by page."""
     out, cookie, verf = [], 0, None
     while True:
-        rows, eof, verf, _ = fs.readdirplus(fs.root_fh, cookie, verf, ROOT, page,
-                                            encoded=encoded)
+        rows, eof, verf, _ = fs.readdirplus(dir_fh or fs.root_fh, cookie, verf, caller, page,
+                                            encoded=encoded, page_key=page_key)
         if encoded:
             out += [(e.name, e.cookie, entry) for e, entry in rows]
         else:
@@ -100,8 +100,8 @@ def same_as_fresh(cached, fresh):
     # fresh first: its own first read of the directory may move the
     # directory's atime ("." and ".."), which cached could not know of.
     listing(fresh)
-    for encoded in (True, False):
-        assert listing(cached, encoded) == listing(fresh, encoded)
+    for encoded, page_key in ((True, None), (True, "pages"), (False, None)):
+        assert listing(cached, encoded, page_key=page_key) == listing(fresh, encoded), page_key
 
 
 def populated(fs):
@@ -227,6 +227,36 @@ def test_a_listing_read_again_with_nothing_changed_stats_no_entry(pair, monkeypa
     assert listing(cached) == first
     assert stats == []
     assert listing(cached, encoded=False) == listing(fresh, encoded=False)
+
+
+def test_the_same_page_asked_again_with_nothing_changed_is_built_once(pair, monkeypatch):
+    cached, _, _ = pair
+    populated(cached)
+    d = cached.root_fh
+    cached.readdir(d, 0, None, ROOT, 4)   # its atime moved on this first read: a change
+    first = cached.readdirplus(d, 0, None, ROOT, 4, encoded=True, page_key=1)
+    again = cached.readdirplus(d, 0, None, ROOT, 4, encoded=True, page_key=1)
+    assert again[0] is first[0] and again[1:3] == first[1:3]
+    # Another page size, or another key (another entry_size): built anew.
+    assert cached.readdirplus(d, 0, None, ROOT, 5, encoded=True, page_key=1)[0] is not first[0]
+    assert cached.readdirplus(d, 0, None, ROOT, 4, encoded=True, page_key=2)[0] is not first[0]
+    cached.setattr(cached.lookup(d, b"a", ROOT)[0], ROOT, SetAttr(mode=0o600))
+    assert cached.readdirplus(d, 0, None, ROOT, 4, encoded=True, page_key=1)[0] is not first[0]
+
+
+def test_a_caller_who_may_not_search_a_directory_never_gets_a_page_made_for_another(pair):
+    cached, fresh, _ = pair
+    fhs = populated(cached)
+    sub = fhs[b"sub"]
+    for name in (b"x", b"y"):
+        cached.create(sub, name, ROOT, CreateHow.GUARDED, SetAttr(mode=0o644))
+    cached.setattr(sub, ROOT, SetAttr(mode=0o744))     # others read it, may not search it
+    user = Caller(1000, 1000)
+    for caller in (ROOT, user, ROOT, user):
+        got = listing(cached, page=10, page_key=1, caller=caller, dir_fh=sub)
+        assert got == listing(fresh, page=10, caller=caller, dir_fh=sub)
+        with_attrs = {name for name, _, entry in got if len(entry) > 40}
+        assert with_attrs == ({b".", b"..", b"x", b"y"} if caller is ROOT else set())
 
 
 def test_a_change_behind_nfspds_back_shows_within_the_ttl(pair, export):

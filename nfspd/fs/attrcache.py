@@ -13,9 +13,10 @@ whatever happens meanwhile; here they are kept only while provably right:
   goes unseen. Classifying a new MetaFS method is not optional:
   tests/test_attrcache.py fails on one that is in neither list.
 - AttrCache holds, per directory, what each name's lookup gave (stat and
-  handle, and the packed NFSv3 entry), and drops all of it at the first change
-  or while one is under way. A page either reuses a name's lookup or stats it
-  as before; it never mixes the two for one entry.
+  handle, and the packed NFSv3 entry) and the NFSv3 pages made of them
+  (MetaFS.readdirplus), and drops all of it at the first change or while one
+  is under way. A page either reuses a name's lookup or stats it as before;
+  it never mixes the two for one entry.
 - Changes made behind nfspd's back (an admin editing the export tree) are not
   counted: those show within ``ttl`` (1 s), the age at which everything is
   dropped anyway. A directory's own listing is checked against its mtime on
@@ -34,8 +35,8 @@ TTL = 1.0
 nfspd (well under the Linux client's own acregmin of 3 s)."""
 
 MAX_ENTRIES = 65536
-"""Names remembered at most (all directories, give or take a page): some
-30 MB."""
+"""Names (and pages) remembered at most, all directories, give or take a
+page: some 30 MB."""
 
 
 class Changes:

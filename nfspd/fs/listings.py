@@ -136,10 +136,10 @@ class Listings:
     """The listings of one export's directories, most recently used kept,
     cookies and verifiers keyed by the export's secret."""
 
-    def __init__(self, handle_key, read=None):
-        # read(): called after each read of a directory, which may move its
-        # atime (relatime, strictatime): a change to count (attrcache.py).
-        self._read = read
+    def __init__(self, handle_key, atime_moved=None):
+        # atime_moved(): called when reading a directory moved its atime
+        # (relatime, strictatime): a change to count (attrcache.py).
+        self._atime_moved = atime_moved
         self._cookie_key = hmac.digest(handle_key, b"nfsp readdir cookie", "sha256")[:32]
         self._verifier_key = hmac.digest(handle_key, b"nfsp readdir verifier", "sha256")
         self._cache = collections.OrderedDict()  # (dev, ino, bits) -> Listing
@@ -163,9 +163,10 @@ class Listings:
             return cached
         with os.scandir(proc_path(dir_fd).encode()) as it:  # bytes path: bytes names
             raw = {e.name: e.inode() for e in it}
-        if self._read is not None:
-            self._read()
+        atime_ns = st.st_atime_ns
         st = os.fstat(dir_fd)
+        if self._atime_moved is not None and st.st_atime_ns != atime_ns:
+            self._atime_moved()
         cookie = self.cookie
         if cached is not None:
             # Changed behind our back: patch the old listing when that is cheaper

@@ -691,6 +691,12 @@ class MetaFS:
         a caller that cuts a page short must cut where the cookie changes (or
         pass budget and entry_size(name) -> bytes to have it done here;
         TOOSMALL when not even one entry fits)."""
+        dfd, dst, verf = self._listed(dir_fh, cookie, cookieverf, caller, cookie_bits)
+        entries, eof = self._page(dfd, dst, cookie, max_entries, cookie_bits, budget, entry_size)
+        return entries, eof, verf, self._attr(dfd, dst)
+
+    def _listed(self, dir_fh, cookie, cookieverf, caller, cookie_bits):
+        """readdir's checks: (fd, stat, cookie verifier) of the directory."""
         if cookie_bits not in (32, 64):
             raise ValueError("cookie_bits must be 32 or 64")
         dfd, dcfh, dst = self._dir(dir_fh)
@@ -701,6 +707,9 @@ class MetaFS:
             raise FsError(nfsstat3.NFS3ERR_BAD_COOKIE)
         if cookie >= 1 << cookie_bits:
             raise FsError(nfsstat3.NFS3ERR_BAD_COOKIE)
+        return dfd, dst, verf
+
+    def _page(self, dfd, dst, cookie, max_entries, cookie_bits, budget, entry_size):
         listing = self._listings.get(dfd, dst, cookie_bits)
 
         def parent_ino():
@@ -708,26 +717,46 @@ class MetaFS:
                 return dst.st_ino
             return os.stat("..", dir_fd=dfd, follow_symlinks=False).st_ino
 
-        entries, eof = listing.page(cookie, max(1, max_entries), budget, entry_size,
-                                    dst.st_ino, parent_ino)
-        return entries, eof, verf, self._attr(dfd, dst)
+        return listing.page(cookie, max(1, max_entries), budget, entry_size, dst.st_ino,
+                            parent_ino)
 
+    @maps_oserror
     def readdirplus(self, dir_fh, cookie, cookieverf, caller, max_entries, cookie_bits=64,
-                    budget=None, entry_size=None, encoded=False):
+                    budget=None, entry_size=None, encoded=False, page_key=None):
         """readdir, each entry with what a LOOKUP of it gives: (rows, eof,
         cookie verifier, directory Attr), rows (DirEntry, handle, Attr) with
         handle and Attr None for a name that cannot be looked up (gone
         meanwhile, a mount point, not searchable). ``encoded``: rows
         (DirEntry, its NFSv3 entryplus3 XDR), the cheaper way for NFSv3's
-        READDIRPLUS. nfspd/fs/dirplus.py."""
-        entries, eof, verf, dattr = self.readdir(dir_fh, cookie, cookieverf, caller, max_entries,
-                                                 cookie_bits, budget, entry_size)
-        try:
-            rows = lookup_entries(self._objects, self.lookup, dir_fh, entries, caller, encoded,
-                                  self._attrcache)
-        except OSError as e:
-            raise fs_error_of(e) from None
-        return rows, eof, verf, dattr
+        READDIRPLUS. nfspd/fs/dirplus.py.
+
+        ``page_key``: hashable, and the same only for the same entry_size
+        (NFSv3 passes its fixed bytes per entry): with a ``changes``, the
+        page is then remembered as the names' lookups are
+        (nfspd/fs/attrcache.py), and the same call again while nothing has
+        changed gives the same rows without building them (8 clients
+        listing one directory, or a job's every node): rows not to be
+        modified."""
+        dfd, dst, verf = self._listed(dir_fh, cookie, cookieverf, caller, cookie_bits)
+        cache = self._attrcache
+        names = memo = None
+        if cache is not None:
+            names = cache.directory((dst.st_ino, dst.st_mtime_ns, dst.st_ctime_ns))
+            if names is not None and page_key is not None and (
+                    not (caller.uid or caller.gid) or self._searchable_by_all(dfd, dst)):
+                # (A caller who may not search here has each lookup made
+                # under its own credentials: never remembered.)
+                memo = (cookie, cookie_bits, max_entries, budget, encoded, page_key)
+                page = names.get(memo)
+                if page is not None:
+                    return page[0], page[1], verf, self._attr(dfd, dst)
+        entries, eof = self._page(dfd, dst, cookie, max_entries, cookie_bits, budget, entry_size)
+        rows = lookup_entries(self._objects, self.lookup, dir_fh, entries, caller, encoded,
+                              cache)
+        if memo is not None:
+            names[memo] = (rows, eof)
+            cache.added(1)
+        return rows, eof, verf, self._attr(dfd, dst)
 
     def cookieverf(self, dir_fh):
         """The cookie verifier of a directory: fixed for its lifetime, so that
