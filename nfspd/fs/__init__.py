@@ -17,7 +17,7 @@ bottom; each imports only modules listed before it:
     objects.py    handle -> open object, stat -> attributes, last links
     listings.py   directory listings, READDIR cookies and paging
     attrcache.py  the count of changes, and READDIRPLUS lookups kept while none
-    dirplus.py    the lookups of a READDIRPLUS page, a stat per entry
+    dirplus.py    the lookups of a READDIRPLUS page, a stat per entry at most
     inflight.py   the WRITEs on their way to the data, which truncations wait for
     fileio.py     READ/WRITE/COMMIT plans over the data path, truncate settling
     metafs.py     MetaFS: the namespace operations, and the one entry point
