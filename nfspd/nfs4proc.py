@@ -486,6 +486,17 @@ def READDIR(c, args):
     # hundred entries, however large the client's buffer (Linux's is 1 MiB).
     want = min(max(limit // 32, 1), READDIR_MAX_ENTRIES) + 2
     cookie, verf = args.cookie, bytes(args.cookieverf)
+    encode, needs_fsstat = nfs4attrs.encoder(wanted)
+    config = c.server.attrs_for(c, fh)
+    # The same page asked again while nothing changed: the reply kept
+    # (nfspd/fs/attrcache.py), unless it carries the file system's figures,
+    # which the iods' data moves without a change here.
+    pages = None if needs_fsstat else fs.listing_pages(fh, cookie, verf, caller)
+    key = (cookie, verf, args.dircount, maxcount, tuple(wanted), config)
+    if pages is not None:
+        reply = pages.get(key)
+        if reply is not None:
+            return reply
     budget = args.dircount or None
     if budget is not None and cookie == 0:
         budget += 2 * _name_and_cookie(b"..")  # MetaFS's "." and "..", not sent
@@ -499,15 +510,13 @@ def READDIR(c, args):
     if not eof and not any(r[0].name not in _DOT_NAMES for r in rows or ()):
         # Not one entry within dircount: one goes anyway (after the dots).
         rows, eof, verf, _ = fs.readdirplus(fh, cookie, verf, caller, 3 if cookie == 0 else 1)
-    encode, needs_fsstat = nfs4attrs.encoder(wanted)
     st = None
     if needs_fsstat:
         try:
             st = fs.fsstat(fh)
         except (FsError, OSError):
             encode = None  # figures unavailable: each entry the generic way, which leaves them out
-    obj = nfs4attrs.Obj(None, None, fs, (fs.fsid, 0), None, c.server.attrs_for(c, fh))
-    config = obj.config
+    obj = nfs4attrs.Obj(None, None, fs, (fs.fsid, 0), None, config)
     out = []
     cut = None  # the cookie of the first entry left out
     for e, efh, eattr in rows:
@@ -536,8 +545,11 @@ def READDIR(c, args):
             out.pop()
         if not out:
             raise Nfs4Error(nfsstat4.NFS4ERR_TOOSMALL)
-    return Encoded(b"".join((verf, *(entry for _, entry in out),
-                             nfs4.dirlist4_end(bool(eof) and cut is None))))
+    reply = Encoded(b"".join((verf, *(entry for _, entry in out),
+                              nfs4.dirlist4_end(bool(eof) and cut is None))))
+    if pages is not None:
+        pages.put(key, reply, len(out))
+    return reply
 
 
 def _name_and_cookie(name):

@@ -14,7 +14,7 @@ import trio.testing
 
 from nfspd.datapath import DataPath
 from nfspd.fs import attrcache, metafs
-from nfspd.fs.attrcache import AttrCache, Changes
+from nfspd.fs.attrcache import AttrCache, Changes, Pages
 from nfspd.fs.metafs import MetaFS
 from nfspd.fs.types import Caller, CreateHow, FileType, SetAttr
 
@@ -214,6 +214,20 @@ def test_past_max_entries_the_next_page_starts_over():
     assert cache.directory(1) == {b"a": 1}
     cache.added(1)
     assert cache.directory(1) == {}
+
+
+def test_pages_kept_count_as_their_entries_and_go_with_the_names():
+    changes = Changes()
+    cache = AttrCache(changes, max_entries=10, clock=Clock())
+    pages = Pages(cache.directory(1), cache)
+    pages.put("first", b"reply", 6)
+    assert Pages(cache.directory(1), cache).get("first") == b"reply"
+    Pages(cache.directory(1), cache).put("second", b"reply 2", 4)
+    assert Pages(cache.directory(1), cache).get("first") is None   # 10 entries: over
+    pages = Pages(cache.directory(1), cache)
+    pages.put("third", b"reply 3", 1)
+    changes.made()
+    assert Pages(cache.directory(1), cache).get("third") is None
 
 
 # --- through MetaFS -----------------------------------------------------------------

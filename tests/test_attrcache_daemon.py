@@ -1,13 +1,18 @@
-"""READDIRPLUS lookups reused while nothing changes (nfspd/fs/attrcache.py),
-through the real nfspd: one client lists a directory again and again while
-another changes it over NFS, and every listing carries, for every entry, the
-attributes a GETATTR gives at that moment."""
+"""READDIRPLUS lookups and pages (and NFSv4 READDIR replies) reused while
+nothing changes (nfspd/fs/attrcache.py), through the real nfspd: one client
+lists a directory again and again while another changes it over NFS, and
+every listing carries, for every entry, the attributes a GETATTR gives at
+that moment."""
 
 import pytest
 
-from common import nfs3
+from common import nfs3, nfs4
 from common.nfs3 import NFSPROC3
+from common.nfs4 import nfs_opnum4 as O
+from common.nfs4 import nfsstat4
+from tests.test_nfs4_compound import LINUX_READDIR, _readdir_page
 from tools.dev import nfsclient
+from tools.dev.nfs4client import Nfs4Client, op
 
 pytestmark = pytest.mark.netns
 
@@ -62,3 +67,47 @@ def test_another_clients_changes_show_in_the_next_listing(ns, nfspd, lister_tran
         nfs3.diropargs3(top, b"f13"), nfs3.diropargs3(top, b"f14"))))
     change_and_check("MKDIR in sub", lambda: changer.ok(NFSPROC3.MKDIR, nfs3.MKDIR3args(
         nfs3.diropargs3(sub, b"deeper"), unchanged)))                       # sub's nlink
+
+
+def test_nfs4_readdir_replies_kept_show_another_clients_changes(ns, nfspd):
+    d = nfspd()
+    v4 = ns.inside(Nfs4Client, "127.0.0.1").mount()
+    changer, root = ns.inside(nfsclient.connect, "127.0.0.1", d.export, transport="tcp")
+    files = {b"g%02d" % i: changer.create(root, b"g%02d" % i) for i in range(20)}
+    dirfh = v4.lookup_path(d.export)
+    getattr_ = [a for a in LINUX_READDIR if a != nfs4.FATTR4_RDATTR_ERROR]
+
+    def v4_listing():
+        """{name: attrs} in short pages (dircount 200: several READDIRs)."""
+        out, cookie, verf = {}, 0, bytes(8)
+        while True:
+            _, page = _readdir_page(v4, dirfh, cookie, verf, 200, 65536, LINUX_READDIR)
+            for e in page.reply.entries:
+                out[e.name] = nfs4.decode_attrs(e.attrs)
+                cookie = e.cookie
+            verf = page.cookieverf
+            if page.reply.eof:
+                return out
+
+    def as_getattr_says(listed):
+        out = {}
+        for name, attrs in listed.items():
+            res = v4.seq(op(O.OP_PUTFH, nfs4.PUTFH4args(attrs[nfs4.FATTR4_FILEHANDLE])),
+                         op(O.OP_GETATTR, nfs4.GETATTR4args(nfs4.attrs_to_bitmap4(getattr_))))
+            out[name] = {nfs4.FATTR4_RDATTR_ERROR: nfsstat4.NFS4_OK,
+                         **nfs4.decode_attrs(res.resarray[-1].body.body.obj_attributes)}
+        return out
+
+    v4_listing()
+    unchanged = nfs3.sattr3.unchanged()
+    for what, change in (
+            ("SETATTR", lambda: changer.ok(NFSPROC3.SETATTR, nfs3.SETATTR3args(
+                files[b"g05"], unchanged.replace(mode=0o640), None))),
+            ("WRITE", lambda: changer.write(files[b"g06"], 100, b"more")),
+            ("LINK", lambda: changer.ok(NFSPROC3.LINK, nfs3.LINK3args(
+                files[b"g07"], nfs3.diropargs3(root, b"g07-too"))))):
+        before = v4_listing()
+        assert v4_listing() == before
+        change()
+        after = v4_listing()
+        assert after != before and after == as_getattr_says(after), what

@@ -13,9 +13,9 @@ whatever happens meanwhile; here they are kept only while provably right:
   goes unseen. Classifying a new MetaFS method is not optional:
   tests/test_attrcache.py fails on one that is in neither list.
 - AttrCache holds, per directory, what each name's lookup gave (stat and
-  handle, and the packed NFSv3 entry) and the NFSv3 pages made of them
-  (MetaFS.readdirplus), and drops all of it at the first change or while one
-  is under way. A page either reuses a name's lookup or stats it as before;
+  handle, and the packed NFSv3 entry) and the pages made of them (Pages:
+  NFSv3 READDIRPLUS's rows, NFSv4 READDIR's replies), and drops all of it at
+  the first change or while one is under way. A page either reuses a name's lookup or stats it as before;
   it never mixes the two for one entry.
 - Changes made behind nfspd's back (an admin editing the export tree) are not
   counted: those show within ``ttl`` (3 s), the age at which everything is
@@ -122,3 +122,23 @@ class AttrCache:
         """A page remembered ``n`` more names: past max_entries (and one
         page), the next page starts over empty."""
         self._size += n
+
+
+class Pages:
+    """What a caller made of a directory's listing (pages, keyed as it
+    likes), kept with the directory's names in an AttrCache: gone at the
+    next change like them."""
+
+    __slots__ = ("_names", "_cache")
+
+    def __init__(self, names, cache):
+        self._names, self._cache = names, cache
+
+    def get(self, key):
+        return self._names.get(("page", key))
+
+    def put(self, key, page, entries):
+        """Keep ``page`` (not to be modified once kept), which counts as
+        ``entries`` names against max_entries."""
+        self._names[("page", key)] = page
+        self._cache.added(entries)

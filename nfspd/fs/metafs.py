@@ -25,7 +25,7 @@ from common.metafile import HEADER as META_HEADER
 from common.metafile import MAX_SIZE
 from common.nfs3 import nfsstat3
 from nfspd.fs.access import R, X, access3, check_writable, may_write, permitted
-from nfspd.fs.attrcache import AttrCache
+from nfspd.fs.attrcache import AttrCache, Pages
 from nfspd.fs.creds import as_caller
 from nfspd.fs.dirplus import lookup_entries
 from nfspd.fs.fileio import FileIO
@@ -51,8 +51,8 @@ CHANGING = ("setattr", "create", "create_or_open", "mkdir", "symlink", "mknod", 
 # and a directory's when readdir reads it, which FileIO and Listings count
 # themselves (only now and then is there a change: relatime).
 UNCHANGING = ("close", "hold", "release", "stable_ticket", "stable", "getattr", "access",
-              "lookup", "readdir", "readdirplus", "cookieverf", "fsstat", "pathconf",
-              "read_plan_now", "read_data")
+              "lookup", "readdir", "readdirplus", "listing_pages", "cookieverf", "fsstat",
+              "pathconf", "read_plan_now", "read_data")
 
 
 def _name(name, creating=False):
@@ -738,25 +738,39 @@ class MetaFS:
         listing one directory, or a job's every node): rows not to be
         modified."""
         dfd, dst, verf = self._listed(dir_fh, cookie, cookieverf, caller, cookie_bits)
-        cache = self._attrcache
-        names = memo = None
-        if cache is not None:
-            names = cache.directory((dst.st_ino, dst.st_mtime_ns, dst.st_ctime_ns))
-            if names is not None and page_key is not None and (
-                    not (caller.uid or caller.gid) or self._searchable_by_all(dfd, dst)):
-                # (A caller who may not search here has each lookup made
-                # under its own credentials: never remembered.)
-                memo = (cookie, cookie_bits, max_entries, budget, encoded, page_key)
-                page = names.get(memo)
-                if page is not None:
-                    return page[0], page[1], verf, self._attr(dfd, dst)
+        pages = self._pages(dfd, dst, caller) if page_key is not None else None
+        key = (cookie, cookie_bits, max_entries, budget, encoded, page_key)
+        if pages is not None:
+            page = pages.get(key)
+            if page is not None:
+                return page[0], page[1], verf, self._attr(dfd, dst)
         entries, eof = self._page(dfd, dst, cookie, max_entries, cookie_bits, budget, entry_size)
         rows = lookup_entries(self._objects, self.lookup, dir_fh, entries, caller, encoded,
-                              cache)
-        if memo is not None:
-            names[memo] = (rows, eof)
-            cache.added(1)
+                              self._attrcache)
+        if pages is not None:
+            pages.put(key, (rows, eof), len(rows))
         return rows, eof, verf, self._attr(dfd, dst)
+
+    @maps_oserror
+    def listing_pages(self, dir_fh, cookie, cookieverf, caller, cookie_bits=64):
+        """Where a front-end may keep what it makes of a page of this
+        directory's listing for ``caller`` (an attrcache.Pages, keyed as it
+        likes), until anything changes; None without ``changes``, while a
+        change is under way, or for a caller who may not search the
+        directory. Raises what readdir() would for these arguments."""
+        dfd, dst, _ = self._listed(dir_fh, cookie, cookieverf, caller, cookie_bits)
+        return self._pages(dfd, dst, caller)
+
+    def _pages(self, dfd, dst, caller):
+        cache = self._attrcache
+        if cache is None:
+            return None
+        names = cache.directory((dst.st_ino, dst.st_mtime_ns, dst.st_ctime_ns))
+        if names is None or ((caller.uid or caller.gid) and not self._searchable_by_all(dfd, dst)):
+            # (A caller who may not search here has each lookup made under
+            # its own credentials: nothing of it kept or reused.)
+            return None
+        return Pages(names, cache)
 
     def cookieverf(self, dir_fh):
         """The cookie verifier of a directory: fixed for its lifetime, so that
