@@ -353,6 +353,10 @@ def status_of(server):
         "drc": {**_rate(drc.hits, drc.lookups), "entries": len(drc)},
         "metafile_cache": _rate(sum(fs.meta_hits for fs in fss),
                                 sum(fs.meta_lookups for fs in fss)),
+        # Entries listed (READDIRPLUS, NFSv4 READDIR) and those given from
+        # lookups kept while nothing changed (nfspd/fs/attrcache.py).
+        "listing_cache": _rate(sum(fs.listing_counts[1] for fs in fss),
+                               sum(fs.listing_counts[0] for fs in fss)),
         "clients": [{"host": host, "ip": ip, "path": os.fsdecode(path)}
                     for host, ip, path in server.registry.mounts._entries],
         "v4_clients": server.v4.clients(),

@@ -52,7 +52,8 @@ def render(st):
     metric("nfsp_purges_pending", "gauge", "Deleted files' stripes not yet purged.",
            [({}, p["pending"])] + [({"iod": k}, v["pending"])
                                    for k, v in p.get("iods", {}).items()])
-    for cache, name in (("drc", "duplicate_request_cache"), ("metafile_cache", "metafile_cache")):
+    for cache, name in (("drc", "duplicate_request_cache"), ("metafile_cache", "metafile_cache"),
+                        ("listing_cache", "listing_cache")):
         metric(f"nfsp_{name}_lookups_total", "counter", f"{name.replace('_', ' ')} lookups.",
                [({}, st[cache]["lookups"])])
         metric(f"nfsp_{name}_hits_total", "counter", f"{name.replace('_', ' ')} hits.",

@@ -134,6 +134,10 @@ def test_status_shows_mounts_rtt_and_cache_counters(cluster):
     assert client.read(fh, 0, 100000)[0] == b"x" * 100000
     for _ in range(5):
         client.getattr(fh)
+    # A listing read three times: from the second on, from lookups kept
+    # (the first read of the directory after its change moves its atime).
+    for _ in range(3):
+        client.ok(nfs3.NFSPROC3.READDIRPLUS, nfs3.READDIRPLUS3args(root, 0, bytes(8), 4096, 32768))
     # A heartbeat has measured each link by now: the cluster is up and the
     # first PONG brought each iod up.
     code, st = status_json(c)
@@ -144,6 +148,8 @@ def test_status_shows_mounts_rtt_and_cache_counters(cluster):
     assert st["counters"]["mount"]["calls"] >= 1
     assert st["metafile_cache"]["lookups"] > 0
     assert st["metafile_cache"]["hits"] > 0
+    # ".", ".." and f each time; the last time (at least) all three kept.
+    assert st["listing_cache"]["lookups"] == 9 and st["listing_cache"]["hits"] >= 3
     assert st["drc"]["lookups"] >= 1          # CREATE is non-idempotent
     # Requests and bytes each iod served, counted at the metaserver's links:
     # the 100000 bytes went out in 64 KiB stripes over both iods, and back.

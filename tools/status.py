@@ -86,6 +86,9 @@ def render(st):
         lines.append(f"purges pending: {p['pending']} ({p['mode']})")
     lines.append(f"duplicate-request cache: {_pct(st['drc'])} hit, {st['drc']['entries']} entries")
     lines.append(f"metafile cache: {_pct(st['metafile_cache'])} hit")
+    if "listing_cache" in st:  # (an nfspd from before it says nothing)
+        lines.append(f"listing cache: {_pct(st['listing_cache'])} of entries listed "
+                     "from lookups kept")
     clients = st["clients"]
     lines.append(f"clients: {len(clients)} mount(s)")
     lines += [f"  {c['host']} ({c['ip']}) {c['path']}" for c in clients]

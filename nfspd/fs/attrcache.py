@@ -99,6 +99,10 @@ class AttrCache:
         self._dirs = {}
         self._count = None
         self._until = 0.0
+        # For `nfsp status`: entries listed, and of them those given from
+        # what was kept (a lookup or a whole page).
+        self.listed = 0
+        self.reused = 0
 
     def directory(self, dir_ino):
         """The dict {name: what its lookup gave} of a directory for this page
@@ -123,6 +127,12 @@ class AttrCache:
         page), the next page starts over empty."""
         self._size += n
 
+    def served(self, listed, reused):
+        """A page of ``listed`` entries went out, ``reused`` of them from
+        what was kept."""
+        self.listed += listed
+        self.reused += reused
+
 
 class Pages:
     """What a caller made of a directory's listing (pages, keyed as it
@@ -135,10 +145,15 @@ class Pages:
         self._names, self._cache = names, cache
 
     def get(self, key):
-        return self._names.get(("page", key))
+        """The page kept under ``key``, or None."""
+        hit = self._names.get(("page", key))
+        if hit is None:
+            return None
+        self._cache.served(hit[1], hit[1])
+        return hit[0]
 
     def put(self, key, page, entries):
-        """Keep ``page`` (not to be modified once kept), which counts as
-        ``entries`` names against max_entries."""
-        self._names[("page", key)] = page
+        """Keep ``page`` (not to be modified once kept) of ``entries``
+        entries, which count as names against max_entries."""
+        self._names[("page", key)] = (page, entries)
         self._cache.added(entries)

@@ -69,7 +69,7 @@ def lookup_entries(objects, lookup, dir_fh, entries, caller, encoded=False, cach
     # here, even behind nfspd's back, starts the directory over.
     names = None if cache is None else \
         cache.directory((dst.st_ino, dst.st_mtime_ns, dst.st_ctime_ns))
-    remembered = 0
+    remembered = reused = 0
     codec = objects.codec
     cached_inode, encode_at, known, remember = (codec.cached_inode, codec.encode_at, codec.known,
                                                 codec.remember)
@@ -92,6 +92,7 @@ def lookup_entries(objects, lookup, dir_fh, entries, caller, encoded=False, cach
                     append((e, packed[2]))
                 else:
                     append((e, pack(e.fileid, name, e.cookie, st, fh)))
+                reused += 1
                 continue
         try:
             st = lstat(name, dir_fd=dfd, follow_symlinks=False)
@@ -152,8 +153,9 @@ def lookup_entries(objects, lookup, dir_fh, entries, caller, encoded=False, cach
                 continue
         append(_looked_up(lookup, dir_fh, e, caller, encoded))
         dfd = objects.dir(dir_fh)[0]
-    if remembered:
+    if names is not None:
         cache.added(remembered)
+        cache.served(len(entries), reused)
     return out
 
 

@@ -230,6 +230,14 @@ class MetaFS:
         return self._metafiles.hits
 
     @property
+    def listing_counts(self):
+        """(entries listed by READDIRPLUS and NFSv4 READDIR, of them given
+        from what was kept: attrcache.py), for `nfsp status`; (0, 0)
+        without ``changes``."""
+        cache = self._attrcache
+        return (0, 0) if cache is None else (cache.listed, cache.reused)
+
+    @property
     def meta_reads(self):
         """Metafiles read (a stat told the size of the others)."""
         return self._metafiles.reads
