@@ -15,8 +15,8 @@ whatever happens meanwhile; here they are kept only while provably right:
 - AttrCache holds, per directory, what each name's lookup gave (stat and
   handle, and the packed NFSv3 entry) and the pages made of them (Pages:
   NFSv3 READDIRPLUS's rows, NFSv4 READDIR's replies), and drops all of it at
-  the first change or while one is under way. A page either reuses a name's lookup or stats it as before;
-  it never mixes the two for one entry.
+  the first change or while one is under way. A page either reuses a name's
+  lookup or stats it as before; it never mixes the two for one entry.
 - Changes made behind nfspd's back (an admin editing the export tree) are not
   counted: those show within ``ttl`` (3 s), the age at which everything is
   dropped anyway. A directory's own listing is checked against its mtime on
