@@ -130,14 +130,13 @@ def lookup_entries(objects, lookup, dir_fh, entries, caller, encoded=False, cach
                 if encoded:
                     entry = pack(e.fileid, name, e.cookie, st, fh)
                     append((e, entry))
-                    if names is not None:
-                        names[name] = (fh, st, (e.cookie, e.fileid, entry))
-                        remembered += 1
+                    packed = (e.cookie, e.fileid, entry)
                 else:
                     append((e, fh, attr(None, st)))
-                    if names is not None:
-                        names[name] = (fh, st, None)
-                        remembered += 1
+                    packed = None
+                if names is not None:
+                    names[name] = (fh, st, packed)
+                    remembered += 1
                 continue
             hit = cached_inode(st.st_ino)
             if hit is not None:  # its metafile read through the cached descriptor

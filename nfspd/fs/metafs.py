@@ -747,8 +747,8 @@ class MetaFS:
         modified."""
         dfd, dst, verf = self._listed(dir_fh, cookie, cookieverf, caller, cookie_bits)
         pages = self._pages(dfd, dst, caller) if page_key is not None else None
-        key = (cookie, cookie_bits, max_entries, budget, encoded, page_key)
         if pages is not None:
+            key = (cookie, cookie_bits, max_entries, budget, encoded, page_key)
             page = pages.get(key)
             if page is not None:
                 return page[0], page[1], verf, self._attr(dfd, dst)
