@@ -18,8 +18,11 @@ IN_PROGRESS = "in_progress"
 DONE = "done"
 
 
+TTL = 120.0  # seconds a reply is kept for retransmissions
+
+
 class DuplicateRequestCache:
-    def __init__(self, max_entries=8192, ttl=120.0, clock=time.monotonic):
+    def __init__(self, max_entries=8192, ttl=TTL, clock=time.monotonic):
         self.max_entries = max_entries
         self.ttl = ttl
         self._clock = clock

@@ -4,6 +4,7 @@ Wiring only: configuration in, sockets bound, services composed, signals
 handled. What each piece does lives in its own module.
 """
 
+import functools
 import logging
 import os
 import secrets
@@ -17,6 +18,7 @@ import trio
 from common import keyfile, striping
 from common import mount as mount_proto
 from common.iodsconf import load_entries
+from common.metafile import DEFAULT_STRIPE_UNIT
 from common.runtime import iodstores
 from common.runtime.iodstores import IodStores
 from common.runtime.keyreload import KeyFile
@@ -30,6 +32,7 @@ from nfspd import (
     nfs3proc,
     nfs4proc,
     portmapper,
+    steering,
 )
 from nfspd.datapath import LocalDataPath
 from nfspd.dispatch import Dispatcher, Program
@@ -45,7 +48,8 @@ from nfspd.nfs4service import Nfs4Service
 from nfspd.nfsservice import NfsService
 from nfspd.pnfs import Pnfs
 from nfspd.purgequeue import open_purge_queue, spawn_unlinkd
-from nfspd.transport import Limits, bind_tcp, bind_udp, serve_tcp, serve_udp
+from nfspd.transport import (Limits, answer_udp_call, bind_tcp, bind_udp, serve_tcp, serve_udp,
+                             udp_socket)
 from nfspd.workers import Pool
 
 log = logging.getLogger("nfspd")
@@ -158,7 +162,10 @@ class Metaserver:
         if config.workers:
             self.workers = Pool(config.workers, os.path.abspath(config.exports),
                                 os.path.abspath(config.state_dir),
-                                os.path.abspath(config.data_dir), config.log_level)
+                                os.path.abspath(config.data_dir), config.log_level,
+                                stripe_unit=getattr(self.datapath, "stripe_unit",
+                                                    DEFAULT_STRIPE_UNIT),
+                                layout_gen=getattr(self.datapath, "layout_gen", 0))
         self.started = time.time()
 
     def _datapath(self):
@@ -237,7 +244,12 @@ class Metaserver:
         lim = c.limits
         # Port 0 (tests) means any free port: TCP takes the port UDP got, and
         # the portmapper is told the real numbers.
-        nfs_udp = await bind_udp(c.bind, c.port)
+        steered = None
+        if self.workers is not None:
+            # NFSv3 namespace changes over UDP go straight to the workers.
+            nfs_udp, *steered = steering.open_group(udp_socket, c.bind, c.port, c.workers)
+        else:
+            nfs_udp = await bind_udp(c.bind, c.port)
         c.port = nfs_udp.getsockname()[1]
         nfs_tcp = await bind_tcp(c.bind, c.port)
         mnt_udp = await bind_udp(c.bind, c.mount_port)
@@ -264,7 +276,8 @@ class Metaserver:
                         spawn_unlinkd(self.purges.directory, c.iods, c.key,
                                       stores_path=self.iod_stores.path).run)
             if self.workers is not None:
-                self.workers.answer_udp_on(nfs_udp)
+                self.workers.answer_udp_on(nfs_udp, steered, functools.partial(
+                    answer_udp_call, nfs_udp, self.nfs, limits=lim))
                 await nursery.start(self.workers.run)
             await nursery.start(serve_udp, nfs_udp, self.nfs, lim, self.workers)
             await nursery.start(serve_tcp, nfs_tcp, self.nfs, lim, self.workers)

@@ -23,7 +23,6 @@ from common.runtime import pktinfo
 from common.runtime.gather import unsent
 from nfspd.dispatch import CallContext, Deferred, ReplyParts
 from nfspd.parked import Parked
-from nfspd.workers import takes as offload_takes
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ async def serve_udp(sock, dispatcher, limits, offload=None,
                             destinations[key] = dest
                     else:
                         dest = no_pktinfo
-                    if (offload is not None and offload_takes(data)
+                    if (offload is not None and offload.takes(data)
                             and offload.submit(data, client, dest[0], 0, offloaded_reply,
                                                (sendmsg, dest[1], client))):
                         continue
@@ -229,6 +228,20 @@ async def _send_udp(sock, reply, ctx, limits):
     with trio.move_on_after(limits.send_timeout):
         while not _send_now(sock, reply, ctx):
             await trio.lowlevel.wait_writable(sock)
+
+
+async def answer_udp_call(sock, dispatcher, data, client, local, limits):
+    """Answer a call that reached this server elsewhere (handed back by a
+    namespace worker, nfspd/workers.py) as if it had come in on ``sock``,
+    sent to ``local`` by ``client``."""
+    ctx = CallContext(client, local, "udp", raw=data)
+    try:
+        reply = await dispatcher.handle(data, ctx)
+    except Exception:
+        _dispatch_failed(dispatcher, ctx)
+        return
+    if reply is not None:
+        await _send_udp(sock, reply, ctx, limits)
 
 
 async def _answer_udp(sock, deferred, ctx, limiter, limits):
@@ -397,7 +410,7 @@ async def _serve_connection(sock, dispatcher, limits, connections, offload=None)
                         break
                     out = []
                     for record in records:
-                        if (offload is not None and offload_takes(record)
+                        if (offload is not None and offload.takes(record)
                                 and offload.submit(record, client, local, 1, _offloaded_tcp,
                                                    (conn, nursery))):
                             continue

@@ -73,6 +73,7 @@ stale:
 """
 
 import argparse
+import collections
 import errno
 import itertools
 import logging
@@ -82,17 +83,26 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 
 import trio
 
+from common.metafile import DEFAULT_STRIPE_UNIT
+from common.nfs3 import NFSPROC3, createmode3
 from common.runtime import logs, pktinfo
-from nfspd import nfs3proc
+from nfspd import drc as reply_cache
+from nfspd import nfs3proc, steering
 from nfspd.datapath import LocalDataPath
-from nfspd.dispatch import CallContext, Deferred, Dispatcher, Program
+from nfspd.dispatch import (NO_REPLY, CallContext, Deferred, Dispatcher, Procedure, Program,
+                            args_checksum)
+from nfspd.drc import DuplicateRequestCache
 from nfspd.exports import ExportRegistry
+from nfspd.fs.commit import GroupCommit
 from nfspd.fs.handles import export_id_for_path
 from nfspd.fs.metafs import MetaFS
+from nfspd.fs.types import TargetExists
 from nfspd.nfsservice import NfsService
+from nfspd.transport import Limits, serve_udp
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +121,12 @@ _TAKEN = frozenset(_CALL_HEAD.pack(0, 2, NFS_PROGRAM, 3) + struct.pack(">I", p)
 # nfspd -> worker: kind, id, tcp?, client ip, client port, local ip, local port.
 _CALL = struct.Struct(">BIB4sH4sH")
 _KIND_CALL, _KIND_RELOAD, _KIND_UDP_CALL = 1, 2, 3
-# worker -> nfspd: id (0: the worker is ready), then the reply (empty: none).
+# worker -> nfspd: id (0: the worker is ready), then the reply (empty: none);
+# or _HANDED_BACK, then a _CALL head and a steered call nfspd must answer.
 _REPLY = struct.Struct(">I")
+_HANDED_BACK = 0xFFFFFFFF
+MAX_HANDED_BACK = 64    # handed-back calls nfspd answers at once; more are
+                        # dropped (the client retransmits)
 
 
 def takes(data):
@@ -132,17 +146,27 @@ class _Worker:
 
 
 class Pool:
-    """nfspd's side: the workers, started by run(), fed by submit()."""
+    """nfspd's side: the workers, started by run(), fed by submit() with
+    what takes() says they answer."""
 
-    def __init__(self, n, exports, state_dir, data_dir, log_level="info"):
+    takes = staticmethod(takes)
+
+    def __init__(self, n, exports, state_dir, data_dir, log_level="info",
+                 stripe_unit=DEFAULT_STRIPE_UNIT, layout_gen=0):
         self.argv = [sys.executable, "-m", "nfspd.workers", "--exports", exports,
                      "--state-dir", state_dir, "--data-dir", data_dir,
+                     "--stripe-unit", str(stripe_unit), "--layout-gen", str(layout_gen),
                      "--log-level", log_level]
         self.udp = None  # nfspd's NFS UDP socket, which the workers answer on
+        self.steered = None  # each worker's own socket of its reuseport group
+        # What answers a call a worker hands back: answer(data, client, local).
+        self.answer = None
         self.workers = [_Worker(i) for i in range(n)]
         self._ids = itertools.count(1)
         self._rr = 0
-        self.counters = {"offloaded": 0, "fallback": 0, "lost": 0, "restarts": 0}
+        self._answering = 0
+        self.counters = {"offloaded": 0, "fallback": 0, "lost": 0, "restarts": 0,
+                         "handed_back": 0}
         self._nursery = None
 
     def submit(self, data, client, local, tcp, reply_to, args):
@@ -177,11 +201,17 @@ class Pool:
         self.counters["fallback"] += 1
         return False
 
-    def answer_udp_on(self, sock):
-        """UDP calls received on ``sock`` are answered by the workers from
-        their copy of it: nfspd never sees those replies (one message per call
-        instead of two, and no 32 KiB reply copied through nfspd)."""
+    def answer_udp_on(self, sock, steered=None, answer=None):
+        """UDP calls received on ``sock`` are answered by the workers
+        themselves: nfspd never sees those replies (one message per call
+        instead of two, and no 32 KiB reply copied through nfspd). From
+        ``steered``, each worker's own socket of the reuseport group
+        (nfspd/steering.py), which also brings it the namespace changes;
+        ``answer(data, client, local)`` answers what a worker hands back.
+        Without, from their copy of ``sock``."""
         self.udp = sock
+        self.steered = steered
+        self.answer = answer
 
     def status(self):
         """For `nfsp status`: the workers' pids (None while one starts) and
@@ -236,9 +266,10 @@ class Pool:
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 << 10)
             argv = self.argv + ["--fd", str(theirs.fileno())]
             fds = [theirs.fileno()]
-            if self.udp is not None:
-                argv += ["--udp-fd", str(self.udp.fileno())]
-                fds.append(self.udp.fileno())
+            udp = self.udp if self.steered is None else self.steered[w.index]
+            if udp is not None:
+                argv += ["--udp-fd", str(udp.fileno())]
+                fds.append(udp.fileno())
             try:
                 # Popen returns once the child is forked: no wait worth a thread.
                 w.proc = subprocess.Popen(argv, pass_fds=fds)  # noqa: ASYNC220
@@ -267,6 +298,23 @@ class Pool:
             log.warning("worker %d (pid %d) ended (status %s); %d calls unanswered",
                         w.index, proc.pid, proc.returncode, lost)
 
+    def _handed_back(self, msg):
+        if self.answer is None or self._answering >= MAX_HANDED_BACK \
+                or len(msg) < _REPLY.size + _CALL.size:
+            self.counters["lost"] += 1  # the client retransmits; handed back again
+            return
+        _, _, _, cip, cport, lip, lport = _CALL.unpack_from(msg, _REPLY.size)
+        self._answering += 1
+        self.counters["handed_back"] += 1
+        self._nursery.start_soon(self._answer, bytes(msg[_REPLY.size + _CALL.size:]),
+                                 (socket.inet_ntoa(cip), cport), (socket.inet_ntoa(lip), lport))
+
+    async def _answer(self, data, client, local):
+        try:
+            await self.answer(data, client, local)
+        finally:
+            self._answering -= 1
+
     async def _read_replies(self, w):
         sock = w.sock
         # recv(MAX_MESSAGE) would allocate a MiB per reply: one buffer, and
@@ -285,6 +333,9 @@ class Pool:
                 return
             msg = view[:n]
             (call_id,) = _REPLY.unpack_from(msg)
+            if call_id == _HANDED_BACK:
+                self._handed_back(msg)
+                continue
             if call_id == 0:
                 w.ready = True
                 log.info("worker %d (pid %d) ready", w.index, w.proc.pid)
@@ -301,24 +352,143 @@ class Pool:
 
 # -- the worker process -------------------------------------------------------
 
-def _serve(sock, exports, state_dir, data_dir, udp=None):
-    with open(os.path.join(state_dir, "handle.key"), "rb") as f:
-        key = f.read()  # nfspd made it before starting any worker
-    datapath = LocalDataPath(data_dir)  # never written or read here: READDIR* only
+class _Layout(LocalDataPath):
+    """The data path of a worker: it moves no data, but lays out the files
+    it creates as nfspd does (its stripe unit and layout generation)."""
+
+    def __init__(self, data_dir, stripe_unit, layout_gen):
+        super().__init__(data_dir)
+        self.stripe_unit = stripe_unit
+        self.layout_gen = layout_gen
+
+
+class _NoReplaceFS(MetaFS):
+    """A worker's MetaFS: a RENAME never replaces a name (that may take a
+    file's last link: its purge and its NFSv4 opens are nfspd's)."""
+
+    def rename(self, from_dir_fh, from_name, to_dir_fh, to_name, caller, replace=False):
+        return super().rename(from_dir_fh, from_name, to_dir_fh, to_name, caller, replace=False)
+
+
+def _no_purge(ino, seed):
+    # Nothing a worker runs can take a file's last link (_NoReplaceFS, and
+    # REMOVE is not steered here): were it to, scrub finds the data.
+    log.error("a worker took the last link of inode %d: its data stays until "
+              "`nfsp scrub --purge`", ino)
+
+
+class _HandBack:
+    """Steered calls this worker cannot answer alone, handed back to nfspd
+    (which answers them from its own socket, through its own duplicate
+    request cache), and remembered: a retransmission reaches this worker
+    again, and must go the same way, whatever the file system says by then
+    (a RENAME nfspd made would now fail here)."""
+
+    def __init__(self, sock, max_entries=8192, ttl=reply_cache.TTL,
+                 clock=time.monotonic):
+        self._sock = sock
+        self._max = max_entries
+        self._ttl = ttl
+        self._clock = clock
+        self._sent = collections.OrderedDict()  # key -> when
+        self.count = 0
+
+    @staticmethod
+    def _key(ctx):
+        return ctx.client, ctx.xid, args_checksum(ctx.call.args)
+
+    def sent(self, ctx):
+        """Whether this call (a retransmission) was handed back before."""
+        when = self._sent.get(self._key(ctx))
+        return when is not None and self._clock() - when <= self._ttl
+
+    def __call__(self, ctx):
+        """Hand the call to nfspd; the handler's result (no reply here)."""
+        key = self._key(ctx)
+        self._sent[key] = self._clock()
+        self._sent.move_to_end(key)
+        while len(self._sent) > self._max:
+            self._sent.popitem(last=False)
+        head = _CALL.pack(_KIND_UDP_CALL, 0, 0, socket.inet_aton(ctx.client[0]), ctx.client[1],
+                          socket.inet_aton(ctx.local[0]), ctx.local[1])
+        try:
+            self._sock.sendmsg([_REPLY.pack(_HANDED_BACK), head, ctx.raw])
+            self.count += 1
+        except OSError as e:  # full: lost like a datagram; the retransmission comes back here
+            log.debug("call from %s:%s not handed back: %s", *ctx.client, e)
+        return NO_REPLY
+
+
+def steered_procedures(hand_back):
+    """The NFSv3 procedures a worker answers on its own socket
+    (nfspd/steering.py), with what needs nfspd handed back to it: a CREATE
+    that sets a size (it may truncate a file, whose data nfspd moves), a
+    RENAME onto a name that exists."""
+    table = {int(p): nfs3proc.PROCEDURES[p] for p in steering.STEERED}
+
+    def replaced(proc, handler):
+        return Procedure(proc.name, proc.args_type, proc.res_type, handler,
+                         idempotent=proc.idempotent, failed=proc.failed,
+                         error_type=proc.error_type or None)
+
+    create = table[NFSPROC3.CREATE].handler
+    rename = table[NFSPROC3.RENAME].handler
+
+    def CREATE(ctx, args):
+        how = args.how
+        if (how.disc != createmode3.EXCLUSIVE and how.body.size is not None) or hand_back.sent(ctx):
+            return hand_back(ctx)
+        return create(ctx, args)
+
+    def RENAME(ctx, args):
+        if hand_back.sent(ctx):
+            return hand_back(ctx)
+        try:
+            return rename(ctx, args)
+        except TargetExists:
+            return hand_back(ctx)
+
+    table[NFSPROC3.CREATE] = replaced(table[NFSPROC3.CREATE], CREATE)
+    table[NFSPROC3.RENAME] = replaced(table[NFSPROC3.RENAME], RENAME)
+    return table
+
+
+async def _serve(sock, udp, exports, key, data_dir, stripe_unit, layout_gen):
+    datapath = _Layout(data_dir, stripe_unit, layout_gen)
+    commit = GroupCommit()  # this worker's changes, flushed many to a flush
 
     def make_fs(path):
-        # No purge and no commit: nothing here changes the file system.
-        return MetaFS(path, export_id_for_path(path), key, datapath)
+        return _NoReplaceFS(path, export_id_for_path(path), key, datapath, purge=_no_purge,
+                            commit=commit)
 
     registry = ExportRegistry(exports, make_fs)
     registry.load()
-    procs = {p: nfs3proc.PROCEDURES[p] for p in (READDIR, READDIRPLUS)}
-    dispatcher = Dispatcher([Program(NFS_PROGRAM, "nfs", {3: procs},
-                                     NfsService(registry, datapath))])
-    sock.send(_REPLY.pack(0))
+    service = NfsService(registry, datapath)
+    listings = Dispatcher([Program(NFS_PROGRAM, "nfs", {3: {
+        p: nfs3proc.PROCEDURES[p] for p in (READDIR, READDIRPLUS)}}, service)])
+    try:
+        async with trio.open_nursery() as nursery:
+            if udp is not None:
+                changes = Dispatcher([Program(NFS_PROGRAM, "nfs",
+                                              {3: steered_procedures(_HandBack(sock))}, service)],
+                                     DuplicateRequestCache())
+                await nursery.start(serve_udp, udp, changes, Limits())
+            await _send(sock, [_REPLY.pack(0)])
+            await _handed_over(sock, udp, listings, registry)
+            nursery.cancel_scope.cancel()
+    finally:
+        commit.close()
+
+
+async def _handed_over(sock, udp, dispatcher, registry):
+    """Answer the READDIR(PLUS) calls nfspd hands over, until it goes."""
     head_size = _CALL.size
     while True:
-        msg = sock.recv(MAX_CALL)
+        try:
+            msg = sock.recv(MAX_CALL)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(sock)
+            continue
         if not msg:
             return
         kind, call_id, tcp, cip, cport, lip, lport = _CALL.unpack_from(msg)
@@ -347,11 +517,20 @@ def _serve(sock, exports, state_dir, data_dir, udp=None):
                     log.debug("UDP reply to %s:%s not sent: %s", *ctx.client, e)
             continue
         try:
-            sock.sendmsg([_REPLY.pack(call_id), reply or b""])
+            await _send(sock, [_REPLY.pack(call_id), reply or b""])
         except OSError as e:
             if e.errno != errno.EMSGSIZE:
                 raise
-            sock.send(_REPLY.pack(call_id))  # too big to hand back: no reply
+            await _send(sock, [_REPLY.pack(call_id)])  # too big to hand back: no reply
+
+
+async def _send(sock, parts):
+    while True:
+        try:
+            sock.sendmsg(parts)
+            return
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
 
 
 def main(argv=None):
@@ -361,6 +540,8 @@ def main(argv=None):
     p.add_argument("--data-dir", required=True)
     p.add_argument("--fd", type=int, required=True)
     p.add_argument("--udp-fd", type=int, default=None)
+    p.add_argument("--stripe-unit", type=int, default=DEFAULT_STRIPE_UNIT)
+    p.add_argument("--layout-gen", type=int, default=0)
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     logs.setup("nfspd-worker", a.log_level, False)
@@ -369,13 +550,17 @@ def main(argv=None):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sock = socket.socket(fileno=a.fd)
+    sock.setblocking(False)
     udp = None
     if a.udp_fd is not None:
-        # Left non-blocking: the file description (and its O_NONBLOCK) is
-        # nfspd's too; a full buffer loses the reply like a lost datagram.
+        # This worker's own socket of nfspd's reuseport group
+        # (nfspd/steering.py), kept by nfspd across the worker's restarts.
         udp = socket.socket(fileno=a.udp_fd)
+        udp.setblocking(False)
+    with open(os.path.join(a.state_dir, "handle.key"), "rb") as f:
+        key = f.read()  # nfspd made it before starting any worker
     try:
-        _serve(sock, a.exports, a.state_dir, a.data_dir, udp)
+        trio.run(_serve, sock, udp, a.exports, key, a.data_dir, a.stripe_unit, a.layout_gen)
     except (BrokenPipeError, ConnectionResetError):
         pass
 

@@ -31,9 +31,10 @@ from nfspd.fs.dirplus import lookup_entries
 from nfspd.fs.fileio import FileIO
 from nfspd.fs.listings import Listings
 from nfspd.fs.objects import Objects, clear_setid
-from nfspd.fs.syscalls import chown, proc_path, set_times
+from nfspd.fs.syscalls import chown, proc_path, rename_noreplace, set_times
 from nfspd.fs.types import (NAME_MAX, PATH_MAX, SET_TO_SERVER_TIME, CreateHow, FileType, FsError,
-                            FsStat, SetAttr, Wcc, WccAttr, fs_error_of, maps_oserror)
+                            FsStat, SetAttr, TargetExists, Wcc, WccAttr, fs_error_of,
+                            maps_oserror)
 
 _ZERO_VERF = bytes(8)
 _MKNOD_BITS = {FileType.CHR: stat.S_IFCHR, FileType.BLK: stat.S_IFBLK,
@@ -632,11 +633,12 @@ class MetaFS:
         return Wcc(pre, self._post(dfd))
 
     @maps_oserror
-    def rename(self, from_dir_fh, from_name, to_dir_fh, to_name, caller):
+    def rename(self, from_dir_fh, from_name, to_dir_fh, to_name, caller, replace=True):
         """Rename as the caller, replacing what ``to_name`` names as rename(2)
         does: (from directory Wcc, to directory Wcc). INVAL for "." or "..".
         A replaced file's data goes to the purge sink once its last link is
-        gone."""
+        gone. With ``replace`` False, TargetExists when ``to_name`` names
+        anything (and nothing renamed)."""
         check_writable(caller)
         ffd, _, fst = self._dir(from_dir_fh)
         from_name = _name(from_name)
@@ -648,18 +650,26 @@ class MetaFS:
         with as_caller(caller.uid, caller.gid, caller.gids):
             # What it is, for the listings (the source keeps its inode).
             sst = os.stat(from_name, dir_fd=ffd, follow_symlinks=False)
-        try:
-            tpin, tpst, owned = self._pin_victim(tfd, to_name, caller)
-        except FileNotFoundError:
-            tpin = tpst = None
-            owned = False
+        tpin = tpst = None
+        owned = False
+        if replace:
+            try:
+                tpin, tpst, owned = self._pin_victim(tfd, to_name, caller)
+            except FileNotFoundError:
+                pass
         try:
             tmeta = None
             if tpst is not None and stat.S_ISREG(tpst.st_mode) and \
                     (tpst.st_dev, tpst.st_ino) != (sst.st_dev, sst.st_ino):
                 tmeta = self._objects.meta_of_pinned(tpin, tpst)
             with as_caller(caller.uid, caller.gid, caller.gids):
-                os.rename(from_name, to_name, src_dir_fd=ffd, dst_dir_fd=tfd)
+                if replace:
+                    os.rename(from_name, to_name, src_dir_fd=ffd, dst_dir_fd=tfd)
+                else:
+                    try:
+                        rename_noreplace(ffd, from_name, tfd, to_name)
+                    except FileExistsError:
+                        raise TargetExists(to_name) from None
             after = os.fstat(tpin) if tpin is not None else None
         finally:
             if owned:

@@ -37,6 +37,17 @@ def _check(rc):
         raise OSError(e, os.strerror(e))
 
 
+_RENAME_NOREPLACE = 1
+_libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                            ctypes.c_uint]
+
+
+def rename_noreplace(src_dir_fd, src, dst_dir_fd, dst):
+    """renameat2(2) with RENAME_NOREPLACE: FileExistsError rather than
+    replacing what ``dst`` names (names as bytes)."""
+    _check(_libc.renameat2(src_dir_fd, src, dst_dir_fd, dst, _RENAME_NOREPLACE))
+
+
 def syncfs(fd):
     """syncfs(2): write out the whole file system fd is on (what an inode
     that cannot be fsynced needs, nfspd/fs/journal.py)."""

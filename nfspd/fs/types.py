@@ -32,6 +32,11 @@ class FileType(enum.IntEnum):
     FIFO = 7
 
 
+class TargetExists(Exception):
+    """MetaFS.rename(replace=False) found its target name taken: nothing was
+    renamed (a namespace worker hands such a RENAME to nfspd, nfspd/workers.py)."""
+
+
 class FsError(Exception):
     """A failed file-system call; ``status`` is an nfsstat3."""
 
