@@ -4,6 +4,7 @@ Wiring only: configuration in, sockets bound, services composed, signals
 handled. What each piece does lives in its own module.
 """
 
+import errno
 import functools
 import logging
 import os
@@ -247,8 +248,14 @@ class Metaserver:
         steered = None
         if self.workers is not None:
             # NFSv3 namespace changes over UDP go straight to the workers.
-            nfs_udp, *steered = steering.open_group(udp_socket, c.bind, c.port, c.workers)
-        else:
+            try:
+                nfs_udp, *steered = steering.open_group(udp_socket, c.bind, c.port, c.workers)
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.ENOPROTOOPT, errno.EPERM):
+                    raise
+                log.warning("NFSv3 namespace changes stay with nfspd: this kernel steers no "
+                            "UDP calls to the workers (%s)", e)
+        if steered is None:
             nfs_udp = await bind_udp(c.bind, c.port)
         c.port = nfs_udp.getsockname()[1]
         nfs_tcp = await bind_tcp(c.bind, c.port)

@@ -123,8 +123,12 @@ _CALL = struct.Struct(">BIB4sH4sH")
 _KIND_CALL, _KIND_RELOAD, _KIND_UDP_CALL = 1, 2, 3
 # worker -> nfspd: id (0: the worker is ready), then the reply (empty: none);
 # or _HANDED_BACK, then a _CALL head and a steered call nfspd must answer.
+# Or _REPORT, then how many steered calls the worker has answered.
 _REPLY = struct.Struct(">I")
 _HANDED_BACK = 0xFFFFFFFF
+_REPORT = 0xFFFFFFFE
+_COUNT = struct.Struct(">Q")
+REPORT_EVERY = 1.0      # seconds between a busy worker's reports
 MAX_HANDED_BACK = 64    # handed-back calls nfspd answers at once; more are
                         # dropped (the client retransmits)
 
@@ -135,7 +139,7 @@ def takes(data):
 
 
 class _Worker:
-    __slots__ = ("index", "pending", "proc", "ready", "sock")
+    __slots__ = ("answered", "answered_before", "index", "pending", "proc", "ready", "sock")
 
     def __init__(self, index):
         self.index = index
@@ -143,6 +147,8 @@ class _Worker:
         self.sock = None
         self.ready = False
         self.pending = {}  # call id -> (reply_to, args)
+        self.answered = 0  # steered calls, as its last report says (since it started)
+        self.answered_before = 0  # by the processes it replaced
 
 
 class Pool:
@@ -214,9 +220,12 @@ class Pool:
         self.answer = answer
 
     def status(self):
-        """For `nfsp status`: the workers' pids (None while one starts) and
-        what was handed to them, answered by nfspd instead, or lost."""
+        """For `nfsp status`: the workers' pids (None while one starts), the
+        steered calls each has answered (``steered``: as of its last report,
+        REPORT_EVERY), and what was handed to them, answered by nfspd instead,
+        handed back, or lost."""
         return {"pids": [w.proc.pid if w.ready else None for w in self.workers],
+                "steered": [w.answered_before + w.answered for w in self.workers],
                 **self.counters}
 
     def reload(self):
@@ -289,6 +298,8 @@ class Pool:
                 w.pending.clear()
                 w.ready = False
                 w.sock = None
+                w.answered_before += w.answered
+                w.answered = 0
                 trio.lowlevel.notify_closing(ours)
                 ours.close()
                 self._kill(w)
@@ -335,6 +346,10 @@ class Pool:
             (call_id,) = _REPLY.unpack_from(msg)
             if call_id == _HANDED_BACK:
                 self._handed_back(msg)
+                continue
+            if call_id == _REPORT:
+                if len(msg) == _REPLY.size + _COUNT.size:
+                    (w.answered,) = _COUNT.unpack_from(msg, _REPLY.size)
                 continue
             if call_id == 0:
                 w.ready = True
@@ -473,6 +488,7 @@ async def _serve(sock, udp, exports, key, data_dir, stripe_unit, layout_gen):
                                               {3: steered_procedures(_HandBack(sock))}, service)],
                                      DuplicateRequestCache())
                 await nursery.start(serve_udp, udp, changes, Limits())
+                nursery.start_soon(_report, sock, changes.counters)
             await _send(sock, [_REPLY.pack(0)])
             await _handed_over(sock, udp, listings, registry)
             nursery.cancel_scope.cancel()
@@ -522,6 +538,17 @@ async def _handed_over(sock, udp, dispatcher, registry):
             if e.errno != errno.EMSGSIZE:
                 raise
             await _send(sock, [_REPLY.pack(call_id)])  # too big to hand back: no reply
+
+
+async def _report(sock, counters):
+    """Tell nfspd, when it changed, how many steered calls this worker has
+    answered (what `nfsp status` shows)."""
+    told = 0
+    while True:
+        await trio.sleep(REPORT_EVERY)
+        if counters.calls != told:
+            told = counters.calls
+            await _send(sock, [_REPLY.pack(_REPORT), _COUNT.pack(told)])
 
 
 async def _send(sock, parts):

@@ -11,6 +11,7 @@ import pytest
 
 from common import nfs2, nfs3, rpc
 from common.nfs3 import NFSPROC3, nfsstat3
+from nfspd import admin
 from tools.dev import nfsclient
 from tools.dev.netns import wait_until
 from tools.rpcclient import RpcClient
@@ -238,12 +239,18 @@ def test_an_unprivileged_rpc_client_is_refused_on_a_secure_export(ns, nfspd):
     assert res.disc == nfsstat3.NFS3ERR_PERM
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("option", ["sync", "async"])
-def test_changes_answered_survive_a_kill_9_of_nfspd(ns, nfspd, option):
+def test_changes_answered_survive_a_kill_9_of_nfspd(ns, nfspd, option, workers):
     # What the reply promises is made before it: with group commit (issue 15)
     # the change is in the kernel when the call is answered, durable for a
     # machine crash too with "sync"; a kill -9 of the process loses nothing.
-    d = nfspd(clients=f"127.0.0.0/8(rw,no_root_squash,insecure,{option})")
+    # With workers, they made the CREATEs, the RENAME and the MKDIR.
+    d = nfspd(clients=f"127.0.0.0/8(rw,no_root_squash,insecure,{option})",
+              extra_args=["--workers", str(workers)])
+    if workers:
+        wait_until(lambda: None not in admin.request(admin.socket_path(d.state))[
+            "status"]["workers"]["pids"], 20, what="workers ready")
     c, root = connect(ns, d)
     kept = c.create(root, b"kept")
     c.write_all(kept, b"data")

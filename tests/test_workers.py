@@ -179,10 +179,10 @@ def test_a_worker_refuses_an_unprivileged_port_on_a_secure_export(ns, nfspd, tra
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_retransmitted_changes_get_the_cached_reply_with_workers_running(ns, nfspd, transport):
-    # Workers answer only READDIR and READDIRPLUS (idempotent); every call
-    # that changes something stays with nfspd and its duplicate request
-    # cache, so a retransmission finds its first reply whatever else the
-    # workers are answering in between.
+    # The REMOVE is nfspd's; over UDP the CREATE is a worker's
+    # (tests/test_workers_namespace.py), over TCP nfspd's. Either way a
+    # retransmission finds its first reply in the cache of whoever ran it,
+    # whatever else the workers are answering in between.
     d = start(nfspd, 2)
     c, root = connect(ns, d, transport)
     c.create(root, b"victim")

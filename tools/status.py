@@ -89,6 +89,14 @@ def render(st):
     if "listing_cache" in st:  # (an nfspd from before it says nothing)
         lines.append(f"listing cache: {_pct(st['listing_cache'])} of entries listed "
                      "from lookups kept")
+    w = st.get("workers")
+    if w and "steered" in w:  # (an nfspd from before them says nothing)
+        running = sum(pid is not None for pid in w["pids"])
+        lines.append(
+            f"workers: {running}/{len(w['pids'])} running; took "
+            f"{sum(w['steered'])} NFSv3 namespace changes over UDP (handed back to nfspd: "
+            f"{w['handed_back']}) and {w['offloaded']} READDIR(PLUS) (nfspd answered "
+            f"{w['fallback']} itself, every worker busy); restarts: {w['restarts']}")
     clients = st["clients"]
     lines.append(f"clients: {len(clients)} mount(s)")
     lines += [f"  {c['host']} ({c['ip']}) {c['path']}" for c in clients]
