@@ -1,5 +1,7 @@
-"""Worker processes that answer NFSv3 READDIR and READDIRPLUS (issue 15,
-`nfspd --workers N`): a second core for the costliest read-only procedure.
+"""Worker processes (issue 15, `nfspd --workers N`) that answer NFSv3
+READDIR and READDIRPLUS handed over by nfspd, the costliest read-only
+procedures, and the NFSv3 namespace changes that reach them over UDP
+(steered by the kernel, nfspd/steering.py): more cores for metadata.
 
 nfspd is one Python process, and threads do not help (the GIL; see
 nfspd/fs/commit.py). READDIRPLUS costs 7-10 us of CPU per entry (about 1.2 ms
@@ -8,8 +10,20 @@ process of its own (``python3 -m nfspd.workers``), with its own
 ExportRegistry and MetaFS over the same exports and the same handle key (read
 from the state directory), so the handles and cookies it gives are the ones
 nfspd would give: both are keyed hashes of that key (nfspd/fs/handles.py,
-nfspd/fs/listings.py). Everything with state (the DRC, NFSv4, MOUNT, writes,
-the group commit) stays in nfspd.
+nfspd/fs/listings.py). Everything with state (NFSv4, MOUNT, writes, the
+purge journal) stays in nfspd.
+
+Namespace changes (CREATE, MKDIR, SYMLINK, MKNOD, RMDIR, RENAME, LINK over
+UDP): a worker answers those its socket receives with nfspd's own transport
+(serve_udp) and handlers, a duplicate request cache of its own (a
+retransmission reaches the same worker), and a group commit of its own (on
+a `sync` export each reply waits for its flush, as in nfspd). Where the
+change would need nfspd's state, the worker hands the call back over the
+socketpair (steered_procedures): a CREATE that sets a size (truncating a
+file whose data nfspd moves), a RENAME onto an existing name (the victim's
+purge, its NFSv4 opens and pNFS layouts; renameat2 NOREPLACE tells, with no
+window). nfspd answers it from its socket through its own cache, and the
+worker remembers it, so that a retransmission is handed back too.
 
 The hand-off: nfspd's transport reads a whole RPC record; if its header says
 NFS v3 READDIR or READDIRPLUS (takes(): a slice and a set lookup), the
@@ -50,16 +64,23 @@ ready yet) is answered by nfspd itself, as without workers, so nothing waits
 on a worker and nothing queues without bound. A worker that dies is started
 again (after RESTART_PAUSE); the calls it had are not answered, and their
 clients retransmit (READDIR and READDIRPLUS are idempotent: no DRC involved).
-A worker exits when nfspd's end of its socket closes.
+Steered calls wait in the worker's own socket, bounded by its buffer, and
+run at most Limits.udp_inflight at once; nfspd answers at most
+MAX_HANDED_BACK handed-back calls at once and drops the rest (the client
+retransmits). Steered calls that reach a dead worker's socket wait there for
+the next one; the replies it had cached are gone with it, as after a restart
+of nfspd. A worker exits when nfspd's end of its socket closes.
 
 Coherence: a SIGHUP that reloads nfspd's exports sends the workers a reload
 message on the same socket as the calls, so every call received after the
 reload is answered under the new rules. What a worker caches and what can go
 stale:
 - listings (nfspd/fs/listings.py) are checked against the directory's mtime
-  and ctime on every call: a change nfspd made shows at once;
+  and ctime on every call: a change nfspd or another worker made shows at
+  once, in nfspd too;
 - nfspd keeps no READDIRPLUS lookups (nfspd/fs/attrcache.py) while workers
-  run: a worker's read of a directory may move its atime behind nfspd's back;
+  run: a worker's read of a directory may move its atime behind nfspd's back,
+  and its namespace changes are made there;
 - handles remembered by inode and ctime (HandleCodec.known): a removal or
   rename here changes the ctime; as for changes made outside nfspd, only a
   new object given the same inode number within one clock tick of the old
@@ -67,7 +88,8 @@ stale:
   "outside change" rule (nfspd/fs/dirplus.py);
 - the descriptor cache: every use fstat()s the cached descriptor, and an
   object without links is STALE (nfspd/fs/objects.py open()), so a directory
-  nfspd removed is STALE in the worker at once, as in nfspd. (A regular file
+  nfspd removed is STALE in the worker at once, as in nfspd, and one a
+  worker removed is STALE in nfspd. (A regular file
   nfspd holds after its last link, for an NFSv4 open, is STALE in a worker
   where nfspd says NOTDIR: either way no listing.)
 """
