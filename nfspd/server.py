@@ -39,7 +39,7 @@ from nfspd.datapath import LocalDataPath
 from nfspd.dispatch import Dispatcher, Program
 from nfspd.drc import DuplicateRequestCache
 from nfspd.exports import ExportRegistry
-from nfspd.fs.attrcache import Changes
+from nfspd.fs.attrcache import Changes, SharedChanges
 from nfspd.fs.commit import GroupCommit
 from nfspd.fs.handles import export_id_for_path
 from nfspd.fs.metafs import MetaFS
@@ -140,9 +140,14 @@ class Metaserver:
         self._filesystems = weakref.WeakSet()  # every MetaFS made, for status()
         self.group_commit = GroupCommit()  # shared by the exports: one flush for all
         # Shared too: exports may overlap, and a change through one is one
-        # through the other (nfspd/fs/attrcache.py). None with READDIR
-        # workers: their reads of directories move atimes nfspd cannot count.
-        self.changes = Changes() if not config.workers else None
+        # through the other (nfspd/fs/attrcache.py); and with the workers,
+        # which make changes and move atimes too.
+        self.changes_fd = None
+        if config.workers:
+            self.changes_fd = SharedChanges.memory(config.workers + 1)
+            self.changes = SharedChanges(self.changes_fd, 0, config.workers + 1)
+        else:
+            self.changes = Changes()
         self.registry = ExportRegistry(config.exports, self._make_fs,
                                        rmtab_path=os.path.join(config.state_dir, "rmtab"))
         self.registry.load()
@@ -166,7 +171,8 @@ class Metaserver:
                                 os.path.abspath(config.data_dir), config.log_level,
                                 stripe_unit=getattr(self.datapath, "stripe_unit",
                                                     DEFAULT_STRIPE_UNIT),
-                                layout_gen=getattr(self.datapath, "layout_gen", 0))
+                                layout_gen=getattr(self.datapath, "layout_gen", 0),
+                                changes_fd=self.changes_fd)
         self.started = time.time()
 
     def _datapath(self):

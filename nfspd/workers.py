@@ -78,9 +78,10 @@ stale:
 - listings (nfspd/fs/listings.py) are checked against the directory's mtime
   and ctime on every call: a change nfspd or another worker made shows at
   once, in nfspd too;
-- nfspd keeps no READDIRPLUS lookups (nfspd/fs/attrcache.py) while workers
-  run: a worker's read of a directory may move its atime behind nfspd's back,
-  and its namespace changes are made there;
+- READDIRPLUS lookups kept (nfspd/fs/attrcache.py), by nfspd and by each
+  worker: every process counts its changes (and the atimes its reads of
+  directories move) in its slot of one SharedChanges, and each drops what
+  it kept when the sum moves;
 - handles remembered by inode and ctime (HandleCodec.known): a removal or
   rename here changes the ctime; as for changes made outside nfspd, only a
   new object given the same inode number within one clock tick of the old
@@ -119,6 +120,7 @@ from nfspd.dispatch import (NO_REPLY, CallContext, Deferred, Dispatcher, Procedu
                             args_checksum)
 from nfspd.drc import DuplicateRequestCache
 from nfspd.exports import ExportRegistry
+from nfspd.fs.attrcache import SharedChanges
 from nfspd.fs.commit import GroupCommit
 from nfspd.fs.handles import export_id_for_path
 from nfspd.fs.metafs import MetaFS
@@ -180,11 +182,13 @@ class Pool:
     takes = staticmethod(takes)
 
     def __init__(self, n, exports, state_dir, data_dir, log_level="info",
-                 stripe_unit=DEFAULT_STRIPE_UNIT, layout_gen=0):
+                 stripe_unit=DEFAULT_STRIPE_UNIT, layout_gen=0, changes_fd=None):
         self.argv = [sys.executable, "-m", "nfspd.workers", "--exports", exports,
                      "--state-dir", state_dir, "--data-dir", data_dir,
                      "--stripe-unit", str(stripe_unit), "--layout-gen", str(layout_gen),
-                     "--log-level", log_level]
+                     "--processes", str(n + 1), "--log-level", log_level]
+        # nfspd's attrcache.SharedChanges, in which worker i counts in slot i + 1.
+        self.changes_fd = changes_fd
         self.udp = None  # nfspd's NFS UDP socket, which the workers answer on
         self.steered = None  # each worker's own socket of its reuseport group
         # What answers a call a worker hands back: answer(data, client, local).
@@ -295,8 +299,11 @@ class Pool:
             # The UDP calls a worker answers itself are bounded by what this
             # buffer holds (a few hundred); the others by MAX_PENDING.
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 << 10)
-            argv = self.argv + ["--fd", str(theirs.fileno())]
+            argv = self.argv + ["--fd", str(theirs.fileno()), "--slot", str(w.index + 1)]
             fds = [theirs.fileno()]
+            if self.changes_fd is not None:
+                argv += ["--changes-fd", str(self.changes_fd)]
+                fds.append(self.changes_fd)
             udp = self.udp if self.steered is None else self.steered[w.index]
             if udp is not None:
                 argv += ["--udp-fd", str(udp.fileno())]
@@ -490,13 +497,13 @@ def steered_procedures(hand_back):
     return table
 
 
-async def _serve(sock, udp, exports, key, data_dir, stripe_unit, layout_gen):
+async def _serve(sock, udp, exports, key, data_dir, stripe_unit, layout_gen, changes):
     datapath = _Layout(data_dir, stripe_unit, layout_gen)
     commit = GroupCommit()  # this worker's changes, flushed many to a flush
 
     def make_fs(path):
         return _NoReplaceFS(path, export_id_for_path(path), key, datapath, purge=_no_purge,
-                            commit=commit)
+                            commit=commit, changes=changes)
 
     registry = ExportRegistry(exports, make_fs)
     registry.load()
@@ -591,6 +598,9 @@ def main(argv=None):
     p.add_argument("--udp-fd", type=int, default=None)
     p.add_argument("--stripe-unit", type=int, default=DEFAULT_STRIPE_UNIT)
     p.add_argument("--layout-gen", type=int, default=0)
+    p.add_argument("--changes-fd", type=int, default=None)
+    p.add_argument("--slot", type=int, default=1)
+    p.add_argument("--processes", type=int, default=2)
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     logs.setup("nfspd-worker", a.log_level, False)
@@ -609,7 +619,10 @@ def main(argv=None):
     with open(os.path.join(a.state_dir, "handle.key"), "rb") as f:
         key = f.read()  # nfspd made it before starting any worker
     try:
-        trio.run(_serve, sock, udp, a.exports, key, a.data_dir, a.stripe_unit, a.layout_gen)
+        changes = None if a.changes_fd is None else \
+            SharedChanges(a.changes_fd, a.slot, a.processes)
+        trio.run(_serve, sock, udp, a.exports, key, a.data_dir, a.stripe_unit, a.layout_gen,
+                 changes)
     except (BrokenPipeError, ConnectionResetError):
         pass
 

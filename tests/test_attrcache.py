@@ -14,7 +14,7 @@ import trio.testing
 
 from nfspd.datapath import DataPath
 from nfspd.fs import attrcache, metafs
-from nfspd.fs.attrcache import AttrCache, Changes, Pages
+from nfspd.fs.attrcache import AttrCache, Changes, Pages, SharedChanges
 from nfspd.fs.metafs import MetaFS
 from nfspd.fs.types import Caller, CreateHow, FileType, SetAttr
 
@@ -390,3 +390,23 @@ def test_while_a_write_waits_for_its_data_a_listing_is_fresh_and_kept_by_nobody(
         assert stats == []
     listing(cached)
     trio.run(main)
+
+
+def test_processes_sharing_changes_each_see_the_others_counts():
+    fd = SharedChanges.memory(3)
+    try:
+        nfspd, worker, other = (SharedChanges(fd, i, 3) for i in range(3))
+        worker.made()
+        other.counting(lambda: None)()
+        assert nfspd.count == worker.count == other.count == 2
+        nfspd.begin()
+        assert worker.busy == 1 and worker.count == 3
+        nfspd.end()
+        assert (worker.busy, worker.count) == (0, 4)
+        # A worker started again in a slot whose process died mid-change.
+        other.begin()
+        assert nfspd.busy == 1
+        SharedChanges(fd, 2, 3)
+        assert nfspd.busy == 0 and nfspd.count == 5
+    finally:
+        os.close(fd)

@@ -10,8 +10,10 @@ from common import nfs3, nfs4
 from common.nfs3 import NFSPROC3
 from common.nfs4 import nfs_opnum4 as O
 from common.nfs4 import nfsstat4
+from nfspd import admin
 from tests.test_nfs4_compound import LINUX_READDIR, _readdir_page
 from tools.dev import nfsclient
+from tools.dev.netns import wait_until
 from tools.dev.nfs4client import Nfs4Client, op
 
 pytestmark = pytest.mark.netns
@@ -34,11 +36,24 @@ def as_getattr_says(c, entries):
     return {name: (c.getattr(fh), fh) for name, (_, fh) in entries.items() if name != b".."}
 
 
+def start(nfspd, workers):
+    """nfspd, with ``workers`` processes that list directories and make the
+    namespace changes that come over UDP (nfspd/workers.py): each process
+    keeps its own lookups, all counting their changes in shared memory."""
+    d = nfspd(extra_args=["--workers", str(workers)])
+    if workers:
+        wait_until(lambda: None not in admin.request(admin.socket_path(d.state))[
+            "status"]["workers"]["pids"], 20, what="workers ready")
+    return d
+
+
+@pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("lister_transport", ["udp", "tcp"])
-def test_another_clients_changes_show_in_the_next_listing(ns, nfspd, lister_transport):
-    d = nfspd()
+def test_another_clients_changes_show_in_the_next_listing(ns, nfspd, lister_transport, workers):
+    d = start(nfspd, workers)
     lister, root = ns.inside(nfsclient.connect, "127.0.0.1", d.export, transport=lister_transport)
-    changer, _ = ns.inside(nfsclient.connect, "127.0.0.1", d.export, transport="tcp")
+    changer, _ = ns.inside(nfsclient.connect, "127.0.0.1", d.export,
+                           transport="udp" if workers else "tcp")
     top = changer.ok(NFSPROC3.MKDIR, nfs3.MKDIR3args(nfs3.diropargs3(root, b"top"),
                                                     nfs3.sattr3.unchanged())).obj
     files = {b"f%02d" % i: changer.create(top, b"f%02d" % i) for i in range(30)}
@@ -69,11 +84,15 @@ def test_another_clients_changes_show_in_the_next_listing(ns, nfspd, lister_tran
         nfs3.diropargs3(sub, b"deeper"), unchanged)))                       # sub's nlink
 
 
-def test_nfs4_readdir_replies_kept_show_another_clients_changes(ns, nfspd):
-    d = nfspd()
+@pytest.mark.parametrize("workers", [0, 2])
+def test_nfs4_readdir_replies_kept_show_another_clients_changes(ns, nfspd, workers):
+    d = start(nfspd, workers)
     v4 = ns.inside(Nfs4Client, "127.0.0.1").mount()
-    changer, root = ns.inside(nfsclient.connect, "127.0.0.1", d.export, transport="tcp")
+    changer, root = ns.inside(nfsclient.connect, "127.0.0.1", d.export,
+                              transport="udp" if workers else "tcp")
     files = {b"g%02d" % i: changer.create(root, b"g%02d" % i) for i in range(20)}
+    elsewhere = changer.ok(NFSPROC3.MKDIR, nfs3.MKDIR3args(nfs3.diropargs3(root, b"elsewhere"),
+                                                          nfs3.sattr3.unchanged())).obj
     dirfh = v4.lookup_path(d.export)
     getattr_ = [a for a in LINUX_READDIR if a != nfs4.FATTR4_RDATTR_ERROR]
 
@@ -105,7 +124,10 @@ def test_nfs4_readdir_replies_kept_show_another_clients_changes(ns, nfspd):
                 files[b"g05"], unchanged.replace(mode=0o640), None))),
             ("WRITE", lambda: changer.write(files[b"g06"], 100, b"more")),
             ("LINK", lambda: changer.ok(NFSPROC3.LINK, nfs3.LINK3args(
-                files[b"g07"], nfs3.diropargs3(root, b"g07-too"))))):
+                files[b"g07"], nfs3.diropargs3(root, b"g07-too")))),
+            # The listed directory unchanged: only g08's nlink tells.
+            ("LINK elsewhere", lambda: changer.ok(NFSPROC3.LINK, nfs3.LINK3args(
+                files[b"g08"], nfs3.diropargs3(elsewhere, b"g08-too"))))):
         before = v4_listing()
         assert v4_listing() == before
         change()

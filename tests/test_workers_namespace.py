@@ -226,8 +226,8 @@ def test_concurrent_clients_through_workers_never_see_a_torn_namespace(ns, clust
         t.start()
     for t in threads:
         t.join()
-    assert not errors
-    assert {"create", "rename", "remove"} <= set(done)
+    assert not errors, errors
+    assert {"create", "rename", "remove"} <= set(done), done
     live = set()
     for i, d in enumerate(dirs):
         for name in os.listdir(os.path.join(c0.export, "d%d" % i)):

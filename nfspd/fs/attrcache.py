@@ -22,12 +22,15 @@ whatever happens meanwhile; here they are kept only while provably right:
   dropped anyway. A directory's own listing is checked against its mtime on
   every page, as before, so added and removed names show at once.
 
-Only the process that makes the changes can keep such a cache: READDIR worker
-processes (nfspd/workers.py) stat every entry.
+With worker processes (nfspd/workers.py), which make namespace changes and
+move directories' atimes too, every process counts in SharedChanges, a few
+words of memory they share, and each keeps its own cache by their sums.
 """
 
 import functools
 import inspect
+import mmap
+import os
 import time
 
 TTL = 3.0
@@ -67,22 +70,82 @@ class Changes:
         """``fn`` (a function or an ``async def``) counted as a change: a
         plain one when it returns or raises, an async one as busy from its
         call to its end."""
-        if inspect.iscoroutinefunction(fn):
-            @functools.wraps(fn)
-            async def changing(*args, **kwargs):
-                self.begin()
-                try:
-                    return await fn(*args, **kwargs)
-                finally:
-                    self.end()
-        else:
-            @functools.wraps(fn)
-            def changing(*args, **kwargs):
-                try:
-                    return fn(*args, **kwargs)
-                finally:
-                    self.count += 1
-        return changing
+        return _counting(self, fn)
+
+
+class SharedChanges:
+    """Changes, counted by several processes (nfspd and its workers): each
+    bumps its own slot of a shared memory file, (count, busy) per process,
+    and ``count`` and ``busy`` are the sums over them all. Only the
+    process owning a slot writes it, so no lock: a read that races a bump
+    sees the old or the new sum, and a change a reply has told a client of
+    was counted before that reply left."""
+
+    def __init__(self, fd, slot, processes):
+        self._map = mmap.mmap(fd, processes * _SLOT.itemsize * 2)
+        self._words = memoryview(self._map).cast("Q")
+        self._counts = self._words[0::2]
+        self._busies = self._words[1::2]
+        self._count, self._busy = 2 * slot, 2 * slot + 1
+        # A process that died mid-change (its slot's next owner is here) left
+        # its busy count behind.
+        self._words[self._busy] = 0
+
+    @staticmethod
+    def memory(processes):
+        """A descriptor of zeroed shared memory for ``processes``, to map in
+        each (inherited across exec)."""
+        fd = os.memfd_create("nfspd-changes", 0)
+        os.ftruncate(fd, processes * _SLOT.itemsize * 2)
+        return fd
+
+    @property
+    def count(self):
+        return sum(self._counts)
+
+    @property
+    def busy(self):
+        return sum(self._busies)
+
+    def made(self):
+        self._words[self._count] += 1
+
+    def begin(self):
+        words = self._words
+        words[self._busy] += 1
+        words[self._count] += 1
+
+    def end(self):
+        words = self._words
+        words[self._busy] -= 1
+        words[self._count] += 1
+
+    def counting(self, fn):
+        """As Changes.counting."""
+        return _counting(self, fn)
+
+
+_SLOT = memoryview(b"\0" * 8).cast("Q")  # one unsigned 64-bit word
+
+
+def _counting(changes, fn):
+    made, begin, end = changes.made, changes.begin, changes.end
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def changing(*args, **kwargs):
+            begin()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                end()
+    else:
+        @functools.wraps(fn)
+        def changing(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                made()
+    return changing
 
 
 class AttrCache:

@@ -123,10 +123,10 @@ class MetaFS:
     (None: nothing to wait for).
 
     ``changes``: an attrcache.Changes, one for every MetaFS of the process
-    (exports may overlap). Given, each change counts there, and READDIRPLUS
-    reuses the lookups of a listing read again while nothing has changed
-    (nfspd/fs/attrcache.py). Not for a process that others make changes
-    for (the READDIR workers)."""
+    (exports may overlap), or a SharedChanges, one for every process that
+    changes the exports (nfspd and its workers). Given, each change counts
+    there, and READDIRPLUS reuses the lookups of a listing read again while
+    nothing has changed (nfspd/fs/attrcache.py)."""
 
     def __init__(self, export_path, export_id, handle_key, datapath, purge=None, *,
                  sync_metadata=True, cache_size=4096, commit=None, changes=None):
