@@ -4,8 +4,11 @@ MKDIR+RMDIR, RENAME (a file of each worker's, back and forth), and
 READDIRPLUS calls walking that directory (dircount 4 KiB, maxcount 32 KiB, as
 Linux asks), with 1 and 8 concurrent clients, each one call at a time. NFSP
 with a ``sync`` export (the default: answered once durable) and an ``async``
-one, against nfs-ganesha (VFS FSAL: it answers once the system calls are
-made, with no flush of its own, i.e. like an ``async`` export).
+one, and an ``async`` one with two worker processes (``--workers 2``: the
+namespace changes, over UDP as here, go to them), against nfs-ganesha (VFS
+FSAL: it answers once the system calls are made, with no flush of its own,
+i.e. like an ``async`` export). The server's CPU is nfspd's and its
+workers'.
 
 8 clients run as 2 loadgen processes of 4 (one per core): a Python client
 costs about as much CPU per call as nfspd does, so against a C server the
@@ -25,6 +28,7 @@ OPS = ("getattr", "lookup", "create_remove", "mkdir_rmdir", "rename", "readdirpl
 PROCS = {"create_remove": ("create", "remove"), "mkdir_rmdir": ("mkdir", "rmdir")}
 CLIENTS = (1, 8)
 NFSP_IODS = 2
+WORKERS = 2
 EXPORT_OPTIONS = "rw,no_root_squash,insecure"
 
 
@@ -34,11 +38,12 @@ def measure(ctx, srv, op, n_clients, entries, seconds):
         srv.server, srv.export, proto="udp", workload="meta", ops=op, clients=n_clients // procs,
         client_base=i * (n_clients // procs), window=1, duration=seconds,
         dir_entries=entries, no_prepare=True)) for i in range(procs)]
-    cpu0 = proc_cpu(srv.pid)
+    pids = srv.pids() if hasattr(srv, "pids") else [srv.pid]
+    cpu0 = sum(proc_cpu(pid) for pid in pids)
     with CpuSampler() as sampler:
         reports = run_loadgens(specs, timeout=seconds + 120, log_dir=ctx.logs,
                                tag=f"meta-{srv.label}-{op}-{n_clients}")
-    cpu = proc_cpu(srv.pid) - cpu0
+    cpu = sum(proc_cpu(pid) for pid in pids) - cpu0
     total = combine(reports)
     secs = total["seconds"]
 
@@ -84,6 +89,10 @@ def run(ctx):
         ("nfsp", lambda: LoopbackNfsp(ctx.workdir("meta-nfsp"), NFSP_IODS, EXPORT_OPTIONS)),
         ("nfsp-async", lambda: LoopbackNfsp(ctx.workdir("meta-nfsp-async"), NFSP_IODS,
                                             EXPORT_OPTIONS + ",async")),
+        # The namespace changes (UDP, as here) made by worker processes.
+        (f"nfsp-async-w{WORKERS}", lambda: LoopbackNfsp(
+            ctx.workdir(f"meta-nfsp-async-w{WORKERS}"), NFSP_IODS, EXPORT_OPTIONS + ",async",
+            workers=WORKERS)),
     ]
     missing = ganesha_mod.unavailable(p)
     if missing is None:

@@ -199,7 +199,9 @@ def metadata_section(res):
            for op in dict.fromkeys(o for _, o, _ in _META_LINES)]
     note = ("Loopback, no caps; each client one call at a time; READDIRPLUS walks a "
             f"{res['dir_entries']:,}-entry directory in 32 KiB calls. nfsp: a sync export, "
-            "nfsp-async: an async one; ganesha flushes nothing itself (as async). Load "
+            "nfsp-async: an async one; nfsp-async-w2: with `--workers 2` (the namespace "
+            "changes made by the workers; the server's CPU is nfspd's and theirs); ganesha "
+            "flushes nothing itself (as async). Load "
             "generators' CPU use per row is in the JSON (`loadgen_cpu_util`).")
     return "\n".join(["### Metadata operations", "", _table(head, body + cpu), "", note, ""])
 

@@ -1,7 +1,8 @@
 """The servers under test, each a context manager exposing the same few
 things: ``server`` (address), ``export`` (path to mount), ``pid`` (the
-process whose CPU is the server's cost), ``client_prefix(i)`` (argv run on
-client host i) and, in the testbed, ``counters()`` (bytes per link).
+process whose CPU is the server's cost), ``pids()`` (with nfspd's worker
+processes), ``client_prefix(i)`` (argv run on client host i) and, in the
+testbed, ``counters()`` (bytes per link).
 
 - LoopbackNfsp / LoopbackGanesha: everything on one namespace's loopback,
   no link caps (metadata rates, CPU costs).
@@ -16,7 +17,7 @@ import os
 from tools.dev import testbed as tb_mod
 from tools.dev.benchmarks import ganesha as ganesha_mod
 from tools.dev.cluster import Cluster
-from tools.dev.netns import Namespace
+from tools.dev.netns import Namespace, wait_until
 
 TESTBED_NAME = "nfspbench"
 # The daemons' own defaults are for production; here logging stays at info
@@ -29,22 +30,43 @@ class LoopbackNfsp:
     kind = "nfsp"
     server = "127.0.0.1"
 
-    def __init__(self, workdir, n_iods, export_options="rw,no_root_squash,insecure"):
+    def __init__(self, workdir, n_iods, export_options="rw,no_root_squash,insecure", workers=0):
         self.workdir, self.n_iods = workdir, n_iods
         self.export_options = export_options  # exports(5), e.g. with "async"
+        self.workers = workers                # nfspd --workers
 
     def __enter__(self):
         self.ns = Namespace()
         try:
             self.cluster = Cluster(self.ns, self.workdir, n_iods=self.n_iods, stripe_unit=65536,
-                                   iod_args=IOD_ARGS, nfspd_args=NFSPD_ARGS,
+                                   iod_args=IOD_ARGS,
+                                   nfspd_args=NFSPD_ARGS + ["--workers", str(self.workers)],
                                    clients=f"127.0.0.0/8({self.export_options})").start()
+            self.pid = self.cluster.nfspd.pid
+            wait_until(lambda: len(self.pids()) == 1 + self.workers, 30, what="nfspd's workers")
         except BaseException:
             self.ns.close()
             raise
         self.export = self.cluster.export
-        self.pid = self.cluster.nfspd.pid
         return self
+
+    def pids(self):
+        """nfspd and its worker processes (not unlinkd: the cost of a call
+        is what answering it takes)."""
+        out = [self.pid]
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                children = f.read().split()
+        except OSError:
+            return out
+        for child in children:
+            try:
+                with open(f"/proc/{child}/cmdline", "rb") as f:
+                    if b"nfspd.workers" in f.read():
+                        out.append(int(child))
+            except OSError:
+                pass  # gone meanwhile
+        return out
 
     def client_prefix(self, i=0):
         return self.ns.argv
