@@ -304,10 +304,12 @@ class Pool:
             if self.changes_fd is not None:
                 argv += ["--changes-fd", str(self.changes_fd)]
                 fds.append(self.changes_fd)
-            udp = self.udp if self.steered is None else self.steered[w.index]
-            if udp is not None:
-                argv += ["--udp-fd", str(udp.fileno())]
-                fds.append(udp.fileno())
+            if self.steered is not None:
+                argv += ["--udp-fd", str(self.steered[w.index].fileno()), "--steered"]
+                fds.append(self.steered[w.index].fileno())
+            elif self.udp is not None:
+                argv += ["--udp-fd", str(self.udp.fileno())]
+                fds.append(self.udp.fileno())
             try:
                 # Popen returns once the child is forked: no wait worth a thread.
                 w.proc = subprocess.Popen(argv, pass_fds=fds)  # noqa: ASYNC220
@@ -435,7 +437,6 @@ class _HandBack:
         self._ttl = ttl
         self._clock = clock
         self._sent = collections.OrderedDict()  # key -> when
-        self.count = 0
 
     @staticmethod
     def _key(ctx):
@@ -457,7 +458,6 @@ class _HandBack:
                           socket.inet_aton(ctx.local[0]), ctx.local[1])
         try:
             self._sock.sendmsg([_REPLY.pack(_HANDED_BACK), head, ctx.raw])
-            self.count += 1
         except OSError as e:  # full: lost like a datagram; the retransmission comes back here
             log.debug("call from %s:%s not handed back: %s", *ctx.client, e)
         return NO_REPLY
@@ -497,7 +497,7 @@ def steered_procedures(hand_back):
     return table
 
 
-async def _serve(sock, udp, exports, key, data_dir, stripe_unit, layout_gen, changes):
+async def _serve(sock, udp, steered, exports, key, data_dir, stripe_unit, layout_gen, changes):
     datapath = _Layout(data_dir, stripe_unit, layout_gen)
     commit = GroupCommit()  # this worker's changes, flushed many to a flush
 
@@ -512,7 +512,7 @@ async def _serve(sock, udp, exports, key, data_dir, stripe_unit, layout_gen, cha
         p: nfs3proc.PROCEDURES[p] for p in (READDIR, READDIRPLUS)}}, service)])
     try:
         async with trio.open_nursery() as nursery:
-            if udp is not None:
+            if steered:  # (else ``udp`` is nfspd's own socket, only to answer on)
                 changes = Dispatcher([Program(NFS_PROGRAM, "nfs",
                                               {3: steered_procedures(_HandBack(sock))}, service)],
                                      DuplicateRequestCache())
@@ -596,6 +596,8 @@ def main(argv=None):
     p.add_argument("--data-dir", required=True)
     p.add_argument("--fd", type=int, required=True)
     p.add_argument("--udp-fd", type=int, default=None)
+    p.add_argument("--steered", action="store_true",
+                   help="the --udp-fd socket is this worker's own (nfspd/steering.py)")
     p.add_argument("--stripe-unit", type=int, default=DEFAULT_STRIPE_UNIT)
     p.add_argument("--layout-gen", type=int, default=0)
     p.add_argument("--changes-fd", type=int, default=None)
@@ -613,7 +615,9 @@ def main(argv=None):
     udp = None
     if a.udp_fd is not None:
         # This worker's own socket of nfspd's reuseport group
-        # (nfspd/steering.py), kept by nfspd across the worker's restarts.
+        # (nfspd/steering.py), kept by nfspd across the worker's restarts;
+        # else nfspd's own, whose file description (and O_NONBLOCK) is
+        # nfspd's too, only to send replies on.
         udp = socket.socket(fileno=a.udp_fd)
         udp.setblocking(False)
     with open(os.path.join(a.state_dir, "handle.key"), "rb") as f:
@@ -621,7 +625,7 @@ def main(argv=None):
     try:
         changes = None if a.changes_fd is None else \
             SharedChanges(a.changes_fd, a.slot, a.processes)
-        trio.run(_serve, sock, udp, a.exports, key, a.data_dir, a.stripe_unit, a.layout_gen,
+        trio.run(_serve, sock, udp, a.steered, a.exports, key, a.data_dir, a.stripe_unit, a.layout_gen,
                  changes)
     except (BrokenPipeError, ConnectionResetError):
         pass

@@ -11,12 +11,15 @@ import struct
 import threading
 
 import pytest
+import trio
 
 from common import metafile, nfs3, rpc
 from common.nfs3 import NFSPROC3, nfsstat3
 from common.xdr import Unpacker, encode
 from nfspd import admin, steering
+from nfspd.server import load_or_create_key
 from nfspd.transport import udp_socket
+from nfspd.workers import Pool
 from tests.test_workers import start, workers_of
 from tools import status
 from tools.dev import nfsclient
@@ -260,3 +263,40 @@ def test_nfsp_status_counts_what_the_workers_answered(ns, nfspd):
              if l.startswith("workers:")]
     assert line.startswith("workers: 2/2 running; took 9 NFSv3 namespace changes over UDP "
                            "(handed back to nfspd: 1)")
+
+
+def test_without_steering_a_worker_takes_nothing_from_nfspds_socket(ns, tmp_path):
+    """Where the kernel refuses the steering program, the workers answer on
+    a copy of nfspd's own socket (its file description shared): they must
+    send on it, never receive from it, or they would take nfspd's calls."""
+    export, state = tmp_path / "export", tmp_path / "state"
+    export.mkdir()
+    state.mkdir()
+    (tmp_path / "exports").write_text(f"{export} 127.0.0.0/8(rw,no_root_squash,insecure)\n")
+    load_or_create_key(str(state / "handle.key"))
+
+    def run():
+        async def main():
+            udp = udp_socket()
+            udp.bind(("127.0.0.1", 0))
+            pool = Pool(1, str(tmp_path / "exports"), str(state), str(tmp_path / "data"))
+            pool.answer_udp_on(udp)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(pool.run)
+                with trio.fail_after(30):
+                    while not pool.workers[0].ready:
+                        await trio.sleep(0.05)
+                client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                mkdir = rpc.encode_call(9, 100003, 3, NFSPROC3.MKDIR, encode(
+                    nfs3.MKDIR3args, nfs3.MKDIR3args(nfs3.diropargs3(b"\0" * 8, b"d"), UNCHANGED)),
+                    rpc.AuthSys(0, b"t", 0, 0, []))
+                with trio.fail_after(10):
+                    for _ in range(20):
+                        client.sendto(mkdir, udp.getsockname())
+                        await trio.lowlevel.wait_readable(udp)
+                        assert udp.recv(65536) == mkdir  # nfspd's, every time
+                client.close()
+                nursery.cancel_scope.cancel()
+            udp.close()
+        trio.run(main)
+    ns.inside(run)
