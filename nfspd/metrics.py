@@ -58,6 +58,16 @@ def render(st):
                [({}, st[cache]["lookups"])])
         metric(f"nfsp_{name}_hits_total", "counter", f"{name.replace('_', ' ')} hits.",
                [({}, st[cache]["hits"])])
+    w = st.get("workers")
+    if w:
+        metric("nfsp_worker_calls_total", "counter",
+               "NFSv3 calls worker processes took: namespace changes steered to them over UDP "
+               "(of which some handed back to nfspd), READDIR(PLUS) handed over by nfspd.",
+               [({"worker": str(i), "kind": "steered"}, n) for i, n in enumerate(w["steered"])]
+               + [({"kind": "handed_back"}, w["handed_back"]),
+                  ({"kind": "handed_over"}, w["offloaded"])])
+        metric("nfsp_worker_restarts_total", "counter", "Worker processes started again.",
+               [({}, w["restarts"])])
     metric("nfsp_mounts", "gauge", "Entries in the mount list.", [({}, len(st["clients"]))])
     samples = []
     for prog in ("nfs", "mount"):

@@ -16,7 +16,7 @@ import trio
 from common import metafile, nfs3, rpc
 from common.nfs3 import NFSPROC3, nfsstat3
 from common.xdr import Unpacker, encode
-from nfspd import admin, steering
+from nfspd import admin, metrics, steering
 from nfspd.server import load_or_create_key
 from nfspd.transport import udp_socket
 from nfspd.workers import Pool
@@ -258,11 +258,15 @@ def test_nfsp_status_counts_what_the_workers_answered(ns, nfspd):
     # Each worker reports its count within a second of a change.
     wait_until(lambda: sum(workers_of(d)["steered"]) == 9, 20, what="the workers' reports")
     assert all(n > 0 for n in workers_of(d)["steered"])
-    line, = [l for l in status.render(admin.request(admin.socket_path(d.state))["status"])
-             .splitlines()
-             if l.startswith("workers:")]
+    st = admin.request(admin.socket_path(d.state))["status"]
+    line, = [l for l in status.render(st).splitlines() if l.startswith("workers:")]
     assert line.startswith("workers: 2/2 running; took 9 NFSv3 namespace changes over UDP "
                            "(handed back to nfspd: 1)")
+    page = metrics.render(st)
+    steered = [f'nfsp_worker_calls_total{{worker="{i}",kind="steered"}} {n}'
+               for i, n in enumerate(st["workers"]["steered"])]
+    assert all(line in page for line in steered)
+    assert 'nfsp_worker_calls_total{kind="handed_back"} 1' in page
 
 
 def test_without_steering_a_worker_takes_nothing_from_nfspds_socket(ns, tmp_path):
