@@ -185,7 +185,7 @@ def test_concurrent_clients_through_workers_never_see_a_torn_namespace(ns, clust
     workers: afterwards every name leads to a live file, each new file has
     one name, and the iods hold exactly the live files' data."""
     c0 = cluster(n_iods=2, nfspd_args=["--workers", "2"])
-    wait_until(lambda: None not in workers_of(c0.nfspd)["pids"], 20, what="workers ready")
+    wait_until(lambda: None not in workers_of(c0.nfspd)["pids"], 60, what="workers ready")
     c, root = c0.connect()
     dirs = [c.ok(NFSPROC3.MKDIR, nfs3.MKDIR3args(nfs3.diropargs3(root, b"d%d" % i),
                                                  UNCHANGED)).obj for i in range(2)]
