@@ -18,7 +18,8 @@ from common.nfs3 import nfsstat3
 from nfspd.datapath import LocalDataPath
 from nfspd.fs.access import ACCESS3_ALL, ACCESS3_LOOKUP, ACCESS3_READ
 from nfspd.fs.metafs import MetaFS
-from nfspd.fs.types import SET_TO_SERVER_TIME, Caller, CreateHow, FileType, FsError, SetAttr
+from nfspd.fs.types import (SET_TO_SERVER_TIME, Caller, CreateHow, FileType, FsError, SetAttr,
+                            TargetExists)
 from tools.dev import REPO
 
 KEY = b"export secret key 0123456789abcd"
@@ -519,6 +520,28 @@ def test_rename_over_a_file_purges_it(env):
     fs.link(fs.lookup(fs.root_fh, b"b", ROOT)[0], fs.root_fh, b"c", ROOT)
     fs.rename(fs.root_fh, b"b", fs.root_fh, b"c", ROOT)
     assert len(env.purged) == 1
+
+
+def test_a_rename_that_may_not_replace_leaves_everything_as_it_was(env):
+    # What a namespace worker runs (nfspd/workers.py): what it cannot do
+    # alone, nfspd does.
+    fs = env.fs
+    env.create(b"a")
+    env.create(b"b")
+    sub = fs.mkdir(fs.root_fh, b"d", ROOT, SetAttr())[0]
+    fs.mkdir(sub, b"e", ROOT, SetAttr())
+    fs.mkdir(fs.root_fh, b"f", ROOT, SetAttr())
+    with pytest.raises(TargetExists):
+        fs.rename(fs.root_fh, b"a", fs.root_fh, b"b", ROOT, replace=False)
+    with pytest.raises(TargetExists):  # an empty directory, which rename(2) replaces
+        fs.rename(sub, b"e", fs.root_fh, b"f", ROOT, replace=False)
+    with pytest.raises(TargetExists):  # into itself: EINVAL, nfspd's to answer
+        fs.rename(fs.root_fh, b"d", sub, b"x", ROOT, replace=False)
+    assert sorted(os.listdir(env.root)) == ["a", "b", "d", "f"]
+    assert os.listdir(env.root / "d") == ["e"]
+    assert env.purged == []
+    fs.rename(fs.root_fh, b"a", sub, b"moved", ROOT, replace=False)
+    assert sorted(os.listdir(env.root / "d")) == ["e", "moved"]
 
 
 def test_rename_over_a_file_with_another_link_purges_nothing_handle_cached_or_not(env):

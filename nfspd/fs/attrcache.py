@@ -82,7 +82,7 @@ class SharedChanges:
     was counted before that reply left."""
 
     def __init__(self, fd, slot, processes):
-        self._map = mmap.mmap(fd, processes * _SLOT.itemsize * 2)
+        self._map = mmap.mmap(fd, processes * _SLOT_BYTES)
         self._words = memoryview(self._map).cast("Q")
         self._counts = self._words[0::2]
         self._busies = self._words[1::2]
@@ -96,7 +96,7 @@ class SharedChanges:
         """A descriptor of zeroed shared memory for ``processes``, to map in
         each (inherited across exec)."""
         fd = os.memfd_create("nfspd-changes", 0)
-        os.ftruncate(fd, processes * _SLOT.itemsize * 2)
+        os.ftruncate(fd, processes * _SLOT_BYTES)
         return fd
 
     @property
@@ -125,7 +125,7 @@ class SharedChanges:
         return _counting(self, fn)
 
 
-_SLOT = memoryview(b"\0" * 8).cast("Q")  # one unsigned 64-bit word
+_SLOT_BYTES = 16  # a process's count and busy, unsigned 64-bit words ("Q")
 
 
 def _counting(changes, fn):

@@ -18,6 +18,7 @@ READ, WRITE and ACCESS are decided by access.py, since the data does not live
 here.
 """
 
+import errno
 import os
 import stat
 
@@ -638,7 +639,7 @@ class MetaFS:
         does: (from directory Wcc, to directory Wcc). INVAL for "." or "..".
         A replaced file's data goes to the purge sink once its last link is
         gone. With ``replace`` False, TargetExists when ``to_name`` names
-        anything (and nothing renamed)."""
+        anything, or renameat2 says EINVAL (nothing renamed either way)."""
         check_writable(caller)
         ffd, _, fst = self._dir(from_dir_fh)
         from_name = _name(from_name)
@@ -669,6 +670,12 @@ class MetaFS:
                     try:
                         rename_noreplace(ffd, from_name, tfd, to_name)
                     except FileExistsError:
+                        raise TargetExists(to_name) from None
+                    except OSError as e:
+                        # A file system without RENAME_NOREPLACE (EINVAL, as
+                        # for a directory moved under itself): not ours to say.
+                        if e.errno != errno.EINVAL:
+                            raise
                         raise TargetExists(to_name) from None
             after = os.fstat(tpin) if tpin is not None else None
         finally:

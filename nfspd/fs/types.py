@@ -33,8 +33,9 @@ class FileType(enum.IntEnum):
 
 
 class TargetExists(Exception):
-    """MetaFS.rename(replace=False) found its target name taken: nothing was
-    renamed (a namespace worker hands such a RENAME to nfspd, nfspd/workers.py)."""
+    """MetaFS.rename(replace=False) found its target name taken, or could not
+    tell: nothing was renamed (a namespace worker hands such a RENAME to
+    nfspd, nfspd/workers.py)."""
 
 
 class FsError(Exception):
