@@ -513,11 +513,12 @@ async def _serve(sock, udp, steered, exports, key, data_dir, stripe_unit, layout
     try:
         async with trio.open_nursery() as nursery:
             if steered:  # (else ``udp`` is nfspd's own socket, only to answer on)
-                changes = Dispatcher([Program(NFS_PROGRAM, "nfs",
-                                              {3: steered_procedures(_HandBack(sock))}, service)],
-                                     DuplicateRequestCache())
-                await nursery.start(serve_udp, udp, changes, Limits())
-                nursery.start_soon(_report, sock, changes.counters)
+                namespace = Dispatcher([Program(NFS_PROGRAM, "nfs",
+                                                {3: steered_procedures(_HandBack(sock))},
+                                                service)],
+                                       DuplicateRequestCache())
+                await nursery.start(serve_udp, udp, namespace, Limits())
+                nursery.start_soon(_report, sock, namespace.counters)
             await _send(sock, [_REPLY.pack(0)])
             await _handed_over(sock, udp, listings, registry)
             nursery.cancel_scope.cancel()

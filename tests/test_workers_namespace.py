@@ -6,6 +6,7 @@ would, retransmissions included, and hand back to nfspd what needs its state
 import os
 import random
 import select
+import signal
 import socket
 import struct
 import threading
@@ -304,3 +305,21 @@ def test_without_steering_a_worker_takes_nothing_from_nfspds_socket(ns, tmp_path
             udp.close()
         trio.run(main)
     ns.inside(run)
+
+
+def test_an_export_added_by_a_reload_takes_namespace_changes_in_the_workers(ns, nfspd):
+    d = start(nfspd, 2)
+    other = os.path.join(d.workdir, "other")
+    os.makedirs(other)
+    with open(d.exports, "w") as f:
+        f.write(f"{d.export} 127.0.0.0/8(rw,no_root_squash,insecure)\n"
+                f"{other} 127.0.0.0/8(rw,no_root_squash,insecure)\n")
+    n = d.log_text().count("exports reloaded")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: d.log_text().count("exports reloaded") > n, 10, what="reload")
+    c, root = ns.inside(nfsclient.connect, "127.0.0.1", other, transport="udp")
+    before = nfspd_calls(d)
+    for i in range(4):  # both workers
+        c.ok(NFSPROC3.MKDIR, nfs3.MKDIR3args(nfs3.diropargs3(root, b"d%d" % i), UNCHANGED))
+    assert nfspd_calls(d) == before
+    assert sorted(os.listdir(other)) == ["d0", "d1", "d2", "d3"]
