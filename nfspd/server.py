@@ -289,8 +289,10 @@ class Metaserver:
                         spawn_unlinkd(self.purges.directory, c.iods, c.key,
                                       stores_path=self.iod_stores.path).run)
             if self.workers is not None:
-                self.workers.answer_udp_on(nfs_udp, steered, functools.partial(
-                    answer_udp_call, nfs_udp, self.nfs, limits=lim))
+                self.workers.answer_udp_on(
+                    nfs_udp, steered, functools.partial(answer_udp_call, nfs_udp, self.nfs,
+                                                        limits=lim),
+                    lambda sock: serve_udp(sock, self.nfs, lim))
                 await nursery.start(self.workers.run)
             await nursery.start(serve_udp, nfs_udp, self.nfs, lim, self.workers)
             await nursery.start(serve_tcp, nfs_tcp, self.nfs, lim, self.workers)

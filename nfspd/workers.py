@@ -67,9 +67,10 @@ clients retransmit (READDIR and READDIRPLUS are idempotent: no DRC involved).
 Steered calls wait in the worker's own socket, bounded by its buffer, and
 run at most Limits.udp_inflight at once; nfspd answers at most
 MAX_HANDED_BACK handed-back calls at once and drops the rest (the client
-retransmits). Steered calls that reach a dead worker's socket wait there for
-the next one; the replies it had cached are gone with it, as after a restart
-of nfspd. A worker exits when nfspd's end of its socket closes.
+retransmits). Steered calls that reach a dead worker's socket are nfspd's
+until the next one starts (RESTART_PAUSE), then wait in it for that one to
+be ready; the replies it had cached are gone with it, as after a restart of
+nfspd. A worker exits when nfspd's end of its socket closes.
 
 Coherence: a SIGHUP that reloads nfspd's exports sends the workers a reload
 message on the same socket as the calls, so every call received after the
@@ -193,6 +194,7 @@ class Pool:
         self.steered = None  # each worker's own socket of its reuseport group
         # What answers a call a worker hands back: answer(data, client, local).
         self.answer = None
+        self.stand_in = None  # what serves a dead worker's socket: answer_udp_on()
         self.workers = [_Worker(i) for i in range(n)]
         self._ids = itertools.count(1)
         self._rr = 0
@@ -233,17 +235,20 @@ class Pool:
         self.counters["fallback"] += 1
         return False
 
-    def answer_udp_on(self, sock, steered=None, answer=None):
+    def answer_udp_on(self, sock, steered=None, answer=None, stand_in=None):
         """UDP calls received on ``sock`` are answered by the workers
         themselves: nfspd never sees those replies (one message per call
         instead of two, and no 32 KiB reply copied through nfspd). From
         ``steered``, each worker's own socket of the reuseport group
         (nfspd/steering.py), which also brings it the namespace changes;
-        ``answer(data, client, local)`` answers what a worker hands back.
-        Without, from their copy of ``sock``."""
+        ``answer(data, client, local)`` answers what a worker hands back,
+        and ``await stand_in(sock)`` serves a dead worker's socket until
+        cancelled, when the next one starts. Without, from their copy of
+        ``sock``."""
         self.udp = sock
         self.steered = steered
         self.answer = answer
+        self.stand_in = stand_in
 
     def status(self):
         """For `nfsp status`: the workers' pids (None while one starts), the
@@ -289,7 +294,12 @@ class Pool:
         while True:
             if not first:
                 self.counters["restarts"] += 1
-                await trio.sleep(RESTART_PAUSE)
+                with trio.move_on_after(RESTART_PAUSE):
+                    if self.steered is not None and self.stand_in is not None:
+                        # Its steered calls meanwhile: nfspd's (a worker
+                        # that cannot start must not leave them unanswered).
+                        await self.stand_in(self.steered[w.index])
+                    await trio.sleep_forever()
             first = False
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             for s in (ours, theirs):

@@ -323,3 +323,40 @@ def test_an_export_added_by_a_reload_takes_namespace_changes_in_the_workers(ns, 
         c.ok(NFSPROC3.MKDIR, nfs3.MKDIR3args(nfs3.diropargs3(root, b"d%d" % i), UNCHANGED))
     assert nfspd_calls(d) == before
     assert sorted(os.listdir(other)) == ["d0", "d1", "d2", "d3"]
+
+
+def test_a_worker_that_cannot_start_leaves_its_steered_calls_to_nfspd(ns, tmp_path):
+    """Between a worker's death and the next one's start, nfspd serves its
+    socket: a worker that dies at every start must not leave its share of
+    the namespace changes unanswered."""
+    def run():
+        async def main():
+            socks = steering.open_group(udp_socket, "127.0.0.1", 0, 1)
+            seen = []
+
+            async def stand_in(sock):
+                while True:
+                    await trio.lowlevel.wait_readable(sock)
+                    seen.append(sock.recv(65536))
+            # No state directory (no handle key): every worker exits at once.
+            pool = Pool(1, str(tmp_path / "exports"), str(tmp_path / "none"), str(tmp_path / "d"))
+            pool.answer_udp_on(socks[0], socks[1:], None, stand_in)
+            client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            calls = [rpc.encode_call(xid, 100003, 3, NFSPROC3.MKDIR, encode(
+                nfs3.MKDIR3args, nfs3.MKDIR3args(nfs3.diropargs3(b"\0" * 8, b"d"), UNCHANGED)),
+                rpc.AuthSys(0, b"t", 0, 0, [])) for xid in range(3)]
+            async with trio.open_nursery() as nursery:
+                await nursery.start(pool.run)
+                for call in calls:
+                    client.sendto(call, socks[0].getsockname())
+                with trio.fail_after(30):
+                    while len(seen) < len(calls):
+                        await trio.sleep(0.05)
+                assert sorted(seen) == sorted(calls)
+                assert pool.counters["restarts"] >= 1 and not pool.workers[0].ready
+                nursery.cancel_scope.cancel()
+            client.close()
+            for s in socks:
+                s.close()
+        trio.run(main)
+    ns.inside(run)
