@@ -97,7 +97,6 @@ stale:
 """
 
 import argparse
-import collections
 import errno
 import itertools
 import logging
@@ -107,7 +106,6 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 
 import trio
 
@@ -440,13 +438,10 @@ class _HandBack:
     again, and must go the same way, whatever the file system says by then
     (a RENAME nfspd made would now fail here)."""
 
-    def __init__(self, sock, max_entries=8192, ttl=reply_cache.TTL,
-                 clock=time.monotonic):
+    def __init__(self, sock):
         self._sock = sock
-        self._max = max_entries
-        self._ttl = ttl
-        self._clock = clock
-        self._sent = collections.OrderedDict()  # key -> when
+        # Bounded and aged like the replies they stand for.
+        self._sent = DuplicateRequestCache()
 
     @staticmethod
     def _key(ctx):
@@ -454,16 +449,13 @@ class _HandBack:
 
     def sent(self, ctx):
         """Whether this call (a retransmission) was handed back before."""
-        when = self._sent.get(self._key(ctx))
-        return when is not None and self._clock() - when <= self._ttl
+        return self._sent.lookup(self._key(ctx))[0] == reply_cache.DONE
 
     def __call__(self, ctx):
         """Hand the call to nfspd; the handler's result (no reply here)."""
         key = self._key(ctx)
-        self._sent[key] = self._clock()
-        self._sent.move_to_end(key)
-        while len(self._sent) > self._max:
-            self._sent.popitem(last=False)
+        self._sent.begin(key)
+        self._sent.finish(key, _HANDED_BACK)
         head = _CALL.pack(_KIND_UDP_CALL, 0, 0, socket.inet_aton(ctx.client[0]), ctx.client[1],
                           socket.inet_aton(ctx.local[0]), ctx.local[1])
         try:
