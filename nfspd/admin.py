@@ -334,6 +334,12 @@ def _purges(server):
             "iods": per_iod}
 
 
+def _group_commit(gc):
+    """What ``sync`` exports cost nfspd: its flushes, the calls whose reply
+    waited for one, and the time they took (workers flush their own)."""
+    return {"flushes": gc.batches, "waits": gc.waits, "seconds": round(gc.seconds, 6)}
+
+
 def status_of(server):
     """The metaserver's state for `nfsp status` (nfspd/server.py Metaserver)."""
     exported = set(server.registry.export_paths())
@@ -361,6 +367,7 @@ def status_of(server):
                     for host, ip, path in server.registry.mounts._entries],
         "v4_clients": server.v4.clients(),
         "workers": server.workers.status() if server.workers is not None else None,
+        "group_commit": _group_commit(server.group_commit),
         "counters": {"nfs": server.nfs.counters.as_dict(),
                      "mount": server.mount.counters.as_dict(),
                      "data": data_counters},

@@ -58,6 +58,14 @@ def render(st):
                [({}, st[cache]["lookups"])])
         metric(f"nfsp_{name}_hits_total", "counter", f"{name.replace('_', ' ')} hits.",
                [({}, st[cache]["hits"])])
+    gc = st["group_commit"]
+    metric("nfsp_group_commit_flushes_total", "counter",
+           "Flushes of namespace changes under sync exports (nfspd's own, not its workers').",
+           [({}, gc["flushes"])])
+    metric("nfsp_group_commit_waits_total", "counter",
+           "Calls whose reply waited for such a flush.", [({}, gc["waits"])])
+    metric("nfsp_group_commit_seconds_total", "counter", "Time those flushes took.",
+           [({}, gc["seconds"])])
     w = st.get("workers")
     if w:
         metric("nfsp_worker_calls_total", "counter",

@@ -1248,6 +1248,8 @@ def test_one_flush_covers_the_changes_of_every_call_received_meanwhile(cenv):
     run(main)
     assert cenv.commit.batches == 1 and fs.stable_ticket() is None
     assert sorted(os.listdir(cenv.root)) == sorted(["d"] + ["g%d" % i for i in range(20)])
+    # What `nfsp status` reports of it: one flush for the 20 calls that waited.
+    assert cenv.commit.waits == 20 and cenv.commit.seconds > 0
 
 
 def test_an_async_callers_changes_wait_for_nothing_and_purge_at_once(cenv):
@@ -1258,6 +1260,7 @@ def test_an_async_callers_changes_wait_for_nothing_and_purge_at_once(cenv):
     fs.rename(fs.root_fh, b"f", fs.root_fh, b"g", lazy)
     fs.remove(fs.root_fh, b"g", lazy)
     assert fs.stable_ticket() is None and len(cenv.purged) == 1
+    assert cenv.commit.waits == 0 and cenv.commit.batches == 0
 
 
 def test_a_flushed_directory_stays_open_for_the_next_flush_until_it_is_removed(cenv):

@@ -151,6 +151,9 @@ def test_status_shows_mounts_rtt_and_cache_counters(cluster):
     # ".", ".." and f each time; the last time (at least) all three kept.
     assert st["listing_cache"]["lookups"] == 9 and st["listing_cache"]["hits"] >= 3
     assert st["drc"]["lookups"] >= 1          # CREATE is non-idempotent
+    # The export is sync: the CREATE's reply waited for a flush.
+    gc = st["group_commit"]
+    assert gc["flushes"] >= 1 and gc["waits"] >= 1 and gc["seconds"] > 0
     # Requests and bytes each iod served, counted at the metaserver's links:
     # the 100000 bytes went out in 64 KiB stripes over both iods, and back.
     iods = st["iods"]
@@ -161,6 +164,7 @@ def test_status_shows_mounts_rtt_and_cache_counters(cluster):
     code, out, _ = run_status(c)
     assert "clients: " in out and os.path.abspath(c.export) in out
     assert "REQUESTS  READ" in out and "WRITTEN" in out
+    assert "group commit (sync exports): " in out
 
 
 def test_status_shows_nfsv4_clients_with_their_state(cluster):
@@ -236,6 +240,11 @@ def test_render_is_a_compact_table():
                        "data": {}}}
     out = status_tool.render(st)
     assert "up 01:02:03" in out and "iods: 1/2 up" in out
+    assert "group commit" not in out  # an nfspd from before it says nothing of it
+    out = status_tool.render(dict(st, group_commit={"flushes": 40, "waits": 110,
+                                                    "seconds": 0.05}))
+    assert "group commit (sync exports): 40 flushes answered 110 calls, 2.8 per flush, " \
+        "1.25 ms each" in out
     assert "10.0.0.2:2050  down   -" in out
     assert "3.0 GiB / 4.0 GiB" in out
     assert "1234      5.0 MiB  1.5 KiB" in out
@@ -332,3 +341,5 @@ def test_metrics_endpoint_serves_the_same_counters(cluster):
     for iod in c.iods:
         assert f'nfsp_iod_wrong_store{{iod="127.0.0.1:{iod.port}"}} 0' in text
     assert "# TYPE nfsp_iod_store_info gauge" in text
+    assert "# TYPE nfsp_group_commit_flushes_total counter" in text
+    assert "nfsp_group_commit_seconds_total " in text

@@ -89,6 +89,11 @@ def render(st):
     if "listing_cache" in st:  # (an nfspd from before it says nothing)
         lines.append(f"listing cache: {_pct(st['listing_cache'])} of entries listed "
                      "from lookups kept")
+    gc = st.get("group_commit")
+    if gc and gc["flushes"]:  # (none: async exports only, or an nfspd from before)
+        lines.append(f"group commit (sync exports): {gc['flushes']} flushes answered "
+                     f"{gc['waits']} calls, {gc['waits'] / gc['flushes']:.1f} per flush, "
+                     f"{1e3 * gc['seconds'] / gc['flushes']:.2f} ms each")
     w = st.get("workers")
     if w and "steered" in w:  # (an nfspd from before them says nothing)
         running = sum(pid is not None for pid in w["pids"])
