@@ -336,7 +336,7 @@ def _purges(server):
 
 def _group_commit(gc):
     """What ``sync`` exports cost nfspd: its flushes, the calls whose reply
-    waited for one, and the time they took (workers flush their own)."""
+    waited for one, and the time they took (its workers' own: under workers)."""
     return {"flushes": gc.batches, "waits": gc.waits, "seconds": round(gc.seconds, 6)}
 
 

@@ -58,15 +58,18 @@ def render(st):
                [({}, st[cache]["lookups"])])
         metric(f"nfsp_{name}_hits_total", "counter", f"{name.replace('_', ' ')} hits.",
                [({}, st[cache]["hits"])])
-    gc = st["group_commit"]
-    metric("nfsp_group_commit_flushes_total", "counter",
-           "Flushes of namespace changes under sync exports (nfspd's own, not its workers').",
-           [({}, gc["flushes"])])
-    metric("nfsp_group_commit_waits_total", "counter",
-           "Calls whose reply waited for such a flush.", [({}, gc["waits"])])
-    metric("nfsp_group_commit_seconds_total", "counter", "Time those flushes took.",
-           [({}, gc["seconds"])])
     w = st.get("workers")
+    gcs = [({"process": "nfspd"}, st["group_commit"])]
+    if w:
+        gcs.append(({"process": "workers"}, w["group_commit"]))
+    metric("nfsp_group_commit_flushes_total", "counter",
+           "Flushes of namespace changes under sync exports, by nfspd and by its workers.",
+           [(lab, gc["flushes"]) for lab, gc in gcs])
+    metric("nfsp_group_commit_waits_total", "counter",
+           "Calls whose reply waited for such a flush.",
+           [(lab, gc["waits"]) for lab, gc in gcs])
+    metric("nfsp_group_commit_seconds_total", "counter", "Time those flushes took.",
+           [(lab, gc["seconds"]) for lab, gc in gcs])
     if w:
         metric("nfsp_worker_calls_total", "counter",
                "NFSv3 calls worker processes took: namespace changes steered to them over UDP "

@@ -146,11 +146,12 @@ _CALL = struct.Struct(">BIB4sH4sH")
 _KIND_CALL, _KIND_RELOAD, _KIND_UDP_CALL = 1, 2, 3
 # worker -> nfspd: id (0: the worker is ready), then the reply (empty: none);
 # or _HANDED_BACK, then a _CALL head and a steered call nfspd must answer.
-# Or _REPORT, then how many steered calls the worker has answered.
+# Or _REPORT, then how many steered calls the worker has answered, and its
+# group commit's flushes, the calls that waited for them and their time (us).
 _REPLY = struct.Struct(">I")
 _HANDED_BACK = 0xFFFFFFFF
 _REPORT = 0xFFFFFFFE
-_COUNT = struct.Struct(">Q")
+_REPORTED = struct.Struct(">QQQQ")
 REPORT_EVERY = 1.0      # seconds between a busy worker's reports
 MAX_HANDED_BACK = 64    # handed-back calls nfspd answers at once; more are
                         # dropped (the client retransmits)
@@ -162,7 +163,8 @@ def takes(data):
 
 
 class _Worker:
-    __slots__ = ("answered", "answered_before", "index", "pending", "proc", "ready", "sock")
+    __slots__ = ("answered", "answered_before", "flushed", "flushed_before", "index", "pending",
+                 "proc", "ready", "sock")
 
     def __init__(self, index):
         self.index = index
@@ -172,6 +174,8 @@ class _Worker:
         self.pending = {}  # call id -> (reply_to, args)
         self.answered = 0  # steered calls, as its last report says (since it started)
         self.answered_before = 0  # by the processes it replaced
+        self.flushed = (0, 0, 0)  # its group commit's (flushes, waits, us), as last reported
+        self.flushed_before = (0, 0, 0)
 
 
 class Pool:
@@ -252,9 +256,13 @@ class Pool:
         """For `nfsp status`: the workers' pids (None while one starts), the
         steered calls each has answered (``steered``: as of its last report,
         REPORT_EVERY), and what was handed to them, answered by nfspd instead,
-        handed back, or lost."""
+        handed back, or lost; and their group commits' flushes, the calls
+        that waited for them and their time."""
+        flushes, waits, us = (sum(w.flushed_before[i] + w.flushed[i] for w in self.workers)
+                              for i in range(3))
         return {"pids": [w.proc.pid if w.ready else None for w in self.workers],
                 "steered": [w.answered_before + w.answered for w in self.workers],
+                "group_commit": {"flushes": flushes, "waits": waits, "seconds": us / 1e6},
                 **self.counters}
 
     def reload(self):
@@ -339,6 +347,8 @@ class Pool:
                 w.sock = None
                 w.answered_before += w.answered
                 w.answered = 0
+                w.flushed_before = tuple(a + b for a, b in zip(w.flushed_before, w.flushed))
+                w.flushed = (0, 0, 0)
                 trio.lowlevel.notify_closing(ours)
                 ours.close()
                 self._kill(w)
@@ -387,8 +397,9 @@ class Pool:
                 self._handed_back(msg)
                 continue
             if call_id == _REPORT:
-                if len(msg) == _REPLY.size + _COUNT.size:
-                    (w.answered,) = _COUNT.unpack_from(msg, _REPLY.size)
+                if len(msg) == _REPLY.size + _REPORTED.size:
+                    w.answered, *flushed = _REPORTED.unpack_from(msg, _REPLY.size)
+                    w.flushed = tuple(flushed)
                 continue
             if call_id == 0:
                 w.ready = True
@@ -520,7 +531,7 @@ async def _serve(sock, udp, steered, exports, key, data_dir, stripe_unit, layout
                                                 service)],
                                        DuplicateRequestCache())
                 await nursery.start(serve_udp, udp, namespace, Limits())
-                nursery.start_soon(_report, sock, namespace.counters)
+                nursery.start_soon(_report, sock, namespace.counters, commit)
             await _send(sock, [_REPLY.pack(0)])
             await _handed_over(sock, udp, listings, registry)
             nursery.cancel_scope.cancel()
@@ -572,15 +583,16 @@ async def _handed_over(sock, udp, dispatcher, registry):
             await _send(sock, [_REPLY.pack(call_id)])  # too big to hand back: no reply
 
 
-async def _report(sock, counters):
+async def _report(sock, counters, commit):
     """Tell nfspd, when it changed, how many steered calls this worker has
-    answered (what `nfsp status` shows)."""
-    told = 0
+    answered and what its flushes were (what `nfsp status` shows)."""
+    told = None
     while True:
         await trio.sleep(REPORT_EVERY)
-        if counters.calls != told:
-            told = counters.calls
-            await _send(sock, [_REPLY.pack(_REPORT), _COUNT.pack(told)])
+        now = (counters.calls, commit.batches, commit.waits, round(commit.seconds * 1e6))
+        if now != told:
+            told = now
+            await _send(sock, [_REPLY.pack(_REPORT), _REPORTED.pack(*now)])
 
 
 async def _send(sock, parts):

@@ -342,4 +342,5 @@ def test_metrics_endpoint_serves_the_same_counters(cluster):
         assert f'nfsp_iod_wrong_store{{iod="127.0.0.1:{iod.port}"}} 0' in text
     assert "# TYPE nfsp_iod_store_info gauge" in text
     assert "# TYPE nfsp_group_commit_flushes_total counter" in text
-    assert "nfsp_group_commit_seconds_total " in text
+    assert 'nfsp_group_commit_seconds_total{process="nfspd"} ' in text
+    assert 'process="workers"' not in text  # none without --workers

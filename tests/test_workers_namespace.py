@@ -280,6 +280,14 @@ def test_nfsp_status_counts_what_the_workers_answered(ns, nfspd):
                for i, n in enumerate(st["workers"]["steered"])]
     assert all(line in page for line in steered)
     assert 'nfsp_worker_calls_total{kind="handed_back"} 1' in page
+    # The export is sync: the MKDIRs and CREATEs waited for the workers' own
+    # flushes, the handed-back RENAME for nfspd's (reported with the counts).
+    gc = st["workers"]["group_commit"]
+    assert gc["flushes"] >= 1 and gc["waits"] >= 8 and gc["seconds"] > 0
+    assert st["group_commit"]["waits"] >= 1
+    line, = [l for l in status.render(st).splitlines() if l.startswith("group commit")]
+    assert f"; workers: {gc['flushes']} flushes answered {gc['waits']} calls" in line
+    assert f'nfsp_group_commit_waits_total{{process="workers"}} {gc["waits"]}' in page
 
 
 def test_without_steering_a_worker_takes_nothing_from_nfspds_socket(ns, tmp_path):

@@ -89,12 +89,15 @@ def render(st):
     if "listing_cache" in st:  # (an nfspd from before it says nothing)
         lines.append(f"listing cache: {_pct(st['listing_cache'])} of entries listed "
                      "from lookups kept")
-    gc = st.get("group_commit")
-    if gc and gc["flushes"]:  # (none: async exports only, or an nfspd from before)
-        lines.append(f"group commit (sync exports): {gc['flushes']} flushes answered "
-                     f"{gc['waits']} calls, {gc['waits'] / gc['flushes']:.1f} per flush, "
-                     f"{1e3 * gc['seconds'] / gc['flushes']:.2f} ms each")
     w = st.get("workers")
+    flushed = [(who, gc) for who, gc in (("", st.get("group_commit")),
+                                         ("workers: ", (w or {}).get("group_commit")))
+               if gc and gc["flushes"]]  # (none: async exports only, or an nfspd from before)
+    if flushed:
+        lines.append("group commit (sync exports): " + "; ".join(
+            f"{who}{gc['flushes']} flushes answered {gc['waits']} calls, "
+            f"{gc['waits'] / gc['flushes']:.1f} per flush, "
+            f"{1e3 * gc['seconds'] / gc['flushes']:.2f} ms each" for who, gc in flushed))
     if w and "steered" in w:  # (an nfspd from before them says nothing)
         running = sum(pid is not None for pid in w["pids"])
         lines.append(
