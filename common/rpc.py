@@ -392,6 +392,12 @@ class RecordReader:
 
     def feed(self, data):
         """Add bytes; return the list of records completed by them."""
+        if not self._buf and not self._record and type(data) is bytes and len(data) >= 4:
+            # The usual read over TCP: one call, whole (a client waits for
+            # its reply before the next). Taken as it is, without buffering.
+            if _u32.unpack_from(data)[0] == LAST_FRAGMENT | (len(data) - 4) and \
+                    len(data) - 4 <= self.max_record:
+                return [data[4:]]
         self._buf += data
         records = []
         buf = self._buf

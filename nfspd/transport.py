@@ -81,6 +81,8 @@ UDP_BATCH = 64
 """Datagrams taken from the socket, while it has some, before other tasks get a
 turn: one trip through trio's scheduler per batch rather than per call."""
 
+TCP_RECV = 65536  # bytes asked of a TCP connection per read
+
 _ICMP_ERRNOS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
 
@@ -386,9 +388,20 @@ async def _serve_connection(sock, dispatcher, limits, connections, offload=None)
                 moved = trio.current_time()
                 idle.deadline = moved + idle_timeout + slack
                 unyielded = 0
+                drained = False
                 while True:
+                    if drained:
+                        # A short read that ended on a record boundary left
+                        # the socket empty: a client waits for its replies
+                        # before it sends more, so a recv now would only fail
+                        # (EAGAIN, a system call and an exception per call).
+                        # Bytes that came meanwhile are reported at the next
+                        # epoll pass.
+                        drained = False
+                        unyielded = 0
+                        await trio.lowlevel.wait_readable(sock)
                     try:
-                        data = sock.recv(65536)
+                        data = sock.recv(TCP_RECV)
                     except BlockingIOError:
                         unyielded = 0
                         await trio.lowlevel.wait_readable(sock)
@@ -441,7 +454,9 @@ async def _serve_connection(sock, dispatcher, limits, connections, offload=None)
                         if out and not await conn.send(b"".join(out)):
                             break
                     unyielded += len(records)
-                    if unyielded >= UDP_BATCH:
+                    if len(data) < TCP_RECV and not reader.pending():
+                        drained = True
+                    elif unyielded >= UDP_BATCH:
                         # A client that keeps the socket full must not keep
                         # the rest of the server from running.
                         unyielded = 0
