@@ -2,10 +2,11 @@
 LOOKUP (random names of a 10,000-entry directory), CREATE+REMOVE,
 MKDIR+RMDIR, RENAME (a file of each worker's, back and forth), and
 READDIRPLUS calls walking that directory (dircount 4 KiB, maxcount 32 KiB, as
-Linux asks), with 1 and 8 concurrent clients, each one call at a time. NFSP
+Linux asks), with 1 and 8 concurrent clients, each one call at a time, over
+UDP and over TCP. NFSP
 with a ``sync`` export (the default: answered once durable) and an ``async``
 one, and an ``async`` one with two worker processes (``--workers 2``: the
-namespace changes, over UDP as here, go to them), against nfs-ganesha (VFS
+namespace changes over UDP go to them), against nfs-ganesha (VFS
 FSAL: it answers once the system calls are made, with no flush of its own,
 i.e. like an ``async`` export). The server's CPU is nfspd's and its
 workers'.
@@ -38,23 +39,26 @@ OPS = ("getattr", "lookup", "create_remove", "mkdir_rmdir", "rename", "readdirpl
 # The NFS procedures each workload op is made of.
 PROCS = {"create_remove": ("create", "remove"), "mkdir_rmdir": ("mkdir", "rmdir")}
 CLIENTS = (1, 8)
+# NFSv3 over UDP (the workers' steering is UDP's) and over TCP, which is what
+# Linux clients use: each connection costs nfspd a task and its wake-ups.
+PROTOS = ("udp", "tcp")
 NFSP_IODS = 2
 WORKERS = 2
 EXPORT_OPTIONS = "rw,no_root_squash,insecure"
 SETTLE = 40.0  # vm.dirty_expire_centisecs (30 s) + the allocator's 5 s, and a margin
 
 
-def measure(ctx, srv, op, n_clients, entries, seconds):
+def measure(ctx, srv, op, n_clients, entries, seconds, proto="udp"):
     procs = 1 if n_clients == 1 else 2
     specs = [(srv.client_prefix(), loadgen_argv(
-        srv.server, srv.export, proto="udp", workload="meta", ops=op, clients=n_clients // procs,
+        srv.server, srv.export, proto=proto, workload="meta", ops=op, clients=n_clients // procs,
         client_base=i * (n_clients // procs), window=1, duration=seconds,
         dir_entries=entries, no_prepare=True)) for i in range(procs)]
     pids = srv.pids() if hasattr(srv, "pids") else [srv.pid]
     cpu0 = sum(proc_cpu(pid) for pid in pids)
     with CpuSampler() as sampler:
         reports = run_loadgens(specs, timeout=seconds + 120, log_dir=ctx.logs,
-                               tag=f"meta-{srv.label}-{op}-{n_clients}")
+                               tag=f"meta-{srv.label}-{op}-{n_clients}-{proto}")
     cpu = sum(proc_cpu(pid) for pid in pids) - cpu0
     total = combine(reports)
     secs = total["seconds"]
@@ -62,7 +66,7 @@ def measure(ctx, srv, op, n_clients, entries, seconds):
     def count(name):
         return sum(r["per_op"].get(name, {}).get("count", 0) for r in reports)
     calls = total["calls"]
-    row = {"server": srv.label, "op": op, "clients": n_clients,
+    row = {"server": srv.label, "op": op, "clients": n_clients, "proto": proto,
            "ops_per_s": round(count(op) / secs, 1),
            "per_proc_per_s": {p: round(count(p) / secs, 1) for p in PROCS.get(op, (op,))},
            "p50_ms": max(r["per_op"].get(op, {}).get("p50_ms") or 0 for r in reports),
@@ -74,7 +78,7 @@ def measure(ctx, srv, op, n_clients, entries, seconds):
            "machine_busy": sampler.busy(min(r["start"] for r in reports),
                                         max(r["end"] for r in reports)),
            "errors": total["error_count"], "error_samples": total["error_samples"]}
-    ctx.log(f"meta {srv.label} {op} x{n_clients}: {row['ops_per_s']}/s "
+    ctx.log(f"meta {srv.label} {op} x{n_clients} {proto}: {row['ops_per_s']}/s "
             f"{row['per_proc_per_s']}, {row['entries_per_s']} entries/s, server "
             f"{row['server_cpu_us_per_call']} us CPU/call, {row['errors']} errors")
     return row
@@ -130,7 +134,8 @@ def run(ctx):
                         time.sleep(wait)
                 for op in OPS:
                     for n in CLIENTS:
-                        rows.append(measure(ctx, srv, op, n, entries, seconds))
+                        for proto in PROTOS:
+                            rows.append(measure(ctx, srv, op, n, entries, seconds, proto))
         finally:
             ctx.cleanup(ctx.workdir(f"meta-{label}"))
             removed = time.monotonic()

@@ -167,8 +167,18 @@ def _meta_figure(r, what):
     return r.get("per_proc_per_s", {}).get(what, r["ops_per_s"] if what == r["op"] else None)
 
 
+def _proto(row):
+    return row.get("proto", "udp")  # (results from before TCP was measured: UDP)
+
+
 def metadata_section(res):
     rows = res["rows"]
+    protos = sorted({_proto(r) for r in rows}, reverse=True)  # UDP, then TCP
+    return "\n".join(_metadata_table(res, [r for r in rows if _proto(r) == p], p)
+                     for p in protos)
+
+
+def _metadata_table(res, rows, proto):
     if not rows:
         return ""
     servers = sorted({r["server"] for r in rows}, key=lambda s: (s == "ganesha", s))
@@ -203,7 +213,8 @@ def metadata_section(res):
             "changes made by the workers; the server's CPU is nfspd's and theirs); ganesha "
             "flushes nothing itself (as async). Load "
             "generators' CPU use per row is in the JSON (`loadgen_cpu_util`).")
-    return "\n".join(["### Metadata operations", "", _table(head, body + cpu), "", note, ""])
+    return "\n".join([f"### Metadata operations, NFSv3 over {proto.upper()}", "",
+                      _table(head, body + cpu), "", note, ""])
 
 
 def mscost_section(res):
@@ -428,20 +439,23 @@ def plot_metadata(res, path):
     ops = ("getattr", "lookup", "create_remove", "mkdir_rmdir", "rename", "readdirplus")
     series = sorted({(r["server"], r["clients"]) for r in rows},
                     key=lambda s: (s[0] == "ganesha", s[0], s[1]))
-    fig, ax = plt.subplots(figsize=(9, 4))
+    protos = sorted({_proto(r) for r in rows}, reverse=True)
+    fig, axes = plt.subplots(1, len(protos), figsize=(9 * len(protos), 4), squeeze=False)
     width = 0.8 / max(1, len(series))
-    for n, (server, c) in enumerate(series):
-        vals = []
-        for op in ops:
-            r = [x for x in rows if (x["server"], x["clients"], x["op"]) == (server, c, op)]
-            vals.append(r[0]["ops_per_s"] if r else 0)
-        ax.bar([i + n * width for i in range(len(ops))], vals, width, label=f"{server} x{c}")
-    ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(ops))])
-    ax.set_xticklabels([o.upper().replace("_", "+") for o in ops])
-    ax.set_ylabel("operations/s")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.set_title("Metadata operations on loopback")
+    for ax, proto in zip(axes[0], protos):
+        for n, (server, c) in enumerate(series):
+            vals = []
+            for op in ops:
+                r = [x for x in rows if (x["server"], x["clients"], x["op"], _proto(x)) ==
+                     (server, c, op, proto)]
+                vals.append(r[0]["ops_per_s"] if r else 0)
+            ax.bar([i + n * width for i in range(len(ops))], vals, width, label=f"{server} x{c}")
+        ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(ops))])
+        ax.set_xticklabels([o.upper().replace("_", "+") for o in ops])
+        ax.set_ylabel("operations/s")
+        ax.set_yscale("log")
+        ax.legend()
+        ax.set_title(f"Metadata operations on loopback, NFSv3 over {proto.upper()}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
