@@ -78,7 +78,7 @@ CLOSER_BATCHES = 4  # batches of them handed to the closing thread, not yet clos
 
 class GroupCommit:
     """``batches`` and ``changes`` count the flushes and what they covered;
-    ``waits`` the calls whose reply waited for a flush (tickets given) and
+    ``waits`` the calls whose reply waited for a flush (stable() awaited) and
     ``seconds`` the time the flushes took: what ``sync`` costs, for `nfsp
     status` (more waits per flush, fewer flushes per call)."""
 
@@ -241,7 +241,6 @@ class GroupCommit:
         """What stable() takes to wait for every change noted so far; None
         when nothing noted waits for a flush."""
         if self._files or self._dirs or self._purges:  # (_whole: within _dirs)
-            self.waits += 1
             return self._filling
         return None
 
@@ -250,6 +249,7 @@ class GroupCommit:
     async def stable(self, ticket):
         """Return once the batch ``ticket`` (and every one before) is durable;
         OSError if its flush failed."""
+        self.waits += 1
         if self._stable < ticket:
             # Calls already received get to note their changes first: the
             # other receive loops run their batch (two passes: a loop woken
