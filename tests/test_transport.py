@@ -213,6 +213,56 @@ async def replies(stream, reader, n):
     return got
 
 
+def test_thousands_of_small_calls_pipelined_in_one_write_are_all_answered():
+    # More replies to one read than a sendmsg takes buffers (IOV_MAX, 1024).
+    svc = Service()
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            stream = await tcp_server(nursery, svc)
+            nursery.cancel_scope.deadline = trio.current_time() + 60  # a hang fails, not blocks
+            await stream.send_all(b"".join(rpc.encode_record(call(i, 1, i)) for i in range(3000)))
+            got = [value_of(r) for r in await replies(stream, rpc.RecordReader(1 << 20), 3000)]
+            nursery.cancel_scope.cancel()
+        assert got == [(i, i) for i in range(3000)]
+    trio.run(main)
+
+
+def test_a_tcp_connection_at_its_bound_of_calls_in_flight_waits_alone_and_answers_all():
+    """One task reads every connection (nfspd/transport.py _Poller); a
+    connection whose calls in flight reach their bound waits for one to end
+    in a task of its own, while the others are still answered."""
+    svc = Service()
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            busy = await tcp_server(nursery, svc, tcp_inflight_per_conn=2)
+            other = await trio.open_tcp_stream(*busy.socket.getpeername()[:2])
+            nursery.cancel_scope.deadline = trio.current_time() + 60  # a hang fails, not blocks
+            await busy.send_all(b"".join(rpc.encode_record(r) for r in
+                                         [call(0, 2, 0), call(1, 2, 1), call(2, 2, 2),
+                                          call(7, 1, 7)]))
+            await trio.testing.wait_all_tasks_blocked()
+            assert (svc.running, svc.order) == (2, [])  # the third WAIT, and ECHO after it, wait
+            await other.send_all(rpc.encode_record(call(9, 1, 9)))
+            assert [value_of(r) for r in await replies(other, rpc.RecordReader(1 << 20), 1)] \
+                == [(9, 9)]
+            reader = rpc.RecordReader(1 << 20)
+            svc.release.release()
+            got = [value_of(r) for r in await replies(busy, reader, 2)]  # a WAIT, then ECHO
+            await trio.testing.wait_all_tasks_blocked()
+            assert svc.order == [9, 7] and svc.running == 2  # the third WAIT in its place
+            svc.release.release()
+            svc.release.release()
+            got += [value_of(r) for r in await replies(busy, reader, 2)]
+            # The connection still answers what it sends next.
+            await busy.send_all(rpc.encode_record(call(8, 1, 8)))
+            got += [value_of(r) for r in await replies(busy, reader, 1)]
+            nursery.cancel_scope.cancel()
+        assert sorted(got) == [(0, 0), (1, 1), (2, 2), (7, 7), (8, 8)] and svc.most == 2
+    trio.run(main)
+
+
 def test_an_idle_tcp_connection_is_closed_and_a_busy_one_is_not():
     svc = Service()
 
