@@ -436,6 +436,28 @@ def _take(records, st, dispatcher, offload, nursery):
     return out, None, ()
 
 
+async def _take_all(records, st, dispatcher, offload, nursery, blocked=None):
+    """_take every call of ``records``, after ``blocked`` (a Deferred that
+    needs a task), waiting for a call in flight to end whenever the
+    connection has none left: the replies to send at once."""
+    out = []
+    while True:
+        if blocked is not None:
+            await st.inflight.acquire()
+            nursery.start_soon(_answer_tcp, st.conn, blocked, st.inflight)
+        more, blocked, records = _take(records, st, dispatcher, offload, nursery)
+        out += more
+        if blocked is None:
+            return out
+
+
+async def _settled(parked):
+    """The records of the replies that waited for the flush, once it is done,
+    in order (one write)."""
+    return b"".join(_tcp_record(reply) for reply, _ in await parked.settle()
+                    if reply is not None)
+
+
 class _Poller:
     """Reads every connection it holds from one task, through an epoll of its
     own (level-triggered, armed once per connection), as serve_udp reads its
@@ -551,10 +573,9 @@ class _Poller:
                 # them all: the first waits, the others find theirs done), in
                 # order between themselves and after those sent at once.
                 for fd, st in settling:
-                    replies = await st.parked.settle()
-                    out = [_tcp_record(reply) for reply, _ in replies if reply is not None]
-                    if out and streams.get(fd) is st:
-                        self._send(fd, st, b"".join(out))
+                    data = await _settled(st.parked)
+                    if data and streams.get(fd) is st:
+                        self._send(fd, st, data)
                 unyielded += len(events)
                 if unyielded >= UDP_BATCH:
                     # Connections that keep sending must not keep the rest
@@ -586,8 +607,7 @@ async def _serve_connection(st, dispatcher, limits, connections, offload=None,
     it was doing: replies to send, a Deferred that waits for a call in flight
     to end, the records after it."""
     conn = st.conn
-    sock, client, reader, inflight, parked = conn.sock, conn.client, st.reader, st.inflight, \
-        st.parked
+    sock, client, reader, parked = conn.sock, conn.client, st.reader, st.parked
     idle_timeout = limits.idle_timeout
     # The idle timeout needs no cancel scope per receive: one scope, whose
     # deadline moves on (never before idle_timeout without data, at most a
@@ -598,12 +618,8 @@ async def _serve_connection(st, dispatcher, limits, connections, offload=None,
             with trio.CancelScope() as idle:
                 moved = trio.current_time()
                 idle.deadline = moved + idle_timeout + slack
-                out = [pending] if pending else []
-                while blocked is not None:
-                    await inflight.acquire()
-                    nursery.start_soon(_answer_tcp, conn, blocked, inflight)
-                    more, blocked, records = _take(records, st, dispatcher, offload, nursery)
-                    out += more
+                out = ([pending] if pending else []) + await _take_all(
+                    records, st, dispatcher, offload, nursery, blocked)
                 unyielded = 0
                 drained = False
                 while True:
@@ -614,9 +630,8 @@ async def _serve_connection(st, dispatcher, limits, connections, offload=None,
                     if parked:
                         # Then the replies that waited for the flush, in order
                         # between themselves (and, like a task's, after those).
-                        out = [_tcp_record(reply) for reply, _ in await parked.settle()
-                               if reply is not None]
-                        if out and not await conn.send(b"".join(out)):
+                        data = await _settled(parked)
+                        if data and not await conn.send(data):
                             break
                     out = []
                     if drained:
@@ -651,13 +666,7 @@ async def _serve_connection(st, dispatcher, limits, connections, offload=None,
                         log.warning("closing connection from %s:%s: %s", client[0], client[1], e)
                         break
                     unyielded += len(records)
-                    out, blocked, records = _take(records, st, dispatcher, offload, nursery)
-                    while blocked is not None:
-                        await inflight.acquire()
-                        nursery.start_soon(_answer_tcp, conn, blocked, inflight)
-                        more, blocked, records = _take(records, st, dispatcher, offload,
-                                                       nursery)
-                        out += more
+                    out = await _take_all(records, st, dispatcher, offload, nursery)
                     if len(data) < TCP_RECV and not reader.pending():
                         drained = True
                     elif unyielded >= UDP_BATCH:
