@@ -1,13 +1,20 @@
 """Whether a directory's fsync also makes an inode just made in it durable
 (nfspd/fs/journal.py): where it does not, a SYMLINK or MKNOD under sync
-costs a syncfs of the file system."""
+costs a syncfs of the file system. And whether it commits every change before
+it, the metafiles written out included: where it does, the group commit
+fdatasyncs none of them."""
 
 import os
 import subprocess
 
 import pytest
 
-from nfspd.fs.journal import parent_fsync_suffices, parent_fsync_suffices_at
+from nfspd.fs.journal import (
+    directory_fsync_commits_all,
+    directory_fsync_commits_all_at,
+    parent_fsync_suffices,
+    parent_fsync_suffices_at,
+)
 
 
 @pytest.mark.parametrize("fstype, device, jbd2, suffices", [
@@ -27,6 +34,39 @@ def test_which_file_systems_write_a_new_inode_with_its_directory(fstype, device,
     assert parent_fsync_suffices(fstype, device, jbd2) is suffices
 
 
+@pytest.mark.parametrize("fstype, device, jbd2, commits_all", [
+    ("ext4", "sda1", ["sda1-8"], True),               # jbd2 commits its transaction whole
+    ("ext3", "vdb", ["vdb-8"], True),
+    ("ext4", "loop0", ["loop0-8"], True),
+    ("ext4", "sda1", [], False),                      # no journal: nothing to commit
+    ("ext4", "sda", ["sda1-8"], False),
+    ("ext2", "sda1", ["sda1-8"], False),
+    ("xfs", "sda1", [], False),                       # forces its log only up to the directory
+    ("btrfs", None, [], False),
+    ("tmpfs", None, [], False),
+    (None, None, [], False),
+])
+def test_which_file_systems_commit_everything_with_a_directory(fstype, device, jbd2, commits_all):
+    assert directory_fsync_commits_all(fstype, device, jbd2) is commits_all
+
+
+@pytest.mark.parametrize("journal", [True, False])
+def test_an_ext4_made_with_or_without_a_journal_is_told_apart(tmp_path, journal):
+    # A real ext4 on a loop device, as mke2fs makes it by default and without
+    # its journal (-O ^has_journal): what /proc/fs/jbd2 and the mount table say.
+    image, mnt = tmp_path / "fs.img", tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F"] + ([] if journal else ["-O", "^has_journal"])
+                   + [str(image)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    try:
+        assert parent_fsync_suffices_at(mnt) is journal
+        assert directory_fsync_commits_all_at(mnt) is journal
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
 def test_the_file_system_of_a_path_is_found_from_the_mount_table(tmp_path):
     # Checked against findmnt (util-linux) for the test's own directory.
     found = subprocess.run(["findmnt", "-no", "FSTYPE,SOURCE", "-T", str(tmp_path)],
@@ -35,6 +75,8 @@ def test_the_file_system_of_a_path_is_found_from_the_mount_table(tmp_path):
     device = os.path.basename(os.path.realpath(source)) if source.startswith("/dev/") else None
     entries = os.listdir("/proc/fs/jbd2") if os.path.isdir("/proc/fs/jbd2") else []
     assert parent_fsync_suffices_at(tmp_path) is parent_fsync_suffices(fstype, device, entries)
+    assert (directory_fsync_commits_all_at(tmp_path)
+            is directory_fsync_commits_all(fstype, device, entries))
 
 
 @pytest.mark.parametrize("journalled", [False, True])

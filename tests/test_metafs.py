@@ -1400,6 +1400,32 @@ def test_a_new_directory_is_flushed_with_its_parent(cenv, monkeypatch):
     assert sorted(fsynced) == sorted([os.stat(cenv.root).st_ino, os.stat(cenv.root / "d").st_ino])
 
 
+@pytest.mark.parametrize("commits_all", [False, True])
+def test_new_metafiles_are_fdatasynced_unless_the_directorys_fsync_commits_them(
+        cenv, monkeypatch, commits_all):
+    # On ext3/ext4 with a journal the directory's fsync commits the whole
+    # transaction, the metafiles' blocks (written out before it) included:
+    # an fdatasync each would only flush the device's cache again.
+    import nfspd.fs.commit
+    calls = []
+    real_fsync, real_fdatasync = os.fsync, os.fdatasync
+    monkeypatch.setattr(nfspd.fs.commit.os, "fsync", lambda fd: (
+        calls.append(("fsync", os.fstat(fd).st_ino)), real_fsync(fd)))
+    monkeypatch.setattr(nfspd.fs.commit.os, "fdatasync", lambda fd: (
+        calls.append(("fdatasync", os.fstat(fd).st_ino)), real_fdatasync(fd)))
+    fs = cenv.fs
+    fs._objects.dir_fsync_commits_all = commits_all
+    for name in (b"a", b"b", b"c"):
+        cenv.create(name)
+    run(fs.stable, fs.stable_ticket())
+    files = sorted(os.stat(cenv.root / n).st_ino for n in ("a", "b", "c"))
+    # The directory first, once, whatever follows.
+    assert calls[0] == ("fsync", os.stat(cenv.root).st_ino)
+    assert sorted(ino for what, ino in calls[1:] if what == "fdatasync") == (
+        [] if commits_all else files)
+    assert len(calls) == (1 if commits_all else 4)
+
+
 @pytest.mark.parametrize("journalled", [False, True])
 def test_symlinks_and_device_nodes_are_flushed_by_syncing_a_file_system_without_a_journal(
         cenv, monkeypatch, journalled):

@@ -17,6 +17,16 @@ What a file system is comes from /proc/self/mountinfo (by device number);
 whether an ext3/ext4 has a journal, from /proc/fs/jbd2, where each mounted
 journal has an entry named after its device. Anything not known to journal
 counts as not journalled: a syncfs too many costs time, one too few a file.
+
+On ext3 and ext4 with a journal, an fsync of a directory does more: it
+commits the journal's running transaction whole (ext4_sync_file treats a
+directory as journalled data, ext4_force_commit; since Linux 6.4 in
+ext4_fsync_journal, for every non-regular file). A metafile whose pages were
+written out before it (their blocks allocated in that transaction, their
+writes complete) is then durable with it, and a flush need not fdatasync it:
+that would only flush the device's cache once more per file. XFS and btrfs
+force their log only up to the directory's own last change, so there the
+files are fdatasynced.
 """
 
 import os
@@ -37,13 +47,32 @@ def parent_fsync_suffices(fstype, device, jbd2_entries):
     ("sda1-8": device, then the journal's inode)."""
     if fstype in JOURNALLED or fstype in VOLATILE:
         return True
-    if fstype in EXT_JBD2 and device:
-        return any(entry.rpartition("-")[0] == device for entry in jbd2_entries)
-    return False
+    return fstype in EXT_JBD2 and _journalled(device, jbd2_entries)
+
+
+def directory_fsync_commits_all(fstype, device, jbd2_entries):
+    """Whether an fsync of a directory on that file system (arguments as for
+    parent_fsync_suffices) commits every change made on it before, data
+    written out included: ext3 or ext4 mounted with its journal."""
+    return fstype in EXT_JBD2 and _journalled(device, jbd2_entries)
+
+
+def _journalled(device, jbd2_entries):
+    return bool(device) and any(entry.rpartition("-")[0] == device for entry in jbd2_entries)
 
 
 def parent_fsync_suffices_at(path):
     """parent_fsync_suffices() for the file system ``path`` is on."""
+    return parent_fsync_suffices(*_identify(path))
+
+
+def directory_fsync_commits_all_at(path):
+    """directory_fsync_commits_all() for the file system ``path`` is on."""
+    return directory_fsync_commits_all(*_identify(path))
+
+
+def _identify(path):
+    """(fstype, device, jbd2 entries) of the file system ``path`` is on."""
     st = os.stat(path)
     fstype = _fstype(os.major(st.st_dev), os.minor(st.st_dev))
     try:
@@ -55,7 +84,7 @@ def parent_fsync_suffices_at(path):
         entries = os.listdir("/proc/fs/jbd2")
     except OSError:
         entries = []   # no journal mounted at all
-    return parent_fsync_suffices(fstype, device, entries)
+    return fstype, device, entries
 
 
 def _fstype(major, minor):
