@@ -63,15 +63,15 @@ def _journalled(device, jbd2_entries):
 
 def parent_fsync_suffices_at(path):
     """parent_fsync_suffices() for the file system ``path`` is on."""
-    return parent_fsync_suffices(*_identify(path))
+    return parent_fsync_suffices(*identify(path))
 
 
 def directory_fsync_commits_all_at(path):
     """directory_fsync_commits_all() for the file system ``path`` is on."""
-    return directory_fsync_commits_all(*_identify(path))
+    return directory_fsync_commits_all(*identify(path))
 
 
-def _identify(path):
+def identify(path):
     """(fstype, device, jbd2 entries) of the file system ``path`` is on."""
     st = os.stat(path)
     fstype = _fstype(os.major(st.st_dev), os.minor(st.st_dev))

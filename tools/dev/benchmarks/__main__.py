@@ -55,10 +55,14 @@ def cli():
 @click.option("--ipfrag-max-dist", default="0", show_default=True,
               help="net.ipv4.ipfrag_max_dist on the testbed's client hosts, or 'default' "
                    "to leave the kernel's (64, which the iods' interleaved fragments trip).")
+@click.option("--meta-ground", type=click.Choice(["journalled", "work"]), default="journalled",
+              show_default=True,
+              help="Metadata: where the exports live. journalled: on a journalled ext4 "
+                   "made for the run where OUT's file system has none; work: on OUT's.")
 @click.option("--no-ganesha", is_flag=True, help="Skip the nfs-ganesha baseline.")
 @click.option("--keep", is_flag=True, help="Keep the servers' data under OUT/work.")
 def run(quick_mode, only, out, full, file_mib, rates, clients_, iods_, mscost_iods, run_seconds,
-        window, ipfrag_max_dist, no_ganesha, keep):
+        window, ipfrag_max_dist, meta_ground, no_ganesha, keep):
     """Run the benchmarks (needs root: network namespaces)."""
     if os.geteuid() != 0:
         raise click.ClickException("needs root (network namespaces, tc, raw sockets)")
@@ -67,7 +71,7 @@ def run(quick_mode, only, out, full, file_mib, rates, clients_, iods_, mscost_io
         rates=tuple(r.strip() for r in rates.split(",") if r.strip()),
         clients=_ints(clients_), iods=_ints(iods_), mscost_iods=_ints(mscost_iods),
         run_seconds=run_seconds or (60.0 if full else 20.0), window=window,
-        ganesha=not no_ganesha,
+        ganesha=not no_ganesha, meta_ground=meta_ground,
         ipfrag_max_dist=None if ipfrag_max_dist == "default" else _ints(ipfrag_max_dist)[0])
     for r in params.rates:
         try:

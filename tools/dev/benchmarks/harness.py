@@ -32,6 +32,10 @@ class Params:
     window: int = 16
     meta_seconds: float = 5.0
     dir_entries: int = 10000
+    # Where the metadata benchmark's exports live: "journalled" (a journalled
+    # ext4 made for the run where the results' file system has no journal,
+    # ground.py) or "work" (the results' file system, whatever it is).
+    meta_ground: str = "journalled"
     ganesha: bool = True
     # Testbed clients' net.ipv4.ipfrag_max_dist (None: the kernel's 64); see
     # servers.TestbedServer._tune_clients.

@@ -18,19 +18,25 @@ server's own CPU per call (from /proc/PID/stat) is the figure that does not
 depend on who else uses the machine. Every row gives the rate of each
 procedure in it (creates/s and removes/s of CREATE+REMOVE, ...).
 
-On an ext4 without a journal (this machine's /tmp) the kernel's inode
+The exports live on a journalled file system (tools/dev/benchmarks/ground.py:
+a journalled ext4 made for the run where the results directory's file system
+has no journal, as on this machine). Where one without a journal is used
+anyway (--meta-ground work), the kernel's inode
 allocator skips every inode freed in the last ~35 s (README: troubleshooting;
 perf: up to 64% of nfspd's CPU under CREATE+REMOVE, in recently_deleted), so
 a server measured right after the previous one's removals (its CREATE+REMOVE,
-the removal of its tree) would pay for them: each server is measured only
+the removal of its tree) would pay for them: each server is then measured only
 once SETTLE seconds have passed since the last one's tree went. Within a
 server's run the measurements come in the same order for every server.
 """
 
+import contextlib
+import os
 import time
 
 from nfspd.fs.journal import parent_fsync_suffices_at
 from tools.dev.benchmarks import ganesha as ganesha_mod
+from tools.dev.benchmarks import ground
 from tools.dev.benchmarks.harness import combine, loadgen_argv, proc_cpu, run_loadgens
 from tools.dev.benchmarks.links import CpuSampler
 from tools.dev.benchmarks.servers import LoopbackGanesha, LoopbackNfsp
@@ -99,23 +105,40 @@ class _Labelled:
 
 def run(ctx):
     p = ctx.params
+    if p.meta_ground == "work":
+        where = contextlib.nullcontext((ctx.work, "results directory's file system"))
+    else:
+        where = ground.journalled(ctx, "meta-ground")
+    with where as (base, what):
+        result = _run(ctx, base)
+    result["ground"] = what
+    return result
+
+
+def _run(ctx, base):
+    p = ctx.params
     seconds = 2.0 if ctx.quick else p.meta_seconds
     entries = 1000 if ctx.quick else p.dir_entries
+
+    def workdir(label):
+        path = os.path.join(base, f"meta-{label}")
+        os.makedirs(path, exist_ok=True)
+        return path
     setups = [
-        ("nfsp", lambda: LoopbackNfsp(ctx.workdir("meta-nfsp"), NFSP_IODS, EXPORT_OPTIONS)),
-        ("nfsp-async", lambda: LoopbackNfsp(ctx.workdir("meta-nfsp-async"), NFSP_IODS,
+        ("nfsp", lambda: LoopbackNfsp(workdir("nfsp"), NFSP_IODS, EXPORT_OPTIONS)),
+        ("nfsp-async", lambda: LoopbackNfsp(workdir("nfsp-async"), NFSP_IODS,
                                             EXPORT_OPTIONS + ",async")),
         # The namespace changes (UDP, as here) made by worker processes.
         (f"nfsp-async-w{WORKERS}", lambda: LoopbackNfsp(
-            ctx.workdir(f"meta-nfsp-async-w{WORKERS}"), NFSP_IODS, EXPORT_OPTIONS + ",async",
+            workdir(f"nfsp-async-w{WORKERS}"), NFSP_IODS, EXPORT_OPTIONS + ",async",
             workers=WORKERS)),
     ]
     missing = ganesha_mod.unavailable(p)
     if missing is None:
-        setups.append(("ganesha", lambda: LoopbackGanesha(ctx.workdir("meta-ganesha"))))
+        setups.append(("ganesha", lambda: LoopbackGanesha(workdir("ganesha"))))
     rows = []
     # Only where the allocator has that memory (not with --quick, which is a smoke run).
-    settle = 0.0 if ctx.quick or parent_fsync_suffices_at(ctx.work) else SETTLE
+    settle = 0.0 if ctx.quick or parent_fsync_suffices_at(base) else SETTLE
     removed = None  # when the last server's tree went
     for label, make in setups:
         try:
@@ -137,7 +160,7 @@ def run(ctx):
                         for proto in PROTOS:
                             rows.append(measure(ctx, srv, op, n, entries, seconds, proto))
         finally:
-            ctx.cleanup(ctx.workdir(f"meta-{label}"))
+            ctx.cleanup(workdir(label))
             removed = time.monotonic()
     return {"dir_entries": entries, "seconds": seconds, "nfsp_iods": NFSP_IODS,
             "settle_s": settle, "baseline_missing": missing, "rows": rows}

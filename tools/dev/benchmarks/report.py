@@ -213,6 +213,8 @@ def _metadata_table(res, rows, proto):
             "changes made by the workers; the server's CPU is nfspd's and theirs); ganesha "
             "flushes nothing itself (as async). Load "
             "generators' CPU use per row is in the JSON (`loadgen_cpu_util`).")
+    if res.get("ground"):
+        note += f" The exports were on the {res['ground']}."
     return "\n".join([f"### Metadata operations, NFSv3 over {proto.upper()}", "",
                       _table(head, body + cpu), "", note, ""])
 
