@@ -522,6 +522,34 @@ def test_rename_over_a_file_purges_it(env):
     assert len(env.purged) == 1
 
 
+def test_a_renames_wcc_data_are_each_directorys_attributes_before_and_after(env):
+    # RFC 1813 RENAME3resok: fromdir_wcc and todir_wcc. Within one directory
+    # both are that directory's, had once (metafs.rename).
+    fs = env.fs
+    sub = fs.mkdir(fs.root_fh, b"d", ROOT, SetAttr())[0]
+    env.create(b"a")
+    env.create(b"b")
+
+    def seen(path):
+        st = os.stat(path)
+        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns), st.st_ino
+
+    def pre(w):
+        return (w.pre.size, w.pre.mtime_ns, w.pre.ctime_ns)
+
+    def post(w):
+        return (w.post.size, w.post.mtime_ns, w.post.ctime_ns), w.post.fileid
+    for to_fh, to_path, name, new in ((fs.root_fh, env.root, b"a", b"a2"),
+                                      (sub, env.root / "d", b"b", b"b2")):
+        time.sleep(0.01)  # (the times to see move on)
+        before = seen(env.root), seen(to_path)
+        wf, wt = fs.rename(fs.root_fh, name, to_fh, new, ROOT)
+        after = seen(env.root), seen(to_path)
+        assert (pre(wf), pre(wt)) == (before[0][0], before[1][0])
+        assert (post(wf), post(wt)) == after
+        assert after[0][0][1] > before[0][0][1]   # a change each wcc shows
+
+
 def test_a_rename_that_may_not_replace_leaves_everything_as_it_was(env):
     # What a namespace worker runs (nfspd/workers.py): what it cannot do
     # alone, nfspd does.

@@ -643,11 +643,15 @@ class MetaFS:
         check_writable(caller)
         ffd, _, fst = self._dir(from_dir_fh)
         from_name = _name(from_name)
-        tfd, _, tst = self._dir(to_dir_fh)
+        # Within one directory (the usual rename) its attributes are had once
+        # before and once after: two stats of a RENAME's six.
+        one_dir = to_dir_fh == from_dir_fh
+        tfd, _, tst = (ffd, None, fst) if one_dir else self._dir(to_dir_fh)
         to_name = _name(to_name)
         if from_name in (b".", b"..") or to_name in (b".", b".."):
             raise FsError(nfsstat3.NFS3ERR_INVAL)
-        fpre, tpre = self._wcc_attr(ffd, fst), self._wcc_attr(tfd, tst)
+        fpre = self._wcc_attr(ffd, fst)
+        tpre = fpre if one_dir else self._wcc_attr(tfd, tst)
         with as_caller(caller.uid, caller.gid, caller.gids):
             # What it is, for the listings (the source keeps its inode).
             sst = os.stat(from_name, dir_fd=ffd, follow_symlinks=False)
@@ -695,7 +699,8 @@ class MetaFS:
             self._sync_dir(tfd, tst, caller)
         if after is not None and after.st_nlink == 0:
             self._gone(after, tmeta, caller)
-        return Wcc(fpre, self._post(ffd)), Wcc(tpre, self._post(tfd))
+        fpost = self._post(ffd)
+        return Wcc(fpre, fpost), Wcc(tpre, fpost if one_dir else self._post(tfd))
 
     # -- listing a directory -------------------------------------------------------------
 
