@@ -461,13 +461,16 @@ class MetaFS:
         fd, st = self._pin(dfd, name, caller)
         fd, cfh = self._adopt(fd, st)
         self._listing_changed(dst, dfd, added=((name, st.st_ino),))
+        changed = False  # since st was taken
         if mode is not None and st.st_mode & 0o7777 != mode:
             with as_caller(caller.uid, caller.gid, caller.gids):
                 os.chmod(proc_path(fd), mode)
+            changed = True
         if sattr is not None and any(v is not None for v in (sattr.uid, sattr.gid, sattr.atime,
                                                              sattr.mtime)):
             self.setattr(cfh, caller, SetAttr(uid=sattr.uid, gid=sattr.gid, atime=sattr.atime,
                                               mtime=sattr.mtime))
+            changed = True
         self._sync_dir(dfd, dst, caller)
         if stat.S_ISDIR(st.st_mode):
             # The new directory too, as Linux nfsd commits the object it made
@@ -480,7 +483,10 @@ class MetaFS:
             # A symlink or a device node: no descriptor of its own can be
             # fsynced, so without a journal the file system is (journal.py).
             self._objects.sync_new_inode(dfd, dst, caller)
-        return cfh, self._attr_of(cfh), Wcc(pre, self._post(dfd))
+        # Unchanged since made, its stat is its attributes (fd, the cache's, is
+        # still open: nothing was adopted since); else stat'ed again.
+        attr = self._attr_of(cfh) if changed else self._objects.attr(fd, st)
+        return cfh, attr, Wcc(pre, self._post(dfd))
 
     @maps_oserror
     def mkdir(self, dir_fh, name, caller, sattr):
@@ -620,14 +626,14 @@ class MetaFS:
         if name == b"..":
             raise FsError(nfsstat3.NFS3ERR_NOTEMPTY)
         pre = self._wcc_attr(dfd, dst)
-        pin, st = self._pin(dfd, name, caller)
-        try:
+        # A stat, not a pin (an O_PATH open, its fstat and close): what it
+        # tells is only what to forget once the directory is gone, and no
+        # data hangs on it, unlike a file's (remove).
+        with as_caller(caller.uid, caller.gid, caller.gids):
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             if not stat.S_ISDIR(st.st_mode):
                 raise FsError(nfsstat3.NFS3ERR_NOTDIR)
-            with as_caller(caller.uid, caller.gid, caller.gids):
-                os.rmdir(name, dir_fd=dfd)
-        finally:
-            os.close(pin)
+            os.rmdir(name, dir_fd=dfd)
         self._listing_changed(dst, dfd, removed=(name,))
         self._gone(st, None)
         self._sync_dir(dfd, dst, caller)
