@@ -1328,9 +1328,9 @@ class JournalSink:
         self.wakes += 1
 
 
-def test_an_async_removal_is_in_the_journal_at_once_and_its_reader_woken_once_per_loop_turn(
+def test_an_async_removal_is_in_the_journal_at_once_and_its_reader_woken_once_for_many(
         tmp_path):
-    from nfspd.fs.commit import GroupCommit
+    from nfspd.fs.commit import DEFER, GroupCommit
     env = Env(tmp_path)
     sink = JournalSink()
     env.fs.close()
@@ -1344,13 +1344,18 @@ def test_an_async_removal_is_in_the_journal_at_once_and_its_reader_woken_once_pe
         assert (sink.journal, sink.wakes) == (inos[:1], 1)
 
         async def main():
-            for i in range(1, 6):
+            fs.remove(fs.root_fh, b"f1", lazy)
+            await trio.testing.wait_all_tasks_blocked()
+            for i in range(2, 6):  # later calls, within DEFER of the first
                 fs.remove(fs.root_fh, b"f%d" % i, lazy)
             # In the journal before the REMOVEs are answered (kill -9 keeps it).
             assert sink.journal == inos and sink.wakes == 1
+            await trio.sleep(DEFER)
             await trio.testing.wait_all_tasks_blocked()
+            assert sink.wakes == 2      # one wake-up for the five, DEFER after the first
+            await trio.sleep(DEFER * 2)
             assert sink.wakes == 2
-        run(main)
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     finally:
         fs.close()
 
@@ -1495,9 +1500,10 @@ def test_a_created_file_has_the_mode_asked_whatever_the_daemons_umask(env):
 
 
 @pytest.mark.parametrize("sync", [True, False])
-def test_a_removed_files_last_descriptor_is_closed_after_the_replies_of_its_turn(cenv, sync):
+def test_a_removed_files_last_descriptor_is_closed_after_the_replies_of_its_time(cenv, sync):
     # That close frees the inode (a discard on some mounts): not in REMOVE's
-    # latency, but in the closing thread, once the loop turn's calls ran.
+    # latency, but in the closing thread, with the closes of the next DEFER.
+    from nfspd.fs.commit import DEFER
     fs = cenv.fs
     caller = ROOT if sync else Caller(0, 0, sync=False)
     fs.create(fs.root_fh, b"f", caller, UNCHECKED, SetAttr())
@@ -1518,10 +1524,10 @@ def test_a_removed_files_last_descriptor_is_closed_after_the_replies_of_its_turn
         if sync:
             assert ticket is not None
             await fs.stable(ticket)
-        for _ in range(10):  # (trio runs ready tasks in a random order)
-            if cenv.commit._closer is not None:
-                break
-            await trio.sleep(0)
+        await trio.sleep(0)
+        assert is_open() and cenv.commit._closer is None  # not at the next turn yet
+        await trio.sleep(DEFER)
+        await trio.testing.wait_all_tasks_blocked()
     run(main)
     # Handed to the closing thread: closed once it has run.
     closer = cenv.commit._closer
