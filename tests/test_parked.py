@@ -3,6 +3,7 @@ that took them and answered at the end of its batch, one flush for them all
 (nfspd/parked.py): the same replies as when each ran as a task, the same
 failures, the same duplicate request cache, over UDP and TCP alike."""
 
+import concurrent.futures
 import errno
 import socket
 
@@ -308,6 +309,17 @@ class Metaserver:
         return c, c.lookup_path(str(self.export))
 
 
+async def in_a_thread_here(fn, *args):
+    """fn(*args) in a new thread of the test's own network namespace. Not in
+    one of trio's cached worker threads: a thread is in the namespace of the
+    thread that started it, and an earlier test's trio.run inside another
+    namespace (Namespace.inside) leaves such threads in trio's cache for a
+    while; a client there connected to nothing (ECONNREFUSED)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(fn, *args)
+        return await trio.to_thread.run_sync(future.result)
+
+
 @pytest.fixture
 def metaserver(tmp_path):
     m = Metaserver(tmp_path)
@@ -337,7 +349,7 @@ def test_nfsv4_creates_are_answered_after_the_flush_without_a_task_each(metaserv
     async def main():
         async with trio.open_nursery() as nursery:
             port = await metaserver.serve(nursery)
-            flushes = await trio.to_thread.run_sync(creates, port)
+            flushes = await in_a_thread_here(creates, port)
             nursery.cancel_scope.cancel()
         return flushes
     assert trio.run(main) == 3   # each reply came after its flush
@@ -350,7 +362,7 @@ def test_a_parked_nfsv4_compound_given_up_frees_its_session_slot(metaserver):
     async def main():
         async with trio.open_nursery() as nursery:
             port = await metaserver.serve(nursery)
-            c, root = await trio.to_thread.run_sync(metaserver.client, port)
+            c, root = await in_a_thread_here(metaserver.client, port)
             nursery.cancel_scope.cancel()
         call = rpc.encode_call(7, NFS, 4, 1, nfs4.encode_compound(nfs4.COMPOUND4args(
             b"", 1, open_create(c, root, b"f"))), cred=c.rpc.cred)
