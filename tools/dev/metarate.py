@@ -1,0 +1,96 @@
+"""`python3 -m tools.dev.metarate SERVER OPS CLIENTS`: rows of the metadata
+benchmark (tools/dev/benchmarks/metadata.py) for one server, now: what an
+A/B comparison of two trees needs while changing nfspd, where the whole
+benchmark takes ten minutes. Run it from each tree in turn (it measures the
+nfspd of the tree it is run from), alternating, several rounds: on this
+shared 2-core machine one run of a row moves by 5-15%.
+
+SERVER: nfsp (a sync export), nfsp-async, or ganesha. OPS: comma-separated,
+of getattr, lookup, create_remove, mkdir_rmdir, rename, readdirplus. One
+JSON line per row, as the benchmark writes it; with --group-commit (nfsp
+only), what the group commit did during the row (flushes, calls per flush,
+milliseconds per flush) from `nfsp status`.
+
+Needs root (network namespaces). The exports live where the benchmark's do
+(--ground, as its --meta-ground).
+"""
+
+import contextlib
+import json
+import sys
+import tempfile
+import time
+
+import click
+
+from tools.dev.benchmarks import ground, harness, metadata
+from tools.dev.benchmarks.servers import LoopbackGanesha, LoopbackNfsp
+
+
+def _group_commit(srv):
+    c = srv.cluster
+    r = c.ns.run([sys.executable, "-m", "tools.status", "--state-dir", c.nfspd.state, "--json"],
+                 timeout=30, env=harness.child_env(), cwd="/")
+    return json.loads(r.stdout)["group_commit"]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("server", type=click.Choice(["nfsp", "nfsp-async", "ganesha"]))
+@click.argument("ops")
+@click.argument("clients", type=click.IntRange(1, 64))
+@click.option("--proto", type=click.Choice(["udp", "tcp"]), default="tcp", show_default=True)
+@click.option("--seconds", type=click.FloatRange(0.5), default=5.0, show_default=True)
+@click.option("--entries", type=click.IntRange(1), default=1000, show_default=True,
+              help="Entries of the directory LOOKUP and READDIRPLUS use.")
+@click.option("--rounds", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
+              help="nfspd --workers.")
+@click.option("--ground", "where", type=click.Choice(["journalled", "work"]),
+              default="journalled", show_default=True)
+@click.option("--group-commit", is_flag=True, help="Also what the group commit did per row.")
+def main(server, ops, clients, proto, seconds, entries, rounds, workers, where, group_commit):
+    ops = [op.strip() for op in ops.split(",") if op.strip()]
+    unknown = set(ops) - set(metadata.OPS)
+    if unknown:
+        raise click.BadParameter(f"unknown: {', '.join(sorted(unknown))}", param_hint="OPS")
+    if clients > 1 and clients % 2:
+        raise click.BadParameter("1, or an even number (two load generators share them)",
+                                 param_hint="CLIENTS")
+    if group_commit and server == "ganesha":
+        raise click.BadParameter("ganesha has no group commit", param_hint="--group-commit")
+    with tempfile.TemporaryDirectory(prefix="metarate-") as out:
+        ctx = harness.Context(out, harness.Params())
+        place = (contextlib.nullcontext((ctx.work, "")) if where == "work"
+                 else ground.journalled(ctx, "ground"))
+        with place as (base, _):
+            if server == "ganesha":
+                srv = LoopbackGanesha(f"{base}/ganesha")
+            else:
+                options = metadata.EXPORT_OPTIONS + (",async" if server == "nfsp-async" else "")
+                srv = LoopbackNfsp(f"{base}/nfsp", metadata.NFSP_IODS, options, workers=workers)
+            with srv:
+                srv.label = server
+                harness.run_loadgens([(srv.client_prefix(), harness.loadgen_argv(
+                    srv.server, srv.export, workload="meta", dir_entries=entries,
+                    prepare_only=True, window=16))], timeout=3600, log_dir=ctx.logs,
+                    tag="prepare")
+                for _ in range(rounds):
+                    for op in ops:
+                        before = _group_commit(srv) if group_commit else None
+                        began = time.monotonic()
+                        row = metadata.measure(ctx, srv, op, clients, entries, seconds, proto)
+                        if before is not None:
+                            after = _group_commit(srv)
+                            flushes = after["flushes"] - before["flushes"]
+                            took = after["seconds"] - before["seconds"]
+                            row["group_commit"] = {
+                                "flushes": flushes,
+                                "calls_per_flush": round((after["waits"] - before["waits"])
+                                                         / max(flushes, 1), 2),
+                                "ms_per_flush": round(took / max(flushes, 1) * 1e3, 3),
+                                "busy": round(took / (time.monotonic() - began), 3)}
+                        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
