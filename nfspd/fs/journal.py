@@ -45,20 +45,16 @@ def parent_fsync_suffices(fstype, device, jbd2_entries):
     (its kernel name, "sda1"), an fsync of a directory also makes durable an
     inode just made in it; ``jbd2_entries`` are the names in /proc/fs/jbd2
     ("sda1-8": device, then the journal's inode)."""
-    if fstype in JOURNALLED or fstype in VOLATILE:
-        return True
-    return fstype in EXT_JBD2 and _journalled(device, jbd2_entries)
+    return (fstype in JOURNALLED or fstype in VOLATILE
+            or directory_fsync_commits_all(fstype, device, jbd2_entries))
 
 
 def directory_fsync_commits_all(fstype, device, jbd2_entries):
     """Whether an fsync of a directory on that file system (arguments as for
     parent_fsync_suffices) commits every change made on it before, data
     written out included: ext3 or ext4 mounted with its journal."""
-    return fstype in EXT_JBD2 and _journalled(device, jbd2_entries)
-
-
-def _journalled(device, jbd2_entries):
-    return bool(device) and any(entry.rpartition("-")[0] == device for entry in jbd2_entries)
+    return (fstype in EXT_JBD2 and bool(device)
+            and any(entry.rpartition("-")[0] == device for entry in jbd2_entries))
 
 
 def parent_fsync_suffices_at(path):

@@ -15,7 +15,6 @@ Needs root (network namespaces). The exports live where the benchmark's do
 (--ground, as its --meta-ground).
 """
 
-import contextlib
 import json
 import sys
 import tempfile
@@ -60,9 +59,7 @@ def main(server, ops, clients, proto, seconds, entries, rounds, workers, where, 
         raise click.BadParameter("ganesha has no group commit", param_hint="--group-commit")
     with tempfile.TemporaryDirectory(prefix="metarate-") as out:
         ctx = harness.Context(out, harness.Params())
-        place = (contextlib.nullcontext((ctx.work, "")) if where == "work"
-                 else ground.journalled(ctx, "ground"))
-        with place as (base, _):
+        with ground.chosen(ctx, where, "ground") as (base, _):
             if server == "ganesha":
                 srv = LoopbackGanesha(f"{base}/ganesha")
             else:
@@ -70,10 +67,7 @@ def main(server, ops, clients, proto, seconds, entries, rounds, workers, where, 
                 srv = LoopbackNfsp(f"{base}/nfsp", metadata.NFSP_IODS, options, workers=workers)
             with srv:
                 srv.label = server
-                harness.run_loadgens([(srv.client_prefix(), harness.loadgen_argv(
-                    srv.server, srv.export, workload="meta", dir_entries=entries,
-                    prepare_only=True, window=16))], timeout=3600, log_dir=ctx.logs,
-                    tag="prepare")
+                metadata.prepare(ctx, srv, entries, "prepare")
                 for _ in range(rounds):
                     for op in ops:
                         before = _group_commit(srv) if group_commit else None

@@ -32,6 +32,14 @@ def journals(path):
     return fstype not in VOLATILE and parent_fsync_suffices(fstype, device, entries)
 
 
+def chosen(ctx, where, name):
+    """The ground ``where`` names (--meta-ground): "journalled" (journalled()
+    below) or "work" (ctx.work, whatever its file system)."""
+    if where == "work":
+        return contextlib.nullcontext((ctx.work, "results directory's file system"))
+    return journalled(ctx, name)
+
+
 @contextlib.contextmanager
 def journalled(ctx, name):
     """A directory on a journalled file system for the servers' trees:

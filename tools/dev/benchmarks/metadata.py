@@ -30,7 +30,6 @@ once SETTLE seconds have passed since the last one's tree went. Within a
 server's run the measurements come in the same order for every server.
 """
 
-import contextlib
 import os
 import time
 
@@ -103,13 +102,19 @@ class _Labelled:
         return self.srv.__exit__(*exc)
 
 
+def prepare(ctx, srv, entries, tag):
+    """The tree every row works in: each client's files and a directory of
+    ``entries`` entries."""
+    ctx.log(f"meta {srv.label}: preparing a directory of {entries} entries")
+    prep, = run_loadgens([(srv.client_prefix(), loadgen_argv(
+        srv.server, srv.export, workload="meta", dir_entries=entries,
+        prepare_only=True, window=16))], timeout=3600, log_dir=ctx.logs, tag=tag)
+    if prep.get("errors"):
+        raise RuntimeError(f"preparing the metadata tree on {srv.label} failed: {prep}")
+
+
 def run(ctx):
-    p = ctx.params
-    if p.meta_ground == "work":
-        where = contextlib.nullcontext((ctx.work, "results directory's file system"))
-    else:
-        where = ground.journalled(ctx, "meta-ground")
-    with where as (base, what):
+    with ground.chosen(ctx, ctx.params.meta_ground, "meta-ground") as (base, what):
         result = _run(ctx, base)
     result["ground"] = what
     return result
@@ -143,13 +148,7 @@ def _run(ctx, base):
     for label, make in setups:
         try:
             with _Labelled(label, make) as srv:
-                ctx.log(f"meta {label}: preparing a directory of {entries} entries")
-                prep, = run_loadgens([(srv.client_prefix(), loadgen_argv(
-                    srv.server, srv.export, workload="meta", dir_entries=entries,
-                    prepare_only=True, window=16))], timeout=3600, log_dir=ctx.logs,
-                    tag=f"meta-{label}-prepare")
-                if prep.get("errors"):
-                    raise RuntimeError(f"preparing the metadata tree on {label} failed: {prep}")
+                prepare(ctx, srv, entries, f"meta-{label}-prepare")
                 if removed is not None and settle:
                     wait = settle - (time.monotonic() - removed)
                     if wait > 0:
