@@ -31,6 +31,7 @@ import trio
 
 from common.runtime.purgejournal import JournalWriter
 from common.runtime.purgewaker import Waker
+from nfspd.fs.journal import directory_fsync_commits_all_at
 
 log = logging.getLogger("nfspd.purge")
 
@@ -45,7 +46,25 @@ class PurgeQueue:
         self.directory = os.path.abspath(directory)
         self._writer = JournalWriter(self.directory)
         self._waker = Waker(self.directory)
+        self.device = os.stat(self.directory).st_dev
         self.appended = 0
+
+    def export_on(self, device):
+        """An export lives on ``device``. If that is this journal's file system
+        and a directory's fsync there commits everything before it (ext3/ext4
+        with a journal, nfspd/fs/journal.py), the journal grows by appending
+        from now on: the group commit can then make a batch's records and its
+        removals durable in one commit (appended_on). Not undone when the
+        export goes: it costs only where such a batch cannot be had."""
+        if (device == self.device and not self._writer.appending
+                and directory_fsync_commits_all_at(self.directory)):
+            self._writer.set_appending(True)
+
+    def appended_on(self):
+        """The device whose journal commit makes the records durable together
+        with every change on it before them (the records are appended there),
+        or None."""
+        return self.device if self._writer.appending else None
 
     def __call__(self, ino, seed):
         # An OSError here (a full or failing metaserver disk) propagates to

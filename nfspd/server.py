@@ -234,12 +234,15 @@ class Metaserver:
         purge.append_batch = append_batch
         purge.append_unsynced = append_unsynced
         purge.wake = self.purges.wake
+        purge.appended_on = self.purges.appended_on
         return purge
 
     def _make_fs(self, path):
         fs = MetaFS(path, export_id_for_path(path), self.handle_key, self.datapath,
                     purge=self.purge, commit=self.group_commit, changes=self.changes)
         self._filesystems.add(fs)
+        if self.purges is not None:
+            self.purges.export_on(fs.dev)
         if not fs.parent_fsync_suffices:
             log.warning("%s: its file system journals no metadata (ext2, or ext4 without a "
                         "journal): a sync SYMLINK or MKNOD syncs the whole file system, and "

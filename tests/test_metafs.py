@@ -1459,6 +1459,58 @@ def test_new_metafiles_are_fdatasynced_unless_the_directorys_fsync_commits_them(
     assert len(calls) == (1 if commits_all else 4)
 
 
+class AppendingSink:
+    """A purge sink whose journal grows on device ``appended_on`` (or None:
+    preallocated), as nfspd/purgequeue.py's; it notes when it is flushed."""
+
+    def __init__(self, calls, device):
+        self.calls, self.device = calls, device
+
+    def __call__(self, ino, seed):
+        raise AssertionError("a sync export's purge goes through the group commit")
+
+    def append_batch(self, records):
+        self.calls.append(("journal", [ino for ino, _ in records]))
+
+    def appended_on(self):
+        return self.device
+
+
+@pytest.mark.parametrize("journal_on, commits_all, first", [
+    ("export", True, True),       # an ext4 with its journal, shared with the export
+    ("export", False, False),     # xfs, btrfs: a fsync commits what it syncs
+    ("elsewhere", True, False),   # the journal on another file system
+    (None, True, False),          # a preallocated journal: its fdatasync commits nothing
+])
+def test_a_removals_purge_is_flushed_first_only_where_its_journals_commit_carries_the_removal(
+        tmp_path, monkeypatch, journal_on, commits_all, first):
+    # One commit instead of two (nfspd/fs/commit.py, step 5); anywhere else
+    # the removal must be durable before its purge is.
+    import nfspd.fs.commit
+    from nfspd.fs.commit import GroupCommit
+    calls = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(nfspd.fs.commit.os, "fsync", lambda fd: (
+        calls.append(("fsync", os.fstat(fd).st_ino)), real_fsync(fd)))
+    env = Env(tmp_path)
+    env.fs.close()
+    dev = os.stat(env.root).st_dev
+    sink = AppendingSink(calls, {"export": dev, "elsewhere": dev + 1, None: None}[journal_on])
+    env.fs = fs = MetaFS(str(env.root), 42, KEY, env.dp, purge=sink, commit=GroupCommit())
+    try:
+        fs._objects.dir_fsync_commits_all = commits_all
+        env.create(b"f")
+        run(fs.stable, fs.stable_ticket())
+        ino = os.stat(env.root / "f").st_ino
+        calls.clear()
+        fs.remove(fs.root_fh, b"f", ROOT)
+        run(fs.stable, fs.stable_ticket())
+        purge, dir_sync = ("journal", [ino]), ("fsync", os.stat(env.root).st_ino)
+        assert calls == ([purge, dir_sync] if first else [dir_sync, purge])
+    finally:
+        fs.close()
+
+
 @pytest.mark.parametrize("journalled", [False, True])
 def test_symlinks_and_device_nodes_are_flushed_by_syncing_a_file_system_without_a_journal(
         cenv, monkeypatch, journalled):

@@ -173,13 +173,13 @@ def test_a_burst_of_creates_is_answered_in_order_after_one_flush(export, no_task
 def test_a_failed_flush_fails_the_parked_calls_of_its_batch_as_it_fails_a_task(
         export, no_tasks, monkeypatch):
     disk = {"broken": False}
-    flush = commit_module._flush
+    sync = commit_module._sync
 
     def flaky(*batch):
         if disk["broken"]:
             raise OSError(errno.EIO, "disk gone")
-        flush(*batch)
-    monkeypatch.setattr(commit_module, "_flush", flaky)
+        sync(*batch)
+    monkeypatch.setattr(commit_module, "_sync", flaky)
 
     async def main():
         async with trio.open_nursery() as nursery:

@@ -3,15 +3,16 @@ what REMOVE and RENAME journal, and the wake-ups unlinkd gets."""
 
 import os
 import socket
+import subprocess
 
 import pytest
 
 from common.metafile import of_file
+from common.runtime import purgejournal, purgewaker
 from nfspd.datapath import LocalDataPath
 from nfspd.fs.metafs import MetaFS
 from nfspd.fs.types import Caller, CreateHow, SetAttr
 from nfspd.purgequeue import PURGE_DIR, open_purge_queue
-from common.runtime import purgejournal, purgewaker
 
 KEY = b"export secret key 0123456789abcd"
 ROOT = Caller(0, 0)
@@ -49,6 +50,8 @@ def env(tmp_path):
 
 def test_the_journal_lives_in_the_state_directory(env):
     assert env.queue.directory == str(env.state / PURGE_DIR)
+    env.create(b"f")
+    env.fs.remove(env.fs.root_fh, b"f", ROOT)
     assert purgejournal.list_segments(env.queue.directory)
 
 
@@ -61,6 +64,7 @@ def test_removing_the_last_link_journals_inode_and_seed(env):
 
 def test_with_a_group_commit_removals_journal_once_durable_or_at_once_for_async(env):
     import trio
+
     from nfspd.fs.commit import GroupCommit
     env.fs.close()
     env.fs = MetaFS(str(env.root), 7, KEY, env.dp, purge=env.queue, commit=GroupCommit())
@@ -109,6 +113,69 @@ def test_directories_and_symlinks_journal_nothing(env):
     env.fs.remove(env.fs.root_fh, b"s", ROOT)
     env.fs.rmdir(env.fs.root_fh, b"d", ROOT)
     assert env.journaled() == []
+
+
+@pytest.fixture(params=[True, False], ids=["journal", "no-journal"])
+def ext4(request, tmp_path):
+    """A real ext4 on a loop device, made as mke2fs makes it, and without its
+    journal: (mount point, whether it journals)."""
+    image, mnt = tmp_path / "fs.img", tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F"] + ([] if request.param else ["-O", "^has_journal"])
+                   + [str(image)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    yield mnt, request.param
+    subprocess.run(["umount", "-l", str(mnt)], check=True)  # (-l: even after a failure)
+
+
+def test_on_a_journalled_ext4_shared_with_an_export_one_commit_makes_purge_and_removal_durable(
+        ext4, tmp_path, monkeypatch):
+    import trio
+
+    from nfspd.fs.commit import GroupCommit
+    mnt, journalled = ext4
+    root = mnt / "export"
+    root.mkdir()
+    queue = open_purge_queue(str(mnt / "state"))
+    dp = LocalDataPath(str(tmp_path / "data"))  # (keeps its directory open)
+    dev = os.stat(root).st_dev
+    queue.export_on(dev + 1)  # (another file system's export changes nothing)
+    assert queue.appended_on() is None
+    queue.export_on(dev)
+    assert queue.appended_on() == (dev if journalled else None)
+    commit = GroupCommit()
+    fs = MetaFS(str(root), 7, KEY, dp, purge=queue, commit=commit)
+    try:
+        for name in (b"e", b"f"):
+            fs.create(fs.root_fh, name, ROOT, CreateHow.UNCHECKED, SetAttr(mode=0o644))
+        e = os.stat(root / "e").st_ino, of_file((root / "e").read_bytes()).seed
+        fs.remove(fs.root_fh, b"e", ROOT)  # (the journal's first record makes its segment)
+        trio.run(fs.stable, fs.stable_ticket())
+        ino, seed = os.stat(root / "f").st_ino, of_file((root / "f").read_bytes()).seed
+        calls = []
+        real_fsync, real_fdatasync = os.fsync, os.fdatasync
+        monkeypatch.setattr(os, "fsync", lambda fd: (
+            calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd)))
+        monkeypatch.setattr(os, "fdatasync", lambda fd: (
+            calls.append(("fdatasync", os.readlink(f"/proc/self/fd/{fd}"))), real_fdatasync(fd)))
+        fs.remove(fs.root_fh, b"f", ROOT)
+        trio.run(fs.stable, fs.stable_ticket())
+        segment = purgejournal.list_segments(queue.directory)[-1][1]
+        purge, dir_sync = ("fdatasync", segment), ("fsync", str(root))
+        if journalled:
+            # The record appended: its fdatasync commits jbd2's transaction,
+            # the removal in it; the directory's fsync finds it done.
+            assert calls == [purge, dir_sync]
+            assert os.path.getsize(segment) == 2 * purgejournal.RECORD.size
+        else:
+            assert calls == [dir_sync, purge]
+        assert purgejournal.JournalReader(queue.directory, durable=True).pending() == [
+            e, (ino, seed)]
+    finally:
+        fs.close()
+        commit.close()
+        queue.close()
 
 
 def test_journal_survives_a_metaserver_restart(env, tmp_path):

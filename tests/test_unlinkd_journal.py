@@ -67,9 +67,10 @@ def test_rejects_seed_zero_and_out_of_range(tmp_path):
     w.close()
 
 
-def test_each_writer_start_begins_a_new_segment_continuing_the_numbers(tmp_path):
+def test_each_writers_first_record_begins_a_new_segment_continuing_the_numbers(tmp_path):
     d = str(tmp_path / "j")
     first = write_all(d, pairs(3))
+    write_all(d, [])  # a writer that appended nothing made nothing
     second = write_all(d, pairs(2, base=100))
     assert second[0] == first[-1] + 1
     assert len(purgejournal.list_segments(d)) == 2
@@ -99,6 +100,77 @@ def test_a_torn_tail_ends_its_segment_and_the_next_writer_carries_on(tmp_path):
     r = JournalReader(d)
     r.refresh()
     assert r.read(r.oldest, r.tail) == pairs(3) + pairs(2, base=50)
+
+
+def test_an_appended_segment_grows_by_each_record_and_reads_like_a_preallocated_one(tmp_path):
+    d = str(tmp_path / "j")
+    w = JournalWriter(d, segment_records=4, appending=True)
+    sizes = []
+    for ino, seed in pairs(6):
+        w.append(ino, seed, sync=False)
+        sizes.append(os.path.getsize(purgejournal.list_segments(d)[-1][1]))
+    w.sync()
+    w.close()
+    assert sizes == [20, 40, 60, 80, 20, 40]  # the fifth record began a new segment
+    r = JournalReader(d)
+    r.refresh()
+    assert r.read(r.oldest, r.tail) == pairs(6)
+
+
+def test_a_change_of_form_begins_a_new_segment_and_the_numbers_carry_on(tmp_path):
+    d = str(tmp_path / "j")
+    w = JournalWriter(d, appending=True)
+    w.set_appending(False)  # before any record: no segment made in the first form
+    assert not w.appending
+    seqs = [w.append(ino, seed) for ino, seed in pairs(2)]
+    w.set_appending(True)
+    w.set_appending(True)  # no change: no new segment
+    assert w.appending
+    seqs += [w.append(ino, seed) for ino, seed in pairs(2, base=50)]
+    w.close()
+    assert seqs == list(range(seqs[0], seqs[0] + 4))
+    (_, old), (_, new) = purgejournal.list_segments(d)
+    assert os.path.getsize(old) == purgejournal.SEGMENT_RECORDS * RECORD.size
+    assert os.path.getsize(new) == 2 * RECORD.size
+    r = JournalReader(d)
+    r.refresh()
+    assert r.read(r.oldest, r.tail) == pairs(2) + pairs(2, base=50)
+
+
+def test_a_durable_reader_syncs_records_before_it_first_reports_them(tmp_path, monkeypatch):
+    # nfspd may write a batch's records before the flush that makes them,
+    # and the removals before them, durable (nfspd/fs/commit.py): unlinkd
+    # must not purge on a record a crash could still take back.
+    d = str(tmp_path / "j")
+    w = JournalWriter(d, segment_records=2, appending=True)
+    synced, late = [], []
+    real = os.fdatasync
+
+    def fdatasync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        synced.append(path)
+        while late and path == newest:  # a record written while its segment syncs
+            w.append(*late.pop(), sync=False)
+        real(fd)
+    monkeypatch.setattr(purgejournal.os, "fdatasync", fdatasync)
+    newest = None
+    for ino, seed in pairs(3):  # a full segment and one record in the next
+        w.append(ino, seed, sync=False)
+    (_, full), (_, newest) = purgejournal.list_segments(d)
+    synced.clear()  # (the writer's own, when the first segment filled)
+
+    r = JournalReader(d, durable=True)
+    late.append((4, 0x1004))
+    tail = r.refresh()
+    assert synced == [full, newest]
+    assert r.read(r.oldest, tail) == pairs(3)  # not the record written during the sync
+    assert r.refresh() == tail + 1 and synced[2:] == [newest]
+    assert r.read(r.oldest, r.tail) == pairs(4)
+    r.refresh()
+    assert len(synced) == 3  # nothing new: nothing synced
+    JournalReader(d).refresh()
+    assert len(synced) == 3  # a reader that only looks syncs nothing
+    w.close()
 
 
 def test_reader_follows_a_live_writer(tmp_path):

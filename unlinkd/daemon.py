@@ -128,7 +128,9 @@ class Unlinkd:
         for name in os.listdir(self.directory):
             if name.startswith(".progress-"):  # a predecessor died saving its progress
                 os.unlink(os.path.join(self.directory, name))
-        self.reader = purgejournal.JournalReader(self.directory)
+        # Durable: a record may be read before nfspd's flush has made it (and
+        # its removal) durable; what is purged must survive a crash.
+        self.reader = purgejournal.JournalReader(self.directory, durable=True)
         tail = self.reader.refresh()
         saved = purgejournal.load_progress(self.directory)
         self.peers = []

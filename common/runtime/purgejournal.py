@@ -10,15 +10,27 @@ sequence number is its segment's first seq plus its index; a record is::
 
     ino u64 | seed u64 | crc32(seq | ino | seed) u32        (20 bytes, big-endian)
 
-Segments are created full of zeros and written in place, so the fdatasync after
-each append flushes one data block and no size or extent change: no file
-system journal commit per REMOVE (on an idle ext4 VM ~100 us instead of
-130-230 us for an append). The first record that does not verify (zeros,
-a torn write) ends a segment. The writer never reopens a segment: each writer
-start, and each full segment, begins a new one, so every segment but the newest
-is final and the reader never mistakes a torn tail for a record still being
-written. Only unlinkd deletes segments, and never the newest one, so sequence
-numbers keep increasing across restarts.
+A segment has one of two forms. Preallocated (the default): created full of
+zeros and written in place, so the fdatasync after each append flushes one
+data block and no size or extent change: no file system journal commit per
+REMOVE (on an idle ext4 VM ~100 us instead of 130-230 us for an append).
+Appended: created empty and grown record by record, so that each fdatasync
+commits the file system's journal, and with it every change made on that
+file system before the records were written. Where the exports share an
+ext3/ext4 (with its journal) with the purge journal, the group commit makes
+the records durable first and the removals with them, in one commit instead
+of two (nfspd/fs/commit.py). The first record that does not verify (zeros,
+a torn write, the end of the file) ends a segment. The writer never reopens a
+segment: each writer's first record, each full segment and each change of
+form begins a new one, so every segment but the newest is final and the reader never
+mistakes a torn tail for a record still being written. Only unlinkd deletes
+segments, and never the newest one, so sequence numbers keep increasing
+across restarts.
+
+A record is written before it is durable, and a reader of the page cache sees
+it at once. A reader that acts on records (unlinkd: ``durable=True``) makes
+them durable itself before it reports them: an fdatasync of their segment,
+which on an appended segment also commits the removals written before them.
 
 unlinkd's per-iod progress is a watermark (every record below it acknowledged),
 kept in ``progress`` (JSON, replaced atomically). Losing it only means resending:
@@ -115,9 +127,10 @@ class JournalWriter:
     One writer per journal (an flock on writer.lock says so; a second nfspd on
     the same state directory fails instead of interleaving records)."""
 
-    def __init__(self, directory, segment_records=SEGMENT_RECORDS):
+    def __init__(self, directory, segment_records=SEGMENT_RECORDS, appending=False):
         self.directory = os.path.abspath(directory)
         self.segment_records = segment_records
+        self._appending = appending
         created = not os.path.isdir(self.directory)
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         if created:
@@ -144,7 +157,22 @@ class JournalWriter:
             # directory is ever wiped while unlinkd's progress file survives
             # elsewhere, the new records still lie above every old watermark.
             nxt = time.time_ns() // 1000
-        self._open_segment(nxt)
+        # The segment is made at the first append, in the form chosen by then.
+        self._first, self._index = nxt, 0
+
+    @property
+    def appending(self):
+        """Whether the segment being written is appended (grows) rather than
+        preallocated."""
+        return self._appending
+
+    def set_appending(self, appending):
+        """Write appended or preallocated segments from now on (a new segment
+        begins if the form changes)."""
+        if appending != self._appending:
+            self._appending = appending
+            if self._fd is not None:
+                self._open_segment(self.next_seq)
 
     def _open_segment(self, first):
         if self._fd is not None:
@@ -153,7 +181,7 @@ class JournalWriter:
                 self._unsynced = False
             os.close(self._fd)
             self._fd = None
-        size = self.segment_records * RECORD.size
+        size = 0 if self._appending else self.segment_records * RECORD.size
         fd, tmp = tempfile.mkstemp(prefix=".new-", suffix=".seg", dir=self.directory)
         try:
             # Written, not fallocated: unwritten extents would turn every later
@@ -185,7 +213,7 @@ class JournalWriter:
         returns its sequence number."""
         if not (0 <= ino < 1 << 64 and 0 < seed < 1 << 64):
             raise ValueError(f"bad purge record ({ino}, {seed})")
-        if self._index >= self.segment_records:
+        if self._fd is None or self._index >= self.segment_records:
             self._open_segment(self.next_seq)
         seq = self.next_seq
         data = encode_record(seq, ino, seed)
@@ -220,14 +248,18 @@ class JournalReader:
     segments have ranges [first, end) with end capped by the next segment's
     first, so a torn tail or a damaged record merely shortens a final segment."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, durable=False):
         self.directory = os.path.abspath(directory)
+        self.durable = durable
         self._final = {}     # path -> valid records of a segment that has a successor
         self._newest = None  # (path, valid records so far)
         self.segments = []   # [(first, end, path)]
 
     def refresh(self):
-        """Rescan; returns the tail (one past the last record)."""
+        """Rescan; returns the tail (one past the last record). With ``durable``,
+        records not reported before are made durable first (the module's
+        docstring): their segment is fdatasynced after they were read, so the
+        sync covers them."""
         listed = list_segments(self.directory)  # before reading: see the class docstring
         segments = []
         for i, (first, path) in enumerate(listed):
@@ -235,12 +267,12 @@ class JournalReader:
                 valid = self._final.get(path)
                 if valid is None:
                     start = self._newest[1] if self._newest and self._newest[0] == path else 0
-                    valid = _valid_records(path, first, start)
+                    valid = self._new_records(path, first, start)
                     self._final[path] = valid
                 end = min(first + valid, listed[i + 1][0])
             else:
                 start = self._newest[1] if self._newest and self._newest[0] == path else 0
-                valid = _valid_records(path, first, start)
+                valid = self._new_records(path, first, start)
                 self._newest = (path, valid)
                 end = first + valid
             segments.append((first, max(first, end), path))
@@ -250,6 +282,19 @@ class JournalReader:
                 del self._final[path]
         self.segments = segments
         return self.tail
+
+    def _new_records(self, path, first, start):
+        valid = _valid_records(path, first, start)
+        if self.durable and valid > start:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return valid  # trimmed meanwhile: acknowledged by every iod
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        return valid
 
     @property
     def tail(self):

@@ -52,6 +52,20 @@ A flush, in this order:
    bring back a file whose data was purged), then unlinkd woken (DEFER
    later, once for the purges of that time).
 
+   Except where that fdatasync commits the batch itself: the journal grows
+   by appending (nfspd/purgequeue.py) on the one file system all the
+   batch's changes are on, an ext3/ext4 with a journal. The records'
+   fdatasync then commits jbd2's running transaction, which holds the
+   records' new length and every change made before them, the removals
+   included: the purges go first (after 1) and the directories' fsyncs find
+   nothing left to commit. One commit instead of two; a record becomes
+   visible after a crash only with its removal. Measured (NFSv3, sync
+   export, 8 clients, CREATE+REMOVE, journalled ext4, state directory on
+   it, 2 alternating rounds): flush 1.10-1.32 -> 0.94-0.97 ms, pairs/s
+   1,056-1,152 -> 1,286-1,322 over TCP and 1,354-1,371 -> 1,452-1,492 over
+   UDP. unlinkd, which could read the records before that commit, syncs
+   them itself before it acts on them (common/runtime/purgejournal.py).
+
 A kill -9 of nfspd loses nothing the kernel already has (the page cache
 survives the process), so the flush is for the machine's crash; what it costs
 is the journal commit, once per batch instead of once or twice per call.
@@ -305,9 +319,14 @@ class GroupCommit:
         number, (files, dirs, whole, committing, purges) = self._take()
         began = time.monotonic()
         try:
-            _flush(list(files.values()), list(dirs.values()), list(whole.values()),
-                   [fd for (dev, _), fd in files.items() if dev not in committing])
-            self._purge(purges)
+            datasync = [fd for (dev, _), fd in files.items() if dev not in committing]
+            _write_out(files.values())
+            if _purges_commit_batch(purges, files, dirs, committing):
+                self._purge(purges)
+                _sync(dirs.values(), whole.values(), datasync)
+            else:
+                _sync(dirs.values(), whole.values(), datasync)
+                self._purge(purges)
             for sink in purges:  # (their records durable: unlinkd may read them)
                 self._wake_later(sink)
         except OSError as e:
@@ -349,19 +368,42 @@ class GroupCommit:
                 log.exception("purge of %d files failed", len(records))
 
 
-def _flush(files, dirs, whole, datasync):
-    """The flush of a batch; ``datasync``: the files the directories' fsyncs
-    do not commit (step 4 of the module's docstring)."""
+def _write_out(files):
+    """Step 1 of the module's docstring."""
     for fd in files:
         start_writeback(fd)
     for fd in files:
         finish_writeback(fd)
+
+
+def _sync(dirs, whole, datasync):
+    """Steps 2 to 4 of the module's docstring; ``datasync``: the files the
+    directories' fsyncs do not commit."""
     for fd in whole:
         syncfs(fd)
     for fd in dirs:
         os.fsync(fd)
     for fd in datasync:
         os.fdatasync(fd)
+
+
+def _purges_commit_batch(purges, files, dirs, committing):
+    """Whether the purge journal's own fdatasync commits the whole batch
+    (step 5's exception): every change of it on one file system, whose
+    commit takes everything before it, and every sink appending there."""
+    if not purges:
+        return False
+    devs = {dev for dev, _ in dirs}
+    devs.update(dev for dev, _ in files)
+    if len(devs) != 1:
+        return False
+    dev = next(iter(devs))
+    return dev in committing and all(_appended_on(sink) == dev for sink in purges)
+
+
+def _appended_on(sink):
+    appended_on = getattr(sink, "appended_on", None)
+    return None if appended_on is None else appended_on()
 
 
 def _closer(batches):
