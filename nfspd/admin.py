@@ -328,6 +328,9 @@ def _purges(server):
             mark = 0
         per_iod[link.name] = {"pending": tail - max(mark, oldest)}
     return {"mode": "journal", "journal": queue.directory,
+            # Whether a flush commits its removals and their records at once
+            # (the journal on the exports' ext3/ext4: nfspd/fs/commit.py).
+            "with_removals": queue.appended_on() is not None,
             "appended": queue.appended,   # since this nfspd started
             "kept": tail - oldest,        # records in the journal, acknowledged or not
             "pending": max((v["pending"] for v in per_iod.values()), default=0),

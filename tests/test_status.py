@@ -18,6 +18,7 @@ import trio
 
 from common import nfs3
 from nfspd import admin
+from nfspd.fs.journal import directory_fsync_commits_all_at
 
 from tools import status as status_tool
 from tools.dev.netns import wait_until
@@ -101,6 +102,12 @@ def test_status_reports_iods_and_a_killed_one_down(cluster):
         assert i["total"] > 0 and 0 <= i["free"] <= i["total"]
     assert st["exports"] == [os.path.abspath(c.export)]
     assert st["purges"]["mode"] == "journal"
+    # One commit for removals and records only with the journal on the
+    # export's ext3/ext4 with a journal (nfspd/fs/commit.py).
+    journal = st["purges"]["journal"]
+    assert st["purges"]["with_removals"] is (
+        directory_fsync_commits_all_at(journal)
+        and os.stat(journal).st_dev == os.stat(c.export).st_dev)
     assert st["uptime"] >= 0 and st["version"]
 
     client, root = c.connect(vers=3, transport="tcp")
@@ -249,6 +256,11 @@ def test_render_is_a_compact_table():
     assert "3.0 GiB / 4.0 GiB" in out
     assert "1234      5.0 MiB  1.5 KiB" in out
     assert "purges pending: 3" in out and "10.0.0.2:2050 3" in out and "25.0% of 4" in out
+    assert "removals" not in out  # an nfspd from before it says nothing of it
+    for shared, said in ((True, "(journal, one commit with the removals, 7 appended"),
+                         (False, "(journal, flushed after the removals, 7 appended")):
+        assert said in status_tool.render(
+            dict(st, purges=dict(st["purges"], with_removals=shared)))
     assert "n1 (10.0.1.1) /e" in out
     assert "NFSv4.1 clients: 1" in out
     assert "5f00000100000002  10.0.1.2  Linux NFSv4.1 n2  1         3            2" in out

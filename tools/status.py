@@ -79,7 +79,10 @@ def render(st):
         lines.append("iods: none (data in the local store)")
     p = st["purges"]
     if p["mode"] == "journal":
-        lines.append(f"purges pending: {p['pending']} (journal, {p['appended']} appended "
+        # (an nfspd from before it says nothing of when the journal commits)
+        commits = {True: "one commit with the removals, ",
+                   False: "flushed after the removals, "}.get(p.get("with_removals"), "")
+        lines.append(f"purges pending: {p['pending']} (journal, {commits}{p['appended']} appended "
                      f"since start; per iod: "
                      + ", ".join(f"{k} {v['pending']}" for k, v in p["iods"].items()) + ")")
     else:
