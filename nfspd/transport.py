@@ -551,7 +551,7 @@ class _Poller:
         if out and not self._send(fd, st, b"".join(out)):
             return
         if st.parked:
-            settling.append((fd, st))
+            settling[fd] = st
 
     async def run(self):
         ep, streams = self._ep, self._streams
@@ -564,19 +564,33 @@ class _Poller:
                     unyielded = 0
                     await trio.lowlevel.wait_readable(epfd)
                     continue
-                settling = []
-                for fd, _ in events:
-                    st = streams.get(fd)
-                    if st is not None:
-                        self._readable(fd, st, settling)
+                settling = {}  # fd -> stream, in the order they parked calls
+                taken = 0
+                while True:
+                    for fd, _ in events:
+                        st = streams.get(fd)
+                        if st is not None:
+                            self._readable(fd, st, settling)
+                    taken += len(events)
+                    if not settling or taken >= UDP_BATCH:
+                        break
+                    # Calls that came meanwhile join the flush, as serve_udp
+                    # drains its socket first: with 8 clients over TCP, 5.2
+                    # calls per flush instead of 4.0, CREATE+REMOVE under
+                    # sync 1,325-1,385 -> 1,528-1,551 pairs/s (2 rounds).
+                    events = ep.poll(0, UDP_BATCH - taken)
+                    if not events:
+                        break
                 # Then the replies that waited for the flush (one flush for
                 # them all: the first waits, the others find theirs done), in
                 # order between themselves and after those sent at once.
-                for fd, st in settling:
+                for fd, st in settling.items():
+                    if streams.get(fd) is not st:
+                        continue  # closed (its calls given up) or left for a task that settles them
                     data = await _settled(st.parked)
                     if data and streams.get(fd) is st:
                         self._send(fd, st, data)
-                unyielded += len(events)
+                unyielded += taken
                 if unyielded >= UDP_BATCH:
                     # Connections that keep sending must not keep the rest
                     # of the server from running.

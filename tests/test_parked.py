@@ -249,6 +249,80 @@ def test_udp_and_tcp_callers_share_one_flush(export, no_tasks):
     assert flushes == 1
 
 
+def test_calls_that_reach_other_connections_while_a_batch_runs_join_its_flush(
+        export, no_tasks, monkeypatch):
+    # As serve_udp drains its socket before settling, the TCP poller takes
+    # what came meanwhile on its other connections before the flush.
+    async def main():
+        async with trio.open_nursery() as nursery:
+            listener = await bind_tcp("127.0.0.1", 0)
+            await nursery.start(serve_tcp, listener, export.dispatcher, Limits())
+            a, b = (socket.create_connection(listener.getsockname()[:2]) for _ in range(2))
+            ta, tb = (trio.socket.from_stdlib_socket(s) for s in (a, b))
+            for i, (plain, sock) in enumerate(((a, ta), (b, tb))):
+                plain.sendall(rpc.encode_record(export.create(1 + i, b"warm%d" % i)))
+                await tcp_replies(sock, 1)  # each connection served by the poller
+            handle_now = export.dispatcher.handle_now
+
+            def handling(data, ctx):
+                reply = handle_now(data, ctx)
+                if rpc.decode_call(data).xid == 10:  # while a's call runs, b sends
+                    b.sendall(rpc.encode_record(export.create(20, b"b")))
+                return reply
+            monkeypatch.setattr(export.dispatcher, "handle_now", handling)
+            before = export.commit.batches
+            a.sendall(rpc.encode_record(export.create(10, b"a")))
+            replies = await tcp_replies(ta, 1) + await tcp_replies(tb, 1)
+            nursery.cancel_scope.cancel()
+        return replies, export.commit.batches - before
+    replies, flushes = trio.run(main)
+    assert [rpc.decode_reply(r).xid for r in replies] == [10, 20]
+    assert {status_of(r) for r in replies} == {nfsstat3.NFS3_OK}
+    assert flushes == 1
+
+
+def test_a_connection_that_leaves_the_poller_after_parking_a_call_still_gets_its_reply(
+        export, monkeypatch):
+    # Its task settles what it parked; the poller, which took the
+    # connection's first records, must not take that reply and drop it.
+    left = []
+    readable = transport._Poller._readable
+
+    def leaving(self, fd, st, settling):
+        if left == ["due"]:
+            left[0] = "gone"
+            self._leave(fd)  # as when a call needs a task and none is left
+            return
+        readable(self, fd, st, settling)
+    monkeypatch.setattr(transport._Poller, "_readable", leaving)
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            plain, sock = await tcp_client(nursery, export.dispatcher)
+            # (Nagle would hold the second call until the first is answered.)
+            plain.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            plain.sendall(rpc.encode_record(export.create(1, b"warm")))
+            await tcp_replies(sock, 1)
+            handle_now = export.dispatcher.handle_now
+
+            def handling(data, ctx):
+                reply = handle_now(data, ctx)
+                if rpc.decode_call(data).xid == 10:  # more comes while it runs
+                    left.append("due")
+                    plain.sendall(rpc.encode_record(export.create(11, b"g")))
+                return reply
+            monkeypatch.setattr(export.dispatcher, "handle_now", handling)
+            plain.sendall(rpc.encode_record(export.create(10, b"f")))
+            with trio.fail_after(10):
+                replies = await tcp_replies(sock, 2)
+            nursery.cancel_scope.cancel()
+        return replies
+    replies = trio.run(main)
+    assert left == ["gone"]
+    assert sorted(rpc.decode_reply(r).xid for r in replies) == [10, 11]
+    assert {status_of(r) for r in replies} == {nfsstat3.NFS3_OK}
+
+
 def test_calls_beyond_the_bound_run_as_tasks_and_all_are_answered(export):
     async def main():
         async with trio.open_nursery() as nursery:
