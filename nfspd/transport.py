@@ -575,9 +575,9 @@ class _Poller:
                     if not settling or taken >= UDP_BATCH:
                         break
                     # Calls that came meanwhile join the flush, as serve_udp
-                    # drains its socket first: with 8 clients over TCP, 5.2
+                    # drains its socket first: with 8 clients over TCP, 5.3
                     # calls per flush instead of 4.0, CREATE+REMOVE under
-                    # sync 1,325-1,385 -> 1,528-1,551 pairs/s (2 rounds).
+                    # sync 1,285-1,409 -> 1,503-1,550 pairs/s (2 rounds).
                     events = ep.poll(0, UDP_BATCH - taken)
                     if not events:
                         break
@@ -586,7 +586,7 @@ class _Poller:
                 # order between themselves and after those sent at once.
                 for fd, st in settling.items():
                     if streams.get(fd) is not st:
-                        continue  # closed (its calls given up) or left for a task that settles them
+                        continue  # closed (calls given up), or left: its task settles them
                     data = await _settled(st.parked)
                     if data and streams.get(fd) is st:
                         self._send(fd, st, data)

@@ -22,10 +22,10 @@ the records durable first and the removals with them, in one commit instead
 of two (nfspd/fs/commit.py). The first record that does not verify (zeros,
 a torn write, the end of the file) ends a segment. The writer never reopens a
 segment: each writer's first record, each full segment and each change of
-form begins a new one, so every segment but the newest is final and the reader never
-mistakes a torn tail for a record still being written. Only unlinkd deletes
-segments, and never the newest one, so sequence numbers keep increasing
-across restarts.
+form begins a new one, so every segment but the newest is final and the
+reader never mistakes a torn tail for a record still being written. Only
+unlinkd deletes segments, and never the newest one, so sequence numbers keep
+increasing across restarts.
 
 A record is written before it is durable, and a reader of the page cache sees
 it at once. A reader that acts on records (unlinkd: ``durable=True``) makes

@@ -61,10 +61,11 @@ A flush, in this order:
    nothing left to commit. One commit instead of two; a record becomes
    visible after a crash only with its removal. Measured (NFSv3, sync
    export, 8 clients, CREATE+REMOVE, journalled ext4, state directory on
-   it, 2 alternating rounds): flush 1.10-1.32 -> 0.94-0.97 ms, pairs/s
-   1,056-1,152 -> 1,286-1,322 over TCP and 1,354-1,371 -> 1,452-1,492 over
-   UDP. unlinkd, which could read the records before that commit, syncs
-   them itself before it acts on them (common/runtime/purgejournal.py).
+   it, 2 alternating rounds): over TCP flush 1.24-1.36 -> 0.96-0.97 ms,
+   1,031-1,099 -> 1,275-1,289 pairs/s; over UDP (the same order, tried
+   before unlinkd's part) 1,354-1,371 -> 1,452-1,492. unlinkd, which could
+   read the records before that commit, syncs them itself before it acts
+   on them (common/runtime/purgejournal.py).
 
 A kill -9 of nfspd loses nothing the kernel already has (the page cache
 survives the process), so the flush is for the machine's crash; what it costs
