@@ -4,11 +4,14 @@ unlinkd, an iod away for a while, a metaserver restart. Afterwards the iods'
 data directories (read from disk) hold exactly the data of live files, and
 scrub agrees."""
 
+import os
 import shutil
 import signal
+import subprocess
 
 import pytest
 
+from common.runtime import purgejournal
 from tools.dev.unlinkd_cluster import ROOT, Cluster
 
 pytestmark = pytest.mark.netns
@@ -185,3 +188,41 @@ def test_unlinkd_started_before_the_journal_exists(cluster_factory):
     c.wait_drained()
     assert_only_live_data(c, set(made.values()))
     assert sum(c.batch_sizes()) == 2 * 30
+
+
+@pytest.fixture
+def journalled_ext4(tmp_path):
+    """An ext4 as mke2fs makes it (with its journal), on a loop device."""
+    image, mnt = tmp_path / "fs.img", tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["truncate", "-s", "256M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_removals_committed_with_their_purge_records_leave_exactly_the_live_data(
+        journalled_ext4, ns):  # (mounted first: the namespace's mount table is a copy)
+    # The journal on the export's ext4 grows by appending, and a flush makes
+    # a batch's records and removals durable in one commit (nfspd/fs/commit.py);
+    # the real unlinkd reads such segments, syncing them before it purges.
+    c = Cluster(ns, journalled_ext4 / "c", 2, group_commit=True)
+    try:
+        assert c.queue.appended_on() == os.stat(c.export).st_dev
+        c.start_iods()
+        c.start_unlinkd()
+        names = [b"f%03d" % i for i in range(120)]
+        made = c.create_with_data(names, stripes=2)
+        for start in range(0, 90, 30):  # three batches, a flush each
+            c.remove_batch(names[start:start + 30])
+        c.wait_drained()
+        gone = {made[n] for n in names[:90]}
+        assert_only_live_data(c, gone)
+        held = set().union(*(iod.held() for iod in c.iods))
+        assert held == {made[n] for n in names[90:]}
+        segment = purgejournal.list_segments(c.journal_dir)[-1][1]
+        assert os.path.getsize(segment) == 90 * purgejournal.RECORD.size  # appended
+        assert_scrub_clean(c)
+    finally:
+        c.close()

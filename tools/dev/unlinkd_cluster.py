@@ -13,12 +13,15 @@ import signal
 import subprocess
 import sys
 
+import trio
+
 from common import keyfile
 from common.iodproto import Op
 from common.metafile import of_file
 from common.runtime import purgejournal
 from common.runtime.purgewaker import socket_path
 from nfspd.datapath import LocalDataPath
+from nfspd.fs.commit import GroupCommit
 from nfspd.fs.metafs import MetaFS
 from nfspd.fs.types import Caller, CreateHow, SetAttr
 from nfspd.purgequeue import open_purge_queue
@@ -33,7 +36,11 @@ STRIPE = 65536
 
 
 class Cluster:
-    def __init__(self, ns, workdir, n_iods, batch_max=256, batch_delay=0.05):
+    """``group_commit``: removals made durable many to a flush, as nfspd's
+    (nfspd/fs/commit.py); remove_batch() then waits for one flush."""
+
+    def __init__(self, ns, workdir, n_iods, batch_max=256, batch_delay=0.05,
+                 group_commit=False):
         self.ns = ns
         self.workdir = str(workdir)
         os.makedirs(self.workdir, exist_ok=True)
@@ -52,6 +59,8 @@ class Cluster:
         self.unlinkd_log = os.path.join(self.workdir, "unlinkd.log")
         self.queue = None
         self.fs = None
+        self.group_commit = group_commit
+        self.commit = None
         self.start_metaserver()
 
     # -- the metaserver's side -------------------------------------------------------
@@ -59,7 +68,11 @@ class Cluster:
     def start_metaserver(self):
         self.queue = open_purge_queue(self.state)
         unused = LocalDataPath(os.path.join(self.workdir, "unused-local-data"))
-        self.fs = MetaFS(self.export, 1, HANDLE_KEY, unused, purge=self.queue)
+        if self.group_commit:
+            self.commit = GroupCommit()
+            self.queue.export_on(os.stat(self.export).st_dev)  # as nfspd's _make_fs
+        self.fs = MetaFS(self.export, 1, HANDLE_KEY, unused, purge=self.queue,
+                         commit=self.commit)
         # Setting files up need not be durable (it is not what is tested, and
         # fsyncs are slow on a busy machine); removals go through self.fs.
         self.setup_fs = MetaFS(self.export, 1, HANDLE_KEY, unused, purge=self.queue,
@@ -68,6 +81,9 @@ class Cluster:
     def stop_metaserver(self):
         self.fs.close()
         self.setup_fs.close()
+        if self.commit is not None:
+            self.commit.close()
+            self.commit = None
         self.queue.close()
 
     @property
@@ -116,6 +132,15 @@ class Cluster:
 
     def remove(self, name, d=None):
         self.fs.remove(d or self.fs.root_fh, name, ROOT)
+
+    def remove_batch(self, names, d=None):
+        """Remove each name, then wait for the flush that makes them durable
+        (and hands their purges to the journal) with a group commit."""
+        for name in names:
+            self.remove(name, d)
+        ticket = self.fs.stable_ticket()
+        if ticket is not None:
+            trio.run(self.fs.stable, ticket)
 
     # -- iods and unlinkd ------------------------------------------------------------
 
