@@ -5,7 +5,11 @@ failures, the same duplicate request cache, over UDP and TCP alike."""
 
 import concurrent.futures
 import errno
+import fcntl
 import socket
+import struct
+import termios
+import time
 
 import pytest
 import trio
@@ -92,6 +96,16 @@ async def tcp_client(nursery, dispatcher):
     await nursery.start(serve_tcp, listener, dispatcher, Limits())
     plain = socket.create_connection(listener.getsockname()[:2])
     return plain, trio.socket.from_stdlib_socket(plain)
+
+
+def delivered(sock, timeout=10):
+    """Wait until what ``sock`` sent is acknowledged, i.e. in the peer's
+    receive queue (loopback delivers at once unless the softirq is deferred
+    to ksoftirqd, as it may be on a busy machine)."""
+    deadline = time.monotonic() + timeout
+    while struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, bytes(4)))[0]:
+        assert time.monotonic() < deadline, "the peer never took what was sent"
+        time.sleep(0.001)
 
 
 async def tcp_replies(sock, n):
@@ -268,6 +282,7 @@ def test_calls_that_reach_other_connections_while_a_batch_runs_join_its_flush(
                 reply = handle_now(data, ctx)
                 if rpc.decode_call(data).xid == 10:  # while a's call runs, b sends
                     b.sendall(rpc.encode_record(export.create(20, b"b")))
+                    delivered(b)
                 return reply
             monkeypatch.setattr(export.dispatcher, "handle_now", handling)
             before = export.commit.batches
@@ -310,6 +325,7 @@ def test_a_connection_that_leaves_the_poller_after_parking_a_call_still_gets_its
                 if rpc.decode_call(data).xid == 10:  # more comes while it runs
                     left.append("due")
                     plain.sendall(rpc.encode_record(export.create(11, b"g")))
+                    delivered(plain)
                 return reply
             monkeypatch.setattr(export.dispatcher, "handle_now", handling)
             plain.sendall(rpc.encode_record(export.create(10, b"f")))
