@@ -15,6 +15,7 @@ from nfspd.fs.journal import (
     parent_fsync_suffices,
     parent_fsync_suffices_at,
 )
+from tools.dev import loopfs
 
 
 @pytest.mark.parametrize("fstype, device, jbd2, suffices", [
@@ -54,17 +55,9 @@ def test_which_file_systems_commit_everything_with_a_directory(fstype, device, j
 def test_an_ext4_made_with_or_without_a_journal_is_told_apart(tmp_path, journal):
     # A real ext4 on a loop device, as mke2fs makes it by default and without
     # its journal (-O ^has_journal): what /proc/fs/jbd2 and the mount table say.
-    image, mnt = tmp_path / "fs.img", tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F"] + ([] if journal else ["-O", "^has_journal"])
-                   + [str(image)], check=True)
-    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
-    try:
+    with loopfs.ext4(str(tmp_path), journal=journal) as mnt:
         assert parent_fsync_suffices_at(mnt) is journal
         assert directory_fsync_commits_all_at(mnt) is journal
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_the_file_system_of_a_path_is_found_from_the_mount_table(tmp_path):

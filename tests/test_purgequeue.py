@@ -2,8 +2,8 @@
 what REMOVE and RENAME journal, and the wake-ups unlinkd gets."""
 
 import os
+import pathlib
 import socket
-import subprocess
 
 import pytest
 
@@ -13,6 +13,7 @@ from nfspd.datapath import LocalDataPath
 from nfspd.fs.metafs import MetaFS
 from nfspd.fs.types import Caller, CreateHow, SetAttr
 from nfspd.purgequeue import PURGE_DIR, open_purge_queue
+from tools.dev import loopfs
 
 KEY = b"export secret key 0123456789abcd"
 ROOT = Caller(0, 0)
@@ -119,14 +120,8 @@ def test_directories_and_symlinks_journal_nothing(env):
 def ext4(request, tmp_path):
     """A real ext4 on a loop device, made as mke2fs makes it, and without its
     journal: (mount point, whether it journals)."""
-    image, mnt = tmp_path / "fs.img", tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F"] + ([] if request.param else ["-O", "^has_journal"])
-                   + [str(image)], check=True)
-    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
-    yield mnt, request.param
-    subprocess.run(["umount", "-l", str(mnt)], check=True)  # (-l: even after a failure)
+    with loopfs.ext4(str(tmp_path), journal=request.param) as mnt:
+        yield pathlib.Path(mnt), request.param
 
 
 def test_on_a_journalled_ext4_shared_with_an_export_one_commit_makes_purge_and_removal_durable(

@@ -17,10 +17,12 @@ import pytest
 import trio
 
 from common import nfs3
+from common.runtime import purgejournal
 from nfspd import admin
 from nfspd.fs.journal import directory_fsync_commits_all_at
-
 from tools import status as status_tool
+from tools.dev import loopfs
+from tools.dev.cluster import Cluster
 from tools.dev.netns import wait_until
 from tools.dev.nfs4client import Nfs4Client
 
@@ -131,6 +133,32 @@ def test_status_reports_iods_and_a_killed_one_down(cluster):
     assert st["purges"]["pending"] == 1
     code, out, _ = run_status(c)
     assert code == 2 and "2/3 up" in out and "down" in out
+
+
+def test_nfspd_commits_purge_records_with_removals_where_its_state_shares_the_exports_ext4(
+        tmp_path, request):
+    # nfspd's state directory (the purge journal) and its export on one ext4
+    # with its journal: the journal is appended to (nfspd/purgequeue.py),
+    # status says so, and REMOVEs still journal their purges.
+    with loopfs.ext4(str(tmp_path), size="128M") as mnt:
+        ns = request.getfixturevalue("ns")  # after the mount: its mount table is a copy
+        c = Cluster(ns, os.path.join(mnt, "c"), n_iods=1)
+        try:
+            c.start()
+            _, st = status_json(c)
+            assert st["purges"]["with_removals"] is True
+            client, root = c.connect(vers=3, transport="tcp")
+            for i in range(3):
+                client.create(root, b"f%d" % i)
+                client.ok(nfs3.NFSPROC3.REMOVE, nfs3.REMOVE3args(nfs3.diropargs3(root, b"f%d" % i)))
+            _, st = status_json(c)
+            assert st["purges"]["appended"] == 3
+            (_, segment), = purgejournal.list_segments(st["purges"]["journal"])
+            assert os.path.getsize(segment) == 3 * purgejournal.RECORD.size  # grown, not made full
+            code, out, _ = run_status(c)
+            assert "(journal, one commit with the removals, 3 appended" in out
+        finally:
+            c.stop()
 
 
 def test_status_shows_mounts_rtt_and_cache_counters(cluster):

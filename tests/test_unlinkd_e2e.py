@@ -5,13 +5,14 @@ data directories (read from disk) hold exactly the data of live files, and
 scrub agrees."""
 
 import os
+import pathlib
 import shutil
 import signal
-import subprocess
 
 import pytest
 
 from common.runtime import purgejournal
+from tools.dev import loopfs
 from tools.dev.unlinkd_cluster import ROOT, Cluster
 
 pytestmark = pytest.mark.netns
@@ -193,13 +194,8 @@ def test_unlinkd_started_before_the_journal_exists(cluster_factory):
 @pytest.fixture
 def journalled_ext4(tmp_path):
     """An ext4 as mke2fs makes it (with its journal), on a loop device."""
-    image, mnt = tmp_path / "fs.img", tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["truncate", "-s", "256M", str(image)], check=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
-    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=True)
+    with loopfs.ext4(str(tmp_path), size="256M") as mnt:
+        yield pathlib.Path(mnt)
 
 
 def test_removals_committed_with_their_purge_records_leave_exactly_the_live_data(

@@ -19,9 +19,9 @@ disk, once more through the host's file system.
 
 import contextlib
 import os
-import subprocess
 
 from nfspd.fs.journal import VOLATILE, identify, parent_fsync_suffices
+from tools.dev import loopfs
 
 IMAGE_SIZE = "16G"  # sparse: takes what is written
 
@@ -50,22 +50,9 @@ def journalled(ctx, name):
     if journals(ctx.work):
         yield ctx.work, "results directory's file system"
         return
-    image = os.path.join(ctx.work, f"{name}.img")
-    mnt = os.path.join(ctx.work, name)
-    os.makedirs(mnt, exist_ok=True)
-    subprocess.run(["truncate", "-s", IMAGE_SIZE, image], check=True)
-    try:
-        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
-        subprocess.run(["mount", "-o", "loop", image, mnt], check=True)
-        try:
-            ctx.log(f"{name}: exports on a journalled ext4 made for the run ({image})")
-            yield mnt, "ext4 with a journal on a loop device, made for the run"
-        finally:
-            # A server's process still holding a file there must not leave
-            # the mount behind: detached then, it goes once that one exits.
-            if subprocess.run(["umount", mnt], check=False).returncode != 0:
-                subprocess.run(["umount", "-l", mnt], check=True)
-    finally:
-        if not ctx.keep:
-            os.unlink(image)
-        os.rmdir(mnt)
+    # A server's process still holding a file there does not leave the mount
+    # behind: detached then, it goes once that one exits (tools/dev/loopfs.py).
+    with loopfs.ext4(ctx.work, name, IMAGE_SIZE, keep=ctx.keep) as mnt:
+        ctx.log(f"{name}: exports on a journalled ext4 made for the run "
+                f"({os.path.join(ctx.work, name)}.img)")
+        yield mnt, "ext4 with a journal on a loop device, made for the run"
