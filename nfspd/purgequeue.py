@@ -31,7 +31,6 @@ import trio
 
 from common.runtime.purgejournal import JournalWriter
 from common.runtime.purgewaker import Waker
-from nfspd.fs.journal import directory_fsync_commits_all_at
 
 log = logging.getLogger("nfspd.purge")
 
@@ -49,15 +48,15 @@ class PurgeQueue:
         self.device = os.stat(self.directory).st_dev
         self.appended = 0
 
-    def export_on(self, device):
-        """An export lives on ``device``. If that is this journal's file system
-        and a directory's fsync there commits everything before it (ext3/ext4
-        with a journal, nfspd/fs/journal.py), the journal grows by appending
-        from now on: the group commit can then make a batch's records and its
-        removals durable in one commit (appended_on). Not undone when the
-        export goes: it costs only where such a batch cannot be had."""
-        if (device == self.device and not self._writer.appending
-                and directory_fsync_commits_all_at(self.directory)):
+    def export_on(self, device, commits_all):
+        """An export lives on ``device``, where a directory's fsync commits
+        everything before it or not (``commits_all``: ext3/ext4 with a
+        journal, MetaFS.dir_fsync_commits_all). If that is this journal's file
+        system and it does, the journal grows by appending from now on: the
+        group commit can then make a batch's records and its removals durable
+        in one commit (appended_on). Not undone when the export goes: it costs
+        only where such a batch cannot be had."""
+        if commits_all and device == self.device and not self._writer.appending:
             self._writer.set_appending(True)
 
     def appended_on(self):

@@ -242,7 +242,7 @@ class Metaserver:
                     purge=self.purge, commit=self.group_commit, changes=self.changes)
         self._filesystems.add(fs)
         if self.purges is not None:
-            self.purges.export_on(fs.dev)
+            self.purges.export_on(fs.dev, fs.dir_fsync_commits_all)
         if not fs.parent_fsync_suffices:
             log.warning("%s: its file system journals no metadata (ext2, or ext4 without a "
                         "journal): a sync SYMLINK or MKNOD syncs the whole file system, and "

@@ -134,14 +134,14 @@ def test_on_a_journalled_ext4_shared_with_an_export_one_commit_makes_purge_and_r
     root.mkdir()
     queue = open_purge_queue(str(mnt / "state"))
     dp = LocalDataPath(str(tmp_path / "data"))  # (keeps its directory open)
-    dev = os.stat(root).st_dev
-    queue.export_on(dev + 1)  # (another file system's export changes nothing)
-    assert queue.appended_on() is None
-    queue.export_on(dev)
-    assert queue.appended_on() == (dev if journalled else None)
     commit = GroupCommit()
     fs = MetaFS(str(root), 7, KEY, dp, purge=queue, commit=commit)
     try:
+        assert fs.dir_fsync_commits_all is journalled
+        queue.export_on(fs.dev + 1, True)  # (another file system's export changes nothing)
+        assert queue.appended_on() is None
+        queue.export_on(fs.dev, fs.dir_fsync_commits_all)  # as nfspd does for each export
+        assert queue.appended_on() == (fs.dev if journalled else None)
         for name in (b"e", b"f"):
             fs.create(fs.root_fh, name, ROOT, CreateHow.UNCHECKED, SetAttr(mode=0o644))
         e = os.stat(root / "e").st_ino, of_file((root / "e").read_bytes()).seed

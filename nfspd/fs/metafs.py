@@ -223,6 +223,12 @@ class MetaFS:
         return self._objects.parent_fsync_suffices
 
     @property
+    def dir_fsync_commits_all(self):
+        """Whether a directory's fsync on the export's file system commits
+        every change made there before it (ext3/ext4 with a journal)."""
+        return self._objects.dir_fsync_commits_all
+
+    @property
     def meta_lookups(self):
         """Metafile-cache effectiveness, for `nfsp status`."""
         return self._metafiles.lookups

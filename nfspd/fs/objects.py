@@ -18,7 +18,7 @@ from common.metafile import HEADER as META_HEADER
 from common.nfs3 import entryplus3_values, nfsstat3
 from nfspd.fs.creds import as_caller
 from nfspd.fs.handles import HandleCodec
-from nfspd.fs.journal import directory_fsync_commits_all_at, parent_fsync_suffices_at
+from nfspd.fs.journal import directory_fsync_commits_all, identify, parent_fsync_suffices
 from nfspd.fs.metafiles import CACHED, Metafiles
 from nfspd.fs.syscalls import proc_path, syncfs
 from nfspd.fs.types import Attr, FileType, FsError, WccAttr
@@ -51,12 +51,13 @@ class Objects:
         self.sync_metadata = sync_metadata
         self.commit = commit  # a GroupCommit, or None: each change flushed on its own
         # Whether a directory's fsync writes a symlink or device node made in
-        # it too, or the whole file system must be synced (nfspd/fs/journal.py).
-        self.parent_fsync_suffices = parent_fsync_suffices_at(self.export_path)
-        # Whether that fsync commits the metafiles written out before it too
-        # (ext3/ext4 with a journal): the group commit then skips their
-        # fdatasync (nfspd/fs/journal.py).
-        self.dir_fsync_commits_all = directory_fsync_commits_all_at(self.export_path)
+        # it too, or the whole file system must be synced; and whether it
+        # commits the metafiles written out before it too (ext3/ext4 with a
+        # journal): the group commit then skips their fdatasync
+        # (nfspd/fs/journal.py).
+        fs = identify(self.export_path)
+        self.parent_fsync_suffices = parent_fsync_suffices(*fs)
+        self.dir_fsync_commits_all = directory_fsync_commits_all(*fs)
         self.root_fd = os.open(self.export_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         st = os.fstat(self.root_fd)
         self.dev = st.st_dev

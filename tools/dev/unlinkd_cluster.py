@@ -70,9 +70,10 @@ class Cluster:
         unused = LocalDataPath(os.path.join(self.workdir, "unused-local-data"))
         if self.group_commit:
             self.commit = GroupCommit()
-            self.queue.export_on(os.stat(self.export).st_dev)  # as nfspd's _make_fs
         self.fs = MetaFS(self.export, 1, HANDLE_KEY, unused, purge=self.queue,
                          commit=self.commit)
+        if self.group_commit:
+            self.queue.export_on(self.fs.dev, self.fs.dir_fsync_commits_all)  # as nfspd does
         # Setting files up need not be durable (it is not what is tested, and
         # fsyncs are slow on a busy machine); removals go through self.fs.
         self.setup_fs = MetaFS(self.export, 1, HANDLE_KEY, unused, purge=self.queue,
