@@ -13,7 +13,9 @@ workers'.
 
 8 clients run as 2 loadgen processes of 4 (one per core): a Python client
 costs about as much CPU per call as nfspd does, so against a C server the
-clients may be what saturates; each row says how busy they were. The
+clients may be what saturates; each row says how busy they were. They run
+under SCHED_BATCH (harness.as_remote_client): clients stand for other
+machines, whose wake-ups never take a core from the server. The
 server's own CPU per call (from /proc/PID/stat) is the figure that does not
 depend on who else uses the machine. Every row gives the rate of each
 procedure in it (creates/s and removes/s of CREATE+REMOVE, ...).
@@ -36,7 +38,8 @@ import time
 from nfspd.fs.journal import parent_fsync_suffices_at
 from tools.dev.benchmarks import ganesha as ganesha_mod
 from tools.dev.benchmarks import ground
-from tools.dev.benchmarks.harness import combine, loadgen_argv, proc_cpu, run_loadgens
+from tools.dev.benchmarks.harness import (as_remote_client, combine, loadgen_argv, proc_cpu,
+                                          run_loadgens)
 from tools.dev.benchmarks.links import CpuSampler
 from tools.dev.benchmarks.servers import LoopbackGanesha, LoopbackNfsp
 
@@ -55,10 +58,10 @@ SETTLE = 40.0  # vm.dirty_expire_centisecs (30 s) + the allocator's 5 s, and a m
 
 def measure(ctx, srv, op, n_clients, entries, seconds, proto="udp"):
     procs = 1 if n_clients == 1 else 2
-    specs = [(srv.client_prefix(), loadgen_argv(
+    specs = [(srv.client_prefix(), as_remote_client(loadgen_argv(
         srv.server, srv.export, proto=proto, workload="meta", ops=op, clients=n_clients // procs,
         client_base=i * (n_clients // procs), window=1, duration=seconds,
-        dir_entries=entries, no_prepare=True)) for i in range(procs)]
+        dir_entries=entries, no_prepare=True))) for i in range(procs)]
     pids = srv.pids() if hasattr(srv, "pids") else [srv.pid]
     cpu0 = sum(proc_cpu(pid) for pid in pids)
     with CpuSampler() as sampler:
