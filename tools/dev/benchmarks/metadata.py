@@ -38,8 +38,13 @@ import time
 from nfspd.fs.journal import parent_fsync_suffices_at
 from tools.dev.benchmarks import ganesha as ganesha_mod
 from tools.dev.benchmarks import ground
-from tools.dev.benchmarks.harness import (as_remote_client, combine, loadgen_argv, proc_cpu,
-                                          run_loadgens)
+from tools.dev.benchmarks.harness import (
+    as_remote_client,
+    combine,
+    loadgen_argv,
+    proc_cpu,
+    run_loadgens,
+)
 from tools.dev.benchmarks.links import CpuSampler
 from tools.dev.benchmarks.servers import LoopbackGanesha, LoopbackNfsp
 
