@@ -1,14 +1,17 @@
 """The metadata benchmark's load generators stand for clients on other
 machines: they run under SCHED_BATCH, which keeps their share of the CPU but
-never lets their wake-ups preempt the server they share 2 cores with."""
+never lets their wake-ups preempt the server they share 2 cores with. Each
+nfspd row says how nfspd's event loop spent the row: on a core, waiting for
+one, or waiting for calls."""
 
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from tools.dev.benchmarks import harness, metadata
+from tools.dev.benchmarks import harness, links, metadata
 
 
 def test_a_remote_client_runs_under_sched_batch():
@@ -23,7 +26,7 @@ class _Started(Exception):
 
 
 class _Server:
-    server, export, pid, label = "127.0.0.1", "/export", os.getpid(), "nfsp"
+    server, export, pid, label, kind = "127.0.0.1", "/export", os.getpid(), "nfsp", "nfsp"
 
     def client_prefix(self):
         return lambda argv: argv
@@ -43,3 +46,70 @@ def test_the_metadata_rows_load_comes_from_remote_clients(monkeypatch, tmp_path,
         metadata.measure(ctx, _Server(), "create_remove", clients, 100, 1.0, "tcp")
     assert started and all(argv[:3] == ["chrt", "--batch", "0"] and "tools.dev.loadgen" in argv
                            for argv in started), started
+
+
+def test_a_threads_share_of_a_window_comes_from_its_schedstat_samples():
+    samples = [(10.0, 0, 0), (11.0, 600_000_000, 100_000_000), (12.0, 900_000_000, 300_000_000),
+               (13.0, 900_000_000, 300_000_000)]
+    assert links.thread_share(samples, 10.0, 12.0) == {"on_cpu": 0.45, "waiting_for_cpu": 0.15}
+    # A window between two samples takes the nearest ones around it.
+    assert links.thread_share(samples, 12.2, 12.8) == {"on_cpu": 0.0, "waiting_for_cpu": 0.0}
+    assert links.thread_share(samples[:1], 10.0, 12.0) is None
+
+
+def test_schedstat_counts_a_threads_time_on_a_core():
+    before = links.schedstat(os.getpid(), os.getpid())
+    spin_until = time.process_time() + 0.05
+    while time.process_time() < spin_until:
+        pass
+    after = links.schedstat(os.getpid(), os.getpid())
+    assert after[0] > before[0] and after[1] >= before[1]
+    assert links.schedstat(os.getpid(), 2**22 + 1) is None  # no such thread
+
+
+def _report(start, end):
+    return {"start": start, "end": end, "bytes_read": 0, "bytes_written": 0, "errors": {},
+            "ops": 10, "calls": 20, "error_samples": [], "retransmits": 0,
+            "latency_ms": {"p50": 1.0, "p99": 2.0}, "cpu_util": 0.5, "MBps": 0.0, "entries": 0,
+            "per_op": {"create": {"count": 10}, "remove": {"count": 10},
+                       "create_remove": {"count": 10, "p50_ms": 1.0, "p99_ms": 2.0}}}
+
+
+@pytest.mark.parametrize("kind", ["nfsp", "ganesha"])
+def test_an_nfspd_row_says_how_its_event_loop_spent_the_row(monkeypatch, tmp_path, kind):
+    def run_loadgens(specs, **_):
+        start = time.time()
+        time.sleep(0.3)  # (a sample or two of the sampler inside)
+        return [_report(start, time.time()) for _ in specs]
+
+    monkeypatch.setattr(metadata, "run_loadgens", run_loadgens)
+    ctx = harness.Context(str(tmp_path), harness.Params())
+    server = _Server()
+    server.kind = kind
+    row = metadata.measure(ctx, server, "create_remove", 8, 100, 1.0, "tcp")
+    if kind == "ganesha":
+        assert row["nfspd_loop"] is None
+    else:
+        # This process's main thread stood in for nfspd's: mostly asleep.
+        loop = row["nfspd_loop"]
+        assert set(loop) == {"on_cpu", "waiting_for_cpu"}
+        assert 0 <= loop["on_cpu"] < 0.9 and 0 <= loop["waiting_for_cpu"] <= 1
+
+
+def _row(server, loop):
+    return {"server": server, "op": "create_remove", "clients": 8, "proto": "tcp",
+            "ops_per_s": 100.0, "per_proc_per_s": {"create": 100.0, "remove": 100.0},
+            "entries_per_s": 0.0, "server_cpu_us_per_call": 50.0, "nfspd_loop": loop}
+
+
+def test_the_report_gives_nfspds_loop_beside_its_cpu_per_call():
+    from tools.dev.benchmarks import report
+    res = {"dir_entries": 100, "rows": [_row("nfsp", {"on_cpu": 0.712, "waiting_for_cpu": 0.15}),
+                                        _row("ganesha", None)]}
+    line = [ln for ln in report.metadata_section(res).splitlines()
+            if ln.startswith("| nfspd loop % on a core / waiting, create+remove")]
+    assert line == ["| nfspd loop % on a core / waiting, create+remove | 71 / 15 | - |"], line
+    # Results from before it was measured: no such lines.
+    for r in res["rows"]:
+        del r["nfspd_loop"]
+    assert "| nfspd loop" not in report.metadata_section(res)

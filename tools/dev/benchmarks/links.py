@@ -23,20 +23,59 @@ def link_traffic(before, after, seconds, rate_MBps):
     return ports, busiest
 
 
+def schedstat(pid, tid):
+    """(nanoseconds on a core, nanoseconds runnable but waiting for one) of
+    thread ``tid`` of process ``pid`` so far (/proc/.../schedstat), or None
+    once it is gone."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            on_cpu, waiting, _ = f.read().split()
+    except (OSError, ValueError):
+        return None
+    return int(on_cpu), int(waiting)
+
+
+def thread_share(samples, t0, t1):
+    """From ``samples`` [(time, on_cpu_ns, waiting_ns)], the shares of the
+    window [t0, t1] (the samples within it, else the nearest around it) the
+    thread spent on a core and runnable but waiting for one:
+    {"on_cpu", "waiting_for_cpu"}, or None without two samples."""
+    inside = [s for s in samples if t0 <= s[0] <= t1]
+    if len(inside) < 2:
+        before = [s for s in samples if s[0] <= t0][-1:]
+        after = [s for s in samples if s[0] >= t1][:1]
+        inside = before + inside + after
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return None
+    (a, run0, wait0), (b, run1, wait1) = inside[0], inside[-1]
+    span = (b - a) * 1e9
+    return {"on_cpu": round((run1 - run0) / span, 3),
+            "waiting_for_cpu": round((wait1 - wait0) / span, 3)}
+
+
 class CpuSampler:
     """Samples the machine's CPU counters every ``interval`` seconds in a
     thread, so the busy fraction can be taken over the measured window only
-    (not the loadgens' start-up)."""
+    (not the loadgens' start-up); and, given ``thread`` (pid, tid), how that
+    thread spent the window (thread_share)."""
 
-    def __init__(self, interval=0.25):
+    def __init__(self, interval=0.25, thread=None):
         self.interval = interval
         self.samples = []
+        self.thread, self.thread_samples = thread, []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
+    def _sample(self):
+        now = time.time()
+        self.samples.append((now,) + MachineCpu._sample())
+        got = self.thread and schedstat(*self.thread)
+        if got:
+            self.thread_samples.append((now,) + got)
+
     def _loop(self):
         while not self._stop.is_set():
-            self.samples.append((time.time(),) + MachineCpu._sample())
+            self._sample()
             self._stop.wait(self.interval)
 
     def __enter__(self):
@@ -46,7 +85,10 @@ class CpuSampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.samples.append((time.time(),) + MachineCpu._sample())
+        self._sample()
+
+    def thread_share(self, t0, t1):
+        return thread_share(self.thread_samples, t0, t1) if self.thread else None
 
     def busy(self, t0, t1):
         inside = [s for s in self.samples if t0 <= s[0] <= t1]

@@ -69,7 +69,10 @@ def measure(ctx, srv, op, n_clients, entries, seconds, proto="udp"):
         dir_entries=entries, no_prepare=True))) for i in range(procs)]
     pids = srv.pids() if hasattr(srv, "pids") else [srv.pid]
     cpu0 = sum(proc_cpu(pid) for pid in pids)
-    with CpuSampler() as sampler:
+    # nfspd answers on its event loop's thread, the main one: whether it was
+    # busy, held back by the rest of the machine, or waiting for calls.
+    loop = (srv.pid, srv.pid) if srv.kind == "nfsp" else None
+    with CpuSampler(thread=loop) as sampler:
         reports = run_loadgens(specs, timeout=seconds + 120, log_dir=ctx.logs,
                                tag=f"meta-{srv.label}-{op}-{n_clients}-{proto}")
     cpu = sum(proc_cpu(pid) for pid in pids) - cpu0
@@ -79,6 +82,7 @@ def measure(ctx, srv, op, n_clients, entries, seconds, proto="udp"):
     def count(name):
         return sum(r["per_op"].get(name, {}).get("count", 0) for r in reports)
     calls = total["calls"]
+    window = (min(r["start"] for r in reports), max(r["end"] for r in reports))
     row = {"server": srv.label, "op": op, "clients": n_clients, "proto": proto,
            "ops_per_s": round(count(op) / secs, 1),
            "per_proc_per_s": {p: round(count(p) / secs, 1) for p in PROCS.get(op, (op,))},
@@ -88,8 +92,8 @@ def measure(ctx, srv, op, n_clients, entries, seconds, proto="udp"):
            "server_cpu_us_per_call": round(cpu / calls * 1e6, 1) if calls else None,
            "calls_per_server_cpu_s": round(calls / cpu) if cpu else None,
            "loadgen_cpu_util": total["loadgen_cpu_util"],
-           "machine_busy": sampler.busy(min(r["start"] for r in reports),
-                                        max(r["end"] for r in reports)),
+           "machine_busy": sampler.busy(window[0], window[1]),
+           "nfspd_loop": sampler.thread_share(window[0], window[1]),
            "errors": total["error_count"], "error_samples": total["error_samples"]}
     ctx.log(f"meta {srv.label} {op} x{n_clients} {proto}: {row['ops_per_s']}/s "
             f"{row['per_proc_per_s']}, {row['entries_per_s']} entries/s, server "

@@ -207,16 +207,32 @@ def _metadata_table(res, rows, proto):
                   if (x["server"], x["op"], x["clients"]) == (s, op, c)), None)
             for c in clients for s in servers]
            for op in dict.fromkeys(o for _, o, _ in _META_LINES)]
+    loop = [["nfspd loop % on a core / waiting, " + op.replace("_", "+")] +
+            [_loop_share(next((x for x in rows
+                               if (x["server"], x["op"], x["clients"]) == (s, op, c)), None))
+             for c in clients for s in servers]
+            for op in dict.fromkeys(o for _, o, _ in _META_LINES)]
     note = ("Loopback, no caps; each client one call at a time; READDIRPLUS walks a "
             f"{res['dir_entries']:,}-entry directory in 32 KiB calls. nfsp: a sync export, "
             "nfsp-async: an async one; nfsp-async-w2: with `--workers 2` (the namespace "
             "changes made by the workers; the server's CPU is nfspd's and theirs); ganesha "
             "flushes nothing itself (as async). Load "
-            "generators' CPU use per row is in the JSON (`loadgen_cpu_util`).")
+            "generators' CPU use per row is in the JSON (`loadgen_cpu_util`). nfspd's loop: "
+            "the share of the time its event loop's thread ran on a core, and the share it "
+            "was runnable but waited for one (the rest it waited for calls).")
     if res.get("ground"):
         note += f" The exports were on the {res['ground']}."
+    if not any(cell is not None for line in loop for cell in line[1:]):
+        loop = []  # (results from before it was measured)
     return "\n".join([f"### Metadata operations, NFSv3 over {proto.upper()}", "",
-                      _table(head, body + cpu), "", note, ""])
+                      _table(head, body + cpu + loop), "", note, ""])
+
+
+def _loop_share(row):
+    share = row and row.get("nfspd_loop")
+    if not share:
+        return None
+    return f"{share['on_cpu'] * 100:.0f} / {share['waiting_for_cpu'] * 100:.0f}"
 
 
 def mscost_section(res):
