@@ -28,6 +28,7 @@ import struct
 
 import trio
 
+from common.runtime import schedstat
 from common.runtime.iodclient import iod_name
 from common.runtime.purgejournal import list_segments, load_progress
 from common.runtime.version import VERSION
@@ -343,6 +344,21 @@ def _group_commit(gc):
     return {"flushes": gc.batches, "waits": gc.waits, "seconds": round(gc.seconds, 6)}
 
 
+def _loop(server):
+    """The event loop's thread, which answers every call (status_of runs on
+    it): its seconds on a core and waiting for one since start, and the
+    shares of the last seconds (LOOP_WINDOW) spent so; None where the
+    kernel does not say."""
+    now = schedstat.read()
+    if now is None:
+        return None
+    now = (time.monotonic(), *now)
+    samples = server.loop_samples
+    return {"on_cpu_s": round(now[1] / 1e9, 3), "waiting_s": round(now[2] / 1e9, 3),
+            "recent_s": round(now[0] - samples[0][0], 1) if samples else None,
+            "recent": schedstat.shares(samples[0], now) if samples else None}
+
+
 def status_of(server):
     """The metaserver's state for `nfsp status` (nfspd/server.py Metaserver)."""
     exported = set(server.registry.export_paths())
@@ -371,6 +387,7 @@ def status_of(server):
         "v4_clients": server.v4.clients(),
         "workers": server.workers.status() if server.workers is not None else None,
         "group_commit": _group_commit(server.group_commit),
+        "loop": _loop(server),
         "counters": {"nfs": server.nfs.counters.as_dict(),
                      "mount": server.mount.counters.as_dict(),
                      "data": data_counters},

@@ -70,6 +70,14 @@ def render(st):
            [(lab, gc["waits"]) for lab, gc in gcs])
     metric("nfsp_group_commit_seconds_total", "counter", "Time those flushes took.",
            [(lab, gc["seconds"]) for lab, gc in gcs])
+    loop = st.get("loop")
+    if loop:
+        metric("nfsp_event_loop_cpu_seconds_total", "counter",
+               "Time nfspd's event loop thread, which answers every call, ran on a core.",
+               [({}, loop["on_cpu_s"])])
+        metric("nfsp_event_loop_waiting_seconds_total", "counter",
+               "Time that thread was runnable but waited for a core (held back by the "
+               "rest of the machine).", [({}, loop["waiting_s"])])
     if w:
         metric("nfsp_worker_calls_total", "counter",
                "NFSv3 calls worker processes took: namespace changes steered to them over UDP "

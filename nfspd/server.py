@@ -4,6 +4,7 @@ Wiring only: configuration in, sockets bound, services composed, signals
 handled. What each piece does lives in its own module.
 """
 
+import collections
 import errno
 import functools
 import logging
@@ -20,7 +21,7 @@ from common import keyfile, striping
 from common import mount as mount_proto
 from common.iodsconf import load_entries
 from common.metafile import DEFAULT_STRIPE_UNIT
-from common.runtime import iodstores
+from common.runtime import iodstores, schedstat
 from common.runtime.iodstores import IodStores
 from common.runtime.keyreload import KeyFile
 from common.runtime.metrics import MetricsServer
@@ -62,6 +63,7 @@ MOUNT_VERSIONS = (1, 2, 3)
 # For new files. A pNFS client cuts its I/O at stripe boundaries (Linux's
 # files layout driver), so 1 MiB lets it send 1 MiB calls; Lustre's default too.
 STRIPE_UNIT = 1 << 20
+LOOP_WINDOW = 10  # seconds of the event loop's time `nfsp status` gives shares of
 
 
 class Config:
@@ -174,6 +176,9 @@ class Metaserver:
                                 layout_gen=getattr(self.datapath, "layout_gen", 0),
                                 changes_fd=self.changes_fd)
         self.started = time.time()
+        # (time.monotonic(), on_cpu_ns, waiting_ns) of the event loop's
+        # thread, a sample a second: `nfsp status` gives its last seconds.
+        self.loop_samples = collections.deque(maxlen=LOOP_WINDOW + 1)
 
     def _datapath(self):
         c = self.config
@@ -304,6 +309,7 @@ class Metaserver:
             unregister = await self._portmapper(nursery)
             nursery.start_soon(self._signals, nursery.cancel_scope)
             nursery.start_soon(self._report_counters)
+            nursery.start_soon(self._sample_loop)
             nursery.start_soon(self._lease_timer)
             log.info("serving NFS v2/v3 on %s:%d (udp, tcp) and v4.1/4.2 (tcp), MOUNT v1-3 on "
                      "port %d; exports: %s",
@@ -396,6 +402,16 @@ class Metaserver:
             return
         if self.unlinkd is not None:
             self.unlinkd.reload()
+
+    async def _sample_loop(self):
+        """How this thread, the event loop's, which answers every call,
+        spends its time (common/runtime/schedstat.py), once a second."""
+        while True:
+            got = schedstat.read()
+            if got is None:
+                return  # (a kernel that does not keep them)
+            self.loop_samples.append((time.monotonic(), *got))
+            await trio.sleep(1.0)
 
     async def _report_counters(self, period=60.0):
         """Malformed and refused messages are counted; say so in the log once a

@@ -189,6 +189,13 @@ def test_status_shows_mounts_rtt_and_cache_counters(cluster):
     # The export is sync: the CREATE's reply waited for a flush.
     gc = st["group_commit"]
     assert gc["flushes"] >= 1 and gc["waits"] >= 1 and gc["seconds"] > 0
+    # The event loop's thread answered all that (and this status): time on
+    # a core since start; of its last seconds, a share on a core (this
+    # status at least) and one waiting for a core.
+    loop = st["loop"]
+    assert loop["on_cpu_s"] > 0 and loop["waiting_s"] >= 0
+    assert 0 < loop["recent_s"] <= 30  # (its last LOOP_WINDOW seconds at most, and a late wake-up)
+    assert 0 < loop["recent"]["on_cpu"] <= 1.05 and 0 <= loop["recent"]["waiting_for_cpu"] <= 1.05
     # Requests and bytes each iod served, counted at the metaserver's links:
     # the 100000 bytes went out in 64 KiB stripes over both iods, and back.
     iods = st["iods"]
@@ -200,6 +207,7 @@ def test_status_shows_mounts_rtt_and_cache_counters(cluster):
     assert "clients: " in out and os.path.abspath(c.export) in out
     assert "REQUESTS  READ" in out and "WRITTEN" in out
     assert "group commit (sync exports): " in out
+    assert "event loop (last " in out and "(it answers every call)" in out
 
 
 def test_status_shows_nfsv4_clients_with_their_state(cluster):
@@ -276,6 +284,12 @@ def test_render_is_a_compact_table():
     out = status_tool.render(st)
     assert "up 01:02:03" in out and "iods: 1/2 up" in out
     assert "group commit" not in out  # an nfspd from before it says nothing of it
+    assert "event loop" not in out   # nor of its event loop
+    looped = status_tool.render(dict(st, loop={"on_cpu_s": 12.5, "waiting_s": 3.0,
+                                               "recent_s": 10.2, "recent": {
+                                                   "on_cpu": 0.701, "waiting_for_cpu": 0.208}}))
+    assert ("event loop (last 10 s): on a core 70%, waiting for one 21% (it answers every "
+            "call)") in looped
     out = status_tool.render(dict(st, group_commit={"flushes": 40, "waits": 110,
                                                     "seconds": 0.05}))
     assert "group commit (sync exports): 40 flushes answered 110 calls, 2.8 per flush, " \
@@ -384,3 +398,5 @@ def test_metrics_endpoint_serves_the_same_counters(cluster):
     assert "# TYPE nfsp_group_commit_flushes_total counter" in text
     assert 'nfsp_group_commit_seconds_total{process="nfspd"} ' in text
     assert 'process="workers"' not in text  # none without --workers
+    assert "# TYPE nfsp_event_loop_cpu_seconds_total counter" in text
+    assert "\nnfsp_event_loop_waiting_seconds_total " in text

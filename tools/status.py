@@ -101,6 +101,11 @@ def render(st):
             f"{who}{gc['flushes']} flushes answered {gc['waits']} calls, "
             f"{gc['waits'] / gc['flushes']:.1f} per flush, "
             f"{1e3 * gc['seconds'] / gc['flushes']:.2f} ms each" for who, gc in flushed))
+    recent = (st.get("loop") or {}).get("recent")  # (an nfspd from before it: none)
+    if recent:
+        lines.append(f"event loop (last {st['loop']['recent_s']:.0f} s): on a core "
+                     f"{recent['on_cpu'] * 100:.0f}%, waiting for one "
+                     f"{recent['waiting_for_cpu'] * 100:.0f}% (it answers every call)")
     if w and "steered" in w:  # (an nfspd from before them says nothing)
         running = sum(pid is not None for pid in w["pids"])
         lines.append(

@@ -5,6 +5,7 @@ raw socket from them)."""
 import threading
 import time
 
+from common.runtime import schedstat
 from tools.dev.benchmarks.harness import MachineCpu
 
 
@@ -23,34 +24,17 @@ def link_traffic(before, after, seconds, rate_MBps):
     return ports, busiest
 
 
-def schedstat(pid, tid):
-    """(nanoseconds on a core, nanoseconds runnable but waiting for one) of
-    thread ``tid`` of process ``pid`` so far (/proc/.../schedstat), or None
-    once it is gone."""
-    try:
-        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-            on_cpu, waiting, _ = f.read().split()
-    except (OSError, ValueError):
-        return None
-    return int(on_cpu), int(waiting)
-
-
 def thread_share(samples, t0, t1):
     """From ``samples`` [(time, on_cpu_ns, waiting_ns)], the shares of the
     window [t0, t1] (the samples within it, else the nearest around it) the
-    thread spent on a core and runnable but waiting for one:
-    {"on_cpu", "waiting_for_cpu"}, or None without two samples."""
+    thread spent on a core and runnable but waiting for one (schedstat.shares),
+    or None without two samples."""
     inside = [s for s in samples if t0 <= s[0] <= t1]
     if len(inside) < 2:
         before = [s for s in samples if s[0] <= t0][-1:]
         after = [s for s in samples if s[0] >= t1][:1]
         inside = before + inside + after
-    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
-        return None
-    (a, run0, wait0), (b, run1, wait1) = inside[0], inside[-1]
-    span = (b - a) * 1e9
-    return {"on_cpu": round((run1 - run0) / span, 3),
-            "waiting_for_cpu": round((wait1 - wait0) / span, 3)}
+    return schedstat.shares(inside[0], inside[-1]) if len(inside) >= 2 else None
 
 
 class CpuSampler:
@@ -69,7 +53,7 @@ class CpuSampler:
     def _sample(self):
         now = time.time()
         self.samples.append((now,) + MachineCpu._sample())
-        got = self.thread and schedstat(*self.thread)
+        got = self.thread and schedstat.read(*self.thread)
         if got:
             self.thread_samples.append((now,) + got)
 
