@@ -186,14 +186,15 @@ def _metadata_table(res, rows, proto):
     head = ["operation"] + [f"{s} x{c}" for c in clients for s in servers]
     if "ganesha" in servers:
         head += [f"{s}/ganesha x{c}" for c in clients for s in servers if s != "ganesha"]
+    by_key = {(x["server"], x["op"], x["clients"]): x for x in rows}
     body = []
     for label, op, what in _META_LINES:
         cells = [label]
         found = {}
         for c in clients:
             for s in servers:
-                r = [x for x in rows if (x["server"], x["op"], x["clients"]) == (s, op, c)]
-                found[s, c] = _meta_figure(r[0], what) if r else None
+                r = by_key.get((s, op, c))
+                found[s, c] = _meta_figure(r, what) if r else None
                 cells.append(found[s, c])
         if "ganesha" in servers:
             for c in clients:
@@ -202,16 +203,13 @@ def _metadata_table(res, rows, proto):
                         a, b = found[s, c], found["ganesha", c]
                         cells.append(round(a / b, 2) if a and b else None)
         body.append(cells)
+    ops = dict.fromkeys(o for _, o, _ in _META_LINES)
     cpu = [["server CPU us/call, " + op.replace("_", "+")] +
-           [next((x["server_cpu_us_per_call"] for x in rows
-                  if (x["server"], x["op"], x["clients"]) == (s, op, c)), None)
-            for c in clients for s in servers]
-           for op in dict.fromkeys(o for _, o, _ in _META_LINES)]
+           [(by_key.get((s, op, c)) or {}).get("server_cpu_us_per_call")
+            for c in clients for s in servers] for op in ops]
     loop = [["nfspd loop % on a core / waiting, " + op.replace("_", "+")] +
-            [_loop_share(next((x for x in rows
-                               if (x["server"], x["op"], x["clients"]) == (s, op, c)), None))
-             for c in clients for s in servers]
-            for op in dict.fromkeys(o for _, o, _ in _META_LINES)]
+            [_loop_share(by_key.get((s, op, c))) for c in clients for s in servers]
+            for op in ops]
     note = ("Loopback, no caps; each client one call at a time; READDIRPLUS walks a "
             f"{res['dir_entries']:,}-entry directory in 32 KiB calls. nfsp: a sync export, "
             "nfsp-async: an async one; nfsp-async-w2: with `--workers 2` (the namespace "
