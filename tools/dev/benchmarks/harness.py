@@ -94,7 +94,7 @@ def as_remote_client(argv):
     from it; here, on 2 shared cores, each reply woke a load generator that
     preempted the server on its way out (nfspd, one thread: 10,400 involuntary
     switches in 8 s and 35% of its time waiting for a core under
-    CREATE+REMOVE, 8 clients, TCP; with this, 2,800 and 15%). ganesha's rates
+    CREATE+REMOVE, 8 clients, TCP; with this, 2,800 and 15-24%). ganesha's rates
     do not move (its other threads go on on the other core)."""
     return ["chrt", "--batch", "0", *argv]
 
