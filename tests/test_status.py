@@ -189,13 +189,12 @@ def test_status_shows_mounts_rtt_and_cache_counters(cluster):
     # The export is sync: the CREATE's reply waited for a flush.
     gc = st["group_commit"]
     assert gc["flushes"] >= 1 and gc["waits"] >= 1 and gc["seconds"] > 0
-    # The event loop's thread answered all that (and this status): time on
-    # a core since start; of its last seconds, a share on a core (this
-    # status at least) and one waiting for a core.
+    # The event loop's thread answered all that: time on a core since start;
+    # shares of its last seconds (a few milliseconds of calls may round to 0).
     loop = st["loop"]
     assert loop["on_cpu_s"] > 0 and loop["waiting_s"] >= 0
     assert 0 < loop["recent_s"] <= 30  # (its last LOOP_WINDOW seconds at most, and a late wake-up)
-    assert 0 < loop["recent"]["on_cpu"] <= 1.05 and 0 <= loop["recent"]["waiting_for_cpu"] <= 1.05
+    assert 0 <= loop["recent"]["on_cpu"] <= 1.05 and 0 <= loop["recent"]["waiting_for_cpu"] <= 1.05
     # Requests and bytes each iod served, counted at the metaserver's links:
     # the 100000 bytes went out in 64 KiB stripes over both iods, and back.
     iods = st["iods"]
