@@ -17,6 +17,9 @@ def test_a_sync_servers_rows_and_the_flushes_they_waited_for():
     assert [(x["server"], x["op"], x["clients"], x["proto"]) for x in rows] == [
         ("nfsp", "getattr", 2, "tcp"), ("nfsp", "create_remove", 2, "tcp")]
     assert all(x["ops_per_s"] > 0 and x["errors"] == 0 for x in rows)
+    # How nfspd's event loop spent each row: busy answering for some of it.
+    assert all(0 < x["nfspd_loop"]["on_cpu"] <= 1.05 for x in rows), rows
+    assert "% on a core, " in r.stderr
     getattr_row, create_remove = rows
     # A GETATTR changes nothing; every CREATE and REMOVE of a sync export
     # waited for a flush, each flush answering one call or more.

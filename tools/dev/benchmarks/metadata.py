@@ -95,9 +95,12 @@ def measure(ctx, srv, op, n_clients, entries, seconds, proto="udp"):
            "machine_busy": sampler.busy(window[0], window[1]),
            "nfspd_loop": sampler.thread_share(window[0], window[1]),
            "errors": total["error_count"], "error_samples": total["error_samples"]}
+    loop = row["nfspd_loop"]
     ctx.log(f"meta {srv.label} {op} x{n_clients} {proto}: {row['ops_per_s']}/s "
             f"{row['per_proc_per_s']}, {row['entries_per_s']} entries/s, server "
-            f"{row['server_cpu_us_per_call']} us CPU/call, {row['errors']} errors")
+            f"{row['server_cpu_us_per_call']} us CPU/call"
+            + (f", loop {loop['on_cpu']:.0%} on a core, {loop['waiting_for_cpu']:.0%} waiting"
+               if loop else "") + f", {row['errors']} errors")
     return row
 
 
