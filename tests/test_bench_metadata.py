@@ -46,6 +46,33 @@ def test_the_metadata_rows_load_comes_from_remote_clients(monkeypatch, tmp_path,
         metadata.measure(ctx, _Server(), "create_remove", clients, 100, 1.0, "tcp")
     assert started and all(argv[:3] == ["chrt", "--batch", "0"] and "tools.dev.loadgen" in argv
                            for argv in started), started
+    # As an ordinary user, as a build is run (a server switches to its
+    # credentials for every change; as root it switches nothing).
+    assert all(_option(argv, "--uid") == _option(argv, "--gid") == str(metadata.USER) != "0"
+               for argv in started), started
+
+
+def _option(argv, name):
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives the export's root to the user: needs root")
+def test_the_tree_is_made_by_the_user_the_rows_act_as(monkeypatch, tmp_path):
+    started = []
+
+    def run_loadgens(specs, **_):
+        started.extend(prefix(argv) for prefix, argv in specs)
+        return [{}]
+
+    monkeypatch.setattr(metadata, "run_loadgens", run_loadgens)
+    server = _Server()
+    server.export = str(tmp_path / "export")
+    os.mkdir(server.export)
+    metadata.prepare(harness.Context(str(tmp_path / "out"), harness.Params()), server, 100, "t")
+    st = os.stat(server.export)
+    assert (st.st_uid, st.st_gid) == (metadata.USER, metadata.USER)
+    assert [(_option(a, "--uid"), _option(a, "--gid")) for a in started] == [
+        (str(metadata.USER), str(metadata.USER))]
 
 
 def test_a_threads_share_of_a_window_comes_from_its_schedstat_samples():
