@@ -17,6 +17,8 @@ from common.metafile import HEADER as META_HEADER, SIZE as META_SIZE, Metafile, 
 from common.nfs3 import nfsstat3
 from nfspd.datapath import LocalDataPath
 from nfspd.fs.access import ACCESS3_ALL, ACCESS3_LOOKUP, ACCESS3_READ
+from nfspd.fs import metafs as metafs_module
+from nfspd.fs.creds import as_caller
 from nfspd.fs.metafs import MetaFS
 from nfspd.fs.types import (SET_TO_SERVER_TIME, Caller, CreateHow, FileType, FsError, SetAttr,
                             TargetExists)
@@ -786,6 +788,78 @@ def test_an_acl_refusing_the_search_is_honoured_though_the_mode_allows_it(shared
     assert fs.lookup(d, b"inner", BOB)[1].uid == 1001
     os.chmod(path, 0o750)
     assert status_of(fs.lookup, d, b"inner", BOB) == nfsstat3.NFS3ERR_ACCES
+
+
+class _CountedSwitches:
+    """nfspd.fs.metafs.as_caller, counting the switches it makes (a root
+    caller's are none)."""
+
+    made = 0
+
+    def __init__(self, uid, gid, gids=()):
+        self.inner = as_caller(uid, gid, gids)
+        if uid or gid:
+            _CountedSwitches.made += 1
+
+    def __enter__(self):
+        return self.inner.__enter__()
+
+    def __exit__(self, *exc):
+        return self.inner.__exit__(*exc)
+
+
+def _switches(monkeypatch, fn, *args):
+    monkeypatch.setattr(metafs_module, "as_caller", _CountedSwitches)
+    _CountedSwitches.made = 0
+    fn(*args)
+    monkeypatch.undo()
+    return _CountedSwitches.made
+
+
+def test_an_ordinary_users_remove_and_rename_switch_credentials_once_where_all_may_search(
+        shared, monkeypatch):
+    # Looking the names up needs only the search permission, which every
+    # caller has in a 0755 directory without an ACL: only the change itself
+    # is made as the caller (a switch is six system calls, 10-15 us).
+    env, tmp, _ = shared
+    fs = env.fs
+    d = fs.mkdir(tmp, b"open", ALICE, SetAttr(mode=0o755))[0]
+    for name in (b"a", b"b", b"c"):
+        env.create(name, caller=ALICE, d=d)
+    assert _switches(monkeypatch, fs.remove, d, b"a", ALICE) == 1
+    assert _switches(monkeypatch, fs.rename, d, b"b", d, b"b2", ALICE) == 1
+    assert _switches(monkeypatch, fs.rename, d, b"b2", d, b"c", ALICE) >= 1  # (c replaced)
+    assert os.listdir(env.root / "tmp" / "open") == ["c"]
+    # Where not every caller may search, the lookups are the caller's too,
+    # and what they may not do they are refused.
+    private = fs.mkdir(tmp, b"private", ALICE, SetAttr(mode=0o700))[0]
+    env.create(b"p", caller=ALICE, d=private)
+    env.create(b"q", caller=ALICE, d=private)
+    assert _switches(monkeypatch, fs.remove, private, b"p", ALICE) == 2
+    assert status_of(fs.remove, private, b"q", BOB) == nfsstat3.NFS3ERR_ACCES
+    assert status_of(fs.rename, private, b"q", private, b"r", BOB) == nfsstat3.NFS3ERR_ACCES
+    # Where all may search but only the owner may write: refused by the change.
+    assert status_of(fs.remove, d, b"c", BOB) == nfsstat3.NFS3ERR_ACCES
+    assert status_of(fs.rename, d, b"c", d, b"d", BOB) == nfsstat3.NFS3ERR_ACCES
+
+
+def test_an_acl_refusing_the_search_refuses_remove_and_rename(shared):
+    env, tmp, _ = shared
+    fs = env.fs
+    d = fs.mkdir(tmp, b"open", ALICE, SetAttr(mode=0o777))[0]
+    env.create(b"inner", caller=ALICE, d=d)
+    path = env.root / "tmp" / "open"
+    try:
+        os.setxattr(path, "system.posix_acl_access", _acl_denying(BOB.uid))
+    except OSError as e:
+        pytest.skip(f"no POSIX ACLs here: {e}")
+    assert status_of(fs.remove, d, b"inner", BOB) == nfsstat3.NFS3ERR_ACCES
+    assert status_of(fs.rename, d, b"inner", d, b"moved", BOB) == nfsstat3.NFS3ERR_ACCES
+    os.removexattr(path, "system.posix_acl_access")
+    os.chmod(path, 0o777)
+    fs.rename(d, b"inner", d, b"moved", BOB)
+    fs.remove(d, b"moved", BOB)
+    assert os.listdir(path) == []
 
 
 def test_readonly_caller_modifies_nothing(shared):

@@ -353,11 +353,7 @@ class MetaFS:
             # then finds it (its cached fd keeps the inode, so the number
             # cannot name another object meanwhile) instead of open, fstat and
             # close. The search permission is checked by the kernel either way.
-            if (caller.uid or caller.gid) and not self._searchable_by_all(dfd, dst):
-                with as_caller(caller.uid, caller.gid, caller.gids):
-                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-            else:
-                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            st = self._lstat(dfd, dst, name, caller)
             if st.st_dev == self.dev:
                 hit = self._codec.cached_inode(st.st_ino)
                 if hit is not None:
@@ -572,7 +568,18 @@ class MetaFS:
 
     # -- removing objects ---------------------------------------------------------------
 
-    def _pin_victim(self, dfd, name, caller):
+    def _lstat(self, dfd, dst, name, caller):
+        """The lstat of ``name`` in the directory ``dfd`` (whose stat is
+        ``dst``), with the caller's search permission there: checked by the
+        kernel, as the caller, unless every caller may search the directory
+        (objects.searchable_by_all), where a switch to the caller's
+        credentials and back (six system calls) would find the same."""
+        if (caller.uid or caller.gid) and not self._searchable_by_all(dfd, dst):
+            with as_caller(caller.uid, caller.gid, caller.gids):
+                return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+
+    def _pin_victim(self, dfd, dst, name, caller):
         """What name (about to lose its link) is, pinned: (fd, stat, owned),
         owned telling whether the caller closes fd. A file just made or used
         is in the handle cache, whose descriptor pins it as well as one
@@ -580,8 +587,7 @@ class MetaFS:
         fstat and close (the cache closes its own once the file is gone). Were
         the name another inode's by the unlink, that one's data would leak
         (scrub finds it), as with an opened pin; none is purged while reachable."""
-        with as_caller(caller.uid, caller.gid, caller.gids):
-            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        st = self._lstat(dfd, dst, name, caller)
         if stat.S_ISREG(st.st_mode) and st.st_dev == self.dev:
             cached = self._codec.cached_inode(st.st_ino)
             if cached is not None:
@@ -598,7 +604,7 @@ class MetaFS:
         dfd, _, dst = self._dir(dir_fh)
         name = _name(name)
         pre = self._wcc_attr(dfd, dst)
-        pin, st, owned = self._pin_victim(dfd, name, caller)
+        pin, st, owned = self._pin_victim(dfd, dst, name, caller)
         try:
             if stat.S_ISDIR(st.st_mode):
                 raise FsError(nfsstat3.NFS3ERR_ISDIR)
@@ -664,14 +670,13 @@ class MetaFS:
             raise FsError(nfsstat3.NFS3ERR_INVAL)
         fpre = self._wcc_attr(ffd, fst)
         tpre = fpre if one_dir else self._wcc_attr(tfd, tst)
-        with as_caller(caller.uid, caller.gid, caller.gids):
-            # What it is, for the listings (the source keeps its inode).
-            sst = os.stat(from_name, dir_fd=ffd, follow_symlinks=False)
+        # What it is, for the listings (the source keeps its inode).
+        sst = self._lstat(ffd, fst, from_name, caller)
         tpin = tpst = None
         owned = False
         if replace:
             try:
-                tpin, tpst, owned = self._pin_victim(tfd, to_name, caller)
+                tpin, tpst, owned = self._pin_victim(tfd, tst, to_name, caller)
             except FileNotFoundError:
                 pass
         try:
