@@ -766,6 +766,15 @@ def _acl_denying(uid):
     return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
 
 
+def _refuse_by_acl(path, uid):
+    """Give ``path`` an ACL that refuses ``uid`` everything (its mode's bits
+    otherwise); skip where the file system keeps no POSIX ACLs."""
+    try:
+        os.setxattr(path, "system.posix_acl_access", _acl_denying(uid))
+    except OSError as e:
+        pytest.skip(f"no POSIX ACLs here: {e}")
+
+
 def test_an_acl_refusing_the_search_is_honoured_though_the_mode_allows_it(shared):
     # Lookups in a directory everyone may search skip the switch to the
     # caller's credentials; an ACL must still be able to refuse one user.
@@ -775,10 +784,7 @@ def test_an_acl_refusing_the_search_is_honoured_though_the_mode_allows_it(shared
     env.create(b"inner", caller=ALICE, d=d)
     path = env.root / "tmp" / "open"
     assert fs.lookup(d, b"inner", BOB)[1].uid == 1001
-    try:
-        os.setxattr(path, "system.posix_acl_access", _acl_denying(BOB.uid))
-    except OSError as e:
-        pytest.skip(f"no POSIX ACLs here: {e}")
+    _refuse_by_acl(path, BOB.uid)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o755
     assert status_of(fs.lookup, d, b"inner", BOB) == nfsstat3.NFS3ERR_ACCES
     assert status_of(fs.lookup, d, b"nothing", BOB) == nfsstat3.NFS3ERR_ACCES
@@ -849,10 +855,7 @@ def test_an_acl_refusing_the_search_refuses_remove_and_rename(shared):
     d = fs.mkdir(tmp, b"open", ALICE, SetAttr(mode=0o777))[0]
     env.create(b"inner", caller=ALICE, d=d)
     path = env.root / "tmp" / "open"
-    try:
-        os.setxattr(path, "system.posix_acl_access", _acl_denying(BOB.uid))
-    except OSError as e:
-        pytest.skip(f"no POSIX ACLs here: {e}")
+    _refuse_by_acl(path, BOB.uid)
     assert status_of(fs.remove, d, b"inner", BOB) == nfsstat3.NFS3ERR_ACCES
     assert status_of(fs.rename, d, b"inner", d, b"moved", BOB) == nfsstat3.NFS3ERR_ACCES
     os.removexattr(path, "system.posix_acl_access")
