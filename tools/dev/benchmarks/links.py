@@ -24,17 +24,23 @@ def link_traffic(before, after, seconds, rate_MBps):
     return ports, busiest
 
 
-def thread_share(samples, t0, t1):
-    """From ``samples`` [(time, on_cpu_ns, waiting_ns)], the shares of the
-    window [t0, t1] (the samples within it, else the nearest around it) the
-    thread spent on a core and runnable but waiting for one (schedstat.shares),
-    or None without two samples."""
+def _ends(samples, t0, t1):
+    """The first and last of ``samples`` (each beginning with its time) within
+    the window [t0, t1], else the nearest around it; None without two."""
     inside = [s for s in samples if t0 <= s[0] <= t1]
     if len(inside) < 2:
         before = [s for s in samples if s[0] <= t0][-1:]
         after = [s for s in samples if s[0] >= t1][:1]
         inside = before + inside + after
-    return schedstat.shares(inside[0], inside[-1]) if len(inside) >= 2 else None
+    return (inside[0], inside[-1]) if len(inside) >= 2 else None
+
+
+def thread_share(samples, t0, t1):
+    """From ``samples`` [(time, on_cpu_ns, waiting_ns)], the shares of the
+    window [t0, t1] the thread spent on a core and runnable but waiting for
+    one (schedstat.shares), or None without two samples."""
+    ends = _ends(samples, t0, t1)
+    return schedstat.shares(*ends) if ends else None
 
 
 class CpuSampler:
@@ -75,12 +81,8 @@ class CpuSampler:
         return thread_share(self.thread_samples, t0, t1) if self.thread else None
 
     def busy(self, t0, t1):
-        inside = [s for s in self.samples if t0 <= s[0] <= t1]
-        if len(inside) < 2:
-            before = [s for s in self.samples if s[0] <= t0][-1:]
-            after = [s for s in self.samples if s[0] >= t1][:1]
-            inside = before + inside + after
-        if len(inside) < 2:
+        ends = _ends(self.samples, t0, t1)
+        if ends is None:
             return None
-        (_, tot0, idle0), (_, tot1, idle1) = inside[0][:3], inside[-1][:3]
+        (_, tot0, idle0), (_, tot1, idle1) = ends[0][:3], ends[1][:3]
         return round(1 - (idle1 - idle0) / (tot1 - tot0), 3) if tot1 > tot0 else None
