@@ -1112,6 +1112,38 @@ def test_supplementary_groups_are_the_callers(tmp_path):
         os.close(dfd)
 
 
+def _thread_groups():
+    with open("/proc/thread-self/status") as f:
+        line = next(ln for ln in f if ln.startswith("Groups:"))
+    return sorted(int(g) for g in line.split()[1:])
+
+
+def test_a_callers_primary_group_in_its_list_sets_no_supplementary_group(tmp_path):
+    # Linux clients list the primary group among the supplementary ones; the
+    # kernel checks the fsgid first, so the switch leaves the list out (and
+    # its two setgroups calls) while the group's files stay reachable.
+    from nfspd.fs import creds
+    secret = tmp_path / "g"
+    secret.write_bytes(b"x")
+    os.chown(secret, 0, 77)
+    os.chmod(secret, 0o040)
+    os.chmod(tmp_path, 0o755)
+    dfd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        with creds.as_caller(1234, 77, (77,)):
+            assert _thread_groups() == []
+            os.close(os.open("g", os.O_RDONLY, dir_fd=dfd))
+        with creds.as_caller(1234, 1234, (1234, 77, 1234)):
+            assert _thread_groups() == [77]
+            os.close(os.open("g", os.O_RDONLY, dir_fd=dfd))
+        with creds.as_caller(1234, 1234, (1234,)):
+            with pytest.raises(PermissionError):
+                os.open("g", os.O_RDONLY, dir_fd=dfd)
+        assert _thread_groups() == []
+    finally:
+        os.close(dfd)
+
+
 def test_local_data_path_verifier_changes_per_start(tmp_path):
     a = LocalDataPath(str(tmp_path / "d"))
     b = LocalDataPath(str(tmp_path / "d"))

@@ -60,8 +60,9 @@ NFSP_IODS = 2
 WORKERS = 2
 EXPORT_OPTIONS = "rw,no_root_squash,insecure"
 # The clients act as an ordinary user, as a build or an untar does: a server
-# then switches to that user's credentials for each change (nfspd: 6 system
-# calls through ctypes, 6.5 us alone; as root it switches nothing).
+# then switches to that user's credentials for each change (nfspd: 4 system
+# calls through ctypes, 4 us alone, 6 for a user with other groups than
+# the primary one; as root it switches nothing).
 USER = 1000
 SETTLE = 40.0  # vm.dirty_expire_centisecs (30 s) + the allocator's 5 s, and a margin
 
