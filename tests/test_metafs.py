@@ -1136,9 +1136,8 @@ def test_a_callers_primary_group_in_its_list_sets_no_supplementary_group(tmp_pat
         with creds.as_caller(1234, 1234, (1234, 77, 1234)):
             assert _thread_groups() == [77]
             os.close(os.open("g", os.O_RDONLY, dir_fd=dfd))
-        with creds.as_caller(1234, 1234, (1234,)):
-            with pytest.raises(PermissionError):
-                os.open("g", os.O_RDONLY, dir_fd=dfd)
+        with creds.as_caller(1234, 1234, (1234,)), pytest.raises(PermissionError):
+            os.open("g", os.O_RDONLY, dir_fd=dfd)
         assert _thread_groups() == []
     finally:
         os.close(dfd)
