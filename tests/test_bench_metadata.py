@@ -2,7 +2,7 @@
 machines: they run under SCHED_BATCH, which keeps their share of the CPU but
 never lets their wake-ups preempt the server they share 2 cores with. Each
 nfspd row says how nfspd's event loop spent the row: on a core, waiting for
-one, or waiting for calls."""
+one, or waiting for calls; and a sync export's, what its flushes did."""
 
 import os
 import subprocess
@@ -28,8 +28,17 @@ class _Started(Exception):
 class _Server:
     server, export, pid, label, kind = "127.0.0.1", "/export", os.getpid(), "nfsp", "nfsp"
 
+    def __init__(self):
+        self.readings = 0
+
     def client_prefix(self):
         return lambda argv: argv
+
+    def group_commit(self):
+        """As nfspd's counters would grow: 500 flushes of 5 calls, 0.4 s, per reading."""
+        self.readings += 1
+        return {"flushes": 500 * self.readings, "waits": 2500 * self.readings,
+                "seconds": 0.4 * self.readings}
 
 
 @pytest.mark.parametrize("clients", [1, 8])
@@ -105,18 +114,54 @@ def test_an_nfspd_row_says_how_its_event_loop_spent_the_row(monkeypatch, tmp_pat
     server.kind = kind
     row = metadata.measure(ctx, server, "create_remove", 8, 100, 1.0, "tcp")
     if kind == "ganesha":
-        assert row["nfspd_loop"] is None
+        assert row["nfspd_loop"] is None and row["group_commit"] is None
+        assert server.readings == 0
     else:
+        # Read before and after the row: what the flushes did in between.
+        assert server.readings == 2
+        gc = row["group_commit"]
+        assert (gc["flushes"], gc["calls_per_flush"], gc["ms_per_flush"]) == (500, 5.0, 0.8)
+        assert 0.4 / 0.5 < gc["flushing"] <= 0.4 / 0.3  # of a row of about 0.3 s
         # This process's main thread stood in for nfspd's: mostly asleep.
         loop = row["nfspd_loop"]
         assert set(loop) == {"on_cpu", "waiting_for_cpu"}
         assert 0 <= loop["on_cpu"] < 0.9 and 0 <= loop["waiting_for_cpu"] <= 1
 
 
-def _row(server, loop):
+def _row(server, loop, gc=None):
     return {"server": server, "op": "create_remove", "clients": 8, "proto": "tcp",
             "ops_per_s": 100.0, "per_proc_per_s": {"create": 100.0, "remove": 100.0},
-            "entries_per_s": 0.0, "server_cpu_us_per_call": 50.0, "nfspd_loop": loop}
+            "entries_per_s": 0.0, "server_cpu_us_per_call": 50.0, "nfspd_loop": loop,
+            "group_commit": gc}
+
+
+def test_a_rows_flushes_are_the_difference_of_two_readings():
+    before = {"flushes": 100, "waits": 400, "seconds": 1.0}
+    after = {"flushes": 3555, "waits": 19_750, "seconds": 4.0}
+    assert metadata.flushes(before, after, 6.0) == {
+        "flushes": 3455, "calls_per_flush": 5.6, "ms_per_flush": 0.868, "flushing": 0.5}
+    # An async export's row, or one that changes nothing: no flush.
+    assert metadata.flushes(before, before, 6.0) == {
+        "flushes": 0, "calls_per_flush": None, "ms_per_flush": None, "flushing": 0.0}
+    assert metadata.flushes(None, None, 6.0) is None
+
+
+def test_the_report_gives_a_sync_exports_flushes():
+    from tools.dev.benchmarks import report
+    gc = {"flushes": 3455, "calls_per_flush": 5.59, "ms_per_flush": 0.861, "flushing": 0.472}
+    none = {"flushes": 0, "calls_per_flush": None, "ms_per_flush": None, "flushing": 0.0}
+    res = {"dir_entries": 100, "rows": [_row("nfsp", None, gc), _row("nfsp-async", None, none),
+                                        _row("ganesha", None)]}
+    text = report.metadata_section(res)
+    # Only for the operations that flushed.
+    line = [ln for ln in text.splitlines() if ln.startswith("| nfspd flush ")]
+    assert line == ["| nfspd flush ms / calls per flush / % flushing, create+remove "
+                    "| 0.86 / 5.6 / 47 | - | - |"], line
+    assert "nfspd flush: what a sync export's replies waited for" in text
+    # No sync export, or results from before it was measured: no such line.
+    for r in res["rows"]:
+        r["group_commit"] = none if r["server"] == "nfsp" else r.pop("group_commit")
+    assert "nfspd flush" not in report.metadata_section(res)
 
 
 def test_the_report_gives_nfspds_loop_beside_its_cpu_per_call():

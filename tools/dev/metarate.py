@@ -7,30 +7,21 @@ shared 2-core machine one run of a row moves by 5-15%.
 
 SERVER: nfsp (a sync export), nfsp-async, or ganesha. OPS: comma-separated,
 of getattr, lookup, create_remove, mkdir_rmdir, rename, readdirplus. One
-JSON line per row, as the benchmark writes it; with --group-commit (nfsp
-only), what the group commit did during the row (flushes, calls per flush,
-milliseconds per flush) from `nfsp status`.
+JSON line per row, as the benchmark writes it (for nfspd, with what its
+group commit did during the row: flushes, calls per flush, milliseconds per
+flush, the share of the row spent flushing).
 
 Needs root (network namespaces). The exports live where the benchmark's do
 (--ground, as its --meta-ground).
 """
 
 import json
-import sys
 import tempfile
-import time
 
 import click
 
 from tools.dev.benchmarks import ground, harness, metadata
 from tools.dev.benchmarks.servers import LoopbackGanesha, LoopbackNfsp
-
-
-def _group_commit(srv):
-    c = srv.cluster
-    r = c.ns.run([sys.executable, "-m", "tools.status", "--state-dir", c.nfspd.state, "--json"],
-                 timeout=30, env=harness.child_env(), cwd="/")
-    return json.loads(r.stdout)["group_commit"]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,8 +37,7 @@ def _group_commit(srv):
               help="nfspd --workers.")
 @click.option("--ground", "where", type=click.Choice(["journalled", "work"]),
               default="journalled", show_default=True)
-@click.option("--group-commit", is_flag=True, help="Also what the group commit did per row.")
-def main(server, ops, clients, proto, seconds, entries, rounds, workers, where, group_commit):
+def main(server, ops, clients, proto, seconds, entries, rounds, workers, where):
     ops = [op.strip() for op in ops.split(",") if op.strip()]
     unknown = set(ops) - set(metadata.OPS)
     if unknown:
@@ -55,8 +45,6 @@ def main(server, ops, clients, proto, seconds, entries, rounds, workers, where, 
     if clients > 1 and clients % 2:
         raise click.BadParameter("1, or an even number (two load generators share them)",
                                  param_hint="CLIENTS")
-    if group_commit and server == "ganesha":
-        raise click.BadParameter("ganesha has no group commit", param_hint="--group-commit")
     with tempfile.TemporaryDirectory(prefix="metarate-") as out:
         ctx = harness.Context(out, harness.Params())
         with ground.chosen(ctx, where, "ground") as (base, _):
@@ -70,19 +58,7 @@ def main(server, ops, clients, proto, seconds, entries, rounds, workers, where, 
                 metadata.prepare(ctx, srv, entries, "prepare")
                 for _ in range(rounds):
                     for op in ops:
-                        before = _group_commit(srv) if group_commit else None
-                        began = time.monotonic()
                         row = metadata.measure(ctx, srv, op, clients, entries, seconds, proto)
-                        if before is not None:
-                            after = _group_commit(srv)
-                            flushes = after["flushes"] - before["flushes"]
-                            took = after["seconds"] - before["seconds"]
-                            row["group_commit"] = {
-                                "flushes": flushes,
-                                "calls_per_flush": round((after["waits"] - before["waits"])
-                                                         / max(flushes, 1), 2),
-                                "ms_per_flush": round(took / max(flushes, 1) * 1e3, 3),
-                                "busy": round(took / (time.monotonic() - began), 3)}
                         print(json.dumps(row), flush=True)
 
 

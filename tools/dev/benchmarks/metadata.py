@@ -19,7 +19,10 @@ machines, whose wake-ups never take a core from the server. They act as
 an ordinary user (USER), the owner of the export's root. The
 server's own CPU per call (from /proc/PID/stat) is the figure that does not
 depend on who else uses the machine. Every row gives the rate of each
-procedure in it (creates/s and removes/s of CREATE+REMOVE, ...).
+procedure in it (creates/s and removes/s of CREATE+REMOVE, ...); an nfspd
+row also how its event loop spent the row and what its group commit did
+(the flushes a ``sync`` export's replies waited for: ms each, calls each,
+the share of the row spent flushing).
 
 The exports live on a journalled file system (tools/dev/benchmarks/ground.py:
 a journalled ext4 made for the run where the results directory's file system
@@ -78,10 +81,12 @@ def measure(ctx, srv, op, n_clients, entries, seconds, proto="udp"):
     # nfspd answers on its event loop's thread, the main one: whether it was
     # busy, held back by the rest of the machine, or waiting for calls.
     loop = (srv.pid, srv.pid) if srv.kind == "nfsp" else None
+    flushed0 = srv.group_commit() if srv.kind == "nfsp" else None
     with CpuSampler(thread=loop) as sampler:
         reports = run_loadgens(specs, timeout=seconds + 120, log_dir=ctx.logs,
                                tag=f"meta-{srv.label}-{op}-{n_clients}-{proto}")
     cpu = sum(proc_cpu(pid) for pid in pids) - cpu0
+    flushed = srv.group_commit() if flushed0 is not None else None
     total = combine(reports)
     secs = total["seconds"]
 
@@ -100,14 +105,32 @@ def measure(ctx, srv, op, n_clients, entries, seconds, proto="udp"):
            "loadgen_cpu_util": total["loadgen_cpu_util"],
            "machine_busy": sampler.busy(window[0], window[1]),
            "nfspd_loop": sampler.thread_share(window[0], window[1]),
+           "group_commit": flushes(flushed0, flushed, window[1] - window[0]),
            "errors": total["error_count"], "error_samples": total["error_samples"]}
-    loop = row["nfspd_loop"]
+    loop, gc = row["nfspd_loop"], row["group_commit"]
     ctx.log(f"meta {srv.label} {op} x{n_clients} {proto}: {row['ops_per_s']}/s "
             f"{row['per_proc_per_s']}, {row['entries_per_s']} entries/s, server "
             f"{row['server_cpu_us_per_call']} us CPU/call"
             + (f", loop {loop['on_cpu']:.0%} on a core, {loop['waiting_for_cpu']:.0%} waiting"
-               if loop else "") + f", {row['errors']} errors")
+               if loop else "")
+            + (f", {gc['ms_per_flush']} ms per flush, {gc['calls_per_flush']} calls per flush, "
+               f"flushing {gc['flushing']:.0%}" if gc and gc["flushes"] else "")
+            + f", {row['errors']} errors")
     return row
+
+
+def flushes(before, after, seconds):
+    """What nfspd's group commit did between two of its counters' readings
+    (LoopbackNfsp.group_commit), over a row of ``seconds``: what a ``sync``
+    export's rows wait for. None for a server without one."""
+    if before is None or after is None:
+        return None
+    n = after["flushes"] - before["flushes"]
+    took = after["seconds"] - before["seconds"]
+    return {"flushes": n,
+            "calls_per_flush": round((after["waits"] - before["waits"]) / n, 2) if n else None,
+            "ms_per_flush": round(took / n * 1e3, 3) if n else None,
+            "flushing": round(took / seconds, 3) if seconds > 0 else None}
 
 
 class _Labelled:

@@ -210,6 +210,10 @@ def _metadata_table(res, rows, proto):
     loop = [["nfspd loop % on a core / waiting, " + op.replace("_", "+")] +
             [_loop_share(by_key.get((s, op, c))) for c in clients for s in servers]
             for op in ops]
+    flush = [["nfspd flush ms / calls per flush / % flushing, " + op.replace("_", "+")] +
+             [_flushes(by_key.get((s, op, c))) for c in clients for s in servers]
+             for op in ops]
+    flush = [line for line in flush if any(cell is not None for cell in line[1:])]
     note = ("Loopback, no caps; each client one call at a time; READDIRPLUS walks a "
             f"{res['dir_entries']:,}-entry directory in 32 KiB calls. nfsp: a sync export, "
             "nfsp-async: an async one; nfsp-async-w2: with `--workers 2` (the namespace "
@@ -218,12 +222,16 @@ def _metadata_table(res, rows, proto):
             "generators' CPU use per row is in the JSON (`loadgen_cpu_util`). nfspd's loop: "
             "the share of the time its event loop's thread ran on a core, and the share it "
             "was runnable but waited for one (the rest it waited for calls).")
+    if flush:  # (only operations that change something flush)
+        note += (" nfspd flush: what a sync export's replies waited for, the time each "
+                 "flush took, the calls it answered, and the share of the row spent "
+                 "flushing (on the loop's thread, which answers nothing meanwhile).")
     if res.get("ground"):
         note += f" The exports were on the {res['ground']}."
     if not any(cell is not None for line in loop for cell in line[1:]):
         loop = []  # (results from before it was measured)
     return "\n".join([f"### Metadata operations, NFSv3 over {proto.upper()}", "",
-                      _table(head, body + cpu + loop), "", note, ""])
+                      _table(head, body + cpu + loop + flush), "", note, ""])
 
 
 def _loop_share(row):
@@ -231,6 +239,13 @@ def _loop_share(row):
     if not share:
         return None
     return f"{share['on_cpu'] * 100:.0f} / {share['waiting_for_cpu'] * 100:.0f}"
+
+
+def _flushes(row):
+    gc = row and row.get("group_commit")
+    if not gc or not gc["flushes"]:
+        return None
+    return f"{gc['ms_per_flush']:.2f} / {gc['calls_per_flush']:.1f} / {gc['flushing'] * 100:.0f}"
 
 
 def mscost_section(res):

@@ -1,7 +1,8 @@
 """The servers under test, each a context manager exposing the same few
 things: ``server`` (address), ``export`` (path to mount), ``pid`` (the
 process whose CPU is the server's cost), ``pids()`` (with nfspd's worker
-processes), ``client_prefix(i)`` (argv run on client host i) and, in the
+processes), for nfspd ``group_commit()`` (its flushes so far),
+``client_prefix(i)`` (argv run on client host i) and, in the
 testbed, ``counters()`` (bytes per link).
 
 - LoopbackNfsp / LoopbackGanesha: everything on one namespace's loopback,
@@ -14,6 +15,7 @@ testbed, ``counters()`` (bytes per link).
 import glob
 import os
 
+from nfspd import admin
 from tools.dev import testbed as tb_mod
 from tools.dev.benchmarks import ganesha as ganesha_mod
 from tools.dev.cluster import Cluster
@@ -67,6 +69,18 @@ class LoopbackNfsp:
             except OSError:
                 pass  # gone meanwhile
         return out
+
+    def group_commit(self):
+        """The group commit counters of nfspd and its workers so far, summed
+        (flushes, the calls whose reply waited for one, the seconds they
+        took), from nfspd's admin socket: a unix socket in the state
+        directory, which the namespace's network does not hide."""
+        reply = admin.request(admin.socket_path(self.cluster.nfspd.state), "status", timeout=10)
+        if not reply.get("ok"):
+            raise RuntimeError(f"nfspd: {reply.get('error', 'no status')}")
+        st = reply["status"]
+        parts = [st["group_commit"], (st.get("workers") or {}).get("group_commit")]
+        return {k: sum(p[k] for p in parts if p) for k in ("flushes", "waits", "seconds")}
 
     def client_prefix(self, i=0):
         return self.ns.argv
