@@ -84,7 +84,7 @@ class as_caller:
             # supplementary list (in_group_p), so the primary group there
             # adds nothing; Linux clients send it there. Without it a user
             # with one group needs no setgroups: 2 of a switch's 6 system
-            # calls, about 40% of its cost (measured here).
+            # calls, a third of its cost (4.3-4.8 against 6.8 us, timeit).
             gids = tuple(g for g in gids if g != gid)
         self.gids = gids
         self.active = False
