@@ -24,10 +24,15 @@ def ext4(directory, name="fs", size="64M", journal=True, keep=False):
         try:
             yield mnt
         finally:
-            if subprocess.run(["umount", mnt], check=False,
-                              stderr=subprocess.DEVNULL).returncode != 0:
-                subprocess.run(["umount", "-l", mnt], check=True)
+            unmount(mnt)
     finally:
         if not keep:
             os.unlink(image)
         os.rmdir(mnt)
+
+
+def unmount(mnt):
+    """Unmount ``mnt``; detached if still busy (a process holding a file
+    there), it goes once the last one lets go."""
+    if subprocess.run(["umount", mnt], check=False, stderr=subprocess.DEVNULL).returncode != 0:
+        subprocess.run(["umount", "-l", mnt], check=True)

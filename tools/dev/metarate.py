@@ -35,7 +35,7 @@ from tools.dev.benchmarks.servers import LoopbackGanesha, LoopbackNfsp
 @click.option("--rounds", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
               help="nfspd --workers.")
-@click.option("--ground", "where", type=click.Choice(["journalled", "work"]),
+@click.option("--ground", "where", type=click.Choice(["journalled", "ram", "work"]),
               default="journalled", show_default=True)
 def main(server, ops, clients, proto, seconds, entries, rounds, workers, where):
     ops = [op.strip() for op in ops.split(",") if op.strip()]

@@ -55,10 +55,11 @@ def cli():
 @click.option("--ipfrag-max-dist", default="0", show_default=True,
               help="net.ipv4.ipfrag_max_dist on the testbed's client hosts, or 'default' "
                    "to leave the kernel's (64, which the iods' interleaved fragments trip).")
-@click.option("--meta-ground", type=click.Choice(["journalled", "work"]), default="journalled",
-              show_default=True,
+@click.option("--meta-ground", type=click.Choice(["journalled", "ram", "work"]),
+              default="journalled", show_default=True,
               help="Metadata: where the exports live. journalled: on a journalled ext4 "
-                   "made for the run where OUT's file system has none; work: on OUT's.")
+                   "made for the run where OUT's file system has none; ram: on a "
+                   "journalled ext4 on a zram device (flushes cost nothing); work: on OUT's.")
 @click.option("--no-ganesha", is_flag=True, help="Skip the nfs-ganesha baseline.")
 @click.option("--keep", is_flag=True, help="Keep the servers' data under OUT/work.")
 def run(quick_mode, only, out, full, file_mib, rates, clients_, iods_, mscost_iods, run_seconds,
