@@ -45,11 +45,13 @@ def ext4(directory, name="ram", size="4G"):
         _write(os.path.join(sysfs, "disksize"), size)
         subprocess.run(["mkfs.ext4", "-q", "-F", dev], check=True)
         os.makedirs(mnt, exist_ok=True)
-        subprocess.run(["mount", dev, mnt], check=True)
         try:
-            yield mnt
+            subprocess.run(["mount", dev, mnt], check=True)
+            try:
+                yield mnt
+            finally:
+                loopfs.unmount(mnt)
         finally:
-            loopfs.unmount(mnt)
             os.rmdir(mnt)
     finally:
         try:
