@@ -215,6 +215,30 @@ def rate_MBps(rate):
     raise ValueError(rate)
 
 
+CPUIDLE = "/sys/devices/system/cpu/cpuidle/current_driver"
+HALT_POLL = "/sys/module/haltpoll/parameters/guest_halt_poll_ns"
+
+
+def cpuidle():
+    """How an idle CPU waits here: the cpuidle driver, and for a VM's
+    haltpoll how long it polls before it halts the vCPU (0: at once, and
+    each wake-up is then a trip through the host). With one client a server
+    waits between every two calls: measured here with 0 against the
+    kernel's default of 200000, nfspd's and ganesha's CPU per GETATTR
+    doubled (README, issue 15). None where the kernel does not say."""
+    def read(path):
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+    driver = read(CPUIDLE)
+    if driver is None:
+        return None
+    poll = read(HALT_POLL) if driver == "haltpoll" else None
+    return {"driver": driver, "guest_halt_poll_ns": int(poll) if poll is not None else None}
+
+
 def environment():
     def version(argv):
         try:
@@ -225,6 +249,7 @@ def environment():
     return {
         "cpus": os.cpu_count(), "loadavg": os.getloadavg(), "kernel": platform.release(),
         "python": platform.python_version(), "machine": platform.machine(),
+        "cpuidle": cpuidle(),
         "ganesha": version(["ganesha.nfsd", "-v"]) if shutil.which("ganesha.nfsd") else None,
         "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }

@@ -389,15 +389,33 @@ def _frag_note(params):
             "metaserver, interleave; see README's troubleshooting).")
 
 
+def _cpuidle(env):
+    """(a phrase for the header, a note for the preamble) on how an idle CPU
+    waited during the run; empty for results from before it was recorded."""
+    idle = env.get("cpuidle")
+    if not idle:
+        return "", ""
+    poll = idle.get("guest_halt_poll_ns")
+    phrase = f", cpuidle {idle['driver']}" + (f" (guest_halt_poll_ns {poll})"
+                                             if poll is not None else "")
+    note = ("An idle vCPU halts at once here (guest_halt_poll_ns 0), so each call to a "
+            "server that waits alone, as with one client, wakes a halted vCPU through the "
+            "host: measured with 0 against the kernel's 200000, that doubled both servers' "
+            "CPU per GETATTR from one client (README)." if poll == 0 else "")
+    return phrase, note
+
+
 def markdown(results):
     env = results.get("environment", {})
+    idle, idle_note = _cpuidle(env)
     parts = ["# NFSP benchmarks", "",
              f"`{results.get('command', 'python3 -m tools.dev.benchmarks run')}` on {env.get('when')}, "
-             f"{env.get('cpus')} CPUs, Linux {env.get('kernel')}, Python {env.get('python')}, "
-             f"{env.get('ganesha') or 'no ganesha'}.", "",
+             f"{env.get('cpus')} CPUs, Linux {env.get('kernel')}, Python {env.get('python')}"
+             f"{idle}, {env.get('ganesha') or 'no ganesha'}.", "",
              PREAMBLE.format(cpus=env.get("cpus"),
                              loadavg=", ".join(f"{x:.1f}" for x in env.get("loadavg", [])),
-                             frag=_frag_note(results.get("params", {}))), ""]
+                             frag=_frag_note(results.get("params", {})))
+             + (idle_note + "\n" if idle_note else ""), ""]
     t = targets(results)
     if t:
         parts += ["### Targets (issue 7)", "",
