@@ -1094,22 +1094,27 @@ def test_ids_with_the_high_bit_set_work_and_minus_one_is_refused():
     assert p.returncode == 0, p.stderr
 
 
-def test_supplementary_groups_are_the_callers(tmp_path):
-    from nfspd.fs import creds
+@pytest.fixture
+def group_only(tmp_path):
+    """A directory fd holding "g", a file only group 77 may read (0040)."""
     secret = tmp_path / "g"
     secret.write_bytes(b"x")
     os.chown(secret, 0, 77)
     os.chmod(secret, 0o040)
     os.chmod(tmp_path, 0o755)
     dfd = os.open(tmp_path, os.O_RDONLY)
-    try:
-        with creds.as_caller(1234, 1234, (77,)):
-            os.close(os.open("g", os.O_RDONLY, dir_fd=dfd))
-        with creds.as_caller(1234, 1234, ()):
-            with pytest.raises(PermissionError):
-                os.open("g", os.O_RDONLY, dir_fd=dfd)
-    finally:
-        os.close(dfd)
+    yield dfd
+    os.close(dfd)
+
+
+def test_supplementary_groups_are_the_callers(group_only):
+    from nfspd.fs import creds
+    dfd = group_only
+    with creds.as_caller(1234, 1234, (77,)):
+        os.close(os.open("g", os.O_RDONLY, dir_fd=dfd))
+    with creds.as_caller(1234, 1234, ()):
+        with pytest.raises(PermissionError):
+            os.open("g", os.O_RDONLY, dir_fd=dfd)
 
 
 def _thread_groups():
@@ -1118,29 +1123,21 @@ def _thread_groups():
     return sorted(int(g) for g in line.split()[1:])
 
 
-def test_a_callers_primary_group_in_its_list_sets_no_supplementary_group(tmp_path):
+def test_a_callers_primary_group_in_its_list_sets_no_supplementary_group(group_only):
     # Linux clients list the primary group among the supplementary ones; the
     # kernel checks the fsgid first, so the switch leaves the list out (and
     # its two setgroups calls) while the group's files stay reachable.
     from nfspd.fs import creds
-    secret = tmp_path / "g"
-    secret.write_bytes(b"x")
-    os.chown(secret, 0, 77)
-    os.chmod(secret, 0o040)
-    os.chmod(tmp_path, 0o755)
-    dfd = os.open(tmp_path, os.O_RDONLY)
-    try:
-        with creds.as_caller(1234, 77, (77,)):
-            assert _thread_groups() == []
-            os.close(os.open("g", os.O_RDONLY, dir_fd=dfd))
-        with creds.as_caller(1234, 1234, (1234, 77, 1234)):
-            assert _thread_groups() == [77]
-            os.close(os.open("g", os.O_RDONLY, dir_fd=dfd))
-        with creds.as_caller(1234, 1234, (1234,)), pytest.raises(PermissionError):
-            os.open("g", os.O_RDONLY, dir_fd=dfd)
+    dfd = group_only
+    with creds.as_caller(1234, 77, (77,)):
         assert _thread_groups() == []
-    finally:
-        os.close(dfd)
+        os.close(os.open("g", os.O_RDONLY, dir_fd=dfd))
+    with creds.as_caller(1234, 1234, (1234, 77, 1234)):
+        assert _thread_groups() == [77]
+        os.close(os.open("g", os.O_RDONLY, dir_fd=dfd))
+    with creds.as_caller(1234, 1234, (1234,)), pytest.raises(PermissionError):
+        os.open("g", os.O_RDONLY, dir_fd=dfd)
+    assert _thread_groups() == []
 
 
 def test_local_data_path_verifier_changes_per_start(tmp_path):

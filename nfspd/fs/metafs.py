@@ -573,7 +573,7 @@ class MetaFS:
         ``dst``), with the caller's search permission there: checked by the
         kernel, as the caller, unless every caller may search the directory
         (objects.searchable_by_all), where a switch to the caller's
-        credentials and back (six system calls) would find the same."""
+        credentials and back (four to six system calls) would find the same."""
         if (caller.uid or caller.gid) and not self._searchable_by_all(dfd, dst):
             with as_caller(caller.uid, caller.gid, caller.gids):
                 return os.stat(name, dir_fd=dfd, follow_symlinks=False)
