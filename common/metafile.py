@@ -21,10 +21,11 @@ Where the size lives. A metafile comes in two forms, told apart by its length
 alone, so that a stat answers GETATTR, LOOKUP and READDIRPLUS without opening
 it (issue 15):
 
-- sized by its length: the record, 8 zero bytes, then a hole; the file is
-  HEADER + size bytes long and that length is the size (the record's own size
-  field and pending truncation are then stale and ignored). One ftruncate
-  changes the size, atomically. The usual form.
+- sized by its length: the file is HEADER + size bytes long and that length
+  is the size (the record's own size field and pending truncation are then
+  stale and ignored); its data is a hole, or, where the record is kept in
+  data, the record, 8 zero bytes, then a hole. One ftruncate changes the
+  size, atomically. The usual form.
 - sized by its record: exactly SIZE bytes, the record holds the size. The form
   of every metafile made before issue 15 (still read, and turned into the
   other form when next written), of a file whose truncation is pending
@@ -33,7 +34,8 @@ it (issue 15):
   after the change), and of a size too large for the metadata file system
   (HEADER + size beyond its largest file).
 
-Any other length is not a metafile.
+Any other length is not a metafile. Where the record itself is kept (an
+extended attribute, or the first SIZE bytes): common/runtime/metarecord.py.
 """
 
 import dataclasses

@@ -12,6 +12,7 @@ from common import nfs3
 from common import metafile
 from common.metafile import HEADER as META_HEADER
 from common.nfs3 import fattr3, ftype3, nfstime3, specdata3
+from common.runtime import metarecord
 from common.xdr import encode
 from nfspd.datapath import DataPath
 from nfspd.fs.metafs import MetaFS
@@ -122,9 +123,9 @@ def test_a_file_whose_size_is_in_its_record_is_looked_up(fs, monkeypatch):
     # Attr that reading the record gives.
     fs.create(fs.root_fh, b"old", ROOT, CreateHow.GUARDED, SetAttr())
     path = os.path.join(fs._objects.export_path, "old")
+    meta = metarecord.of_path(path).replace(size=777)
+    os.removexattr(path, metarecord.XATTR)
     with open(path, "r+b") as f:
-        meta = metafile.of_file(f.read()).replace(size=777)
-        f.seek(0)
         f.write(meta.encode())
         f.truncate(metafile.SIZE)
     packed = packed_names(fs, monkeypatch)

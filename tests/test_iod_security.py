@@ -223,8 +223,7 @@ def tcp_send(dst, data, keys=None, then_ping=None):
 
 def test_forged_and_replayed_frames_from_another_host_change_nothing(testbed):
     from common import nfs3
-    from common.metafile import SIZE
-    from common.metafile import read as metafile_read
+    from common.runtime import metarecord
     from tools.dev import nfsclient
     tb = testbed
     iod_host, attacker = tb.iods[0], tb.clients[0]
@@ -246,9 +245,7 @@ def test_forged_and_replayed_frames_from_another_host_change_nothing(testbed):
     assert source[0] == tb.ms.ip
     attacker.inside(client.write, fh, 0, b"CURRENT!" * 64)
     meta_path = os.path.join(tb.export, "victim")
-    with open(meta_path, "rb") as f:
-        st = os.fstat(f.fileno())
-        ino, seed = st.st_ino, metafile_read(f.read(SIZE), st.st_size).seed
+    ino, seed = os.stat(meta_path).st_ino, metarecord.of_path(meta_path).seed
     path = datafile(data_dir, ino, seed)
     before = open(path, "rb").read()
     assert before == b"CURRENT!" * 64

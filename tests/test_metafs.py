@@ -1,5 +1,6 @@
 """MetaFS on a real directory, as root, with callers of several uids."""
 
+import errno
 import logging
 import os
 import random
@@ -13,7 +14,8 @@ import pytest
 import trio
 import trio.testing
 
-from common.metafile import HEADER as META_HEADER, SIZE as META_SIZE, Metafile, of_file
+from common.metafile import HEADER as META_HEADER, SIZE as META_SIZE, Metafile
+from common.runtime import metarecord
 from common.nfs3 import nfsstat3
 from nfspd.datapath import LocalDataPath
 from nfspd.fs.access import ACCESS3_ALL, ACCESS3_LOOKUP, ACCESS3_READ
@@ -107,7 +109,7 @@ def test_a_regular_file_is_a_small_metafile_with_the_real_size(env):
     run(main)
     # Sized by its length: a stat tells the size (issue 15).
     assert os.stat(env.root / "f").st_size == META_HEADER + 295456
-    meta = of_file((env.root / "f").read_bytes())
+    meta = metarecord.of_path(env.root / "f")
     assert meta.size == 295456
     a = env.fs.getattr(fh)
     assert a.size == 295456 and a.used == 73 * 4096  # rounded up to 4 KiB
@@ -159,8 +161,8 @@ def test_shrink_then_grow_reads_zeros(env):
     run(main)
     # The truncation was carried out on the data, not just recorded.
     ino = os.stat(env.root / "f").st_ino
-    seed = of_file((env.root / "f").read_bytes()).seed
-    assert of_file((env.root / "f").read_bytes()).trunc_to is None
+    seed = metarecord.of_path(env.root / "f").seed
+    assert metarecord.of_path(env.root / "f").trunc_to is None
     assert env.dp.store.size(ino, seed)[0] == 51
 
 
@@ -205,10 +207,36 @@ def test_a_regular_file_that_is_not_a_metafile_is_an_io_error_not_a_crash(env, c
     assert env.purged == []
 
 
-def sizes_on_disk(env, name):
-    """(what the metafile's length says, what its record says) of a file."""
-    data = (env.root / name).read_bytes()
-    return len(data), Metafile.decode(data[:META_SIZE]).size
+def test_a_metafile_copied_without_its_attribute_is_an_io_error_not_a_hole(env, caplog):
+    # Its data is a hole: no record there to fall back on.
+    fh = env.create(b"f")
+    run(env.fs.write, fh, ROOT, 0, b"x" * 10, True)
+    os.removexattr(env.root / "f", metarecord.XATTR)
+    env.fs.close()
+    env.fs = env.make()
+    caplog.set_level(logging.ERROR)
+    assert status_of(run, env.fs.read, fh, ROOT, 0, 10) == nfsstat3.NFS3ERR_IO
+    assert status_of(run, env.fs.write, fh, ROOT, 0, b"y", True) == nfsstat3.NFS3ERR_IO
+    assert [r for r in caplog.records if "not a valid metafile" in r.getMessage()]
+
+
+def test_a_changed_record_of_the_old_format_moves_to_the_attribute(env):
+    fh = env.create(b"f")
+    run(env.fs.write, fh, ROOT, 0, b"y" * 100, True)
+    old = metarecord.of_path(env.root / "f")
+    os.removexattr(env.root / "f", metarecord.XATTR)
+    with open(env.root / "f", "r+b") as f:             # what nfspd wrote before
+        f.write(old.encode())
+    env.fs.close()
+    env.fs = env.make()
+    env.fs.setattr(fh, ROOT, SetAttr(size=10))          # a pending cut: in the record
+    assert os.stat(env.root / "f").st_size == META_SIZE
+    assert metarecord.of_path(env.root / "f") == old.replace(size=10, trunc_to=10)
+    assert Metafile.decode(os.getxattr(env.root / "f", metarecord.XATTR)).trunc_to == 10
+
+
+def length_on_disk(env, name):
+    return os.stat(env.root / name).st_size
 
 
 def test_lookup_getattr_and_listing_of_many_files_read_no_metafile(env):
@@ -231,15 +259,16 @@ def test_lookup_getattr_and_listing_of_many_files_read_no_metafile(env):
 
 def test_a_metafile_of_the_old_format_is_read_and_sized_by_its_length_once_written(env):
     fh = env.create(b"f")
-    old = of_file((env.root / "f").read_bytes()).replace(size=777)
+    old = metarecord.of_path(env.root / "f").replace(size=777)
+    os.removexattr(env.root / "f", metarecord.XATTR)
     (env.root / "f").write_bytes(old.encode())          # what nfspd wrote before issue 15
     env.fs.close()
     env.fs = env.make()
     assert env.fs.getattr(fh).size == 777
     assert env.fs.lookup(env.fs.root_fh, b"f", ROOT)[1].size == 777
     run(env.fs.write, fh, ROOT, 1000, b"y", True)
-    assert sizes_on_disk(env, "f")[0] == META_HEADER + 1001
-    assert of_file((env.root / "f").read_bytes()).seed == old.seed
+    assert length_on_disk(env, "f") == META_HEADER + 1001
+    assert metarecord.of_path(env.root / "f").seed == old.seed
     assert env.fs.getattr(fh).size == 1001
 
 
@@ -249,14 +278,14 @@ def test_a_truncation_is_kept_in_the_record_until_carried_out(env):
     env.fs.setattr(fh, ROOT, SetAttr(size=10))
     # Pending: sized by its record, which also says what is still to cut.
     assert os.stat(env.root / "f").st_size == META_SIZE
-    assert of_file((env.root / "f").read_bytes()).trunc_to == 10
+    assert metarecord.of_path(env.root / "f").trunc_to == 10
     assert env.fs.getattr(fh).size == 10
     env.fs.setattr(fh, ROOT, SetAttr(size=30))          # grown again, still pending
-    assert of_file((env.root / "f").read_bytes()).trunc_to == 10
+    assert metarecord.of_path(env.root / "f").trunc_to == 10
     assert env.fs.getattr(fh).size == 30
     data, _, _ = run(env.fs.read, fh, ROOT, 0, 100)     # carries the cut out
     assert data == b"y" * 10 + bytes(20)
-    assert sizes_on_disk(env, "f")[0] == META_HEADER + 30
+    assert length_on_disk(env, "f") == META_HEADER + 30
     assert env.fs.getattr(fh).size == 30
 
 
@@ -267,9 +296,8 @@ def test_a_crash_between_recording_a_truncation_and_switching_forms_leaves_it_un
     # is as before the (unanswered) SETATTR and no cut is ever carried out.
     fh = env.create(b"f")
     run(env.fs.write, fh, ROOT, 0, b"y" * 100, True)
-    meta = of_file((env.root / "f").read_bytes())
-    with open(env.root / "f", "r+b") as f:
-        f.write(meta.replace(size=10, trunc_to=10).encode())
+    meta = metarecord.of_path(env.root / "f")
+    os.setxattr(env.root / "f", metarecord.XATTR, meta.replace(size=10, trunc_to=10).encode())
     env.fs.close()
     env.fs = env.make()
     assert env.fs.getattr(fh).size == 100
@@ -281,9 +309,9 @@ def test_a_failed_write_gives_back_the_metafiles_length(env):
     fh = env.create(b"f")
     run(env.fs.write, fh, ROOT, 0, b"a" * 100, True)
     w = env.fs.write_plan_now(fh, ROOT, 100, 100, 2)
-    assert sizes_on_disk(env, "f")[0] == META_HEADER + 200
+    assert length_on_disk(env, "f") == META_HEADER + 200
     env.fs.write_failed(w)
-    assert sizes_on_disk(env, "f")[0] == META_HEADER + 100
+    assert length_on_disk(env, "f") == META_HEADER + 100
     env.fs.close()
     env.fs = env.make()
     assert env.fs.getattr(fh).size == 100
@@ -292,8 +320,9 @@ def test_a_failed_write_gives_back_the_metafiles_length(env):
 def test_metafile_cache_notices_a_metafile_rewritten_behind_our_back(env):
     fh = env.create(b"f")
     assert env.fs.getattr(fh).size == 0
-    m = of_file((env.root / "f").read_bytes())
-    (env.root / "f").write_bytes(m.replace(size=777).encode())
+    m = metarecord.of_path(env.root / "f")
+    os.setxattr(env.root / "f", metarecord.XATTR, m.replace(size=777).encode())
+    os.truncate(env.root / "f", META_SIZE)              # sized by its record
     assert env.fs.getattr(fh).size == 777
 
 
@@ -428,7 +457,7 @@ def test_exclusive_create_retransmission(env):
     assert status_of(fs.create, fs.root_fh, b"x", ROOT, EXCLUSIVE, SetAttr(),
                      verf=b"87654321") == nfsstat3.NFS3ERR_EXIST
     fs.setattr(fh, ROOT, SetAttr(mode=0o640))
-    assert of_file((env.root / "x").read_bytes()).create_verf is None
+    assert metarecord.of_path(env.root / "x").create_verf is None
     assert status_of(fs.create, fs.root_fh, b"x", ROOT, EXCLUSIVE, SetAttr(),
                      verf=b"12345678") == nfsstat3.NFS3ERR_EXIST
 
@@ -475,7 +504,7 @@ def test_create_sets_the_exact_mode_and_other_attributes(env):
 def test_a_created_metafile_is_never_seen_half_made(env):
     # O_TMPFILE + link: the name appears with its content.
     fh = env.create(b"f")
-    assert of_file((env.root / "f").read_bytes()).size == 0
+    assert metarecord.of_path(env.root / "f").size == 0
     assert env.fs.getattr(fh).size == 0
 
 
@@ -483,7 +512,7 @@ def test_a_created_metafile_is_never_seen_half_made(env):
 
 
 def seed_of(path):
-    return of_file(open(path, "rb").read()).seed
+    return metarecord.of_path(path).seed
 
 
 def test_removing_the_last_link_purges(env):
@@ -1483,8 +1512,8 @@ def test_concurrent_creates_renames_and_removes_never_leave_a_torn_namespace(cen
             try:
                 if roll < 0.5:
                     fh, attr, _ = fs.create(dirs[here], name, ROOT, GUARDED, SetAttr())
-                    data = (cenv.root / ("d%d" % here) / os.fsdecode(name)).read_bytes()
-                    made.add((attr.fileid, of_file(data).seed))
+                    path = cenv.root / ("d%d" % here) / os.fsdecode(name)
+                    made.add((attr.fileid, metarecord.of_path(path).seed))
                 elif roll < 0.75:
                     fs.rename(dirs[here], name, dirs[there], b"n%d" % rng.randrange(6), ROOT)
                 else:
@@ -1513,7 +1542,7 @@ def test_concurrent_creates_renames_and_removes_never_leave_a_torn_namespace(cen
         for name in listed:
             fh, attr, _ = fs.lookup(d, name, ROOT)        # no name pointing at nothing
             assert attr.nlink == 1                        # one name per file
-            live.add((attr.fileid, of_file((path / os.fsdecode(name)).read_bytes()).seed))
+            live.add((attr.fileid, metarecord.of_path(path / os.fsdecode(name)).seed))
     assert len(live) == sum(len(os.listdir(cenv.root / ("d%d" % i))) for i in range(2))
     purged = set(cenv.purged)
     assert len(purged) == len(cenv.purged)                # each purged once
@@ -1539,11 +1568,11 @@ def test_a_new_directory_is_flushed_with_its_parent(cenv, monkeypatch):
 
 
 @pytest.mark.parametrize("commits_all", [False, True])
-def test_new_metafiles_are_fdatasynced_unless_the_directorys_fsync_commits_them(
+def test_new_metafiles_are_fsynced_unless_the_directorys_fsync_commits_them(
         cenv, monkeypatch, commits_all):
     # On ext3/ext4 with a journal the directory's fsync commits the whole
-    # transaction, the metafiles' blocks (written out before it) included:
-    # an fdatasync each would only flush the device's cache again.
+    # transaction, the metafiles' records (attributes: metadata) included.
+    # Elsewhere each is fsynced: an fdatasync need not write an attribute.
     import nfspd.fs.commit
     calls = []
     real_fsync, real_fdatasync = os.fsync, os.fdatasync
@@ -1559,9 +1588,48 @@ def test_new_metafiles_are_fdatasynced_unless_the_directorys_fsync_commits_them(
     files = sorted(os.stat(cenv.root / n).st_ino for n in ("a", "b", "c"))
     # The directory first, once, whatever follows.
     assert calls[0] == ("fsync", os.stat(cenv.root).st_ino)
-    assert sorted(ino for what, ino in calls[1:] if what == "fdatasync") == (
-        [] if commits_all else files)
-    assert len(calls) == (1 if commits_all else 4)
+    assert sorted(ino for _, ino in calls[1:]) == ([] if commits_all else files)
+    assert {what for what, _ in calls} == {"fsync"}
+
+
+def written_out(cenv, monkeypatch):
+    """The inodes whose pages the group commit writes out before its flush."""
+    import nfspd.fs.commit
+    inos = []
+    real = nfspd.fs.commit.start_writeback
+    monkeypatch.setattr(nfspd.fs.commit, "start_writeback", lambda fd: (
+        inos.append(os.fstat(fd).st_ino), real(fd)))
+    return inos
+
+
+def test_a_new_metafiles_record_is_an_attribute_that_the_journal_commit_takes(cenv, monkeypatch):
+    # Metadata: no block to allocate and write out before the commit. Set
+    # as the caller (an ordinary user), which a trusted attribute allows:
+    # the switch to a caller's file-system ids keeps CAP_SYS_ADMIN.
+    inos = written_out(cenv, monkeypatch)
+    cenv.fs._objects.dir_fsync_commits_all = True
+    os.chmod(cenv.root, 0o777)
+    cenv.create(b"a", ALICE)
+    run(cenv.fs.stable, cenv.fs.stable_ticket())
+    assert inos == []
+    path = cenv.root / "a"
+    assert os.stat(path).st_uid == ALICE.uid and os.stat(path).st_blocks == 0
+    assert os.getxattr(path, metarecord.XATTR) == metarecord.of_path(path).encode()
+
+
+def test_without_trusted_attributes_a_new_metafiles_record_is_written_out_as_data(
+        cenv, monkeypatch):
+    def unsupported(*args):
+        raise OSError(errno.EOPNOTSUPP, "no trusted attributes")
+    monkeypatch.setattr(metarecord.os, "setxattr", unsupported)
+    inos = written_out(cenv, monkeypatch)
+    cenv.fs._objects.dir_fsync_commits_all = True
+    cenv.create(b"a")
+    run(cenv.fs.stable, cenv.fs.stable_ticket())
+    assert inos == [os.stat(cenv.root / "a").st_ino]
+    data = (cenv.root / "a").read_bytes()
+    assert Metafile.decode(data[:META_SIZE]) == metarecord.of_path(cenv.root / "a")
+    assert len(data) == META_HEADER
 
 
 class AppendingSink:

@@ -7,8 +7,7 @@ import socket
 
 import pytest
 
-from common.metafile import of_file
-from common.runtime import purgejournal, purgewaker
+from common.runtime import metarecord, purgejournal, purgewaker
 from nfspd.datapath import LocalDataPath
 from nfspd.fs.metafs import MetaFS
 from nfspd.fs.types import Caller, CreateHow, SetAttr
@@ -35,7 +34,7 @@ class Env:
 
     def identity(self, name):
         path = self.root / os.fsdecode(name)
-        return os.stat(path).st_ino, of_file(path.read_bytes()).seed
+        return os.stat(path).st_ino, metarecord.of_path(path).seed
 
     def journaled(self):
         return purgejournal.JournalReader(self.queue.directory).pending()
@@ -144,10 +143,10 @@ def test_on_a_journalled_ext4_shared_with_an_export_one_commit_makes_purge_and_r
         assert queue.appended_on() == (fs.dev if journalled else None)
         for name in (b"e", b"f"):
             fs.create(fs.root_fh, name, ROOT, CreateHow.UNCHECKED, SetAttr(mode=0o644))
-        e = os.stat(root / "e").st_ino, of_file((root / "e").read_bytes()).seed
+        e = os.stat(root / "e").st_ino, metarecord.of_path(root / "e").seed
         fs.remove(fs.root_fh, b"e", ROOT)  # (the journal's first record makes its segment)
         trio.run(fs.stable, fs.stable_ticket())
-        ino, seed = os.stat(root / "f").st_ino, of_file((root / "f").read_bytes()).seed
+        ino, seed = os.stat(root / "f").st_ino, metarecord.of_path(root / "f").seed
         calls = []
         real_fsync, real_fdatasync = os.fsync, os.fdatasync
         monkeypatch.setattr(os, "fsync", lambda fd: (

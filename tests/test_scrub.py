@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
+from common.metafile import HEADER as META_HEADER
 from common.metafile import Metafile
+from common.runtime import metarecord
 from nfspd.fs.types import CreateHow, SetAttr
 from tools import scrub
 from tools.dev import REPO
@@ -14,8 +16,17 @@ from tools.dev.unlinkd_cluster import ROOT, STRIPE, Cluster
 
 
 def metafile(path, seed, size=0):
+    """One of the form made before the record moved to its attribute."""
     with open(path, "wb") as f:
         f.write(Metafile(seed=seed, size=size).encode())
+    return os.stat(path).st_ino, seed
+
+
+def metafile_with_attribute(path, seed, size=0):
+    """As nfspd makes them: the record in trusted.nfsp.meta, the length telling the size."""
+    with open(path, "wb") as f:
+        f.truncate(META_HEADER + size)
+    os.setxattr(path, metarecord.XATTR, Metafile(seed=seed, size=size).encode())
     return os.stat(path).st_ino, seed
 
 
@@ -29,6 +40,9 @@ def test_walk_finds_every_metafile_once_without_following_symlinks(tmp_path):
     outside.mkdir()
     f1 = metafile(root / "top", 11, 5)
     f2 = metafile(root / "a" / "b" / "deep", 22)
+    f3 = metafile_with_attribute(root / "a" / "new", 44, 9)
+    metafile_with_attribute(root / "copied", 55)
+    os.removexattr(root / "copied", metarecord.XATTR)     # copied without its attribute
     os.link(root / "top", root / "a" / "hardlink")
     metafile(outside / "foreign", 33)
     os.symlink(outside, root / "a" / "link-to-dir")
@@ -36,11 +50,11 @@ def test_walk_finds_every_metafile_once_without_following_symlinks(tmp_path):
     (root / "a" / "junk").write_bytes(b"not a metafile")
     os.mkfifo(root / "fifo")
     walk = scrub.walk_exports([str(root)])
-    assert set(walk.owned) == {f1, f2} and not walk.incomplete
-    assert walk.bad_inos == {os.stat(root / "a" / "junk").st_ino}
-    assert walk.owned[f1].meta.size == 5
-    assert [(os.path.basename(p), why.split(":")[0]) for p, why in walk.bad] == \
-        [("junk", "not a metafile")]
+    assert set(walk.owned) == {f1, f2, f3} and not walk.incomplete
+    assert walk.bad_inos == {os.stat(root / n).st_ino for n in ("a/junk", "copied")}
+    assert walk.owned[f1].meta.size == 5 and walk.owned[f3].meta.size == 9
+    assert sorted((os.path.basename(p), why.split(":")[0]) for p, why in walk.bad) == \
+        [("copied", "not a metafile"), ("junk", "not a metafile")]
 
 
 def test_walk_reports_an_unreadable_export(tmp_path):

@@ -6,15 +6,14 @@ import signal
 import subprocess
 
 from common import nfs3
-from common.metafile import of_file
 from common.nfs3 import NFSPROC3
+from common.runtime import metarecord
 from tools.dev.netns import wait_until
 
 
 def identity(export, name):
     path = os.path.join(export, name)
-    with open(path, "rb") as f:
-        return os.stat(path).st_ino, of_file(f.read()).seed
+    return os.stat(path).st_ino, metarecord.of_path(path).seed
 
 
 def remove(client, root, name):

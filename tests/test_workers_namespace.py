@@ -16,6 +16,7 @@ import trio
 
 from common import metafile, nfs3, rpc
 from common.nfs3 import NFSPROC3, nfsstat3
+from common.runtime import metarecord
 from common.xdr import Unpacker, encode
 from nfspd import admin, metrics, steering
 from nfspd.server import load_or_create_key
@@ -247,8 +248,7 @@ def test_concurrent_clients_through_workers_never_see_a_torn_namespace(ns, clust
             fh = c.lookup(d, os.fsencode(name))                 # no name pointing at nothing
             attr = c.getattr(fh)
             assert attr.nlink == 1                              # one name per file
-            with open(os.path.join(c0.export, "d%d" % i, name), "rb") as m:
-                meta = metafile.of_file(m.read())
+            meta = metarecord.of_path(os.path.join(c0.export, "d%d" % i, name))
             # Laid out as nfspd lays out files, whoever created it.
             assert (meta.stripe_unit, meta.layout_gen) == (c0.stripe_unit, layout_gen) != \
                 (metafile.DEFAULT_STRIPE_UNIT, 0)

@@ -42,9 +42,8 @@ import click
 import trio
 
 from common.iodproto import Op
-from common.metafile import SIZE as META_SIZE
 from common.metafile import Metafile, MetafileError
-from common.metafile import read as read_metafile
+from common.runtime import metarecord
 from common.runtime.iodclient import IodConnection, IodError, iod_name
 from common.runtime.purgejournal import JournalReader
 from tools import embedded
@@ -126,7 +125,7 @@ def _metafile(path, st, walk):
         now = os.fstat(fd)
         if now.st_ino != st.st_ino:
             return  # replaced since the scan saw it; the new one is a new file
-        meta = read_metafile(os.pread(fd, META_SIZE + 1, 0), now.st_size)
+        meta = metarecord.load(fd, now.st_size)
     except MetafileError as e:
         walk.bad.append((path, f"not a metafile: {e}"))
         walk.bad_inos.add(st.st_ino)

@@ -1,7 +1,8 @@
 """The metafiles of one export, read once and kept while they stay unchanged.
 
 A regular file of the export is a small metafile (common/metafile.py) holding
-the real size, a seed and the stripe parameters. Nearly every reply carries a
+the real size, a seed and the stripe parameters, its record in an extended
+attribute where it can be (common/runtime/metarecord.py). Nearly every reply carries a
 file's size, and a stat tells it (``size``: the metafile's length) except for
 a metafile sized by its record. The record itself is needed by READ, WRITE and
 SETATTR; it is cached under (dev, ino) with the mtime, ctime and st_size it
@@ -20,8 +21,8 @@ import os
 from common.metafile import HEADER as META_HEADER
 from common.metafile import SIZE as META_SIZE
 from common.metafile import MetafileError
-from common.metafile import read as read_metafile
 from common.nfs3 import nfsstat3
+from common.runtime import metarecord
 from nfspd.fs.syscalls import proc_path
 from nfspd.fs.types import FsError
 
@@ -56,7 +57,7 @@ class Metafiles:
             return hit[3]
         self.reads += 1
         try:
-            meta = read_metafile(os.pread(fd, META_SIZE + 1, 0), st.st_size)
+            meta = metarecord.load(fd, st.st_size)
         except (OSError, MetafileError) as e:
             bad = (st.st_dev, st.st_ino, st.st_ctime_ns)
             if bad not in self._bad:
@@ -128,24 +129,22 @@ class Metafiles:
             if length != META_SIZE:
                 os.ftruncate(fd, META_SIZE)
         if sync:
-            os.fdatasync(fd)
+            os.fsync(fd)  # (not fdatasync: the record may be in the attribute, metadata)
         st = os.fstat(fd)
         self.remember(st, meta)
         return st
 
     @staticmethod
     def _write_record(fd, meta):
-        data = meta.encode()
-        if os.pwrite(fd, data, 0) != len(data):
-            raise OSError(errno.EIO, "short metafile write")
+        metarecord.store(fd, meta)
 
     def make(self, dir_fd, name, mode, meta, sync):
         """Create the metafile ``name`` in dir_fd with ``mode`` and content
-        ``meta``: (fd open O_RDWR | O_NOATIME, stat). Written before it gets its name (an
-        O_TMPFILE linked in), so nobody ever sees a half-made metafile, even
-        after a crash. The caller's credentials apply (creds.as_caller around
-        this); FileExistsError when the name exists."""
-        data = meta.encode() + bytes(META_HEADER - META_SIZE)
+        ``meta``: (fd open O_RDWR | O_NOATIME, stat, whether its record is in
+        the attribute, common/runtime/metarecord.py). Written before it gets
+        its name (an O_TMPFILE linked in), so nobody ever sees a half-made
+        metafile, even after a crash. The caller's credentials apply
+        (creds.as_caller around this); FileExistsError when the name exists."""
         try:
             # O_NOATIME: the fd goes to the handle cache as it is (see
             # HandleCodec.adopt); the caller owns the new file, so it may.
@@ -160,14 +159,14 @@ class Metafiles:
             flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NOATIME | os.O_CLOEXEC
             fd = os.open(name, flags, mode, dir_fd=dir_fd)
             try:
-                _fill(fd, data, meta.size, sync)
+                in_xattr = _fill(fd, meta, sync)
             except BaseException:
                 os.unlink(name, dir_fd=dir_fd)
                 os.close(fd)
                 raise
         else:
             try:
-                _fill(fd, data, meta.size, sync)
+                in_xattr = _fill(fd, meta, sync)
                 os.link(proc_path(fd), name, dst_dir_fd=dir_fd, follow_symlinks=True)
             except BaseException:
                 os.close(fd)
@@ -188,7 +187,7 @@ class Metafiles:
                 raise
             st = os.fstat(fd)
         self.remember(st, meta)
-        return fd, st
+        return fd, st, in_xattr
 
     def forget(self, st):
         """The object lost its last link."""
@@ -204,10 +203,11 @@ def _same_record(a, b):
         (b.seed, b.stripe_unit, b.layout_gen, b.create_verf, b.trunc_to)
 
 
-def _fill(fd, data, size, sync):
-    """A new metafile's record, and its length telling ``size``."""
-    os.pwrite(fd, data, 0)
-    if size:
-        os.ftruncate(fd, META_HEADER + size)
+def _fill(fd, meta, sync):
+    """A new metafile's record, and its length telling its size: whether the
+    record is in the attribute."""
+    in_xattr = metarecord.store(fd, meta)
+    os.ftruncate(fd, META_HEADER + meta.size)
     if sync:
-        os.fdatasync(fd)
+        os.fsync(fd)  # (not fdatasync: the attribute is metadata)
+    return in_xattr

@@ -420,11 +420,14 @@ class MetaFS:
         durable = self._objects.durable(caller)
         try:
             with as_caller(caller.uid, caller.gid, caller.gids):
-                fd, st = self._metafiles.make(dfd, name, mode, meta,
-                                              durable and self._commit is None)
+                fd, st, in_xattr = self._metafiles.make(dfd, name, mode, meta,
+                                                        durable and self._commit is None)
         except FileExistsError:
             return (*self._create_existing(dfd, dst, name, caller, how, sattr, verf, pre), False)
-        if durable and self._commit is not None:
+        if durable and self._commit is not None \
+                and not (in_xattr and self._objects.dir_fsync_commits_all):
+            # (A record in the attribute is metadata: the directory's fsync
+            # commits it with the new name.)
             self._commit.metafile(fd, st)
         fd, cfh = self._adopt(fd, st, readwrite=True)
         self._listing_changed(dst, dfd, added=((name, st.st_ino),))

@@ -11,8 +11,9 @@ import os
 
 import pytest
 
-from common import metafile, striping
+from common import striping
 from common.nfs3 import nfsstat3, stable_how
+from common.runtime import metarecord
 from tests.support import faults
 from tools.dev.nfsclient import NfsError
 
@@ -39,8 +40,7 @@ def _guest_write(path, off, n):
 
 
 def _seed(bed, rel):
-    with open(os.path.join(bed.export, rel), "rb") as f:
-        return metafile.read(f.read(metafile.SIZE), os.fstat(f.fileno()).st_size).seed
+    return metarecord.of_path(os.path.join(bed.export, rel)).seed
 
 
 def _stripe_writes(bed, transport, rel, data):

@@ -417,20 +417,28 @@ def _zombie_or_gone(pid):
 class SmallDisk:
     """A tmpfs of ``size`` bytes mounted at ``path`` (in this mount namespace,
     which the testbed's daemons share); ``fill(leave)`` takes all but
-    ``leave`` bytes with a filler file at the top, ``free()`` gives them back."""
+    ``leave`` bytes with a filler file at the top, and with ``inodes`` (the
+    tmpfs has that many) every inode left too, with empty fillers; ``free()``
+    gives them back."""
 
-    def __init__(self, path, size):
+    def __init__(self, path, size, inodes=None):
         self.path = path
         self.size = size
+        self.inodes = inodes
         self.filler = os.path.join(path, "filler")
         self.mounted = False
 
     def mount(self):
         os.makedirs(self.path, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size},mode=755", "tmpfs",
+        options = f"size={self.size},mode=755" + (f",nr_inodes={self.inodes}" if self.inodes else "")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs",
                         self.path], check=True, capture_output=True, timeout=30)
         self.mounted = True
         return self
+
+    def _inode_fillers(self):
+        return [os.path.join(self.path, n) for n in os.listdir(self.path)
+                if n.startswith("filler-")]
 
     def available(self):
         st = os.statvfs(self.path)
@@ -444,11 +452,22 @@ class SmallDisk:
                 os.posix_fallocate(fd, os.fstat(fd).st_size, extra)
         finally:
             os.close(fd)
+        if self.inodes:
+            for i in range(os.statvfs(self.path).f_favail):
+                try:
+                    os.close(os.open(f"{self.filler}-{i}", os.O_WRONLY | os.O_CREAT, 0o600))
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    break
+            assert os.statvfs(self.path).f_favail == 0
         return self.available()
 
     def free(self):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.filler)
+        for path in self._inode_fillers():
+            os.unlink(path)
         return self.available()
 
     def umount(self):
@@ -629,7 +648,9 @@ class Bed:
         # metaserver's export, state and exports file in WORKDIR/ms: the
         # fillers go next to them, on the same file system.
         self.iod_disk = SmallDisk(os.path.join(workdir, "iod0"), iod_disk)
-        self.ms_disk = SmallDisk(os.path.join(workdir, "ms"), ms_disk)
+        # A metafile takes an inode and no block (its record is an
+        # attribute): the metaserver's disk is full when it has neither.
+        self.ms_disk = SmallDisk(os.path.join(workdir, "ms"), ms_disk, inodes=4096)
         self.vm = None
         self.mounts = set()
 

@@ -17,8 +17,7 @@ import trio
 
 from common import keyfile
 from common.iodproto import Op
-from common.metafile import of_file
-from common.runtime import purgejournal
+from common.runtime import metarecord, purgejournal
 from common.runtime.purgewaker import socket_path
 from nfspd.datapath import LocalDataPath
 from nfspd.fs.commit import GroupCommit
@@ -98,7 +97,7 @@ class Cluster:
 
     def identity(self, relpath):
         path = os.path.join(self.export, os.fsdecode(relpath))
-        return os.stat(path).st_ino, of_file(open(path, "rb").read()).seed
+        return os.stat(path).st_ino, metarecord.of_path(path).seed
 
     def create_with_data(self, names, stripes=1):
         """Create files and write ``stripes`` stripes of each on the iods; returns
