@@ -53,6 +53,7 @@ Threads: handle() runs in several I/O threads at once; the client and
 session table is under one lock, held only around its own calls.
 """
 
+import collections
 import dataclasses
 import errno
 import struct
@@ -193,7 +194,7 @@ class _VerifiedHandles:
     def __init__(self, keys, limit=VERIFIED_HANDLES):
         self.keys = keys
         self.limit = limit
-        self._entries = {}
+        self._entries = collections.OrderedDict()
 
     def verify(self, fh):
         """The DsHandle of ``fh``, or DsHandleError (as dsfh.verify)."""
@@ -215,13 +216,15 @@ class _VerifiedHandles:
         return True
 
     def _remember(self, fh, entry):
+        # An OrderedDict: its oldest entry comes off in constant time, where a
+        # dict's first is found past the slots of every entry deleted before
+        # it (nfspd/fs/handles.py's _bounded_put measured it).
         entries = self._entries
         while len(entries) >= self.limit:
             try:
-                del entries[next(iter(entries))]
-            except (KeyError, RuntimeError, StopIteration):
-                # Another thread changed the dict under the iteration.
-                pass
+                entries.popitem(last=False)
+            except KeyError:  # another thread emptied it meanwhile
+                break
         entries[fh] = entry
 
 

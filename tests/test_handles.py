@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from common.nfs3 import nfsstat3
+from nfspd.fs import handles
 from nfspd.fs.handles import FHSIZE2, HandleCodec, export_id_for_path, export_id_of
 from nfspd.fs.types import FsError
 
@@ -159,6 +160,24 @@ def test_the_cache_stays_bounded_and_forget_drops_entries(tree):
     codec.forget_ino(os.stat(root / "n39").st_ino)
     assert fhs[39] not in codec._cache
     assert len(codec._cache) == 15
+
+
+def test_handles_made_lately_are_kept_first_in_first_out_up_to_a_bound(tree, monkeypatch):
+    _, root, mfd = tree
+    monkeypatch.setattr(handles, "SEALED_CACHED", 8)
+    for i in range(20):
+        (root / f"n{i}").write_bytes(b"")
+    codec = HandleCodec(7, KEY, mfd)
+    lstats = [os.lstat(root / f"n{i}") for i in range(20)]
+    for i, lst in enumerate(lstats):
+        fh = fh_of(codec, root / f"n{i}")
+        codec.remember(lst, fh)
+        if i == 3:
+            codec.forget_ino(lst.st_ino)      # gone from the middle of the order
+    assert len(codec._sealed) == len(codec._minted) == 8
+    assert [codec.known(lst) is not None for lst in lstats] == [False] * 12 + [True] * 8
+    # Sealing again what was dropped gives the same handle (a cache, no state).
+    assert fh_of(codec, root / "n0") == HandleCodec(7, KEY, mfd).encode_at(mfd, b"n0")
 
 
 def test_export_ids_are_stable_u32s():

