@@ -21,12 +21,13 @@ counts as not journalled: a syncfs too many costs time, one too few a file.
 On ext3 and ext4 with a journal, an fsync of a directory does more: it
 commits the journal's running transaction whole (ext4_sync_file treats a
 directory as journalled data, ext4_force_commit; since Linux 6.4 in
-ext4_fsync_journal, for every non-regular file). A metafile whose pages were
-written out before it (their blocks allocated in that transaction, their
-writes complete) is then durable with it, and a flush need not fdatasync it:
-that would only flush the device's cache once more per file. XFS and btrfs
-force their log only up to the directory's own last change, so there the
-files are fdatasynced.
+ext4_fsync_journal, for every non-regular file). A metafile whose record is
+an attribute (metadata, in that transaction), or whose pages were written
+out before it (their blocks allocated in that transaction, their writes
+complete), is then durable with it, and a flush need not fsync it: that
+would only flush the device's cache once more per file. XFS and btrfs force
+their log only up to the directory's own last change, so there the files
+are fsynced.
 """
 
 import os

@@ -2,9 +2,9 @@
 
 A regular file of the export is a small metafile (common/metafile.py) holding
 the real size, a seed and the stripe parameters, its record in an extended
-attribute where it can be (common/runtime/metarecord.py). Nearly every reply carries a
-file's size, and a stat tells it (``size``: the metafile's length) except for
-a metafile sized by its record. The record itself is needed by READ, WRITE and
+attribute where it can be (common/runtime/metarecord.py). Nearly every reply
+carries a file's size, and a stat tells it (``size``: the metafile's length)
+except for a metafile sized by its record. The record itself is needed by READ, WRITE and
 SETATTR; it is cached under (dev, ino) with the mtime, ctime and st_size it
 had: a change to any of them means the file was written by someone else, and
 it is read again. Only this process writes metafiles and it updates the cache
