@@ -15,8 +15,8 @@ import trio
 import trio.testing
 
 from common.metafile import HEADER as META_HEADER, SIZE as META_SIZE, Metafile
-from common.runtime import metarecord
 from common.nfs3 import nfsstat3
+from common.runtime import metarecord
 from nfspd.datapath import LocalDataPath
 from nfspd.fs.access import ACCESS3_ALL, ACCESS3_LOOKUP, ACCESS3_READ
 from nfspd.fs import metafs as metafs_module

@@ -56,8 +56,8 @@ def _bounded_put(cache, key, value):
     of a listing read again). ``cache`` is an OrderedDict, which gives its
     oldest entry in constant time: a dict finds its first entry by scanning
     past the slots of those deleted before it, thousands once it is full and
-    turning over (a put into a full cache 4.1 us, against 0.37, measured; a
-    new file puts into both of HandleCodec's)."""
+    turning over (a put into a full cache 4.1 us, against 0.37, measured;
+    every new handle is a put)."""
     if len(cache) >= SEALED_CACHED:
         try:
             cache.popitem(last=False)
