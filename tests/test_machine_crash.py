@@ -1,9 +1,9 @@
 """A crash of the metaserver's machine after `sync` changes were answered loses
-none of them (issue 15; the kill -9 of nfspd is tests/e2e's and the fault
-tests'). The crash: ext4's shutdown ioctl without a log flush, as xfstests'
-godown does. From then on nothing more reaches the disk, so what survives
-(the journal replayed at the next mount) is exactly what the group commit's
-flushes committed; the running transaction and unwritten pages are lost."""
+none of them (issue 15; a kill -9 of nfspd: tests/test_nfspd_e2e.py). The
+crash: ext4's shutdown ioctl without a log flush, as xfstests' godown does.
+From then on nothing more reaches the disk, so what survives (the journal
+replayed at the next mount) is exactly what the group commit's flushes
+committed; the running transaction and unwritten pages are lost."""
 
 import errno
 import fcntl
