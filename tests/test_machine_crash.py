@@ -9,7 +9,6 @@ import errno
 import fcntl
 import os
 import struct
-import subprocess
 
 import pytest
 import trio
@@ -33,12 +32,6 @@ def crash(mnt):
         fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", EXT4_GOING_FLAGS_NOLOGFLUSH))
     finally:
         os.close(fd)
-
-
-def remount(mnt):
-    image = mnt + ".img"  # (loopfs keeps it beside the mount point)
-    subprocess.run(["umount", mnt], check=True)
-    subprocess.run(["mount", "-o", "loop", image, mnt], check=True)
 
 
 @pytest.mark.parametrize("record_in", ["attribute", "data"])
@@ -75,7 +68,7 @@ def test_sync_changes_answered_survive_a_crash_of_the_machine(tmp_path, monkeypa
         finally:
             fs.close()
             commit.close()
-        remount(mnt)
+        loopfs.remount(mnt)
         after = {n: (os.stat(os.path.join(path, n)).st_ino,
                      metarecord.of_path(os.path.join(path, n)))
                  for n in os.listdir(path)}

@@ -109,23 +109,23 @@ class Metafiles:
         if meta.trunc_to is None:
             by_length = length >= META_HEADER
             if by_length and (old is None or not _same_record(old, meta)):
-                self._write_record(fd, meta)  # its size field is ignored
+                metarecord.store(fd, meta)  # its size field is ignored
             try:
                 if length != META_HEADER + meta.size:
                     os.ftruncate(fd, META_HEADER + meta.size)
                 if not by_length:
                     # Now sized by its length; the record's stale fields are
                     # ignored until this tidies them.
-                    self._write_record(fd, meta)
+                    metarecord.store(fd, meta)
             except OSError as e:
                 if e.errno != errno.EFBIG:
                     raise
                 # Beyond the largest file here: the record keeps the size.
-                self._write_record(fd, meta)
+                metarecord.store(fd, meta)
                 if length != META_SIZE:
                     os.ftruncate(fd, META_SIZE)
         else:
-            self._write_record(fd, meta)
+            metarecord.store(fd, meta)
             if length != META_SIZE:
                 os.ftruncate(fd, META_SIZE)
         if sync:
@@ -133,10 +133,6 @@ class Metafiles:
         st = os.fstat(fd)
         self.remember(st, meta)
         return st
-
-    @staticmethod
-    def _write_record(fd, meta):
-        metarecord.store(fd, meta)
 
     def make(self, dir_fd, name, mode, meta, sync):
         """Create the metafile ``name`` in dir_fd with ``mode`` and content

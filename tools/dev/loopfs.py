@@ -13,8 +13,8 @@ def ext4(directory, name="fs", size="64M", journal=True, keep=False):
     the mount point; unmounted (detached if still busy: it goes once the last
     process holding a file there lets go) and its image removed (unless
     ``keep``) on exit. Needs root."""
-    image = os.path.join(directory, f"{name}.img")
     mnt = os.path.join(directory, name)
+    image = _image(mnt)
     os.makedirs(mnt, exist_ok=True)
     subprocess.run(["truncate", "-s", size, image], check=True)
     try:
@@ -36,3 +36,14 @@ def unmount(mnt):
     there), it goes once the last one lets go."""
     if subprocess.run(["umount", mnt], check=False, stderr=subprocess.DEVNULL).returncode != 0:
         subprocess.run(["umount", "-l", mnt], check=True)
+
+
+def remount(mnt):
+    """Unmount ``mnt`` (nothing may hold a file there) and mount its image
+    again, as a reboot would: an ext4 replays its journal."""
+    subprocess.run(["umount", mnt], check=True)
+    subprocess.run(["mount", "-o", "loop", _image(mnt), mnt], check=True)
+
+
+def _image(mnt):
+    return f"{mnt}.img"
