@@ -851,11 +851,10 @@ def _switches(monkeypatch, fn, *args):
     return _CountedSwitches.made
 
 
-def test_an_ordinary_users_remove_and_rename_switch_credentials_once_where_all_may_search(
-        shared, monkeypatch):
-    # Looking the names up needs only the search permission, which every
-    # caller has in a 0755 directory without an ACL: only the change itself
-    # is made as the caller (a switch is six system calls, 10-15 us).
+def test_an_ordinary_users_remove_and_rename_switch_credentials_once(shared, monkeypatch):
+    # The names are looked up as root, and only the change itself is made as
+    # the caller (a switch is four to six system calls), which the kernel
+    # refuses to whoever may not search the directory or write to it.
     env, tmp, _ = shared
     fs = env.fs
     d = fs.mkdir(tmp, b"open", ALICE, SetAttr(mode=0o755))[0]
@@ -865,17 +864,35 @@ def test_an_ordinary_users_remove_and_rename_switch_credentials_once_where_all_m
     assert _switches(monkeypatch, fs.rename, d, b"b", d, b"b2", ALICE) == 1
     assert _switches(monkeypatch, fs.rename, d, b"b2", d, b"c", ALICE) >= 1  # (c replaced)
     assert os.listdir(env.root / "tmp" / "open") == ["c"]
-    # Where not every caller may search, the lookups are the caller's too,
-    # and what they may not do they are refused.
+    # Also where not every caller may search, and what they may not do
+    # they are refused.
     private = fs.mkdir(tmp, b"private", ALICE, SetAttr(mode=0o700))[0]
     env.create(b"p", caller=ALICE, d=private)
     env.create(b"q", caller=ALICE, d=private)
-    assert _switches(monkeypatch, fs.remove, private, b"p", ALICE) == 2
+    assert _switches(monkeypatch, fs.remove, private, b"p", ALICE) == 1
     assert status_of(fs.remove, private, b"q", BOB) == nfsstat3.NFS3ERR_ACCES
     assert status_of(fs.rename, private, b"q", private, b"r", BOB) == nfsstat3.NFS3ERR_ACCES
     # Where all may search but only the owner may write: refused by the change.
     assert status_of(fs.remove, d, b"c", BOB) == nfsstat3.NFS3ERR_ACCES
     assert status_of(fs.rename, d, b"c", d, b"d", BOB) == nfsstat3.NFS3ERR_ACCES
+
+
+def test_who_may_not_search_a_directory_learns_nothing_of_its_names_from_remove_or_rename(
+        shared):
+    # The names are looked up as root: what those lookups find must not show
+    # through to a caller the kernel would refuse (a missing name, a directory).
+    env, tmp, _ = shared
+    fs = env.fs
+    private = fs.mkdir(tmp, b"private", ALICE, SetAttr(mode=0o700))[0]
+    fs.mkdir(private, b"sub", ALICE, SetAttr(mode=0o755))
+    for name in (b"missing", b"sub"):
+        assert status_of(fs.remove, private, name, BOB) == nfsstat3.NFS3ERR_ACCES
+        assert status_of(fs.rename, private, name, private, b"r", BOB) == nfsstat3.NFS3ERR_ACCES
+    # Its owner is told what is there.
+    assert status_of(fs.remove, private, b"missing", ALICE) == nfsstat3.NFS3ERR_NOENT
+    assert status_of(fs.remove, private, b"sub", ALICE) == nfsstat3.NFS3ERR_ISDIR
+    assert status_of(fs.rename, private, b"missing", private, b"r", ALICE) == \
+        nfsstat3.NFS3ERR_NOENT
 
 
 def test_an_acl_refusing_the_search_refuses_remove_and_rename(shared):

@@ -582,15 +582,42 @@ class MetaFS:
                 return os.stat(name, dir_fd=dfd, follow_symlinks=False)
         return os.stat(name, dir_fd=dfd, follow_symlinks=False)
 
-    def _pin_victim(self, dfd, dst, name, caller):
+    def _lstat_to_change(self, dfd, dst, name, caller, missing=False):
+        """The lstat of ``name`` in the directory ``dfd`` (stat ``dst``),
+        about to be changed by a system call that the kernel checks as the
+        caller (unlink, rename): taken as root, without the check of the
+        directory's ACL that _lstat's shortcut needs (a getxattr through /proc
+        at nearly every REMOVE, the directory's ctime, its cache key, having
+        changed with the call before). Nothing learnt here may reach the
+        caller before that change succeeds: a failure is taken again as the
+        caller, so that one who may not search the directory learns only that
+        (ACCES), never whether the name exists. With ``missing``, None for a
+        name that does not exist (the change, made next, tells the caller)."""
+        try:
+            return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            if missing:
+                return None
+        except OSError:
+            pass
+        return self._lstat(dfd, dst, name, caller)
+
+    def _pin_victim(self, dfd, dst, name, caller, missing=False):
         """What name (about to lose its link) is, pinned: (fd, stat, owned),
-        owned telling whether the caller closes fd. A file just made or used
-        is in the handle cache, whose descriptor pins it as well as one
-        opened here would: a stat of the name instead of an O_PATH open, its
-        fstat and close (the cache closes its own once the file is gone). Were
-        the name another inode's by the unlink, that one's data would leak
-        (scrub finds it), as with an opened pin; none is purged while reachable."""
-        st = self._lstat(dfd, dst, name, caller)
+        owned telling whether the caller closes fd; with ``missing``, None
+        when there is no such name. A file just made or used is in the
+        handle cache, whose descriptor pins it as well as one opened here
+        would: a stat of the name instead of an O_PATH open, its fstat and
+        close (the cache closes its own once the file is gone). Were the name
+        another inode's by the unlink, that one's data would leak (scrub
+        finds it), as with an opened pin; none is purged while reachable. A
+        directory is looked up again as the caller (remove() answers ISDIR
+        before any change)."""
+        st = self._lstat_to_change(dfd, dst, name, caller, missing)
+        if st is None:
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            st = self._lstat(dfd, dst, name, caller)
         if stat.S_ISREG(st.st_mode) and st.st_dev == self.dev:
             cached = self._codec.cached_inode(st.st_ino)
             if cached is not None:
@@ -674,14 +701,16 @@ class MetaFS:
         fpre = self._wcc_attr(ffd, fst)
         tpre = fpre if one_dir else self._wcc_attr(tfd, tst)
         # What it is, for the listings (the source keeps its inode).
-        sst = self._lstat(ffd, fst, from_name, caller)
+        sst = self._lstat_to_change(ffd, fst, from_name, caller)
         tpin = tpst = None
         owned = False
         if replace:
             try:
-                tpin, tpst, owned = self._pin_victim(tfd, tst, to_name, caller)
-            except FileNotFoundError:
-                pass
+                pinned = self._pin_victim(tfd, tst, to_name, caller, missing=True)
+            except FileNotFoundError:  # (gone since)
+                pinned = None
+            if pinned is not None:
+                tpin, tpst, owned = pinned
         try:
             tmeta = None
             if tpst is not None and stat.S_ISREG(tpst.st_mode) and \
