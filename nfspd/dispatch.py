@@ -20,7 +20,7 @@ import logging
 import zlib
 
 from common import rpc
-from nfspd.drc import DONE, IN_PROGRESS
+from nfspd.drc import DONE, NEW
 from common.rpc import accept_stat
 from common.xdr import Packer, Unpacker, XdrError
 
@@ -347,17 +347,16 @@ class Dispatcher:
             return None, None
         key = (ctx.transport, ctx.client, call.xid, call.prog, call.vers, call.proc,
                call.cred_flavor, bytes(call.cred_body), args_checksum(call.args))
-        state, cached = self.drc.lookup(key)
-        if state == DONE:
+        state, cached = self.drc.start(key)
+        if state is NEW:
+            return key, None
+        if state is DONE:
             self.counters.drc_hits += 1
             return _ANSWERED, cached
-        if state == IN_PROGRESS:
-            # The original is still running; its reply will answer this
-            # retransmission too (the kernel server drops these likewise).
-            self.counters.drc_in_progress += 1
-            return _ANSWERED, None
-        self.drc.begin(key)
-        return key, None
+        # The original is still running; its reply will answer this
+        # retransmission too (the kernel server drops these likewise).
+        self.counters.drc_in_progress += 1
+        return _ANSWERED, None
 
     @staticmethod
     def _encode(proc, xid, result):

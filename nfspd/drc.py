@@ -53,6 +53,32 @@ class DuplicateRequestCache:
         self._entries.move_to_end(key)
         self._evict()
 
+    def start(self, key):
+        """lookup(), and begin() when the call is NEW: what a server does for
+        every non-idempotent call, in one probe of the cache and one reading
+        of the clock (the two calls and the eviction's own were a tenth of
+        a CREATE's instructions outside the file system)."""
+        self.lookups += 1
+        entries = self._entries
+        now = self._clock()
+        entry = entries.get(key)
+        if entry is not None:
+            state, reply, stamp = entry
+            if state is not DONE or now - stamp <= self.ttl:
+                if state is DONE:
+                    self.hits += 1
+                return state, reply
+            del entries[key]
+        entries[key] = (IN_PROGRESS, None, now)  # (a new key: last already)
+        if len(entries) > self.max_entries:
+            self._evict()
+        else:
+            # The oldest reply, once stale, goes (one a call keeps pace).
+            oldest = next(iter(entries.values()))
+            if oldest[0] is DONE and now - oldest[2] > self.ttl:
+                entries.popitem(last=False)
+        return NEW, None
+
     def finish(self, key, reply):
         """Record the reply; a call that produced none (it was cancelled, or its
         reply is sent by an iod) is forgotten so a retransmission runs again."""

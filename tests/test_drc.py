@@ -51,3 +51,33 @@ def test_size_is_bounded_and_running_calls_are_kept():
     assert drc.lookup("running") == (IN_PROGRESS, None)
     assert drc.lookup(9) == (DONE, b"r")
     assert drc.lookup(0) == (NEW, None)
+
+
+def test_start_is_a_lookup_then_for_a_new_call_a_begin():
+    clock = Clock()
+    drc = DuplicateRequestCache(ttl=10, clock=clock)
+    assert drc.start("k") == (NEW, None)
+    assert drc.lookup("k") == (IN_PROGRESS, None)
+    assert drc.start("k") == (IN_PROGRESS, None)
+    drc.finish("k", b"reply")
+    assert drc.start("k") == (DONE, b"reply")
+    clock.now = 11  # a stale reply answers nothing: the call runs again
+    assert drc.start("k") == (NEW, None)
+    assert drc.lookup("k") == (IN_PROGRESS, None)
+
+
+def test_start_drops_the_oldest_reply_once_stale_and_keeps_the_bound():
+    clock = Clock()
+    drc = DuplicateRequestCache(max_entries=3, ttl=10, clock=clock)
+    drc.start("old")
+    drc.finish("old", b"r")
+    clock.now = 11
+    drc.start("new")
+    assert len(drc) == 1
+    drc.start("running")
+    for i in range(10):
+        drc.start(i)
+        drc.finish(i, b"r")
+    assert len(drc) == 3
+    assert drc.lookup("running") == (IN_PROGRESS, None)
+    assert drc.lookup(9) == (DONE, b"r")
