@@ -314,8 +314,11 @@ def CREATE(ctx, args):
     if how.disc == createmode3.EXCLUSIVE:
         fh, attr, w = fs.create(d, name, caller, CreateHow.EXCLUSIVE, SetAttr(), verf=how.body)
     else:
-        fh, attr, w = fs.create(d, name, caller, CreateHow(int(how.disc)), to_setattr(how.body))
+        fh, attr, w = fs.create(d, name, caller, _CREATE_HOW[how.disc], to_setattr(how.body))
     return when_stable(fs, caller, _made(fh, attr, w))
+
+
+_CREATE_HOW = {m: CreateHow(int(m)) for m in createmode3}
 
 
 def _made(fh, attr, w):

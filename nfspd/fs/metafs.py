@@ -405,7 +405,8 @@ class MetaFS:
         created). NFSv4's OPEN answers differently for a file that existed
         (no attrset), and learning it here saves a lookup before."""
         check_writable(caller)
-        how = CreateHow(how)
+        if type(how) is not CreateHow:
+            how = CreateHow(how)
         sattr = sattr if sattr is not None else SetAttr()
         dfd, dcfh, dst = self._dir(dir_fh)
         name = _name(name, creating=True)
@@ -431,16 +432,16 @@ class MetaFS:
             self._commit.metafile(fd, st)
         fd, cfh = self._adopt(fd, st, readwrite=True)
         self._listing_changed(dst, dfd, added=((name, st.st_ino),))
-        rest = SetAttr(uid=sattr.uid, gid=sattr.gid, atime=sattr.atime, mtime=sattr.mtime,
-                       size=sattr.size or None)
-        if rest.uid is not None or rest.gid is not None:
-            rest.mode = sattr.mode  # chown clears setuid/setgid: set the mode after it
-
-        if any(v is not None for v in (rest.uid, rest.gid, rest.atime, rest.mtime, rest.size)):
+        if (sattr.uid is None and sattr.gid is None and sattr.atime is None
+                and sattr.mtime is None and not sattr.size):
+            attr = self._attr(fd, st, meta)  # st is from after the link: current
+        else:
+            rest = SetAttr(uid=sattr.uid, gid=sattr.gid, atime=sattr.atime, mtime=sattr.mtime,
+                           size=sattr.size or None)
+            if rest.uid is not None or rest.gid is not None:
+                rest.mode = sattr.mode  # chown clears setuid/setgid: set the mode after it
             self.setattr(cfh, caller, rest)
             attr = self._attr_of(cfh)
-        else:
-            attr = self._attr(fd, st, meta)  # st is from after the link: current
         self._sync_dir(dfd, dst, caller)
         return cfh, attr, Wcc(pre, self._post(dfd)), True
 
