@@ -28,16 +28,15 @@ decode_signed checks the frame up to its MAC, and the link receives the
 trailer straight into the NFS reply's buffer (nfspd/iodlink.py).
 """
 
-import hashlib
 import hmac
 import struct
 
 import msgpack
 
 from common import iodproto
+from common.hmacsha256 import states
 from common.iodproto import HEADER, MAC_SIZE, MAGIC, MAX_BODY, VERSION, BadMac, IodProtoError, Op
 
-_BLOCK = 64  # SHA-256 block size
 # The frame header followed by the body's first byte, the map header (a fixmap:
 # no op has more than 15 fields).
 _HEAD_MAP = struct.Struct(">4sBBHIIB")
@@ -46,15 +45,6 @@ _LARGE = 4096   # bodies from this size on are sliced as views, not copies
 
 PING, READ, WRITE, COMMIT, TRUNCATE, PURGE, REVOKE = (int(op) for op in (
     Op.PING, Op.READ, Op.WRITE, Op.COMMIT, Op.TRUNCATE, Op.PURGE, Op.REVOKE))
-
-
-def _states(key):
-    """The RFC 2104 inner and outer SHA-256 states of ``key``."""
-    if len(key) > _BLOCK:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(_BLOCK, b"\0")
-    return (hashlib.sha256(bytes(b ^ 0x36 for b in key)),
-            hashlib.sha256(bytes(b ^ 0x5C for b in key)))
 
 
 def _bin_header(n):
@@ -77,7 +67,7 @@ class Signer:
         keys = self._keys
         self._generation = keys.generation
         key_id, key = keys.signing
-        self._inner, self._outer = _states(key)
+        self._inner, self._outer = states(key)
         self._key_id = key_id
 
     def flat(self, items):
@@ -200,7 +190,7 @@ class Verifier:
 
     def _prepare(self):
         self._generation = self._keys.generation
-        self._states = {kid: _states(key) for kid, key in self._keys.by_id.items()}
+        self._states = {kid: states(key) for kid, key in self._keys.by_id.items()}
 
     def decode(self, frame):
         """``frame``: bytes or a memoryview of exactly one whole frame (a
@@ -235,14 +225,14 @@ class Verifier:
         if self._generation != self._keys.generation:
             self._prepare()
         key_id = frame[5]
-        states = self._states.get(key_id)
-        if states is None:
+        prepared = self._states.get(key_id)
+        if prepared is None:
             raise BadMac(f"unknown key id {key_id}")
         view = frame if type(frame) is memoryview else memoryview(frame)
         signed = view[:total - MAC_SIZE]
-        inner = states[0].copy()
+        inner = prepared[0].copy()
         inner.update(signed)
-        outer = states[1].copy()
+        outer = prepared[1].copy()
         outer.update(inner.digest())
         if not hmac.compare_digest(outer.digest(), view[total - MAC_SIZE:]):
             raise BadMac("authentication failed")

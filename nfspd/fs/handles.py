@@ -27,6 +27,7 @@ import resource
 import struct
 import threading
 
+from common import hmacsha256
 from common.nfs3 import nfsstat3
 from nfspd.fs.syscalls import name_to_handle, open_by_handle, proc_path
 from nfspd.fs.types import FsError
@@ -39,7 +40,8 @@ MIN_MAC = 8
 MAX_MAC = 16
 MAX_KERNEL_HANDLE = FHSIZE2 - _HEADER.size - MIN_MAC  # 17
 # Handles made lately, by kernel handle (the whole input of the MAC, so a hit
-# is exactly what sealing again gives; the MAC, an HMAC-SHA256, costs 1-3 us)
+# is exactly what sealing again gives; the MAC, an HMAC-SHA256, costs 0.6 us
+# from prepared states, common/hmacsha256.py)
 # and by inode and ctime (see HandleCodec.known): a READDIRPLUS needs one per
 # entry, the same ones each time a directory is listed again. Each cache is
 # bounded to this many rows of ~200 bytes.
@@ -131,7 +133,7 @@ class HandleCodec:
         self.export_id = export_id
         self.mount_fd = mount_fd
         self.dev = os.fstat(mount_fd).st_dev if dev is None else dev
-        self._key = hmac.digest(key, b"nfsp file handle v1", "sha256")
+        self._mac = hmacsha256.Prepared(hmac.digest(key, b"nfsp file handle v1", "sha256"))
         self._cache = collections.OrderedDict()  # canonical fh -> (fd, ino)
         self._by_ino = {}  # ino -> set of canonical fh, to drop a removed object
         # Callers use two borrowed fds at once (a directory and an entry): at
@@ -161,7 +163,7 @@ class HandleCodec:
             # ids) cannot be exported within NFSv2's 32 bytes.
             raise FsError(nfsstat3.NFS3ERR_NOTSUPP, f"kernel handle of {n} bytes is too long")
         body = _HEADER.pack(VERSION, self.export_id, htype, n) + data
-        return body + hmac.digest(self._key, body, "sha256")[:mac_len(n)]
+        return body + self._mac.digest(body)[:mac_len(n)]
 
     def known(self, st):
         """The handle made lately (remember()) for the object whose lstat is
@@ -207,7 +209,7 @@ class HandleCodec:
             return fh  # we made it: its MAC is right
         n = len(data)
         body_len = _HEADER.size + n
-        want = hmac.digest(self._key, fh[:body_len], "sha256")[:mac_len(n)]
+        want = self._mac.digest(fh[:body_len])[:mac_len(n)]
         if not hmac.compare_digest(want, fh[body_len:]):
             raise FsError(nfsstat3.NFS3ERR_BADHANDLE, "handle authentication failed")
         return fh
