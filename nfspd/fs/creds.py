@@ -85,7 +85,7 @@ class as_caller:
             # adds nothing; Linux clients send it there. Without it a user
             # with one group needs no setgroups: 2 of a switch's 6 system
             # calls, a third of its cost (4.3-4.8 against 6.8 us, timeit).
-            gids = tuple(g for g in gids if g != gid)
+            gids = () if len(gids) == 1 else tuple(g for g in gids if g != gid)
         self.gids = gids
         self.active = False
 
