@@ -56,8 +56,8 @@ class DuplicateRequestCache:
     def start(self, key):
         """lookup(), and begin() when the call is NEW: what a server does for
         every non-idempotent call, in one probe of the cache and one reading
-        of the clock (the two calls and the eviction's own were a tenth of
-        a CREATE's instructions outside the file system)."""
+        of the clock, where lookup(), begin() and begin's eviction made two
+        and three."""
         self.lookups += 1
         entries = self._entries
         now = self._clock()
