@@ -112,37 +112,46 @@ class _FileHandle(ctypes.Structure):
                 ("f_handle", ctypes.c_ubyte * _MAX_HANDLE_SZ)]
 
 
-_libc.name_to_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_FileHandle),
-                                    ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+# name_to_handle_at is called with ctypes' own conversions (ints as C ints,
+# bytes and byref() as pointers) through a handle of its own, where the
+# declared types are not checked: a new file's handle, and a READDIRPLUS
+# entry's, took 2.05 us through them against 0.88 (timeit, with the bytes
+# sliced from the buffer rather than through string_at).
+_name_to_handle_at = ctypes.CDLL(None, use_errno=True).name_to_handle_at
 _libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.POINTER(_FileHandle), ctypes.c_int]
 
 
 _handle_buffers = threading.local()
 
 
+_HANDLE_AT = _FileHandle.f_handle.offset
+
+
 def _handle_buffer():
-    """This thread's (struct file_handle, mount id, their pointers, address of
-    the handle bytes): made once, as a READDIRPLUS asks for a handle per entry
-    and building them was a third of the call."""
+    """This thread's (struct file_handle, its pointer, the mount id's, the
+    struct as bytes): made once, as a READDIRPLUS asks for a handle per
+    entry and building them was a third of the call."""
     try:
         return _handle_buffers.value
     except AttributeError:
         fh = _FileHandle()
         mount_id = ctypes.c_int()
-        value = _handle_buffers.value = (fh, ctypes.byref(fh), ctypes.byref(mount_id),
-                                         ctypes.addressof(fh) + _FileHandle.f_handle.offset)
+        raw = (ctypes.c_char * ctypes.sizeof(fh)).from_buffer(fh)
+        value = _handle_buffers.value = (fh, ctypes.byref(fh), ctypes.byref(mount_id), raw)
         return value
 
 
 def name_to_handle(dir_fd, name=b"", follow=False):
     """(handle_type, kernel handle bytes) of name relative to dir_fd (b"": dir_fd itself)."""
-    fh, pfh, pmount_id, data = _handle_buffer()
+    fh, pfh, pmount_id, raw = _handle_buffer()
     fh.handle_bytes = _MAX_HANDLE_SZ
     flags = (AT_EMPTY_PATH if not name else 0) | (_AT_SYMLINK_FOLLOW if follow else 0)
-    if _libc.name_to_handle_at(dir_fd, os.fsencode(name), pfh, pmount_id, flags) != 0:
+    if type(name) is not bytes:
+        name = os.fsencode(name)
+    if _name_to_handle_at(dir_fd, name, pfh, pmount_id, flags) != 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
-    return fh.handle_type, ctypes.string_at(data, fh.handle_bytes)
+    return fh.handle_type, raw[_HANDLE_AT:_HANDLE_AT + fh.handle_bytes]
 
 
 def open_by_handle(mount_fd, handle_type, data, flags=os.O_PATH):
