@@ -193,6 +193,19 @@ def test_export_id_of_malformed_is_none():
     assert export_id_of(None) is None
 
 
+@settings(max_examples=1000)
+@given(st.integers(0, 40), st.integers(0, (1 << 32) - 1), st.binary(max_size=40),
+       st.integers(0, 3), st.booleans(), st.sampled_from([b"", b"\0", b"\0\0\0\0", b"x", b"\0x"]))
+def test_export_id_of_reads_what_the_whole_parse_reads(n, export_id, tail, version, shaped, pad):
+    # Its shortcut for canonical handles answers as the full parse does, for
+    # canonical, padded, short, long and malformed ones alike.
+    fh = bytes([version]) + export_id.to_bytes(4, "big") + bytes([1, n]) + tail
+    if shaped and 0 < n <= handles.MAX_KERNEL_HANDLE:
+        fh = (fh + bytes(64))[:handles._LENGTH[n]] + pad  # canonical, or padded after
+    parts = handles._split(fh)
+    assert export_id_of(fh) == (None if parts is None else parts[0])
+
+
 def test_handles_made_again_are_the_same_bytes(tree):
     # Sealing is cached by kernel handle: a cached handle must be exactly the
     # one a codec that never saw the object makes (clients keep handles).
