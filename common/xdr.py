@@ -468,7 +468,7 @@ class Union(metaclass=_UnionMeta):
 # line from local variables, where the reference decoders above make a call,
 # an attribute lookup and an Unpacker round trip per value. A CREATE3args
 # (a handle, a name, a createhow3 with six optional attributes): 5.7 against
-# 2.0 us. What the reference decoders accept, return and refuse, and the
+# 2.3 us. What the reference decoders accept, return and refuse, and the
 # messages they refuse with, are the same (tests/test_xdr.py compares them).
 # A type with a decoder of its own (fattr3's, an OpenEnum's, arrays) is
 # called as it is.
