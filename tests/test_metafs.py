@@ -20,6 +20,7 @@ from common.runtime import metarecord
 from nfspd.datapath import LocalDataPath
 from nfspd.fs.access import ACCESS3_ALL, ACCESS3_LOOKUP, ACCESS3_READ
 from nfspd.fs import metafs as metafs_module
+from nfspd.fs import objects as objects_module
 from nfspd.fs.creds import as_caller
 from nfspd.fs.metafs import MetaFS
 from nfspd.fs.types import (SET_TO_SERVER_TIME, Caller, CreateHow, FileType, FsError, SetAttr,
@@ -826,8 +827,8 @@ def test_an_acl_refusing_the_search_is_honoured_though_the_mode_allows_it(shared
 
 
 class _CountedSwitches:
-    """nfspd.fs.metafs.as_caller, counting the switches it makes (a root
-    caller's are none)."""
+    """nfspd.fs.metafs's and objects' as_caller, counting the switches they
+    make (a root caller's are none)."""
 
     made = 0
 
@@ -845,6 +846,7 @@ class _CountedSwitches:
 
 def _switches(monkeypatch, fn, *args):
     monkeypatch.setattr(metafs_module, "as_caller", _CountedSwitches)
+    monkeypatch.setattr(objects_module, "as_caller", _CountedSwitches)
     _CountedSwitches.made = 0
     fn(*args)
     monkeypatch.undo()
@@ -875,6 +877,22 @@ def test_an_ordinary_users_remove_and_rename_switch_credentials_once(shared, mon
     # Where all may search but only the owner may write: refused by the change.
     assert status_of(fs.remove, d, b"c", BOB) == nfsstat3.NFS3ERR_ACCES
     assert status_of(fs.rename, d, b"c", d, b"d", BOB) == nfsstat3.NFS3ERR_ACCES
+
+
+def test_an_ordinary_users_mkdir_symlink_and_mknod_switch_credentials_once(shared, monkeypatch):
+    # What is made is opened for its handle in the same switch that made it.
+    env, tmp, _ = shared
+    fs = env.fs
+    d = fs.mkdir(tmp, b"made", ALICE, SetAttr(mode=0o755))[0]
+    assert _switches(monkeypatch, fs.mkdir, d, b"sub", ALICE, SetAttr(mode=0o755)) == 1
+    assert _switches(monkeypatch, fs.symlink, d, b"link", ALICE, b"sub", SetAttr()) == 1
+    assert _switches(monkeypatch, fs.mknod, d, b"fifo", ALICE, FileType.FIFO,
+                     SetAttr(mode=0o644)) == 1
+    made = env.root / "tmp" / "made"
+    assert sorted(os.listdir(made)) == ["fifo", "link", "sub"]
+    assert {os.lstat(made / n).st_uid for n in ("fifo", "link", "sub")} == {ALICE.uid}
+    # Made where the caller may not: refused, and nothing opened.
+    assert status_of(fs.mkdir, d, b"no", BOB, SetAttr(mode=0o755)) == nfsstat3.NFS3ERR_ACCES
 
 
 def test_who_may_not_search_a_directory_learns_nothing_of_its_names_from_remove_or_rename(
