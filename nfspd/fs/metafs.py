@@ -485,8 +485,8 @@ class MetaFS:
             with as_caller(caller.uid, caller.gid, caller.gids):
                 os.chmod(proc_path(fd), mode)
             changed = True
-        if sattr is not None and any(v is not None for v in (sattr.uid, sattr.gid, sattr.atime,
-                                                             sattr.mtime)):
+        if sattr is not None and (sattr.uid is not None or sattr.gid is not None
+                                  or sattr.atime is not None or sattr.mtime is not None):
             self.setattr(cfh, caller, SetAttr(uid=sattr.uid, gid=sattr.gid, atime=sattr.atime,
                                               mtime=sattr.mtime))
             changed = True
