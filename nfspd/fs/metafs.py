@@ -31,7 +31,7 @@ from nfspd.fs.creds import as_caller
 from nfspd.fs.dirplus import lookup_entries
 from nfspd.fs.fileio import FileIO
 from nfspd.fs.listings import Listings
-from nfspd.fs.objects import Objects, clear_setid
+from nfspd.fs.objects import Objects, clear_setid, open_pinned
 from nfspd.fs.syscalls import chown, proc_path, rename_noreplace, set_times
 from nfspd.fs.types import (NAME_MAX, PATH_MAX, SET_TO_SERVER_TIME, CreateHow, FileType, FsError,
                             FsStat, SetAttr, TargetExists, Wcc, WccAttr, fs_error_of,
@@ -72,14 +72,6 @@ def _name(name, creating=False):
     if creating and name in (b".", b".."):
         raise FsError(nfsstat3.NFS3ERR_EXIST, f"{name!r} exists")
     return name
-
-
-def _pin_made(dfd, name):
-    """An O_PATH fd on what the caller just made as ``name``: opened in the
-    same switch to the caller's credentials that made it (its search
-    permission, checked by the kernel), where a switch of its own was four
-    to six more system calls for every MKDIR, SYMLINK and MKNOD."""
-    return os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
 
 
 class MetaFS:
@@ -472,7 +464,9 @@ class MetaFS:
     def _made(self, dfd, dst, pin, name, caller, pre, sattr, mode=None):
         """After mkdir/symlink/mknod: the handle and attributes of the new
         object, with the mode made exact and the other attributes applied.
-        ``pin`` is an O_PATH fd on it (_pin_made), taken over by this."""
+        ``pin`` is an O_PATH fd on it, taken over by this: opened in the
+        switch to the caller's credentials that made it, where Objects.pin's
+        switch of its own was four to six more system calls for each."""
         try:
             st = os.fstat(pin)
         except BaseException:
@@ -518,7 +512,7 @@ class MetaFS:
         mode = 0o755 if sattr is None or sattr.mode is None else sattr.mode & 0o7777
         with as_caller(caller.uid, caller.gid, caller.gids):
             os.mkdir(name, mode, dir_fd=dfd)
-            pin = _pin_made(dfd, name)
+            pin = open_pinned(dfd, name)  # (in the switch that made it)
         # Keep a setgid bit inherited from the parent, as mkdir(2) does.
         mode |= dst.st_mode & stat.S_ISGID
         return self._made(dfd, dst, pin, name, caller, pre, sattr, mode)
@@ -540,7 +534,7 @@ class MetaFS:
         pre = self._wcc_attr(dfd, dst)
         with as_caller(caller.uid, caller.gid, caller.gids):
             os.symlink(target, name, dir_fd=dfd)
-            pin = _pin_made(dfd, name)
+            pin = open_pinned(dfd, name)  # (in the switch that made it)
         return self._made(dfd, dst, pin, name, caller, pre, sattr)
 
     @maps_oserror
@@ -566,7 +560,7 @@ class MetaFS:
             dev = os.makedev(major, minor)
         with as_caller(caller.uid, caller.gid, caller.gids):
             os.mknod(name, bits | mode, dev, dir_fd=dfd)
-            pin = _pin_made(dfd, name)
+            pin = open_pinned(dfd, name)  # (in the switch that made it)
         return self._made(dfd, dst, pin, name, caller, pre, sattr, mode)
 
     @maps_oserror

@@ -35,6 +35,12 @@ _FTYPE = {stat.S_IFREG: FileType.REG, stat.S_IFDIR: FileType.DIR, stat.S_IFBLK: 
 _FTYPE3 = {fmt: int(t) for fmt, t in _FTYPE.items()}  # (FileType's values are ftype3's)
 
 
+def open_pinned(dir_fd, name):
+    """An O_PATH fd on name in dir_fd, not following a symlink, with the
+    credentials this thread has now (a caller's: their search permission)."""
+    return os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+
+
 class Objects:
     """``purge(ino, seed)`` receives the data of files whose last link went
     away. ``sync_metadata``: namespace changes and metafile size changes are
@@ -154,7 +160,7 @@ class Objects:
         """An O_PATH fd on name (not following a symlink) opened with the caller's
         search permission, and its stat. The caller closes it."""
         with as_caller(caller.uid, caller.gid, caller.gids):
-            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            fd = open_pinned(dir_fd, name)
         try:
             return fd, os.fstat(fd)
         except BaseException:
