@@ -175,6 +175,23 @@ def test_tasks_due_in_the_same_batch_run_before_it_waits(pairs):
     assert "waiter" in rounds  # the case this test is for did occur
 
 
+def test_plain_wait_among_many_tasks(pairs, monkeypatch):
+    # Looking for a task due to run costs a look at each.
+    monkeypatch.setattr(idlewait, "MAX_TASKS", 4)
+    (a, b), _ = pairs
+
+    async def body(wait):
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(trio.sleep_forever)
+            await trio.testing.wait_all_tasks_blocked()
+            b.send(b"x")
+            assert await wait.readable() is True
+            nursery.cancel_scope.cancel()
+
+    assert stuck_waits(a.fileno(), body) == 0
+
+
 def test_plain_wait_under_a_test_clock(pairs):
     (a, b), _ = pairs
 

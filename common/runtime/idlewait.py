@@ -29,6 +29,9 @@ import trio
 # Longest wait in our epoll before trio gets a pass anyway (when it has no
 # deadline at all): a bound, not a tuning knob.
 MAX_WAIT = 1.0
+# Finding a task due to run means looking at every task: beyond this many,
+# that look would cost more than the pass through trio it saves.
+MAX_TASKS = 128
 
 
 class IdleWait:
@@ -56,8 +59,10 @@ class IdleWait:
         runner = self._runner
         if runner is not None:
             entries = runner.entry_queue
+            tasks = runner.tasks
             if not (runner.runq or entries.queue or entries.idempotent_queue
-                    or runner.waiting_for_idle or _scheduled(runner.tasks)):
+                    or runner.waiting_for_idle or len(tasks) > MAX_TASKS
+                    or _scheduled(tasks)):
                 timeout = runner.deadlines.next_deadline() - runner.clock.current_time()
                 if timeout > 0:
                     events = self._ep.poll(min(timeout, MAX_WAIT), 2)
