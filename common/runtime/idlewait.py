@@ -9,8 +9,9 @@ that trip each time: about 50,000 instructions per wake-up (callgrind, a
 ping-pong over loopback TCP), 10-15 us of CPU here.
 
 IdleWait.readable() waits in an epoll of its own instead whenever nothing
-else could run meanwhile: the run queue empty, no callbacks from threads
-queued. That epoll holds the descriptor and trio's own epoll, so whatever
+else could run meanwhile: no task due to run (in the run queue, or later in
+the batch the scheduler took from it), no callbacks from threads queued,
+nobody in wait_all_tasks_blocked. That epoll holds the descriptor and trio's own epoll, so whatever
 would have ended trio's wait ends it too (another task's I/O; threads and
 signals, which wake trio through a socket in its epoll), and it never waits
 past trio's next deadline. On the descriptor it returns at once; on anything
