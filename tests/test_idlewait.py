@@ -1,10 +1,13 @@
 """IdleWait: a wait that skips trio's scheduler when nothing else could run,
 and never keeps anything else from running.
 
-In each test the waiting task can go on only once something else has run
-(another task's I/O, a thread's result, a deadline, a task due in the same
-batch). A wait that ignored it would end only at MAX_WAIT, set here to
-GUARD: the watch on its epoll counts such waits as stuck."""
+In the tests of what must end a wait, the waiting task can go on only once
+something else has run (another task's I/O, a thread's result, a deadline,
+a cancellation, a task due in the same batch). A wait that ignored it would
+end only at MAX_WAIT, set here to GUARD: the watch on its epoll counts such
+waits as stuck. Every test that bypasses asserts that it can: on a trio
+whose internals have changed they fail, rather than nfspd silently losing
+the bypass."""
 
 import socket
 
@@ -40,8 +43,8 @@ class _Watch:
 
 
 def stuck_waits(fd, body):
-    """Run ``body(wait)`` in trio, wait an IdleWait on ``fd``: the waits that
-    ran to GUARD."""
+    """Run ``body(wait)`` in trio, ``wait`` an IdleWait on ``fd``; how many
+    of its waits ran to GUARD."""
     stuck = []
 
     async def main():
