@@ -113,8 +113,8 @@ async def serve_udp(sock, dispatcher, limits, offload=None,
     offloaded_reply = None if getattr(offload, "udp", None) is sock else _offloaded_udp
     parked = Parked(limits.udp_inflight)
     idle = IdleWait(sock.fileno())
-    task_status.started()
     try:
+        task_status.started()
         async with trio.open_nursery() as nursery:
             while True:
                 for _ in range(UDP_BATCH):

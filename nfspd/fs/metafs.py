@@ -31,7 +31,7 @@ from nfspd.fs.creds import as_caller
 from nfspd.fs.dirplus import lookup_entries
 from nfspd.fs.fileio import FileIO
 from nfspd.fs.listings import Listings
-from nfspd.fs.objects import Objects, clear_setid, open_pinned
+from nfspd.fs.objects import Objects, clear_setid, open_pinned, stat_pinned
 from nfspd.fs.syscalls import chown, proc_path, rename_noreplace, set_times
 from nfspd.fs.types import (NAME_MAX, PATH_MAX, SET_TO_SERVER_TIME, CreateHow, FileType, FsError,
                             FsStat, SetAttr, TargetExists, Wcc, WccAttr, fs_error_of,
@@ -467,11 +467,7 @@ class MetaFS:
         ``pin`` is an O_PATH fd on it, taken over by this: opened in the
         switch to the caller's credentials that made it, where Objects.pin's
         switch of its own was four to six more system calls for each."""
-        try:
-            st = os.fstat(pin)
-        except BaseException:
-            os.close(pin)
-            raise
+        pin, st = stat_pinned(pin)
         fd, cfh = self._adopt(pin, st)
         self._listing_changed(dst, dfd, added=((name, st.st_ino),))
         changed = False  # since st was taken

@@ -41,6 +41,15 @@ def open_pinned(dir_fd, name):
     return os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
 
 
+def stat_pinned(fd):
+    """(fd, its stat) for a pinned fd just opened; closed if the stat fails."""
+    try:
+        return fd, os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class Objects:
     """``purge(ino, seed)`` receives the data of files whose last link went
     away. ``sync_metadata``: namespace changes and metafile size changes are
@@ -161,11 +170,7 @@ class Objects:
         search permission, and its stat. The caller closes it."""
         with as_caller(caller.uid, caller.gid, caller.gids):
             fd = open_pinned(dir_fd, name)
-        try:
-            return fd, os.fstat(fd)
-        except BaseException:
-            os.close(fd)
-            raise
+        return stat_pinned(fd)
 
     def meta_of_pinned(self, fd, st):
         """The metafile behind an O_PATH fd, None if it is not a valid one."""
