@@ -9,6 +9,13 @@ The seed tells apart successive files that lived in the same inode: the iods
 know data only by (inode, seed), so data an iod has not purged yet can never be
 read through a new file that reuses the inode.
 
+NO_DATA marks a file that nothing has been written to yet (made empty, never
+written, no layout for writing given out): no data server holds data of it,
+so its removal hands nothing to the purge (nfspd/fs/objects.py). Cleared,
+before any data can reach a data server, by the first WRITE and the first
+layout for writing (nfspd/fs/fileio.py). Without the flag (every metafile
+made before it was) a removal purges, as always.
+
 trunc_to (flag TRUNC_PENDING) records that the file was shrunk but the data
 beyond trunc_to may still exist on the data servers; until that truncation is
 carried out, growing the file again must not expose the old bytes. Keeping it in
@@ -50,7 +57,8 @@ MAX_SIZE = (1 << 63) - 1
 
 FLAG_CREATE_VERF = 0x01
 FLAG_TRUNC_PENDING = 0x02
-_KNOWN_FLAGS = FLAG_CREATE_VERF | FLAG_TRUNC_PENDING
+FLAG_NO_DATA = 0x04
+_KNOWN_FLAGS = FLAG_CREATE_VERF | FLAG_TRUNC_PENDING | FLAG_NO_DATA
 
 _BODY = struct.Struct(">8sBBHIQQQI8s")
 _CRC = struct.Struct(">I")
@@ -78,6 +86,7 @@ class Metafile:
     layout_gen: int = 0
     create_verf: "bytes | None" = None
     trunc_to: "int | None" = None
+    no_data: bool = False
 
     def __post_init__(self):
         if not 0 < self.seed < 1 << 64:
@@ -103,6 +112,8 @@ class Metafile:
             flags |= FLAG_CREATE_VERF
         if self.trunc_to is not None:
             flags |= FLAG_TRUNC_PENDING
+        if self.no_data:
+            flags |= FLAG_NO_DATA
         body = _BODY.pack(MAGIC, VERSION, flags, 0, self.layout_gen, self.seed, self.size,
                           self.trunc_to or 0, self.stripe_unit, self.create_verf or bytes(8))
         return body + _CRC.pack(zlib.crc32(body))
@@ -129,7 +140,8 @@ class Metafile:
             raise MetafileError("trunc_to without pending flag")
         return cls(seed=seed, size=size, stripe_unit=stripe_unit, layout_gen=layout_gen,
                    create_verf=verf if flags & FLAG_CREATE_VERF else None,
-                   trunc_to=trunc_to if flags & FLAG_TRUNC_PENDING else None)
+                   trunc_to=trunc_to if flags & FLAG_TRUNC_PENDING else None,
+                   no_data=bool(flags & FLAG_NO_DATA))
 
 
 def size_of_length(length):

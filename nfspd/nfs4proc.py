@@ -804,7 +804,7 @@ async def LAYOUTGET(c, args):
     sid = _stateid(c, args.loga_stateid)
     if not c.server.pnfs_allowed(c, fh):
         raise Nfs4Error(nfsstat4.NFS4ERR_LAYOUTUNAVAILABLE)     # exports(5) no_pnfs
-    meta, ino = await fs.settled(fh)
+    meta, ino = await fs.settled(fh, write)
     devid, n = pnfs.device(meta, c.ctx.local[0])
     if not write:
         # The READs go to the data servers: the file's atime moves now, as

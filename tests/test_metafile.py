@@ -1,10 +1,13 @@
 """The metafile record: what the metaserver keeps in place of a file's data."""
 
+import struct
+import zlib
+
 import pytest
 from hypothesis import given, strategies as st
 
-from common.metafile import (DEFAULT_STRIPE_UNIT, MAGIC, MAX_SIZE, SIZE, Metafile, MetafileError,
-                             new_seed)
+from common.metafile import (DEFAULT_STRIPE_UNIT, FLAG_NO_DATA, MAGIC, MAX_SIZE, SIZE, Metafile,
+                             MetafileError, new_seed)
 
 metafiles = st.builds(
     Metafile,
@@ -14,6 +17,7 @@ metafiles = st.builds(
     layout_gen=st.integers(0, 2**32 - 1),
     create_verf=st.none() | st.binary(min_size=8, max_size=8),
     trunc_to=st.none() | st.integers(0, MAX_SIZE),
+    no_data=st.booleans(),
 )
 
 
@@ -82,3 +86,25 @@ def test_replace_keeps_other_fields():
     m = Metafile(seed=5, size=10, create_verf=b"12345678")
     assert m.replace(size=20) == Metafile(seed=5, size=20, create_verf=b"12345678")
     assert m.replace(create_verf=None).create_verf is None
+
+
+def with_flags(raw, flags):
+    """``raw`` with its flags byte set to ``flags`` and its crc made right."""
+    body = bytearray(raw[:-4])
+    body[9] = flags
+    return bytes(body) + struct.pack(">I", zlib.crc32(bytes(body)))
+
+
+def test_no_data_is_a_flag_and_a_record_without_it_may_have_data():
+    # Every metafile made before the flag existed lacks it: its removal
+    # purges, as it always did.
+    raw = Metafile(seed=7, size=0, no_data=True).encode()
+    assert raw[9] == FLAG_NO_DATA
+    assert Metafile.decode(with_flags(raw, 0)) == Metafile(seed=7, size=0)
+    assert Metafile.decode(with_flags(raw, 0)).no_data is False
+
+
+def test_an_unknown_flag_is_refused_even_with_a_right_crc():
+    raw = Metafile(seed=7, size=0).encode()
+    with pytest.raises(MetafileError):
+        Metafile.decode(with_flags(raw, 0x08))

@@ -58,6 +58,12 @@ class Env:
     def lookup(self, name, caller=ROOT, d=None):
         return self.fs.lookup(d or self.fs.root_fh, name, caller)[0]
 
+    def written(self, fh, caller=ROOT):
+        """``fh`` once a byte was written to it: a file with data, which
+        its removal purges (one never written has none anywhere)."""
+        run(self.fs.write, fh, caller, 0, b"d", 2)
+        return fh
+
 
 @pytest.fixture
 def env(tmp_path):
@@ -518,7 +524,7 @@ def seed_of(path):
 
 def test_removing_the_last_link_purges(env):
     fs = env.fs
-    fh = env.create(b"f")
+    fh = env.written(env.create(b"f"))
     ino, seed = os.stat(env.root / "f").st_ino, seed_of(env.root / "f")
     fs.link(fh, fs.root_fh, b"g", ROOT)
     fs.remove(fs.root_fh, b"f", ROOT)
@@ -529,7 +535,7 @@ def test_removing_the_last_link_purges(env):
 
 
 def test_removing_a_file_no_handle_reached_since_the_start_purges_it_too(env):
-    env.create(b"f")
+    env.written(env.create(b"f"))
     env.create(b"keep")
     ino, seed = os.stat(env.root / "f").st_ino, seed_of(env.root / "f")
     os.link(env.root / "keep", env.root / "k2")
@@ -543,7 +549,7 @@ def test_removing_a_file_no_handle_reached_since_the_start_purges_it_too(env):
 def test_rename_over_a_file_purges_it(env):
     fs = env.fs
     env.create(b"a")
-    env.create(b"b")
+    env.written(env.create(b"b"))
     ino, seed = os.stat(env.root / "b").st_ino, seed_of(env.root / "b")
     fs.rename(fs.root_fh, b"a", fs.root_fh, b"b", ROOT)
     assert env.purged == [(ino, seed)]
@@ -640,6 +646,22 @@ def test_a_held_file_outlives_its_last_link_until_released(env):
     assert len(env.purged) == 1 and fs.getattr(g).nlink == 1
 
 
+def test_a_held_file_is_purged_on_release_if_written_after_its_last_link_went(env):
+    fs = env.fs
+    fh = env.create(b"f")
+    assert fs.hold(fh)
+    fs.remove(fs.root_fh, b"f", ROOT)
+    run(fs.write, fh, ROOT, 0, b"late", 0)
+    fs.release(fh)
+    assert len(env.purged) == 1
+    # Never written, held or not: nothing anywhere to purge.
+    g = env.create(b"g")
+    assert fs.hold(g)
+    fs.remove(fs.root_fh, b"g", ROOT)
+    fs.release(g)
+    assert len(env.purged) == 1
+
+
 def test_purged_data_is_gone_from_the_local_store(env):
     fs = env.fs
     fh = env.create(b"f")
@@ -720,6 +742,7 @@ def test_sticky_directory_and_ownership_rules(shared):
     env, tmp, proj = shared
     fs = env.fs
     fh, _, _ = fs.create(tmp, b"alices", ALICE, UNCHECKED, SetAttr(mode=0o666))
+    env.written(fh, ALICE)
     before = snapshot(env.root)
     assert status_of(fs.remove, tmp, b"alices", BOB) == nfsstat3.NFS3ERR_PERM
     assert status_of(fs.rename, tmp, b"alices", tmp, b"bobs", BOB) == nfsstat3.NFS3ERR_PERM
@@ -1507,7 +1530,7 @@ def test_an_async_removal_is_in_the_journal_at_once_and_its_reader_woken_once_fo
     lazy = Caller(0, 0, sync=False)
     try:
         for i in range(6):
-            fs.create(fs.root_fh, b"f%d" % i, lazy, UNCHECKED, SetAttr())
+            env.written(fs.create(fs.root_fh, b"f%d" % i, lazy, UNCHECKED, SetAttr())[0], lazy)
         inos = [os.stat(env.root / ("f%d" % i)).st_ino for i in range(6)]
         fs.remove(fs.root_fh, b"f0", lazy)   # no event loop: woken at once
         assert (sink.journal, sink.wakes) == (inos[:1], 1)
@@ -1532,14 +1555,16 @@ def test_an_async_removal_is_in_the_journal_at_once_and_its_reader_woken_once_fo
 def test_concurrent_creates_renames_and_removes_never_leave_a_torn_namespace(cenv):
     """Many callers in two directories, each call answered once durable
     (their changes interleave at every flush): every name leads to a live
-    file, each new file has one name, and exactly the removed files' data is
-    purged (what `nfsp scrub` would find leaked or lost: nothing)."""
+    file, each new file has one name, and exactly the data of the removed
+    files that were written to is purged (what `nfsp scrub` would find
+    leaked or lost: nothing; a file never written has no data anywhere)."""
     fs = cenv.fs
     dirs = [fs.mkdir(fs.root_fh, b"d%d" % i, ROOT, SetAttr())[0] for i in range(2)]
     rng = random.Random(15)
     plans = [[(rng.randrange(2), rng.randrange(2), rng.random()) for _ in range(12)]
              for _ in range(8)]
     made = set()  # (ino, seed) of every file created (ext4 reuses inode numbers)
+    written = set()  # of those, the ones written to
 
     async def caller(c, plan):
         for k, (here, there, roll) in enumerate(plan):
@@ -1549,6 +1574,9 @@ def test_concurrent_creates_renames_and_removes_never_leave_a_torn_namespace(cen
                     fh, attr, _ = fs.create(dirs[here], name, ROOT, GUARDED, SetAttr())
                     path = cenv.root / ("d%d" % here) / os.fsdecode(name)
                     made.add((attr.fileid, metarecord.of_path(path).seed))
+                    if roll < 0.3:
+                        written.add((attr.fileid, metarecord.of_path(path).seed))
+                        await fs.write(fh, ROOT, 0, b"d", False)
                 elif roll < 0.75:
                     fs.rename(dirs[here], name, dirs[there], b"n%d" % rng.randrange(6), ROOT)
                 else:
@@ -1582,7 +1610,8 @@ def test_concurrent_creates_renames_and_removes_never_leave_a_torn_namespace(cen
     purged = set(cenv.purged)
     assert len(purged) == len(cenv.purged)                # each purged once
     assert not purged & live                              # no live file's data
-    assert purged | live == made                          # every removed file's data
+    assert purged == written - live                       # every removed file's data
+    assert made - written - live                          # (files never written went too)
 
 
 def test_a_new_directory_is_flushed_with_its_parent(cenv, monkeypatch):
@@ -1707,7 +1736,7 @@ def test_a_removals_purge_is_flushed_first_only_where_its_journals_commit_carrie
     env.fs = fs = MetaFS(str(env.root), 42, KEY, env.dp, purge=sink, commit=GroupCommit())
     try:
         fs._objects.dir_fsync_commits_all = commits_all
-        env.create(b"f")
+        env.written(env.create(b"f"))
         run(fs.stable, fs.stable_ticket())
         ino = os.stat(env.root / "f").st_ino
         calls.clear()

@@ -6,6 +6,7 @@ import pathlib
 import socket
 
 import pytest
+import trio
 
 from common.runtime import metarecord, purgejournal, purgewaker
 from nfspd.datapath import LocalDataPath
@@ -27,9 +28,13 @@ class Env:
         self.dp = LocalDataPath(str(tmp_path / "data"))
         self.fs = MetaFS(str(self.root), 7, KEY, self.dp, purge=self.queue)
 
-    def create(self, name, d=None):
+    def create(self, name, d=None, data=b"d"):
+        """A new file, ``data`` written to it (a file never written has no
+        data to purge: see the tests of that)."""
         fh, _, _ = self.fs.create(d or self.fs.root_fh, name, ROOT, CreateHow.UNCHECKED,
                                   SetAttr(mode=0o644))
+        if data:
+            trio.run(self.fs.write, fh, ROOT, 0, data, 2)
         return fh
 
     def identity(self, name):
@@ -63,8 +68,6 @@ def test_removing_the_last_link_journals_inode_and_seed(env):
 
 
 def test_with_a_group_commit_removals_journal_once_durable_or_at_once_for_async(env):
-    import trio
-
     from nfspd.fs.commit import GroupCommit
     env.fs.close()
     env.fs = MetaFS(str(env.root), 7, KEY, env.dp, purge=env.queue, commit=GroupCommit())
@@ -107,6 +110,45 @@ def test_rename_over_a_hard_linked_file_or_onto_itself_journals_nothing(env):
     assert env.journaled() == []
 
 
+def test_a_file_never_written_to_journals_nothing(env):
+    # Nothing ever reached a data server: there is nothing to purge, and
+    # unlinkd and the iods are spared the work (issue 15: a CREATE+REMOVE
+    # of empty files, over TCP, 8 clients: sync +11-17% pairs/s).
+    env.create(b"empty", data=b"")
+    trio.run(env.fs.write, env.fs.lookup(env.fs.root_fh, b"empty", ROOT)[0], ROOT, 5, b"", 2)
+    env.fs.setattr(env.fs.lookup(env.fs.root_fh, b"empty", ROOT)[0], ROOT, SetAttr(size=4096))
+    assert metarecord.of_path(env.root / "empty").no_data  # a size, but still no data
+    env.fs.remove(env.fs.root_fh, b"empty", ROOT)
+    env.create(b"a", data=b"")
+    env.create(b"b", data=b"")
+    env.fs.rename(env.fs.root_fh, b"a", env.fs.root_fh, b"b", ROOT)
+    env.fs.remove(env.fs.root_fh, b"b", ROOT)
+    assert env.journaled() == []
+
+
+def test_a_file_written_once_journals_even_when_emptied_again(env):
+    fh = env.create(b"f", data=b"")
+    trio.run(env.fs.write, fh, ROOT, 0, b"x", 0)  # UNSTABLE: the flag's change too
+    assert not metarecord.of_path(env.root / "f").no_data
+    env.fs.setattr(fh, ROOT, SetAttr(size=0))
+    ident = env.identity(b"f")
+    env.fs.remove(env.fs.root_fh, b"f", ROOT)
+    assert env.journaled() == [ident]
+
+
+def test_a_layout_for_writing_makes_a_file_one_to_purge_before_the_client_writes(env):
+    # pNFS: the client's data goes straight to the data servers, never
+    # through WRITE here: LAYOUTGET's settled(write=True) clears the flag.
+    fh = env.create(b"r", data=b"")
+    trio.run(env.fs.settled, fh)                       # a layout for reading
+    assert metarecord.of_path(env.root / "r").no_data
+    trio.run(env.fs.settled, fh, True)                 # for writing
+    assert not metarecord.of_path(env.root / "r").no_data
+    ident = env.identity(b"r")
+    env.fs.remove(env.fs.root_fh, b"r", ROOT)
+    assert env.journaled() == [ident]
+
+
 def test_directories_and_symlinks_journal_nothing(env):
     env.fs.mkdir(env.fs.root_fh, b"d", ROOT, SetAttr(mode=0o755))
     env.fs.symlink(env.fs.root_fh, b"s", ROOT, b"target", SetAttr())
@@ -125,8 +167,6 @@ def ext4(request, tmp_path):
 
 def test_on_a_journalled_ext4_shared_with_an_export_one_commit_makes_purge_and_removal_durable(
         ext4, tmp_path, monkeypatch):
-    import trio
-
     from nfspd.fs.commit import GroupCommit
     mnt, journalled = ext4
     root = mnt / "export"
@@ -142,7 +182,8 @@ def test_on_a_journalled_ext4_shared_with_an_export_one_commit_makes_purge_and_r
         queue.export_on(fs.dev, fs.dir_fsync_commits_all)  # as nfspd does for each export
         assert queue.appended_on() == (fs.dev if journalled else None)
         for name in (b"e", b"f"):
-            fs.create(fs.root_fh, name, ROOT, CreateHow.UNCHECKED, SetAttr(mode=0o644))
+            fh, _, _ = fs.create(fs.root_fh, name, ROOT, CreateHow.UNCHECKED, SetAttr(mode=0o644))
+            trio.run(fs.write, fh, ROOT, 0, b"d", 2)
         e = os.stat(root / "e").st_ino, metarecord.of_path(root / "e").seed
         fs.remove(fs.root_fh, b"e", ROOT)  # (the journal's first record makes its segment)
         trio.run(fs.stable, fs.stable_ticket())

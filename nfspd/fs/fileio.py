@@ -80,9 +80,10 @@ class FileIO:
 
     def new_metafile(self, create_verf=None):
         """The metafile of a new, empty file: a fresh seed, laid out as the
-        data path lays out files now."""
+        data path lays out files now, and no data anywhere yet (no_data: its
+        removal purges nothing, common/metafile.py)."""
         return Metafile(new_seed(), 0, self._stripe_unit, self._layout_gen,
-                        create_verf=create_verf)
+                        create_verf=create_verf, no_data=True)
 
     def space(self):
         """(total, free, available) bytes where the data lives, or None when
@@ -129,15 +130,23 @@ class FileIO:
                 self._settling.pop(key, None)
 
     @maps_oserror
-    async def settled(self, fh):
+    async def settled(self, fh, write=False):
         """(Metafile, inode) of a regular file, a pending truncation carried
         out first: what a pNFS layout describes. Data a client writes through
         a layout never passes here to settle it, and a cut carried out after
-        such a write would take its bytes away."""
+        such a write would take its bytes away. With ``write`` (a layout to
+        write through), the file's no_data flag is cleared first: a removal
+        then purges whatever the client writes (made durable by the next
+        COMMIT, as an UNSTABLE WRITE's new size; a crash of the machine
+        before can only leak that data, until `nfsp scrub`)."""
         fd, cfh, st, meta = self._regular(fh)
         if meta.trunc_to is not None:
             await self._settle(cfh)
             fd, cfh, st, meta = self._regular(cfh)
+        if write and meta.no_data:
+            meta = meta.replace(no_data=False)
+            self._metafiles.store(fd, meta, False, st)
+            self._metafiles.unsynced.add((st.st_dev, st.st_ino))
         return meta, st.st_ino
 
     # -- READ ----------------------------------------------------------------------
@@ -265,8 +274,9 @@ class FileIO:
         # Nothing changes for a write its data server cannot take now.
         self.datapath.ready(meta, offset, length)
         pre = WccAttr(meta.size, st.st_mtime_ns, st.st_ctime_ns)
-        if end > meta.size:
-            meta = meta.replace(size=end)
+        if end > meta.size or meta.no_data and length:
+            # (no_data: the data is on its way to the data servers.)
+            meta = meta.replace(size=max(end, meta.size), no_data=meta.no_data and not length)
             self._metafiles.store(fd, meta, bool(stable), st)
             if not stable:
                 self._metafiles.unsynced.add((st.st_dev, st.st_ino))

@@ -195,8 +195,8 @@ class Metafiles:
 def _same_record(a, b):
     """Whether two Metafiles differ at most in size (a record sized by its
     length need not be rewritten then)."""
-    return (a.seed, a.stripe_unit, a.layout_gen, a.create_verf, a.trunc_to) == \
-        (b.seed, b.stripe_unit, b.layout_gen, b.create_verf, b.trunc_to)
+    return (a.seed, a.stripe_unit, a.layout_gen, a.create_verf, a.trunc_to, a.no_data) == \
+        (b.seed, b.stripe_unit, b.layout_gen, b.create_verf, b.trunc_to, b.no_data)
 
 
 def _fill(fd, meta, sync):

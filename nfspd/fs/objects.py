@@ -142,10 +142,26 @@ class Objects:
             return
         del self._held[fh]
         self._held_inos.pop(held[1], None)
-        os.close(held[0])
         pending = self._pending.pop(held[1], None)
         if pending is not None:
+            st, meta = pending
+            if meta is not None and meta.no_data and not self._unwritten(held[0]):
+                pending = st, meta.replace(no_data=False)  # written since its last link went
+        os.close(held[0])
+        if pending is not None:
             self.gone(*pending)
+
+    def _unwritten(self, fd):
+        """Whether the metafile fd is on (held, maybe linked nowhere) still
+        has no data anywhere; False when that cannot be read (purged then)."""
+        try:
+            rfd = os.open(proc_path(fd), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                return self.metafiles.get(rfd, os.fstat(rfd)).no_data
+            finally:
+                os.close(rfd)
+        except (OSError, FsError):
+            return False
 
     def dir(self, fh):
         """open() of a directory; NOTDIR for anything else."""
@@ -333,7 +349,8 @@ class Objects:
     def gone(self, st, meta, caller=None):
         """An object lost its last link: drop what we cached about it, and hand
         a metafile's data to the purge sink (once released, if it is held;
-        once the removal is durable, when the group commit makes it so)."""
+        once the removal is durable, when the group commit makes it so),
+        unless it never had any (no_data, common/metafile.py)."""
         if st.st_ino in self._held_inos:
             self._pending[st.st_ino] = (st, meta)
             return
@@ -341,7 +358,7 @@ class Objects:
         self.metafiles.forget(st)
         if self.commit is not None and stat.S_ISDIR(st.st_mode):
             self.commit.forget(st)
-        if meta is not None:
+        if meta is not None and not meta.no_data:  # (never written: no data anywhere)
             purge = self.purge
             if caller is not None and self.commit is not None:
                 if self.durable(caller):

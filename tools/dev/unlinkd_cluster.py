@@ -108,8 +108,12 @@ class Cluster:
             self.create(name)
             ino, seed = made[name] = self.identity(name)
             size = (stripes - 1) * STRIPE + 1
-            self.setup_fs.setattr(self.setup_fs.lookup(self.setup_fs.root_fh, name, ROOT)[0],
-                                  ROOT, SetAttr(size=size))
+            fh = self.setup_fs.lookup(self.setup_fs.root_fh, name, ROOT)[0]
+            self.setup_fs.setattr(fh, ROOT, SetAttr(size=size))
+            # The data goes straight to the iods, as a pNFS client's through
+            # a layout for writing: the file is first marked as one with
+            # data, which its removal purges (common/metafile.py, NO_DATA).
+            trio.run(self.setup_fs.settled, fh, True)
             for i in range(stripes):
                 writes.append(((seed + i) % len(self.iods), ino, seed, i * STRIPE))
         self.write_stripes(writes)
