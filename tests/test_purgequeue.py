@@ -131,9 +131,14 @@ def test_a_file_written_once_journals_even_when_emptied_again(env):
     trio.run(env.fs.write, fh, ROOT, 0, b"x", 0)  # UNSTABLE: the flag's change too
     assert not metarecord.of_path(env.root / "f").no_data
     env.fs.setattr(fh, ROOT, SetAttr(size=0))
-    ident = env.identity(b"f")
+    # Written within a size a SETATTR gave it: data all the same.
+    g = env.create(b"g", data=b"")
+    env.fs.setattr(g, ROOT, SetAttr(size=4096))
+    trio.run(env.fs.write, g, ROOT, 0, b"x", 2)
+    idents = [env.identity(b"f"), env.identity(b"g")]
     env.fs.remove(env.fs.root_fh, b"f", ROOT)
-    assert env.journaled() == [ident]
+    env.fs.remove(env.fs.root_fh, b"g", ROOT)
+    assert env.journaled() == idents
 
 
 def test_a_layout_for_writing_makes_a_file_one_to_purge_before_the_client_writes(env):
