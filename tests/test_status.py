@@ -113,7 +113,7 @@ def test_status_reports_iods_and_a_killed_one_down(cluster):
     assert st["uptime"] >= 0 and st["version"]
 
     client, root = c.connect(vers=3, transport="tcp")
-    client.create(root, b"doomed")
+    client.write(client.create(root, b"doomed"), 0, b"x")  # (a file with data: purged)
     os.kill(c.iods[1].pid, signal.SIGKILL)
     last = {}
 
@@ -149,7 +149,7 @@ def test_nfspd_commits_purge_records_with_removals_where_its_state_shares_the_ex
             assert st["purges"]["with_removals"] is True
             client, root = c.connect(vers=3, transport="tcp")
             for i in range(3):
-                client.create(root, b"f%d" % i)
+                client.write(client.create(root, b"f%d" % i), 0, b"x")  # (data: purged)
                 client.ok(nfs3.NFSPROC3.REMOVE, nfs3.REMOVE3args(nfs3.diropargs3(root, b"f%d" % i)))
             _, st = status_json(c)
             assert st["purges"]["appended"] == 3
