@@ -58,12 +58,17 @@ def test_sync_changes_answered_survive_a_crash_of_the_machine(tmp_path, monkeypa
                 fs.create(d, name, ALICE, CreateHow.GUARDED, SetAttr(mode=0o640))
             fs.rename(d, b"a", d, b"a2", ALICE)
             fs.remove(d, b"c", ALICE)
+            # A new directory, and a file in it: on this journalled ext4 the
+            # flush fsyncs the parents only (their commit carries the rest).
+            e, _, _ = fs.mkdir(d, b"e", ALICE, SetAttr(mode=0o755))
+            fs.create(e, b"f", ALICE, CreateHow.GUARDED, SetAttr(mode=0o640))
             trio.run(fs.stable, fs.stable_ticket())  # what the replies waited for
             path = os.path.join(export, "d")
             before = {n: (os.stat(os.path.join(path, n)).st_ino,
                           metarecord.of_path(os.path.join(path, n)))
-                      for n in os.listdir(path)}
+                      for n in os.listdir(path) if n != "e"}
             assert sorted(before) == ["a2", "b"] and before["b"][1].size == 70001
+            made = os.stat(os.path.join(path, "e")).st_ino, os.listdir(os.path.join(path, "e"))
             crash(mnt)
         finally:
             fs.close()
@@ -71,6 +76,8 @@ def test_sync_changes_answered_survive_a_crash_of_the_machine(tmp_path, monkeypa
         loopfs.remount(mnt)
         after = {n: (os.stat(os.path.join(path, n)).st_ino,
                      metarecord.of_path(os.path.join(path, n)))
-                 for n in os.listdir(path)}
+                 for n in os.listdir(path) if n != "e"}
         assert after == before
+        assert (os.stat(os.path.join(path, "e")).st_ino, os.listdir(os.path.join(path, "e"))) \
+            == made == (made[0], ["f"])
         assert {os.stat(os.path.join(path, n)).st_uid for n in after} == {ALICE.uid}

@@ -485,9 +485,12 @@ class MetaFS:
             # The new directory too, as Linux nfsd commits the object it made
             # as well as its parent: on a file system without a journal (ext2,
             # ext4 without one) the parent's fsync writes neither the new
-            # inode nor its block of "." and "..". With a journal the
-            # parent's commit has them already; this fsync then finds it done.
-            self._sync_dir(fd, st, caller)
+            # inode nor its block of "." and "..". Not where the parent's
+            # fsync commits the journal with every change before it (ext3/
+            # ext4 with one): that commit has the new directory already, and
+            # noting it cost an open through /proc, its fsync and a close.
+            if not (self._objects.dir_fsync_commits_all and st.st_dev == self._objects.dev):
+                self._sync_dir(fd, st, caller)
         else:
             # A symlink or a device node: no descriptor of its own can be
             # fsynced, so without a journal the file system is (journal.py).
