@@ -215,3 +215,36 @@ def _readable(sock):
         return bool(sock.recv(1, socket.MSG_PEEK))
     except BlockingIOError:
         return False
+
+
+def test_quiet_only_when_nothing_else_could_run(pairs):
+    # quiet(): what the group commit asks before it yields to let other
+    # receive loops note their changes (nfspd/fs/commit.py). It must say no
+    # whenever a yield would let something run.
+    (a, b), _ = pairs
+    seen = {}
+
+    async def main():
+        await trio.testing.wait_all_tasks_blocked()  # (trio's own tasks settled)
+        seen["alone"] = idlewait.quiet()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep, 0)
+            seen["task due"] = idlewait.quiet()
+            await trio.testing.wait_all_tasks_blocked()
+
+            async def reader():
+                await trio.lowlevel.wait_readable(a)
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            seen["waiting, nothing ready"] = idlewait.quiet()
+            b.send(b"x")
+            seen["its I/O ready"] = idlewait.quiet()
+    trio.run(main)
+    assert seen == {"alone": True, "task due": False, "waiting, nothing ready": True,
+                    "its I/O ready": False}
+
+
+def test_never_quiet_under_a_test_clock():
+    async def main():
+        return idlewait.quiet()
+    assert trio.run(main, clock=trio.testing.MockClock()) is False

@@ -1614,6 +1614,27 @@ def test_concurrent_creates_renames_and_removes_never_leave_a_torn_namespace(cen
     assert made - written - live                          # (files never written went too)
 
 
+def test_a_flush_lets_others_go_first_only_when_something_else_could_run(cenv, monkeypatch):
+    # The two yields before a flush let other receive loops note their
+    # changes; when nothing else could run (common/runtime/idlewait.py's
+    # quiet()) they are two passes through trio for nothing.
+    import nfspd.fs.commit as commit_module
+    slept = []
+    real_sleep = trio.sleep
+
+    async def sleep(seconds):
+        slept.append(seconds)
+        await real_sleep(seconds)
+    monkeypatch.setattr(commit_module.trio, "sleep", sleep)
+    fs = cenv.fs
+    for quiet in (True, False):
+        monkeypatch.setattr(commit_module.idlewait, "quiet", lambda: quiet)
+        cenv.create(b"q%d" % quiet)
+        run(fs.stable, fs.stable_ticket())
+        assert fs.stable_ticket() is None
+    assert slept == [0, 0]  # (the second flush's, not the first's)
+
+
 @pytest.mark.parametrize("commits_all", [False, True])
 def test_a_new_directory_is_flushed_with_its_parent(cenv, monkeypatch, commits_all):
     # Linux nfsd commits the object MKDIR made and its parent; without a

@@ -17,13 +17,21 @@ signals, which wake trio through a socket in its epoll), and it never waits
 past trio's next deadline. On the descriptor it returns at once; on anything
 else it lets trio run first.
 
+quiet() answers the same question for a task that would yield only to let
+others go first (the group commit, before a flush): nothing due, and no
+I/O ready in trio's epoll. It spares such a task two passes through trio
+for nothing (CREATE+REMOVE under `sync`, 8 clients over TCP, 5 alternating
+rounds: 8.8-11.5 us less of nfspd's CPU per call in four, 1.2 more in one).
+
 This reads trio's internals (the runner, its epoll). Where they are not as
 expected (another trio version or I/O backend, a guest run, a test clock,
-instruments), readable() is plain wait_readable: slower, never wrong.
+instruments), readable() is plain wait_readable and quiet() says no:
+slower, never wrong.
 """
 
 import math
 import select
+import threading
 
 import trio
 
@@ -80,6 +88,45 @@ class IdleWait:
             self._ep.close()
             self._ep = None
             self._runner = None
+
+
+def quiet():
+    """Whether nothing but the caller could run if it yielded now: no task
+    due (as readable() checks) and no I/O ready in trio's epoll. A caller
+    that yields only to let others go first may then skip it. False where
+    trio's internals are not as expected (see _runner)."""
+    runner = _runner_cached()
+    if runner is None:
+        return False
+    entries = runner.entry_queue
+    tasks = runner.tasks
+    if (runner.runq or entries.queue or entries.idempotent_queue or runner.waiting_for_idle
+            or len(tasks) > MAX_TASKS or _scheduled(tasks)):
+        return False
+    return not _poller(runner).poll(0)
+
+
+# Per thread (trio's run is): the runner last seen, _runner()'s verdict on it,
+# and a poll object holding its epoll, for quiet().
+_seen = threading.local()
+
+
+def _runner_cached():
+    from trio._core import _run
+    current = getattr(_run.GLOBAL_RUN_CONTEXT, "runner", None)
+    if current is None:
+        return None
+    if getattr(_seen, "runner", None) is not current:
+        _seen.runner, _seen.verdict, _seen.poller = current, _runner(), None
+    return _seen.verdict
+
+
+def _poller(runner):
+    poller = _seen.poller
+    if poller is None:
+        poller = _seen.poller = select.poll()
+        poller.register(runner.io_manager._epoll.fileno(), select.POLLIN)
+    return poller
 
 
 def _scheduled(tasks):
