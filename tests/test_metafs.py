@@ -1636,7 +1636,8 @@ def test_a_flush_lets_others_go_first_only_when_something_else_could_run(cenv, m
 
 
 @pytest.mark.parametrize("commits_all", [False, True])
-def test_a_new_directory_is_flushed_with_its_parent(cenv, monkeypatch, commits_all):
+def test_a_new_directory_is_flushed_with_its_parent_unless_that_commit_carries_it(
+        cenv, monkeypatch, commits_all):
     # Linux nfsd commits the object MKDIR made and its parent; without a
     # journal the parent's fsync alone leaves the new directory unwritten.
     # On ext3/ext4 with one that fsync commits the new directory too: it
