@@ -66,20 +66,15 @@ class IdleWait:
         reads and waits again on EAGAIN). True if other tasks may have run
         meanwhile (a checkpoint), False if the wait bypassed trio."""
         runner = self._runner
-        if runner is not None:
-            entries = runner.entry_queue
-            tasks = runner.tasks
-            if not (runner.runq or entries.queue or entries.idempotent_queue
-                    or runner.waiting_for_idle or len(tasks) > MAX_TASKS
-                    or _scheduled(tasks)):
-                timeout = runner.deadlines.next_deadline() - runner.clock.current_time()
-                if timeout > 0:
-                    events = self._ep.poll(min(timeout, MAX_WAIT), 2)
-                    if len(events) == 1 and events[0][0] == self.fd:
-                        return False
-                    # Trio's own I/O is ready, or its deadline came: trio first.
-                    await trio.lowlevel.checkpoint()
-                    return True
+        if runner is not None and _nothing_due(runner):
+            timeout = runner.deadlines.next_deadline() - runner.clock.current_time()
+            if timeout > 0:
+                events = self._ep.poll(min(timeout, MAX_WAIT), 2)
+                if len(events) == 1 and events[0][0] == self.fd:
+                    return False
+                # Trio's own I/O is ready, or its deadline came: trio first.
+                await trio.lowlevel.checkpoint()
+                return True
         await trio.lowlevel.wait_readable(self.fd)
         return True
 
@@ -96,14 +91,7 @@ def quiet():
     that yields only to let others go first may then skip it. False where
     trio's internals are not as expected (see _runner)."""
     runner = _runner_cached()
-    if runner is None:
-        return False
-    entries = runner.entry_queue
-    tasks = runner.tasks
-    if (runner.runq or entries.queue or entries.idempotent_queue or runner.waiting_for_idle
-            or len(tasks) > MAX_TASKS or _scheduled(tasks)):
-        return False
-    return not _poller(runner).poll(0)
+    return runner is not None and _nothing_due(runner) and not _poller(runner).poll(0)
 
 
 # Per thread (trio's run is): the runner last seen, _runner()'s verdict on it,
@@ -112,7 +100,10 @@ _seen = threading.local()
 
 
 def _runner_cached():
-    from trio._core import _run
+    try:
+        from trio._core import _run
+    except ImportError:
+        return None
     current = getattr(_run.GLOBAL_RUN_CONTEXT, "runner", None)
     if current is None:
         return None
@@ -127,6 +118,16 @@ def _poller(runner):
         poller = _seen.poller = select.poll()
         poller.register(runner.io_manager._epoll.fileno(), select.POLLIN)
     return poller
+
+
+def _nothing_due(runner):
+    """No task due to run (in the run queue, or later in the scheduler's
+    current batch), no callbacks from threads queued, nobody in
+    wait_all_tasks_blocked; False too beyond MAX_TASKS tasks."""
+    entries = runner.entry_queue
+    tasks = runner.tasks
+    return not (runner.runq or entries.queue or entries.idempotent_queue
+                or runner.waiting_for_idle or len(tasks) > MAX_TASKS or _scheduled(tasks))
 
 
 def _scheduled(tasks):

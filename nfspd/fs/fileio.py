@@ -145,9 +145,15 @@ class FileIO:
             fd, cfh, st, meta = self._regular(cfh)
         if write and meta.no_data:
             meta = meta.replace(no_data=False)
-            self._metafiles.store(fd, meta, False, st)
-            self._metafiles.unsynced.add((st.st_dev, st.st_ino))
+            self._store(fd, meta, False, st)
         return meta, st.st_ino
+
+    def _store(self, fd, meta, stable, st):
+        """Rewrite a metafile for a write: durable now if ``stable``, else
+        by the file's next COMMIT."""
+        self._metafiles.store(fd, meta, stable, st)
+        if not stable:
+            self._metafiles.unsynced.add((st.st_dev, st.st_ino))
 
     # -- READ ----------------------------------------------------------------------
 
@@ -277,9 +283,7 @@ class FileIO:
         if end > meta.size or meta.no_data and length:
             # (no_data: the data is on its way to the data servers.)
             meta = meta.replace(size=max(end, meta.size), no_data=meta.no_data and not length)
-            self._metafiles.store(fd, meta, bool(stable), st)
-            if not stable:
-                self._metafiles.unsynced.add((st.st_dev, st.st_ino))
+            self._store(fd, meta, bool(stable), st)
         set_times(fd, None, SET_TO_SERVER_TIME)
         clear_setid(fd, caller)
         st = os.fstat(fd)

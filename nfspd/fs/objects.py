@@ -145,23 +145,13 @@ class Objects:
         pending = self._pending.pop(held[1], None)
         if pending is not None:
             st, meta = pending
-            if meta is not None and meta.no_data and not self._unwritten(held[0]):
-                pending = st, meta.replace(no_data=False)  # written since its last link went
+            if meta is not None and meta.no_data:
+                now = self.meta_of_pinned(held[0], os.fstat(held[0]))
+                if now is None or not now.no_data:  # written since its last link went
+                    pending = st, meta.replace(no_data=False)
         os.close(held[0])
         if pending is not None:
             self.gone(*pending)
-
-    def _unwritten(self, fd):
-        """Whether the metafile fd is on (held, maybe linked nowhere) still
-        has no data anywhere; False when that cannot be read (purged then)."""
-        try:
-            rfd = os.open(proc_path(fd), os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                return self.metafiles.get(rfd, os.fstat(rfd)).no_data
-            finally:
-                os.close(rfd)
-        except (OSError, FsError):
-            return False
 
     def dir(self, fh):
         """open() of a directory; NOTDIR for anything else."""
