@@ -357,7 +357,7 @@ def test_pings_without_a_fresh_stamp_get_rate_limited_plain_pongs(iods, ns):
         while True:
             try:
                 answers.append(requester.recvfrom(65536))
-            except socket.timeout:
+            except TimeoutError:
                 break
         assert len(answers) == 1 and answers[0][1] == ("127.0.0.1", iod.port)
         assert len(answers[0][0]) <= len(unsigned)          # no amplification

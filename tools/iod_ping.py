@@ -135,7 +135,7 @@ def _ping(sock, targets, keys, timeout, spoof_from):
         sock.settimeout(remaining)
         try:
             data, source = sock.recvfrom(65535)
-        except socket.timeout:
+        except TimeoutError:
             break
         except OSError:
             continue   # e.g. an ICMP port unreachable from one iod

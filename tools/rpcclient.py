@@ -105,7 +105,7 @@ class RpcClient:
                 self.sock.settimeout(left)
                 try:
                     data = self.sock.recv(1 << 20)
-                except socket.timeout:
+                except TimeoutError:
                     raise RpcTimeout(f"no reply from {self.host}:{self.port}") from None
                 if not data:
                     raise ConnectionError("server closed the connection")
@@ -120,7 +120,7 @@ class RpcClient:
                 self.sock.settimeout(left)
                 try:
                     data = self.sock.recv(1 << 17)
-                except socket.timeout:
+                except TimeoutError:
                     break
                 except ConnectionRefusedError:
                     raise ConnectionRefusedError(

@@ -49,7 +49,7 @@ def _stream(bed, n):
             try:
                 while True:
                     got.append(struct.unpack("!I", rx.recv(64)[:4])[0])
-            except socket.timeout:
+            except TimeoutError:
                 pass
         t = threading.Thread(target=receive)
         t.start()

@@ -30,7 +30,7 @@ class Capture:
             self.sock.settimeout(remaining)
             try:
                 data = self.sock.recv(1 << 17)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if predicate(data):
                 found.append(data)

@@ -199,7 +199,7 @@ def spoofed(keys, size, seconds, count, window=16):
     while time.monotonic() < deadline:
         try:
             data, source = client.recvfrom(65536)
-        except socket.timeout:
+        except TimeoutError:
             lost += 1
             ask()
             continue
