@@ -175,3 +175,18 @@ def test_the_report_gives_nfspds_loop_beside_its_cpu_per_call():
     for r in res["rows"]:
         del r["nfspd_loop"]
     assert "| nfspd loop" not in report.metadata_section(res)
+
+
+def test_the_report_gives_how_busy_the_machine_was_for_every_server():
+    from tools.dev.benchmarks import report
+    rows = [_row("nfsp-async", {"on_cpu": 0.65, "waiting_for_cpu": 0.26}), _row("ganesha", None)]
+    rows[0]["machine_busy"], rows[1]["machine_busy"] = 0.862, 0.998
+    res = {"dir_entries": 100, "rows": rows}
+    text = report.metadata_section(res)
+    line = [ln for ln in text.splitlines() if ln.startswith("| machine's CPUs % busy, create+remove")]
+    assert line == ["| machine's CPUs % busy, create+remove | 86 | 100 |"], line
+    assert "what a server leaves idle while its calls wait is lost to it" in text
+    # Results from before it was measured: no such lines.
+    for r in rows:
+        del r["machine_busy"]
+    assert "| machine's CPUs" not in report.metadata_section(res)

@@ -210,6 +210,8 @@ def _metadata_table(res, rows, proto):
     loop = [["nfspd loop % on a core / waiting, " + op.replace("_", "+")] +
             [_loop_share(by_key.get((s, op, c))) for c in clients for s in servers]
             for op in ops]
+    busy = [["machine's CPUs % busy, " + op.replace("_", "+")] +
+            [_busy(by_key.get((s, op, c))) for c in clients for s in servers] for op in ops]
     flush = [["nfspd flush ms / calls per flush / % flushing, " + op.replace("_", "+")] +
              [_flushes(by_key.get((s, op, c))) for c in clients for s in servers]
              for op in ops]
@@ -221,7 +223,9 @@ def _metadata_table(res, rows, proto):
             "flushes nothing itself (as async). Load "
             "generators' CPU use per row is in the JSON (`loadgen_cpu_util`). nfspd's loop: "
             "the share of the time its event loop's thread ran on a core, and the share it "
-            "was runnable but waited for one (the rest it waited for calls).")
+            "was runnable but waited for one (the rest it waited for calls). The machine's "
+            "CPUs: how busy both were during the row, whoever used them; what a server "
+            "leaves idle while its calls wait is lost to it (README, Benchmarks).")
     if flush:  # (only operations that change something flush)
         note += (" nfspd flush: what a sync export's replies waited for, the time each "
                  "flush took, the calls it answered, and the share of the row spent "
@@ -230,8 +234,15 @@ def _metadata_table(res, rows, proto):
         note += f" The exports were on the {res['ground']}."
     if not any(cell is not None for line in loop for cell in line[1:]):
         loop = []  # (results from before it was measured)
+    if not any(cell is not None for line in busy for cell in line[1:]):
+        busy = []
     return "\n".join([f"### Metadata operations, NFSv3 over {proto.upper()}", "",
-                      _table(head, body + cpu + loop + flush), "", note, ""])
+                      _table(head, body + cpu + busy + loop + flush), "", note, ""])
+
+
+def _busy(row):
+    busy = row.get("machine_busy") if row else None
+    return None if busy is None else f"{busy * 100:.0f}"
 
 
 def _loop_share(row):
