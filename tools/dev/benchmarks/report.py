@@ -223,9 +223,13 @@ def _metadata_table(res, rows, proto):
             "flushes nothing itself (as async). Load "
             "generators' CPU use per row is in the JSON (`loadgen_cpu_util`). nfspd's loop: "
             "the share of the time its event loop's thread ran on a core, and the share it "
-            "was runnable but waited for one (the rest it waited for calls). The machine's "
-            "CPUs: how busy both were during the row, whoever used them; what a server "
-            "leaves idle while its calls wait is lost to it (README, Benchmarks).")
+            "was runnable but waited for one (the rest it waited for calls).")
+    if any(cell is not None for line in busy for cell in line[1:]):
+        note += (" The machine's CPUs: how busy both were during the row, whoever used "
+                 "them; what a server leaves idle while its calls wait is lost to it "
+                 "(README, Benchmarks).")
+    else:
+        busy = []  # (results from before it was shown)
     if flush:  # (only operations that change something flush)
         note += (" nfspd flush: what a sync export's replies waited for, the time each "
                  "flush took, the calls it answered, and the share of the row spent "
@@ -234,8 +238,6 @@ def _metadata_table(res, rows, proto):
         note += f" The exports were on the {res['ground']}."
     if not any(cell is not None for line in loop for cell in line[1:]):
         loop = []  # (results from before it was measured)
-    if not any(cell is not None for line in busy for cell in line[1:]):
-        busy = []
     return "\n".join([f"### Metadata operations, NFSv3 over {proto.upper()}", "",
                       _table(head, body + cpu + busy + loop + flush), "", note, ""])
 
