@@ -49,6 +49,14 @@ took 1.08 ms against 0.99: the hop to the kernel's worker. Answering the
 parked calls from tasks with the flush on the loop: within noise (1,269-
 1,311 against 1,250-1,356 pairs/s), 10-20 us more CPU per call.
 
+Why each overlap lost here: this VM's disk is served on the cores its two
+vCPUs run on. An fdatasync on the loop ext4 took 0.35-0.41 ms (median of
+400) with the machine otherwise idle, 0.27 ms with one vCPU kept busy by a
+SCHED_IDLE spinner (which gives way to any other task), and 4.1 ms with
+both kept busy (two runs each): the device's work waits for a vCPU to
+halt. Whatever runs during a flush, the next batch's calls included,
+lengthens it. Where the disk has cores of its own, overlapping may pay.
+
 A flush, in this order:
 
 1. new metafiles' pages written out (sync_file_range: all started, then all
