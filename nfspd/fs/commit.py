@@ -49,8 +49,8 @@ took 1.08 ms against 0.99: the hop to the kernel's worker. Answering the
 parked calls from tasks with the flush on the loop: within noise (1,269-
 1,311 against 1,250-1,356 pairs/s), 10-20 us more CPU per call.
 
-Why each overlap lost here: this VM's disk is served on the cores its two
-vCPUs run on. An fdatasync on the loop ext4 took 0.35-0.41 ms (median of
+Why each overlap lost here: this VM's disk is apparently served on the
+cores its two vCPUs run on. An fdatasync on the loop ext4 took 0.35-0.41 ms (median of
 400) with the machine otherwise idle, 0.27 ms with one vCPU kept busy by a
 SCHED_IDLE spinner (which gives way to any other task), and 4.1 ms with
 both kept busy (two runs each): the device's work waits for a vCPU to
