@@ -489,7 +489,7 @@ class MetaFS:
             # fsync commits the journal with every change before it (ext3/
             # ext4 with one): that commit has the new directory already, and
             # noting it cost an open through /proc, its fsync and a close.
-            if not (self._objects.dir_fsync_commits_all and st.st_dev == self._objects.dev):
+            if not self._objects.commits_all(st):
                 self._sync_dir(fd, st, caller)
         else:
             # A symlink or a device node: no descriptor of its own can be

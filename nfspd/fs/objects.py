@@ -310,13 +310,19 @@ class Objects:
         (exports(5) ``sync``, the default; ``async`` clears it)."""
         return self.sync_metadata and caller.sync
 
+    def commits_all(self, st):
+        """Whether an fsync of a directory (stat ``st``) commits every change
+        made before it: on the export's file system, if that is an ext3/ext4
+        with a journal (nfspd/fs/journal.py)."""
+        return self.dir_fsync_commits_all and st.st_dev == self.dev
+
     def sync_dir(self, dir_fd, st, caller):
         """Make a change to a directory (stat ``st``) durable, unless the
         caller's export is "async": now, or noted for the group commit."""
         if not self.durable(caller):
             return
         if self.commit is not None:
-            self.commit.directory(dir_fd, st, self.dir_fsync_commits_all and st.st_dev == self.dev)
+            self.commit.directory(dir_fd, st, self.commits_all(st))
             return
         fd = os.open(proc_path(dir_fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
