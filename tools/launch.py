@@ -25,6 +25,7 @@ timeout; its exit status is 1, naming the failed entries, if any failed.
 import contextlib
 import dataclasses
 import fcntl
+import itertools
 import os
 import shlex
 import signal
@@ -77,7 +78,7 @@ def is_iod(pid, port):
         return False
     if state in (b"Z", b"X"):
         return False
-    pairs = set(zip(argv, argv[1:]))
+    pairs = set(itertools.pairwise(argv))
     return (b"-m", b"iod.cli") in pairs and (b"--port", str(port).encode()) in pairs
 
 
