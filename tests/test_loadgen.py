@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import click
 import pytest
@@ -85,6 +86,23 @@ async def _misbehaving_server(sock, answers):
         await sock.sendto(reply, peer)
         await sock.sendto(reply, peer)
     await sock.sendto(rpc.reply_success(0xDEADBEEF ^ call.xid, body), peer)
+
+
+def test_a_sequence_of_calls_is_not_counted_as_a_call_of_its_own():
+    """A server's CPU per call is its CPU over the report's calls: a
+    MKDIR+RMDIR pair is two calls, as a CREATE+REMOVE pair is."""
+    cfg = types.SimpleNamespace(workload="meta", proto="tcp", server="s", clients=1,
+                                client_base=0, window=1)
+    client = types.SimpleNamespace(cid=0, stats=loadgen.Stats(), rsize=None, wsize=None)
+    for pair, calls in (("create_remove", ("create", "remove")),
+                        ("mkdir_rmdir", ("mkdir", "rmdir"))):
+        for _ in range(5):
+            for call in calls:
+                client.stats.done(call, 0.001)
+            client.stats.done(pair, 0.002)
+    r = loadgen.summarize(cfg, [client], 1.0, 0.1)
+    assert r["calls"] == 20
+    assert r["per_op"]["mkdir_rmdir"]["count"] == r["per_op"]["create_remove"]["count"] == 5
 
 
 def _channel_run():
