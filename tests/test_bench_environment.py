@@ -4,9 +4,12 @@ halts at once (a VM's haltpoll with guest_halt_poll_ns 0, as here) each call
 wakes it through the host, which about doubled both servers' CPU per call."""
 
 import os
+import platform
+import sys
 
 import pytest
 
+from tools.dev import daemons
 from tools.dev.benchmarks import harness, report
 
 
@@ -49,3 +52,30 @@ def test_results_from_before_it_was_recorded_say_nothing_of_it():
     assert "cpuidle" not in text and HALTS not in text
     text = report.markdown(_results({"driver": "intel_idle", "guest_halt_poll_ns": None}))
     assert "Python 3.11.7, cpuidle intel_idle, no ganesha." in text and HALTS not in text
+
+
+def test_the_daemons_run_on_the_interpreter_nfsp_python_names(tmp_path, monkeypatch):
+    """A benchmark against a C server a distribution built runs nfspd on that
+    distribution's Python (NFSP_PYTHON), whatever runs the harness."""
+    other = tmp_path / "python3"
+    other.symlink_to(sys.executable)
+    monkeypatch.setenv("NFSP_PYTHON", str(other))
+    nfspd = daemons.Nfspd(None, str(tmp_path / "nfspd"))
+    iod = daemons.Iod(None, str(tmp_path / "iod"), str(tmp_path / "key"))
+    up = daemons.NfspUp(None, str(tmp_path / "up"), str(tmp_path / "up.log"))
+    assert nfspd.argv()[:3] == [str(other), "-m", "nfspd.cli"]
+    assert iod.argv()[:3] == [str(other), "-m", "iod.cli"]
+    assert up.command == [str(other), "-m", "tools.nfsp"]
+    env = harness.environment()
+    assert env["daemons_python"] == {"path": str(other), "version": platform.python_version()}
+    header = report.markdown({"environment": env, "params": {}}).splitlines()[2]
+    assert f"Python {platform.python_version()} (the daemons: Python " \
+           f"{platform.python_version()}, {other})" in header
+
+
+def test_without_nfsp_python_the_daemons_run_on_the_harness_interpreter(tmp_path, monkeypatch):
+    monkeypatch.delenv("NFSP_PYTHON", raising=False)
+    assert daemons.Nfspd(None, str(tmp_path)).argv()[0] == sys.executable
+    env = harness.environment()
+    assert env["daemons_python"] is None
+    assert "the daemons" not in report.markdown({"environment": env, "params": {}})

@@ -25,6 +25,17 @@ Benchmarks and fuzzing:
 """
 
 import os
+import sys
 
 # The checkout the harness runs from: daemons it starts import the project from it.
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def daemon_python():
+    """The interpreter the harness runs the daemons on (nfspd, and the
+    unlinkd it starts; the iods; `nfsp up`): NFSP_PYTHON if set, else the
+    harness's own. A benchmark against a C server that a distribution built
+    should run nfspd on that distribution's Python too: this machine's pyenv
+    build (libpython shared, no PGO or LTO) costs nfspd 13-17% more CPU per
+    call than Debian's python3.11 (README: Benchmarks)."""
+    return os.environ.get("NFSP_PYTHON") or sys.executable

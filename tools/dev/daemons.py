@@ -8,12 +8,11 @@ waited for with a bound (failing at once, with its log, if it dies), stopped.
 
 import os
 import subprocess
-import sys
 
 from common import iodproto, keyfile
 from common.iodproto import Op
 from common.runtime.datastore import DataStore
-from tools.dev import REPO
+from tools.dev import REPO, daemon_python
 from tools.dev.iodclient import IodClient
 from tools.dev.netns import stop, wait_until
 from tools.rpcclient import RpcClient, getport
@@ -112,7 +111,7 @@ class Nfspd(DaemonProcess):
         self.proc = None
 
     def argv(self):
-        return [sys.executable, "-m", "nfspd.cli", "--exports", self.exports,
+        return [daemon_python(), "-m", "nfspd.cli", "--exports", self.exports,
                 "--state-dir", self.state, "--portmap", self.portmap,
                 "--log-level", "debug"] + self.extra_args
 
@@ -160,7 +159,7 @@ class Iod(DaemonProcess):
         return f"127.0.0.1:{self.port}"
 
     def argv(self):
-        return [sys.executable, "-m", "iod.cli", "--data-dir", self.data_dir,
+        return [daemon_python(), "-m", "iod.cli", "--data-dir", self.data_dir,
                 "--key", self.key_path, "--listen", "127.0.0.1", "--port", str(self.port),
                 "--user", self.user, "--ip-id-slot", self.slot, "--threads", "4",
                 "--log-level", "debug"] + self.extra_args
@@ -218,7 +217,7 @@ class NfspUp(DaemonProcess):
         self.export = os.path.join(directory, "export")
         self.log_path = log_path
         self.args = list(args)
-        self.command = command or [sys.executable, "-m", "tools.nfsp"]
+        self.command = command or [daemon_python(), "-m", "tools.nfsp"]
         self.env, self.cwd = env, cwd
         self.proc = None
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from tools.dev import REPO
+from tools.dev import REPO, daemon_python
 
 
 @dataclasses.dataclass
@@ -239,6 +239,16 @@ def cpuidle():
     return {"driver": driver, "guest_halt_poll_ns": int(poll) if poll is not None else None}
 
 
+def daemons_python(version):
+    """The daemons' interpreter where it is not the harness's own (NFSP_PYTHON,
+    tools/dev.daemon_python): its path and version; else None."""
+    python = daemon_python()
+    if python == sys.executable:
+        return None
+    return {"path": python,
+            "version": version([python, "-c", "import platform; print(platform.python_version())"])}
+
+
 def environment():
     def version(argv):
         try:
@@ -249,6 +259,7 @@ def environment():
     return {
         "cpus": os.cpu_count(), "loadavg": os.getloadavg(), "kernel": platform.release(),
         "python": platform.python_version(), "machine": platform.machine(),
+        "daemons_python": daemons_python(version),
         "cpuidle": cpuidle(),
         "ganesha": version(["ganesha.nfsd", "-v"]) if shutil.which("ganesha.nfsd") else None,
         "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),

@@ -402,6 +402,15 @@ def _frag_note(params):
             "metaserver, interleave; see README's troubleshooting).")
 
 
+def _daemons_python(env):
+    """A phrase for the header where the daemons ran on another interpreter
+    than the harness (NFSP_PYTHON)."""
+    other = env.get("daemons_python")
+    if not other:
+        return ""
+    return f" (the daemons: Python {other.get('version')}, {other.get('path')})"
+
+
 def _cpuidle(env):
     """(a phrase for the header, a note for the preamble) on how an idle CPU
     waited during the run; empty for results from before it was recorded."""
@@ -424,7 +433,7 @@ def markdown(results):
     parts = ["# NFSP benchmarks", "",
              f"`{results.get('command', 'python3 -m tools.dev.benchmarks run')}` on {env.get('when')}, "
              f"{env.get('cpus')} CPUs, Linux {env.get('kernel')}, Python {env.get('python')}"
-             f"{idle}, {env.get('ganesha') or 'no ganesha'}.", "",
+             f"{_daemons_python(env)}{idle}, {env.get('ganesha') or 'no ganesha'}.", "",
              PREAMBLE.format(cpus=env.get("cpus"),
                              loadavg=", ".join(f"{x:.1f}" for x in env.get("loadavg", [])),
                              frag=_frag_note(results.get("params", {})))
