@@ -21,8 +21,10 @@ resources.
 import json
 import logging
 import os
+import platform
 import socket
 import stat
+import sys
 import time
 import struct
 
@@ -368,6 +370,9 @@ def status_of(server):
     return {
         "version": VERSION,
         "pid": os.getpid(),
+        # Every call is Python from receive to reply: the interpreter's own
+        # build moves nfspd's CPU per call (README: troubleshooting).
+        "python": {"version": platform.python_version(), "executable": sys.executable},
         "uptime": round(time.time() - server.started, 3),
         "state_dir": os.path.abspath(server.config.state_dir),
         "exports": sorted(exported),

@@ -21,7 +21,7 @@ from common.runtime import purgejournal
 from nfspd import admin
 from nfspd.fs.journal import directory_fsync_commits_all_at
 from tools import status as status_tool
-from tools.dev import loopfs
+from tools.dev import daemon_python, loopfs
 from tools.dev.cluster import Cluster
 from tools.dev.netns import wait_until
 from tools.dev.nfs4client import Nfs4Client
@@ -103,6 +103,7 @@ def test_status_reports_iods_and_a_killed_one_down(cluster):
     for i in st["iods"]:
         assert i["total"] > 0 and 0 <= i["free"] <= i["total"]
     assert st["exports"] == [os.path.abspath(c.export)]
+    assert st["python"]["executable"] == daemon_python()
     assert st["purges"]["mode"] == "journal"
     # One commit for removals and records only with the journal on the
     # export's ext3/ext4 with a journal (nfspd/fs/commit.py).
@@ -282,6 +283,9 @@ def test_render_is_a_compact_table():
                        "data": {}}}
     out = status_tool.render(st)
     assert "up 01:02:03" in out and "iods: 1/2 up" in out
+    assert "Python" not in out  # an nfspd from before it says nothing of its interpreter
+    on = status_tool.render(dict(st, python={"version": "3.11.2", "executable": "/usr/bin/python3"}))
+    assert "(pid 1, Python 3.11.2 (/usr/bin/python3)), up 01:02:03" in on
     assert "group commit" not in out  # an nfspd from before it says nothing of it
     assert "event loop" not in out   # nor of its event loop
     looped = status_tool.render(dict(st, loop={"on_cpu_s": 12.5, "waiting_s": 3.0,

@@ -49,7 +49,9 @@ def render_daemons(daemons):
 
 def render(st):
     """The human view: a few summary lines and one table row per iod."""
-    lines = [(f"nfspd {st['version']} (pid {st['pid']}), up {_duration(st['uptime'])}, "
+    python = st.get("python")
+    on = f", Python {python['version']} ({python['executable']})" if python else ""
+    lines = [(f"nfspd {st['version']} (pid {st['pid']}{on}), up {_duration(st['uptime'])}, "
               f"layout generation {st['layout_gen']}"),
              f"exports: {', '.join(st['exports']) or 'none'}"]
     if st.get("daemons"):
