@@ -285,7 +285,7 @@ def test_render_is_a_compact_table():
     assert "up 01:02:03" in out and "iods: 1/2 up" in out
     assert "Python" not in out  # an nfspd from before it says nothing of its interpreter
     on = status_tool.render(dict(st, python={"version": "3.11.2", "executable": "/usr/bin/python3"}))
-    assert "(pid 1, Python 3.11.2 (/usr/bin/python3)), up 01:02:03" in on
+    assert "(pid 1, Python 3.11.2 at /usr/bin/python3), up 01:02:03" in on
     assert "group commit" not in out  # an nfspd from before it says nothing of it
     assert "event loop" not in out   # nor of its event loop
     looped = status_tool.render(dict(st, loop={"on_cpu_s": 12.5, "waiting_s": 3.0,

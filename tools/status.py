@@ -50,7 +50,7 @@ def render_daemons(daemons):
 def render(st):
     """The human view: a few summary lines and one table row per iod."""
     python = st.get("python")
-    on = f", Python {python['version']} ({python['executable']})" if python else ""
+    on = f", Python {python['version']} at {python['executable']}" if python else ""
     lines = [(f"nfspd {st['version']} (pid {st['pid']}{on}), up {_duration(st['uptime'])}, "
               f"layout generation {st['layout_gen']}"),
              f"exports: {', '.join(st['exports']) or 'none'}"]

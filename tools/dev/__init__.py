@@ -36,6 +36,6 @@ def daemon_python():
     unlinkd it starts; the iods; `nfsp up`): NFSP_PYTHON if set, else the
     harness's own. A benchmark against a C server that a distribution built
     should run nfspd on that distribution's Python too: this machine's pyenv
-    build (libpython shared, no PGO or LTO) costs nfspd 13-17% more CPU per
-    call than Debian's python3.11 (README: Benchmarks)."""
+    build (libpython shared, no PGO or LTO) cost nfspd 15-19% more CPU per
+    CREATE or REMOVE than Debian's python3.11 (README: Benchmarks)."""
     return os.environ.get("NFSP_PYTHON") or sys.executable

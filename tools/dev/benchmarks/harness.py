@@ -239,29 +239,32 @@ def cpuidle():
     return {"driver": driver, "guest_halt_poll_ns": int(poll) if poll is not None else None}
 
 
-def daemons_python(version):
+def _first_line(argv):
+    """The first line a command prints (a version), or None."""
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (r.stdout + r.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
+def daemons_python():
     """The daemons' interpreter where it is not the harness's own (NFSP_PYTHON,
     tools/dev.daemon_python): its path and version; else None."""
     python = daemon_python()
     if python == sys.executable:
         return None
     return {"path": python,
-            "version": version([python, "-c", "import platform; print(platform.python_version())"])}
+            "version": _first_line([python, "-c", "import platform; print(platform.python_version())"])}
 
 
 def environment():
-    def version(argv):
-        try:
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-            return (r.stdout + r.stderr).strip().splitlines()[0]
-        except (OSError, IndexError, subprocess.TimeoutExpired):
-            return None
     return {
         "cpus": os.cpu_count(), "loadavg": os.getloadavg(), "kernel": platform.release(),
         "python": platform.python_version(), "machine": platform.machine(),
-        "daemons_python": daemons_python(version),
+        "daemons_python": daemons_python(),
         "cpuidle": cpuidle(),
-        "ganesha": version(["ganesha.nfsd", "-v"]) if shutil.which("ganesha.nfsd") else None,
+        "ganesha": _first_line(["ganesha.nfsd", "-v"]) if shutil.which("ganesha.nfsd") else None,
         "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
 
