@@ -191,3 +191,60 @@ def test_the_report_gives_how_busy_the_machine_was_for_every_server():
         del r["machine_busy"]
     text = report.metadata_section(res)
     assert "| machine's CPUs" not in text and "what a server leaves idle" not in text
+
+
+class _Up:
+    """A server that notes when it is up and down, in a shared log."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def __enter__(self):
+        self.log.append(("up", self))
+        return self
+
+    def __exit__(self, *exc):
+        self.log.append(("down", self))
+
+
+def _rows_measured(monkeypatch, tmp_path, runner, *extra):
+    log = []
+    monkeypatch.setattr(metadata, "prepare", lambda *a: None)
+    monkeypatch.setattr(metadata, "measure", lambda ctx, srv, op, n, entries, seconds, proto:
+                        log.append((srv.label, op, n, proto)))
+    ctx = harness.Context(str(tmp_path), harness.Params())
+    setups = [(label, lambda: _Up(log)) for label in ("a", "b", "c")]
+    runner(ctx, setups, lambda label: str(tmp_path / label), 10, 1.0, *extra)
+    return log
+
+
+def test_on_a_journalled_ground_each_row_is_measured_for_every_server_in_turn(
+        monkeypatch, tmp_path):
+    """Ratios compare measurements seconds apart, whatever the machine's
+    speed does over the run; no server is always measured right after the
+    same other one."""
+    log = _rows_measured(monkeypatch, tmp_path, metadata._in_turn)
+    ups = [i for i, e in enumerate(log) if e[0] == "up"]
+    downs = [i for i, e in enumerate(log) if e[0] == "down"]
+    measured = [e for e in log if e[0] in ("a", "b", "c")]
+    assert len(ups) == len(downs) == 3 and max(ups) < min(
+        i for i, e in enumerate(log) if e[0] in ("a", "b", "c")) and min(downs) == len(log) - 3
+    expected = metadata._rows()
+    assert len(measured) == 3 * len(expected)
+    for i, row in enumerate(expected):
+        turn = measured[3 * i:3 * i + 3]
+        assert [m[1:] for m in turn] == [row] * 3
+        assert sorted(m[0] for m in turn) == ["a", "b", "c"]
+        assert turn[0][0] == "abc"[i % 3]
+
+
+def test_without_a_journal_each_server_runs_alone_after_the_last_ones_removals_settle(
+        monkeypatch, tmp_path):
+    slept = []
+    monkeypatch.setattr(metadata.time, "sleep", slept.append)
+    log = _rows_measured(monkeypatch, tmp_path, metadata._one_server_after_another, 30.0)
+    labels = [e[0] for e in log if e[0] in ("a", "b", "c")]
+    n = len(metadata._rows())
+    assert labels == ["a"] * n + ["b"] * n + ["c"] * n
+    assert [e[0] for e in log if e[0] in ("up", "down")] == ["up", "down"] * 3
+    assert len(slept) == 2 and all(0 < s <= 30.0 for s in slept)

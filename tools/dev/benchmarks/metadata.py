@@ -32,10 +32,19 @@ allocator skips every inode freed in the last ~35 s (README: troubleshooting;
 perf: up to 64% of nfspd's CPU under CREATE+REMOVE, in recently_deleted), so
 a server measured right after the previous one's removals (its CREATE+REMOVE,
 the removal of its tree) would pay for them: each server is then measured only
-once SETTLE seconds have passed since the last one's tree went. Within a
-server's run the measurements come in the same order for every server.
+once SETTLE seconds have passed since the last one's tree went, one server after
+another, the rows in the same order for every server.
+
+On a journalled ground (the default) the servers are up together and each row
+is measured for each of them in turn, the order rotating from row to row: a
+ratio then compares measurements taken seconds apart, not minutes, on a
+machine whose speed drifts (this one's moved by a quarter within an hour: two
+full runs, one server after another, gave ganesha 2,100 and 2,756 GETATTR/s
+from one client, and nfspd's READDIRPLUS ratio 0.68 in one and 0.86 in the
+other).
 """
 
+import contextlib
 import os
 import time
 
@@ -166,6 +175,50 @@ def run(ctx):
     return result
 
 
+def _rows():
+    return [(op, n, proto) for op in OPS for n in CLIENTS for proto in PROTOS]
+
+
+def _in_turn(ctx, setups, workdir, entries, seconds):
+    """Every server up at once; each row measured for each server, the first
+    of them one further on at every row (module docstring)."""
+    rows = []
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for label, make in setups:
+            stack.callback(ctx.cleanup, workdir(label))
+            srv = stack.enter_context(_Labelled(label, make))
+            prepare(ctx, srv, entries, f"meta-{label}-prepare")
+            servers.append(srv)
+        for i, (op, n, proto) in enumerate(_rows()):
+            first = i % len(servers)
+            for srv in servers[first:] + servers[:first]:
+                rows.append(measure(ctx, srv, op, n, entries, seconds, proto))
+    return rows
+
+
+def _one_server_after_another(ctx, setups, workdir, entries, seconds, settle):
+    """Where a server's removals would slow the next one's creates (a ground
+    without a journal): each server alone, once the last one's have settled."""
+    rows = []
+    removed = None  # when the last server's tree went
+    for label, make in setups:
+        try:
+            with _Labelled(label, make) as srv:
+                prepare(ctx, srv, entries, f"meta-{label}-prepare")
+                if removed is not None:
+                    wait = settle - (time.monotonic() - removed)
+                    if wait > 0:
+                        ctx.log(f"meta {label}: {wait:.0f} s for the last removals to settle")
+                        time.sleep(wait)
+                for op, n, proto in _rows():
+                    rows.append(measure(ctx, srv, op, n, entries, seconds, proto))
+        finally:
+            ctx.cleanup(workdir(label))
+            removed = time.monotonic()
+    return rows
+
+
 def _run(ctx, base):
     p = ctx.params
     seconds = 2.0 if ctx.quick else p.meta_seconds
@@ -187,25 +240,11 @@ def _run(ctx, base):
     missing = ganesha_mod.unavailable(p)
     if missing is None:
         setups.append(("ganesha", lambda: LoopbackGanesha(workdir("ganesha"))))
-    rows = []
     # Only where the allocator has that memory (not with --quick, which is a smoke run).
     settle = 0.0 if ctx.quick or parent_fsync_suffices_at(base) else SETTLE
-    removed = None  # when the last server's tree went
-    for label, make in setups:
-        try:
-            with _Labelled(label, make) as srv:
-                prepare(ctx, srv, entries, f"meta-{label}-prepare")
-                if removed is not None and settle:
-                    wait = settle - (time.monotonic() - removed)
-                    if wait > 0:
-                        ctx.log(f"meta {label}: {wait:.0f} s for the last removals to settle")
-                        time.sleep(wait)
-                for op in OPS:
-                    for n in CLIENTS:
-                        for proto in PROTOS:
-                            rows.append(measure(ctx, srv, op, n, entries, seconds, proto))
-        finally:
-            ctx.cleanup(workdir(label))
-            removed = time.monotonic()
+    if settle:
+        rows = _one_server_after_another(ctx, setups, workdir, entries, seconds, settle)
+    else:
+        rows = _in_turn(ctx, setups, workdir, entries, seconds)
     return {"dir_entries": entries, "seconds": seconds, "nfsp_iods": NFSP_IODS,
             "settle_s": settle, "baseline_missing": missing, "rows": rows}
