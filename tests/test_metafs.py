@@ -882,24 +882,126 @@ def test_an_ordinary_users_remove_and_rename_switch_credentials_once(shared, mon
     # refuses to whoever may not search the directory or write to it.
     env, tmp, _ = shared
     fs = env.fs
-    d = fs.mkdir(tmp, b"open", ALICE, SetAttr(mode=0o755))[0]
+    d = fs.mkdir(tmp, b"open", ALICE, SetAttr(mode=0o775))[0]
+    os.chown(env.root / "tmp" / "open", 1001, 500)  # BOB's group may write
     for name in (b"a", b"b", b"c"):
         env.create(name, caller=ALICE, d=d)
-    assert _switches(monkeypatch, fs.remove, d, b"a", ALICE) == 1
-    assert _switches(monkeypatch, fs.rename, d, b"b", d, b"b2", ALICE) == 1
-    assert _switches(monkeypatch, fs.rename, d, b"b2", d, b"c", ALICE) >= 1  # (c replaced)
+    assert _switches(monkeypatch, fs.remove, d, b"a", BOB) == 1
+    assert _switches(monkeypatch, fs.rename, d, b"b", d, b"b2", BOB) == 1
+    assert _switches(monkeypatch, fs.rename, d, b"b2", d, b"c", BOB) >= 1  # (c replaced)
     assert os.listdir(env.root / "tmp" / "open") == ["c"]
     # Also where not every caller may search, and what they may not do
     # they are refused.
-    private = fs.mkdir(tmp, b"private", ALICE, SetAttr(mode=0o700))[0]
+    private = fs.mkdir(tmp, b"private", ALICE, SetAttr(mode=0o770))[0]
+    os.chown(env.root / "tmp" / "private", 1001, 500)
     env.create(b"p", caller=ALICE, d=private)
     env.create(b"q", caller=ALICE, d=private)
-    assert _switches(monkeypatch, fs.remove, private, b"p", ALICE) == 1
+    assert _switches(monkeypatch, fs.remove, private, b"p", BOB) == 1
+    os.chmod(env.root / "tmp" / "private", 0o700)
     assert status_of(fs.remove, private, b"q", BOB) == nfsstat3.NFS3ERR_ACCES
     assert status_of(fs.rename, private, b"q", private, b"r", BOB) == nfsstat3.NFS3ERR_ACCES
     # Where all may search but only the owner may write: refused by the change.
+    os.chmod(env.root / "tmp" / "open", 0o755)
     assert status_of(fs.remove, d, b"c", BOB) == nfsstat3.NFS3ERR_ACCES
     assert status_of(fs.rename, d, b"c", d, b"d", BOB) == nfsstat3.NFS3ERR_ACCES
+
+
+def test_the_owner_of_a_directory_removes_and_renames_in_it_without_a_switch(shared,
+                                                                               monkeypatch):
+    # Where the kernel answers the directory's owner as it answers root
+    # (write and search permission by the owner bits), no switch is made.
+    env, tmp, _ = shared
+    fs = env.fs
+    d = fs.mkdir(tmp, b"mine", ALICE, SetAttr(mode=0o755))[0]
+    other = fs.mkdir(tmp, b"other", ALICE, SetAttr(mode=0o700))[0]
+    for name in (b"a", b"b", b"c", b"e"):
+        env.create(name, caller=ALICE, d=d)
+    fs.mkdir(d, b"sub", ALICE, SetAttr(mode=0o755))
+    assert _switches(monkeypatch, fs.remove, d, b"a", ALICE) == 0
+    assert _switches(monkeypatch, fs.rename, d, b"b", d, b"b2", ALICE) == 0
+    assert _switches(monkeypatch, fs.rename, d, b"b2", d, b"c", ALICE) == 0  # (c replaced)
+    assert _switches(monkeypatch, fs.rename, d, b"e", other, b"e", ALICE) == 0
+    assert _switches(monkeypatch, fs.rmdir, d, b"sub", ALICE) == 0
+    assert os.listdir(env.root / "tmp" / "mine") == ["c"]
+    assert os.listdir(env.root / "tmp" / "other") == ["e"]
+    # A directory moved to another parent: the kernel asks for write
+    # permission on it too, so the caller makes that change.
+    fs.mkdir(d, b"moved", ALICE, SetAttr(mode=0o755))
+    assert _switches(monkeypatch, fs.rename, d, b"moved", other, b"moved", ALICE) == 1
+
+
+# A directory's mode, its owner (A: ALICE, who acts), and whose entry she
+# removes or renames in it (A or B: BOB's).
+_KERNEL_CASES = [(mode, entry_owner) for mode in (0o755, 0o700, 0o300, 0o1755, 0o1777, 0o555,
+                                                   0o655, 0o355, 0o077, 0o2770)
+                 for entry_owner in ("A", "B")]
+
+
+@pytest.mark.parametrize("mode,entry_owner", _KERNEL_CASES)
+def test_a_removal_or_rename_gets_the_answer_the_kernel_gives_the_caller(shared, mode,
+                                                                          entry_owner):
+    # Each change is made twice: through MetaFS, and by the kernel directly
+    # for ALICE on a twin of the same directories, and the two must agree
+    # (the twin's errno as NFS says it; None: done).
+    env, tmp, _ = shared
+    fs = env.fs
+    owner = {"A": ALICE, "B": BOB}[entry_owner]
+    nfs_errors = {errno.EACCES: nfsstat3.NFS3ERR_ACCES, errno.EPERM: nfsstat3.NFS3ERR_PERM}
+    for op in ("remove", "rmdir", "rename", "move", "move_dir"):
+        handles = {}
+        for twin in ("nfs", "kernel"):
+            base = fs.mkdir(tmp, f"{op}-{twin}".encode(), ROOT, SetAttr(mode=0o755))[0]
+            for sub in (b"d", b"away"):
+                handles[twin, sub] = fs.mkdir(base, sub, ROOT, SetAttr(mode=0o755))[0]
+                fs.mkdir(handles[twin, sub], b"keep", ROOT, SetAttr(mode=0o755))
+            if op in ("rmdir", "move_dir"):
+                fs.mkdir(handles[twin, b"d"], b"victim", ROOT, SetAttr(mode=0o755))
+            else:
+                env.create(b"victim", caller=ROOT, d=handles[twin, b"d"])
+            path = env.root / "tmp" / f"{op}-{twin}"
+            os.chown(path / "d" / "victim", owner.uid, owner.gid)
+            for sub in ("d", "away"):
+                os.chown(path / sub, ALICE.uid, ALICE.gid)
+                os.chmod(path / sub, mode)
+        kernel = env.root / "tmp" / f"{op}-kernel"
+        d = os.open(kernel / "d", os.O_PATH)
+        away = os.open(kernel / "away", os.O_PATH)
+        try:
+            with as_caller(ALICE.uid, ALICE.gid, ALICE.gids):
+                if op == "remove":
+                    os.unlink("victim", dir_fd=d)
+                elif op == "rmdir":
+                    os.rmdir("victim", dir_fd=d)
+                elif op == "rename":
+                    os.rename("victim", "renamed", src_dir_fd=d, dst_dir_fd=d)
+                else:
+                    os.rename("victim", "victim", src_dir_fd=d, dst_dir_fd=away)
+            expected = None
+        except OSError as e:
+            expected = nfs_errors[e.errno]
+        finally:
+            os.close(d)
+            os.close(away)
+        d, away = handles["nfs", b"d"], handles["nfs", b"away"]
+        fn, *args = {"remove": (fs.remove, d, b"victim", ALICE),
+                     "rmdir": (fs.rmdir, d, b"victim", ALICE),
+                     "rename": (fs.rename, d, b"victim", d, b"renamed", ALICE),
+                     "move": (fs.rename, d, b"victim", away, b"victim", ALICE),
+                     "move_dir": (fs.rename, d, b"victim", away, b"victim", ALICE)}[op]
+        try:
+            fn(*args)
+            got = None
+        except FsError as e:
+            got = e.status
+        assert got == expected, (op, oct(mode), entry_owner)
+        # (What the twin showed: the owner bits decide, and moving someone
+        # else's directory to another parent needs write permission on it.)
+        refused_anyway = op == "move_dir" and owner is BOB
+        assert (expected is None) == (mode & 0o300 == 0o300 and not refused_anyway), \
+            (op, oct(mode), entry_owner, expected)
+        nfs = env.root / "tmp" / f"{op}-nfs"
+        for sub in ("d", "away"):
+            assert sorted(os.listdir(nfs / sub)) == sorted(os.listdir(kernel / sub))
 
 
 def test_an_ordinary_users_mkdir_symlink_and_mknod_switch_credentials_once(shared, monkeypatch):

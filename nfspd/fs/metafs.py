@@ -25,7 +25,7 @@ import stat
 from common.metafile import HEADER as META_HEADER
 from common.metafile import MAX_SIZE
 from common.nfs3 import nfsstat3
-from nfspd.fs.access import R, X, access3, check_writable, may_write, permitted
+from nfspd.fs.access import R, X, access3, check_writable, may_write, owner_may_remove, permitted
 from nfspd.fs.attrcache import AttrCache, Pages
 from nfspd.fs.creds import as_caller
 from nfspd.fs.dirplus import lookup_entries
@@ -55,6 +55,19 @@ CHANGING = ("setattr", "create", "create_or_open", "mkdir", "symlink", "mknod", 
 UNCHANGING = ("close", "hold", "release", "stable_ticket", "stable", "getattr", "access",
               "lookup", "readdir", "readdirplus", "listing_pages", "cookieverf", "fsstat",
               "pathconf", "read_plan_now", "read_data")
+
+
+_NO_SWITCH = as_caller(0, 0)
+
+
+def _remover(caller, *dir_sts):
+    """Whose credentials remove or rename names in these directories (their
+    stats): the caller's, unless the kernel's answer would be root's
+    (access.owner_may_remove)."""
+    for st in dir_sts:
+        if not owner_may_remove(st, caller):
+            return as_caller(caller.uid, caller.gid, caller.gids)
+    return _NO_SWITCH
 
 
 def _name(name, creating=False):
@@ -649,7 +662,7 @@ class MetaFS:
             if stat.S_ISDIR(st.st_mode):
                 raise FsError(nfsstat3.NFS3ERR_ISDIR)
             meta = self._objects.meta_of_pinned(pin, st) if stat.S_ISREG(st.st_mode) else None
-            with as_caller(caller.uid, caller.gid, caller.gids):
+            with _remover(caller, dst):
                 os.unlink(name, dir_fd=dfd)
             # Counted after the unlink, on the pinned inode: a LINK racing with
             # us cannot make us purge data that is still reachable.
@@ -681,7 +694,7 @@ class MetaFS:
         # A stat, not a pin (an O_PATH open, its fstat and close): what it
         # tells is only what to forget once the directory is gone, and no
         # data hangs on it, unlike a file's (remove).
-        with as_caller(caller.uid, caller.gid, caller.gids):
+        with _remover(caller, dst):
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             if not stat.S_ISDIR(st.st_mode):
                 raise FsError(nfsstat3.NFS3ERR_NOTDIR)
@@ -726,7 +739,11 @@ class MetaFS:
             if tpst is not None and stat.S_ISREG(tpst.st_mode) and \
                     (tpst.st_dev, tpst.st_ino) != (sst.st_dev, sst.st_ino):
                 tmeta = self._objects.meta_of_pinned(tpin, tpst)
-            with as_caller(caller.uid, caller.gid, caller.gids):
+            # (A directory moved to another parent needs write permission on
+            # it as well: left to the kernel.)
+            moved_dir = not one_dir and stat.S_ISDIR(sst.st_mode)
+            with as_caller(caller.uid, caller.gid, caller.gids) if moved_dir \
+                    else _remover(caller, fst, tst):
                 if replace:
                     os.rename(from_name, to_name, src_dir_fd=ffd, dst_dir_fd=tfd)
                 else:
