@@ -1004,6 +1004,89 @@ def test_a_removal_or_rename_gets_the_answer_the_kernel_gives_the_caller(shared,
             assert sorted(os.listdir(nfs / sub)) == sorted(os.listdir(kernel / sub))
 
 
+@pytest.mark.parametrize("dir_mode", (0o755, 0o2775, 0o1777, 0o555))
+@pytest.mark.parametrize("dir_group", (1001, 500, 0))
+@pytest.mark.parametrize("mode", (0o640, 0o4755, 0o2755))
+def test_a_file_the_owner_of_a_directory_creates_is_what_the_kernel_makes_for_her(
+        shared, dir_mode, dir_group, mode):
+    # ALICE creates a file through MetaFS, and with the kernel directly on a
+    # twin of the directory: the same answer, and the same owner, group and
+    # mode (a setgid directory hands its group down; a chmod by someone
+    # outside the file's group drops setgid).
+    env, tmp, _ = shared
+    fs = env.fs
+    made = {}
+    for twin in ("nfs", "kernel"):
+        d = fs.mkdir(tmp, twin.encode(), ROOT, SetAttr(mode=0o755))[0]
+        path = env.root / "tmp" / twin
+        os.chown(path, ALICE.uid, dir_group)
+        os.chmod(path, dir_mode)
+        made[twin] = d, path
+    d, path = made["kernel"]
+    dfd = os.open(path, os.O_PATH)
+    try:
+        with as_caller(ALICE.uid, ALICE.gid, ALICE.gids):
+            fd = os.open("new", os.O_CREAT | os.O_EXCL | os.O_RDWR, mode, dir_fd=dfd)
+            os.fchmod(fd, mode)  # (past the umask, as MetaFS does)
+            os.close(fd)
+        expected = None
+    except PermissionError:
+        expected = nfsstat3.NFS3ERR_ACCES
+    finally:
+        os.close(dfd)
+    d, nfs = made["nfs"]
+    try:
+        fs.create(d, b"new", ALICE, UNCHECKED, SetAttr(mode=mode))
+        got = None
+    except FsError as e:
+        got = e.status
+    assert got == expected
+    assert (expected is None) == (dir_mode & 0o300 == 0o300)
+    if expected is None:
+        kernel, ours = os.lstat(path / "new"), os.lstat(nfs / "new")
+        assert (ours.st_uid, ours.st_gid, stat.S_IMODE(ours.st_mode)) == \
+            (kernel.st_uid, kernel.st_gid, stat.S_IMODE(kernel.st_mode))
+        assert ours.st_gid == (dir_group if dir_mode & stat.S_ISGID else ALICE.gid)
+
+
+def test_the_owner_of_a_directory_creates_a_file_in_it_without_a_switch(shared, monkeypatch):
+    # Made as root and given to her before it has a name: no switch, except
+    # for a setuid or setgid file, or in a directory of root's group.
+    env, tmp, proj = shared
+    fs = env.fs
+    d = fs.mkdir(tmp, b"mine", ALICE, SetAttr(mode=0o755))[0]
+    root_group = fs.mkdir(tmp, b"root-group", ALICE, SetAttr(mode=0o755))[0]
+    os.chown(env.root / "tmp" / "root-group", ALICE.uid, 0)
+    assert _switches(monkeypatch, fs.create, d, b"a", ALICE, UNCHECKED,
+                     SetAttr(mode=0o644)) == 0
+    assert _switches(monkeypatch, fs.create, d, b"s", ALICE, UNCHECKED,
+                     SetAttr(mode=0o4755)) == 1
+    assert _switches(monkeypatch, fs.create, root_group, b"a", ALICE, UNCHECKED,
+                     SetAttr(mode=0o644)) == 1
+    st = os.lstat(env.root / "tmp" / "mine" / "a")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (ALICE.uid, ALICE.gid, 0o644)
+    # Root acting as itself needs neither a switch nor a chown.
+    chowns = []
+    monkeypatch.setattr(os, "fchown", lambda *a: chowns.append(a))
+    env.create(b"roots", caller=ROOT, d=proj)  # (root's directory, of group 500)
+    monkeypatch.undo()
+    assert chowns == [] and os.lstat(env.root / "proj" / "roots").st_uid == 0
+    # Not even for a moment under another name or owner: made before its name.
+    assert sorted(os.listdir(env.root / "tmp" / "mine")) == ["a", "s"]
+    # Without O_TMPFILE the name would exist as root's: made as her, then.
+    real_open = os.open
+
+    def no_tmpfile(path, flags, *args, **kw):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(errno.EOPNOTSUPP, "no O_TMPFILE here")
+        return real_open(path, flags, *args, **kw)
+    monkeypatch.setattr(os, "open", no_tmpfile)
+    assert _switches(monkeypatch, fs.create, d, b"b", ALICE, UNCHECKED,
+                     SetAttr(mode=0o644)) == 1
+    st = os.lstat(env.root / "tmp" / "mine" / "b")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (ALICE.uid, ALICE.gid, 0o644)
+
+
 def test_an_ordinary_users_mkdir_symlink_and_mknod_switch_credentials_once(shared, monkeypatch):
     # What is made is opened for its handle in the same switch that made it.
     env, tmp, _ = shared

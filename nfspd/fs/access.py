@@ -5,7 +5,7 @@ live in its metafile. Pure functions of (mode, owner, group) and the caller
 (nfspd/fs/types.py Caller). Namespace changes and SETATTR are left to the
 kernel instead, run under the caller's credentials (nfspd/fs/creds.py),
 except where the kernel would give the caller root's answer
-(owner_may_remove).
+(owner_may_change).
 
 Classes as in generic_permission(): the owner class if the caller owns the
 object, else the group class if the object's group is the caller's gid or one of
@@ -37,21 +37,21 @@ def check_writable(caller):
         raise FsError(nfsstat3.NFS3ERR_ROFS)
 
 
-def owner_may_remove(dir_st, caller):
-    """Whether the kernel's answer to the caller removing or renaming a name
-    in this directory (stat ``dir_st``) is root's: the caller owns it, with
-    write and search permission. may_delete() asks for those two on the
-    directory, which for its owner are the owner bits whatever its ACL (the
-    ACL's owner entry is those bits), and a sticky bit never stops the
-    directory's owner; what else refuses a removal (an immutable or
-    append-only object, a read-only file system, a directory not empty, the
-    security module, which does not look at the fsuid) refuses root alike.
-    Such a change is then made without a switch to the caller's credentials
-    (four system calls, 5-12 us), as searchable_by_all (nfspd/fs/objects.py)
-    spares lookups one. Not for what creates (the new object's owner is who
-    makes it), LINK (Linux's protected_hardlinks looks at the caller), or a
-    directory moved to another parent (the kernel wants write permission on
-    it too)."""
+def owner_may_change(dir_st, caller):
+    """Whether the kernel's answer to the caller adding, removing or renaming
+    a name in this directory (stat ``dir_st``) is root's: the caller owns it,
+    with write and search permission. may_create() and may_delete() ask for
+    those two on the directory, which for its owner are the owner bits
+    whatever its ACL (the ACL's owner entry is those bits), and a sticky bit
+    never stops the directory's owner; what else refuses such a change (an
+    immutable or append-only object, a read-only file system, a directory
+    not empty, the security module, which does not look at the fsuid)
+    refuses root alike. Such a change is then made without a switch to the
+    caller's credentials (four system calls, 5-12 us), as searchable_by_all
+    (nfspd/fs/objects.py) spares lookups one. Not for LINK (Linux's
+    protected_hardlinks looks at the caller), nor a directory moved to
+    another parent (the kernel wants write permission on it too); what is
+    made must still end up the caller's (MetaFS.create_or_open)."""
     return caller.uid == dir_st.st_uid and dir_st.st_mode & 0o300 == 0o300
 
 

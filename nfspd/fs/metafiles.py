@@ -134,13 +134,18 @@ class Metafiles:
         self.remember(st, meta)
         return st
 
-    def make(self, dir_fd, name, mode, meta, sync):
+    def make(self, dir_fd, name, mode, meta, sync, owner=None):
         """Create the metafile ``name`` in dir_fd with ``mode`` and content
         ``meta``: (fd open O_RDWR | O_NOATIME, stat, whether its record is in
         the attribute, common/runtime/metarecord.py). Written before it gets
         its name (an O_TMPFILE linked in), so nobody ever sees a half-made
         metafile, even after a crash. The caller's credentials apply
-        (creds.as_caller around this); FileExistsError when the name exists."""
+        (creds.as_caller around this); FileExistsError when the name exists.
+        With ``owner``, (uid, gid, the directory's gid), made as root instead
+        and given to uid and gid before it gets its name, or to uid alone
+        where the kernel handed the directory's group down (a setgid
+        directory, a grpid mount), as it would have for that owner; None
+        where there is no O_TMPFILE (the name would exist as root's)."""
         try:
             # O_NOATIME: the fd goes to the handle cache as it is (see
             # HandleCodec.adopt); the caller owns the new file, so it may.
@@ -149,6 +154,8 @@ class Metafiles:
         except OSError as e:
             if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 raise
+            if owner is not None:
+                return None
             fd = None
         if fd is None:
             # No O_TMPFILE here: the name exists for a moment with no content.
@@ -162,6 +169,9 @@ class Metafiles:
                 raise
         else:
             try:
+                if owner is not None:
+                    uid, gid, dir_gid = owner
+                    os.fchown(fd, uid, -1 if os.fstat(fd).st_gid == dir_gid else gid)
                 in_xattr = _fill(fd, meta, sync)
                 os.link(proc_path(fd), name, dst_dir_fd=dir_fd, follow_symlinks=True)
             except BaseException:
