@@ -258,6 +258,26 @@ def test_the_same_page_asked_again_with_nothing_changed_is_built_once(pair, monk
     assert cached.readdirplus(d, 0, None, ROOT, 4, encoded=True, page_key=1)[0] is not first[0]
 
 
+def test_the_owner_of_a_private_directory_has_its_listings_lookups_kept(pair, monkeypatch):
+    # She may search it by her owner bits alone (0700): her lookups are the
+    # ones root would make, kept and reused like root's.
+    cached, fresh, _ = pair
+    fhs = populated(cached)
+    sub = fhs[b"sub"]
+    for name in (b"x", b"y"):
+        cached.create(sub, name, ROOT, CreateHow.GUARDED, SetAttr(mode=0o644))
+    user = Caller(1000, 1000)
+    cached.setattr(sub, ROOT, SetAttr(uid=1000, gid=1000, mode=0o700))
+    first = listing(cached, page=10, caller=user, dir_fh=sub)
+    assert first == listing(fresh, page=10, caller=user, dir_fh=sub)
+    stats = count_stats(monkeypatch)
+    assert listing(cached, page=10, caller=user, dir_fh=sub) == first
+    assert [name for name in stats if name != ".."] == []  # (".." is looked up each time)
+    # And a page asked again is built once for her too.
+    page = cached.readdirplus(sub, 0, None, user, 10, encoded=True, page_key=1)
+    assert cached.readdirplus(sub, 0, None, user, 10, encoded=True, page_key=1)[0] is page[0]
+
+
 def test_a_caller_who_may_not_search_a_directory_never_gets_a_page_made_for_another(pair):
     cached, fresh, _ = pair
     fhs = populated(cached)

@@ -1087,6 +1087,35 @@ def test_the_owner_of_a_directory_creates_a_file_in_it_without_a_switch(shared, 
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (ALICE.uid, ALICE.gid, 0o644)
 
 
+@pytest.mark.parametrize("dir_mode", (0o700, 0o755, 0o100, 0o600, 0o070, 0o007))
+def test_a_lookup_by_the_owner_of_a_directory_gets_the_kernels_answer_without_a_switch(
+        shared, monkeypatch, dir_mode):
+    # Her search permission is her owner bits, whatever the rest: where she
+    # has x no switch is needed, and where she has not she is refused, as the
+    # kernel refuses her (a twin looked up by the kernel, as her).
+    env, tmp, _ = shared
+    fs = env.fs
+    d = fs.mkdir(tmp, b"home", ALICE, SetAttr(mode=0o755))[0]
+    fs.mkdir(d, b"sub", ALICE, SetAttr(mode=0o755))
+    os.chmod(env.root / "tmp" / "home", dir_mode)
+    dfd = os.open(env.root / "tmp" / "home", os.O_PATH)
+    try:
+        with as_caller(ALICE.uid, ALICE.gid, ALICE.gids):
+            os.stat("sub", dir_fd=dfd, follow_symlinks=False)
+        expected = None
+    except PermissionError:
+        expected = nfsstat3.NFS3ERR_ACCES
+    finally:
+        os.close(dfd)
+    assert (expected is None) == bool(dir_mode & 0o100)
+    if expected is None:
+        assert _switches(monkeypatch, fs.lookup, d, b"sub", ALICE) == 0
+        if dir_mode & 0o400:  # (listing it needs r)
+            assert _switches(monkeypatch, fs.readdirplus, d, 0, None, ALICE, 100) == 0
+    else:
+        assert status_of(fs.lookup, d, b"sub", ALICE) == expected
+
+
 def test_an_ordinary_users_mkdir_symlink_and_mknod_switch_credentials_once(shared, monkeypatch):
     # What is made is opened for its handle in the same switch that made it.
     env, tmp, _ = shared

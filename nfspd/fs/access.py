@@ -47,7 +47,7 @@ def owner_may_change(dir_st, caller):
     immutable or append-only object, a read-only file system, a directory
     not empty, the security module, which does not look at the fsuid)
     refuses root alike. Such a change is then made without a switch to the
-    caller's credentials (four system calls, 5-12 us), as searchable_by_all
+    caller's credentials (four system calls, 5-12 us), as searchable_by
     (nfspd/fs/objects.py) spares lookups one. Not for LINK (Linux's
     protected_hardlinks looks at the caller), nor a directory moved to
     another parent (the kernel wants write permission on it too); what is

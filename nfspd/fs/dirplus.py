@@ -60,7 +60,7 @@ def lookup_entries(objects, lookup, dir_fh, entries, caller, encoded=False, cach
     if not entries:
         return out
     dfd, _, dst = objects.dir(dir_fh)
-    if (caller.uid or caller.gid) and not objects.searchable_by_all(dfd, dst):
+    if not objects.searchable_by(dfd, dst, caller):
         # Each lookup under the caller's credentials (it may not search here).
         for e in entries:
             out.append(_looked_up(lookup, dir_fh, e, caller, encoded))

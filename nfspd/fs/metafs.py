@@ -185,7 +185,7 @@ class MetaFS:
         self._adopt = objects.adopt
         self._sync_dir = objects.sync_dir
         self._gone = objects.gone
-        self._searchable_by_all = objects.searchable_by_all
+        self._searchable_by = objects.searchable_by
         self._listing_changed = self._listings.changed
         io = FileIO(objects, datapath, None if changes is None else changes.made)
         self._io = io
@@ -619,10 +619,10 @@ class MetaFS:
     def _lstat(self, dfd, dst, name, caller):
         """The lstat of ``name`` in the directory ``dfd`` (whose stat is
         ``dst``), with the caller's search permission there: checked by the
-        kernel, as the caller, unless every caller may search the directory
-        (objects.searchable_by_all), where a switch to the caller's
+        kernel, as the caller, unless the caller may search the directory on
+        its mode alone (objects.searchable_by), where a switch to the caller's
         credentials and back (four to six system calls) would find the same."""
-        if (caller.uid or caller.gid) and not self._searchable_by_all(dfd, dst):
+        if not self._searchable_by(dfd, dst, caller):
             with as_caller(caller.uid, caller.gid, caller.gids):
                 return os.stat(name, dir_fd=dfd, follow_symlinks=False)
         return os.stat(name, dir_fd=dfd, follow_symlinks=False)
@@ -894,7 +894,7 @@ class MetaFS:
         if cache is None:
             return None
         names = cache.directory((dst.st_ino, dst.st_mtime_ns, dst.st_ctime_ns))
-        if names is None or ((caller.uid or caller.gid) and not self._searchable_by_all(dfd, dst)):
+        if names is None or not self._searchable_by(dfd, dst, caller):
             # (A caller who may not search here has each lookup made under
             # its own credentials: nothing of it kept or reused.)
             return None
