@@ -45,9 +45,11 @@ def owner_may_change(dir_st, caller):
     whatever its ACL (the ACL's owner entry is those bits), and a sticky bit
     never stops the directory's owner; what else refuses such a change (an
     immutable or append-only object, a read-only file system, a directory
-    not empty, the security module, which does not look at the fsuid)
-    refuses root alike. Such a change is then made without a switch to the
-    caller's credentials (four system calls, 5-12 us), as searchable_by
+    not empty) refuses root alike. (A security module confining nfspd could
+    tell the two apart, AppArmor's owner rules compare the fsuid; nfspd is
+    not meant to run confined, a profile having to allow every user's files
+    anyway.) Such a change is then made without a switch to the caller's
+    credentials (four system calls, 5-12 us), as searchable_by
     (nfspd/fs/objects.py) spares lookups one. Not for LINK (Linux's
     protected_hardlinks looks at the caller), nor a directory moved to
     another parent (the kernel wants write permission on it too); what is
