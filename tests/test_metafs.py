@@ -928,6 +928,17 @@ def test_the_owner_of_a_directory_removes_and_renames_in_it_without_a_switch(sha
     # permission on it too, so the caller makes that change.
     fs.mkdir(d, b"moved", ALICE, SetAttr(mode=0o755))
     assert _switches(monkeypatch, fs.rename, d, b"moved", other, b"moved", ALICE) == 1
+    # A file no handle reached since the start (pinned by name, not found
+    # in the handle cache): in her private directory, no switch either.
+    env.create(b"old", caller=ALICE, d=other)
+    restarted = env.make()
+    try:
+        other_again = restarted.lookup(restarted.lookup(restarted.root_fh, b"tmp", ROOT)[0],
+                                       b"other", ROOT)[0]
+        assert _switches(monkeypatch, restarted.remove, other_again, b"old", ALICE) == 0
+    finally:
+        restarted.close()
+    assert sorted(os.listdir(env.root / "tmp" / "other")) == ["e", "moved"]
 
 
 # A directory's mode, its owner (A: ALICE, who acts), and whose entry she

@@ -395,7 +395,7 @@ class MetaFS:
                     again = os.stat(name, dir_fd=dfd, follow_symlinks=False)
                     if again.st_ino == st.st_ino and again.st_dev == st.st_dev:
                         return cfh, self._attr(None, again), dattr
-            pfd, _ = self._pin(dfd, name, caller)
+            pfd, _ = self._pin(dfd, name, caller, dst)
         st = os.fstat(pfd)
         if st.st_dev != self.dev:
             os.close(pfd)
@@ -483,7 +483,7 @@ class MetaFS:
     def _create_existing(self, dfd, dst, name, caller, how, sattr, verf, pre):
         if how == CreateHow.GUARDED:
             raise FsError(nfsstat3.NFS3ERR_EXIST)
-        pfd, st = self._pin(dfd, name, caller)
+        pfd, st = self._pin(dfd, name, caller, dst)
         if not stat.S_ISREG(st.st_mode):
             os.close(pfd)
             raise FsError(nfsstat3.NFS3ERR_EXIST)
@@ -667,7 +667,7 @@ class MetaFS:
             cached = self._codec.cached_inode(st.st_ino)
             if cached is not None:
                 return cached[0], st, False
-        fd, st = self._pin(dfd, name, caller)
+        fd, st = self._pin(dfd, name, caller, dst)
         return fd, st, True
 
     @maps_oserror

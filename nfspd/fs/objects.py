@@ -171,11 +171,16 @@ class Objects:
             raise
         return self.codec.adopt(fd, cfh, st, readwrite), cfh
 
-    def pin(self, dir_fd, name, caller):
+    def pin(self, dir_fd, name, caller, dir_st):
         """An O_PATH fd on name (not following a symlink) opened with the caller's
-        search permission, and its stat. The caller closes it."""
-        with as_caller(caller.uid, caller.gid, caller.gids):
+        search permission in the directory (stat ``dir_st``), and its stat: as
+        the caller, unless its mode alone lets the caller search there
+        (searchable_by). The caller closes it."""
+        if self.searchable_by(dir_fd, dir_st, caller):
             fd = open_pinned(dir_fd, name)
+        else:
+            with as_caller(caller.uid, caller.gid, caller.gids):
+                fd = open_pinned(dir_fd, name)
         return stat_pinned(fd)
 
     def meta_of_pinned(self, fd, st):
