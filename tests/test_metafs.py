@@ -469,6 +469,54 @@ def test_exclusive_create_retransmission(env):
                      verf=b"12345678") == nfsstat3.NFS3ERR_EXIST
 
 
+@pytest.mark.parametrize("who", ("root", "owner", "other"))
+def test_a_file_removed_by_someone_else_as_soon_as_it_is_made_is_still_answered_as_made(
+        env, monkeypatch, who):
+    # Another process (a worker, a program on the server) removes the name
+    # between its link and nfspd's stat of the new file: the CREATE
+    # happened, and is answered so, not STALE; its handle is stale from then
+    # on, and the directory's listing does not show the name.
+    fs = env.fs
+    caller = {"root": ROOT, "owner": ALICE, "other": BOB}[who]
+    os.chown(env.root, ALICE.uid, ALICE.gid)
+    os.chmod(env.root, 0o777)
+    d = fs.root_fh
+    env.create(b"kept")
+    assert sorted(e.name for e in fs.readdir(d, 0, None, ROOT, 100)[0]) == \
+        [b".", b"..", b"kept"]
+    real_link = os.link
+
+    def link_then_removed(src, dst, *, dst_dir_fd=None, **kw):
+        real_link(src, dst, dst_dir_fd=dst_dir_fd, **kw)
+        os.unlink(dst, dir_fd=dst_dir_fd)
+    monkeypatch.setattr(os, "link", link_then_removed)
+    fh, attr, wcc = fs.create(d, b"brief", caller, GUARDED, SetAttr(mode=0o644))
+    monkeypatch.undo()
+    assert attr.nlink == 0 and attr.uid == caller.uid
+    assert wcc.post is not None
+    assert status_of(fs.getattr, fh) == nfsstat3.NFS3ERR_STALE
+    assert sorted(e.name for e in fs.readdir(d, 0, None, ROOT, 100)[0]) == \
+        [b".", b"..", b"kept"]
+    assert os.listdir(env.root) == ["kept"]
+
+
+def test_a_directory_removed_by_someone_else_as_soon_as_it_is_made_is_still_answered_as_made(
+        env, monkeypatch):
+    fs = env.fs
+    d = fs.root_fh
+    real = metafs_module.stat_pinned
+
+    def removed_first(pin):
+        os.rmdir(env.root / "brief")
+        return real(pin)
+    monkeypatch.setattr(metafs_module, "stat_pinned", removed_first)
+    fh, attr, _ = fs.mkdir(d, b"brief", ROOT, SetAttr(mode=0o755))
+    monkeypatch.undo()
+    assert attr.nlink == 0 and attr.type == FileType.DIR
+    assert status_of(fs.getattr, fh) == nfsstat3.NFS3ERR_STALE
+    assert os.listdir(env.root) == []
+
+
 def test_guarded_and_unchecked_create_of_an_existing_file(env):
     fs = env.fs
     fh = env.create(b"f")

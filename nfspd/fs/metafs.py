@@ -460,6 +460,8 @@ class MetaFS:
             fd, st, in_xattr = made
         except FileExistsError:
             return (*self._create_existing(dfd, dst, name, caller, how, sattr, verf, pre), False)
+        if st.st_nlink == 0:
+            return (*self._made_and_gone(dfd, dst, fd, st, meta, caller, pre), True)
         if durable and self._commit is not None \
                 and not (in_xattr and self._objects.dir_fsync_commits_all):
             # (A record in the attribute is metadata: the directory's fsync
@@ -479,6 +481,22 @@ class MetaFS:
             attr = self._attr_of(cfh)
         self._sync_dir(dfd, dst, caller)
         return cfh, attr, Wcc(pre, self._post(dfd)), True
+
+    def _made_and_gone(self, dfd, dst, fd, st, meta, caller, pre):
+        """An object made here (``fd`` on it, closed by this) that lost its
+        name before its stat: removed or renamed over by someone else at once
+        (a worker, a process on this machine). It was made all the same, and
+        is answered so (not STALE, which would tell a client its CREATE or
+        MKDIR had failed); its handle is stale from now on, as after any
+        removal. No attribute is set on it, and the directory's listing,
+        changed twice, is read again (not kept in step, which would show the
+        name)."""
+        try:
+            cfh = self._codec.encode_fd(fd)
+        finally:
+            os.close(fd)
+        self._sync_dir(dfd, dst, caller)
+        return cfh, self._attr(None, st, meta), Wcc(pre, self._post(dfd))
 
     def _create_existing(self, dfd, dst, name, caller, how, sattr, verf, pre):
         if how == CreateHow.GUARDED:
@@ -503,6 +521,8 @@ class MetaFS:
         switch to the caller's credentials that made it, where Objects.pin's
         switch of its own was four to six more system calls for each."""
         pin, st = stat_pinned(pin)
+        if st.st_nlink == 0:
+            return self._made_and_gone(dfd, dst, pin, st, None, caller, pre)
         fd, cfh = self._adopt(pin, st)
         self._listing_changed(dst, dfd, added=((name, st.st_ino),))
         changed = False  # since st was taken
