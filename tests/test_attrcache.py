@@ -430,3 +430,30 @@ def test_processes_sharing_changes_each_see_the_others_counts():
         assert nfspd.busy == 0 and nfspd.count == 5
     finally:
         os.close(fd)
+
+
+def test_a_name_added_behind_nfspds_back_while_it_reads_the_directory_shows_next_time(
+        pair, export, monkeypatch):
+    # Made after nfspd's read of the directory and before its stat: the
+    # listing must not be stamped with a time that includes it.
+    _, fresh, _ = pair
+    populated(fresh)
+    real = os.scandir
+
+    def scandir_then_added(*args):
+        it = real(*args)
+        entries = list(it)
+        it.close()
+        monkeypatch.undo()
+        (export / "late").write_bytes(b"")
+
+        class Done:
+            def __enter__(self):
+                return iter(entries)
+
+            def __exit__(self, *exc):
+                return False
+        return Done()
+    monkeypatch.setattr(os, "scandir", scandir_then_added)
+    assert b"late" not in [name for name, _, _ in listing(fresh, page=100)]
+    assert b"late" in [name for name, _, _ in listing(fresh, page=100)]

@@ -163,9 +163,9 @@ class Listings:
             return cached
         with os.scandir(proc_path(dir_fd).encode()) as it:  # bytes path: bytes names
             raw = {e.name: e.inode() for e in it}
-        atime_ns = st.st_atime_ns
-        st = os.fstat(dir_fd)
-        if self._atime_moved is not None and st.st_atime_ns != atime_ns:
+        # Stamped with the stat from before the read: one taken after it
+        # could hold a change made in between, which the names read lack.
+        if self._atime_moved is not None and os.fstat(dir_fd).st_atime_ns != st.st_atime_ns:
             self._atime_moved()
         cookie = self.cookie
         if cached is not None:
