@@ -90,6 +90,8 @@ class SharedChanges:
         # A process that died mid-change (its slot's next owner is here) left
         # its busy count behind.
         self._words[self._busy] = 0
+        self._depth = 0      # changes of this process under way, one inside another
+        self._others = 0     # the others' count when the outermost one began
 
     @staticmethod
     def memory(processes):
@@ -121,8 +123,44 @@ class SharedChanges:
         words[self._count] += 1
 
     def counting(self, fn):
-        """As Changes.counting."""
-        return _counting(self, fn)
+        """As Changes.counting, except that a change that does not wait is
+        busy too while it runs, and notes the others' count when it begins:
+        what others_quiet() looks at."""
+        if inspect.iscoroutinefunction(fn):
+            return _counting(self, fn)
+        enter, leave = self._enter, self._leave
+
+        @functools.wraps(fn)
+        def changing(*args, **kwargs):
+            enter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                leave()
+        return changing
+
+    def _enter(self):
+        words = self._words
+        if not self._depth:
+            self._others = self.count - words[self._count]
+        self._depth += 1
+        words[self._busy] += 1
+
+    def _leave(self):
+        self._depth -= 1
+        words = self._words
+        words[self._busy] -= 1
+        words[self._count] += 1
+
+    def others_quiet(self):
+        """Whether no other process has changed anything since this one's
+        change under way began, nor is changing anything now: what a
+        directory's listing kept in step with that change needs
+        (listings.Listings.changed), the directory's timestamps alone
+        telling one change from two only where a stat came between them."""
+        words = self._words
+        return (self.busy == words[self._busy]
+                and self.count - words[self._count] == self._others)
 
 
 _SLOT_BYTES = 16  # a process's count and busy, unsigned 64-bit words ("Q")

@@ -136,10 +136,14 @@ class Listings:
     """The listings of one export's directories, most recently used kept,
     cookies and verifiers keyed by the export's secret."""
 
-    def __init__(self, handle_key, atime_moved=None):
+    def __init__(self, handle_key, atime_moved=None, others_quiet=None):
         # atime_moved(): called when reading a directory moved its atime
         # (relatime, strictatime): a change to count (attrcache.py).
         self._atime_moved = atime_moved
+        # others_quiet(): whether no other process (a worker) changed
+        # anything during this one's change (attrcache.SharedChanges); None:
+        # there is no other.
+        self._others_quiet = others_quiet
         self._cookie_key = hmac.digest(handle_key, b"nfsp readdir cookie", "sha256")[:32]
         self._verifier_key = hmac.digest(handle_key, b"nfsp readdir verifier", "sha256")
         self._cache = collections.OrderedDict()  # (dev, ino, bits) -> Listing
@@ -207,8 +211,15 @@ class Listings:
                 continue
             if not listing.matches(dir_st_before):
                 continue  # already behind: the next read compares it with the directory
+            after = os.fstat(dir_fd)
+            if self._others_quiet is not None and not self._others_quiet():
+                # Another process changed something meanwhile, perhaps this
+                # directory: its change may be in that stat and not in the
+                # listing. Read again next time.
+                del self._cache[key]
+                continue
             for name in removed:
                 listing.discard(name)
             for name, ino in added:
                 listing.add(self.cookie(name, bits), name, ino)
-            listing.stamp(os.fstat(dir_fd))
+            listing.stamp(after)

@@ -173,7 +173,8 @@ class MetaFS:
         self._root_ino = objects.root_ino
         self._codec = objects.codec
         self._metafiles = objects.metafiles
-        self._listings = Listings(handle_key, None if changes is None else changes.made)
+        self._listings = Listings(handle_key, None if changes is None else changes.made,
+                                  getattr(changes, "others_quiet", None))
         # Bound once: GETATTR and LOOKUP pay no extra call for the layering.
         self._open = objects.open
         self._dir = objects.dir
