@@ -203,7 +203,10 @@ class Listings:
     def changed(self, dir_st_before, dir_fd, added=(), removed=()):
         """Keep cached listings of a directory we just changed in step (cheaper
         than re-reading 100,000 entries), if they were current before the change.
-        added: (name, ino) pairs; removed: names."""
+        added: (name, ino) pairs; removed: names. A worker's change made
+        meanwhile is noticed (others_quiet); one made outside nfspd between
+        its first stat of the directory and the one here is not, and shows
+        with the directory's next change."""
         for bits in (64, 32):
             key = (dir_st_before.st_dev, dir_st_before.st_ino, bits)
             listing = self._cache.get(key)
