@@ -13,8 +13,11 @@ top of the layers listed in nfspd/fs/__init__.py.
 Permissions: the caller's (already squashed) uid/gids are enforced the way a
 kernel server does. Namespace changes and SETATTR run under the caller's file
 system credentials, so the kernel applies its own rules (search and write
-permission, sticky directories, who may chmod/chown/utimes, setgid clearing);
-READ, WRITE and ACCESS are decided by access.py, since the data does not live
+permission, sticky directories, who may chmod/chown/utimes, setgid clearing),
+except where its answer to the caller is root's (the owner of a directory
+looking up, creating, removing or renaming names in it: access.py
+owner_may_change, objects.py searchable_by), which spares a switch; READ,
+WRITE and ACCESS are decided by access.py, since the data does not live
 here.
 """
 
