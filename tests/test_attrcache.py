@@ -432,77 +432,75 @@ def test_processes_sharing_changes_each_see_the_others_counts():
         os.close(fd)
 
 
+@pytest.fixture
+def with_worker(export):
+    """(nfspd's MetaFS, a worker's) over one export, counting their changes
+    in shared memory as the two processes do."""
+    fd = SharedChanges.memory(2)
+    data = GatedDataPath()
+    pair = [MetaFS(str(export), EXPORT_ID, KEY, data, changes=SharedChanges(fd, slot, 2))
+            for slot in (0, 1)]
+    yield pair
+    for fs in pair:
+        fs.close()
+    os.close(fd)
+
+
 @pytest.mark.parametrize("ours", ("remove", "create", "rename"))
-def test_a_change_another_process_makes_during_ours_shows_in_our_listings(export, monkeypatch,
-                                                                          ours):
+def test_a_change_another_process_makes_during_ours_shows_in_our_listings(
+        export, with_worker, monkeypatch, ours):
     # nfspd keeps a directory's listing in step with its own changes instead
     # of reading it again; a worker's change to the same directory, made
     # between nfspd's look at the directory and its stat after its own
     # change, must not be absorbed (a name missing, or one pointing at
     # nothing, until the next change).
-    fd = SharedChanges.memory(2)
-    data = GatedDataPath()
-    nfspd = MetaFS(str(export), EXPORT_ID, KEY, data, changes=SharedChanges(fd, 0, 2))
-    worker = MetaFS(str(export), EXPORT_ID, KEY, data, changes=SharedChanges(fd, 1, 2))
-    try:
-        d = nfspd.root_fh
-        for name in (b"mine", b"theirs"):
-            nfspd.create(d, name, ROOT, CreateHow.GUARDED, SetAttr(mode=0o644))
-        listing(nfspd)  # kept from now on
+    nfspd, worker = with_worker
+    d = nfspd.root_fh
+    for name in (b"mine", b"theirs"):
+        nfspd.create(d, name, ROOT, CreateHow.GUARDED, SetAttr(mode=0o644))
+    listing(nfspd)  # kept from now on
 
-        def names():
-            return sorted(name for name, _, _ in listing(nfspd))
-        real = {"remove": os.unlink, "create": os.link, "rename": os.rename}[ours]
+    def names():
+        return sorted(name for name, _, _ in listing(nfspd))
+    real = {"remove": os.unlink, "create": os.link, "rename": os.rename}[ours]
 
-        def then_the_worker(*args, **kwargs):
-            real(*args, **kwargs)
-            monkeypatch.undo()
-            worker.remove(worker.root_fh, b"theirs", ROOT)
-            worker.create(worker.root_fh, b"new", ROOT, CreateHow.GUARDED, SetAttr())
-        monkeypatch.setattr(os, {"remove": "unlink", "create": "link", "rename": "rename"}[ours],
-                            then_the_worker)
-        if ours == "remove":
-            nfspd.remove(d, b"mine", ROOT)
-        elif ours == "create":
-            nfspd.create(d, b"made", ROOT, CreateHow.GUARDED, SetAttr())
-        else:
-            nfspd.rename(d, b"mine", d, b"moved", ROOT)
-        assert names() == sorted([b".", b"..", b"new"] + {"remove": [], "create": [b"made", b"mine"],
-                                                          "rename": [b"moved"]}[ours])
-        assert names() == sorted([b".", b".."] + [os.fsencode(n) for n in os.listdir(export)])
-    finally:
-        nfspd.close()
-        worker.close()
-        os.close(fd)
+    def then_the_worker(*args, **kwargs):
+        real(*args, **kwargs)
+        monkeypatch.undo()
+        worker.remove(worker.root_fh, b"theirs", ROOT)
+        worker.create(worker.root_fh, b"new", ROOT, CreateHow.GUARDED, SetAttr())
+    monkeypatch.setattr(os, {"remove": "unlink", "create": "link", "rename": "rename"}[ours],
+                        then_the_worker)
+    if ours == "remove":
+        nfspd.remove(d, b"mine", ROOT)
+    elif ours == "create":
+        nfspd.create(d, b"made", ROOT, CreateHow.GUARDED, SetAttr())
+    else:
+        nfspd.rename(d, b"mine", d, b"moved", ROOT)
+    assert names() == sorted([b".", b"..", b"new"] + {"remove": [], "create": [b"made", b"mine"],
+                                                      "rename": [b"moved"]}[ours])
+    assert names() == sorted([b".", b".."] + [os.fsencode(n) for n in os.listdir(export)])
 
 
-def test_with_workers_a_change_nobody_else_overlaps_keeps_the_listing_in_step(export,
+def test_with_workers_a_change_nobody_else_overlaps_keeps_the_listing_in_step(with_worker,
                                                                              monkeypatch):
     # (What the check above must not cost: a listing read again after each
     # change, however many changes the workers made before.)
-    fd = SharedChanges.memory(2)
-    data = GatedDataPath()
-    nfspd = MetaFS(str(export), EXPORT_ID, KEY, data, changes=SharedChanges(fd, 0, 2))
-    worker = MetaFS(str(export), EXPORT_ID, KEY, data, changes=SharedChanges(fd, 1, 2))
-    try:
-        d = nfspd.root_fh
-        worker.create(worker.root_fh, b"theirs", ROOT, CreateHow.GUARDED, SetAttr())
-        listing(nfspd)
-        reads = []
-        real = os.scandir
+    nfspd, worker = with_worker
+    d = nfspd.root_fh
+    worker.create(worker.root_fh, b"theirs", ROOT, CreateHow.GUARDED, SetAttr())
+    listing(nfspd)
+    reads = []
+    real = os.scandir
 
-        def scandir(*args):
-            reads.append(args)
-            return real(*args)
-        monkeypatch.setattr(os, "scandir", scandir)
-        nfspd.create(d, b"mine", ROOT, CreateHow.GUARDED, SetAttr())
-        nfspd.remove(d, b"theirs", ROOT)
-        assert sorted(name for name, _, _ in listing(nfspd)) == [b".", b"..", b"mine"]
-        assert reads == []
-    finally:
-        nfspd.close()
-        worker.close()
-        os.close(fd)
+    def scandir(*args):
+        reads.append(args)
+        return real(*args)
+    monkeypatch.setattr(os, "scandir", scandir)
+    nfspd.create(d, b"mine", ROOT, CreateHow.GUARDED, SetAttr())
+    nfspd.remove(d, b"theirs", ROOT)
+    assert sorted(name for name, _, _ in listing(nfspd)) == [b".", b"..", b"mine"]
+    assert reads == []
 
 
 def test_a_name_added_behind_nfspds_back_while_it_reads_the_directory_shows_next_time(
