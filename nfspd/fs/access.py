@@ -5,7 +5,7 @@ live in its metafile. Pure functions of (mode, owner, group) and the caller
 (nfspd/fs/types.py Caller). Namespace changes and SETATTR are left to the
 kernel instead, run under the caller's credentials (nfspd/fs/creds.py),
 except where the kernel would give the caller root's answer
-(owner_may_change).
+(owner_may).
 
 Classes as in generic_permission(): the owner class if the caller owns the
 object, else the group class if the object's group is the caller's gid or one of
@@ -37,24 +37,24 @@ def check_writable(caller):
         raise FsError(nfsstat3.NFS3ERR_ROFS)
 
 
-def owner_may_change(dir_st, caller):
-    """Whether the kernel's answer to the caller adding, removing or renaming
-    a name in this directory (stat ``dir_st``) is root's: the caller owns it,
-    with write and search permission. may_create() and may_delete() ask for
-    those two on the directory, which for its owner are the owner bits
+def owner_may(dir_st, caller, want):
+    """Whether the kernel's answer to the caller asking for ``want`` (R, W, X)
+    on this directory (stat ``dir_st``) is root's: the caller owns it, and its
+    owner bits grant ``want``. For a directory's owner those bits decide
     whatever its ACL (the ACL's owner entry is those bits), and a sticky bit
-    never stops the directory's owner; what else refuses such a change (an
-    immutable or append-only object, a read-only file system, a directory
-    not empty) refuses root alike. (A security module confining nfspd could
-    tell the two apart, AppArmor's owner rules compare the fsuid; nfspd is
-    not meant to run confined, a profile having to allow every user's files
-    anyway.) Such a change is then made without a switch to the caller's
-    credentials (four system calls, 5-12 us), as searchable_by
-    (nfspd/fs/objects.py) spares lookups one. Not for LINK (Linux's
-    protected_hardlinks looks at the caller), nor a directory moved to
-    another parent (the kernel wants write permission on it too); what is
-    made must still end up the caller's (MetaFS.create_or_open)."""
-    return caller.uid == dir_st.st_uid and dir_st.st_mode & 0o300 == 0o300
+    never stops the directory's owner; what else refuses a lookup or a
+    change of names (an immutable or append-only object, a read-only file
+    system, a directory not empty) refuses root alike. (A security module
+    confining nfspd could tell the two apart, AppArmor's owner rules compare
+    the fsuid; nfspd is not meant to run confined, a profile having to allow
+    every user's files anyway.) Looking a name up (X: objects.searchable_by)
+    or adding, removing or renaming one (W | X: may_create(), may_delete()) is
+    then done without a switch to the caller's credentials (four system
+    calls, 5-12 us). Not for LINK (Linux's protected_hardlinks looks at the
+    caller), nor a directory moved to another parent (the kernel wants write
+    permission on it too); what is made must still end up the caller's
+    (MetaFS.create_or_open)."""
+    return caller.uid == dir_st.st_uid and (dir_st.st_mode >> 6) & want == want
 
 
 def permitted(mode, uid, gid, caller, want):

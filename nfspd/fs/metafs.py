@@ -16,7 +16,7 @@ system credentials, so the kernel applies its own rules (search and write
 permission, sticky directories, who may chmod/chown/utimes, setgid clearing),
 except where its answer to the caller is root's (the owner of a directory
 looking up, creating, removing or renaming names in it: access.py
-owner_may_change, objects.py searchable_by), which spares a switch; READ,
+owner_may, objects.py searchable_by), which spares a switch; READ,
 WRITE and ACCESS are decided by access.py, since the data does not live
 here.
 """
@@ -28,7 +28,7 @@ import stat
 from common.metafile import HEADER as META_HEADER
 from common.metafile import MAX_SIZE
 from common.nfs3 import nfsstat3
-from nfspd.fs.access import R, X, access3, check_writable, may_write, owner_may_change, permitted
+from nfspd.fs.access import R, W, X, access3, check_writable, may_write, owner_may, permitted
 from nfspd.fs.attrcache import AttrCache, Pages
 from nfspd.fs.creds import as_caller
 from nfspd.fs.dirplus import lookup_entries
@@ -66,9 +66,9 @@ _NO_SWITCH = as_caller(0, 0)
 def _remover(caller, *dir_sts):
     """Whose credentials remove or rename names in these directories (their
     stats): the caller's, unless the kernel's answer would be root's
-    (access.owner_may_change)."""
+    (access.owner_may)."""
     for st in dir_sts:
-        if not owner_may_change(st, caller):
+        if not owner_may(st, caller, W | X):
             return as_caller(caller.uid, caller.gid, caller.gids)
     return _NO_SWITCH
 
@@ -77,7 +77,7 @@ def _made_as_root(dir_st, caller, mode):
     """Whether a regular file of ``mode`` the caller creates in this directory
     can be made as root and given to the caller before it gets its name
     (Metafiles.make's ``owner``), the kernel then answering as it would the
-    caller (access.owner_may_change) and the file ending up as it would have:
+    caller (access.owner_may) and the file ending up as it would have:
     not with a setuid or setgid bit (a chown clears them, and the kernel
     strips setgid from a creator outside the group), nor in a directory of
     root's group (where a file made by root could not tell whether the
@@ -85,7 +85,7 @@ def _made_as_root(dir_st, caller, mode):
     fchown and a fstat two: in-process, a CREATE's CPU went from 148-155 to
     142-144 us (the median call of the fastest of 9 rounds, three
     alternating runs). (Root acting as itself switches nothing anyway.)"""
-    return (owner_may_change(dir_st, caller) and not mode & 0o6000 and dir_st.st_gid != 0
+    return (owner_may(dir_st, caller, W | X) and not mode & 0o6000 and dir_st.st_gid != 0
             and (caller.uid != 0 or caller.gid != 0))
 
 

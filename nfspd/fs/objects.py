@@ -16,6 +16,7 @@ import stat
 
 from common.metafile import HEADER as META_HEADER
 from common.nfs3 import entryplus3_values, nfsstat3
+from nfspd.fs.access import X, owner_may
 from nfspd.fs.creds import as_caller
 from nfspd.fs.handles import HandleCodec
 from nfspd.fs.journal import directory_fsync_commits_all, identify, parent_fsync_suffices
@@ -204,12 +205,11 @@ class Objects:
         """May the caller search this directory (stat ``st``), as the kernel
         would answer it, with no switch to its credentials to ask? Root
         acting as itself; the directory's owner with x in the owner bits,
-        which decide for the owner whatever the ACL (its owner entry is those
-        bits: access.owner_may_change); anyone where every caller may
-        (searchable_by_all)."""
+        which decide for the owner whatever the ACL (access.owner_may);
+        anyone where every caller may (searchable_by_all)."""
         if not (caller.uid or caller.gid):
             return True
-        if caller.uid == st.st_uid and st.st_mode & 0o100:
+        if owner_may(st, caller, X):
             return True
         return self.searchable_by_all(dfd, st)
 
