@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from nfspd.datapath import DataPath
-from nfspd.fs import attrcache, metafs
+from nfspd.fs import attrcache, metafiles, metafs
 from nfspd.fs.attrcache import AttrCache, Changes, Pages, SharedChanges
 from nfspd.fs.metafs import MetaFS
 from nfspd.fs.types import Caller, CreateHow, FileType, SetAttr
@@ -462,15 +462,16 @@ def test_a_change_another_process_makes_during_ours_shows_in_our_listings(
 
     def names():
         return sorted(name for name, _, _ in listing(nfspd))
-    real = {"remove": os.unlink, "create": os.link, "rename": os.rename}[ours]
+    where, what = {"remove": (os, "unlink"), "create": (metafiles, "link_fd"),
+                   "rename": (os, "rename")}[ours]
+    real = getattr(where, what)
 
     def then_the_worker(*args, **kwargs):
         real(*args, **kwargs)
         monkeypatch.undo()
         worker.remove(worker.root_fh, b"theirs", ROOT)
         worker.create(worker.root_fh, b"new", ROOT, CreateHow.GUARDED, SetAttr())
-    monkeypatch.setattr(os, {"remove": "unlink", "create": "link", "rename": "rename"}[ours],
-                        then_the_worker)
+    monkeypatch.setattr(where, what, then_the_worker)
     if ours == "remove":
         nfspd.remove(d, b"mine", ROOT)
     elif ours == "create":

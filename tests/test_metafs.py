@@ -20,6 +20,7 @@ from common.runtime import metarecord
 from nfspd.datapath import LocalDataPath
 from nfspd.fs.access import ACCESS3_ALL, ACCESS3_LOOKUP, ACCESS3_READ
 from nfspd.fs import metafs as metafs_module
+from nfspd.fs import metafiles
 from nfspd.fs import objects as objects_module
 from nfspd.fs.creds import as_caller
 from nfspd.fs.metafs import MetaFS
@@ -484,12 +485,12 @@ def test_a_file_removed_by_someone_else_as_soon_as_it_is_made_is_still_answered_
     env.create(b"kept")
     assert sorted(e.name for e in fs.readdir(d, 0, None, ROOT, 100)[0]) == \
         [b".", b"..", b"kept"]
-    real_link = os.link
+    real_link = metafiles.link_fd
 
-    def link_then_removed(src, dst, *, dst_dir_fd=None, **kw):
-        real_link(src, dst, dst_dir_fd=dst_dir_fd, **kw)
-        os.unlink(dst, dir_fd=dst_dir_fd)
-    monkeypatch.setattr(os, "link", link_then_removed)
+    def link_then_removed(fd, dir_fd, name):
+        real_link(fd, dir_fd, name)
+        os.unlink(name, dir_fd=dir_fd)
+    monkeypatch.setattr(metafiles, "link_fd", link_then_removed)
     fh, attr, wcc = fs.create(d, b"brief", caller, GUARDED, SetAttr(mode=0o644))
     monkeypatch.undo()
     assert attr.nlink == 0 and attr.uid == caller.uid

@@ -11,28 +11,22 @@ The thread always returns to root (0/0/no groups), even on exceptions; if that
 ever fails the daemon must not go on with a half-switched thread, so it aborts.
 """
 
-import ctypes
 import errno
 import os
 import platform
 import sys
 
+from nfspd.fs.syscalls import ffi, libc
+
 NGROUPS_MAX = 65536
 
 _SYS_SETGROUPS = {"x86_64": 116, "aarch64": 159, "riscv64": 159, "ppc64le": 81, "s390x": 206}
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_syscall = _libc.syscall
-# setfs[ug]id never set errno, and are called with ctypes' own conversions
-# (an int masked into a C int, and a C int back): declared argument and
-# result types, and errno kept, made each call twice as dear (1.22 against
-# 0.62 us, timeit), and a switch is four of them. The previous id they
-# return is a uid_t: masked back to it wherever it is compared (unmasked,
-# every id >= 2**31 would look like a failed switch).
-_fs = ctypes.CDLL(None)
-_setfsuid = _fs.setfsuid
-_setfsgid = _fs.setfsgid
+# setfs[ug]id never set errno. The previous id they return is a uid_t, read
+# as a C int: masked back to it wherever it is compared (unmasked, every id
+# >= 2**31 would look like a failed switch).
+_setfsuid = libc.setfsuid
+_setfsgid = libc.setfsgid
 _ID = 0xFFFFFFFF
 _NR_setgroups = _SYS_SETGROUPS.get(platform.machine())
 _QUERY = 0xFFFFFFFF  # an invalid id: setfs*id only reports the current value
@@ -46,12 +40,14 @@ def _setgroups(gids):
         raise OSError(38, f"setgroups syscall number unknown on {platform.machine()}")
     arr = _group_arrays.get(gids)
     if arr is None:
-        arr = (ctypes.c_uint * max(1, len(gids)))(*gids)
+        arr = ffi.new("unsigned int[]", max(1, len(gids)))
+        arr[0:len(gids)] = gids
         if len(_group_arrays) > 1024:
             _group_arrays.clear()
         _group_arrays[gids] = arr
-    if _syscall(ctypes.c_long(_NR_setgroups), ctypes.c_long(len(gids)), arr) != 0:
-        e = ctypes.get_errno()
+    # Variadic: every argument a C type of its own.
+    if libc.syscall(_NR_setgroups, ffi.cast("long", len(gids)), ffi.cast("unsigned int *", arr)) != 0:
+        e = ffi.errno
         raise OSError(e, os.strerror(e))
 
 

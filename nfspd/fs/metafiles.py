@@ -23,7 +23,7 @@ from common.metafile import SIZE as META_SIZE
 from common.metafile import MetafileError
 from common.nfs3 import nfsstat3
 from common.runtime import metarecord
-from nfspd.fs.syscalls import proc_path
+from nfspd.fs.syscalls import link_fd
 from nfspd.fs.types import FsError
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ class Metafiles:
                     uid, gid, dir_gid = owner
                     os.fchown(fd, uid, -1 if os.fstat(fd).st_gid == dir_gid else gid)
                 in_xattr = _fill(fd, meta, sync)
-                os.link(proc_path(fd), name, dst_dir_fd=dir_fd, follow_symlinks=True)
+                link_fd(fd, dir_fd, name)
             except BaseException:
                 os.close(fd)
                 raise

@@ -35,7 +35,7 @@ from nfspd.fs.dirplus import lookup_entries
 from nfspd.fs.fileio import FileIO
 from nfspd.fs.listings import Listings
 from nfspd.fs.objects import Objects, clear_setid, open_pinned, stat_pinned
-from nfspd.fs.syscalls import chown, proc_path, rename_noreplace, set_times
+from nfspd.fs.syscalls import chown, link_fd, proc_path, rename_noreplace, set_times
 from nfspd.fs.types import (NAME_MAX, PATH_MAX, SET_TO_SERVER_TIME, CreateHow, FileType, FsError,
                             FsStat, SetAttr, TargetExists, Wcc, WccAttr, fs_error_of,
                             maps_oserror)
@@ -633,7 +633,7 @@ class MetaFS:
             raise FsError(nfsstat3.NFS3ERR_ISDIR)
         pre = self._wcc_attr(dfd, dst)
         with as_caller(caller.uid, caller.gid, caller.gids):
-            os.link(proc_path(fd), name, dst_dir_fd=dfd, follow_symlinks=True)
+            link_fd(fd, dfd, name)
         self._listing_changed(dst, dfd, added=((name, st.st_ino),))
         self._sync_dir(dfd, dst, caller)
         return self._attr_of(cfh), Wcc(pre, self._post(dfd))
