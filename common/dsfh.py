@@ -58,7 +58,7 @@ class DsHandleError(ValueError):
         self.status = nfsstat4(status)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class DsHandle:
     ino: int
     seed: int

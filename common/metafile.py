@@ -78,7 +78,7 @@ def new_seed():
             return seed
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class Metafile:
     seed: int
     size: int

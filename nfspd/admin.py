@@ -34,6 +34,7 @@ from common.runtime import schedstat
 from common.runtime.iodclient import iod_name
 from common.runtime.purgejournal import list_segments, load_progress
 from common.runtime.version import VERSION
+from nfspd.fs.syscalls import O_PATH
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ MAX_CONNECTIONS = 8
 IDLE_TIMEOUT = 30.0         # seconds a connection may wait between requests
 SEND_TIMEOUT = 10.0
 _ucred = struct.Struct("=iII")  # pid, uid, gid
+_SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)  # Linux's; PyPy 3.9's socket lacks it
 _TOO_LONG = object()
 
 
@@ -55,7 +57,7 @@ def socket_path(state_dir):
 
 
 def peer_uid(sock):
-    data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _ucred.size)
+    data = sock.getsockopt(socket.SOL_SOCKET, _SO_PEERCRED, _ucred.size)
     return _ucred.unpack(data)[1]
 
 
@@ -107,7 +109,7 @@ class _short:
     def __enter__(self):
         if len(os.fsencode(self.path)) < 100:
             return self.path
-        self.fd = os.open(os.path.dirname(self.path) or ".", os.O_PATH | os.O_DIRECTORY)
+        self.fd = os.open(os.path.dirname(self.path) or ".", O_PATH | os.O_DIRECTORY)
         return f"/proc/self/fd/{self.fd}/{os.path.basename(self.path)}"
 
     def __exit__(self, *exc):

@@ -21,6 +21,8 @@ import signal
 import subprocess
 import time
 
+from common.runtime.pidfd import pidfd_open
+
 log = logging.getLogger("nfsp")
 
 PR_SET_PDEATHSIG = 1
@@ -94,7 +96,7 @@ class Child:
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, env=self.env,
                                      # `nfsp up` runs no threads, so the fork is safe.
                                      preexec_fn=_child_setup)  # noqa: PLW1509
-        self.pidfd = os.pidfd_open(self.proc.pid)
+        self.pidfd = pidfd_open(self.proc.pid)
         self.started, self._started_mono = time.time(), time.monotonic()
         if self.exited_at is not None:
             self.down_seconds += self._started_mono - self.exited_at

@@ -13,6 +13,7 @@ from common.iodsconf import load_iods
 from common.runtime import iodstores, logs
 from common.runtime.iodclient import iod_name
 from common.runtime.keyreload import KeyFile
+from common.runtime.pidfd import pidfd_open
 from unlinkd.daemon import Options, Unlinkd
 
 log = logging.getLogger("unlinkd")
@@ -24,7 +25,7 @@ async def _exit_with_parent(pid, cancel_scope):
     the parent *thread* ends, and trio spawns children from worker threads it
     retires after 10 s idle, which killed unlinkd every 10 s."""
     try:
-        fd = os.pidfd_open(pid)
+        fd = pidfd_open(pid)
     except ProcessLookupError:
         fd = None
     if fd is not None:

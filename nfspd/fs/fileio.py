@@ -38,7 +38,7 @@ from common.striping import clamp_read
 from nfspd.fs.access import check_writable, may_read, may_write
 from nfspd.fs.inflight import WritesInFlight
 from nfspd.fs.objects import clear_setid
-from nfspd.fs.syscalls import set_times
+from nfspd.fs.syscalls import ST_NOATIME, ST_RELATIME, set_times
 from nfspd.fs.types import (FILE_SYNC, SET_TO_SERVER_TIME, UNSTABLE, FsError, ReadPlan, Wcc,
                             WccAttr, WritePlan, fs_error_of, maps_oserror)
 
@@ -75,8 +75,8 @@ class FileIO:
             getattr(datapath, "forward_ttl", 10.0), 2 * getattr(datapath, "sync_timeout", 30.0),
             getattr(datapath, "counters", None))
         mount_flags = os.fstatvfs(objects.root_fd).f_flag
-        self._atime = ("noatime" if mount_flags & os.ST_NOATIME else
-                       "relatime" if mount_flags & os.ST_RELATIME else "strictatime")
+        self._atime = ("noatime" if mount_flags & ST_NOATIME else
+                       "relatime" if mount_flags & ST_RELATIME else "strictatime")
 
     def new_metafile(self, create_verf=None):
         """The metafile of a new, empty file: a fresh seed, laid out as the

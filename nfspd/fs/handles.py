@@ -29,7 +29,7 @@ import threading
 
 from common import hmacsha256
 from common.nfs3 import nfsstat3
-from nfspd.fs.syscalls import name_to_handle, open_by_handle, proc_path
+from nfspd.fs.syscalls import O_PATH, name_to_handle, open_by_handle, proc_path
 from nfspd.fs.types import FsError
 
 FHSIZE2 = 32
@@ -247,7 +247,7 @@ class HandleCodec:
         cfh = self.canonical(fh)
         htype, n = cfh[5], cfh[6]
         try:
-            fd = open_by_handle(self.mount_fd, htype, cfh[7:7 + n], os.O_PATH)
+            fd = open_by_handle(self.mount_fd, htype, cfh[7:7 + n], O_PATH)
         except OSError as e:
             if e.errno in (errno.ESTALE, errno.ENOENT):
                 raise FsError(nfsstat3.NFS3ERR_STALE, "object no longer exists") from None

@@ -23,7 +23,7 @@ from common.metafile import SIZE as META_SIZE
 from common.metafile import MetafileError
 from common.nfs3 import nfsstat3
 from common.runtime import metarecord
-from nfspd.fs.syscalls import link_fd
+from nfspd.fs.syscalls import O_TMPFILE, link_fd
 from nfspd.fs.types import FsError
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class Metafiles:
         try:
             # O_NOATIME: the fd goes to the handle cache as it is (see
             # HandleCodec.adopt); the caller owns the new file, so it may.
-            fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_NOATIME | os.O_CLOEXEC, mode,
+            fd = os.open(".", O_TMPFILE | os.O_RDWR | os.O_NOATIME | os.O_CLOEXEC, mode,
                          dir_fd=dir_fd)
         except OSError as e:
             if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):

@@ -35,7 +35,7 @@ from nfspd.fs.dirplus import lookup_entries
 from nfspd.fs.fileio import FileIO
 from nfspd.fs.listings import Listings
 from nfspd.fs.objects import Objects, clear_setid, open_pinned, stat_pinned
-from nfspd.fs.syscalls import chown, link_fd, proc_path, rename_noreplace, set_times
+from nfspd.fs.syscalls import O_PATH, chown, link_fd, proc_path, rename_noreplace, set_times
 from nfspd.fs.types import (NAME_MAX, PATH_MAX, SET_TO_SERVER_TIME, CreateHow, FileType, FsError,
                             FsStat, SetAttr, TargetExists, Wcc, WccAttr, fs_error_of,
                             maps_oserror)
@@ -379,7 +379,7 @@ class MetaFS:
                 if name == b"..":
                     return self.root_fh, self._attr_of(self.root_fh), dattr
                 return dcfh, dattr, dattr
-            pfd = os.open("..", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dfd)
+            pfd = os.open("..", O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dfd)
         else:
             dattr = self._attr(dfd, dst)
             # Usually the object is in the handle cache already: one fstatat

@@ -21,7 +21,7 @@ from nfspd.fs.creds import as_caller
 from nfspd.fs.handles import HandleCodec
 from nfspd.fs.journal import directory_fsync_commits_all, identify, parent_fsync_suffices
 from nfspd.fs.metafiles import CACHED, Metafiles
-from nfspd.fs.syscalls import proc_path, syncfs
+from nfspd.fs.syscalls import O_PATH, proc_path, syncfs
 from nfspd.fs.types import Attr, FileType, FsError, WccAttr
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ _FTYPE3 = {fmt: int(t) for fmt, t in _FTYPE.items()}  # (FileType's values are f
 def open_pinned(dir_fd, name):
     """An O_PATH fd on name in dir_fd, not following a symlink, with the
     credentials this thread has now (a caller's: their search permission)."""
-    return os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    return os.open(name, O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
 
 
 def stat_pinned(fd):

@@ -37,6 +37,12 @@ long syscall(long, ...);
 """)
 libc = ffi.dlopen(None)
 
+# Linux's values, for an os module without them (PyPy 3.9's).
+O_PATH = getattr(os, "O_PATH", 0o10000000)
+O_TMPFILE = getattr(os, "O_TMPFILE", 0o20200000)
+ST_NOATIME = getattr(os, "ST_NOATIME", 1024)
+ST_RELATIME = getattr(os, "ST_RELATIME", 4096)
+
 _UTIME_NOW = (1 << 30) - 1
 _UTIME_OMIT = (1 << 30) - 2
 _AT_FDCWD = -100
@@ -158,7 +164,7 @@ def name_to_handle(dir_fd, name=b"", follow=False):
     return fh.handle_type, raw[_HANDLE_AT:_HANDLE_AT + fh.handle_bytes]
 
 
-def open_by_handle(mount_fd, handle_type, data, flags=os.O_PATH):
+def open_by_handle(mount_fd, handle_type, data, flags=O_PATH):
     """An fd (close-on-exec) on the inode a kernel handle names, on mount_fd's
     file system. Needs CAP_DAC_READ_SEARCH: call it before switching credentials."""
     fh = ffi.new("struct file_handle *")

@@ -34,7 +34,7 @@ import time
 
 import click
 
-from tools.dev import REPO
+from tools.dev import REPO, daemon_python
 from tools.dev.netns import setns
 
 NETNS_DIR = "/run/netns"
@@ -402,7 +402,7 @@ class Testbed:
         return os.path.exists(os.path.join(REPO, "iod", "daemon.py"))
 
     def _nfspd_help(self):
-        r = subprocess.run([sys.executable, "-m", "nfspd.cli", "--help"], capture_output=True,
+        r = subprocess.run([daemon_python(), "-m", "nfspd.cli", "--help"], capture_output=True,
                            text=True, env=self._daemon_env(), cwd=REPO, timeout=60)
         return r.stdout
 
@@ -429,7 +429,7 @@ class Testbed:
         return files
 
     def _nfspd_argv(self, files):
-        argv = [sys.executable, "-m", "nfspd.cli", "--exports", files["exports"],
+        argv = [daemon_python(), "-m", "nfspd.cli", "--exports", files["exports"],
                 "--state-dir", files["state"], "--bind", "0.0.0.0", "--portmap", "embedded",
                 "--log-level", self.log_level]
         if self.n_iods:
@@ -449,7 +449,7 @@ class Testbed:
         os.chown(data, nobody.pw_uid, nobody.pw_gid)
         # --init: the directory made just above is a new store (the iod
         # refuses an existing unmarked one by itself: a failed mount's look).
-        return [sys.executable, "-m", "iod.cli", "--data-dir", data, "--init",
+        return [daemon_python(), "-m", "iod.cli", "--data-dir", data, "--init",
                 "--key", files["key"], "--listen", self.iods[i].ip, "--port", str(IOD_PORT),
                 "--user", "nobody", "--ip-id-slot", f"{i}/{self.n_iods}",
                 "--log-level", self.log_level] + self.iod_args

@@ -24,7 +24,7 @@ from nfspd.fs.commit import GroupCommit
 from nfspd.fs.metafs import MetaFS
 from nfspd.fs.types import Caller, CreateHow, SetAttr
 from nfspd.purgequeue import open_purge_queue
-from tools.dev import REPO
+from tools.dev import REPO, daemon_python
 from tools.dev.daemons import Iod
 from tools.dev.netns import stop, wait_until
 
@@ -170,7 +170,7 @@ class Cluster:
         env = dict(os.environ, PYTHONPATH=REPO)
         with open(self.unlinkd_log, "ab") as log:
             self.unlinkd = self.ns.popen(
-                [sys.executable, "-m", "unlinkd.cli", "--journal", self.journal_dir,
+                [daemon_python(), "-m", "unlinkd.cli", "--journal", self.journal_dir,
                  "--iods", self.iods_conf, "--key", self.key_path,
                  "--batch-max", str(self.batch_max), "--batch-delay", str(self.batch_delay),
                  "--retry-max", "0.5", "--log-level", "debug"],
