@@ -1,5 +1,6 @@
 """The metafile record: what the metaserver keeps in place of a file's data."""
 
+import os
 import struct
 import zlib
 
@@ -108,3 +109,24 @@ def test_an_unknown_flag_is_refused_even_with_a_right_crc():
     raw = Metafile(seed=7, size=0).encode()
     with pytest.raises(MetafileError):
         Metafile.decode(with_flags(raw, 0x08))
+
+
+def test_a_forked_child_never_draws_a_seed_its_parent_will_draw():
+    # Seeds are drawn from a batch; a worker forked with the batch in its
+    # memory must not hand out the parent's next seeds (two files, one set
+    # of datafiles).
+    new_seed()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(w, b"".join(new_seed().to_bytes(8, "big") for _ in range(64)))
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    childs = {int.from_bytes(data[i:i + 8], "big") for i in range(0, len(data), 8)}
+    assert len(childs) == 64
+    assert not childs & {new_seed() for _ in range(64)}
