@@ -67,10 +67,11 @@ def test_the_daemons_run_on_the_interpreter_nfsp_python_names(tmp_path, monkeypa
     assert iod.argv()[:3] == [str(other), "-m", "iod.cli"]
     assert up.command == [str(other), "-m", "tools.nfsp"]
     env = harness.environment()
-    assert env["daemons_python"] == {"path": str(other), "version": platform.python_version()}
+    assert env["daemons_python"] == {"path": str(other), "version": platform.python_version(),
+                                     "implementation": platform.python_implementation()}
     header = report.markdown({"environment": env, "params": {}}).splitlines()[2]
-    assert f"Python {platform.python_version()} (the daemons: Python " \
-           f"{platform.python_version()}, {other})" in header
+    assert f"Python {platform.python_version()} (the daemons: " \
+           f"{platform.python_implementation()} {platform.python_version()}, {other})" in header
 
 
 def test_without_nfsp_python_the_daemons_run_on_the_harness_interpreter(tmp_path, monkeypatch):

@@ -250,12 +250,15 @@ def _first_line(argv):
 
 def daemons_python():
     """The daemons' interpreter where it is not the harness's own (NFSP_PYTHON,
-    tools/dev.daemon_python): its path and version; else None."""
+    tools/dev.daemon_python): its path, implementation (CPython, PyPy) and
+    version; else None."""
     python = daemon_python()
     if python == sys.executable:
         return None
-    return {"path": python,
-            "version": _first_line([python, "-c", "import platform; print(platform.python_version())"])}
+    line = _first_line([python, "-c", "import platform; print(platform.python_implementation(), "
+                                      "platform.python_version())"]) or ""
+    implementation, _, version = line.partition(" ")
+    return {"path": python, "implementation": implementation or None, "version": version or None}
 
 
 def environment():

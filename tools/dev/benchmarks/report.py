@@ -408,7 +408,8 @@ def _daemons_python(env):
     other = env.get("daemons_python")
     if not other:
         return ""
-    return f" (the daemons: Python {other.get('version')}, {other.get('path')})"
+    return (f" (the daemons: {other.get('implementation', 'Python')} {other.get('version')}, "
+            f"{other.get('path')})")
 
 
 def _cpuidle(env):
