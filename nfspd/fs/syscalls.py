@@ -1,9 +1,10 @@
 """The system calls the os module lacks or cannot make the way a server needs.
 
 utimensat/futimens with UTIME_NOW and UTIME_OMIT (os.utime cannot leave one
-time alone), fchownat on the object an fd refers to, and the kernel's file
-handles (name_to_handle_at/open_by_handle_at). They raise OSError like the os
-module; credential switching is nfspd/fs/creds.py.
+time alone), fchownat on the object an fd refers to, linkat of an fd's /proc
+link, and the kernel's file handles (name_to_handle_at/open_by_handle_at);
+and Linux's constants where the os module lacks them (PyPy's). They raise
+OSError like the os module; credential switching is nfspd/fs/creds.py.
 """
 
 import errno
@@ -192,4 +193,4 @@ def start_writeback(fd):
 def finish_writeback(fd):
     """Wait until a file's dirty pages are written out."""
     _check(libc.sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE
-                                 | _SYNC_FILE_RANGE_WAIT_AFTER))
+                                | _SYNC_FILE_RANGE_WAIT_AFTER))
