@@ -37,5 +37,7 @@ def daemon_python():
     harness's own. A benchmark against a C server that a distribution built
     should run nfspd on that distribution's Python too: this machine's pyenv
     build (libpython shared, no PGO or LTO) cost nfspd 15-19% more CPU per
-    CREATE or REMOVE than Debian's python3.11 (README: Benchmarks)."""
+    CREATE or REMOVE than Debian's python3.11 (README: Benchmarks). The
+    PyPy venv of `tools/install-deps --pypy` (/opt/nfsp-pypy/bin/python)
+    cost it a third less than either."""
     return os.environ.get("NFSP_PYTHON") or sys.executable
