@@ -8,6 +8,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -71,3 +72,28 @@ def test_every_module_of_the_daemons_and_tools_imports_on_pypy():
     assert r.returncode == 0, r.stderr[-3000:]
     assert "PyPy" in subprocess.run([PYPY, "-c", "import sys; print(sys.version)"],
                                     capture_output=True, text=True, check=True).stdout
+
+
+def test_nfsp_up_runs_the_metaserver_on_pypy_and_the_iods_on_its_own_python(
+        ns, tmp_path, monkeypatch):
+    # Metadata is faster on PyPy, file data through the iods slower
+    # (README: Quick start): `nfsp up --nfspd-python` gives each its own.
+    from tests.test_nfsp_up import processes_naming, start_up, stop_up
+    monkeypatch.delenv("NFSP_PYTHON")          # `nfsp up` itself on CPython
+    directory = str(tmp_path / "cluster")
+    src = tmp_path / "data.bin"
+    src.write_bytes(os.urandom(300_000))
+    url = f"nfs://127.0.0.1{directory}/export/data.bin"
+    with open(tmp_path / "up.log", "wb") as log:
+        p = start_up(ns, directory, log, "--iods", "2", "--nfspd-python", PYPY)
+        ns.run(["nfs-cp", str(src), url], check=True)
+        out = ns.run(["nfs-cat", url], check=True, text=False).stdout
+        runs_on = {}
+        for daemon in (b"nfspd.cli", b"unlinkd.cli", b"iod.cli"):
+            runs_on[daemon] = {os.path.realpath(f"/proc/{pid}/exe")
+                               for pid in processes_naming(directory, daemon)}
+        stop_up(p, directory)
+    assert out == src.read_bytes()
+    pypy, cpython = os.path.realpath(PYPY), os.path.realpath(sys.executable)
+    assert pypy != cpython
+    assert runs_on == {b"nfspd.cli": {pypy}, b"unlinkd.cli": {pypy}, b"iod.cli": {cpython}}

@@ -205,7 +205,12 @@ def _ipv4(ctx, param, value):
                    "(each iod serves them on its port + 1000; with --bind 0.0.0.0 on every "
                    "interface). --no-pnfs: all their data through the metaserver.")
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
-def up(directory, n_iods, bind, port, pnfs, log_level):
+@click.option("--nfspd-python", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The interpreter the metaserver (and the unlinkd it starts) runs on "
+                   "[default: this one]: /opt/nfsp-pypy/bin/python (tools/install-deps "
+                   "--pypy) for metadata speed, while the iods stay on this one, which "
+                   "moves file data faster (README: Quick start).")
+def up(directory, n_iods, bind, port, pnfs, log_level, nfspd_python):
     """Run an embedded NFSP cluster on this host in the foreground.
 
     On first run DIRECTORY is created with the exported tree (export/), the
@@ -228,7 +233,7 @@ def up(directory, n_iods, bind, port, pnfs, log_level):
     status_file = embedded.DaemonsFile(paths["state"])
     sup = Supervisor(env, on_change=status_file.write)
     try:
-        _start(sup, paths, bind, port, log_level, pnfs)
+        _start(sup, paths, bind, port, log_level, pnfs, nfspd_python or sys.executable)
         sup.served(sup.children)
         with _recorded(paths["directory"], bind, port) as found:
             _banner(paths, bind, found, pnfs)
@@ -260,7 +265,7 @@ def _stop_all(sup, status_file):
     return problems
 
 
-def _start(sup, paths, bind, port, log_level, pnfs=False):
+def _start(sup, paths, bind, port, log_level, pnfs=False, nfspd_python=sys.executable):
     """Start everything and wait until it answers. Raises Stopped (a signal),
     ChildDied, or ClickException (a start-up bound passed)."""
     iod_children = []
@@ -274,7 +279,7 @@ def _start(sup, paths, bind, port, log_level, pnfs=False):
             "--ip-id-slot", f"{i}/{len(paths['iods'])}", "--log-level", log_level] + ds))
     if iod_children:
         _wait_for_iods(sup, paths, iod_children)
-    cmd = [sys.executable, "-m", "nfspd.cli", "--exports", paths["exports"],
+    cmd = [nfspd_python, "-m", "nfspd.cli", "--exports", paths["exports"],
            "--state-dir", paths["state"], "--bind", bind, "--port", str(port),
            "--log-level", log_level]
     if paths["iods"]:
