@@ -4,6 +4,7 @@
 real clients' tests below, taken unchanged from their own modules, pass
 with nfspd, the unlinkd it starts and the iods all run on it."""
 
+import configparser
 import os
 import pathlib
 import shutil
@@ -14,6 +15,7 @@ import pytest
 
 # Tests of other modules, collected here again and run with the daemons on
 # PyPy (this module's fixture below); what each checks is said where it lives.
+from tests.test_nfsp_up import processes_naming, start_up, stop_up
 from tests.test_nfspd_e2e import (  # noqa: F401
     test_handles_survive_a_metaserver_restart,
     test_malformed_packets_get_rpc_errors_and_the_server_keeps_serving,
@@ -34,7 +36,6 @@ from tests.test_unlinkd_e2e import (  # noqa: F401
 from tools.dev import REPO
 
 PYPY = os.path.join(os.environ.get("NFSP_PYPY_VENV", "/opt/nfsp-pypy"), "bin", "python")
-PRODUCT = ("common", "iod", "nfspd", "tools", "unlinkd")
 
 pytestmark = [
     pytest.mark.skipif(not os.access(PYPY, os.X_OK),
@@ -52,14 +53,14 @@ def daemons_on_pypy(monkeypatch):
 def product_modules():
     """Every module of the packages setup.cfg installs (not the development
     harness, tools/dev, which wants Python 3.11)."""
-    root = pathlib.Path(REPO)
-    for package in PRODUCT:
-        for path in sorted((root / package).rglob("*.py")):
-            rel = path.relative_to(root).with_suffix("")
-            if rel.parts[:2] == ("tools", "dev"):
-                continue
-            parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
-            yield ".".join(parts)
+    config = configparser.ConfigParser()
+    config.read(os.path.join(REPO, "setup.cfg"))
+    for package in config["options"]["packages"].replace(",", " ").split():
+        yield package
+        directory = pathlib.Path(REPO, *package.split("."))
+        for path in sorted(directory.glob("*.py")):
+            if path.name != "__init__.py":
+                yield f"{package}.{path.stem}"
 
 
 def test_every_module_of_the_daemons_and_tools_imports_on_pypy():
@@ -78,7 +79,6 @@ def test_nfsp_up_runs_the_metaserver_on_pypy_and_the_iods_on_its_own_python(
         ns, tmp_path, monkeypatch):
     # Metadata is faster on PyPy, file data through the iods slower
     # (README: Quick start): `nfsp up --nfspd-python` gives each its own.
-    from tests.test_nfsp_up import processes_naming, start_up, stop_up
     monkeypatch.delenv("NFSP_PYTHON")          # `nfsp up` itself on CPython
     directory = str(tmp_path / "cluster")
     src = tmp_path / "data.bin"

@@ -265,7 +265,7 @@ def _stop_all(sup, status_file):
     return problems
 
 
-def _start(sup, paths, bind, port, log_level, pnfs=False, nfspd_python=sys.executable):
+def _start(sup, paths, bind, port, log_level, pnfs, nfspd_python):
     """Start everything and wait until it answers. Raises Stopped (a signal),
     ChildDied, or ClickException (a start-up bound passed)."""
     iod_children = []
