@@ -158,6 +158,8 @@ import struct
 
 import msgpack
 
+from common.chunkqueue import ChunkQueue
+
 MAGIC = b"NFSi"
 VERSION = 2
 HEADER = struct.Struct(">4sBBHII")
@@ -722,23 +724,17 @@ class FrameReader:
     header raises IodProtoError as soon as it arrives."""
 
     def __init__(self):
-        self._buf = bytearray()
+        self._queue = ChunkQueue()
 
     def feed(self, data):
-        self._buf += data
+        queue = self._queue
+        queue.append(data)
         frames = []
-        pos = 0
-        buf = self._buf
-        with memoryview(buf) as view:
-            while len(buf) - pos >= HEADER.size:
-                total = frame_length(view[pos:pos + HEADER.size])
-                if len(buf) - pos < total:
-                    break
-                # One copy out of the buffer (a WRITE's MiB), not a slice
-                # of it copied again.
-                frames.append(bytes(view[pos:pos + total]))
-                pos += total
-        del buf[:pos]
+        while len(queue) >= HEADER.size:
+            total = frame_length(queue.peek(HEADER.size))
+            if len(queue) < total:
+                break
+            frames.append(queue.take(total))
         return frames
 
 

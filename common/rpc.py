@@ -10,6 +10,7 @@ Names follow RFC 5531 section 9 so the code can be checked against it.
 import enum
 import struct
 
+from common.chunkqueue import ChunkQueue
 from common.xdr import Packer, Unpacker, XdrError
 
 RPC_VERSION = 2
@@ -382,42 +383,53 @@ class RecordReader:
     """Reassembles records from a TCP byte stream, fragment by fragment. A record
     whose announced size would exceed ``max_record`` raises RecordTooLarge as
     soon as its fragment header arrives, before anything is buffered for it.
-    Fragments are appended to one buffer, so what is held is bounded by
-    ``max_record`` however the peer fragments (even endless empty fragments)."""
+    Earlier fragments of a record are appended to one buffer, so what is held
+    is bounded by ``max_record`` however the peer fragments (even endless
+    empty fragments)."""
 
     def __init__(self, max_record):
         self.max_record = max_record
-        self._buf = bytearray()
-        self._record = bytearray()
+        self._queue = ChunkQueue()
+        self._header = None  # (length, last) of the fragment being received
+        self._record = bytearray()  # a multi-fragment record's earlier fragments
 
     def feed(self, data):
         """Add bytes; return the list of records completed by them."""
-        if not self._buf and not self._record and type(data) is bytes and len(data) >= 4:
+        queue = self._queue
+        if (not queue and self._header is None and not self._record
+                and type(data) is bytes and len(data) >= 4):
             # The usual read over TCP: one call, whole (a client waits for
             # its reply before the next). Taken as it is, without buffering.
             if _u32.unpack_from(data)[0] == LAST_FRAGMENT | (len(data) - 4) and \
                     len(data) - 4 <= self.max_record:
                 return [data[4:]]
-        self._buf += data
+        queue.append(data)
         records = []
-        buf = self._buf
-        pos = 0
-        while len(buf) - pos >= 4:
-            header = _u32.unpack_from(buf, pos)[0]
-            length = header & 0x7FFFFFFF
-            if len(self._record) + length > self.max_record:
-                raise RecordTooLarge(
-                    f"record of at least {len(self._record) + length} bytes exceeds {self.max_record}")
-            if len(buf) - pos - 4 < length:
+        while True:
+            if self._header is None:
+                if len(queue) < 4:
+                    break
+                header = _u32.unpack(queue.take(4))[0]
+                length = header & 0x7FFFFFFF
+                if len(self._record) + length > self.max_record:
+                    raise RecordTooLarge(
+                        f"record of at least {len(self._record) + length} bytes "
+                        f"exceeds {self.max_record}")
+                self._header = (length, header & LAST_FRAGMENT)
+            length, last = self._header
+            if len(queue) < length:
                 break
-            self._record += buf[pos + 4:pos + 4 + length]
-            pos += 4 + length
-            if header & LAST_FRAGMENT:
+            self._header = None
+            fragment = queue.take(length)
+            if last and not self._record:
+                records.append(fragment)  # a whole record: Linux clients send no other
+                continue
+            self._record += fragment
+            if last:
                 records.append(bytes(self._record))
                 self._record = bytearray()
-        del buf[:pos]
         return records
 
     def pending(self):
         """Bytes held for an incomplete record (0 at a record boundary)."""
-        return len(self._buf) + len(self._record)
+        return len(self._queue) + len(self._record) + (4 if self._header is not None else 0)

@@ -436,14 +436,25 @@ RECORD_REPEAT = 8
 
 
 def _held(obj):
-    """Bytes of the object's attributes, counting list elements: whatever a
-    reader keeps between feeds, without knowing its private names."""
+    """Bytes of the object's attributes, counting list elements and the
+    attributes of the objects it holds: whatever a reader keeps between
+    feeds, without knowing its private names."""
     total = 0
-    for v in vars(obj).values():
+    for v in _attributes(obj):
         total += sys.getsizeof(v)
         if isinstance(v, (list, tuple, deque)):
             total += sum(sys.getsizeof(x) for x in v)
+        elif _attributes(v):
+            total += _held(v)
     return total
+
+
+def _attributes(obj):
+    names = getattr(type(obj), "__slots__", ())
+    if isinstance(names, str):
+        names = (names,)
+    values = [getattr(obj, name) for name in names if hasattr(obj, name)]
+    return values + list(getattr(obj, "__dict__", {}).values())
 
 
 @target("record", _record_seeds)
