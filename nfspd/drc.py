@@ -3,8 +3,9 @@
 A UDP client that loses a reply retransmits the call with the same xid; running
 a REMOVE twice would answer the retransmission with NOENT although the remove
 succeeded. Like the Linux kernel server's reply cache, the key is the client
-address, xid, program/version/procedure, credential and a checksum of the
-arguments; a retransmission that arrives while the original is still running is
+address, xid, program/version/procedure, credential, and the arguments' length
+and a checksum of their first bytes (nfspd/dispatch.py args_checksum); a
+retransmission that arrives while the original is still running is
 dropped, one that arrives after gets the cached reply.
 
 Pure: the clock is an argument, so tests are deterministic.
