@@ -8,7 +8,7 @@ import click
 
 from common import iodproto, keyfile
 from common.iodsconf import DS_PORT_OFFSET, default_ds_port
-from common.runtime import logs
+from common.runtime import heap, logs
 from common.runtime.metrics import parse_address
 from iod import daemon
 from iod.ipv4 import IpIdSlot
@@ -135,6 +135,7 @@ def main(data_dir, init, key_path, listen, port, ds_port, ds_listen, secure_port
     foreground; SIGTERM stops it, SIGHUP re-reads the key file, SIGUSR1 logs
     the counters."""
     logs.setup("iod", log_level, syslog)
+    heap.keep_buffers()  # the stripes it reads and writes, before its threads make arenas
     # pyroute2 logs every netlink message at debug level: not our events.
     logging.getLogger("pyroute2").setLevel(max(logging.WARNING, logging.getLogger().level))
     log = logging.getLogger("iod")

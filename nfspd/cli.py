@@ -9,7 +9,7 @@ import trio
 from common.exports import ExportsError
 from common.iodsconf import IodsConfError
 from common.keyfile import KeyFileError
-from common.runtime import logs
+from common.runtime import heap, logs
 from common.runtime.metrics import parse_address
 from nfspd.layouts import LayoutError
 from nfspd.server import STRIPE_UNIT, Config, Metaserver
@@ -82,6 +82,7 @@ def main(exports, state_dir, data_dir, bind, port, mount_port, portmap, iods, ke
     """NFSP metaserver: an NFSv2/NFSv3/NFSv4.1 server (with MOUNT and a portmapper)
     whose regular files are metafiles and whose data lives in a data store."""
     logs.setup("nfspd", log_level, syslog)
+    heap.keep_buffers()  # a relayed WRITE's MiB record, its frames to the iods
     try:
         metrics = parse_address(metrics) if metrics is not None else None
     except ValueError as e:
