@@ -729,16 +729,21 @@ class FrameReader:
 
     def __init__(self):
         self._queue = ChunkQueue()
+        self._total = None  # the length of the frame being received, once known
 
     def feed(self, data):
         queue = self._queue
         queue.append(data)
         frames = []
-        while len(queue) >= HEADER.size:
-            total = frame_length(queue.peek(HEADER.size))
-            if len(queue) < total:
+        while True:
+            if self._total is None:
+                if len(queue) < HEADER.size:
+                    break
+                self._total = frame_length(queue.peek(HEADER.size))
+            if len(queue) < self._total:
                 break
-            frames.append(queue.take(total))
+            frames.append(queue.take(self._total))
+            self._total = None
         return frames
 
 
