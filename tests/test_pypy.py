@@ -33,9 +33,8 @@ from tests.test_unlinkd_e2e import (  # noqa: F401
     test_hard_links_and_rename_over_purge_exactly_what_they_should,
     test_kill_9_of_unlinkd_in_a_burst_loses_no_purge,
 )
+from tools.dev import PYPY_PYTHON as PYPY
 from tools.dev import REPO
-
-PYPY = os.path.join(os.environ.get("NFSP_PYPY_VENV", "/opt/nfsp-pypy"), "bin", "python")
 
 pytestmark = [
     pytest.mark.skipif(not os.access(PYPY, os.X_OK),

@@ -234,3 +234,11 @@ def test_cli_up_status_down(name, tmp_path):
     assert r.returncode == 0 and "down" in r.stdout
     r = run("status")
     assert r.returncode == 1 and "down" in r.stdout
+
+
+def test_a_testbed_that_cannot_come_up_in_a_with_is_taken_down_again(name, tmp_path):
+    tb = tblib.Testbed(name, workdir=str(tmp_path / "bed"), nfspd_args=["--no-such-option"])
+    with pytest.raises(tblib.TestbedError), tb:
+        pass  # not reached: nfspd does not start with an unknown option
+    assert not ({h.netns for h in tb.hosts} | {tb.bridge_netns}) & _netns_list()
+    assert tb.down() is False  # nothing recorded is left

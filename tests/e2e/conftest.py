@@ -68,16 +68,10 @@ def vm_ready():
 @pytest.fixture(scope="session")
 def testbed(vm_ready, tmp_path_factory):
     lease = nfspd_lease_time()
-    tb = tblib.Testbed(TESTBED_NAME, n_iods=default_iods(), n_clients=1,
+    with tblib.Testbed(TESTBED_NAME, n_iods=default_iods(), n_clients=1,
                        workdir=str(tmp_path_factory.mktemp("testbed")),
-                       nfspd_args=[NFSPD_LEASE_OPTION, lease] if lease else [])
-    try:
-        tb.up()
-    except BaseException:
-        tb.down()
-        raise
-    yield tb
-    tb.down()
+                       nfspd_args=[NFSPD_LEASE_OPTION, lease] if lease else []) as tb:
+        yield tb
 
 
 @pytest.fixture(scope="session")

@@ -22,15 +22,9 @@ def striped(vm_ready, tmp_path_factory):
         pytest.skip("iod not built yet (no iod/daemon.py): the direct-path property waits for it")
     if isinstance(vmlib.udp_kernel(), str):
         pytest.skip(vmlib.udp_kernel())
-    tb = tblib.Testbed(f"p{os.getpid()}", n_iods=N_IODS, n_clients=1,
-                       workdir=str(tmp_path_factory.mktemp("striped")))
-    try:
-        tb.up()
-    except BaseException:
-        tb.down()
-        raise
-    yield tb
-    tb.down()
+    with tblib.Testbed(f"p{os.getpid()}", n_iods=N_IODS, n_clients=1,
+                       workdir=str(tmp_path_factory.mktemp("striped"))) as tb:
+        yield tb
 
 
 def _delta(before, after):

@@ -33,16 +33,10 @@ KERNELS = ("nfsudp", "debian")
 def pnfs_testbed(vm_ready, tmp_path_factory):
     if not tblib.Testbed.iod_built():
         pytest.skip("no iod")
-    tb = tblib.Testbed(f"pn{os.getpid()}", n_iods=N_IODS, n_clients=1,
+    with tblib.Testbed(f"pn{os.getpid()}", n_iods=N_IODS, n_clients=1,
                        workdir=str(tmp_path_factory.mktemp("pnfs")),
-                       nfspd_args=["--v4-lease", "10"])
-    try:
-        tb.up()
-    except BaseException:
-        tb.down()
-        raise
-    yield tb
-    tb.down()
+                       nfspd_args=["--v4-lease", "10"]) as tb:
+        yield tb
 
 
 def _kernel(label):

@@ -26,9 +26,8 @@ from tests.e2e.test_kernel_clients import (  # noqa: F401
 from tests.e2e.test_pnfs_kernel import (  # noqa: F401
     test_a_striped_file_goes_to_and_from_the_data_servers,
 )
+from tools.dev import PYPY_PYTHON as PYPY
 from tools.dev import testbed as tblib
-
-PYPY = os.path.join(os.environ.get("NFSP_PYPY_VENV", "/opt/nfsp-pypy"), "bin", "python")
 
 pytestmark = pytest.mark.skipif(not os.access(PYPY, os.X_OK),
                                 reason=f"no PyPy venv at {PYPY} (tools/install-deps --pypy)")
@@ -44,35 +43,23 @@ def daemons_on_pypy():
         yield
 
 
-def _testbed(name, n_iods, workdir, nfspd_args):
-    tb = tblib.Testbed(name, n_iods=n_iods, n_clients=1, workdir=workdir,
-                       nfspd_args=nfspd_args)
-    try:
-        tb.up()
-    except BaseException:
-        tb.down()
-        raise
-    return tb
-
-
 @pytest.fixture(scope="module")
 def testbed(daemons_on_pypy, vm_ready, tmp_path_factory):
     lease = conftest.nfspd_lease_time()
-    tb = _testbed(f"py{os.getpid()}", conftest.default_iods(),
-                  str(tmp_path_factory.mktemp("pypy-testbed")),
-                  [conftest.NFSPD_LEASE_OPTION, lease] if lease else [])
-    yield tb
-    tb.down()
+    with tblib.Testbed(f"py{os.getpid()}", n_iods=conftest.default_iods(), n_clients=1,
+                       workdir=str(tmp_path_factory.mktemp("pypy-testbed")),
+                       nfspd_args=[conftest.NFSPD_LEASE_OPTION, lease] if lease else []) as tb:
+        yield tb
 
 
 @pytest.fixture(scope="module")
 def pnfs_testbed(daemons_on_pypy, vm_ready, tmp_path_factory):
     if not tblib.Testbed.iod_built():
         pytest.skip("no iod")
-    tb = _testbed(f"pp{os.getpid()}", 4, str(tmp_path_factory.mktemp("pypy-pnfs")),
-                  ["--v4-lease", "10"])
-    yield tb
-    tb.down()
+    with tblib.Testbed(f"pp{os.getpid()}", n_iods=4, n_clients=1,
+                       workdir=str(tmp_path_factory.mktemp("pypy-pnfs")),
+                       nfspd_args=["--v4-lease", "10"]) as tb:
+        yield tb
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,8 @@ import sys
 
 # The checkout the harness runs from: daemons it starts import the project from it.
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The interpreter of the PyPy venv `tools/install-deps --pypy` makes.
+PYPY_PYTHON = os.path.join(os.environ.get("NFSP_PYPY_VENV", "/opt/nfsp-pypy"), "bin", "python")
 
 
 def daemon_python():
@@ -38,6 +40,6 @@ def daemon_python():
     should run nfspd on that distribution's Python too: this machine's pyenv
     build (libpython shared, no PGO or LTO) cost nfspd 15-19% more CPU per
     CREATE or REMOVE than Debian's python3.11 (README: Benchmarks). The
-    PyPy venv of `tools/install-deps --pypy` (/opt/nfsp-pypy/bin/python)
-    cost it a third less than either."""
+    PyPy venv of `tools/install-deps --pypy` (PYPY_PYTHON) cost it a third
+    less than either."""
     return os.environ.get("NFSP_PYTHON") or sys.executable

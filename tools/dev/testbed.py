@@ -593,7 +593,13 @@ class Testbed:
                 "counters": counters}
 
     def __enter__(self):
-        return self.up()
+        # A testbed half built (a namespace made, a daemon that would not
+        # start) is taken down again: `with` has no __exit__ for it.
+        try:
+            return self.up()
+        except BaseException:
+            self.down()
+            raise
 
     def __exit__(self, *exc):
         self.down()
