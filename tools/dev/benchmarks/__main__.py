@@ -60,10 +60,13 @@ def cli():
               help="Metadata: where the exports live. journalled: on a journalled ext4 "
                    "made for the run where OUT's file system has none; ram: on a "
                    "journalled ext4 on a zram device (flushes cost nothing); work: on OUT's.")
+@click.option("--meta-warmup", default=3.0, show_default=True, type=click.FloatRange(0),
+              help="Metadata: seconds of each row's load every server gets, unrecorded, "
+                   "before the rows (not with --quick).")
 @click.option("--no-ganesha", is_flag=True, help="Skip the nfs-ganesha baseline.")
 @click.option("--keep", is_flag=True, help="Keep the servers' data under OUT/work.")
 def run(quick_mode, only, out, full, file_mib, rates, clients_, iods_, mscost_iods, run_seconds,
-        window, ipfrag_max_dist, meta_ground, no_ganesha, keep):
+        window, ipfrag_max_dist, meta_ground, meta_warmup, no_ganesha, keep):
     """Run the benchmarks (needs root: network namespaces)."""
     if os.geteuid() != 0:
         raise click.ClickException("needs root (network namespaces, tc, raw sockets)")
@@ -72,7 +75,7 @@ def run(quick_mode, only, out, full, file_mib, rates, clients_, iods_, mscost_io
         rates=tuple(r.strip() for r in rates.split(",") if r.strip()),
         clients=_ints(clients_), iods=_ints(iods_), mscost_iods=_ints(mscost_iods),
         run_seconds=run_seconds or (60.0 if full else 20.0), window=window,
-        ganesha=not no_ganesha, meta_ground=meta_ground,
+        ganesha=not no_ganesha, meta_ground=meta_ground, meta_warmup=meta_warmup,
         ipfrag_max_dist=None if ipfrag_max_dist == "default" else _ints(ipfrag_max_dist)[0])
     for r in params.rates:
         try:

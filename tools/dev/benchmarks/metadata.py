@@ -42,6 +42,14 @@ machine whose speed drifts (this one's moved by a quarter within an hour: two
 full runs, one server after another, gave ganesha 2,100 and 2,756 GETATTR/s
 from one client, and nfspd's READDIRPLUS ratio 0.68 in one and 0.86 in the
 other).
+
+Before the rows, every server gets each row's load, unrecorded, for
+``meta_warmup`` seconds (8 clients, over UDP and TCP): what a server that
+has run for a while is like. nfspd on PyPy needs it (its JIT compiles the
+paths it runs: CREATE+REMOVE from 8 clients over TCP cost it 233, 153 and
+134 us of CPU per call in three 8 s rows one after another, from one
+client 885, 544 and 296; README, Quick start); on CPython, and for
+ganesha, it fills caches.
 """
 
 import contextlib
@@ -128,6 +136,19 @@ def measure(ctx, srv, op, n_clients, entries, seconds, proto="udp"):
     return row
 
 
+def warm_up(ctx, srv, entries, seconds):
+    """Each row's load for ``seconds``, from 8 clients over UDP and TCP,
+    not recorded (module docstring)."""
+    if seconds <= 0:
+        return
+    ctx.log(f"meta {srv.label}: warming up, {seconds:g} s of each row's load")
+    for op in OPS:
+        for proto in PROTOS:
+            row = measure(ctx, srv, op, max(CLIENTS), entries, seconds, proto)
+            if row["errors"]:
+                raise RuntimeError(f"warming up {srv.label} failed: {row['error_samples']}")
+
+
 def flushes(before, after, seconds):
     """What nfspd's group commit did between two of its counters' readings
     (LoopbackNfsp.group_commit), over a row of ``seconds``: what a ``sync``
@@ -179,7 +200,7 @@ def _rows():
     return [(op, n, proto) for op in OPS for n in CLIENTS for proto in PROTOS]
 
 
-def _in_turn(ctx, setups, workdir, entries, seconds):
+def _in_turn(ctx, setups, workdir, entries, seconds, warmup):
     """Every server up at once; each row measured for each server, the first
     of them one further on at every row (module docstring)."""
     rows = []
@@ -190,6 +211,8 @@ def _in_turn(ctx, setups, workdir, entries, seconds):
             srv = stack.enter_context(_Labelled(label, make))
             prepare(ctx, srv, entries, f"meta-{label}-prepare")
             servers.append(srv)
+        for srv in servers:
+            warm_up(ctx, srv, entries, warmup)
         for i, (op, n, proto) in enumerate(_rows()):
             first = i % len(servers)
             for srv in servers[first:] + servers[:first]:
@@ -197,7 +220,7 @@ def _in_turn(ctx, setups, workdir, entries, seconds):
     return rows
 
 
-def _one_server_after_another(ctx, setups, workdir, entries, seconds, settle):
+def _one_server_after_another(ctx, setups, workdir, entries, seconds, warmup, settle):
     """Where a server's removals would slow the next one's creates (a ground
     without a journal): each server alone, once the last one's have settled."""
     rows = []
@@ -206,6 +229,9 @@ def _one_server_after_another(ctx, setups, workdir, entries, seconds, settle):
         try:
             with _Labelled(label, make) as srv:
                 prepare(ctx, srv, entries, f"meta-{label}-prepare")
+                if warmup > 0:
+                    warm_up(ctx, srv, entries, warmup)
+                    removed = time.monotonic()  # (its own removals settle too)
                 if removed is not None:
                     wait = settle - (time.monotonic() - removed)
                     if wait > 0:
@@ -223,6 +249,7 @@ def _run(ctx, base):
     p = ctx.params
     seconds = 2.0 if ctx.quick else p.meta_seconds
     entries = 1000 if ctx.quick else p.dir_entries
+    warmup = 0.0 if ctx.quick else p.meta_warmup
 
     def workdir(label):
         path = os.path.join(base, f"meta-{label}")
@@ -243,8 +270,9 @@ def _run(ctx, base):
     # Only where the allocator has that memory (not with --quick, which is a smoke run).
     settle = 0.0 if ctx.quick or parent_fsync_suffices_at(base) else SETTLE
     if settle:
-        rows = _one_server_after_another(ctx, setups, workdir, entries, seconds, settle)
+        rows = _one_server_after_another(ctx, setups, workdir, entries, seconds, warmup,
+                                        settle)
     else:
-        rows = _in_turn(ctx, setups, workdir, entries, seconds)
-    return {"dir_entries": entries, "seconds": seconds, "nfsp_iods": NFSP_IODS,
+        rows = _in_turn(ctx, setups, workdir, entries, seconds, warmup)
+    return {"dir_entries": entries, "seconds": seconds, "warmup_s": warmup, "nfsp_iods": NFSP_IODS,
             "settle_s": settle, "baseline_missing": missing, "rows": rows}

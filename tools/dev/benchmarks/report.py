@@ -236,6 +236,9 @@ def _metadata_table(res, rows, proto):
                  "flushing (on the loop's thread, which answers nothing meanwhile).")
     if res.get("ground"):
         note += f" The exports were on the {res['ground']}."
+    if res.get("warmup_s"):
+        note += (f" Before the rows every server got {res['warmup_s']:g} s of each row's "
+                 "load from 8 clients over UDP and TCP, unrecorded (PyPy's JIT warms up).")
     if not any(cell is not None for line in loop for cell in line[1:]):
         loop = []  # (results from before it was measured)
     return "\n".join([f"### Metadata operations, NFSv3 over {proto.upper()}", "",
