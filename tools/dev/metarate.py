@@ -33,11 +33,14 @@ from tools.dev.benchmarks.servers import LoopbackGanesha, LoopbackNfsp
 @click.option("--entries", type=click.IntRange(1), default=1000, show_default=True,
               help="Entries of the directory LOOKUP and READDIRPLUS use.")
 @click.option("--rounds", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--warmup", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Seconds of each row's load, unrecorded, before the rows (as the "
+                   "benchmark's --meta-warmup; nfspd on PyPy wants it).")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
               help="nfspd --workers.")
 @click.option("--ground", "where", type=click.Choice(["journalled", "ram", "work"]),
               default="journalled", show_default=True)
-def main(server, ops, clients, proto, seconds, entries, rounds, workers, where):
+def main(server, ops, clients, proto, seconds, entries, rounds, warmup, workers, where):
     ops = [op.strip() for op in ops.split(",") if op.strip()]
     unknown = set(ops) - set(metadata.OPS)
     if unknown:
@@ -56,6 +59,7 @@ def main(server, ops, clients, proto, seconds, entries, rounds, workers, where):
             with srv:
                 srv.label = server
                 metadata.prepare(ctx, srv, entries, "prepare")
+                metadata.warm_up(ctx, srv, entries, warmup, ops, (proto,))
                 for _ in range(rounds):
                     for op in ops:
                         row = metadata.measure(ctx, srv, op, clients, entries, seconds, proto)

@@ -136,14 +136,14 @@ def measure(ctx, srv, op, n_clients, entries, seconds, proto="udp"):
     return row
 
 
-def warm_up(ctx, srv, entries, seconds):
-    """Each row's load for ``seconds``, from 8 clients over UDP and TCP,
-    not recorded (module docstring)."""
+def warm_up(ctx, srv, entries, seconds, ops=OPS, protos=PROTOS):
+    """The load of each of ``ops`` over each of ``protos`` (every row's, by
+    default) for ``seconds``, from 8 clients, not recorded (module docstring)."""
     if seconds <= 0:
         return
     ctx.log(f"meta {srv.label}: warming up, {seconds:g} s of each row's load")
-    for op in OPS:
-        for proto in PROTOS:
+    for op in ops:
+        for proto in protos:
             row = measure(ctx, srv, op, max(CLIENTS), entries, seconds, proto)
             if row["errors"]:
                 raise RuntimeError(f"warming up {srv.label} failed: {row['error_samples']}")
