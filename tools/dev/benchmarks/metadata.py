@@ -48,7 +48,7 @@ Before the rows, every server gets each row's load, unrecorded, for
 has run for a while is like. nfspd on PyPy needs it (its JIT compiles the
 paths it runs: CREATE+REMOVE from 8 clients over TCP cost it 233, 153 and
 134 us of CPU per call in three 8 s rows one after another, from one
-client 885, 544 and 296; README, Quick start); on CPython, and for
+client 635, 303 and 237; README, Quick start); on CPython, and for
 ganesha, it fills caches.
 """
 
